@@ -1,0 +1,78 @@
+/**
+ * Engine options: defaults and the validator, next to each other (STYLE §8). Only the CLI reads
+ * flags and the environment; it composes one `EngineOptions` and hands it here.
+ */
+import { availableParallelism } from 'node:os';
+import { userError } from '../common/errors.js';
+
+export interface EngineOptions {
+  /** Number of shards S (shard = murmur3(user_id) mod S). Default: 2 × cores. Fixed for the life of a data directory. */
+  shards: number;
+  /** Worker threads in the pool; shard s runs on worker s mod workers. Default: cores. */
+  workers: number;
+  /** Local data directory: logs, LMDB checkpoints. */
+  dataDir: string;
+  /** Lake root: a directory or `s3://bucket/prefix`. */
+  lake: string;
+  /** Endpoint of an S3-compatible store (path-style), if not AWS. */
+  s3Endpoint?: string;
+  /** Checkpoint / flush interval in ms: every acknowledged event is committed in silver within about this long. Default 10 s. */
+  flushIntervalMs: number;
+  /** Target Parquet file size in bytes; a shard checkpoints early when its buffers exceed it. Default 128 MiB. */
+  targetFileBytes: number;
+  /** Event-time watermark = max event time − allowed lateness. Default 2 h. */
+  allowedLatenessMs: number;
+  /** Per-user inactivity gap that closes a session. Default 30 min. */
+  sessionGapMs: number;
+  /** How long an event id is remembered for deduplication. Default 24 h. */
+  dedupTtlMs: number;
+  /** A shard with no input for this long (processing time) stops holding back the global watermark. Default 30 s. */
+  idleTimeoutMs: number;
+  /** Parquet compression. Default zstd. */
+  compression: 'zstd' | 'snappy' | 'none';
+  /** Extra event-type → metric mappings on top of the documented defaults. */
+  metricEventTypes?: Partial<Record<'installs' | 'screen_views' | 'notification_views' | 'notification_opens', string[]>>;
+  /** Run reconciliation of late events into gold every this many ms (0 = only on demand). Default 60 s. */
+  reconcileIntervalMs: number;
+}
+
+export function defaultEngineOptions(): EngineOptions {
+  const cores = Math.max(1, availableParallelism());
+  return {
+    shards: 2 * cores,
+    workers: cores,
+    dataDir: './data',
+    lake: './lake',
+    flushIntervalMs: 10_000,
+    targetFileBytes: 128 * 1024 * 1024,
+    allowedLatenessMs: 2 * 3_600_000,
+    sessionGapMs: 30 * 60_000,
+    dedupTtlMs: 24 * 3_600_000,
+    idleTimeoutMs: 30_000,
+    compression: 'zstd',
+    reconcileIntervalMs: 60_000,
+  };
+}
+
+const positiveInt = (v: number): boolean => Number.isInteger(v) && v > 0;
+
+/** Fills defaults and checks every field; throws a user error naming the option and what it must be. */
+export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOptions {
+  const o: EngineOptions = { ...defaultEngineOptions(), ...stripUndefined(partial) };
+  if (!positiveInt(o.shards) || o.shards > 4096) throw userError('invalid_option', `shards must be an integer in 1..4096, got ${o.shards}`);
+  if (!positiveInt(o.workers) || o.workers > 256) throw userError('invalid_option', `workers must be an integer in 1..256, got ${o.workers}`);
+  if (o.workers > o.shards) o.workers = o.shards;
+  if (!(o.flushIntervalMs >= 50)) throw userError('invalid_option', `flushIntervalMs must be at least 50 ms, got ${o.flushIntervalMs}`);
+  if (!(o.targetFileBytes >= 64 * 1024)) throw userError('invalid_option', `targetFileBytes must be at least 64 KiB, got ${o.targetFileBytes}`);
+  if (!(o.allowedLatenessMs >= 0)) throw userError('invalid_option', `allowedLatenessMs must be ≥ 0, got ${o.allowedLatenessMs}`);
+  if (!(o.sessionGapMs > 0)) throw userError('invalid_option', `sessionGapMs must be > 0, got ${o.sessionGapMs}`);
+  if (!(o.dedupTtlMs >= 60_000)) throw userError('invalid_option', `dedupTtlMs must be at least 1 minute, got ${o.dedupTtlMs}`);
+  if (!(o.idleTimeoutMs > 0)) throw userError('invalid_option', `idleTimeoutMs must be > 0, got ${o.idleTimeoutMs}`);
+  if (!['zstd', 'snappy', 'none'].includes(o.compression)) throw userError('invalid_option', `compression must be zstd, snappy or none, got ${o.compression}`);
+  if (!(o.reconcileIntervalMs >= 0)) throw userError('invalid_option', `reconcileIntervalMs must be ≥ 0, got ${o.reconcileIntervalMs}`);
+  return o;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { makeBuilder, RecordBatch, Schema, makeData, Struct, type Field } from 'apache-arrow';
+import { silverSchema } from '../../common/schema.js';
+import { maskToIndices, takeRows } from '../../common/arrow-take.js';
+
+function batchOf(schema: Schema, rows: Array<Record<string, unknown>>): RecordBatch {
+  const children = schema.fields.map((f: Field) => {
+    const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
+    for (const r of rows) b.append(r[f.name] as never);
+    return b.finish().flush();
+  });
+  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children }));
+}
+
+describe('takeRows', () => {
+  const rows = Array.from({ length: 10 }, (_, i) => ({
+    event_id: `e${i}`,
+    user_id: `u${i % 3}`,
+    anonymous_id: i % 2 ? null : `a${i}`,
+    event_type: ['screen', 'click', 'install'][i % 3],
+    event_time: 1_700_000_000_000 + i,
+    received_at: 1_700_000_100_000 + i,
+    session_id: null,
+    device_type: i % 4 === 0 ? null : 'ios',
+    os: 'iOS',
+    app_version: '1.0',
+    country: 'DE',
+    source: 'test',
+    properties: i % 5 === 0 ? null : `{"i":${i}}`,
+  }));
+  const batch = batchOf(silverSchema, rows);
+
+  it('gathers rows of every column type in the given order, keeping nulls', () => {
+    const picked = takeRows(batch, Int32Array.from([9, 0, 4, 4, 7]));
+    expect(picked.numRows).toBe(5);
+    const got = picked.toArray().map((r) => r.toJSON());
+    const want = [9, 0, 4, 4, 7].map((i) => rows[i]!);
+    for (let k = 0; k < want.length; k++) {
+      for (const [col, v] of Object.entries(want[k]!)) {
+        expect(got[k]![col], `${col} of row ${k}`).toEqual(v);
+      }
+    }
+  });
+
+  it('takes from sliced batches and an empty selection', () => {
+    const sliced = batch.slice(3, 8);
+    const picked = takeRows(sliced, Int32Array.from([0, 4]));
+    expect(picked.getChild('event_id')!.toArray()).toEqual(['e3', 'e7']);
+    expect(picked.getChild('anonymous_id')!.toArray()).toEqual([null, null]);
+    expect(takeRows(batch, new Int32Array(0)).numRows).toBe(0);
+  });
+
+  it('maskToIndices lists the set positions', () => {
+    expect(Array.from(maskToIndices(Uint8Array.from([1, 0, 0, 1, 1])))).toEqual([0, 3, 4]);
+    expect(Array.from(maskToIndices(Uint8Array.from([1, 0, 0, 1, 1]), 0))).toEqual([1, 2]);
+  });
+});
