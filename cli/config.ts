@@ -1,0 +1,136 @@
+/**
+ * Composes one configuration from, in order of precedence: command-line flags, `SLUICE_*`
+ * environment variables, a JSON config file (`--config FILE` / `SLUICE_CONFIG`), defaults.
+ * This is the only place (with the CLI commands) that reads process.env.
+ *
+ * | setting          | flag                 | environment               | default                      |
+ * |------------------|----------------------|---------------------------|------------------------------|
+ * | port             | --port               | SLUICE_PORT               | 8080                         |
+ * | host             | --host               | SLUICE_HOST               | 127.0.0.1                    |
+ * | data             | --data               | SLUICE_DATA               | ./data                       |
+ * | lake             | --lake               | SLUICE_LAKE               | ./lake                       |
+ * | s3Endpoint       | --s3-endpoint        | SLUICE_S3_ENDPOINT, AWS_ENDPOINT_URL_S3 | (AWS)          |
+ * | shards           | --shards             | SLUICE_SHARDS             | 2 × cores                    |
+ * | workers          | --workers            | SLUICE_WORKERS            | cores                        |
+ * | writeKeys        | --write-key (repeat) | SLUICE_WRITE_KEYS (comma) | generated into DATA/write-key |
+ * | flushInterval    | --flush-interval     | SLUICE_FLUSH_INTERVAL     | 10s                          |
+ * | allowedLateness  | --allowed-lateness   | SLUICE_ALLOWED_LATENESS   | 2h                           |
+ * | sessionGap       | --session-gap        | SLUICE_SESSION_GAP        | 30m                          |
+ * | dedupTtl         | --dedup-ttl          | SLUICE_DEDUP_TTL          | 24h                          |
+ * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
+ * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
+ */
+import { readFileSync } from 'node:fs';
+import { userError } from '../common/errors.js';
+import { parseBytes, parseDuration } from '../common/duration.js';
+import { validateEngineOptions, type EngineOptions } from '../engine/options.js';
+
+export interface ServeConfig {
+  host: string;
+  port: number;
+  writeKeys: string[];
+  engine: EngineOptions;
+  /** Extra ingest options from the config file's `ingest` object, passed through to the ingest validator. */
+  ingest: Record<string, unknown>;
+}
+
+/** Raw settings as strings/numbers, keyed like the table above. */
+export type RawSettings = Partial<Record<SettingName, string | number | string[] | undefined>>;
+
+type SettingName =
+  | 'port'
+  | 'host'
+  | 'data'
+  | 'lake'
+  | 's3Endpoint'
+  | 'shards'
+  | 'workers'
+  | 'writeKeys'
+  | 'flushInterval'
+  | 'allowedLateness'
+  | 'sessionGap'
+  | 'dedupTtl'
+  | 'targetFileSize'
+  | 'compression';
+
+const ENV: Record<SettingName, string[]> = {
+  port: ['SLUICE_PORT'],
+  host: ['SLUICE_HOST'],
+  data: ['SLUICE_DATA'],
+  lake: ['SLUICE_LAKE'],
+  s3Endpoint: ['SLUICE_S3_ENDPOINT', 'AWS_ENDPOINT_URL_S3'],
+  shards: ['SLUICE_SHARDS'],
+  workers: ['SLUICE_WORKERS'],
+  writeKeys: ['SLUICE_WRITE_KEYS'],
+  flushInterval: ['SLUICE_FLUSH_INTERVAL'],
+  allowedLateness: ['SLUICE_ALLOWED_LATENESS'],
+  sessionGap: ['SLUICE_SESSION_GAP'],
+  dedupTtl: ['SLUICE_DEDUP_TTL'],
+  targetFileSize: ['SLUICE_TARGET_FILE_SIZE'],
+  compression: ['SLUICE_COMPRESSION'],
+};
+
+function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
+  const out: RawSettings = {};
+  for (const [name, vars] of Object.entries(ENV) as Array<[SettingName, string[]]>) {
+    const v = vars.map((k) => env[k]).find((x) => x !== undefined && x !== '');
+    if (v === undefined) continue;
+    out[name] = name === 'writeKeys' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
+  }
+  return out;
+}
+
+function fromFile(path: string | undefined): { settings: RawSettings; ingest: Record<string, unknown> } {
+  if (!path) return { settings: {}, ingest: {} };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw userError('invalid_config', `cannot read config file ${path}: ${(err as Error).message}`, err);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw userError('invalid_config', `config file ${path} must hold a JSON object`);
+  }
+  const { ingest, ...rest } = parsed as Record<string, unknown>;
+  for (const key of Object.keys(rest)) {
+    if (!(key in ENV)) throw userError('invalid_config', `config file ${path}: unknown setting "${key}" (known: ${Object.keys(ENV).join(', ')}, ingest)`);
+  }
+  return { settings: rest as RawSettings, ingest: (ingest as Record<string, unknown>) ?? {} };
+}
+
+const int = (v: unknown, what: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw userError('invalid_option', `${what} must be an integer, got "${String(v)}"`);
+  return n;
+};
+
+/** flags > environment > config file > defaults. */
+export function composeServeConfig(flags: RawSettings & { config?: string }, env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const file = fromFile(flags.config ?? env.SLUICE_CONFIG);
+  const envSettings = fromEnv(env);
+  const pick = <K extends SettingName>(k: K): RawSettings[K] => flags[k] ?? envSettings[k] ?? file.settings[k];
+  const has = (k: SettingName): boolean => pick(k) !== undefined;
+  const engine = validateEngineOptions({
+    dataDir: has('data') ? String(pick('data')) : undefined,
+    lake: has('lake') ? String(pick('lake')) : undefined,
+    s3Endpoint: has('s3Endpoint') ? String(pick('s3Endpoint')) : undefined,
+    shards: has('shards') ? int(pick('shards'), '--shards') : undefined,
+    workers: has('workers') ? int(pick('workers'), '--workers') : undefined,
+    flushIntervalMs: has('flushInterval') ? parseDuration(pick('flushInterval') as string, '--flush-interval') : undefined,
+    allowedLatenessMs: has('allowedLateness') ? parseDuration(pick('allowedLateness') as string, '--allowed-lateness') : undefined,
+    sessionGapMs: has('sessionGap') ? parseDuration(pick('sessionGap') as string, '--session-gap') : undefined,
+    dedupTtlMs: has('dedupTtl') ? parseDuration(pick('dedupTtl') as string, '--dedup-ttl') : undefined,
+    targetFileBytes: has('targetFileSize') ? parseBytes(pick('targetFileSize') as string, '--target-file-size') : undefined,
+    compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
+  });
+  const port = has('port') ? int(pick('port'), '--port') : 8080;
+  if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
+  const keys = pick('writeKeys');
+  return {
+    host: has('host') ? String(pick('host')) : '127.0.0.1',
+    port,
+    writeKeys: Array.isArray(keys) ? keys : keys === undefined ? [] : [String(keys)],
+    engine,
+    ingest: file.ingest,
+  };
+}

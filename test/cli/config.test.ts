@@ -1,0 +1,68 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { composeServeConfig } from '../../cli/config.js';
+import { validateEngineOptions } from '../../engine/options.js';
+
+describe('composeServeConfig', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'));
+  const file = join(dir, 'sluice.json');
+  writeFileSync(file, JSON.stringify({ port: 9000, shards: 3, flushInterval: '5s', sessionGap: '20m', lake: '/from/file' }));
+
+  it('uses documented defaults', () => {
+    const c = composeServeConfig({}, {});
+    expect(c.port).toBe(8080);
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.engine.flushIntervalMs).toBe(10_000);
+    expect(c.engine.allowedLatenessMs).toBe(7_200_000);
+    expect(c.engine.sessionGapMs).toBe(1_800_000);
+    expect(c.engine.dedupTtlMs).toBe(86_400_000);
+    expect(c.engine.lake).toBe('./lake');
+    expect(c.writeKeys).toEqual([]);
+  });
+
+  it('takes flags over environment over config file over defaults', () => {
+    const env = { SLUICE_CONFIG: file, SLUICE_PORT: '9100', SLUICE_SESSION_GAP: '10m', SLUICE_WRITE_KEYS: 'a, b' };
+    const c = composeServeConfig({ port: '9200' }, env);
+    expect(c.port).toBe(9200); // flag
+    expect(c.engine.sessionGapMs).toBe(600_000); // env over file
+    expect(c.engine.shards).toBe(3); // file
+    expect(c.engine.flushIntervalMs).toBe(5_000); // file
+    expect(c.engine.lake).toBe('/from/file');
+    expect(c.writeKeys).toEqual(['a', 'b']);
+    expect(c.engine.dedupTtlMs).toBe(86_400_000); // default
+  });
+
+  it('reads the S3 endpoint from SLUICE_S3_ENDPOINT or the standard AWS_ENDPOINT_URL_S3', () => {
+    expect(composeServeConfig({}, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' }).engine.s3Endpoint).toBe('http://127.0.0.1:9');
+    expect(composeServeConfig({}, { SLUICE_S3_ENDPOINT: 'http://a', AWS_ENDPOINT_URL_S3: 'http://b' }).engine.s3Endpoint).toBe('http://a');
+  });
+
+  it.each([
+    [{ port: 'x' }, '--port must be an integer, got "x"'],
+    [{ flushInterval: 'soon' }, '--flush-interval must look like 500ms, 10s, 30m, 2h or 7d, got "soon"'],
+    [{ shards: '0' }, 'shards must be an integer in 1..4096, got 0'],
+    [{ compression: 'lz4' }, 'compression must be zstd, snappy or none, got lz4'],
+  ])('rejects %j with an exact message', (flags, message) => {
+    expect(() => composeServeConfig(flags, {})).toThrow(message);
+  });
+
+  it('rejects unknown settings in the config file, naming them', () => {
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ prot: 1 }));
+    expect(() => composeServeConfig({ config: bad }, {})).toThrow(/unknown setting "prot"/);
+    expect(() => composeServeConfig({ config: join(dir, 'missing.json') }, {})).toThrow(/cannot read config file/);
+  });
+});
+
+describe('validateEngineOptions', () => {
+  it('caps workers at the shard count', () => {
+    expect(validateEngineOptions({ shards: 2, workers: 8 }).workers).toBe(2);
+  });
+  it.each([
+    [{ flushIntervalMs: 10 }, 'flushIntervalMs must be at least 50 ms, got 10'],
+    [{ dedupTtlMs: 1000 }, 'dedupTtlMs must be at least 1 minute, got 1000'],
+    [{ sessionGapMs: 0 }, 'sessionGapMs must be > 0, got 0'],
+  ])('%j → %s', (o, message) => expect(() => validateEngineOptions(o)).toThrow(message));
+});
