@@ -9,7 +9,8 @@ type Register = (program: Command) => void;
 
 /** Subcommand modules; each exports `register(program)`. */
 const COMMANDS: Array<() => Promise<{ register: Register }>> = [
-  // one line per subcommand, e.g. () => import('./serve.js'),
+  () => import('./serve.js'),
+  () => import('./reconcile.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -41,8 +41,11 @@ export interface ObjectStore {
    * bytes are gone and the final object exists, it is already published and this succeeds.
    */
   publish(staged: StagedObject): Promise<void>;
-  /** Deletes staged objects that are not in `keep` (recovery: unrecorded temps). Returns how many. */
-  discardStaged(keep: ReadonlySet<string>): Promise<number>;
+  /**
+   * Deletes staged objects whose staging key is not in `keep` and that `filter` selects
+   * (recovery: a shard discards only its own unrecorded temps). Returns how many.
+   */
+  discardStaged(keep: ReadonlySet<string>, filter?: (stagingKey: string) => boolean): Promise<number>;
   /** Absolute local path of `key` when the store is a local directory (DuckDB reads it in place). */
   localPath(key: string): string | undefined;
   close(): Promise<void>;

@@ -1,0 +1,118 @@
+/**
+ * `sluice serve`: the whole engine in one process — ingest server, shard pool, lake writer.
+ * `startSluice(config)` is the same thing in-process, for tests, the demo and the benchmark.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { pino, type Logger } from 'pino';
+import { Coordinator } from '../engine/coordinator.js';
+import { startIngestServer, type IngestServer } from '../ingest/server.js';
+import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
+
+export interface RunningSluice {
+  readonly port: number;
+  readonly url: string;
+  readonly writeKey: string;
+  readonly coordinator: Coordinator;
+  /** Stops accepting, drains, flushes and commits everything acknowledged, closes everything. */
+  close(): Promise<void>;
+}
+
+/** Reads DATA/write-key, or creates it with a random key when no key is configured. */
+async function ensureWriteKey(dataDir: string): Promise<string> {
+  const path = join(dataDir, 'write-key');
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    await mkdir(dataDir, { recursive: true });
+    const key = `sk_${randomBytes(12).toString('hex')}`;
+    await writeFile(path, `${key}\n`, { mode: 0o600 });
+    return key;
+  }
+}
+
+export async function startSluice(config: ServeConfig, logger: Logger = pino({ level: 'info' }, pino.destination(2))): Promise<RunningSluice> {
+  const writeKeys = config.writeKeys.length > 0 ? config.writeKeys : [await ensureWriteKey(config.engine.dataDir)];
+  const coordinator = await Coordinator.start(config.engine, logger);
+  let server: IngestServer;
+  try {
+    server = await startIngestServer(
+      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), logger },
+      {
+        logs: coordinator.logs,
+        dlqLog: coordinator.dlqLog,
+        onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
+        backlog: () => coordinator.backlog(),
+        live: () => coordinator.live(),
+        ready: () => coordinator.failure === undefined,
+      },
+    );
+  } catch (err) {
+    await coordinator.close();
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    port: server.port,
+    url: `http://${config.host}:${server.port}`,
+    writeKey: writeKeys[0]!,
+    coordinator,
+    close: () =>
+      (closing ??= (async () => {
+        await server.close();
+        await coordinator.close();
+      })()),
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('run the ingest server and the engine on embedded defaults (local log, local lake)')
+    .option('--port <n>', 'HTTP/WebSocket port (0 = any free port)')
+    .option('--host <addr>', 'address to listen on')
+    .option('--data <dir>', 'data directory: logs, checkpoints, write key')
+    .option('--lake <dir|s3://bucket/prefix>', 'where Parquet tables are written')
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (path-style)')
+    .option('--shards <n>', 'number of shards (fixed for a data directory)')
+    .option('--workers <n>', 'worker threads')
+    .option('--write-key <key>', 'accepted write key (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--flush-interval <duration>', 'checkpoint / file flush interval, e.g. 10s')
+    .option('--allowed-lateness <duration>', 'watermark lag behind the max event time, e.g. 2h')
+    .option('--session-gap <duration>', 'inactivity gap closing a session, e.g. 30m')
+    .option('--dedup-ttl <duration>', 'how long event ids are remembered, e.g. 24h')
+    .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
+    .option('--compression <codec>', 'zstd | snappy | none')
+    .option('--config <file>', 'JSON config file')
+    .action(async (flags: RawSettings & { writeKey?: string[]; config?: string }) => {
+      const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey });
+      const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
+      const sluice = await startSluice(config, logger);
+      process.stdout.write(
+        `Sluice listening on ${sluice.url}\n` +
+          `  write key: ${sluice.writeKey}\n` +
+          `  lake:      ${config.engine.lake}\n` +
+          `  data:      ${config.engine.dataDir}\n` +
+          `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
+          `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
+          `-d '{"userId":"u1","event":"Application Opened"}'\n`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          logger.info({ signal }, 'stopping: draining and committing everything acknowledged');
+          sluice.close().then(
+            () => resolve(),
+            (err: unknown) => {
+              logger.error({ err }, 'shutdown failed');
+              process.exitCode = 1;
+              resolve();
+            },
+          );
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+}

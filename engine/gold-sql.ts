@@ -1,0 +1,92 @@
+/**
+ * Gold metrics as DuckDB SQL over silver: the definition reconciliation uses to rewrite windows
+ * that late events touched, and the independent check the end-to-end tests compare the
+ * streaming aggregates against (invariant 4: gold equals a recomputation from silver).
+ *
+ * Definitions (same as the aggregate operator):
+ * - a window is [window_start, window_start + 1 h or 1 d) of event_time, UTC;
+ * - dimensions device_type, app_version, country; a missing value is 'unknown'; all 8 grouping
+ *   sets, with 'ALL' standing for "any value";
+ * - events: valid unique events in the window; active_users: distinct user_id;
+ * - sessions: sessions whose first event (min event_time over the session_id, looking back one
+ *   day) falls in the window, grouped by the dimensions of that first event;
+ * - daily avg_session_s / bounce_rate over those sessions (duration = last − first event time);
+ *   notification_ctr = notification_opens / notification_views (null when no views).
+ */
+import { ALL, UNKNOWN } from '../common/schema.js';
+
+export interface MetricEventTypes {
+  installs: string[];
+  screen_views: string[];
+  notification_views: string[];
+  notification_opens: string[];
+}
+
+export const DEFAULT_METRIC_EVENT_TYPES: MetricEventTypes = {
+  installs: ['install', 'Application Installed'],
+  screen_views: ['screen', 'screen_view'],
+  notification_views: ['notification_view', 'Push Notification Received'],
+  notification_opens: ['notification_open', 'Push Notification Tapped'],
+};
+
+const quote = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+const list = (xs: string[]): string => xs.map(quote).join(', ');
+
+/**
+ * SQL computing hourly or daily metric rows for windows starting in [fromMs, toMs), over a
+ * relation (view or `read_parquet(...)`) of silver events named by `silver`.
+ */
+export function goldMetricsSql(granularity: 'hourly' | 'daily', silver: string, fromMs: number, toMs: number, types: MetricEventTypes = DEFAULT_METRIC_EVENT_TYPES): string {
+  const unit = granularity === 'hourly' ? 'hour' : 'day';
+  const dim = (c: string): string => `coalesce(${c}, ${quote(UNKNOWN)})`;
+  const roll = (c: string): string => `CASE WHEN grouping(${c}) = 1 THEN ${quote(ALL)} ELSE ${c} END`;
+  const from = `epoch_ms(${fromMs})`;
+  const to = `epoch_ms(${toMs})`;
+  const daily =
+    granularity === 'daily'
+      ? `,
+    avg(s.duration_s) FILTER (WHERE s.is_start) AS avg_session_s,
+    avg(CASE WHEN s.bounce THEN 1.0 ELSE 0.0 END) FILTER (WHERE s.is_start) AS bounce_rate,
+    CASE WHEN count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) = 0 THEN NULL
+         ELSE (count(*) FILTER (WHERE event_type IN (${list(types.notification_opens)})))::DOUBLE
+              / count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) END AS notification_ctr`
+      : '';
+  return `
+WITH ev AS (
+  SELECT event_id, user_id, event_type, event_time::TIMESTAMP AS t, session_id,
+         ${dim('device_type')} AS device_type, ${dim('app_version')} AS app_version, ${dim('country')} AS country
+  FROM ${silver}
+  WHERE event_time::TIMESTAMP >= ${from}::TIMESTAMP - INTERVAL 1 DAY AND event_time::TIMESTAMP < ${to}::TIMESTAMP + INTERVAL 1 DAY
+),
+sess AS (
+  SELECT session_id, min(t) AS first_t, max(t) AS last_t, count(*) AS n,
+         arg_min(event_id, (t, event_id)) AS first_event_id
+  FROM ev WHERE session_id IS NOT NULL GROUP BY session_id
+),
+s AS (
+  SELECT ev.*, (sess.first_event_id = ev.event_id) AS is_start,
+         date_diff('millisecond', sess.first_t, sess.last_t) / 1000.0 AS duration_s, sess.n = 1 AS bounce
+  FROM ev LEFT JOIN sess USING (session_id)
+  WHERE ev.t >= ${from}::TIMESTAMP AND ev.t < ${to}::TIMESTAMP
+)
+SELECT
+    date_trunc('${unit}', t) AS window_start,
+    ${roll('device_type')} AS device_type,
+    ${roll('app_version')} AS app_version,
+    ${roll('country')} AS country,
+    count(*) AS events,
+    count(DISTINCT user_id) AS active_users,
+    count(*) FILTER (WHERE event_type IN (${list(types.installs)})) AS installs,
+    count(*) FILTER (WHERE s.is_start) AS sessions,
+    count(*) FILTER (WHERE event_type IN (${list(types.screen_views)})) AS screen_views,
+    count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) AS notification_views,
+    count(*) FILTER (WHERE event_type IN (${list(types.notification_opens)})) AS notification_opens${daily}
+FROM s
+GROUP BY GROUPING SETS (
+  (window_start, device_type, app_version, country),
+  (window_start, device_type, app_version), (window_start, device_type, country), (window_start, app_version, country),
+  (window_start, device_type), (window_start, app_version), (window_start, country),
+  (window_start)
+)
+ORDER BY window_start, device_type, app_version, country`;
+}

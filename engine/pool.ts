@@ -1,0 +1,97 @@
+/**
+ * The shard pool: a piscina pool whose load balancer pins shard s to worker s mod W, so shard
+ * state is worker-local. Tasks for one shard reach its worker in submission order (the balancer
+ * always accepts, and a worker runs its shards' tasks through per-shard queues), so each shard
+ * consumes its log in offset order.
+ */
+import { Piscina } from 'piscina';
+import type { PiscinaTask } from 'piscina';
+import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardRuntimeOptions, ShardTask } from './types.js';
+import { internalError } from '../common/errors.js';
+
+interface QueueOptions {
+  shard: number;
+}
+
+const kQueue = Piscina.queueOptionsSymbol;
+
+function workerFile(): { filename: string; execArgv: string[] } {
+  const here = import.meta.url;
+  const ts = here.endsWith('.ts');
+  const filename = new URL(ts ? './shard-worker.ts' : './shard-worker.js', here).href;
+  // Running from TypeScript sources: workers need the same loader as the main thread.
+  const execArgv = ts && !process.execArgv.some((a) => a.includes('tsx')) ? [...process.execArgv, '--import', 'tsx'] : [...process.execArgv];
+  return { filename, execArgv };
+}
+
+export class ShardPool {
+  readonly workers: number;
+  private readonly pool: Piscina;
+  private failed: Error | undefined;
+
+  constructor(workers: number) {
+    this.workers = workers;
+    const { filename, execArgv } = workerFile();
+    this.pool = new Piscina({
+      filename,
+      execArgv,
+      minThreads: workers,
+      maxThreads: workers,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+      // The balancer never refuses, so per-worker concurrency is bounded by the coordinator's backpressure instead.
+      concurrentTasksPerWorker: 1 << 20,
+      maxQueue: Number.MAX_SAFE_INTEGER,
+      loadBalancer: (task, candidates) => this.pick(task, candidates),
+    });
+    this.pool.on('error', (err: Error) => {
+      this.failed = err;
+    });
+  }
+
+  private pick(task: PiscinaTask, candidates: ReadonlyArray<{ id: number }>): never {
+    const opts = (task as unknown as Record<symbol, QueueOptions | null>)[kQueue];
+    const shard = opts?.shard ?? 0;
+    if (candidates.length < this.workers) return null as never; // wait until every worker is up, so pinning is stable
+    const sorted = [...candidates].sort((a, b) => a.id - b.id);
+    return sorted[shard % this.workers] as never;
+  }
+
+  private run<T>(task: ShardTask, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.failed) return Promise.reject(internalError('worker_failed', 'a shard worker died; restart Sluice to recover from the last checkpoint', this.failed));
+    const withQueue = Object.assign(task, { [kQueue]: { shard: task.shard } });
+    return this.pool.run(withQueue, { transferList: transfer }) as Promise<T>;
+  }
+
+  open(shard: number, options: ShardRuntimeOptions): Promise<OpenResult> {
+    return this.run({ kind: 'open', shard, options });
+  }
+
+  /** Sends one log record to its shard. The payload's buffer is transferred (copied first if it is a view of a larger buffer). */
+  batch(shard: number, offset: number, payload: Uint8Array): Promise<BatchResult> {
+    const owned =
+      payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && payload.buffer instanceof ArrayBuffer
+        ? payload.buffer
+        : payload.slice().buffer;
+    return this.run({ kind: 'batch', shard, offset, payload: owned }, [owned]);
+  }
+
+  advance(shard: number, watermarkMs: number): Promise<BatchResult> {
+    return this.run({ kind: 'advance', shard, watermarkMs });
+  }
+
+  checkpoint(shard: number): Promise<CheckpointResult> {
+    return this.run({ kind: 'checkpoint', shard });
+  }
+
+  live(shard: number): Promise<LiveResult> {
+    return this.run({ kind: 'live', shard });
+  }
+
+  close(shard: number): Promise<void> {
+    return this.run({ kind: 'close', shard });
+  }
+
+  destroy(): Promise<void> {
+    return this.pool.destroy();
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * Reconciliation: folds too-late events (late/) into the gold windows they belong to.
+ *
+ * A too-late event is in silver already (exactly once) and also in late/. Once its hourly and
+ * daily gold windows have been merged, those windows are recomputed from silver with DuckDB
+ * (engine/gold-sql.ts, the same definitions as the streaming aggregates) and rewritten in place
+ * under their deterministic names (an atomic overwrite), a 'reconcile' commit record is written,
+ * and only then are the late/ files removed. A crash at any step leaves late/ files behind, and
+ * the next run recomputes the same windows with the same result.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { partKey, partitionTimeOfKey, TABLES } from '../common/lake-layout.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { encodeParquet } from '../storage/parquet.js';
+import { writeCommitRecord } from '../storage/commit-record.js';
+import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, type MetricEventTypes } from './gold-sql.js';
+import { metricRowsToBatch } from './gold-merge.js';
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+
+export interface ReconcileResult {
+  hourlyWindows: number[];
+  dailyWindows: number[];
+  lateFilesRemoved: number;
+}
+
+/** Key of the merged gold file of a window (deterministic: rewrites overwrite it). */
+export const goldWindowKey = (granularity: 'hourly' | 'daily', windowStart: number): string =>
+  partKey(granularity === 'hourly' ? 'hourly_metrics' : 'daily_metrics', windowStart, `part-w${windowStart}.parquet`);
+
+export async function reconcileLate(
+  store: ObjectStore,
+  options: { compression?: 'zstd' | 'snappy' | 'none'; types?: MetricEventTypes; now?: number } = {},
+): Promise<ReconcileResult> {
+  const late = (await store.list(`${TABLES.late_events.prefix}/`)).filter((o) => o.key.endsWith('.parquet'));
+  const result: ReconcileResult = { hourlyWindows: [], dailyWindows: [], lateFilesRemoved: 0 };
+  if (late.length === 0) return result;
+  const pendingPartials = new Set((await store.list('_sluice/partials/')).map((o) => o.key.split('/').slice(2, 4).join('/')));
+  const exists = async (key: string): Promise<boolean> => (await store.list(key)).some((o) => o.key === key);
+  const hours = new Map<number, string[]>();
+  for (const o of late) {
+    const h = partitionTimeOfKey(o.key);
+    if (h === undefined) continue;
+    let keys = hours.get(h);
+    if (!keys) hours.set(h, (keys = []));
+    keys.push(o.key);
+  }
+  const ready = async (g: 'hourly' | 'daily', start: number): Promise<boolean> => !pendingPartials.has(`${g}/${start}`) && (await exists(goldWindowKey(g, start)));
+  // Hourly windows are rewritten as soon as they are merged; a late file goes once its day is rewritten too.
+  const readyHours: number[] = [];
+  for (const hour of hours.keys()) if (await ready('hourly', hour)) readyHours.push(hour);
+  const readyDays: number[] = [];
+  for (const day of new Set([...hours.keys()].map((h) => Math.floor(h / DAY) * DAY))) if (await ready('daily', day)) readyDays.push(day);
+  const work = [...hours]
+    .filter(([hour]) => readyHours.includes(hour) && readyDays.includes(Math.floor(hour / DAY) * DAY))
+    .map(([hour, keys]) => ({ hour, keys }));
+  if (readyHours.length === 0 && readyDays.length === 0) return result;
+
+  const silverKeys = (await store.list(`${TABLES.events.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+  const scratch = await mkdtemp(join(tmpdir(), 'sluice-reconcile-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  try {
+    const spans = [...readyHours, ...readyDays];
+    const lo = Math.min(...spans) - DAY;
+    const hi = Math.max(...spans) + 2 * DAY;
+    const paths: string[] = [];
+    for (const key of silverKeys) {
+      const t = partitionTimeOfKey(key);
+      if (t === undefined || t < lo || t >= hi) continue;
+      let path = store.localPath(key);
+      if (!path) {
+        path = join(scratch, `${paths.length}.parquet`);
+        await writeFile(path, (await store.get(key))!);
+      }
+      paths.push(path);
+    }
+    const silver = `read_parquet([${paths.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}], union_by_name = true)`;
+    const types = options.types ?? DEFAULT_METRIC_EVENT_TYPES;
+    const added: Array<{ key: string; rows: number; bytes: number }> = [];
+    const rewrite = async (g: 'hourly' | 'daily', start: number): Promise<void> => {
+      const reader = await conn.runAndReadAll(goldMetricsSql(g, silver, start, start + (g === 'hourly' ? HOUR : DAY), types));
+      const batch = metricRowsToBatch(g, reader.getRowObjectsJS() as Array<Record<string, unknown>>);
+      const body = encodeParquet([batch], { compression: options.compression ?? 'zstd' });
+      await store.put(goldWindowKey(g, start), body);
+      added.push({ key: goldWindowKey(g, start), rows: batch.numRows, bytes: body.byteLength });
+    };
+    for (const hour of readyHours) {
+      await rewrite('hourly', hour);
+      result.hourlyWindows.push(hour);
+    }
+    for (const day of readyDays) {
+      await rewrite('daily', day);
+      result.dailyWindows.push(day);
+    }
+    const removed = work.flatMap((w) => w.keys.map((key) => ({ key, rows: 0 })));
+    await writeCommitRecord(store, {
+      id: `reconcile-${options.now ?? Date.now()}`,
+      time: new Date(options.now ?? Date.now()).toISOString(),
+      kind: 'reconcile',
+      added,
+      removed,
+    });
+    for (const r of removed) await store.delete(r.key);
+    result.lateFilesRemoved = removed.length;
+    return result;
+  } finally {
+    conn.closeSync();
+    db.closeSync();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}

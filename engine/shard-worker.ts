@@ -1,0 +1,57 @@
+/**
+ * The piscina worker module. A worker hosts the runtimes of the shards pinned to it and runs
+ * each shard's tasks strictly one after another, in arrival order (a promise chain per shard),
+ * while different shards on the same worker interleave at await points.
+ */
+import { assertNever, internalError } from '../common/errors.js';
+import { ShardRuntime } from './shard-runtime.js';
+import type { ShardResult, ShardTask } from './types.js';
+
+const runtimes = new Map<number, ShardRuntime>();
+const chains = new Map<number, Promise<unknown>>();
+/** A shard whose task failed stays failed: skipping a batch would break exactly-once, so only a restart (recovery) may go on. */
+const failures = new Map<number, unknown>();
+
+async function execute(task: ShardTask): Promise<ShardResult> {
+  if (task.kind === 'open') {
+    if (runtimes.has(task.shard)) throw internalError('shard_already_open', `shard ${task.shard} is already open on this worker`);
+    const runtime = await ShardRuntime.open(task.shard, task.options);
+    runtimes.set(task.shard, runtime);
+    return runtime.openResult;
+  }
+  const runtime = runtimes.get(task.shard);
+  if (!runtime) throw internalError('shard_not_open', `shard ${task.shard} got a ${task.kind} task before open`);
+  switch (task.kind) {
+    case 'batch':
+      return runtime.processBatch(task.offset, new Uint8Array(task.payload));
+    case 'advance':
+      return runtime.advance(task.watermarkMs);
+    case 'checkpoint':
+      return runtime.checkpoint();
+    case 'live':
+      return runtime.live();
+    case 'close':
+      await runtime.close();
+      runtimes.delete(task.shard);
+      return undefined;
+    default:
+      return assertNever(task);
+  }
+}
+
+export default function handle(task: ShardTask): Promise<ShardResult> {
+  const previous = chains.get(task.shard) ?? Promise.resolve();
+  const next = previous.then(() => {
+    if (failures.has(task.shard)) {
+      throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, failures.get(task.shard));
+    }
+    return execute(task);
+  });
+  chains.set(
+    task.shard,
+    next.catch((err: unknown) => {
+      if (!failures.has(task.shard)) failures.set(task.shard, err);
+    }),
+  );
+  return next;
+}

@@ -1,0 +1,99 @@
+/**
+ * Every message between the coordinator (main thread) and the shard workers, in one place.
+ * Tasks are discriminated on `kind`; results are small plain objects. Batch bytes cross threads
+ * as a transferred ArrayBuffer, never as structured-cloned objects.
+ *
+ *   main thread                                   worker (piscina, shard pinned)
+ *   ───────────                                   ──────────────────────────────
+ *   open ───────────────────────────────────────▶ recover 2PC, restore state
+ *        ◀─────────────────────────────────────── { checkpointOffset }
+ *   (replay log from checkpointOffset + 1 as batch tasks)
+ *   batch{offset, ipc bytes (transferred)} ─────▶ dedup → watermark → sessionize → aggregate → buffer
+ *        ◀─────────────────────────────────────── { rows, duplicates, tooLate, watermark }
+ *   advance{watermarkMs} (idle shards only) ────▶ emit closed windows/sessions
+ *   checkpoint ─────────────────────────────────▶ encode → stage → LMDB txn → publish
+ *        ◀─────────────────────────────────────── { offset, closed windows }
+ *   close ──────────────────────────────────────▶ final checkpoint, close LMDB
+ */
+import type { EngineOptions } from './options.js';
+
+/** Options a shard runtime needs (a serializable subset of EngineOptions). */
+export type ShardRuntimeOptions = Pick<
+  EngineOptions,
+  | 'shards'
+  | 'dataDir'
+  | 'lake'
+  | 's3Endpoint'
+  | 'allowedLatenessMs'
+  | 'sessionGapMs'
+  | 'dedupTtlMs'
+  | 'compression'
+  | 'targetFileBytes'
+  | 'metricEventTypes'
+>;
+
+export type ShardTask =
+  | { kind: 'open'; shard: number; options: ShardRuntimeOptions }
+  | {
+      kind: 'batch';
+      shard: number;
+      offset: number;
+      /** Arrow IPC stream bytes of one ingestSchema batch; transferred, owned by the worker after posting. */
+      payload: ArrayBuffer;
+    }
+  | { kind: 'advance'; shard: number; watermarkMs: number }
+  | { kind: 'checkpoint'; shard: number }
+  | { kind: 'live'; shard: number }
+  | { kind: 'close'; shard: number };
+
+/** A shard's event-time progress: its watermark, or idle when it has seen nothing to go on. */
+export type ShardWatermark = { kind: 'event-time'; timeMs: number } | { kind: 'idle' };
+
+export interface OpenResult {
+  shard: number;
+  /** Last log offset whose effects are committed; -1 when the shard has never checkpointed. */
+  checkpointOffset: number;
+  /** Staged files the recovery published (recorded) and discarded (unrecorded). */
+  recoveredPublished: number;
+  recoveredDiscarded: number;
+  /** Event time up to which the shard has committed its window partials (−Infinity if none). */
+  emittedWatermarkMs: number;
+}
+
+export interface BatchResult {
+  shard: number;
+  offset: number;
+  rows: number;
+  /** Valid unique rows sent to silver (including too-late ones). */
+  silverRows: number;
+  duplicates: number;
+  tooLate: number;
+  watermark: ShardWatermark;
+  /** Bytes of Arrow data buffered for the next checkpoint (the coordinator checkpoints early past the target). */
+  bufferedBytes: number;
+}
+
+export interface CheckpointResult {
+  shard: number;
+  /** Last log offset covered; -1 when nothing was ever processed. */
+  offset: number;
+  /** Files published by this checkpoint. */
+  files: number;
+  /** Start times (ms) of hourly / daily windows this shard emitted partials for in this checkpoint. */
+  hourlyWindows: number[];
+  dailyWindows: number[];
+  /** Event time up to which window partials are now committed (−Infinity if none). */
+  emittedWatermarkMs: number;
+  durationMs: number;
+}
+
+/** Counts of the shard's still-open current windows, for the live view. */
+export interface LiveResult {
+  shard: number;
+  watermark: ShardWatermark;
+  /** Per open hourly window start → totals over all dimensions ('ALL' row). */
+  hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>;
+  openSessions: number;
+}
+
+export type ShardResult = OpenResult | BatchResult | CheckpointResult | LiveResult | undefined;

@@ -1,0 +1,142 @@
+/**
+ * The embedded default object store: a local directory.
+ *
+ * Atomicity: every write goes to a temp file under `_sluice/tmp/`, is fsync'd, renamed into
+ * place, and the target directory is fsync'd, so a reader (or a crash) sees the old object or
+ * the new one, never a partial one. Staged objects live under `_sluice/staging/<key>` and are
+ * published by rename.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { externalError, userError } from '../common/errors.js';
+import type { ObjectInfo, ObjectStore, StagedObject } from './object-store.js';
+
+export const STAGING_PREFIX = '_sluice/staging/';
+const TMP_PREFIX = '_sluice/tmp/';
+
+export class LocalObjectStore implements ObjectStore {
+  readonly url: string;
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.url = `file://${this.root}`;
+  }
+
+  private path(key: string): string {
+    if (key.startsWith('/') || key.split('/').includes('..') || key === '') throw userError('invalid_key', `object key must be relative without "..", got "${key}"`);
+    return join(this.root, ...key.split('/'));
+  }
+
+  private async writeAtomic(target: string, body: Uint8Array): Promise<void> {
+    const tmp = this.path(`${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    await mkdir(dirname(tmp), { recursive: true });
+    await mkdir(dirname(target), { recursive: true });
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(body);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, target);
+    await syncDir(dirname(target));
+  }
+
+  async put(key: string, body: Uint8Array): Promise<void> {
+    try {
+      await this.writeAtomic(this.path(key), body);
+    } catch (err) {
+      throw externalError('store_write_failed', `cannot write ${key} under ${this.root}: ${(err as Error).message}`, err);
+    }
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    try {
+      return new Uint8Array(await readFile(this.path(key)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw externalError('store_read_failed', `cannot read ${key} under ${this.root}: ${(err as Error).message}`, err);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    // Walk only the deepest directory the prefix names, then filter by the full prefix.
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const start = dirPart === '' ? this.root : this.path(dirPart);
+    const out: ObjectInfo[] = [];
+    const includeMeta = prefix.startsWith('_sluice/');
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        throw err;
+      }
+      for (const e of entries) {
+        const key = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (!includeMeta && (key === '_sluice' || key.startsWith('_sluice/'))) continue;
+        if (e.isDirectory()) {
+          if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await walk(join(dir, e.name), key);
+        } else if (key.startsWith(prefix)) {
+          const st = await stat(join(dir, e.name));
+          out.push({ key, size: st.size, mtimeMs: st.mtimeMs });
+        }
+      }
+    };
+    await walk(start, dirPart);
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async stage(key: string, body: Uint8Array): Promise<StagedObject> {
+    const stagingKey = `${STAGING_PREFIX}${key}`;
+    await this.writeAtomic(this.path(stagingKey), body);
+    return { key, stagingKey, size: body.byteLength };
+  }
+
+  async publish(staged: StagedObject): Promise<void> {
+    const from = this.path(staged.stagingKey);
+    const to = this.path(staged.key);
+    await mkdir(dirname(to), { recursive: true });
+    try {
+      await rename(from, to);
+    } catch (err) {
+      // Already published by an earlier attempt: the staged copy is gone and the final one exists.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(to)) return;
+      throw externalError('store_publish_failed', `cannot publish ${staged.key}: ${(err as Error).message}`, err);
+    }
+    await syncDir(dirname(to));
+  }
+
+  async discardStaged(keep: ReadonlySet<string>, filter: (stagingKey: string) => boolean = () => true): Promise<number> {
+    let n = 0;
+    for (const o of await this.list(STAGING_PREFIX)) {
+      if (keep.has(o.key) || !filter(o.key)) continue;
+      await this.delete(o.key);
+      n++;
+    }
+    return n;
+  }
+
+  localPath(key: string): string | undefined {
+    return this.path(key);
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

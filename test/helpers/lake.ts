@@ -1,0 +1,51 @@
+/**
+ * Test helpers: read a local lake's tables with DuckDB, the way analysts would.
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { TABLES, type TableName } from '../../common/lake-layout.js';
+
+export interface LakeReader {
+  conn: DuckDBConnection;
+  /** `read_parquet(...)` over a table, or `(SELECT NULL WHERE false)` style empty relation when it has no files. */
+  rel(table: TableName): string;
+  files(table: TableName): string[];
+  rows<T = Record<string, unknown>>(sql: string): Promise<T[]>;
+  close(): void;
+}
+
+function walk(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...walk(p));
+    else if (name.endsWith('.parquet')) out.push(p);
+  }
+  return out.sort();
+}
+
+export async function openLakeReader(lakeDir: string): Promise<LakeReader> {
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  await conn.run("SET TimeZone = 'UTC'");
+  const files = (table: TableName): string[] => walk(join(lakeDir, TABLES[table].prefix));
+  return {
+    conn,
+    files,
+    rel(table) {
+      const f = files(table);
+      if (f.length === 0) throw new Error(`table ${table} has no files in ${lakeDir}`);
+      return `read_parquet([${f.map((p) => `'${p}'`).join(', ')}], hive_partitioning = true, union_by_name = true)`;
+    },
+    async rows<T>(sql: string): Promise<T[]> {
+      const r = await conn.runAndReadAll(sql);
+      return r.getRowObjectsJS() as T[];
+    },
+    close() {
+      conn.closeSync();
+      db.closeSync();
+    },
+  };
+}
