@@ -19,7 +19,7 @@
  * disk and be valid after reopen: they were never acknowledged, so at worst they duplicate a
  * client retry, which dedup removes downstream.
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readdirSync, readSync, ftruncateSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, openSync, readdirSync, readSync, ftruncateSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -64,7 +64,8 @@ export function validateSegmentLogOptions(o: SegmentLogOptions): Required<Omit<S
     dir: o.dir,
     shard: o.shard,
     segmentBytes,
-    fsync: o.fsync ?? ((fd: number) => new Promise<void>((res, rej) => { try { fdatasyncSync(fd); res(); } catch (e) { rej(e as Error); } })),
+    // fdatasync on libuv's thread pool: the event loop keeps accepting while the disk syncs.
+    fsync: o.fsync ?? ((fd: number) => new Promise<void>((res, rej) => fdatasync(fd, (err) => (err ? rej(err) : res())))),
     onFsync: o.onFsync,
   };
 }
@@ -79,13 +80,13 @@ export class SegmentLog implements ShardLog {
   private next: number;
   /** Offset below which every record is durable. */
   private durableEnd: number;
-  private writing: Promise<void> = Promise.resolve();
-  private syncing = false;
-  private syncRun: Promise<void> = Promise.resolve();
-  private rolling = false;
+  /** Frames appended but not yet written, in offset order. */
+  private queue: Uint8Array[] = [];
+  private pumping = false;
+  private pumpRun: Promise<void> = Promise.resolve();
+  /** Waiters in offset order (a group resolves a prefix). */
   private waiters: Waiter[] = [];
   private unsyncedBytes = 0;
-  private unsyncedRecords = 0;
   private failure: Error | undefined;
   private closed = false;
 
@@ -145,85 +146,64 @@ export class SegmentLog implements ShardLog {
     frame.set(payload, HEADER);
     view.setUint32(4, crc32(frame.subarray(8)), true);
     this.unsyncedBytes += frame.byteLength;
-    this.unsyncedRecords++;
     const done = new Promise<number>((resolve, reject) => this.waiters.push({ offset, resolve, reject }));
-    // Writes are serialized (positional appends in offset order); fsyncs are grouped.
-    this.writing = this.writing.then(() => this.write(frame, offset));
-    this.writing.then(
-      () => this.scheduleSync(),
-      (err: unknown) => this.fail(err),
-    );
+    this.queue.push(frame);
+    if (!this.pumping) {
+      this.pumping = true;
+      this.pumpRun = this.pump();
+    }
     return done;
   }
 
-  private async write(frame: Uint8Array, offset: number): Promise<void> {
-    if (this.failure) throw this.failure;
-    let seg = this.segments[this.segments.length - 1]!;
-    if (seg.size > 0 && seg.size + frame.byteLength > this.options.segmentBytes) {
-      // Roll: no group fsync may run on the old handle while it is closed; the roll's own fsync
-      // makes everything written so far durable, then waiters are released by the next sync.
-      this.rolling = true;
-      try {
-        await this.syncRun;
-        await this.options.fsync(this.fh.fd);
-        await this.fh.close();
-        const path = join(this.options.dir, segName(offset));
-        this.fh = await open(path, 'w+');
-        await syncDir(this.options.dir);
-        this.durableEnd = seg.end;
-        const ready = this.waiters.filter((w) => w.offset < seg.end);
-        this.waiters = this.waiters.filter((w) => w.offset >= seg.end);
-        for (const w of ready) w.resolve(w.offset);
-        // Only the frame being written now is left unsynced.
-        this.unsyncedRecords = 1;
-        this.unsyncedBytes = frame.byteLength;
-        seg = { first: offset, path, end: offset, size: 0 };
-        this.segments.push(seg);
-      } finally {
-        this.rolling = false;
-      }
-    }
-    let written = 0;
-    while (written < frame.byteLength) {
-      const { bytesWritten } = await this.fh.write(frame, written, frame.byteLength - written, seg.size + written);
-      written += bytesWritten;
-    }
-    seg.size += frame.byteLength;
-    seg.end = offset + 1;
-  }
-
-  private scheduleSync(): void {
-    if (this.syncing || this.rolling || this.failure) return;
-    this.syncing = true;
-    this.syncRun = this.syncLoop();
-  }
-
-  /** One fsync at a time; each covers every record fully written when it started. */
-  private async syncLoop(): Promise<void> {
+  /**
+   * The group-commit loop: takes every frame queued so far, writes them with one writev, fsyncs
+   * once, releases their waiters, and repeats while more arrived meanwhile.
+   */
+  private async pump(): Promise<void> {
     try {
-      while (!this.failure) {
-        const seg = this.segments[this.segments.length - 1]!;
-        const coveredEnd = seg.end;
-        if (coveredEnd <= this.durableEnd) break;
-        const records = this.unsyncedRecords;
-        const bytes = this.unsyncedBytes;
+      while (this.queue.length > 0 && !this.failure) {
+        const frames = this.queue;
+        this.queue = [];
+        let bytes = 0;
+        for (const f of frames) bytes += f.byteLength;
+        const firstOffset = this.durableEnd;
+        let seg = this.segments[this.segments.length - 1]!;
+        if (seg.size > 0 && seg.size + bytes > this.options.segmentBytes) seg = await this.roll(firstOffset);
+        let written = 0;
+        let position = seg.size;
+        let pending: Uint8Array[] = frames;
+        while (written < bytes) {
+          const { bytesWritten } = await this.fh.writev(pending, position);
+          written += bytesWritten;
+          position += bytesWritten;
+          if (written < bytes) pending = remainder(frames, written);
+        }
         const started = performance.now();
         await this.options.fsync(this.fh.fd);
-        this.options.onFsync?.(performance.now() - started, records, bytes);
-        this.durableEnd = coveredEnd;
-        this.unsyncedRecords = Math.max(0, this.unsyncedRecords - records);
-        this.unsyncedBytes = Math.max(0, this.unsyncedBytes - bytes);
-        const ready = this.waiters.filter((w) => w.offset < coveredEnd);
-        this.waiters = this.waiters.filter((w) => w.offset >= coveredEnd);
+        this.options.onFsync?.(performance.now() - started, frames.length, bytes);
+        seg.size += bytes;
+        seg.end = firstOffset + frames.length;
+        this.durableEnd = seg.end;
+        this.unsyncedBytes -= bytes;
+        const ready = this.waiters.splice(0, frames.length);
         for (const w of ready) w.resolve(w.offset);
       }
     } catch (err) {
       this.fail(err);
     } finally {
-      this.syncing = false;
+      this.pumping = false;
     }
-    // Records written while the last fsync ran need another one.
-    if (!this.failure && this.segments[this.segments.length - 1]!.end > this.durableEnd) this.scheduleSync();
+  }
+
+  /** Starts a new segment at `offset` (the previous one is fully fsync'd already). */
+  private async roll(offset: number): Promise<Segment> {
+    await this.fh.close();
+    const path = join(this.options.dir, segName(offset));
+    this.fh = await open(path, 'w+');
+    await syncDir(this.options.dir);
+    const seg: Segment = { first: offset, path, end: offset, size: 0 };
+    this.segments.push(seg);
+    return seg;
   }
 
   private fail(err: unknown): void {
@@ -232,6 +212,7 @@ export class SegmentLog implements ShardLog {
     }
     const waiters = this.waiters;
     this.waiters = [];
+    this.queue = [];
     for (const w of waiters) w.reject(this.failure);
   }
 
@@ -273,8 +254,7 @@ export class SegmentLog implements ShardLog {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.writing.catch(() => undefined);
-    while (this.syncing || (!this.failure && this.waiters.length > 0)) await new Promise((r) => setTimeout(r, 1));
+    while (this.pumping) await this.pumpRun;
     await this.fh.close();
   }
 }
@@ -344,4 +324,18 @@ export async function openShardLogs(dir: string, shards: number, options: Omit<S
   const logs: SegmentLog[] = [];
   for (let s = 0; s < shards; s++) logs.push(await SegmentLog.open({ ...options, dir: join(dir, `shard-${s}`), shard: s }));
   return logs;
+}
+
+/** The frames' bytes after the first `skip` bytes (for a short writev). */
+function remainder(frames: Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const f of frames) {
+    if (skip >= f.byteLength) {
+      skip -= f.byteLength;
+      continue;
+    }
+    out.push(skip > 0 ? f.subarray(skip) : f);
+    skip = 0;
+  }
+  return out;
 }

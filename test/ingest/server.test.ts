@@ -1,0 +1,311 @@
+/**
+ * The real ingest server on loopback, over real fsync'd segment logs: every protocol and status
+ * code, gzip, auth, limits, a mixed good/bad batch, and ack-after-fsync.
+ */
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeBuilder, makeData, RecordBatch, Struct, Table, tableToIPC } from 'apache-arrow';
+import { WebSocket } from 'ws';
+import { ingestSchema } from '../../common/schema.js';
+import { shardOfUser } from '../../common/hash.js';
+import { basic, post, startTestIngest, WRITE_KEY, type TestIngest } from '../helpers/ingest.js';
+
+const NOW = Date.now();
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function track(i: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'track',
+    event: 'Product Clicked',
+    userId: `user-${i}`,
+    messageId: `msg-${i}`,
+    timestamp: iso(NOW - 60_000),
+    context: { device: { type: 'ios' }, os: { name: 'iOS' }, app: { version: '4.0.0' }, location: { country: 'DE' } },
+    properties: { sku: `sku-${i}`, price: i },
+    ...extra,
+  };
+}
+
+describe('ingest server', () => {
+  let s: TestIngest;
+  beforeAll(async () => {
+    s = await startTestIngest({ maxBodyBytes: 64 * 1024, maxEventBytes: 4096, maxBatchEvents: 100 });
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+
+  it('accepts a Segment batch only after it is in the log, sharded by user, with offsets in the ack', async () => {
+    const batch = Array.from({ length: 20 }, (_, i) => track(i));
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch }), { authorization: basic() });
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ ok: true, accepted: 20, rejected: [] });
+    const offsets = r.json.offsets as Array<{ shard: number; offset: number }>;
+    expect(offsets.length).toBeGreaterThan(0);
+    const rows = await s.loggedEvents();
+    const ids = rows.map((row) => row.event_id);
+    for (let i = 0; i < 20; i++) expect(ids).toContain(`msg-${i}`);
+    // Each row sits in its user's shard log.
+    for (let shard = 0; shard < s.logs.length; shard++) {
+      const { readLogRows } = await import('../helpers/ingest.js');
+      for (const row of await readLogRows(s.logs[shard]!)) expect(shardOfUser(String(row.user_id), s.logs.length)).toBe(shard);
+    }
+    const row = rows.find((x) => x.event_id === 'msg-3')!;
+    expect(row).toMatchObject({ user_id: 'user-3', event_type: 'Product Clicked', device_type: 'ios', os: 'iOS', app_version: '4.0.0', country: 'DE', source: 'segment' });
+    expect(JSON.parse(String(row.properties))).toEqual({ sku: 'sku-3', price: 3 });
+    expect(JSON.parse(String(row.raw)).messageId).toBe('msg-3');
+  });
+
+  it.each([
+    ['track', { type: undefined, event: 'Signed Up', userId: 'u1', messageId: 'single-track' }, 'Signed Up'],
+    ['screen', { type: undefined, name: 'Home', userId: 'u1', messageId: 'single-screen' }, 'screen'],
+    ['page', { type: undefined, name: 'Pricing', anonymousId: 'anon-1', messageId: 'single-page' }, 'page'],
+    ['identify', { type: undefined, userId: 'u1', traits: { plan: 'pro' }, messageId: 'single-identify' }, 'identify'],
+    ['alias', { type: undefined, userId: 'u1', previousId: 'anon-1', messageId: 'single-alias' }, 'alias'],
+    ['group', { type: undefined, userId: 'u1', groupId: 'g1', traits: { name: 'Acme' }, messageId: 'single-group' }, 'group'],
+  ])('accepts /v1/%s', async (call, body, eventType) => {
+    const r = await post(`${s.url}/v1/${call}`, JSON.stringify(body), { authorization: `Bearer ${WRITE_KEY}` });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(1);
+    const row = (await s.loggedEvents()).find((x) => x.event_id === (body as { messageId: string }).messageId)!;
+    expect(row.event_type).toBe(eventType);
+    if (call === 'screen' || call === 'page') expect(JSON.parse(String(row.properties)).name).toBe((body as { name: string }).name);
+    if (call === 'page') expect(row.user_id).toBe('anon-1');
+  });
+
+  it('takes the write key from the body, merges batch context into items, and corrects clock skew with sentAt', async () => {
+    const sentAt = NOW + 3_600_000; // the device clock is an hour fast
+    const body = {
+      writeKey: WRITE_KEY,
+      sentAt: iso(sentAt),
+      context: { app: { version: '9.9' }, location: { country: 'FR' } },
+      batch: [{ type: 'track', event: 'Skewed', userId: 'u-skew', messageId: 'skew-1', timestamp: iso(sentAt - 5_000), context: { location: { country: 'BR' } } }],
+    };
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify(body));
+    expect(r.status).toBe(200);
+    const row = (await s.loggedEvents()).find((x) => x.event_id === 'skew-1')!;
+    expect(row.app_version).toBe('9.9');
+    expect(row.country).toBe('BR');
+    const received = Number(row.received_at);
+    expect(Number(row.event_time)).toBe(received - 5_000);
+  });
+
+  it('accepts gzip bodies', async () => {
+    const body = gzipSync(Buffer.from(JSON.stringify({ batch: [track(100)] })));
+    const r = await post(`${s.url}/v1/batch`, body, { authorization: basic(), 'content-encoding': 'gzip' });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(1);
+  });
+
+  it('accepts the good events of a mixed batch and dead-letters the bad ones with reason and raw payload', async () => {
+    const batch = [
+      track(200),
+      { type: 'track', event: 'No User', messageId: 'bad-user' },
+      track(201, { timestamp: 'yesterday-ish' }),
+      track(202, { timestamp: iso(NOW + 86_400_000) }),
+      { type: 'track', userId: 'u', messageId: 'bad-event' },
+      track(203, { properties: { blob: 'x'.repeat(5000) } }),
+      'not an object',
+      track(204, { timestamp: iso(NOW - 5 * 86_400_000) }), // days old: valid (offline phones)
+    ];
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch }), { authorization: basic() });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(2);
+    const rejected = r.json.rejected as Array<{ index: number; code: string; message: string }>;
+    expect(rejected.map((x) => [x.index, x.code])).toEqual([
+      [1, 'missing_user'],
+      [2, 'invalid_timestamp'],
+      [3, 'future_timestamp'],
+      [4, 'missing_event'],
+      [5, 'event_too_large'],
+      [6, 'not_an_object'],
+    ]);
+    for (const x of rejected) expect(x.message.length).toBeGreaterThan(10);
+    const dlq = await s.deadLetters();
+    const codes = dlq.map((d) => d.code);
+    for (const c of ['missing_user', 'invalid_timestamp', 'future_timestamp', 'missing_event', 'event_too_large', 'not_an_object']) expect(codes).toContain(c);
+    expect(dlq.find((d) => d.code === 'missing_user')!.raw).toContain('bad-user');
+    const ids = (await s.loggedEvents()).map((x) => x.event_id);
+    expect(ids).toContain('msg-200');
+    expect(ids).toContain('msg-204');
+  });
+
+  it('gives events without a messageId a deterministic id', async () => {
+    const e = { type: 'track', event: 'No Id', userId: 'u-noid', timestamp: iso(NOW - 1000), properties: { a: 1 } };
+    await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [e, e] }), { authorization: basic() });
+    const rows = (await s.loggedEvents()).filter((x) => x.user_id === 'u-noid');
+    expect(rows).toHaveLength(2);
+    expect(rows[0]!.event_id).toBe(rows[1]!.event_id);
+    expect(String(rows[0]!.event_id)).toMatch(/^sl-[0-9a-f]{32}$/);
+  });
+
+  it.each([
+    ['no key', {}, 401, 'missing_write_key'],
+    ['unknown Basic key', { authorization: basic('nope') }, 401, 'unknown_write_key'],
+    ['unknown Bearer key', { authorization: 'Bearer nope' }, 401, 'unknown_write_key'],
+  ])('refuses %s with 401', async (_name, headers, status, code) => {
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(1)] }), headers as Record<string, string>);
+    expect(r.status).toBe(status);
+    expect(r.json.code).toBe(code);
+  });
+
+  it.each([
+    ['malformed JSON', '{"batch": [', {}, 400, 'malformed_json'],
+    ['a batch without an array', '{"batch": 3}', {}, 400, 'malformed_body'],
+    ['bad gzip', 'not gzip', { 'content-encoding': 'gzip' }, 400, 'malformed_gzip'],
+    ['an oversized body', JSON.stringify({ batch: [track(1, { properties: { big: 'y'.repeat(70 * 1024) } })] }), {}, 413, 'body_too_large'],
+    ['too many events', JSON.stringify({ batch: Array.from({ length: 101 }, (_, i) => track(i)) }), {}, 413, 'too_many_events'],
+  ])('answers %s with %i', async (_name, body, headers, status, code) => {
+    const r = await post(`${s.url}/v1/batch`, body, { authorization: basic(), ...(headers as Record<string, string>) });
+    expect(r.status).toBe(status);
+    expect(r.json.code).toBe(code);
+  });
+
+  it('answers an oversized body after gunzip with 413', async () => {
+    const body = gzipSync(Buffer.from(JSON.stringify({ batch: [track(1, { properties: { big: 'z'.repeat(200 * 1024) } })] })));
+    expect(body.length).toBeLessThan(64 * 1024);
+    const r = await post(`${s.url}/v1/batch`, body, { authorization: basic(), 'content-encoding': 'gzip' });
+    expect(r.status).toBe(413);
+  });
+
+  it('accepts NDJSON canonical events and rejects bad lines individually', async () => {
+    const lines = [
+      JSON.stringify({ event_id: 'nd-1', user_id: 'u-nd', event_type: 'screen_view', event_time: NOW - 1000, device_type: 'android', properties: { name: 'Home' } }),
+      '{not json',
+      JSON.stringify({ event_id: 'nd-2', user_id: 'u-nd', event_type: 'click', event_time: iso(NOW - 500) }),
+      JSON.stringify({ event_id: 'nd-3', event_type: 'click', event_time: NOW }),
+    ].join('\n');
+    const r = await post(`${s.url}/v1/events`, lines, { authorization: basic(), 'content-type': 'application/x-ndjson' });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(2);
+    expect((r.json.rejected as Array<{ index: number }>).map((x) => x.index)).toEqual([1, 3]);
+    const row = (await s.loggedEvents()).find((x) => x.event_id === 'nd-1')!;
+    expect(row).toMatchObject({ source: 'ndjson', device_type: 'android', event_type: 'screen_view' });
+  });
+
+  it('takes Arrow IPC batches over the WebSocket and acks each with offsets', async () => {
+    const rows = Array.from({ length: 50 }, (_, i) => ({
+      event_id: `ws-${i}`,
+      user_id: `ws-user-${i % 7}`,
+      anonymous_id: null,
+      event_type: 'Application Opened',
+      event_time: NOW - 10_000 + i,
+      received_at: NOW,
+      session_id: null,
+      device_type: 'web',
+      os: null,
+      app_version: '1.0',
+      country: 'US',
+      source: 'sdk',
+      properties: '{}',
+      raw: null,
+    }));
+    rows.push({ ...rows[0]!, event_id: 'ws-bad', user_id: null as unknown as string });
+    const children = ingestSchema.fields.map((f) => {
+      const b = makeBuilder({ type: f.type, nullValues: [null] });
+      for (const r of rows) b.append((r as Record<string, unknown>)[f.name] as never);
+      return b.finish().flush();
+    });
+    const batch = new RecordBatch(ingestSchema, makeData({ type: new Struct(ingestSchema.fields), length: rows.length, nullCount: 0, children }));
+    const ipc = tableToIPC(new Table([batch]), 'stream');
+    const ws = new WebSocket(`ws://127.0.0.1:${s.server.port}/v1/stream`, { headers: { authorization: basic() } });
+    await new Promise((res, rej) => {
+      ws.once('open', res);
+      ws.once('error', rej);
+    });
+    const ack = await new Promise<Record<string, unknown>>((res) => {
+      ws.once('message', (m) => res(JSON.parse(String(m))));
+      ws.send(ipc);
+    });
+    ws.close();
+    expect(ack).toMatchObject({ seq: 0, ok: true, accepted: 50 });
+    expect((ack.rejected as Array<{ code: string }>)[0]!.code).toBe('missing_user');
+    expect((ack.offsets as unknown[]).length).toBeGreaterThan(0);
+    const ids = (await s.loggedEvents()).map((x) => x.event_id);
+    for (let i = 0; i < 50; i++) expect(ids).toContain(`ws-${i}`);
+  });
+
+  it('refuses a WebSocket upgrade with an unknown key', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${s.server.port}/v1/stream`, { headers: { authorization: basic('nope') } });
+    const status = await new Promise<number>((res) => ws.once('unexpected-response', (_req, resp) => res(resp.statusCode ?? 0)));
+    expect(status).toBe(401);
+  });
+
+  it('serves health, readiness, metrics and 404', async () => {
+    expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${s.url}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${s.url}/metrics`)).text();
+    expect(metrics).toMatch(/sluice_ingest_events_total\{protocol="segment"\} \d+/);
+    expect(metrics).toMatch(/sluice_ingest_rejected_total\{code="missing_user"\} \d+/);
+    expect(metrics).toContain('sluice_ingest_ack_seconds_bucket');
+    expect((await fetch(`${s.url}/nope`)).status).toBe(404);
+  });
+});
+
+describe('ingest limits and durability', () => {
+  it('rate-limits per key with 429 and Retry-After', async () => {
+    const s = await startTestIngest({ rateLimit: { eventsPerSecond: 5, burst: 10 } });
+    try {
+      const first = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i)) }), { authorization: basic() });
+      expect(first.status).toBe(200);
+      const second = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i + 10)) }), { authorization: basic() });
+      expect(second.status).toBe(429);
+      expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('answers 503 with Retry-After when the engine backlog is past its high-water mark', async () => {
+    let backlog = 0;
+    const s = await startTestIngest({ maxBacklogEvents: 100 }, { backlog: () => backlog });
+    try {
+      expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(1)] }), { authorization: basic() })).status).toBe(200);
+      backlog = 101;
+      const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(2)] }), { authorization: basic() });
+      expect(r.status).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect((await s.loggedEvents()).map((x) => x.event_id)).not.toContain('msg-2');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('never answers 200 when the fsync fails, and the log refuses further appends', async () => {
+    let failing = false;
+    const s = await startTestIngest({}, {}, {
+      fsync: async (fd) => {
+        if (failing) throw Object.assign(new Error('EIO: injected fsync failure'), { code: 'EIO' });
+        const { fdatasyncSync } = await import('node:fs');
+        fdatasyncSync(fd);
+      },
+    }, 1);
+    try {
+      expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(1)] }), { authorization: basic() })).status).toBe(200);
+      failing = true;
+      const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(2)] }), { authorization: basic() });
+      expect(r.status).toBe(503);
+      expect(r.json.code).toBe('log_unavailable');
+      failing = false;
+      const again = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(3)] }), { authorization: basic() });
+      expect(again.status).toBe(503);
+      expect(s.durable.map((d) => d.offset)).toEqual([0]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('hashes and drops configured PII before anything is stored', async () => {
+    const s = await startTestIngest({ pii: { hash: ['properties.email'], drop: ['context.ip'], salt: 's' } });
+    try {
+      const e = track(1, { properties: { email: 'a@b.c' }, context: { ip: '10.1.2.3', device: { type: 'ios' } } });
+      expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [e] }), { authorization: basic() })).status).toBe(200);
+      const row = (await s.loggedEvents())[0]!;
+      expect(String(row.raw)).not.toContain('a@b.c');
+      expect(String(row.raw)).not.toContain('10.1.2.3');
+      expect(JSON.parse(String(row.properties)).email).toMatch(/^[0-9a-f]{64}$/);
+    } finally {
+      await s.close();
+    }
+  });
+});
