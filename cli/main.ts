@@ -12,6 +12,7 @@ const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./serve.js'),
   () => import('./reconcile.js'),
   () => import('./loadgen.js'),
+  () => import('./compact.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -25,6 +25,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
+import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, reconcileLate } from './reconcile.js';
 import type { EngineOptions } from './options.js';
@@ -275,6 +276,10 @@ export class Coordinator {
       this.lastReconcileAt = this.lastCheckpointAt;
       const r = await reconcileLate(this.store, { compression: this.options.compression });
       if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
+      if (this.options.compactAfterMs > 0) {
+        const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
+        if (c.files > 0) this.log.info(c, 'compacted small files of closed partitions');
+      }
     }
     engineMetrics.checkpointSeconds.observe((performance.now() - started) / 1000);
     const gwm = this.globalWatermark();

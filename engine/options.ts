@@ -32,8 +32,10 @@ export interface EngineOptions {
   compression: 'zstd' | 'snappy' | 'none';
   /** Extra event-type → metric mappings on top of the documented defaults. */
   metricEventTypes?: Partial<Record<'installs' | 'screen_views' | 'notification_views' | 'notification_opens', string[]>>;
-  /** Run reconciliation of late events into gold every this many ms (0 = only on demand). Default 60 s. */
+  /** Run reconciliation of late events into gold (and background compaction) every this many ms (0 = only on demand). Default 60 s. */
   reconcileIntervalMs: number;
+  /** Background compaction merges small files of partitions that ended at least this long ago (0 = off). Default 1 h. */
+  compactAfterMs: number;
 }
 
 export function defaultEngineOptions(): EngineOptions {
@@ -51,6 +53,7 @@ export function defaultEngineOptions(): EngineOptions {
     idleTimeoutMs: 30_000,
     compression: 'zstd',
     reconcileIntervalMs: 60_000,
+    compactAfterMs: 3_600_000,
   };
 }
 
@@ -70,6 +73,7 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(o.idleTimeoutMs > 0)) throw userError('invalid_option', `idleTimeoutMs must be > 0, got ${o.idleTimeoutMs}`);
   if (!['zstd', 'snappy', 'none'].includes(o.compression)) throw userError('invalid_option', `compression must be zstd, snappy or none, got ${o.compression}`);
   if (!(o.reconcileIntervalMs >= 0)) throw userError('invalid_option', `reconcileIntervalMs must be ≥ 0, got ${o.reconcileIntervalMs}`);
+  if (!(o.compactAfterMs >= 0)) throw userError('invalid_option', `compactAfterMs must be ≥ 0, got ${o.compactAfterMs}`);
   return o;
 }
 

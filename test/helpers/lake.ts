@@ -37,7 +37,8 @@ export async function openLakeReader(lakeDir: string): Promise<LakeReader> {
     rel(table) {
       const f = files(table);
       if (f.length === 0) throw new Error(`table ${table} has no files in ${lakeDir}`);
-      return `read_parquet([${f.map((p) => `'${p}'`).join(', ')}], hive_partitioning = true, union_by_name = true)`;
+      const hiveTypes = TABLES[table].granularity === 'hour' ? "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER}" : "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER}";
+      return `read_parquet([${f.map((p) => `'${p}'`).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
     },
     async rows<T>(sql: string): Promise<T[]> {
       const r = await conn.runAndReadAll(sql);
