@@ -13,6 +13,8 @@ const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./reconcile.js'),
   () => import('./loadgen.js'),
   () => import('./compact.js'),
+  () => import('./query.js'),
+  () => import('./quality.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {

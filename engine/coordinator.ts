@@ -27,7 +27,7 @@ import { encodeParquet } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
-import { goldWindowKey, reconcileLate } from './reconcile.js';
+import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
 import { ShardPool } from './pool.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
@@ -271,6 +271,7 @@ export class Coordinator {
     }
     await this.mergeCompleteWindows();
     await this.flushDlq();
+    await writeFrontier(this.store, { emittedMs: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), sessionGapMs: this.options.sessionGapMs });
     this.lastCheckpointAt = Date.now();
     if (this.options.reconcileIntervalMs > 0 && this.lastCheckpointAt - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
       this.lastReconcileAt = this.lastCheckpointAt;

@@ -32,15 +32,34 @@ export interface ReconcileResult {
 export const goldWindowKey = (granularity: 'hourly' | 'daily', windowStart: number): string =>
   partKey(granularity === 'hourly' ? 'hourly_metrics' : 'daily_metrics', windowStart, `part-w${windowStart}.parquet`);
 
+/** Where the coordinator records how far every shard has committed its window partials. */
+export const FRONTIER_KEY = '_sluice/frontier.json';
+
+export interface Frontier {
+  /** Min over shards of the event time up to which window partials are committed (ms). */
+  emittedMs: number;
+  sessionGapMs: number;
+}
+
+export async function writeFrontier(store: ObjectStore, f: Frontier): Promise<void> {
+  await store.put(FRONTIER_KEY, new TextEncoder().encode(JSON.stringify(f)));
+}
+
+export async function readFrontier(store: ObjectStore): Promise<Frontier | undefined> {
+  const b = await store.get(FRONTIER_KEY);
+  return b ? (JSON.parse(new TextDecoder().decode(b)) as Frontier) : undefined;
+}
+
 export async function reconcileLate(
   store: ObjectStore,
-  options: { compression?: 'zstd' | 'snappy' | 'none'; types?: MetricEventTypes; now?: number } = {},
+  options: { compression?: 'zstd' | 'snappy' | 'none'; types?: MetricEventTypes; now?: number; frontier?: Frontier } = {},
 ): Promise<ReconcileResult> {
   const late = (await store.list(`${TABLES.late_events.prefix}/`)).filter((o) => o.key.endsWith('.parquet'));
   const result: ReconcileResult = { hourlyWindows: [], dailyWindows: [], lateFilesRemoved: 0 };
   if (late.length === 0) return result;
+  const frontier = options.frontier ?? (await readFrontier(store));
+  if (!frontier) return result;
   const pendingPartials = new Set((await store.list('_sluice/partials/')).map((o) => o.key.split('/').slice(2, 4).join('/')));
-  const exists = async (key: string): Promise<boolean> => (await store.list(key)).some((o) => o.key === key);
   const hours = new Map<number, string[]>();
   for (const o of late) {
     const h = partitionTimeOfKey(o.key);
@@ -49,7 +68,10 @@ export async function reconcileLate(
     if (!keys) hours.set(h, (keys = []));
     keys.push(o.key);
   }
-  const ready = async (g: 'hourly' | 'daily', start: number): Promise<boolean> => !pendingPartials.has(`${g}/${start}`) && (await exists(goldWindowKey(g, start)));
+  // A window is ready once every shard has committed past it (so no partial of it can still come)
+  // and its partials, if any, are merged. A window with no gold yet (all its rows were too late) is ready too.
+  const ready = async (g: 'hourly' | 'daily', start: number): Promise<boolean> =>
+    !pendingPartials.has(`${g}/${start}`) && frontier.emittedMs >= (g === 'hourly' ? start + HOUR : start + DAY + frontier.sessionGapMs);
   // Hourly windows are rewritten as soon as they are merged; a late file goes once its day is rewritten too.
   const readyHours: number[] = [];
   for (const hour of hours.keys()) if (await ready('hourly', hour)) readyHours.push(hour);
