@@ -15,6 +15,7 @@ const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./compact.js'),
   () => import('./query.js'),
   () => import('./quality.js'),
+  () => import('./demo.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {
