@@ -77,6 +77,8 @@ export class Coordinator {
   private checkpointing: Promise<void> | undefined;
   private queuedCheckpoint: Promise<void> | undefined;
   private closed = false;
+  /** All shards are open (checkpoints may run). */
+  private opened = false;
   private fatal: Error | undefined;
   private lastCheckpointAt = 0;
   private lastReconcileAt = 0;
@@ -119,9 +121,15 @@ export class Coordinator {
     const env = openLmdb({ path: join(options.dataDir, 'coordinator.mdb'), compression: false });
     const pool = new ShardPool(options.workers);
     const c = new Coordinator(options, logs, dlqLog, pool, store, env, log);
-    await c.recover();
+    // Checkpoints run during replay too, so a long replay commits progressively.
     c.timer = setInterval(() => c.tick(), options.flushIntervalMs);
     c.timer.unref();
+    try {
+      await c.recover();
+    } catch (err) {
+      clearInterval(c.timer);
+      throw err;
+    }
     c.liveTimer = setInterval(() => void c.refreshLive().catch(() => undefined), 1000);
     c.liveTimer.unref();
     return c;
@@ -151,6 +159,7 @@ export class Coordinator {
         this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
       }
     }
+    this.opened = true;
     // Replay what was acknowledged but not yet checkpointed.
     await Promise.all(
       opened.map(async (o) => {
@@ -253,7 +262,7 @@ export class Coordinator {
 
   /** Timer tick: start a checkpoint unless one is already running. */
   private tick(): void {
-    if (this.checkpointing) return;
+    if (this.checkpointing || !this.opened) return;
     void this.checkpointNow().catch((err) => this.fail(err));
   }
 

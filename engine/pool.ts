@@ -71,7 +71,7 @@ export class ShardPool {
     const owned =
       payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && payload.buffer instanceof ArrayBuffer
         ? payload.buffer
-        : payload.slice().buffer;
+        : new Uint8Array(payload).buffer; // copies just the view (Buffer#slice would not)
     return this.run({ kind: 'batch', shard, offset, payload: owned }, [owned]);
   }
 

@@ -238,7 +238,8 @@ export class SegmentLog implements ShardLog {
           if (crc32(frame) !== view.getUint32(pos + 4, true)) {
             throw internalError('log_corrupt', `log ${seg.path}: bad CRC at byte ${pos} (offset ${offset})`);
           }
-          yield { offset, payload: data.slice(pos + HEADER, pos + HEADER + len) };
+          // A copy (Buffer#slice would be a view of the whole file), so the payload can be transferred alone.
+          yield { offset, payload: new Uint8Array(data.subarray(pos + HEADER, pos + HEADER + len)) };
         }
         pos += HEADER + len;
       }
