@@ -82,8 +82,12 @@ export class LocalObjectStore implements ObjectStore {
         if (e.isDirectory()) {
           if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await walk(join(dir, e.name), key);
         } else if (key.startsWith(prefix)) {
-          const st = await stat(join(dir, e.name));
-          out.push({ key, size: st.size, mtimeMs: st.mtimeMs });
+          // Another writer may rename or delete it between readdir and stat: then it is not listed.
+          const st = await stat(join(dir, e.name)).catch((err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOENT') return undefined;
+            throw err;
+          });
+          if (st) out.push({ key, size: st.size, mtimeMs: st.mtimeMs });
         }
       }
     };
