@@ -1,39 +1,77 @@
 /**
  * Compaction and retention.
  *
- * Compaction merges the small files of a closed partition into one file, crash-safely:
+ * Compaction merges the small committed files of a closed partition into target-size files.
+ * Each merged file is its own crash-safe transaction:
  *
- *   1. stage the merged file   (invisible)
- *   2. write the commit record (kind 'compact', added = merged, removed = inputs)  ← the decision
- *   3. publish the merged file
+ *   1. encode + stage the merged file        invisible            crash → nothing happened (temp left, harmless)
+ *   2. write the commit record               the decision         crash → finishCompactions publishes (2→3→4)
+ *      (kind 'compact', added = merged, removed = inputs)
+ *   3. publish the merged file               visible              crash → finishCompactions deletes the inputs
  *   4. delete the inputs
  *
- * `finishCompactions` completes any record whose steps 3–4 did not all happen (publishes the
- * staged file if needed, deletes leftover inputs) or drops a record whose merged file is gone.
- * Between 3 and 4 a plain glob reader could see rows twice; readers that honour commit records
- * (`liveFiles`, used by `sluice query`) never do.
+ * The merged file's name is a hash of its inputs (`part-c{hash}.parquet`) and the record id is
+ * `compact-{hash}`, so re-running any step writes the same objects again.
  *
- * Retention deletes whole partitions older than a per-table age, with a 'retention' record.
+ * Readers: `liveFiles` (used by `sluice query` and `sluice quality`) treats a compact record as
+ * not yet applied while its merged file is invisible and its inputs still exist, and as applied
+ * once the merged file is visible — so a commit-honouring reader sees each row exactly once at
+ * every instant. A plain glob reader (`read_parquet('…/**\/*.parquet')`) sees the rows of a
+ * partition twice between steps 3 and 4 (milliseconds, or until `finishCompactions` after a crash
+ * there): that tiny window is why Sluice's own readers honour commit records.
+ *
+ * Run one compactor per lake. A second one running at the same time is detected after step 2
+ * (another live compact record names one of our inputs) and backs off by marking its record
+ * aborted; `finishCompactions` leaves records younger than `graceMs` alone for the same reason.
+ *
+ * Retention deletes whole partitions older than a per-layer age: first a 'retention' record
+ * naming every file it will delete, then the deletes (a crash in between is finished by the next
+ * run, which finds the same partitions still expired).
  */
 import { createHash } from 'node:crypto';
-import { Table } from 'apache-arrow';
+import { rmdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import * as pq from 'parquet-wasm/node';
+import { internalError, userError } from '../common/errors.js';
 import { partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
-import { commitRecordKey, listCommitRecords, writeCommitRecord, type CommitRecord } from './commit-record.js';
+import { foldCommitRecords, listCommitRecords, writeCommitRecord, type CommitFile, type CommitRecord } from './commit-record.js';
 import { STAGING_PREFIX } from './local-store.js';
 import type { ObjectStore } from './object-store.js';
-import { decodeParquet, encodeParquet, type ParquetCompression } from './parquet.js';
+import { parquetSchema, validateParquetOptions, writeParquetStream, writerProperties, type ParquetCompression, type ParquetOptions } from './parquet.js';
 
 export interface CompactOptions {
-  /** Files at least this big are left alone. Default 64 MiB (half the 128 MiB target). */
+  /** Aim for merged files of about this many bytes. Default 128 MiB. */
+  targetBytes?: number;
+  /** Files at least this big are left alone. Default targetBytes / 2. */
   smallFileBytes?: number;
   compression?: ParquetCompression;
+  /** Other encoder options (row group size, statistics, …). */
+  parquet?: ParquetOptions;
+  /** Clock for record times, epoch ms. Default Date.now(). */
   now?: number;
+  /** Crash tests only: stop after this step, as if the process died there. */
+  stopAfter?: 'stage' | 'record' | 'publish';
 }
+
+export const COMPACT_DEFAULTS = { targetBytes: 128 * 1024 * 1024 } as const;
 
 /** The tables compaction touches (gold metrics are one file per window already; late/ is cleared by reconciliation). */
 export const COMPACTED_TABLES: TableName[] = ['bronze_events', 'events', 'sessions', 'dlq'];
 
-/** Partition directories (key prefixes ending in '/') of a table, with their files. */
+export interface CompactResult {
+  /** Input files merged (and removed). */
+  inputs: number;
+  /** Merged files published. */
+  outputs: number;
+  /** Rows moved. */
+  rows: number;
+}
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const stepOf = (table: TableName): number => (TABLES[table].granularity === 'day' ? DAY : HOUR);
+
+/** Partition directories (key prefixes ending in '/') of a table, with their Parquet files. */
 export async function partitionsOf(store: ObjectStore, table: TableName): Promise<Map<string, Array<{ key: string; size: number }>>> {
   const out = new Map<string, Array<{ key: string; size: number }>>();
   for (const o of await store.list(`${TABLES[table].prefix}/`)) {
@@ -46,96 +84,299 @@ export async function partitionsOf(store: ObjectStore, table: TableName): Promis
   return out;
 }
 
-/** Merges the small files of one partition into one. Returns the number of input files merged (0 when nothing to do). */
-export async function compactPartition(store: ObjectStore, partitionDir: string, options: CompactOptions = {}): Promise<number> {
-  const small = options.smallFileBytes ?? 64 * 1024 * 1024;
-  const files = (await store.list(partitionDir)).filter((o) => o.key.endsWith('.parquet') && o.key.lastIndexOf('/') === partitionDir.length - 1 && o.size < small);
-  if (files.length < 2) return 0;
-  const inputs = files.map((f) => f.key).sort();
-  const tables: Table[] = [];
-  const rows: number[] = [];
-  for (const key of inputs) {
-    const t = decodeParquet((await store.get(key))!);
-    tables.push(t);
-    rows.push(t.numRows);
+/**
+ * Merges the small committed files of one partition (`{tablePrefix}/{partitionPath}/`, e.g.
+ * 'silver/events' + 'year=2026/month=05/day=10/hour=09') into files of about `targetBytes`.
+ * Files the commit records do not list (in flight, or written by someone else) are left alone,
+ * unless the lake has no commit records at all. Files of different Arrow schemas are never
+ * merged together.
+ */
+export async function compactPartition(store: ObjectStore, tablePrefix: string, partitionPath: string, options: CompactOptions = {}): Promise<CompactResult> {
+  const dir = `${tablePrefix.replace(/\/+$/, '')}/${partitionPath.replace(/^\/+|\/+$/g, '')}/`;
+  const target = options.targetBytes ?? COMPACT_DEFAULTS.targetBytes;
+  const small = options.smallFileBytes ?? target / 2;
+  if (!(target > 0) || !(small > 0)) throw userError('invalid_option', `compaction targetBytes and smallFileBytes must be positive, got ${target} and ${small}`);
+  const records = await listCommitRecords(store);
+  const listed = (await store.list(dir)).filter((o) => o.key.endsWith('.parquet') && o.key.lastIndexOf('/') === dir.length - 1);
+  const live = foldCommitRecords(records, dir, new Set(listed.map((o) => o.key)));
+  const candidates = listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key)));
+  if (candidates.length < 2) return { inputs: 0, outputs: 0, rows: 0 };
+
+  // Read footers' schemas to never mix schemas; pack each schema's files greedily up to target bytes.
+  const bySchema = new Map<string, Array<{ key: string; size: number; bytes: Uint8Array }>>();
+  for (const o of candidates) {
+    const bytes = await store.get(o.key);
+    if (bytes === undefined) continue; // removed meanwhile
+    const fingerprint = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
+    let list = bySchema.get(fingerprint);
+    if (!list) bySchema.set(fingerprint, (list = []));
+    list.push({ key: o.key, size: o.size, bytes });
   }
-  const merged = new Table(tables.flatMap((t) => t.batches));
-  const id = createHash('sha1').update(inputs.join('\n')).digest('hex').slice(0, 16);
-  const key = `${partitionDir}part-c${id}.parquet`;
-  const body = encodeParquet(merged, { compression: options.compression ?? 'zstd' });
+  const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
+  for (const files of bySchema.values()) {
+    files.sort((a, b) => (a.key < b.key ? -1 : 1));
+    let group: typeof files = [];
+    let groupBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (group.length >= 2) {
+        const r = await mergeFiles(store, dir, group, live, options);
+        result.inputs += r.inputs;
+        result.outputs += r.outputs;
+        result.rows += r.rows;
+      }
+      group = [];
+      groupBytes = 0;
+    };
+    for (const f of files) {
+      if (groupBytes > 0 && groupBytes + f.size > target) await flush();
+      group.push(f);
+      groupBytes += f.size;
+    }
+    await flush();
+  }
+  return result;
+}
+
+/** One merged file: encode (streaming, bounded wasm heap) → stage → record → publish → delete. */
+async function mergeFiles(
+  store: ObjectStore,
+  dir: string,
+  inputs: Array<{ key: string; bytes: Uint8Array }>,
+  live: ReadonlyMap<string, number>,
+  options: CompactOptions,
+): Promise<CompactResult> {
+  const po = validateParquetOptions({ ...options.parquet, compression: options.compression ?? options.parquet?.compression });
+  const rows: number[] = [];
+  let next = 0;
+  // Feed the streaming writer one input file at a time, straight from wasm (no JS Arrow copy).
+  const source = new ReadableStream<pq.RecordBatch>({
+    pull(controller) {
+      const input = inputs[next++];
+      if (input === undefined) {
+        controller.close();
+        return;
+      }
+      const table = pq.readParquet(input.bytes);
+      try {
+        let n = 0;
+        for (const b of table.recordBatches()) {
+          n += b.numRows;
+          controller.enqueue(b);
+        }
+        rows.push(n);
+      } finally {
+        table.free();
+      }
+    },
+  });
+  const body = await writeParquetStream(source, writerProperties(parquetSchema(inputs[0]!.bytes), po));
+  const mergedRows = rows.reduce((a, b) => a + b, 0);
+  inputs.forEach((f, i) => {
+    const recorded = live.get(f.key);
+    if (recorded !== undefined && recorded > 0 && recorded !== rows[i]) {
+      throw internalError('compaction_row_mismatch', `compaction of ${dir}: ${f.key} has ${rows[i]} rows but its commit record says ${recorded}; run \`sluice quality\``);
+    }
+  });
+
+  const hash = createHash('sha1').update(inputs.map((f) => f.key).join('\n')).digest('hex').slice(0, 16);
+  const key = `${dir}part-c${hash}.parquet`;
   const staged = await store.stage(key, body);
+  if (options.stopAfter === 'stage') return { inputs: 0, outputs: 0, rows: 0 };
   const record: CommitRecord = {
-    id: `compact-${id}`,
+    id: `compact-${hash}`,
     time: new Date(options.now ?? Date.now()).toISOString(),
     kind: 'compact',
-    added: [{ key, rows: merged.numRows, bytes: body.byteLength }],
-    removed: inputs.map((k, i) => ({ key: k, rows: rows[i]! })),
+    added: [{ key, rows: mergedRows, bytes: body.byteLength }],
+    removed: inputs.map((f, i) => ({ key: f.key, rows: rows[i]! })),
   };
   await writeCommitRecord(store, record);
+  if (options.stopAfter === 'record') return { inputs: 0, outputs: 0, rows: 0 };
+  // Another compactor that claimed one of our inputs wins; we back off (both may: that is safe).
+  const inputKeys = new Set(inputs.map((f) => f.key));
+  const rival = (await listCommitRecords(store)).find((r) => r.kind === 'compact' && !r.aborted && r.id !== record.id && r.removed.some((f) => inputKeys.has(f.key)));
+  if (rival) {
+    await writeCommitRecord(store, { ...record, added: [], removed: [], aborted: true });
+    await store.delete(staged.stagingKey);
+    return { inputs: 0, outputs: 0, rows: 0 };
+  }
   await store.publish(staged);
-  for (const k of inputs) await store.delete(k);
-  return inputs.length;
+  if (options.stopAfter === 'publish') return { inputs: 0, outputs: 1, rows: mergedRows };
+  for (const f of inputs) await store.delete(f.key);
+  return { inputs: inputs.length, outputs: 1, rows: mergedRows };
 }
 
-/** Completes or voids compactions a crash interrupted. Returns how many it touched. */
-export async function finishCompactions(store: ObjectStore): Promise<number> {
-  let touched = 0;
-  for (const r of await listCommitRecords(store)) {
-    if (r.kind !== 'compact') continue;
-    const merged = r.added[0]!;
-    const present = new Set((await store.list(merged.key.slice(0, merged.key.lastIndexOf('/') + 1))).map((o) => o.key));
-    const leftovers = r.removed.filter((f) => present.has(f.key));
-    if (!present.has(merged.key)) {
-      const stagingKey = `${STAGING_PREFIX}${merged.key}`;
-      if (await store.get(stagingKey)) {
-        await store.publish({ key: merged.key, stagingKey, size: merged.bytes ?? 0 });
-      } else {
-        // The merged file never became visible: the inputs are still the truth; drop the record.
-        await store.delete(commitRecordKey(r.id));
-        touched++;
-        continue;
-      }
-    }
-    if (leftovers.length > 0 || !present.has(merged.key)) touched++;
-    for (const f of leftovers) await store.delete(f.key);
-  }
-  return touched;
+/** What `finishCompactions` did. */
+export interface FinishResult {
+  /** Compactions completed (merged file published and/or leftover inputs deleted). */
+  finished: number;
+  /** Compactions marked aborted: the merged file never became visible and cannot, every input is intact. */
+  aborted: number;
+  /**
+   * Record ids whose merged file and staged copy are gone while some inputs were deleted: rows
+   * are missing (never seen unless objects were deleted by hand). `sluice quality` reports the
+   * missing files; restore them or replay the log.
+   */
+  lost: string[];
 }
 
-/** Compacts every partition of the compacted tables whose start is older than `olderThanMs` (closed partitions). */
-export async function compactAll(store: ObjectStore, options: CompactOptions & { olderThanMs: number; tables?: TableName[] }): Promise<{ partitions: number; files: number }> {
-  await finishCompactions(store);
+/**
+ * Completes the compactions a crash interrupted (see the module doc). Records younger than
+ * `graceMs` (default 0) are left to a compactor that may still be running.
+ */
+export async function finishCompactions(store: ObjectStore, options: { graceMs?: number; now?: number } = {}): Promise<FinishResult> {
   const now = options.now ?? Date.now();
-  let partitions = 0;
-  let files = 0;
-  for (const table of options.tables ?? COMPACTED_TABLES) {
-    const step = TABLES[table].granularity === 'day' ? 86_400_000 : 3_600_000;
-    for (const dir of (await partitionsOf(store, table)).keys()) {
-      const start = partitionTimeOfKey(dir);
-      if (start === undefined || start + step > now - options.olderThanMs) continue;
-      const n = await compactPartition(store, dir, options);
-      if (n > 0) {
-        partitions++;
-        files += n;
+  const grace = options.graceMs ?? 0;
+  const records = await listCommitRecords(store);
+  const result: FinishResult = { finished: 0, aborted: 0, lost: [] };
+  const removedLater = new Set<string>();
+  // Newest first, so "removed by a later record" (retention, a later compaction) is known.
+  for (let i = records.length - 1; i >= 0; i--) {
+    const r = records[i]!;
+    if (r.aborted) continue;
+    if (r.kind === 'compact' && r.added.length > 0 && Date.parse(r.time) <= now - grace) {
+      const merged = r.added[0]!;
+      const dir = merged.key.slice(0, merged.key.lastIndexOf('/') + 1);
+      const present = new Set((await store.list(dir)).map((o) => o.key));
+      const leftovers = r.removed.filter((f) => present.has(f.key));
+      let visible = present.has(merged.key) || removedLater.has(merged.key);
+      let changed = false;
+      if (!visible) {
+        const stagingKey = `${STAGING_PREFIX}${merged.key}`;
+        if ((await store.list(stagingKey)).some((o) => o.key === stagingKey)) {
+          await store.publish({ key: merged.key, stagingKey, size: merged.bytes ?? 0 });
+          visible = changed = true;
+        } else if (leftovers.length === r.removed.length) {
+          await writeCommitRecord(store, { ...r, added: [], removed: [], aborted: true });
+          result.aborted++;
+          continue;
+        } else {
+          result.lost.push(r.id);
+        }
       }
+      if (visible && leftovers.length > 0) {
+        for (const f of leftovers) await store.delete(f.key);
+        changed = true;
+      }
+      if (changed) result.finished++;
     }
+    for (const f of r.removed) removedLater.add(f.key);
   }
-  return { partitions, files };
+  // Merged files staged by a compactor that died before writing its record: nobody will publish them.
+  const recorded = new Set(records.filter((r) => r.kind === 'compact').flatMap((r) => r.added.map((f) => `${STAGING_PREFIX}${f.key}`)));
+  for (const o of await store.list(STAGING_PREFIX)) {
+    if (/\/part-c[0-9a-f]+\.parquet$/.test(o.key) && !recorded.has(o.key) && o.mtimeMs <= now - grace) await store.delete(o.key);
+  }
+  return result;
 }
 
-/** Deletes partitions older than the given age (ms) per table. */
-export async function applyRetention(store: ObjectStore, maxAgeMs: Partial<Record<TableName, number>>, nowMs = Date.now()): Promise<number> {
-  const removed: Array<{ key: string; rows: number }> = [];
-  for (const [table, age] of Object.entries(maxAgeMs) as Array<[TableName, number]>) {
-    const step = TABLES[table].granularity === 'day' ? 86_400_000 : 3_600_000;
+/**
+ * Background job: finishes interrupted compactions, then compacts every partition of `tables`
+ * (default COMPACTED_TABLES) that ended at least `olderThanMs` before `now`.
+ */
+export async function compactAll(
+  store: ObjectStore,
+  options: CompactOptions & { olderThanMs: number; tables?: TableName[]; finishGraceMs?: number },
+): Promise<{ partitions: number; files: number; outputs: number; rows: number; finished: FinishResult }> {
+  const now = options.now ?? Date.now();
+  const finished = await finishCompactions(store, { graceMs: options.finishGraceMs ?? 60_000, now });
+  const total = { partitions: 0, files: 0, outputs: 0, rows: 0, finished };
+  for (const table of options.tables ?? COMPACTED_TABLES) {
+    const prefix = TABLES[table].prefix;
     for (const [dir, files] of await partitionsOf(store, table)) {
       const start = partitionTimeOfKey(dir);
-      if (start === undefined || start + step > nowMs - age) continue;
-      for (const f of files) removed.push({ key: f.key, rows: 0 });
+      if (start === undefined || start + stepOf(table) > now - options.olderThanMs) continue;
+      if (files.length < 2) continue;
+      const r = await compactPartition(store, prefix, dir.slice(prefix.length + 1), { ...options, now });
+      if (r.inputs > 0) {
+        total.partitions++;
+        total.files += r.inputs;
+        total.outputs += r.outputs;
+        total.rows += r.rows;
+      }
     }
   }
-  if (removed.length === 0) return 0;
+  return total;
+}
+
+/** Per-layer retention in days (fractions allowed); an omitted layer is kept forever. */
+export interface RetentionPolicy {
+  bronze?: number;
+  silver?: number;
+  /** sessions, hourly_metrics, daily_metrics. */
+  gold?: number;
+  dlq?: number;
+  late?: number;
+  /** Per-table overrides, in days. */
+  tables?: Partial<Record<TableName, number>>;
+}
+
+const LAYER_TABLES: Record<Exclude<keyof RetentionPolicy, 'tables'>, TableName[]> = {
+  bronze: ['bronze_events'],
+  silver: ['events'],
+  gold: ['sessions', 'hourly_metrics', 'daily_metrics'],
+  dlq: ['dlq'],
+  late: ['late_events'],
+};
+
+/** Days of retention per table the policy sets (validated). */
+export function retentionDays(policy: RetentionPolicy): Partial<Record<TableName, number>> {
+  const out: Partial<Record<TableName, number>> = {};
+  for (const [layer, tables] of Object.entries(LAYER_TABLES) as Array<[keyof typeof LAYER_TABLES, TableName[]]>) {
+    const days = policy[layer];
+    if (days !== undefined) for (const t of tables) out[t] = days;
+  }
+  Object.assign(out, policy.tables ?? {});
+  for (const [t, d] of Object.entries(out)) {
+    if (!(t in TABLES)) throw userError('invalid_option', `retention table must be one of ${Object.keys(TABLES).join(', ')}, got ${t}`);
+    if (!(typeof d === 'number' && Number.isFinite(d) && d > 0)) throw userError('invalid_option', `retention for ${t} must be a positive number of days, got ${String(d)}`);
+  }
+  return out;
+}
+
+/**
+ * Deletes every partition whose end is more than its table's retention before `nowMs`, with a
+ * 'retention' commit record written first. Returns the files removed.
+ */
+export async function applyRetention(store: ObjectStore, policy: RetentionPolicy, nowMs = Date.now()): Promise<{ files: number; partitions: number }> {
+  const days = retentionDays(policy);
+  // An interrupted compaction in an expired partition must not publish its merged file afterwards.
+  await finishCompactions(store, { now: nowMs, graceMs: 60_000 });
+  const records = await listCommitRecords(store);
+  const removed: CommitFile[] = [];
+  const dirs: string[] = [];
+  for (const [table, d] of Object.entries(days) as Array<[TableName, number]>) {
+    const prefix = `${TABLES[table].prefix}/`;
+    const parts = await partitionsOf(store, table);
+    const present = new Set([...parts.values()].flatMap((fs) => fs.map((f) => f.key)));
+    const live = foldCommitRecords(records, prefix, present);
+    for (const [dir, files] of parts) {
+      const start = partitionTimeOfKey(dir);
+      if (start === undefined || start + stepOf(table) > nowMs - d * DAY) continue;
+      dirs.push(dir);
+      for (const f of files) removed.push({ key: f.key, rows: live.get(f.key) ?? 0 });
+    }
+  }
+  if (removed.length === 0) return { files: 0, partitions: 0 };
   await writeCommitRecord(store, { id: `retention-${nowMs}`, time: new Date(nowMs).toISOString(), kind: 'retention', added: [], removed });
   for (const f of removed) await store.delete(f.key);
-  return removed.length;
+  await pruneEmptyDirs(store, dirs);
+  return { files: removed.length, partitions: dirs.length };
 }
+
+/** Local lakes only: removes the now-empty partition directories (and empty parents) retention left. */
+async function pruneEmptyDirs(store: ObjectStore, dirs: string[]): Promise<void> {
+  const probe = store.localPath('_sluice');
+  const root = probe === undefined ? undefined : dirname(probe);
+  for (const dir of dirs) {
+    let path = store.localPath(dir.replace(/\/$/, ''));
+    while (path !== undefined && root !== undefined && path.length > root.length) {
+      try {
+        await rmdir(path);
+      } catch {
+        break; // not empty (or gone): stop climbing
+      }
+      path = dirname(path);
+    }
+  }
+}
+

@@ -3,12 +3,16 @@
  *
  * - Credentials and region from the standard AWS chain; a custom endpoint switches to
  *   path-style addressing (MinIO, s3rver, …).
- * - Retries with exponential backoff on 5xx and throttling (the SDK's standard retry strategy,
- *   `maxAttempts` 6).
- * - Bodies above `multipartThreshold` go up as multipart uploads (@aws-sdk/lib-storage).
- * - Checksums only when required: some S3-compatible servers store aws-chunked framing otherwise.
+ * - Retries with exponential backoff on 5xx and throttling: the SDK's standard retry strategy
+ *   per request (`maxAttempts` 6), and our own around a whole publish (copy + delete).
+ * - Bodies above `multipartThreshold` (16 MiB) go up as multipart uploads (@aws-sdk/lib-storage,
+ *   16 MiB parts, 4 in flight); smaller ones as one PutObject (atomic: visible whole or not at all).
+ * - Checksums only when required: some S3-compatible servers (s3rver) store aws-chunked framing otherwise.
  * - stage = put under `<prefix>/_sluice/staging/<key>`; publish = CopyObject to the final key,
- *   then delete the staged copy (idempotent: staged copy gone + final present = done).
+ *   then delete the staged copy (idempotent: staged copy gone + final present = done). CopyObject
+ *   is limited to 5 GiB per object, far above Sluice's file sizes.
+ * - Conditional writes (`If-None-Match: *`) are not relied on (s3rver ignores them): final keys
+ *   are deterministic, so an overwrite writes the same bytes.
  */
 import {
   CopyObjectCommand,
@@ -33,8 +37,29 @@ export interface S3StoreOptions {
   region?: string;
   /** Bytes above which puts use multipart upload. Default 16 MiB. */
   multipartThreshold?: number;
-  /** Multipart part size. Default 16 MiB. */
+  /** Multipart part size (S3 minimum 5 MiB). Default 16 MiB. */
   partSize?: number;
+  /** Parts uploaded at once by a multipart upload. Default 4. */
+  queueSize?: number;
+  /** Attempts per request inside the SDK (standard retry mode, backoff on 5xx/throttling). Default 6. */
+  maxAttempts?: number;
+  /** Attempts of a whole publish (copy + delete) on transient errors, on top of the SDK's. Default 5. */
+  publishAttempts?: number;
+  /** First backoff delay of those publish retries, ms (doubles, capped at 5 s, jittered). Default 200. */
+  retryBaseMs?: number;
+}
+
+/** 5xx, throttling and network errors: worth another try. */
+function transient(err: unknown): boolean {
+  const e = err as { name?: string; code?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode ?? 0;
+  return (
+    status >= 500 ||
+    status === 429 ||
+    e.$retryable !== undefined ||
+    /Throttl|SlowDown|RequestTimeout|TimeoutError/.test(e.name ?? '') ||
+    ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT'].includes(e.code ?? '')
+  );
 }
 
 const notFound = (err: unknown): boolean => {
@@ -49,6 +74,9 @@ export class S3ObjectStore implements ObjectStore {
   private readonly prefix: string;
   private readonly multipartThreshold: number;
   private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly publishAttempts: number;
+  private readonly retryBaseMs: number;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
@@ -56,11 +84,14 @@ export class S3ObjectStore implements ObjectStore {
     this.url = `s3://${options.bucket}/${options.prefix}`;
     this.multipartThreshold = options.multipartThreshold ?? 16 * 1024 * 1024;
     this.partSize = Math.max(5 * 1024 * 1024, options.partSize ?? 16 * 1024 * 1024);
+    this.queueSize = Math.max(1, options.queueSize ?? 4);
+    this.publishAttempts = Math.max(1, options.publishAttempts ?? 5);
+    this.retryBaseMs = Math.max(0, options.retryBaseMs ?? 200);
     this.client = new S3Client({
       region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
       endpoint: options.endpoint,
       forcePathStyle: options.endpoint !== undefined,
-      maxAttempts: 6,
+      maxAttempts: options.maxAttempts ?? 6,
       retryMode: 'standard',
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -82,7 +113,7 @@ export class S3ObjectStore implements ObjectStore {
   async put(key: string, body: Uint8Array): Promise<void> {
     await this.wrap(`put ${key}`, async () => {
       if (body.byteLength > this.multipartThreshold) {
-        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: this.full(key), Body: body }, partSize: this.partSize, queueSize: 4 }).done();
+        await new Upload({ client: this.client, params: { Bucket: this.bucket, Key: this.full(key), Body: body }, partSize: this.partSize, queueSize: this.queueSize }).done();
       } else {
         await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.full(key), Body: body, ContentLength: body.byteLength }));
       }
@@ -128,15 +159,36 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async publish(staged: StagedObject): Promise<void> {
-    try {
-      await this.client.send(
-        new CopyObjectCommand({ Bucket: this.bucket, Key: this.full(staged.key), CopySource: encodeURI(`${this.bucket}/${this.full(staged.stagingKey)}`) }),
-      );
-    } catch (err) {
-      if (notFound(err) && (await this.exists(staged.key))) return;
-      throw externalError('s3_failed', `S3 publish ${staged.key} on ${this.url} failed: ${(err as Error).message}`, err);
+    await this.withRetry(`publish ${staged.key}`, async () => {
+      try {
+        await this.client.send(
+          new CopyObjectCommand({ Bucket: this.bucket, Key: this.full(staged.key), CopySource: encodeURI(`${this.bucket}/${this.full(staged.stagingKey)}`) }),
+        );
+      } catch (err) {
+        // Already published by an earlier attempt: the staged copy is gone and the final one exists.
+        if (notFound(err) && (await this.exists(staged.key))) return;
+        throw err;
+      }
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.full(staged.stagingKey) }));
+    });
+  }
+
+  /**
+   * On top of the SDK's own retries (per request): retries a whole multi-request operation with
+   * exponential backoff and jitter when the failure is transient (5xx, throttling, network).
+   */
+  private async withRetry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (attempt >= this.publishAttempts || !transient(err)) {
+          throw externalError('s3_failed', `S3 ${what} on ${this.url} failed after ${attempt} attempt(s): ${(err as Error).message}`, err, transient(err) ? 'backoff' : 'none');
+        }
+        const delay = Math.min(5_000, this.retryBaseMs * 2 ** (attempt - 1));
+        await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));
+      }
     }
-    await this.delete(staged.stagingKey);
   }
 
   private async exists(key: string): Promise<boolean> {

@@ -3,17 +3,22 @@
  * directory store and the S3 store against a real s3rver.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ObjectStore } from '../../storage/object-store.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { S3ObjectStore } from '../../storage/s3-store.js';
-import { TwoPhaseCommitter } from '../../storage/two-phase.js';
+import { mapLimit, TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { liveFiles, listCommitRecords } from '../../storage/commit-record.js';
 import { startS3rver, type S3Server } from '../helpers/s3rver.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+const MULTIPART = 5 * 1024 * 1024;
+const big = (n: number, seed: number): Uint8Array => new Uint8Array(n).map((_, i) => (i * 31 + seed) % 251);
+const same = (a: Uint8Array | undefined, b: Uint8Array): boolean => a !== undefined && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
 
 interface Backend {
@@ -39,7 +44,8 @@ const backends: Backend[] = [
       s3 = await startS3rver('lake');
     },
     teardown: async () => s3.stop(),
-    open: (prefix) => openObjectStore(`s3://lake/${prefix}`, { s3Endpoint: s3.endpoint }),
+    // A low multipart threshold so the conformance cases also cover multipart uploads.
+    open: async (prefix) => new S3ObjectStore({ bucket: 'lake', prefix, endpoint: s3.endpoint, multipartThreshold: MULTIPART, partSize: MULTIPART }),
   },
 ];
 
@@ -96,6 +102,48 @@ describe.each(backends)('ObjectStore conformance: $name', (backend) => {
     await store.close();
   });
 
+  it('stages and publishes bodies above the multipart threshold intact; re-staging a key overwrites it', async () => {
+    const store = await fresh();
+    const body = big(MULTIPART + 1_234_567, 1);
+    await store.put('bronze/events/h/direct.parquet', body);
+    expect(same(await store.get('bronze/events/h/direct.parquet'), body)).toBe(true);
+    await store.stage('bronze/events/h/part-s0-0-9.parquet', big(1_000, 2));
+    const staged = await store.stage('bronze/events/h/part-s0-0-9.parquet', body);
+    expect(staged).toEqual({ key: 'bronze/events/h/part-s0-0-9.parquet', stagingKey: '_sluice/staging/bronze/events/h/part-s0-0-9.parquet', size: body.byteLength });
+    await store.publish(staged);
+    expect(same(await store.get('bronze/events/h/part-s0-0-9.parquet'), body)).toBe(true);
+    expect((await store.list('bronze/')).map((o) => [o.key, o.size])).toEqual([
+      ['bronze/events/h/direct.parquet', body.byteLength],
+      ['bronze/events/h/part-s0-0-9.parquet', body.byteLength],
+    ]);
+    await store.close();
+  });
+
+  it('lists nothing of _sluice/ (staging, temps, commits) unless asked for it, and no temp outlives a put', async () => {
+    const store = await fresh();
+    await store.put('silver/x.parquet', bytes('x'));
+    await store.stage('silver/y.parquet', bytes('y'));
+    const c = new TwoPhaseCommitter(store);
+    await c.publish(await c.stage([{ key: 'silver/z.parquet', body: bytes('z'), rows: 1 }], { id: 'z', kind: 'flush' }));
+    expect((await store.list('')).map((o) => o.key)).toEqual(['silver/x.parquet', 'silver/z.parquet']);
+    expect((await store.list('_sluice/')).map((o) => o.key)).toEqual(['_sluice/commits/z.json', '_sluice/staging/silver/y.parquet']);
+    await store.close();
+  });
+
+  it('publish stays idempotent after the published file was compacted away (the commit record proves it)', async () => {
+    const store = await fresh();
+    const committer = new TwoPhaseCommitter(store);
+    const pending = await committer.stage([{ key: 'silver/events/h/part-s3-0-1.parquet', body: bytes('p'), rows: 2 }], { id: 's3-0-1', kind: 'flush', shard: 3 });
+    await committer.publish(pending);
+    await store.delete('silver/events/h/part-s3-0-1.parquet'); // e.g. merged by compaction meanwhile
+    await committer.recover([pending]);
+    expect(await store.list('silver/')).toEqual([]);
+    // Without a record, a pending commit whose bytes are gone is an error, not silence.
+    const lost = { ...pending, record: { ...pending.record, id: 'never-written' } };
+    await expect(committer.publish(lost)).rejects.toThrow();
+    await store.close();
+  });
+
   it('handles concurrent publishes of different keys', async () => {
     const store = await fresh();
     const committer = new TwoPhaseCommitter(store);
@@ -118,15 +166,47 @@ describe('S3 store specifics', () => {
 
   it('uploads large bodies as multipart and pages long listings', async () => {
     const store = new S3ObjectStore({ bucket: 'big', prefix: 'p', endpoint: server.endpoint, multipartThreshold: 5 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
-    const body = new Uint8Array(12 * 1024 * 1024).map((_, i) => i % 251);
+    const body = big(12 * 1024 * 1024, 3);
     await store.put('large.bin', body);
-    const back = await store.get('large.bin');
-    expect(back!.byteLength).toBe(body.byteLength);
-    expect(Buffer.compare(Buffer.from(back!), Buffer.from(body))).toBe(0);
-    await Promise.all(Array.from({ length: 1100 }, (_, i) => store.put(`many/k${String(i).padStart(5, '0')}`, bytes('x'))));
+    expect(same(await store.get('large.bin'), body)).toBe(true);
+    await mapLimit(Array.from({ length: 1100 }, (_, i) => i), 32, (i) => store.put(`many/k${String(i).padStart(5, '0')}`, bytes('x')));
     const listed = await store.list('many/');
     expect(listed.length).toBe(1100);
     expect(listed[1099]!.key).toBe('many/k01099');
     await store.close();
+  });
+
+  it('retries a publish through transient 503s (its own retries on top of the SDK)', async () => {
+    // A loopback proxy in front of s3rver that answers the first two CopyObject requests with 503 SlowDown.
+    let copiesFailed = 0;
+    const target = new URL(server.endpoint);
+    const proxy = createServer((req, res) => {
+      if (req.method === 'PUT' && req.headers['x-amz-copy-source'] && copiesFailed < 2) {
+        copiesFailed++;
+        req.resume();
+        res.writeHead(503, { 'content-type': 'application/xml' }).end('<Error><Code>SlowDown</Code><Message>slow down</Message></Error>');
+        return;
+      }
+      const up = httpRequest({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 500, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const port = (proxy.address() as AddressInfo).port;
+      const store = new S3ObjectStore({ bucket: 'big', prefix: 'retry', endpoint: `http://127.0.0.1:${port}`, maxAttempts: 1, publishAttempts: 4, retryBaseMs: 1 });
+      const staged = await store.stage('silver/p.parquet', bytes('retry me'));
+      await store.publish(staged);
+      expect(copiesFailed).toBe(2);
+      expect(text(await store.get('silver/p.parquet'))).toBe('retry me');
+      expect(await store.list('_sluice/staging/')).toEqual([]);
+      // Non-transient failures are not retried and say what failed.
+      await expect(store.publish({ key: 'silver/q.parquet', stagingKey: '_sluice/staging/silver/q.parquet', size: 1 })).rejects.toThrow(/S3 publish silver\/q\.parquet on s3:\/\/big\/retry failed after 1 attempt/);
+      await store.close();
+    } finally {
+      await new Promise<void>((r) => proxy.close(() => r()));
+    }
   });
 });
