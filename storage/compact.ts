@@ -102,38 +102,32 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   const candidates = listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key)));
   if (candidates.length < 2) return { inputs: 0, outputs: 0, rows: 0 };
 
-  // Read footers' schemas to never mix schemas; pack each schema's files greedily up to target bytes.
-  const bySchema = new Map<string, Array<{ key: string; size: number; bytes: Uint8Array }>>();
-  for (const o of candidates) {
+  // Pack files in key order greedily up to target bytes, starting a new group whenever the Arrow
+  // schema changes. Only one group's input bytes are held at a time.
+  const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
+  let group: Array<{ key: string; bytes: Uint8Array }> = [];
+  let groupBytes = 0;
+  let groupSchema = '';
+  const flush = async (): Promise<void> => {
+    if (group.length >= 2) {
+      const r = await mergeFiles(store, dir, group, live, options);
+      result.inputs += r.inputs;
+      result.outputs += r.outputs;
+      result.rows += r.rows;
+    }
+    group = [];
+    groupBytes = 0;
+  };
+  for (const o of candidates.sort((x, y) => (x.key < y.key ? -1 : 1))) {
     const bytes = await store.get(o.key);
     if (bytes === undefined) continue; // removed meanwhile
-    const fingerprint = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
-    let list = bySchema.get(fingerprint);
-    if (!list) bySchema.set(fingerprint, (list = []));
-    list.push({ key: o.key, size: o.size, bytes });
+    const schema = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
+    if (group.length > 0 && (schema !== groupSchema || groupBytes + o.size > target)) await flush();
+    group.push({ key: o.key, bytes });
+    groupBytes += o.size;
+    groupSchema = schema;
   }
-  const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
-  for (const files of bySchema.values()) {
-    files.sort((a, b) => (a.key < b.key ? -1 : 1));
-    let group: typeof files = [];
-    let groupBytes = 0;
-    const flush = async (): Promise<void> => {
-      if (group.length >= 2) {
-        const r = await mergeFiles(store, dir, group, live, options);
-        result.inputs += r.inputs;
-        result.outputs += r.outputs;
-        result.rows += r.rows;
-      }
-      group = [];
-      groupBytes = 0;
-    };
-    for (const f of files) {
-      if (groupBytes > 0 && groupBytes + f.size > target) await flush();
-      group.push(f);
-      groupBytes += f.size;
-    }
-    await flush();
-  }
+  await flush();
   return result;
 }
 

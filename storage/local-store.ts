@@ -116,7 +116,9 @@ export class LocalObjectStore implements ObjectStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(to)) return;
       throw externalError('store_publish_failed', `cannot publish ${staged.key}: ${(err as Error).message}`, err);
     }
+    // Both directory entries changed: make the new one and the removal durable.
     await syncDir(dirname(to));
+    await syncDir(dirname(from));
   }
 
   async discardStaged(keep: ReadonlySet<string>, filter: (stagingKey: string) => boolean = () => true): Promise<number> {

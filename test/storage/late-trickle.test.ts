@@ -18,7 +18,8 @@ import { LocalObjectStore } from '../../storage/local-store.js';
 import { PartitionBuffer } from '../../storage/partition-buffer.js';
 import { TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { glob, openDuck, type Duck } from './duck.js';
-import { silverRows } from './silver-rows.js';
+import { bronzeOf, silverRows } from './silver-rows.js';
+import { encodeParquet } from '../../storage/parquet.js';
 
 const H = 3_600_000;
 const LATE_HOUR = Date.UTC(2026, 4, 10, 9);
@@ -203,5 +204,28 @@ describe('late trickle', () => {
     expect(await liveFiles(store, LATE_DIR)).toEqual(new Map());
     // The newer partitions are untouched.
     expect((await partitionsOf(store, 'events')).size).toBe(currentHours.length);
+  });
+
+  it('never merges files of different schemas together', async () => {
+    const dir = join(root, 'mixed');
+    const store = new LocalObjectStore(dir);
+    const committer = new TwoPhaseCommitter(store, { now: () => endMs });
+    const a = silverRows({ rows: 10, seed: 901, startMs: LATE_HOUR, spanMs: 1_000, batchRows: 10 })[0]!;
+    const b = silverRows({ rows: 20, seed: 902, startMs: LATE_HOUR, spanMs: 1_000, batchRows: 20 })[0]!;
+    // Same rows plus a column: a newer writer's schema.
+    const extra = bronzeOf(silverRows({ rows: 5, seed: 903, startMs: LATE_HOUR, spanMs: 1_000, batchRows: 5 })[0]!, 0, 0);
+    const files = [
+      { key: `${LATE_DIR}part-s0-0-0.parquet`, body: encodeParquet([a]), rows: 10 },
+      { key: `${LATE_DIR}part-s0-1-1.parquet`, body: encodeParquet([extra]), rows: 5 },
+      { key: `${LATE_DIR}part-s0-2-2.parquet`, body: encodeParquet([b]), rows: 20 },
+      { key: `${LATE_DIR}part-s0-3-3.parquet`, body: encodeParquet([a.slice(0, 3)]), rows: 3 },
+    ];
+    await committer.publish(await committer.stage(files, { id: 'mixed', kind: 'flush' }));
+    const r = await compactPartition(store, TABLES.events.prefix, LATE_PATH, { now: endMs + 1 });
+    // Key order: [s0-0 | s0-1 (other schema) | s0-2, s0-3] → only the last two merge.
+    expect(r).toEqual({ inputs: 2, outputs: 1, rows: 23 });
+    expect((await lateFiles(store)).length).toBe(3);
+    const [n] = await duck.rows<{ n: bigint }>(`SELECT count(*) AS n FROM read_parquet('${join(dir, LATE_DIR)}*.parquet', union_by_name = true)`);
+    expect(Number(n!.n)).toBe(38);
   });
 });

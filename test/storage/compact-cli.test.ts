@@ -1,0 +1,67 @@
+/**
+ * `sluice compact` on a real local lake: compacts closed partitions, applies --retention by
+ * layer, prints JSON; bad flags get messages that say what to write instead.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseRetention, register } from '../../cli/compact.js';
+import { partKey, partName } from '../../common/lake-layout.js';
+import { LocalObjectStore } from '../../storage/local-store.js';
+import { encodeParquet } from '../../storage/parquet.js';
+import { TwoPhaseCommitter } from '../../storage/two-phase.js';
+import { silverRows } from './silver-rows.js';
+
+const root = mkdtempSync(join(tmpdir(), 'sluice-compact-cli-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+async function run(args: string[]): Promise<string> {
+  const program = new Command().exitOverride();
+  register(program);
+  let out = '';
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    out += String(chunk);
+    return true;
+  }) as typeof process.stdout.write;
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } finally {
+    process.stdout.write = write;
+  }
+  return out;
+}
+
+describe('sluice compact', () => {
+  it('parses --retention per layer (bare numbers are days) and pins its messages', () => {
+    expect(parseRetention(['bronze=30d,silver=365', 'gold=12h'])).toEqual({ bronze: 30, silver: 365, gold: 0.5 });
+    expect(() => parseRetention(['events=30d'])).toThrow('--retention must look like bronze=30d,silver=365d with layers bronze, silver, gold, dlq, late, got "events=30d"');
+    expect(() => parseRetention(['dlq=0'])).toThrow('--retention dlq must be a positive age, got "0"');
+    expect(() => parseRetention(['late=soon'])).toThrow('--retention late must look like 500ms, 10s, 30m, 2h or 7d, got "soon"');
+  });
+
+  it('compacts closed partitions and applies retention on a local lake', async () => {
+    const lake = join(root, 'lake');
+    const store = new LocalObjectStore(lake);
+    const committer = new TwoPhaseCommitter(store);
+    const old = Date.UTC(2020, 0, 1, 5);
+    const files = [0, 1, 2].map((i) => {
+      const b = silverRows({ rows: 50, seed: 10 + i, startMs: old, spanMs: 60_000, batchRows: 50 });
+      return { key: partKey('events', old, partName(0, i, i)), body: encodeParquet(b), rows: 50 };
+    });
+    const bronze = { key: partKey('bronze_events', old, partName(0, 0, 2)), body: encodeParquet(silverRows({ rows: 5, seed: 1, startMs: old, batchRows: 5 })), rows: 5 };
+    await committer.publish(await committer.stage([...files, bronze], { id: 's0-0-2', kind: 'flush', shard: 0 }));
+
+    const out = JSON.parse(await run(['compact', '--lake', lake, '--older-than', '1h', '--json'])) as { compacted: { files: number; outputs: number; rows: number } };
+    expect(out.compacted).toMatchObject({ files: 3, outputs: 1, rows: 150 });
+    expect((await store.list('silver/')).length).toBe(1);
+
+    const text = await run(['compact', '--lake', lake, '--retention', 'bronze=30d']);
+    expect(text).toContain('retention removed 1 files in 1 partitions');
+    expect(await store.list('bronze/')).toEqual([]);
+    expect((await store.list('silver/')).length).toBe(1);
+    await expect(run(['compact', '--lake', lake, '--table', 'hourly'])).rejects.toThrow('--table must be one of bronze_events, events, sessions, dlq, got hourly');
+  });
+});
