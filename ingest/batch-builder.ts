@@ -1,75 +1,149 @@
 /**
- * Builds `ingestSchema` Arrow record batches from canonical events with hand-filled buffers
- * (Arrow's generic builders are too slow for the hot path — see MEASUREMENTS.md): Utf8 columns
- * as offsets + bytes written with Buffer.write, low-cardinality columns as Dictionary<Utf8, Int32>
- * with a per-batch dictionary, timestamps as BigInt64Array.
+ * Builds `ingestSchema` Arrow record batches with hand-filled buffers (Arrow's generic builders
+ * are too slow for the hot path — see MEASUREMENTS.md):
+ *
+ *   Utf8 columns        Int32 offsets + a byte buffer, filled by Buffer.write (strings) or
+ *                       Buffer.copy (byte ranges of the request body — never decoded)
+ *   low-cardinality     Dictionary<Utf8, Int32>: a per-batch dictionary (Map → id) + Int32 ids
+ *   timestamps          Float64 scratch, converted once per batch to BigInt64 epoch ms
+ *
+ * Buffers start small and grow by doubling (rounded to 64 bytes); a builder is reused across
+ * batches: `toIPC()` / `build()` hand out copies and `reset()` keeps the capacity.
  */
 import { makeData, RecordBatch, Struct, Table, tableToIPC, Vector, type Data, type Dictionary, type Field, type Utf8 } from 'apache-arrow';
 import { ingestSchema } from '../common/schema.js';
 import type { CanonicalEvent } from './normalize.js';
 
 const field = (name: string): Field => ingestSchema.fields.find((f) => f.name === name)!;
+const round64 = (n: number): number => (n + 63) & ~63;
 
-class Utf8Column {
+/**
+ * A Utf8 column under construction. Values are strings (UTF-8 encoded on write) or byte ranges
+ * copied verbatim (the caller guarantees they are valid UTF-8, e.g. slices of a parsed JSON body).
+ */
+export class Utf8Column {
   private offsets: Int32Array;
   private bytes: Buffer;
   private valid: Uint8Array;
   private nulls = 0;
   length = 0;
 
-  constructor(capacity: number, avgBytes: number) {
-    this.offsets = new Int32Array(capacity + 1);
-    this.bytes = Buffer.allocUnsafe(Math.max(64, capacity * avgBytes));
-    this.valid = new Uint8Array(((capacity + 63) >> 6) << 3);
+  constructor(rows = 64, avgBytes = 16) {
+    this.offsets = new Int32Array(rows + 1);
+    this.bytes = Buffer.allocUnsafe(round64(Math.max(64, rows * avgBytes)));
+    this.valid = new Uint8Array(round64((rows + 7) >> 3));
+  }
+
+  private growRows(): void {
+    const rows = this.offsets.length * 2;
+    const offsets = new Int32Array(rows);
+    offsets.set(this.offsets);
+    this.offsets = offsets;
+    const valid = new Uint8Array(round64((rows + 7) >> 3));
+    valid.set(this.valid);
+    this.valid = valid;
+  }
+
+  private reserve(extra: number): void {
+    const need = this.offsets[this.length]! + extra;
+    if (need <= this.bytes.length) return;
+    const grown = Buffer.allocUnsafe(round64(Math.max(this.bytes.length * 2, need)));
+    this.bytes.copy(grown, 0, 0, this.offsets[this.length]!);
+    this.bytes = grown;
+  }
+
+  pushNull(): void {
+    const i = this.length;
+    if (i + 1 >= this.offsets.length) this.growRows();
+    this.valid[i >> 3]! &= ~(1 << (i & 7));
+    this.nulls++;
+    this.offsets[i + 1] = this.offsets[i]!;
+    this.length = i + 1;
+  }
+
+  pushString(v: string): void {
+    const i = this.length;
+    if (i + 1 >= this.offsets.length) this.growRows();
+    this.reserve(v.length * 3);
+    const at = this.offsets[i]!;
+    this.valid[i >> 3]! |= 1 << (i & 7);
+    this.offsets[i + 1] = at + this.bytes.write(v, at, 'utf8');
+    this.length = i + 1;
+  }
+
+  /** Appends `src[start, end)` verbatim, optionally after `prefix` (a string, UTF-8 encoded). */
+  pushBytes(src: Uint8Array, start: number, end: number, prefix?: string): void {
+    const i = this.length;
+    if (i + 1 >= this.offsets.length) this.growRows();
+    this.reserve(end - start + (prefix === undefined ? 0 : prefix.length * 3));
+    let at = this.offsets[i]!;
+    if (prefix !== undefined) at += this.bytes.write(prefix, at, 'utf8');
+    this.bytes.set(src.subarray(start, end), at);
+    this.valid[i >> 3]! |= 1 << (i & 7);
+    this.offsets[i + 1] = at + (end - start);
+    this.length = i + 1;
   }
 
   push(v: string | null): void {
-    const i = this.length++;
-    const at = this.offsets[i]!;
-    if (v === null) {
-      this.nulls++;
-      this.offsets[i + 1] = at;
-      return;
-    }
-    this.valid[i >> 3]! |= 1 << (i & 7);
-    const max = v.length * 3;
-    if (at + max > this.bytes.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, at + max));
-      this.bytes.copy(grown, 0, 0, at);
-      this.bytes = grown;
-    }
-    this.offsets[i + 1] = at + this.bytes.write(v, at, 'utf8');
+    if (v === null) this.pushNull();
+    else this.pushString(v);
   }
 
-  data(type: Utf8): Data<Utf8> {
-    const end = this.offsets[this.length]!;
+  /** The column as Arrow Data; with `copy` false the buffers are views valid until the next push/reset. */
+  data(type: Utf8, copy = true): Data<Utf8> {
+    const n = this.length;
+    const end = this.offsets[n]!;
+    const offsets = this.offsets.subarray(0, n + 1);
+    const bytes = new Uint8Array(this.bytes.buffer, this.bytes.byteOffset, end);
+    const valid = this.valid.subarray(0, (n + 7) >> 3);
     return makeData({
       type,
-      length: this.length,
+      length: n,
       nullCount: this.nulls,
-      nullBitmap: this.nulls > 0 ? this.valid : undefined,
-      valueOffsets: this.offsets.slice(0, this.length + 1),
-      data: new Uint8Array(this.bytes.buffer.slice(this.bytes.byteOffset, this.bytes.byteOffset + end)),
+      nullBitmap: this.nulls > 0 ? (copy ? valid.slice() : valid) : undefined,
+      valueOffsets: copy ? offsets.slice() : offsets,
+      data: copy ? bytes.slice() : bytes,
     });
+  }
+
+  reset(): void {
+    this.length = 0;
+    this.nulls = 0;
+    this.offsets[0] = 0;
   }
 }
 
-class DictColumn {
-  private readonly ids = new Map<string, number>();
-  private readonly values: string[] = [];
-  private readonly indices: Int32Array;
-  private readonly valid: Uint8Array;
+/** A Dictionary<Utf8, Int32> column with a per-batch dictionary. */
+export class DictColumn {
+  private ids = new Map<string, number>();
+  private values: string[] = [];
+  private indices: Int32Array;
+  private valid: Uint8Array;
   private nulls = 0;
   length = 0;
 
-  constructor(capacity: number) {
-    this.indices = new Int32Array(capacity);
-    this.valid = new Uint8Array(((capacity + 63) >> 6) << 3);
+  constructor(rows = 64) {
+    this.indices = new Int32Array(rows);
+    this.valid = new Uint8Array(round64((rows + 7) >> 3));
+  }
+
+  private growRows(): void {
+    const rows = this.indices.length * 2;
+    const indices = new Int32Array(rows);
+    indices.set(this.indices);
+    this.indices = indices;
+    const valid = new Uint8Array(round64((rows + 7) >> 3));
+    valid.set(this.valid);
+    this.valid = valid;
   }
 
   push(v: string | null): void {
-    const i = this.length++;
+    const i = this.length;
+    if (i >= this.indices.length) this.growRows();
+    this.length = i + 1;
     if (v === null) {
+      this.valid[i >> 3]! &= ~(1 << (i & 7));
+      this.indices[i] = 0;
       this.nulls++;
       return;
     }
@@ -83,22 +157,50 @@ class DictColumn {
     this.indices[i] = id;
   }
 
-  data(f: Field): Data<Dictionary<Utf8>> {
+  data(f: Field, copy = true): Data<Dictionary<Utf8>> {
     const type = f.type as Dictionary<Utf8>;
-    const dict = new Utf8Column(this.values.length, 8);
-    for (const v of this.values) dict.push(v);
+    const dict = new Utf8Column(this.values.length + 1, 12);
+    for (const v of this.values) dict.pushString(v);
+    const n = this.length;
+    const indices = this.indices.subarray(0, n);
+    const valid = this.valid.subarray(0, (n + 7) >> 3);
     return makeData({
       type,
-      length: this.length,
+      length: n,
       nullCount: this.nulls,
-      nullBitmap: this.nulls > 0 ? this.valid : undefined,
-      data: this.indices.slice(0, this.length),
+      nullBitmap: this.nulls > 0 ? (copy ? valid.slice() : valid) : undefined,
+      data: copy ? indices.slice() : indices,
       dictionary: new Vector([dict.data(type.dictionary)]),
     });
   }
+
+  reset(): void {
+    this.length = 0;
+    this.nulls = 0;
+    // A fresh dictionary per batch keeps it small and bounded.
+    if (this.values.length > 0) {
+      this.ids = new Map();
+      this.values = [];
+    }
+  }
 }
 
-/** Accumulates canonical events (up to `capacity`) and builds one ingestSchema batch. */
+/**
+ * One row on its way into a shard batch: the canonical event, where `raw` and `properties` may
+ * instead be byte ranges of `bytes` (the request body), copied without decoding. A range is
+ * used when its start is ≥ 0; `propsPrefix` is written before the properties range (used to
+ * put a screen/page call's `name` into its properties object without re-serializing it).
+ */
+export interface IngestRow extends CanonicalEvent {
+  bytes?: Uint8Array;
+  rawStart?: number;
+  rawEnd?: number;
+  propsStart?: number;
+  propsEnd?: number;
+  propsPrefix?: string;
+}
+
+/** Accumulates events (up to `capacity` rows) and builds one ingestSchema batch; reusable. */
 export class IngestBatchBuilder {
   readonly capacity: number;
   private readonly eventId: Utf8Column;
@@ -113,74 +215,107 @@ export class IngestBatchBuilder {
   private readonly version: DictColumn;
   private readonly country: DictColumn;
   private readonly source: DictColumn;
-  private readonly eventTime: BigInt64Array;
-  private readonly receivedAt: BigInt64Array;
+  private eventTime: Float64Array;
+  private receivedAt: Float64Array;
   length = 0;
 
+  /** `capacity`: rows at which `full` turns true (buffers start at min(capacity, 256) rows and grow). */
   constructor(capacity: number) {
     this.capacity = capacity;
-    this.eventId = new Utf8Column(capacity, 24);
-    this.userId = new Utf8Column(capacity, 16);
-    this.anonymousId = new Utf8Column(capacity, 16);
-    this.sessionId = new Utf8Column(capacity, 0);
-    this.properties = new Utf8Column(capacity, 96);
-    this.raw = new Utf8Column(capacity, 400);
-    this.eventType = new DictColumn(capacity);
-    this.device = new DictColumn(capacity);
-    this.os = new DictColumn(capacity);
-    this.version = new DictColumn(capacity);
-    this.country = new DictColumn(capacity);
-    this.source = new DictColumn(capacity);
-    this.eventTime = new BigInt64Array(capacity);
-    this.receivedAt = new BigInt64Array(capacity);
+    const rows = Math.max(1, Math.min(capacity, 256));
+    this.eventId = new Utf8Column(rows, 24);
+    this.userId = new Utf8Column(rows, 16);
+    this.anonymousId = new Utf8Column(rows, 16);
+    this.sessionId = new Utf8Column(rows, 0);
+    this.properties = new Utf8Column(rows, 96);
+    this.raw = new Utf8Column(rows, 400);
+    this.eventType = new DictColumn(rows);
+    this.device = new DictColumn(rows);
+    this.os = new DictColumn(rows);
+    this.version = new DictColumn(rows);
+    this.country = new DictColumn(rows);
+    this.source = new DictColumn(rows);
+    this.eventTime = new Float64Array(rows);
+    this.receivedAt = new Float64Array(rows);
   }
 
   get full(): boolean {
     return this.length >= this.capacity;
   }
 
-  push(e: CanonicalEvent): void {
+  push(e: IngestRow): void {
     const i = this.length++;
-    this.eventId.push(e.event_id);
-    this.userId.push(e.user_id);
+    if (i >= this.eventTime.length) {
+      const t = new Float64Array(this.eventTime.length * 2);
+      t.set(this.eventTime);
+      this.eventTime = t;
+      const r = new Float64Array(t.length);
+      r.set(this.receivedAt);
+      this.receivedAt = r;
+    }
+    this.eventId.pushString(e.event_id);
+    this.userId.pushString(e.user_id);
     this.anonymousId.push(e.anonymous_id);
     this.eventType.push(e.event_type);
-    this.eventTime[i] = BigInt(e.event_time);
-    this.receivedAt[i] = BigInt(e.received_at);
-    this.sessionId.push(null);
+    this.eventTime[i] = e.event_time;
+    this.receivedAt[i] = e.received_at;
+    this.sessionId.pushNull();
     this.device.push(e.device_type);
     this.os.push(e.os);
     this.version.push(e.app_version);
     this.country.push(e.country);
     this.source.push(e.source);
-    this.properties.push(e.properties);
-    this.raw.push(e.raw);
+    const bytes = e.bytes;
+    if (bytes !== undefined && e.propsStart !== undefined && e.propsStart >= 0) this.properties.pushBytes(bytes, e.propsStart, e.propsEnd!, e.propsPrefix);
+    else this.properties.push(e.properties);
+    if (bytes !== undefined && e.rawStart !== undefined && e.rawStart >= 0) this.raw.pushBytes(bytes, e.rawStart, e.rawEnd!);
+    else this.raw.push(e.raw);
   }
 
-  build(): RecordBatch {
+  /** The rows so far as a RecordBatch; with `copy` false its buffers are views valid until the next push/reset. */
+  build(copy = true): RecordBatch {
     const n = this.length;
-    const ts = (name: string, values: BigInt64Array): Data => makeData({ type: field(name).type, length: n, nullCount: 0, data: values.slice(0, n) } as never);
+    const ts = (name: string, values: Float64Array): Data => {
+      // Int64 from two 32-bit halves (little endian): no BigInt allocation per row.
+      const out = new BigInt64Array(n);
+      const halves = new Int32Array(out.buffer);
+      for (let i = 0; i < n; i++) {
+        const v = values[i]!;
+        if (v >= 0) {
+          halves[2 * i] = v % 4294967296;
+          halves[2 * i + 1] = Math.floor(v / 4294967296);
+        } else out[i] = BigInt(v);
+      }
+      return makeData({ type: field(name).type, length: n, nullCount: 0, data: out } as never);
+    };
     const children: Data[] = [
-      this.eventId.data(field('event_id').type),
-      this.userId.data(field('user_id').type),
-      this.anonymousId.data(field('anonymous_id').type),
-      this.eventType.data(field('event_type')),
+      this.eventId.data(field('event_id').type, copy),
+      this.userId.data(field('user_id').type, copy),
+      this.anonymousId.data(field('anonymous_id').type, copy),
+      this.eventType.data(field('event_type'), copy),
       ts('event_time', this.eventTime),
       ts('received_at', this.receivedAt),
-      this.sessionId.data(field('session_id').type),
-      this.device.data(field('device_type')),
-      this.os.data(field('os')),
-      this.version.data(field('app_version')),
-      this.country.data(field('country')),
-      this.source.data(field('source')),
-      this.properties.data(field('properties').type),
-      this.raw.data(field('raw').type),
+      this.sessionId.data(field('session_id').type, copy),
+      this.device.data(field('device_type'), copy),
+      this.os.data(field('os'), copy),
+      this.version.data(field('app_version'), copy),
+      this.country.data(field('country'), copy),
+      this.source.data(field('source'), copy),
+      this.properties.data(field('properties').type, copy),
+      this.raw.data(field('raw').type, copy),
     ];
     return new RecordBatch(ingestSchema, makeData({ type: new Struct(ingestSchema.fields), length: n, nullCount: 0, children }));
   }
 
-  /** The batch as one Arrow IPC stream (the log record format). */
+  /** The rows so far as one Arrow IPC stream (the log record format; fresh bytes owned by the caller). */
   toIPC(): Uint8Array {
-    return tableToIPC(new Table([this.build()]), 'stream');
+    return tableToIPC(new Table([this.build(false)]), 'stream');
+  }
+
+  /** Empties the builder, keeping its buffers. */
+  reset(): void {
+    this.length = 0;
+    for (const c of [this.eventId, this.userId, this.anonymousId, this.sessionId, this.properties, this.raw]) c.reset();
+    for (const c of [this.eventType, this.device, this.os, this.version, this.country, this.source]) c.reset();
   }
 }

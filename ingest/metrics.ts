@@ -1,6 +1,7 @@
 /**
- * Ingest's Prometheus metrics (default prom-client registry; served at GET /metrics together with
- * the engine's). Every rejected, rate-limited or refused event is counted here.
+ * Ingest's Prometheus metrics, on prom-client's default registry (`register`), which GET /metrics
+ * serves — the engine registers its own metrics on the same registry. Every accepted, rejected,
+ * rate-limited or refused event or request is counted here; nothing is dropped silently.
  */
 import { Counter, Gauge, Histogram, register, type Metric } from 'prom-client';
 
@@ -9,24 +10,31 @@ function once<T extends Metric>(name: string, make: () => T): T {
 }
 
 export const ingestMetrics = {
+  /** Events accepted and durably logged (acknowledged), by protocol (segment | ndjson | arrow). */
   events: once('sluice_ingest_events_total', () => new Counter({ name: 'sluice_ingest_events_total', help: 'Events accepted and durably logged, by protocol.', labelNames: ['protocol'] })),
   bytes: once('sluice_ingest_bytes_total', () => new Counter({ name: 'sluice_ingest_bytes_total', help: 'Request body bytes received (before gunzip), by protocol.', labelNames: ['protocol'] })),
-  requests: once('sluice_ingest_requests_total', () => new Counter({ name: 'sluice_ingest_requests_total', help: 'Requests answered, by protocol and status.', labelNames: ['protocol', 'status'] })),
+  requests: once('sluice_ingest_requests_total', () => new Counter({ name: 'sluice_ingest_requests_total', help: 'Requests (WebSocket messages) answered, by protocol and status.', labelNames: ['protocol', 'status'] })),
   rejected: once('sluice_ingest_rejected_total', () => new Counter({ name: 'sluice_ingest_rejected_total', help: 'Events rejected (sent to the DLQ), by reason code.', labelNames: ['code'] })),
   rateLimited: once('sluice_ingest_rate_limited_total', () => new Counter({ name: 'sluice_ingest_rate_limited_total', help: 'Requests refused with 429 by the per-key rate limit.' })),
-  backpressure: once('sluice_ingest_backpressure_total', () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because shard queues or logs were past their high-water marks.' })),
+  backpressure: once(
+    'sluice_ingest_backpressure_total',
+    () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because the engine backlog or a log was past its high-water mark, by reason.', labelNames: ['reason'] }),
+  ),
   fsyncSeconds: once(
     'sluice_log_fsync_seconds',
-    () => new Histogram({ name: 'sluice_log_fsync_seconds', help: 'Duration of one group-commit fsync of a shard log.', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1] }),
+    () => new Histogram({ name: 'sluice_log_fsync_seconds', help: 'Duration of one group-commit fsync of a log.', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1] }),
   ),
   ackSeconds: once(
     'sluice_ingest_ack_seconds',
     () => new Histogram({ name: 'sluice_ingest_ack_seconds', help: 'Time from request received to acknowledgement sent.', buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5] }),
   ),
+  /** Acknowledged events not yet processed downstream (deps.backlog), sampled per request. */
   queueDepth: once('sluice_engine_queue_depth_events', () => new Gauge({ name: 'sluice_engine_queue_depth_events', help: 'Events acknowledged but not yet processed by the shards.' })),
+  logPendingBytes: once('sluice_log_pending_bytes', () => new Gauge({ name: 'sluice_log_pending_bytes', help: 'Largest amount of appended-but-unsynced bytes over the shard and DLQ logs.' })),
+  inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };
 
-/** For SegmentLog's `onFsync` option. */
+/** For SegmentLog's `onFsync` option: records one group commit's duration. */
 export function observeFsync(durationMs: number): void {
   ingestMetrics.fsyncSeconds.observe(durationMs / 1000);
 }

@@ -6,42 +6,56 @@ import { userError } from '../common/errors.js';
 
 export interface WriteKey {
   key: string;
-  /** Source name stamped on events sent with this key. Default 'segment' / 'ndjson' / 'arrow' by protocol. */
+  /** Source name stamped on events sent with this key. Default: the protocol ('segment' / 'ndjson' / 'arrow'). */
   source?: string;
 }
 
 export interface PiiOptions {
-  /** Paths (e.g. `context.ip`, `properties.email`, `traits.phone`) whose values are replaced by a salted SHA-256. */
+  /** Paths relative to the message (e.g. `context.ip`, `properties.email`, `traits.phone`, `userId`) whose values are replaced by a salted SHA-256 (hex). */
   hash: string[];
   /** Paths removed before anything is stored. */
   drop: string[];
+  /** Salt for `hash`; required when `hash` is non-empty. */
   salt: string;
 }
 
+export interface GroupCommitOptions {
+  /** A shard batch is cut when it holds this many rows. */
+  maxRows: number;
+  /**
+   * Longest time (ms) an event waits for its shard batch to be cut. A batch is also cut at the
+   * end of the event-loop turn whenever its shard log has no append in flight, so under light
+   * load nothing waits; under load, events pile up while the previous fsync runs (true group
+   * commit) but never longer than this. 0 = cut every event-loop turn.
+   */
+  maxDelayMs: number;
+}
+
 export interface IngestOptions {
+  /** Listen address. Default 127.0.0.1. */
   host: string;
-  /** 0 picks a free port. */
+  /** Listen port; 0 picks a free port. Default 8080. */
   port: number;
   writeKeys: WriteKey[];
-  /** Per event, bytes of its JSON. Segment: 32 KB. */
+  /** Per event, bytes of its JSON. Default 32 KiB (Segment's limit). */
   maxEventBytes: number;
-  /** Per request body, after gunzip. Segment: 500 KB. */
+  /** Per request body, after gunzip. Default 500 KiB (Segment's limit). */
   maxBodyBytes: number;
-  /** Events per batch request. Segment: 2,500. */
+  /** Events per request. Default 2,500 (Segment's limit). */
   maxBatchEvents: number;
-  /** Events timestamped further than this in the future (after skew correction) are rejected. */
+  /** Events timestamped further than this (ms) in the future, after skew correction, are rejected. Default 10 min. */
   maxFutureSkewMs: number;
-  /** Token bucket per write key. */
+  /** Token bucket per write key, in events. Default 1 M/s, burst 2 M. */
   rateLimit: { eventsPerSecond: number; burst: number };
-  /** 503 while the engine has more acknowledged-but-unprocessed events than this. */
+  /** 503 while the engine holds more acknowledged-but-unprocessed events than this (deps.backlog). Default 2 M. */
   maxBacklogEvents: number;
-  /** 503 while a shard log has more unsynced bytes than this. */
+  /** 503 while any log has more unsynced bytes than this. Default 256 MiB. */
   maxLogPendingBytes: number;
   pii: PiiOptions;
-  /** Group commit: a shard record is appended when it has this many rows, or at the end of the event-loop turn. */
-  groupCommitMaxRows: number;
-  /** WebSocket maximum message size (uWS drops larger ones unless set). */
+  groupCommit: GroupCommitOptions;
+  /** WebSocket maximum message size in bytes (set explicitly: uWS closes sockets that exceed it). Default 16 MiB. */
   wsMaxPayloadBytes: number;
+  /** Structured logger; default pino at info level to stderr. */
   logger?: Logger;
 }
 
@@ -58,31 +72,67 @@ export function defaultIngestOptions(): IngestOptions {
     maxBacklogEvents: 2_000_000,
     maxLogPendingBytes: 256 * 1024 * 1024,
     pii: { hash: [], drop: [], salt: '' },
-    groupCommitMaxRows: 16_384,
-    wsMaxPayloadBytes: 64 * 1024 * 1024,
+    groupCommit: { maxRows: 8192, maxDelayMs: 2 },
+    wsMaxPayloadBytes: 16 * 1024 * 1024,
   };
 }
 
-export function validateIngestOptions(partial: Partial<IngestOptions>): IngestOptions {
-  const o: IngestOptions = { ...defaultIngestOptions(), ...Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined)) };
-  o.pii = { ...defaultIngestOptions().pii, ...partial.pii };
-  o.rateLimit = { ...defaultIngestOptions().rateLimit, ...partial.rateLimit };
-  const posInt = (name: string, v: number): void => {
-    if (!Number.isInteger(v) || v <= 0) throw userError('invalid_option', `${name} must be a positive integer, got ${v}`);
+/** Input accepted by the validator: any subset; `groupCommitMaxRows` is the older spelling of `groupCommit.maxRows`. */
+export type IngestOptionsInput = Partial<Omit<IngestOptions, 'rateLimit' | 'pii' | 'groupCommit'>> & {
+  rateLimit?: Partial<IngestOptions['rateLimit']>;
+  pii?: Partial<PiiOptions>;
+  groupCommit?: Partial<GroupCommitOptions>;
+  groupCommitMaxRows?: number;
+};
+
+/** Fills defaults and checks every option; throws a user error naming the option and what it must be. */
+export function validateIngestOptions(input: IngestOptionsInput): IngestOptions {
+  const d = defaultIngestOptions();
+  const given = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as IngestOptionsInput;
+  const known = new Set([...Object.keys(d), 'logger', 'groupCommitMaxRows']);
+  for (const k of Object.keys(given)) if (!known.has(k)) throw userError('invalid_option', `unknown ingest option "${k}" (known: ${[...known].join(', ')})`);
+  const { groupCommitMaxRows, ...rest } = given;
+  const o: IngestOptions = {
+    ...d,
+    ...(rest as Partial<IngestOptions>),
+    rateLimit: { ...d.rateLimit, ...given.rateLimit },
+    pii: { ...d.pii, ...given.pii },
+    groupCommit: { ...d.groupCommit, ...(groupCommitMaxRows !== undefined ? { maxRows: groupCommitMaxRows } : {}), ...given.groupCommit },
   };
-  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw userError('invalid_option', `port must be an integer in 0..65535, got ${o.port}`);
-  if (o.writeKeys.length === 0) throw userError('invalid_option', 'writeKeys must name at least one write key');
-  for (const k of o.writeKeys) if (typeof k.key !== 'string' || k.key === '') throw userError('invalid_option', 'writeKeys entries must have a non-empty key');
+  const posInt = (name: string, v: unknown): void => {
+    if (!Number.isInteger(v) || (v as number) <= 0) throw userError('invalid_option', `${name} must be a positive integer, got ${JSON.stringify(v)}`);
+  };
+  if (typeof o.host !== 'string' || o.host === '') throw userError('invalid_option', `host must be a non-empty address, got ${JSON.stringify(o.host)}`);
+  if (!Number.isInteger(o.port) || o.port < 0 || o.port > 65535) throw userError('invalid_option', `port must be an integer in 0..65535, got ${JSON.stringify(o.port)}`);
+  if (!Array.isArray(o.writeKeys) || o.writeKeys.length === 0) throw userError('invalid_option', 'writeKeys must name at least one write key');
+  const seen = new Set<string>();
+  for (const k of o.writeKeys) {
+    if (typeof k?.key !== 'string' || k.key === '') throw userError('invalid_option', 'writeKeys entries must have a non-empty key');
+    if (k.source !== undefined && (typeof k.source !== 'string' || k.source === '')) throw userError('invalid_option', `writeKeys source must be a non-empty string, got ${JSON.stringify(k.source)}`);
+    if (seen.has(k.key)) throw userError('invalid_option', 'writeKeys must not repeat a key');
+    seen.add(k.key);
+  }
   posInt('maxEventBytes', o.maxEventBytes);
   posInt('maxBodyBytes', o.maxBodyBytes);
   posInt('maxBatchEvents', o.maxBatchEvents);
-  posInt('groupCommitMaxRows', o.groupCommitMaxRows);
-  posInt('wsMaxPayloadBytes', o.wsMaxPayloadBytes);
   posInt('maxBacklogEvents', o.maxBacklogEvents);
   posInt('maxLogPendingBytes', o.maxLogPendingBytes);
-  if (!(o.maxFutureSkewMs >= 0)) throw userError('invalid_option', `maxFutureSkewMs must be ≥ 0, got ${o.maxFutureSkewMs}`);
+  posInt('wsMaxPayloadBytes', o.wsMaxPayloadBytes);
+  posInt('groupCommit.maxRows', o.groupCommit.maxRows);
+  if (typeof o.groupCommit.maxDelayMs !== 'number' || !(o.groupCommit.maxDelayMs >= 0) || o.groupCommit.maxDelayMs > 10_000) {
+    throw userError('invalid_option', `groupCommit.maxDelayMs must be a number of ms in 0..10000, got ${JSON.stringify(o.groupCommit.maxDelayMs)}`);
+  }
+  if (typeof o.maxFutureSkewMs !== 'number' || !(o.maxFutureSkewMs >= 0)) throw userError('invalid_option', `maxFutureSkewMs must be a number ≥ 0, got ${JSON.stringify(o.maxFutureSkewMs)}`);
   if (!(o.rateLimit.eventsPerSecond > 0) || !(o.rateLimit.burst >= 1)) {
     throw userError('invalid_option', `rateLimit needs eventsPerSecond > 0 and burst ≥ 1, got ${JSON.stringify(o.rateLimit)}`);
   }
+  for (const list of ['hash', 'drop'] as const) {
+    const paths = o.pii[list];
+    if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string' || p === '' || p.split('.').some((s) => s === ''))) {
+      throw userError('invalid_option', `pii.${list} must be a list of dot-separated paths such as "properties.email", got ${JSON.stringify(paths)}`);
+    }
+  }
+  if (typeof o.pii.salt !== 'string') throw userError('invalid_option', `pii.salt must be a string, got ${JSON.stringify(o.pii.salt)}`);
+  if (o.pii.hash.length > 0 && o.pii.salt === '') throw userError('invalid_option', 'pii.salt must be set (a secret string) when pii.hash lists fields to hash');
   return o;
 }

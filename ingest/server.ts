@@ -1,46 +1,61 @@
 /**
  * The ingest server on uWebSockets.js: Segment-compatible HTTP, NDJSON and Arrow over WebSocket.
  *
- *   request ─▶ route ─▶ overload? 503 ─▶ body (≤ maxBodyBytes, gunzip) ─▶ auth (header or body
- *   writeKey) 401 ─▶ parse 400 ─▶ rate limit 429 ─▶ validate + normalize per event
- *   ─▶ rejects → DLQ log (awaited) ─▶ accepted → ShardAppender per shard (group commit, fsync)
- *   ─▶ 200 {"ok":true,"accepted":N,"rejected":[…],"offsets":[…]}  — only after every fsync.
+ *   request ─▶ closing? 503 ─▶ overloaded (backlog / log pending bytes)? 503 ─▶ body ≤ maxBodyBytes
+ *   (413) ─▶ gunzip (400/413) ─▶ decode (400) ─▶ auth (401) ─▶ count (413) ─▶ rate limit (429)
+ *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
+ *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
+ *   ─▶ 200 {"ok":true,"accepted":N,"rejected":[…],"offsets":[{shard,offset}]} — after every fsync
  *
- * An append or DLQ failure answers 503 (retry): nothing in that request was acknowledged.
+ * An append or DLQ failure answers 503 (retry): nothing in that request was acknowledged
+ * (some of its rows may be in the log; the client's retry is deduplicated downstream).
  */
 import { gunzipSync } from 'node:zlib';
 import uws from 'uWebSockets.js';
-import { makeBuilder, makeData, RecordBatch, Struct, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { pino, type Logger } from 'pino';
 import { register } from 'prom-client';
-import { internalError, userError } from '../common/errors.js';
-import { shardOfUser } from '../common/hash.js';
-import { dlqSchema } from '../common/schema.js';
+import { userError } from '../common/errors.js';
+import { murmur3, shardOfUser } from '../common/hash.js';
+import type { IngestRow } from './batch-builder.js';
+import { encodeDeadLetters } from './dead-letters.js';
 import type { ShardLog } from './log/log.js';
 import { ingestMetrics } from './metrics.js';
-import { mergeContext, normalizeCanonical, normalizeSegment, type CanonicalEvent, type NormalizeContext, type Rejection } from './normalize.js';
-import { validateIngestOptions, type IngestOptions, type WriteKey } from './options.js';
-import { ShardAppender } from './shard-appender.js';
+import type { NormalizeContext } from './normalize.js';
+import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, type WriteKey } from './options.js';
+import { decodeArrowMessage, parseControl } from './protocols/arrow-ws.js';
+import { refuse, type Admission, type Decoded, type Refusal } from './protocols/decoded.js';
+import { decodeNdjson } from './protocols/ndjson.js';
+import { decodeSegment, SEGMENT_CALLS } from './protocols/segment.js';
 import { TokenBuckets } from './rate-limit.js';
+import { ShardAppender } from './shard-appender.js';
 
 export interface IngestDeps {
-  /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards. */
+  /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards (common/hash.ts). */
   logs: readonly ShardLog[];
   /** Dead letters: one Arrow IPC stream of a dlqSchema batch per request with rejects, awaited before answering. */
   dlqLog: ShardLog;
-  /** Called after a shard record is durable and before the acks; ownership of `payload` passes to the callee. */
+  /**
+   * Called after a shard record is durable and BEFORE the acks of the requests in it are sent.
+   * `payload` is the exact record bytes (Arrow IPC stream, ingestSchema); ownership passes to the
+   * callee (it may transfer the buffer). `rows`: events in the record.
+   */
   onDurable?(shard: number, offset: number, payload: Uint8Array, rows: number): void;
-  /** Events acknowledged but not yet processed downstream; above options.maxBacklogEvents → 503. */
+  /** Events acknowledged but not yet processed downstream; above options.maxBacklogEvents → 503 + Retry-After. */
   backlog?(): number;
-  /** JSON body for GET /v1/live; 404 when absent. */
+  /** JSON body for GET /v1/live (the engine's live metrics); 404 when absent. */
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
   ready?(): boolean;
 }
 
 export interface IngestServer {
+  /** The port listened on (resolved when options.port is 0). */
   readonly port: number;
-  /** Stops accepting (listen socket closed, new requests 503), waits for in-flight acks. */
+  /**
+   * Stops accepting (listen socket closed; requests on open connections get 503), waits for
+   * in-flight requests and their appends/acks, then closes client connections. Does not close
+   * the logs. Idempotent.
+   */
   close(): Promise<void>;
 }
 
@@ -48,7 +63,7 @@ type Protocol = 'segment' | 'ndjson' | 'arrow';
 
 interface Reply {
   status: number;
-  body: unknown;
+  body: string;
   headers?: Record<string, string>;
 }
 
@@ -58,29 +73,31 @@ const STATUS_TEXT: Record<number, string> = {
   400: '400 Bad Request',
   401: '401 Unauthorized',
   404: '404 Not Found',
-  405: '405 Method Not Allowed',
   413: '413 Payload Too Large',
   429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
 
-const SEGMENT_CALLS = ['track', 'screen', 'page', 'identify', 'alias', 'group'] as const;
-
 /** True when the native uWS addon loaded (the package silently falls back to a slow JS shim otherwise). */
 export function uwsIsNative(): boolean {
-  return typeof (uws as unknown as Record<string, unknown>).SSLApp === 'function';
+  const m = uws as unknown as Record<string, unknown>;
+  return typeof m.SSLApp === 'function' && typeof m.us_socket_local_port === 'function' && Object.keys(m).length > 10;
 }
 
-function fail(status: number, code: string, message: string, headers?: Record<string, string>): Reply {
-  return { status, body: { ok: false, code, message }, headers };
-}
+const fromRefusal = (r: Refusal): Reply => ({ status: r.status, body: JSON.stringify({ ok: false, code: r.code, message: r.message }), headers: r.headers });
+const failure = (status: number, code: string, message: string, headers?: Record<string, string>): Reply => ({
+  status,
+  body: JSON.stringify({ ok: false, code, message }),
+  headers,
+});
 
-export async function startIngestServer(input: Partial<IngestOptions>, deps: IngestDeps): Promise<IngestServer> {
+/** Starts the server; resolves once it listens. Throws a user error when uWS is not native or options are invalid. */
+export async function startIngestServer(input: IngestOptionsInput, deps: IngestDeps): Promise<IngestServer> {
   if (!uwsIsNative()) {
     throw userError(
       'uws_not_native',
-      `uWebSockets.js did not load its native build for Node ${process.versions.node} (ABI ${process.versions.modules}); Sluice needs Node 20 (see package.json engines). Refusing to start on the slow fallback.`,
+      `uWebSockets.js did not load its native build for Node ${process.versions.node} (ABI ${process.versions.modules}); Sluice needs Node 20 (see package.json engines). Refusing to start on the slow JavaScript fallback.`,
     );
   }
   const options = validateIngestOptions(input);
@@ -88,178 +105,123 @@ export async function startIngestServer(input: Partial<IngestOptions>, deps: Ing
   const log: Logger = options.logger ?? pino({ level: 'info' }, pino.destination(2));
   const keys = new Map<string, WriteKey>(options.writeKeys.map((k) => [k.key, k]));
   const buckets = new TokenBuckets(options.rateLimit.eventsPerSecond, options.rateLimit.burst);
-  const appenders = deps.logs.map((l, s) => new ShardAppender(s, l, options.groupCommitMaxRows, deps.onDurable));
+  const appenders = deps.logs.map((l, s) => new ShardAppender(s, l, options.groupCommit, deps.onDurable));
   const shards = deps.logs.length;
+  const eventsBy = { segment: ingestMetrics.events.labels('segment'), ndjson: ingestMetrics.events.labels('ndjson'), arrow: ingestMetrics.events.labels('arrow') };
+  const bytesBy = { segment: ingestMetrics.bytes.labels('segment'), ndjson: ingestMetrics.bytes.labels('ndjson'), arrow: ingestMetrics.bytes.labels('arrow') };
   let closing = false;
   let inFlight = 0;
-  ingestMetrics.queueDepth.reset();
+  let idle: (() => void) | undefined;
+  const begin = (): void => {
+    inFlight++;
+    ingestMetrics.inFlight.set(inFlight);
+  };
+  const end = (): void => {
+    inFlight--;
+    ingestMetrics.inFlight.set(inFlight);
+    if (inFlight === 0) idle?.();
+  };
+
+  // Shard of a user id without allocating: UTF-8 into a scratch buffer, murmur3 over it.
+  const scratch = Buffer.allocUnsafe(1024);
+  const shardOf = (userId: string): number => {
+    if (shards === 1) return 0;
+    if (userId.length * 3 > scratch.length) return shardOfUser(userId, shards);
+    return murmur3(scratch, 0, scratch.write(userId, 0, 'utf8')) % shards;
+  };
 
   const overloaded = (): Reply | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
-    const logPending = Math.max(deps.dlqLog.pendingBytes, ...deps.logs.map((l) => l.pendingBytes));
-    if (backlog > options.maxBacklogEvents || logPending > options.maxLogPendingBytes) {
-      ingestMetrics.backpressure.inc();
-      return fail(503, 'overloaded', `Sluice is behind (backlog ${backlog} events); retry later`, { 'Retry-After': '1' });
+    let pending = deps.dlqLog.pendingBytes;
+    for (const l of deps.logs) if (l.pendingBytes > pending) pending = l.pendingBytes;
+    ingestMetrics.logPendingBytes.set(pending);
+    if (backlog > options.maxBacklogEvents) {
+      ingestMetrics.backpressure.inc({ reason: 'backlog' });
+      return failure(503, 'overloaded', `Sluice is behind (${backlog} events not yet processed); retry later`, { 'Retry-After': '1' });
+    }
+    if (pending > options.maxLogPendingBytes) {
+      ingestMetrics.backpressure.inc({ reason: 'log' });
+      return failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' });
     }
     return undefined;
   };
 
-  const authenticate = (header: string, bodyKey: unknown): WriteKey | Reply => {
-    let key: string | undefined;
-    if (header.startsWith('Basic ')) {
+  const keyFromHeader = (header: string): string | undefined => {
+    if (header.length > 6 && header.slice(0, 6).toLowerCase() === 'basic ') {
       const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-      key = decoded.includes(':') ? decoded.slice(0, decoded.indexOf(':')) : decoded;
-    } else if (header.startsWith('Bearer ')) key = header.slice(7).trim();
-    else if (typeof bodyKey === 'string') key = bodyKey;
-    if (key === undefined || key === '') return fail(401, 'missing_write_key', 'send the write key as HTTP Basic user name, as a Bearer token, or as "writeKey" in the body');
-    const found = keys.get(key);
-    return found ?? fail(401, 'unknown_write_key', 'unknown write key');
-  };
-
-  const deadLetter = async (rejects: Array<Rejection & { raw: string }>, source: string, writeKey: string, receivedAt: number): Promise<void> => {
-    if (rejects.length === 0) return;
-    for (const r of rejects) ingestMetrics.rejected.inc({ code: r.code });
-    const columns: Record<string, unknown[]> = {
-      received_at: rejects.map(() => receivedAt),
-      source: rejects.map(() => source),
-      write_key_id: rejects.map(() => writeKey.slice(0, 6)),
-      code: rejects.map((r) => r.code),
-      message: rejects.map((r) => r.message),
-      raw: rejects.map((r) => r.raw),
-    };
-    const children = dlqSchema.fields.map((f) => {
-      const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
-      for (const v of columns[f.name]!) b.append(v as never);
-      return b.finish().flush();
-    });
-    const batch = new RecordBatch(dlqSchema, makeData({ type: new Struct(dlqSchema.fields), length: rejects.length, nullCount: 0, children }));
-    await deps.dlqLog.append(tableToIPC(new Table([batch]), 'stream'));
-  };
-
-  /** Validated events → DLQ + shard logs; resolves when all are durable. */
-  const commit = async (
-    events: CanonicalEvent[],
-    rejects: Array<Rejection & { raw: string }>,
-    key: WriteKey,
-    protocol: Protocol,
-    receivedAt: number,
-  ): Promise<Reply> => {
-    const byShard = new Map<number, CanonicalEvent[]>();
-    for (const e of events) {
-      const s = shardOfUser(e.user_id, shards);
-      let list = byShard.get(s);
-      if (!list) byShard.set(s, (list = []));
-      list.push(e);
+      const colon = decoded.indexOf(':');
+      return colon >= 0 ? decoded.slice(0, colon) : decoded;
     }
-    try {
-      const [offsets] = await Promise.all([
-        Promise.all([...byShard].map(async ([shard, list]) => (await appenders[shard]!.add(list)).map((offset) => ({ shard, offset })))),
-        deadLetter(rejects, key.source ?? protocol, key.key, receivedAt),
-      ]);
-      ingestMetrics.events.inc({ protocol }, events.length);
-      return {
-        status: 200,
-        body: { ok: true, accepted: events.length, rejected: rejects.map(({ index, code, message }) => ({ index, code, message })), offsets: offsets.flat() },
-      };
-    } catch (err) {
-      log.error({ err }, 'durable append failed; nothing of this request was acknowledged');
-      return fail(503, 'log_unavailable', 'the event log could not be written; nothing was stored, retry', { 'Retry-After': '1' });
-    }
+    if (header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ') return header.slice(7).trim();
+    return undefined;
   };
 
-  const context = (key: WriteKey, protocol: Protocol, receivedAt: number): NormalizeContext => ({
-    writeKey: key.key,
-    source: key.source ?? protocol,
-    receivedAt,
-    maxFutureSkewMs: options.maxFutureSkewMs,
-    maxEventBytes: options.maxEventBytes,
-    pii: options.pii,
-  });
+  const authenticate = (header: string, bodyKey: unknown): WriteKey | Refusal => {
+    const key = keyFromHeader(header) ?? (typeof bodyKey === 'string' ? bodyKey : undefined);
+    if (key === undefined || key === '') {
+      return refuse(401, 'missing_write_key', 'send the write key as the HTTP Basic user name, as a Bearer token, or as "writeKey" in the body');
+    }
+    return keys.get(key) ?? refuse(401, 'unknown_write_key', 'unknown write key; check the key configured in your SDK against the server’s write keys');
+  };
 
-  const rateLimited = (key: WriteKey, n: number): Reply | undefined => {
-    const wait = buckets.take(key.key, n, Date.now());
+  const admit = (key: WriteKey, events: number): Refusal | undefined => {
+    if (events > options.maxBatchEvents) return refuse(413, 'too_many_events', `a request may hold at most ${options.maxBatchEvents} events, got ${events}; send smaller batches`);
+    const wait = buckets.take(key.key, events, Date.now());
     if (wait === 0) return undefined;
     ingestMetrics.rateLimited.inc();
-    return fail(429, 'rate_limited', `write key is over its rate limit of ${options.rateLimit.eventsPerSecond} events/s`, { 'Retry-After': String(Math.ceil(wait / 1000)) });
-  };
-
-  const handleSegment = async (call: string | undefined, body: unknown, authHeader: string, receivedAt: number): Promise<Reply> => {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail(400, 'malformed_body', 'the body must be a JSON object');
-    const b = body as Record<string, unknown>;
-    const key = authenticate(authHeader, b.writeKey);
-    if ('status' in key) return key;
-    let items: unknown[];
-    if (call === undefined) {
-      if (!Array.isArray(b.batch)) return fail(400, 'malformed_body', 'a batch body needs a "batch" array');
-      items = b.batch.map((item) => mergeContext(item, b.context));
-    } else items = [b];
-    if (items.length > options.maxBatchEvents) return fail(413, 'too_many_events', `a batch may hold at most ${options.maxBatchEvents} events, got ${items.length}`);
-    const limited = rateLimited(key, items.length);
-    if (limited) return limited;
-    const ctx = context(key, 'segment', receivedAt);
-    const events: CanonicalEvent[] = [];
-    const rejects: Array<Rejection & { raw: string }> = [];
-    items.forEach((item, index) => {
-      const r = normalizeSegment(item, call, b.sentAt, ctx);
-      if (r.ok) events.push(r.event);
-      else rejects.push({ index, code: r.code, message: r.message, raw: r.raw });
+    return refuse(429, 'rate_limited', `this write key is over its rate limit of ${options.rateLimit.eventsPerSecond} events/s; retry after Retry-After seconds`, {
+      'Retry-After': String(Math.ceil(wait / 1000)),
     });
-    return commit(events, rejects, key, 'segment', receivedAt);
   };
 
-  const handleNdjson = async (text: string, authHeader: string, receivedAt: number): Promise<Reply> => {
-    const key = authenticate(authHeader, undefined);
-    if ('status' in key) return key;
-    const lines = text.split('\n').filter((l) => l.trim() !== '');
-    if (lines.length > options.maxBatchEvents) return fail(413, 'too_many_events', `a request may hold at most ${options.maxBatchEvents} events, got ${lines.length}`);
-    const limited = rateLimited(key, lines.length);
-    if (limited) return limited;
-    const ctx = context(key, 'ndjson', receivedAt);
-    const events: CanonicalEvent[] = [];
-    const rejects: Array<Rejection & { raw: string }> = [];
-    lines.forEach((line, index) => {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(line);
-      } catch {
-        rejects.push({ index, code: 'invalid_field', message: 'line is not valid JSON', raw: line.slice(0, 4096) });
-        return;
-      }
-      const r = normalizeCanonical(parsed, ctx, line);
-      if (r.ok) events.push(r.event);
-      else rejects.push({ index, code: r.code, message: r.message, raw: r.raw });
+  const admission = (header: string): Admission => ({ authenticate: (bodyKey) => authenticate(header, bodyKey), admit });
+
+  const contextFor =
+    (protocol: Protocol, receivedAt: number) =>
+    (key: WriteKey): NormalizeContext => ({
+      writeKey: key.key,
+      source: key.source ?? protocol,
+      fixedSource: key.source !== undefined,
+      receivedAt,
+      maxFutureSkewMs: options.maxFutureSkewMs,
+      maxEventBytes: options.maxEventBytes,
+      pii: options.pii,
     });
-    return commit(events, rejects, key, 'ndjson', receivedAt);
-  };
 
-  const handleArrow = async (bytes: Uint8Array, key: WriteKey, receivedAt: number): Promise<Reply> => {
-    let table: Table;
+  /** Rejects → DLQ, rows → shard logs; resolves with the reply once everything is durable. */
+  const commit = async (d: Decoded, protocol: Protocol, receivedAt: number): Promise<Reply> => {
+    const byShard: IngestRow[][] = [];
+    for (const row of d.rows) (byShard[shardOf(row.user_id)] ??= []).push(row);
+    const appends: Array<Promise<number[]>> = [];
+    const touched: number[] = [];
+    for (let s = 0; s < shards; s++) {
+      const rows = byShard[s];
+      if (rows === undefined) continue;
+      touched.push(s);
+      appends.push(appenders[s]!.add(rows));
+    }
+    let dlq: Promise<unknown> | undefined;
+    if (d.rejects.length > 0) {
+      for (const r of d.rejects) ingestMetrics.rejected.inc({ code: r.code });
+      dlq = deps.dlqLog.append(encodeDeadLetters(d.rejects, d.key.source ?? protocol, d.key.key, receivedAt));
+    }
     try {
-      table = tableFromIPC(bytes);
-    } catch (err) {
-      return fail(400, 'malformed_arrow', `the message is not an Arrow IPC stream: ${(err as Error).message}`);
-    }
-    const limited = rateLimited(key, table.numRows);
-    if (limited) return limited;
-    const ctx = context(key, 'arrow', receivedAt);
-    const events: CanonicalEvent[] = [];
-    const rejects: Array<Rejection & { raw: string }> = [];
-    const names = table.schema.fields.map((f) => f.name);
-    const cols = names.map((n) => table.getChild(n)!);
-    for (let i = 0; i < table.numRows; i++) {
-      const row: Record<string, unknown> = {};
-      for (let c = 0; c < names.length; c++) {
-        const v = cols[c]!.get(i);
-        row[names[c]!] = typeof v === 'bigint' ? Number(v) : v;
+      const results = await Promise.all(appends);
+      if (dlq) await dlq;
+      eventsBy[protocol].inc(d.rows.length);
+      let offsets = '';
+      for (let i = 0; i < results.length; i++) {
+        for (const o of results[i]!) offsets += `${offsets === '' ? '' : ','}{"shard":${touched[i]},"offset":${o}}`;
       }
-      const raw = typeof row.raw === 'string' ? row.raw : undefined;
-      delete row.raw;
-      const r = normalizeCanonical(row, ctx, raw);
-      if (r.ok) events.push(r.event);
-      else rejects.push({ index: i, code: r.code, message: r.message, raw: r.raw });
+      const rejected = d.rejects.length === 0 ? '[]' : JSON.stringify(d.rejects.map(({ index, code, message }) => ({ index, code, message })));
+      return { status: 200, body: `{"ok":true,"accepted":${d.rows.length},"rejected":${rejected},"offsets":[${offsets}]}` };
+    } catch (err) {
+      // Settle the rest before answering, so nothing of this request is still pending afterwards.
+      await Promise.allSettled([...appends, ...(dlq ? [dlq] : [])]);
+      log.error({ err }, 'durable append failed; nothing of this request was acknowledged');
+      return failure(503, 'log_unavailable', 'the event log could not be written; nothing was acknowledged, retry later', { 'Retry-After': '1' });
     }
-    return commit(events, rejects, key, 'arrow', receivedAt);
   };
 
   const send = (res: uws.HttpResponse, reply: Reply, state: { aborted: boolean }, protocol: string, started: number): void => {
@@ -267,97 +229,110 @@ export async function startIngestServer(input: Partial<IngestOptions>, deps: Ing
     ingestMetrics.ackSeconds.observe((performance.now() - started) / 1000);
     if (state.aborted) return;
     res.cork(() => {
-      res.writeStatus(STATUS_TEXT[reply.status] ?? `${reply.status}`);
+      res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
       res.writeHeader('Content-Type', 'application/json');
-      res.writeHeader('Access-Control-Allow-Origin', '*');
-      for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
-      res.end(JSON.stringify(reply.body));
+      if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
+      res.end(reply.body);
     });
   };
 
-  /** Reads the whole body (≤ maxBodyBytes), or answers 413 and resolves undefined. */
-  const readBody = (res: uws.HttpResponse, state: { aborted: boolean; tooLarge: boolean }): Promise<Buffer | undefined> =>
+  /** Reads the whole body; resolves undefined (→ 413) as soon as it passes maxBodyBytes. */
+  const readBody = (res: uws.HttpResponse, declared: number): Promise<Buffer | undefined> =>
     new Promise((resolve) => {
-      const chunks: Buffer[] = [];
+      const max = options.maxBodyBytes;
+      let buf = declared > 0 && declared <= max ? Buffer.allocUnsafe(declared) : undefined;
+      let chunks: Buffer[] | undefined;
       let size = 0;
+      let done = false;
       res.onData((chunk, isLast) => {
-        if (state.tooLarge) return;
-        size += chunk.byteLength;
-        if (size > options.maxBodyBytes) {
-          state.tooLarge = true;
+        if (done) return;
+        const n = chunk.byteLength;
+        if (size + n > max) {
+          done = true;
           resolve(undefined);
           return;
         }
-        chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
-        if (isLast) resolve(Buffer.concat(chunks, size));
-      });
-    });
-
-  const httpIngest = (protocol: 'segment' | 'ndjson', call: string | undefined) => (res: uws.HttpResponse, req: uws.HttpRequest): void => {
-    const started = performance.now();
-    const receivedAt = Date.now();
-    const authHeader = req.getHeader('authorization');
-    const encoding = req.getHeader('content-encoding').toLowerCase();
-    const state = { aborted: false, tooLarge: false };
-    res.onAborted(() => {
-      state.aborted = true;
-    });
-    if (closing) {
-      // Drain the body so uWS can answer, then refuse.
-      res.onData(() => undefined);
-      send(res, fail(503, 'shutting_down', 'Sluice is shutting down; retry', { 'Retry-After': '1' }), state, protocol, started);
-      return;
-    }
-    const busy = overloaded();
-    if (busy) {
-      res.onData(() => undefined);
-      send(res, busy, state, protocol, started);
-      return;
-    }
-    inFlight++;
-    void (async (): Promise<Reply> => {
-      const raw = await readBody(res, state);
-      if (!raw) return fail(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes`);
-      ingestMetrics.bytes.inc({ protocol }, raw.byteLength);
-      let body: Buffer = raw;
-      if (encoding === 'gzip' || (raw.length > 2 && raw[0] === 0x1f && raw[1] === 0x8b)) {
-        try {
-          body = gunzipSync(raw, { maxOutputLength: options.maxBodyBytes });
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
-            return fail(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes after gunzip`);
+        if (buf !== undefined && size + n <= buf.length) buf.set(new Uint8Array(chunk), size);
+        else {
+          if (buf !== undefined) {
+            chunks = [buf.subarray(0, size)];
+            buf = undefined;
           }
-          return fail(400, 'malformed_gzip', 'the body is not valid gzip');
+          (chunks ??= []).push(Buffer.from(new Uint8Array(chunk).slice()));
         }
-      }
-      const text = body.toString('utf8');
-      if (protocol === 'ndjson') return handleNdjson(text, authHeader, receivedAt);
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        return fail(400, 'malformed_json', 'the body is not valid JSON');
-      }
-      return handleSegment(call, parsed, authHeader, receivedAt);
-    })()
-      .catch((err: unknown) => {
-        log.error({ err }, 'ingest request failed');
-        return fail(500, 'internal', 'internal error; nothing was acknowledged');
-      })
-      .then((reply) => {
-        inFlight--;
-        send(res, reply, state, protocol, started);
+        size += n;
+        if (isLast) {
+          done = true;
+          resolve(buf !== undefined ? buf.subarray(0, size) : Buffer.concat(chunks ?? [], size));
+        }
       });
+    });
+
+  const decodeHttp = async (res: uws.HttpResponse, protocol: 'segment' | 'ndjson', call: string | undefined, auth: string, encoding: string, declared: number, receivedAt: number): Promise<Reply> => {
+    if (declared > options.maxBodyBytes) return failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes; send smaller batches`);
+    const raw = await readBody(res, declared);
+    if (!raw) return failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes; send smaller batches`);
+    bytesBy[protocol].inc(raw.byteLength);
+    let body = raw;
+    if (encoding === 'gzip' || (raw.length > 2 && raw[0] === 0x1f && raw[1] === 0x8b)) {
+      try {
+        body = gunzipSync(raw, { maxOutputLength: options.maxBodyBytes });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
+          return failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes after gunzip; send smaller batches`);
+        }
+        return failure(400, 'malformed_gzip', 'the body is not valid gzip');
+      }
+    } else if (encoding !== '' && encoding !== 'identity') return failure(400, 'unsupported_encoding', `Content-Encoding "${encoding}" is not supported; send gzip or nothing`);
+    const admissionForReq = admission(auth);
+    const ctx = contextFor(protocol, receivedAt);
+    const decoded = protocol === 'ndjson' ? decodeNdjson(body, admissionForReq, ctx) : decodeSegment(body, call, admissionForReq, ctx);
+    if (decoded.kind === 'refused') return fromRefusal(decoded);
+    return commit(decoded, protocol, receivedAt);
   };
 
-  const getJson = (produce: () => Reply) => (res: uws.HttpResponse): void => {
-    const reply = produce();
-    res.cork(() => {
-      res.writeStatus(STATUS_TEXT[reply.status] ?? `${reply.status}`);
-      res.writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify(reply.body));
-    });
-  };
+  const httpIngest =
+    (protocol: 'segment' | 'ndjson', call: string | undefined) =>
+    (res: uws.HttpResponse, req: uws.HttpRequest): void => {
+      const started = performance.now();
+      const receivedAt = Date.now();
+      const state = { aborted: false };
+      res.onAborted(() => {
+        state.aborted = true;
+      });
+      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; retry', { 'Retry-After': '1' }) : overloaded();
+      if (refused) {
+        // uWS needs the body consumed (or the response ended) — end right away, ignore the rest.
+        res.onData(() => undefined);
+        send(res, refused, state, protocol, started);
+        return;
+      }
+      const auth = req.getHeader('authorization');
+      const encoding = req.getHeader('content-encoding').toLowerCase();
+      const lengthHeader = req.getHeader('content-length');
+      const declared = lengthHeader === '' ? -1 : Number(lengthHeader);
+      begin();
+      decodeHttp(res, protocol, call, auth, encoding, declared, receivedAt)
+        .catch((err: unknown) => {
+          log.error({ err }, 'ingest request failed');
+          return failure(500, 'internal', 'internal error; nothing was acknowledged');
+        })
+        .then((reply) => {
+          send(res, reply, state, protocol, started);
+          end();
+        });
+    };
+
+  const getJson =
+    (produce: () => Reply) =>
+    (res: uws.HttpResponse): void => {
+      const reply = produce();
+      res.cork(() => {
+        res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
+        res.writeHeader('Content-Type', 'application/json');
+        res.end(reply.body);
+      });
+    };
 
   const app = uws.App();
   app.post('/v1/batch', httpIngest('segment', undefined));
@@ -373,93 +348,116 @@ export async function startIngestServer(input: Partial<IngestOptions>, deps: Ing
       res.end();
     });
   });
-  app.get('/healthz', getJson(() => ({ status: 200, body: { ok: true } })));
+  app.get('/healthz', getJson(() => ({ status: 200, body: '{"ok":true}' })));
   app.get(
     '/readyz',
     getJson(() => {
-      const ready = !closing && (deps.ready?.() ?? true);
-      return ready ? { status: 200, body: { ok: true } } : fail(503, 'not_ready', closing ? 'shutting down' : 'engine not ready');
+      if (closing) return failure(503, 'not_ready', 'shutting down');
+      if (!(deps.ready?.() ?? true)) return failure(503, 'not_ready', 'the engine is not ready');
+      return overloaded() ?? { status: 200, body: '{"ok":true}' };
     }),
   );
   app.get(
     '/v1/live',
-    getJson(() => (deps.live ? { status: 200, body: deps.live() } : fail(404, 'not_found', 'no live view in this server'))),
+    getJson(() => (deps.live ? { status: 200, body: JSON.stringify(deps.live()) } : failure(404, 'not_found', 'this server has no live view (ingest only)'))),
   );
   app.get('/metrics', (res) => {
     const state = { aborted: false };
     res.onAborted(() => {
       state.aborted = true;
     });
-    void register.metrics().then((text) => {
-      if (state.aborted) return;
-      res.cork(() => {
-        res.writeHeader('Content-Type', register.contentType);
-        res.end(text);
-      });
-    });
+    void register.metrics().then(
+      (text) => {
+        if (state.aborted) return;
+        res.cork(() => {
+          res.writeHeader('Content-Type', register.contentType);
+          res.end(text);
+        });
+      },
+      (err: unknown) => {
+        log.error({ err }, 'metrics collection failed');
+        if (!state.aborted) res.cork(() => res.writeStatus('500 Internal Server Error').end(String(err)));
+      },
+    );
   });
 
   interface WsData {
     key: WriteKey;
     seq: number;
   }
+  const sockets = new Set<uws.WebSocket<WsData>>();
   app.ws<WsData>('/v1/stream', {
     maxPayloadLength: options.wsMaxPayloadBytes,
-    maxBackpressure: 64 * 1024 * 1024,
+    maxBackpressure: 16 * 1024 * 1024,
     idleTimeout: 120,
-    upgrade: (res, req, ctx) => {
+    upgrade: (res, req, context) => {
       const header = req.getHeader('authorization');
-      const query = new URLSearchParams(req.getQuery() ?? '');
-      const key = authenticate(header, query.get('writeKey') ?? undefined);
+      const queryKey = req.getQuery('writeKey');
+      const key = authenticate(header, queryKey === undefined || queryKey === '' ? undefined : decodeURIComponent(queryKey));
       const secKey = req.getHeader('sec-websocket-key');
       const protocol = req.getHeader('sec-websocket-protocol');
       const extensions = req.getHeader('sec-websocket-extensions');
-      if ('status' in key) {
+      if ('kind' in key) {
         res.cork(() => {
           res.writeStatus(STATUS_TEXT[key.status]!);
           res.writeHeader('Content-Type', 'application/json');
-          res.end(JSON.stringify(key.body));
+          res.end(fromRefusal(key).body);
         });
         return;
       }
-      res.upgrade<WsData>({ key, seq: 0 }, secKey, protocol, extensions, ctx);
+      res.upgrade<WsData>({ key, seq: 0 }, secKey, protocol, extensions, context);
+    },
+    open: (ws) => {
+      sockets.add(ws);
+    },
+    close: (ws) => {
+      sockets.delete(ws);
     },
     message: (ws, message, isBinary) => {
       const data = ws.getUserData();
+      if (!isBinary) {
+        const control = parseControl(Buffer.from(message).toString('utf8'));
+        if (control) data.seq = control.seq;
+        else ws.send(JSON.stringify({ seq: data.seq, ok: false, status: 400, code: 'bad_control', message: 'text messages must be {"seq":N}; send Arrow IPC streams as binary messages' }));
+        return;
+      }
       const seq = data.seq++;
       const started = performance.now();
       const receivedAt = Date.now();
-      if (!isBinary) {
-        ws.send(JSON.stringify({ seq, ok: false, code: 'not_binary', message: 'send Arrow IPC stream bytes as binary messages' }));
+      const ack = (reply: Reply): void => {
+        ingestMetrics.requests.inc({ protocol: 'arrow', status: String(reply.status) });
+        ingestMetrics.ackSeconds.observe((performance.now() - started) / 1000);
+        if (!sockets.has(ws)) return; // closed before the ack: the client resends; dedup absorbs repeats
+        let text: string;
+        if (reply.status === 200) text = `{"seq":${seq},${reply.body.slice(1)}`;
+        else {
+          const retry = reply.headers?.['Retry-After'];
+          text = `{"seq":${seq},"status":${reply.status},${retry ? `"retryAfter":${retry},` : ''}${reply.body.slice(1)}`;
+        }
+        ws.send(text);
+      };
+      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; resend on a new connection', { 'Retry-After': '1' }) : overloaded();
+      if (refused) {
+        ack(refused);
         return;
       }
-      if (closing) {
-        ws.send(JSON.stringify({ seq, ok: false, code: 'shutting_down', message: 'retry on another connection', retryAfter: 1 }));
-        return;
-      }
-      const busy = overloaded();
-      if (busy) {
-        ws.send(JSON.stringify({ seq, ...(busy.body as object), retryAfter: 1 }));
-        return;
-      }
+      // The message buffer is only valid during this callback: copy it.
       const bytes = new Uint8Array(message.byteLength);
       bytes.set(new Uint8Array(message));
-      ingestMetrics.bytes.inc({ protocol: 'arrow' }, bytes.byteLength);
-      inFlight++;
-      void handleArrow(bytes, data.key, receivedAt)
+      bytesBy.arrow.inc(bytes.byteLength);
+      begin();
+      Promise.resolve()
+        .then(() => {
+          const decoded = decodeArrowMessage(bytes, data.key, { authenticate: () => data.key, admit }, contextFor('arrow', receivedAt));
+          return decoded.kind === 'refused' ? fromRefusal(decoded) : commit(decoded, 'arrow', receivedAt);
+        })
         .catch((err: unknown) => {
           log.error({ err }, 'arrow batch failed');
-          return fail(500, 'internal', 'internal error; nothing was acknowledged');
+          return failure(500, 'internal', 'internal error; nothing was acknowledged');
         })
         .then((reply) => {
-          inFlight--;
-          ingestMetrics.requests.inc({ protocol: 'arrow', status: String(reply.status) });
-          ingestMetrics.ackSeconds.observe((performance.now() - started) / 1000);
-          try {
-            ws.send(JSON.stringify({ seq, status: reply.status, ...(reply.body as object) }));
-          } catch {
-            // The socket closed before the ack: the client will resend; dedup absorbs the repeat.
-          }
+          ack(reply);
+          end();
         });
     },
   });
@@ -467,26 +465,30 @@ export async function startIngestServer(input: Partial<IngestOptions>, deps: Ing
     res.cork(() => {
       res.writeStatus('404 Not Found');
       res.writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ ok: false, code: 'not_found', message: 'no such endpoint' }));
+      res.end('{"ok":false,"code":"not_found","message":"no such endpoint; see /v1/batch, /v1/events, /v1/stream"}');
     });
   });
 
   const token = await new Promise<uws.us_listen_socket>((resolve, reject) => {
-    app.listen(options.host, options.port, (t) => (t ? resolve(t) : reject(userError('listen_failed', `cannot listen on ${options.host}:${options.port} (port in use?)`))));
+    app.listen(options.host, options.port, (t) => (t ? resolve(t) : reject(userError('listen_failed', `cannot listen on ${options.host}:${options.port}; is the port in use? pick another with --port`))));
   });
   const port = uws.us_socket_local_port(token);
-  log.info({ host: options.host, port, shards }, 'ingest listening');
+  log.info({ host: options.host, port, shards, groupCommit: options.groupCommit }, 'ingest listening');
 
+  let closed: Promise<void> | undefined;
   return {
     port,
-    async close(): Promise<void> {
-      if (closing) return;
-      closing = true;
-      uws.us_listen_socket_close(token);
-      const deadline = Date.now() + 30_000;
-      while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-      await Promise.all(appenders.map((a) => a.drain()));
-      if (inFlight > 0) throw internalError('close_timeout', `${inFlight} requests still in flight after 30 s`);
-    },
+    close: () =>
+      (closed ??= (async () => {
+        closing = true;
+        uws.us_listen_socket_close(token);
+        if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+        await Promise.all(appenders.map((a) => a.drain()));
+        // Let the last acks leave the socket buffers before dropping idle keep-alive connections.
+        await new Promise((r) => setTimeout(r, 20));
+        for (const ws of [...sockets]) ws.end(1001, 'server shutting down');
+        (app as unknown as { close?: () => void }).close?.();
+        log.info({ port }, 'ingest closed');
+      })()),
   };
 }

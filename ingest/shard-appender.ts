@@ -1,81 +1,120 @@
 /**
- * Group commit at the batch level: events for a shard from all requests of one event-loop turn
- * (or up to `maxRows`) become ONE Arrow record, appended to the shard's log once. Every request
- * that contributed waits for that record's fsync; then the record is handed to the engine
- * (`onDurable`) and the waiters are released with its offset.
+ * Group commit at the batch level: the events of one shard from every concurrent request
+ * become ONE Arrow record per window, appended to the shard's log once.
+ *
+ *   add(rows) ──▶ open batch ──cut──▶ toIPC ──▶ log.append ──fsync──▶ onDurable ──▶ waiters resolve
+ *                    ▲                                 (requests ack after ALL their shards resolve)
+ *   cut when: maxRows reached │ end of the event-loop turn while no append is in flight │
+ *             maxDelayMs since the batch's first row (even while an append is in flight)
+ *
+ * While an fsync runs, new rows accumulate and go out together when it completes — under load
+ * batches grow with the disk's latency; idle, nothing waits longer than one event-loop turn.
  */
 import type { ShardLog } from './log/log.js';
-import { IngestBatchBuilder } from './batch-builder.js';
-import type { CanonicalEvent } from './normalize.js';
+import { IngestBatchBuilder, type IngestRow } from './batch-builder.js';
+import type { GroupCommitOptions } from './options.js';
 
 type OnDurable = (shard: number, offset: number, payload: Uint8Array, rows: number) => void;
 
-interface Pending {
-  builder: IngestBatchBuilder;
-  waiters: Array<{ resolve: (offset: number) => void; reject: (err: unknown) => void }>;
+interface Waiter {
+  resolve: (offset: number) => void;
+  reject: (err: unknown) => void;
 }
 
 export class ShardAppender {
-  private pending: Pending | undefined;
-  private scheduled = false;
-  /** Appends in flight (for close). */
-  private inFlight = new Set<Promise<unknown>>();
+  private readonly builder: IngestBatchBuilder;
+  private waiters: Waiter[] = [];
+  private immediate: NodeJS.Immediate | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** Appends in flight, oldest first. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     readonly shard: number,
     private readonly log: ShardLog,
-    private readonly maxRows: number,
+    private readonly options: GroupCommitOptions,
     private readonly onDurable: OnDurable | undefined,
-  ) {}
-
-  /** Queues events; resolves with the offsets of the records that hold them, once durable. */
-  add(events: CanonicalEvent[]): Promise<number[]> {
-    const parts: Array<Promise<number>> = [];
-    let i = 0;
-    while (i < events.length) {
-      const p = (this.pending ??= { builder: new IngestBatchBuilder(this.maxRows), waiters: [] });
-      while (i < events.length && !p.builder.full) p.builder.push(events[i++]!);
-      parts.push(new Promise<number>((resolve, reject) => p.waiters.push({ resolve, reject })));
-      if (p.builder.full) this.flush();
-    }
-    if (this.pending && !this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => {
-        this.scheduled = false;
-        this.flush();
-      });
-    }
-    return Promise.all(parts);
+  ) {
+    this.builder = new IngestBatchBuilder(options.maxRows);
   }
 
-  private flush(): void {
-    const p = this.pending;
-    this.pending = undefined;
-    if (!p || p.builder.length === 0) return;
-    const rows = p.builder.length;
+  /** Rows waiting in the open batch. */
+  get openRows(): number {
+    return this.builder.length;
+  }
+
+  /**
+   * Queues rows; resolves with the offsets of the log records that hold them (one per batch
+   * they landed in), once durable. Rejects when an append fails: none of them is acknowledged.
+   */
+  add(rows: readonly IngestRow[]): Promise<number[]> {
+    const parts: Array<Promise<number>> = [];
+    let i = 0;
+    while (i < rows.length) {
+      const b = this.builder;
+      while (i < rows.length && !b.full) b.push(rows[i++]!);
+      parts.push(new Promise<number>((resolve, reject) => this.waiters.push({ resolve, reject })));
+      if (b.full) this.cut();
+    }
+    if (this.builder.length > 0) this.schedule();
+    return parts.length === 1 ? parts[0]!.then((o) => [o]) : Promise.all(parts);
+  }
+
+  private schedule(): void {
+    if (this.inFlight.size === 0) {
+      this.immediate ??= setImmediate(() => {
+        this.immediate = undefined;
+        if (this.inFlight.size === 0) this.cut();
+      });
+    }
+    if (this.timer === undefined) {
+      if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.cut()));
+      else this.timer = setTimeout(() => ((this.timer = undefined), this.cut()), this.options.maxDelayMs);
+    }
+  }
+
+  /** Encodes the open batch and appends it; its waiters resolve when the record is durable. */
+  private cut(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const rows = this.builder.length;
+    if (rows === 0) return;
+    const waiters = this.waiters;
+    this.waiters = [];
     let payload: Uint8Array;
     try {
-      payload = p.builder.toIPC();
+      payload = this.builder.toIPC();
     } catch (err) {
-      for (const w of p.waiters) w.reject(err);
+      for (const w of waiters) w.reject(err);
       return;
+    } finally {
+      this.builder.reset();
     }
     const done = this.log.append(payload).then(
       (offset) => {
-        this.onDurable?.(this.shard, offset, payload, rows);
-        for (const w of p.waiters) w.resolve(offset);
+        try {
+          this.onDurable?.(this.shard, offset, payload, rows);
+        } finally {
+          for (const w of waiters) w.resolve(offset);
+        }
       },
       (err: unknown) => {
-        for (const w of p.waiters) w.reject(err);
+        for (const w of waiters) w.reject(err);
       },
     );
     this.inFlight.add(done);
-    void done.finally(() => this.inFlight.delete(done));
+    void done.finally(() => {
+      this.inFlight.delete(done);
+      // Rows that piled up during the fsync go out now rather than at their deadline.
+      if (this.inFlight.size === 0 && this.builder.length > 0) this.cut();
+    });
   }
 
-  /** Flushes what is queued and waits for every append to settle. */
+  /** Cuts what is queued and waits for every append to settle. */
   async drain(): Promise<void> {
-    this.flush();
+    this.cut();
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
   }
 }

@@ -8,13 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openShardLogs } from '../../ingest/log/segment-log.js';
-import { readLogRows } from '../helpers/ingest.js';
+import { readLogRows } from './harness.js';
 
 const SHARDS = 3;
 const auth = `Basic ${Buffer.from('crash-key:').toString('base64')}`;
 
 async function startChild(dir: string): Promise<{ port: number; kill: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'fixtures', 'ingest-only-server.ts'), dir, String(SHARDS)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'fixtures', 'ingest-only-server.ts'), dir, String(SHARDS)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const port = await new Promise<number>((resolve, reject) => {

@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Analytics } from '@segment/analytics-node';
-import { startTestIngest, WRITE_KEY, type TestIngest } from '../helpers/ingest.js';
+import { startHarness as startTestIngest, WRITE_KEY, type Harness as TestIngest } from './harness.js';
 
 const require = createRequire(import.meta.url);
 

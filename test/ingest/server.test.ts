@@ -8,23 +8,10 @@ import { makeBuilder, makeData, RecordBatch, Struct, Table, tableToIPC } from 'a
 import { WebSocket } from 'ws';
 import { ingestSchema } from '../../common/schema.js';
 import { shardOfUser } from '../../common/hash.js';
-import { basic, post, startTestIngest, WRITE_KEY, type TestIngest } from '../helpers/ingest.js';
+import { basic, post, readLogRows, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
 
 const NOW = Date.now();
 const iso = (ms: number): string => new Date(ms).toISOString();
-
-function track(i: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    type: 'track',
-    event: 'Product Clicked',
-    userId: `user-${i}`,
-    messageId: `msg-${i}`,
-    timestamp: iso(NOW - 60_000),
-    context: { device: { type: 'ios' }, os: { name: 'iOS' }, app: { version: '4.0.0' }, location: { country: 'DE' } },
-    properties: { sku: `sku-${i}`, price: i },
-    ...extra,
-  };
-}
 
 describe('ingest server', () => {
   let s: TestIngest;
@@ -47,7 +34,6 @@ describe('ingest server', () => {
     for (let i = 0; i < 20; i++) expect(ids).toContain(`msg-${i}`);
     // Each row sits in its user's shard log.
     for (let shard = 0; shard < s.logs.length; shard++) {
-      const { readLogRows } = await import('../helpers/ingest.js');
       for (const row of await readLogRows(s.logs[shard]!)) expect(shardOfUser(String(row.user_id), s.logs.length)).toBe(shard);
     }
     const row = rows.find((x) => x.event_id === 'msg-3')!;
