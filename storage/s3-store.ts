@@ -25,7 +25,7 @@ import {
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { externalError } from '../common/errors.js';
+import { externalError, userError } from '../common/errors.js';
 import { STAGING_PREFIX } from './local-store.js';
 import type { ObjectInfo, ObjectStore, StagedObject } from './object-store.js';
 
@@ -47,6 +47,33 @@ export interface S3StoreOptions {
   publishAttempts?: number;
   /** First backoff delay of those publish retries, ms (doubles, capped at 5 s, jittered). Default 200. */
   retryBaseMs?: number;
+}
+
+const MiB = 1024 * 1024;
+
+export const S3_STORE_DEFAULTS = {
+  multipartThreshold: 16 * MiB,
+  partSize: 16 * MiB,
+  queueSize: 4,
+  maxAttempts: 6,
+  publishAttempts: 5,
+  retryBaseMs: 200,
+} as const;
+
+type ValidS3StoreOptions = S3StoreOptions & Required<Pick<S3StoreOptions, keyof typeof S3_STORE_DEFAULTS>>;
+
+/** Fills defaults and checks every option; throws a user error naming the bad one. */
+export function validateS3StoreOptions(options: S3StoreOptions): ValidS3StoreOptions {
+  const o = { ...S3_STORE_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as ValidS3StoreOptions;
+  if (typeof o.bucket !== 'string' || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(o.bucket)) throw userError('invalid_option', `S3 bucket must be a valid bucket name (3-63 of a-z 0-9 . -), got "${String(o.bucket)}"`);
+  if (typeof o.prefix !== 'string' || o.prefix.startsWith('/') || o.prefix.endsWith('/')) throw userError('invalid_option', `S3 prefix must not start or end with "/", got "${String(o.prefix)}"`);
+  if (!(o.partSize >= 5 * MiB)) throw userError('invalid_option', `S3 partSize must be at least 5 MiB (the S3 minimum), got ${o.partSize}`);
+  if (!(o.multipartThreshold >= 0)) throw userError('invalid_option', `S3 multipartThreshold must be ≥ 0 bytes, got ${o.multipartThreshold}`);
+  for (const k of ['queueSize', 'maxAttempts', 'publishAttempts'] as const) {
+    if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw userError('invalid_option', `S3 ${k} must be a positive integer, got ${o[k]}`);
+  }
+  if (!(o.retryBaseMs >= 0)) throw userError('invalid_option', `S3 retryBaseMs must be ≥ 0 ms, got ${o.retryBaseMs}`);
+  return o;
 }
 
 /** 5xx, throttling and network errors: worth another try. */
@@ -78,20 +105,21 @@ export class S3ObjectStore implements ObjectStore {
   private readonly publishAttempts: number;
   private readonly retryBaseMs: number;
 
-  constructor(options: S3StoreOptions) {
+  constructor(input: S3StoreOptions) {
+    const options = validateS3StoreOptions(input);
     this.bucket = options.bucket;
     this.prefix = options.prefix === '' ? '' : `${options.prefix}/`;
     this.url = `s3://${options.bucket}/${options.prefix}`;
-    this.multipartThreshold = options.multipartThreshold ?? 16 * 1024 * 1024;
-    this.partSize = Math.max(5 * 1024 * 1024, options.partSize ?? 16 * 1024 * 1024);
-    this.queueSize = Math.max(1, options.queueSize ?? 4);
-    this.publishAttempts = Math.max(1, options.publishAttempts ?? 5);
-    this.retryBaseMs = Math.max(0, options.retryBaseMs ?? 200);
+    this.multipartThreshold = options.multipartThreshold;
+    this.partSize = options.partSize;
+    this.queueSize = options.queueSize;
+    this.publishAttempts = options.publishAttempts;
+    this.retryBaseMs = options.retryBaseMs;
     this.client = new S3Client({
       region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
       endpoint: options.endpoint,
       forcePathStyle: options.endpoint !== undefined,
-      maxAttempts: options.maxAttempts ?? 6,
+      maxAttempts: options.maxAttempts,
       retryMode: 'standard',
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ObjectStore } from '../../storage/object-store.js';
 import { openObjectStore } from '../../storage/open-store.js';
-import { S3ObjectStore } from '../../storage/s3-store.js';
+import { S3ObjectStore, validateS3StoreOptions, type S3StoreOptions } from '../../storage/s3-store.js';
 import { mapLimit, TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { liveFiles, listCommitRecords } from '../../storage/commit-record.js';
 import { startS3rver, type S3Server } from '../helpers/s3rver.js';
@@ -163,6 +163,17 @@ describe('S3 store specifics', () => {
     server = await startS3rver('big');
   });
   afterAll(() => server.stop());
+
+  it('pins option validation messages', () => {
+    const cases: Array<[Partial<S3StoreOptions>, string]> = [
+      [{ bucket: 'B' }, 'S3 bucket must be a valid bucket name (3-63 of a-z 0-9 . -), got "B"'],
+      [{ prefix: 'a/' }, 'S3 prefix must not start or end with "/", got "a/"'],
+      [{ partSize: 1024 }, 'S3 partSize must be at least 5 MiB (the S3 minimum), got 1024'],
+      [{ publishAttempts: 0 }, 'S3 publishAttempts must be a positive integer, got 0'],
+    ];
+    for (const [o, message] of cases) expect(() => validateS3StoreOptions({ bucket: 'lake', prefix: '', ...o })).toThrow(message);
+    expect(validateS3StoreOptions({ bucket: 'lake', prefix: 'p' })).toMatchObject({ multipartThreshold: 16 * 1024 * 1024, partSize: 16 * 1024 * 1024, maxAttempts: 6, publishAttempts: 5 });
+  });
 
   it('uploads large bodies as multipart and pages long listings', async () => {
     const store = new S3ObjectStore({ bucket: 'big', prefix: 'p', endpoint: server.endpoint, multipartThreshold: 5 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
