@@ -144,6 +144,11 @@ describe('DuckDB reads the lake', () => {
     );
     expect(Number(row!.ms)).toBe(Number(first.event_time));
     expect([row!.event_type, row!.country, row!.properties]).toEqual([first.event_type, first.country, first.properties]);
+    // Delta-packed integers decode exactly (bronze offsets, gold counters).
+    const offsets = await duck.rows<{ shard: number; o: bigint; n: bigint }>(`SELECT shard, log_offset AS o, count(*) AS n FROM ${rel('bronze_events')} GROUP BY ALL ORDER BY o`);
+    expect(offsets.map((r) => [r.shard, Number(r.o), Number(r.n)])).toEqual([0, 1, 2, 3].map((i) => [0, i, 1_000]));
+    const [gold] = await duck.rows<{ events: bigint; installs: bigint; w: bigint }>(`SELECT events, installs, epoch_ms(window_start) AS w FROM ${rel('hourly_metrics')}`);
+    expect([Number(gold!.events), Number(gold!.installs), Number(gold!.w)]).toEqual([10, 1, T0]);
     const [dlq] = await duck.rows<{ code: string; wk: string | null }>(`SELECT code, write_key_id AS wk FROM ${rel('dlq')} ORDER BY received_at DESC LIMIT 1`);
     expect(dlq).toEqual({ code: 'bad_json', wk: null });
   });
