@@ -2,7 +2,7 @@
  * Reading ingest's log records back: each record is one Arrow IPC stream holding one
  * `ingestSchema` RecordBatch (for the engine, replay tools and tests).
  */
-import { RecordBatchReader, type RecordBatch } from 'apache-arrow';
+import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import { internalError } from '../common/errors.js';
 import { ingestSchema } from '../common/schema.js';
 
@@ -14,9 +14,9 @@ const EXPECTED = ingestSchema.fields.map((f) => f.name).join(',');
  * Throws when the record is not one ingestSchema batch.
  */
 export function decodeIngestBatch(bytes: Uint8Array): RecordBatch {
-  const reader = RecordBatchReader.from(bytes);
-  const batches = reader.readAll();
-  const names = reader.schema.fields.map((f) => f.name).join(',');
+  const table = tableFromIPC(bytes);
+  const batches = table.batches;
+  const names = table.schema.fields.map((f) => f.name).join(',');
   if (names !== EXPECTED) throw internalError('log_record_schema', `log record has columns [${names}], expected ingestSchema [${EXPECTED}]`);
   if (batches.length !== 1) throw internalError('log_record_batches', `log record holds ${batches.length} record batches, expected exactly 1`);
   return batches[0]!;

@@ -11,7 +11,7 @@ import { openShardLogs, SegmentLog, type SegmentLogOptions } from '../../ingest/
 import type { ShardLog } from '../../ingest/log/log.js';
 import type { IngestOptionsInput } from '../../ingest/options.js';
 import { startIngestServer, type IngestDeps, type IngestServer } from '../../ingest/server.js';
-import { RecordBatchReader } from 'apache-arrow';
+import { tableFromIPC } from 'apache-arrow';
 
 export const WRITE_KEY = 'wk_test';
 
@@ -37,7 +37,7 @@ export async function readLogRows(log: ShardLog): Promise<Array<Record<string, u
     try {
       batch = decodeIngestBatch(r.payload);
     } catch {
-      batch = RecordBatchReader.from(r.payload).readAll()[0]!;
+      batch = tableFromIPC(r.payload).batches[0]!;
     }
     for (let i = 0; i < batch.numRows; i++) rows.push({ ...(batch.get(i)!.toJSON() as Record<string, unknown>), _shard: log.shard, _offset: r.offset });
   }

@@ -1,0 +1,176 @@
+/**
+ * Table-driven unit tests of ingest's pure parts: option validation (exact messages), strict
+ * timestamps, the JSON byte-range scanner, the batch builder and decodeIngestBatch.
+ */
+import { describe, expect, it } from 'vitest';
+import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { decodeIngestBatch } from '../../ingest/decode-ipc.js';
+import { JsonScanner } from '../../ingest/json-scan.js';
+import { defaultIngestOptions, validateIngestOptions, type IngestOptionsInput } from '../../ingest/options.js';
+import { parseTime } from '../../ingest/parse-time.js';
+import { normalizeSegment } from '../../ingest/normalize.js';
+import { uwsIsNative } from '../../ingest/server.js';
+
+const keys = { writeKeys: [{ key: 'k' }] };
+
+describe('validateIngestOptions', () => {
+  it('fills Segment-like defaults', () => {
+    const o = validateIngestOptions(keys);
+    expect(o).toMatchObject({
+      host: '127.0.0.1',
+      port: 8080,
+      maxEventBytes: 32 * 1024,
+      maxBodyBytes: 500 * 1024,
+      maxBatchEvents: 2500,
+      maxFutureSkewMs: 600_000,
+      groupCommit: { maxRows: 8192, maxDelayMs: 2 },
+      wsMaxPayloadBytes: 16 * 1024 * 1024,
+    });
+    expect(defaultIngestOptions().writeKeys).toEqual([]);
+  });
+
+  it('accepts the older groupCommitMaxRows spelling and merges nested options', () => {
+    const o = validateIngestOptions({ ...keys, groupCommitMaxRows: 100, rateLimit: { burst: 5 }, groupCommit: { maxDelayMs: 0 } });
+    expect(o.groupCommit).toEqual({ maxRows: 100, maxDelayMs: 0 });
+    expect(o.rateLimit).toEqual({ eventsPerSecond: 1_000_000, burst: 5 });
+  });
+
+  it.each<[string, IngestOptionsInput, string]>([
+    ['no keys', {}, 'writeKeys must name at least one write key'],
+    ['empty key', { writeKeys: [{ key: '' }] }, 'writeKeys entries must have a non-empty key'],
+    ['repeated key', { writeKeys: [{ key: 'a' }, { key: 'a' }] }, 'writeKeys must not repeat a key'],
+    ['bad port', { ...keys, port: 70000 }, 'port must be an integer in 0..65535, got 70000'],
+    ['empty host', { ...keys, host: '' }, 'host must be a non-empty address, got ""'],
+    ['zero event bytes', { ...keys, maxEventBytes: 0 }, 'maxEventBytes must be a positive integer, got 0'],
+    ['fractional body bytes', { ...keys, maxBodyBytes: 1.5 }, 'maxBodyBytes must be a positive integer, got 1.5'],
+    ['zero batch', { ...keys, maxBatchEvents: 0 }, 'maxBatchEvents must be a positive integer, got 0'],
+    ['ws payload', { ...keys, wsMaxPayloadBytes: -1 }, 'wsMaxPayloadBytes must be a positive integer, got -1'],
+    ['group rows', { ...keys, groupCommit: { maxRows: 0 } }, 'groupCommit.maxRows must be a positive integer, got 0'],
+    ['group delay', { ...keys, groupCommit: { maxDelayMs: -1 } }, 'groupCommit.maxDelayMs must be a number of ms in 0..10000, got -1'],
+    ['skew', { ...keys, maxFutureSkewMs: -5 }, 'maxFutureSkewMs must be a number ≥ 0, got -5'],
+    ['rate', { ...keys, rateLimit: { eventsPerSecond: 0 } }, 'rateLimit needs eventsPerSecond > 0 and burst ≥ 1, got {"eventsPerSecond":0,"burst":2000000}'],
+    ['pii path', { ...keys, pii: { drop: ['context..ip'] } }, 'pii.drop must be a list of dot-separated paths such as "properties.email", got ["context..ip"]'],
+    ['pii salt', { ...keys, pii: { hash: ['properties.email'] } }, 'pii.salt must be set (a secret string) when pii.hash lists fields to hash'],
+    ['unknown option', { ...keys, maxBody: 1 } as IngestOptionsInput, 'unknown ingest option "maxBody"'],
+  ])('rejects %s', (_name, input, message) => {
+    expect(() => validateIngestOptions(input)).toThrow(message);
+  });
+});
+
+describe('parseTime', () => {
+  it.each<[unknown, number]>([
+    ['2024-05-01T12:00:00.000Z', Date.UTC(2024, 4, 1, 12)],
+    ['2024-05-01T12:00:00Z', Date.UTC(2024, 4, 1, 12)],
+    ['2024-05-01T12:00:00.123456Z', Date.UTC(2024, 4, 1, 12, 0, 0, 123)],
+    ['2024-05-01T12:00:00.5+02:00', Date.UTC(2024, 4, 1, 10, 0, 0, 500)],
+    ['2024-05-01T12:00:00-0130', Date.UTC(2024, 4, 1, 13, 30)],
+    ['2024-05-01T12:00+05', Date.UTC(2024, 4, 1, 7)],
+    ['2024-05-01 12:00:00', Date.UTC(2024, 4, 1, 12)],
+    ['2024-05-01', Date.UTC(2024, 4, 1)],
+    ['2024-02-29T00:00:00Z', Date.UTC(2024, 1, 29)],
+    ['1969-12-31T23:59:59Z', -1000],
+    [1714564800000, 1714564800000],
+    [1714564800000.6, 1714564800001],
+  ])('parses %j', (input, expected) => {
+    expect(parseTime(input)).toBe(expected);
+  });
+
+  it.each<unknown>(['yesterday', '2024-13-01', '2023-02-29', '2024-05-01T25:00:00Z', '2024-05-01T12:00:00X', '2024-05-01T12', 'Tue, 1 May 2024', '', null, {}, Number.NaN, Infinity])(
+    'rejects %j',
+    (input) => {
+      expect(parseTime(input)).toBeNaN();
+    },
+  );
+
+  it('agrees with Date.parse on ISO strings with offsets', () => {
+    for (const s of ['2021-03-04T05:06:07.089Z', '1999-12-31T23:59:59.999-08:00', '2030-01-01T00:00:00+14:00']) expect(parseTime(s)).toBe(Date.parse(s));
+  });
+});
+
+describe('JsonScanner', () => {
+  const text = (b: Buffer, s: number, e: number): string => b.toString('utf8', s, e);
+
+  it('finds every batch item and its properties/traits exactly as written', () => {
+    const body = Buffer.from(
+      '{ "context" : {"batch": [1]}, "batch" :[ {"type":"track","properties" : { "a" : [1, {"b":"}]\\""}], "ü":"ß" } , "x":1 },\n' +
+        '  {"traits":{"t":true},"properties":null} , "str\\"ing" , 42 , [ {} ] ], "sentAt": "2024-01-01T00:00:00Z" }',
+    );
+    const parsed = JSON.parse(body.toString()) as { batch: unknown[] };
+    const s = new JsonScanner();
+    expect(s.scanBatch(body, Buffer.from('batch'))).toBe(true);
+    expect(s.count).toBe(parsed.batch.length);
+    for (let i = 0; i < s.count; i++) expect(JSON.parse(text(body, s.itemStart[i]!, s.itemEnd[i]!))).toEqual(parsed.batch[i]);
+    expect(text(body, s.propsStart[0]!, s.propsEnd[0]!)).toBe('{ "a" : [1, {"b":"}]\\""}], "ü":"ß" }');
+    expect(text(body, s.traitsStart[1]!, s.traitsEnd[1]!)).toBe('{"t":true}');
+    expect(text(body, s.propsStart[1]!, s.propsEnd[1]!)).toBe('null');
+    expect(s.propsStart[2]).toBe(-1);
+  });
+
+  it('uses the last of duplicate batch keys, like JSON.parse', () => {
+    const body = Buffer.from('{"batch":[{"a":1}],"batch":[{"b":2},{"c":3}]}');
+    const s = new JsonScanner();
+    expect(s.scanBatch(body, Buffer.from('batch'))).toBe(true);
+    expect(s.count).toBe(2);
+    expect(text(body, s.itemStart[1]!, s.itemEnd[1]!)).toBe('{"c":3}');
+  });
+
+  it('reports "not found" for bodies without a batch array', () => {
+    const s = new JsonScanner();
+    expect(s.scanBatch(Buffer.from('{"batch":3}'), Buffer.from('batch'))).toBe(false);
+    expect(s.scanBatch(Buffer.from('[1,2]'), Buffer.from('batch'))).toBe(false);
+  });
+
+  it('scans a single object within a range', () => {
+    const body = Buffer.from('xx  {"event_type":"a","properties":{"k":"v"}}  \nyy');
+    const s = new JsonScanner();
+    expect(s.scanObject(body, 2, body.indexOf('\n'))).toBe(true);
+    expect(text(body, s.itemStart[0]!, s.itemEnd[0]!)).toBe('{"event_type":"a","properties":{"k":"v"}}');
+    expect(text(body, s.propsStart[0]!, s.propsEnd[0]!)).toBe('{"k":"v"}');
+  });
+
+  it('grows past 64 items', () => {
+    const items = Array.from({ length: 300 }, (_, i) => ({ i, properties: { i } }));
+    const body = Buffer.from(JSON.stringify({ batch: items }));
+    const s = new JsonScanner();
+    expect(s.scanBatch(body, Buffer.from('batch'))).toBe(true);
+    expect(s.count).toBe(300);
+    expect(text(body, s.propsStart[299]!, s.propsEnd[299]!)).toBe('{"i":299}');
+  });
+});
+
+describe('IngestBatchBuilder and decodeIngestBatch', () => {
+  const ctx = { writeKey: 'k', source: 'segment', receivedAt: Date.UTC(2024, 0, 1), maxFutureSkewMs: 600_000, maxEventBytes: 32_768, pii: { hash: [], drop: [], salt: '' } };
+
+  it('round-trips rows through IPC, growing buffers and reusing the builder', () => {
+    const b = new IngestBatchBuilder(10_000);
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 1000; i++) {
+        const r = normalizeSegment(
+          { type: 'track', event: i % 2 ? 'A' : 'B', userId: `ü-${i}`, messageId: `m-${round}-${i}`, timestamp: Date.UTC(2023, 11, 31) + i, properties: { i, pad: 'x'.repeat(i % 700) }, context: i % 3 ? { device: { type: 'ios' } } : undefined },
+          undefined,
+          undefined,
+          ctx,
+        );
+        if (!r.ok) throw new Error(r.message);
+        b.push(r.event);
+      }
+      const batch = decodeIngestBatch(b.toIPC());
+      b.reset();
+      expect(batch.numRows).toBe(1000);
+      const row = batch.get(999)!.toJSON() as Record<string, unknown>;
+      expect(row).toMatchObject({ event_id: `m-${round}-999`, user_id: 'ü-999', event_type: 'A', device_type: null, source: 'segment', session_id: null });
+      expect(Number(row.event_time)).toBe(Date.UTC(2023, 11, 31) + 999);
+      expect(Number(row.received_at)).toBe(ctx.receivedAt);
+      expect(JSON.parse(String(row.properties))).toEqual({ i: 999, pad: 'x'.repeat(299) });
+      expect(batch.get(998)!.toJSON().device_type).toBe('ios');
+    }
+  });
+
+  it('refuses bytes that are not one ingest batch', () => {
+    expect(() => decodeIngestBatch(new Uint8Array([1, 2, 3]))).toThrow();
+  });
+
+  it('loaded the native uWebSockets.js build', () => {
+    expect(uwsIsNative()).toBe(true);
+  });
+});
