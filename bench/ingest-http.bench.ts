@@ -230,6 +230,10 @@ async function main(): Promise<void> {
 
   interface Figures {
     eventsPerSec: number;
+    /** Server main-thread event-loop utilization during the run (0..1). */
+    elu: number;
+    /** eventsPerSec / elu: events per second of busy server thread (the one-core cost). */
+    eventsPerBusySec: number;
     mbPerSec: number;
     p50ms: number;
     p99ms: number;
@@ -237,6 +241,7 @@ async function main(): Promise<void> {
   }
 
   const measure = async (port: number): Promise<Figures> => {
+    const elu0 = performance.eventLoopUtilization();
     const results = await Promise.all(
       Array.from({ length: workers }, (_, w) => {
         const job: ClientJob = { port, connections: Math.ceil(connections / workers), durationMs, seed: 17 + w, auth };
@@ -266,7 +271,10 @@ async function main(): Promise<void> {
       elapsed = Math.max(elapsed, r.elapsedMs);
       hist.add(hdr.decodeFromCompressedBase64(r.hist));
     }
+    const elu = performance.eventLoopUtilization(elu0).utilization;
     return {
+      elu,
+      eventsPerBusySec: events / (elapsed / 1000) / elu,
       eventsPerSec: events / (elapsed / 1000),
       mbPerSec: bytes / 1e6 / (elapsed / 1000),
       p50ms: hist.getValueAtPercentile(50) / 1000,
@@ -294,26 +302,35 @@ async function main(): Promise<void> {
       }
       if (!args.json) {
         console.error(
-          `run ${run + 1}/${runs} ${name.padEnd(6)} ${Math.round(f.eventsPerSec).toLocaleString('en')} events/s  ${f.mbPerSec.toFixed(1)} MB/s  p50 ${f.p50ms.toFixed(2)} ms  p99 ${f.p99ms.toFixed(2)} ms${f.non200 ? `  non-200: ${f.non200}` : ''}`,
+          `run ${run + 1}/${runs} ${name.padEnd(6)} ${Math.round(f.eventsPerSec).toLocaleString('en')} events/s  ${f.mbPerSec.toFixed(1)} MB/s  p50 ${f.p50ms.toFixed(2)} ms  p99 ${f.p99ms.toFixed(2)} ms  server busy ${(100 * f.elu).toFixed(0)} %  → ${Math.round(f.eventsPerBusySec).toLocaleString('en')} events/busy-s${f.non200 ? `  non-200: ${f.non200}` : ''}`,
         );
       }
     }
   }
   if (bare.length === 0 || sluice.length === 0) return;
   const med = (xs: Figures[], k: keyof Figures): number => [...xs.map((x) => x[k])].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const pick = (xs: Figures[]) => ({
+    eventsPerSec: med(xs, 'eventsPerSec'),
+    mbPerSec: med(xs, 'mbPerSec'),
+    p50ms: med(xs, 'p50ms'),
+    p99ms: med(xs, 'p99ms'),
+    elu: med(xs, 'elu'),
+    eventsPerBusySec: med(xs, 'eventsPerBusySec'),
+  });
   const summary = {
     config: { durationMs, runs, workers, connections, shards, eventsPerBatch: EVENTS_PER_BATCH, eventBytes: Math.round(makeBody(rng(1), 0).length / EVENTS_PER_BATCH) },
-    bare: { eventsPerSec: med(bare, 'eventsPerSec'), mbPerSec: med(bare, 'mbPerSec'), p50ms: med(bare, 'p50ms'), p99ms: med(bare, 'p99ms') },
-    sluice: { eventsPerSec: med(sluice, 'eventsPerSec'), mbPerSec: med(sluice, 'mbPerSec'), p50ms: med(sluice, 'p50ms'), p99ms: med(sluice, 'p99ms') },
+    bare: pick(bare),
+    sluice: pick(sluice),
     ratio: med(sluice, 'eventsPerSec') / med(bare, 'eventsPerSec'),
+    busyRatio: med(sluice, 'eventsPerBusySec') / med(bare, 'eventsPerBusySec'),
   };
   if (args.json) console.log(JSON.stringify(summary));
   else {
     const line = (n: string, f: (typeof summary)['bare']): string =>
-      `${n.padEnd(7)} ${Math.round(f.eventsPerSec).toLocaleString('en').padStart(10)} events/s  ${f.mbPerSec.toFixed(1).padStart(6)} MB/s  p50 ${f.p50ms.toFixed(2)} ms  p99 ${f.p99ms.toFixed(2)} ms`;
+      `${n.padEnd(7)} ${Math.round(f.eventsPerSec).toLocaleString('en').padStart(10)} events/s  ${f.mbPerSec.toFixed(1).padStart(6)} MB/s  p50 ${f.p50ms.toFixed(2)} ms  p99 ${f.p99ms.toFixed(2)} ms  server busy ${(100 * f.elu).toFixed(0)} %  ${Math.round(f.eventsPerBusySec).toLocaleString('en')} events/busy-s`;
     console.log(`ingest HTTP, ${EVENTS_PER_BATCH}-event Segment batches of ~${summary.config.eventBytes} B/event, ${connections} connections, median of ${runs}:`);
     console.log(line('bare', summary.bare));
     console.log(line('sluice', summary.sluice));
-    console.log(`ratio sluice/bare: ${summary.ratio.toFixed(2)} (goal ≥ 0.6)`);
+    console.log(`ratio sluice/bare: ${summary.ratio.toFixed(2)} events/s (goal ≥ 0.6); ${summary.busyRatio.toFixed(2)} per busy server second`);
   }
 }

@@ -134,6 +134,16 @@ export function derivedEventId(writeKey: string, content: string | Uint8Array): 
   return `sl-${createHash('sha1').update(writeKey).update('\u0000').update(content).digest('hex').slice(0, 32)}`;
 }
 
+let lastSentRaw: unknown;
+let lastSentAt = Number.NaN;
+
+/** The event's raw JSON as a string (for rejects): the given text, else its bytes, else re-serialized. */
+function rawOf(rawText: string | undefined, bytes: ItemBytes | undefined, value?: unknown): string {
+  if (rawText !== undefined) return rawText;
+  if (bytes) return Buffer.from(bytes.bytes.buffer, bytes.bytes.byteOffset + bytes.rawStart, bytes.rawEnd - bytes.rawStart).toString('utf8');
+  return JSON.stringify(value) ?? 'undefined';
+}
+
 const rejectWith = (code: RejectCode, message: string, raw: string): NormalizeResult => ({ ok: false, code, message, raw });
 
 const hasPii = (pii: PiiOptions): boolean => pii.drop.length + pii.hash.length > 0;
@@ -169,43 +179,48 @@ export function normalizeSegmentItem(
     rawText = JSON.stringify(msg);
     rawBytes = Buffer.byteLength(rawText);
   }
-  const raw = (): string => rawText ?? (rawText = Buffer.from(bytes!.bytes.buffer, bytes!.bytes.byteOffset + bytes!.rawStart, rawBytes).toString('utf8'));
-  if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, raw());
+  // (No closures here: tsx/esbuild wraps each in a __name() call, per event.)
+  if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, rawOf(rawText, bytes));
   const t = msg.type;
   const type = t === undefined || t === null ? call : t;
-  if (type === undefined) return rejectWith('missing_type', 'an event in a batch needs a "type": track, screen, page, identify, alias or group', raw());
-  if (typeof type !== 'string' || !SEGMENT_TYPES.has(type)) return rejectWith('invalid_type', `type must be one of track, screen, page, identify, alias, group; got ${JSON.stringify(type)}`, raw());
+  if (type === undefined) return rejectWith('missing_type', 'an event in a batch needs a "type": track, screen, page, identify, alias or group', rawOf(rawText, bytes));
+  if (typeof type !== 'string' || !SEGMENT_TYPES.has(type)) return rejectWith('invalid_type', `type must be one of track, screen, page, identify, alias, group; got ${JSON.stringify(type)}`, rawOf(rawText, bytes));
   let eventType: string;
   if (type === 'track') {
     const e = str(msg.event);
-    if (e === null) return rejectWith('missing_event', 'a track call needs a non-empty "event" name', raw());
+    if (e === null) return rejectWith('missing_event', 'a track call needs a non-empty "event" name', rawOf(rawText, bytes));
     eventType = e;
   } else eventType = type;
   const u = msg.userId;
   const a = msg.anonymousId;
   if ((u !== undefined && u !== null && typeof u !== 'string' && typeof u !== 'number') || (a !== undefined && a !== null && typeof a !== 'string' && typeof a !== 'number')) {
-    return rejectWith('invalid_field', 'userId and anonymousId must be strings', raw());
+    return rejectWith('invalid_field', 'userId and anonymousId must be strings', rawOf(rawText, bytes));
   }
   const userId = str(u);
   const anonymousId = str(a);
   const user = userId ?? anonymousId;
-  if (user === null) return rejectWith('missing_user', 'an event needs a userId or an anonymousId', raw());
+  if (user === null) return rejectWith('missing_user', 'an event needs a userId or an anonymousId', rawOf(rawText, bytes));
   let tsRaw = msg.timestamp;
   if (tsRaw === undefined || tsRaw === null) tsRaw = msg.originalTimestamp;
   let eventTime: number;
   if (tsRaw === undefined || tsRaw === null) eventTime = ctx.receivedAt;
   else {
     eventTime = parseTime(tsRaw);
-    if (Number.isNaN(eventTime)) return rejectWith('invalid_timestamp', `timestamp must be ISO-8601 (e.g. 2024-05-01T12:00:00.000Z) or epoch ms, got ${JSON.stringify(tsRaw)}`, raw());
+    if (Number.isNaN(eventTime)) return rejectWith('invalid_timestamp', `timestamp must be ISO-8601 (e.g. 2024-05-01T12:00:00.000Z) or epoch ms, got ${JSON.stringify(tsRaw)}`, rawOf(rawText, bytes));
     const sentRaw = msg.sentAt ?? batchSentAt;
     if (sentRaw !== undefined && sentRaw !== null) {
-      const sentAt = parseTime(sentRaw);
-      if (Number.isNaN(sentAt)) return rejectWith('invalid_timestamp', `sentAt must be ISO-8601 or epoch ms, got ${JSON.stringify(sentRaw)}`, raw());
+      // The batch's sentAt is the same value for all its items: parse it once.
+      if (sentRaw !== lastSentRaw) {
+        lastSentRaw = sentRaw;
+        lastSentAt = parseTime(sentRaw);
+      }
+      const sentAt = lastSentAt;
+      if (Number.isNaN(sentAt)) return rejectWith('invalid_timestamp', `sentAt must be ISO-8601 or epoch ms, got ${JSON.stringify(sentRaw)}`, rawOf(rawText, bytes));
       eventTime += ctx.receivedAt - sentAt;
     }
   }
   if (eventTime > ctx.receivedAt + ctx.maxFutureSkewMs) {
-    return rejectWith('future_timestamp', `timestamp ${new Date(eventTime).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future (after clock-skew correction)`, raw());
+    return rejectWith('future_timestamp', `timestamp ${new Date(eventTime).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future (after clock-skew correction)`, rawOf(rawText, bytes));
   }
   const context = msg.context;
 
@@ -328,29 +343,27 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
     bytes = undefined;
   }
   const rawBytes = bytes ? bytes.rawEnd - bytes.rawStart : rawText === undefined ? -1 : Buffer.byteLength(rawText);
-  const raw = (): string =>
-    rawText ?? (rawText = bytes ? Buffer.from(bytes.bytes.buffer, bytes.bytes.byteOffset + bytes.rawStart, rawBytes).toString('utf8') : JSON.stringify(e));
-  if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, raw());
+  if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, rawOf(rawText, bytes, e));
   const et = e.event_type;
-  if (et === undefined || et === null || et === '') return rejectWith('missing_type', 'event_type must be a non-empty string', raw());
+  if (et === undefined || et === null || et === '') return rejectWith('missing_type', 'event_type must be a non-empty string', rawOf(rawText, bytes, e));
   const eventType = str(et);
-  if (eventType === null) return rejectWith('invalid_type', `event_type must be a string, got ${JSON.stringify(et)}`, raw());
+  if (eventType === null) return rejectWith('invalid_type', `event_type must be a string, got ${JSON.stringify(et)}`, rawOf(rawText, bytes, e));
   const anonymousId = str(e.anonymous_id);
   const user = str(e.user_id) ?? anonymousId;
-  if (user === null) return rejectWith('missing_user', 'an event needs user_id or anonymous_id', raw());
+  if (user === null) return rejectWith('missing_user', 'an event needs user_id or anonymous_id', rawOf(rawText, bytes, e));
   const t = parseTime(e.event_time);
-  if (Number.isNaN(t)) return rejectWith('invalid_timestamp', `event_time must be ISO-8601 or epoch ms, got ${JSON.stringify(e.event_time)}`, raw());
-  if (t > ctx.receivedAt + ctx.maxFutureSkewMs) return rejectWith('future_timestamp', `event_time ${new Date(t).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future`, raw());
+  if (Number.isNaN(t)) return rejectWith('invalid_timestamp', `event_time must be ISO-8601 or epoch ms, got ${JSON.stringify(e.event_time)}`, rawOf(rawText, bytes, e));
+  if (t > ctx.receivedAt + ctx.maxFutureSkewMs) return rejectWith('future_timestamp', `event_time ${new Date(t).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future`, rawOf(rawText, bytes, e));
   for (const f of CANONICAL_DIMS) {
     const v = e[f];
-    if (v !== undefined && v !== null && typeof v !== 'string') return rejectWith('invalid_field', `${f} must be a string`, raw());
+    if (v !== undefined && v !== null && typeof v !== 'string') return rejectWith('invalid_field', `${f} must be a string`, rawOf(rawText, bytes, e));
   }
   const props = e.properties;
   let properties: string | null = null;
   let propsStart = -1;
   let propsEnd = -1;
   if (typeof props === 'string') {
-    if (props !== '' && !looksLikeJsonObjectOrArray(props)) return rejectWith('invalid_field', 'properties must be a JSON object (or its JSON text)', raw());
+    if (props !== '' && !looksLikeJsonObjectOrArray(props)) return rejectWith('invalid_field', 'properties must be a JSON object (or its JSON text)', rawOf(rawText, bytes, e));
     properties = props === '' ? null : props;
   } else if (props !== undefined && props !== null) {
     if (bytes && bytes.propsStart >= 0) {

@@ -23,10 +23,10 @@ export interface GroupCommitOptions {
   /** A shard batch is cut when it holds this many rows. */
   maxRows: number;
   /**
-   * Longest time (ms) an event waits for its shard batch to be cut. A batch is also cut at the
-   * end of the event-loop turn whenever its shard log has no append in flight, so under light
-   * load nothing waits; under load, events pile up while the previous fsync runs (true group
-   * commit) but never longer than this. 0 = cut every event-loop turn.
+   * Linger (ms): while the shard's log is idle, a batch is cut this long after its first row
+   * (0 = at the end of the event-loop turn). While an append is in flight, rows accumulate and
+   * the batch is cut as soon as that append is durable (the log could not start another fsync
+   * sooner), so under load batches grow with the disk's latency.
    */
   maxDelayMs: number;
 }

@@ -3,12 +3,13 @@
  * become ONE Arrow record per window, appended to the shard's log once.
  *
  *   add(rows) ──▶ open batch ──cut──▶ toIPC ──▶ log.append ──fsync──▶ onDurable ──▶ waiters resolve
- *                    ▲                                 (requests ack after ALL their shards resolve)
- *   cut when: maxRows reached │ end of the event-loop turn while no append is in flight │
- *             maxDelayMs since the batch's first row (even while an append is in flight)
+ *                                                       (requests ack after ALL their shards resolve)
+ *   cut when: maxRows reached │ maxDelayMs after the first row while the log is idle (linger; 0 =
+ *             end of the event-loop turn) │ the append in flight completes (the log was busy anyway)
  *
  * While an fsync runs, new rows accumulate and go out together when it completes — under load
- * batches grow with the disk's latency; idle, nothing waits longer than one event-loop turn.
+ * batches grow with the disk's latency and encoding/fsync costs are paid per batch, not per
+ * request; idle, a row waits at most maxDelayMs before its fsync starts.
  */
 import type { ShardLog } from './log/log.js';
 import { IngestBatchBuilder, type IngestRow } from './batch-builder.js';
@@ -61,16 +62,10 @@ export class ShardAppender {
   }
 
   private schedule(): void {
-    if (this.inFlight.size === 0) {
-      this.immediate ??= setImmediate(() => {
-        this.immediate = undefined;
-        if (this.inFlight.size === 0) this.cut();
-      });
-    }
-    if (this.timer === undefined) {
-      if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.cut()));
-      else this.timer = setTimeout(() => ((this.timer = undefined), this.cut()), this.options.maxDelayMs);
-    }
+    // While an append is in flight the log is busy anyway: the batch is cut when it completes.
+    if (this.inFlight.size > 0) return;
+    if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.inFlight.size === 0 && this.cut()));
+    else this.timer ??= setTimeout(() => ((this.timer = undefined), this.inFlight.size === 0 && this.cut()), this.options.maxDelayMs);
   }
 
   /** Encodes the open batch and appends it; its waiters resolve when the record is durable. */

@@ -172,7 +172,7 @@ describe('durability and backpressure', () => {
 
   it('group-commits: requests arriving during an fsync share the next record', async () => {
     const g = gatedFsync();
-    const s = await startHarness({ groupCommit: { maxRows: 10_000, maxDelayMs: 10_000 } }, {}, { fsync: g.fsync }, 1);
+    const s = await startHarness({ groupCommit: { maxRows: 10_000, maxDelayMs: 0 } }, {}, { fsync: g.fsync }, 1);
     try {
       const first = post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(0)] }), { authorization: basic() });
       await g.called;

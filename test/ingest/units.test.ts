@@ -2,6 +2,7 @@
  * Table-driven unit tests of ingest's pure parts: option validation (exact messages), strict
  * timestamps, the JSON byte-range scanner, the batch builder and decodeIngestBatch.
  */
+import { Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { decodeIngestBatch } from '../../ingest/decode-ipc.js';
@@ -164,6 +165,35 @@ describe('IngestBatchBuilder and decodeIngestBatch', () => {
       expect(JSON.parse(String(row.properties))).toEqual({ i: 999, pad: 'x'.repeat(299) });
       expect(batch.get(998)!.toJSON().device_type).toBe('ios');
     }
+  });
+
+  it.each([0, 1, 9, 257])('writes the same stream content as Arrow JS’s own writer (%i rows, nulls, unicode, negative times)', (n) => {
+    const b = new IngestBatchBuilder(1000);
+    for (let i = 0; i < n; i++) {
+      const r = normalizeSegment(
+        {
+          type: 'track',
+          event: `e${i % 5}`,
+          userId: `ü${i}`,
+          anonymousId: i % 3 ? `a${i}` : undefined,
+          messageId: `m${i}`,
+          timestamp: -5000 + i * 1e9,
+          context: i % 2 ? { device: { type: 'ios' }, location: { country: 'DE' }, os: { name: '日本' } } : undefined,
+          properties: i % 4 ? { i } : undefined,
+        },
+        undefined,
+        undefined,
+        ctx,
+      );
+      if (!r.ok) throw new Error(r.message);
+      b.push(r.event);
+    }
+    const json = (t: Table): string => JSON.stringify(t.toArray().map((r) => r.toJSON()), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
+    const mine = tableFromIPC(b.toIPC());
+    const reference = tableFromIPC(tableToIPC(new Table([b.build()]), 'stream'));
+    expect(mine.numRows).toBe(n);
+    expect(mine.schema.fields.map((f) => `${f.name}:${String(f.type)}:${f.nullable}`)).toEqual(reference.schema.fields.map((f) => `${f.name}:${String(f.type)}:${f.nullable}`));
+    expect(json(mine)).toBe(json(reference));
   });
 
   it('refuses bytes that are not one ingest batch', () => {
