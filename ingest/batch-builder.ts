@@ -65,11 +65,26 @@ export class Utf8Column {
   pushString(v: string): void {
     const i = this.length;
     if (i + 1 >= this.offsets.length) this.growRows();
-    this.reserve(v.length * 3);
+    const len = v.length;
+    this.reserve(len * 3);
     const at = this.offsets[i]!;
     this.valid[i >> 3]! |= 1 << (i & 7);
-    this.offsets[i + 1] = at + this.bytes.write(v, at, 'utf8');
     this.length = i + 1;
+    // Short ASCII strings (ids, names): a char-code loop beats Buffer#write's call overhead.
+    if (len <= 48) {
+      const bytes = this.bytes;
+      let k = 0;
+      for (; k < len; k++) {
+        const c = v.charCodeAt(k);
+        if (c > 127) break;
+        bytes[at + k] = c;
+      }
+      if (k === len) {
+        this.offsets[i + 1] = at + len;
+        return;
+      }
+    }
+    this.offsets[i + 1] = at + this.bytes.write(v, at, 'utf8');
   }
 
   /** Appends `src[start, end)` verbatim, optionally after `prefix` (a string, UTF-8 encoded). */
@@ -79,7 +94,11 @@ export class Utf8Column {
     this.reserve(end - start + (prefix === undefined ? 0 : prefix.length * 3));
     let at = this.offsets[i]!;
     if (prefix !== undefined) at += this.bytes.write(prefix, at, 'utf8');
-    this.bytes.set(src.subarray(start, end), at);
+    const n = end - start;
+    if (n <= 64) {
+      const bytes = this.bytes;
+      for (let k = 0; k < n; k++) bytes[at + k] = src[start + k]!;
+    } else this.bytes.set(src.subarray(start, end), at);
     this.valid[i >> 3]! |= 1 << (i & 7);
     this.offsets[i + 1] = at + (end - start);
     this.length = i + 1;

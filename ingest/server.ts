@@ -15,7 +15,6 @@ import uws from 'uWebSockets.js';
 import { pino, type Logger } from 'pino';
 import { register } from 'prom-client';
 import { userError } from '../common/errors.js';
-import { murmur3, shardOfUser } from '../common/hash.js';
 import type { IngestRow } from './batch-builder.js';
 import { encodeDeadLetters } from './dead-letters.js';
 import type { ShardLog } from './log/log.js';
@@ -28,6 +27,7 @@ import { decodeNdjson } from './protocols/ndjson.js';
 import { decodeSegment, SEGMENT_CALLS } from './protocols/segment.js';
 import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
+import { shardOf } from './shard-of.js';
 
 export interface IngestDeps {
   /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards (common/hash.ts). */
@@ -122,13 +122,6 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     if (inFlight === 0) idle?.();
   };
 
-  // Shard of a user id without allocating: UTF-8 into a scratch buffer, murmur3 over it.
-  const scratch = Buffer.allocUnsafe(1024);
-  const shardOf = (userId: string): number => {
-    if (shards === 1) return 0;
-    if (userId.length * 3 > scratch.length) return shardOfUser(userId, shards);
-    return murmur3(scratch, 0, scratch.write(userId, 0, 'utf8')) % shards;
-  };
 
   const overloaded = (): Reply | undefined => {
     const backlog = deps.backlog?.() ?? 0;
@@ -192,7 +185,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   /** Rejects → DLQ, rows → shard logs; resolves with the reply once everything is durable. */
   const commit = async (d: Decoded, protocol: Protocol, receivedAt: number): Promise<Reply> => {
     const byShard: IngestRow[][] = [];
-    for (const row of d.rows) (byShard[shardOf(row.user_id)] ??= []).push(row);
+    for (const row of d.rows) (byShard[shardOf(row.user_id, shards)] ??= []).push(row);
     const appends: Array<Promise<number[]>> = [];
     const touched: number[] = [];
     for (let s = 0; s < shards; s++) {

@@ -11,6 +11,8 @@ import { defaultIngestOptions, validateIngestOptions, type IngestOptionsInput } 
 import { parseTime } from '../../ingest/parse-time.js';
 import { normalizeSegment } from '../../ingest/normalize.js';
 import { uwsIsNative } from '../../ingest/server.js';
+import { murmur3Ascii, shardOf } from '../../ingest/shard-of.js';
+import { shardOfUser } from '../../common/hash.js';
 
 const keys = { writeKeys: [{ key: 'k' }] };
 
@@ -85,6 +87,17 @@ describe('parseTime', () => {
 
   it('agrees with Date.parse on ISO strings with offsets', () => {
     for (const s of ['2021-03-04T05:06:07.089Z', '1999-12-31T23:59:59.999-08:00', '2030-01-01T00:00:00+14:00']) expect(parseTime(s)).toBe(Date.parse(s));
+  });
+});
+
+describe('shardOf', () => {
+  it('equals shardOfUser (murmur3 of the UTF-8 bytes) for ASCII, non-ASCII, long and short ids', () => {
+    let x = 12345;
+    const rnd = (): number => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296);
+    const ids = ['', 'a', 'ab', 'abc', 'abcd', 'user-1', 'ü', 'naïve-user', '日本語のユーザー', 'x'.repeat(5000), '😀-emoji'];
+    for (let i = 0; i < 2000; i++) ids.push(Array.from({ length: Math.floor(rnd() * 40) }, () => String.fromCharCode(32 + Math.floor(rnd() * (rnd() < 0.05 ? 2000 : 95)))).join(''));
+    for (const id of ids) for (const shards of [1, 3, 8]) expect(shardOf(id, shards)).toBe(shardOfUser(id, shards));
+    expect(murmur3Ascii('ü')).toBe(-1);
   });
 });
 
