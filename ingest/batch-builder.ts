@@ -154,6 +154,8 @@ const EMPTY = new Uint8Array(0);
 export class DictColumn {
   private ids = new Map<string, number>();
   private values: string[] = [];
+  private lastValue: string | undefined;
+  private lastId = 0;
   /** The dictionary's values, UTF-8 encoded as they are first seen. */
   private readonly dict = new Utf8Column(16, 12);
   private indices: Int32Array;
@@ -187,6 +189,11 @@ export class DictColumn {
       return;
     }
     this.valid[i >> 3]! |= 1 << (i & 7);
+    // Consecutive rows often repeat a value (same request, same device): skip the Map lookup.
+    if (v === this.lastValue) {
+      this.indices[i] = this.lastId;
+      return;
+    }
     let id = this.ids.get(v);
     if (id === undefined) {
       id = this.values.length;
@@ -195,6 +202,8 @@ export class DictColumn {
       this.dict.pushString(v);
     }
     this.indices[i] = id;
+    this.lastValue = v;
+    this.lastId = id;
   }
 
   /** Index column parts and dictionary parts (views, valid until the next push/reset). */
@@ -230,6 +239,7 @@ export class DictColumn {
   reset(): void {
     this.length = 0;
     this.nulls = 0;
+    this.lastValue = undefined;
     // A fresh dictionary per batch keeps it small and bounded.
     if (this.values.length > 0) {
       this.ids = new Map();

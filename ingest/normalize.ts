@@ -252,6 +252,8 @@ export function normalizeSegmentItem(
       if (!isObject(props)) {
         props = { name: msg.name };
         propsStart = -1;
+      } else if (props.name === msg.name) {
+        // already there (RudderStack's screen calls repeat it): keep the verbatim bytes
       } else if ('name' in props || propsStart < 0) {
         props = { ...props, name: msg.name };
         propsStart = -1;
@@ -283,15 +285,14 @@ export function normalizeSegmentItem(
     source: ctx.source,
     properties,
     raw: bytes ? null : rawText!,
+    // Always the same fields in the same order: one hidden class for every row.
+    bytes: bytes ? bytes.bytes : undefined,
+    rawStart: bytes ? bytes.rawStart : -1,
+    rawEnd: bytes ? bytes.rawEnd : -1,
+    propsStart,
+    propsEnd,
+    propsPrefix,
   };
-  if (bytes) {
-    event.bytes = bytes.bytes;
-    event.rawStart = bytes.rawStart;
-    event.rawEnd = bytes.rawEnd;
-    event.propsStart = propsStart;
-    event.propsEnd = propsEnd;
-    event.propsPrefix = propsPrefix;
-  }
   return { ok: true, event };
 }
 
@@ -391,13 +392,12 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
     source,
     properties,
     raw: bytes ? null : (rawText ?? null),
+    bytes: bytes ? bytes.bytes : undefined,
+    rawStart: bytes ? bytes.rawStart : -1,
+    rawEnd: bytes ? bytes.rawEnd : -1,
+    propsStart,
+    propsEnd,
+    propsPrefix: undefined,
   };
-  if (bytes) {
-    event.bytes = bytes.bytes;
-    event.rawStart = bytes.rawStart;
-    event.rawEnd = bytes.rawEnd;
-    event.propsStart = propsStart;
-    event.propsEnd = propsEnd;
-  }
   return { ok: true, event };
 }

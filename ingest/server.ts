@@ -381,7 +381,9 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   const sockets = new Set<uws.WebSocket<WsData>>();
   app.ws<WsData>('/v1/stream', {
     maxPayloadLength: options.wsMaxPayloadBytes,
+    // A client that stops reading its acks is cut off rather than buffered without bound.
     maxBackpressure: 16 * 1024 * 1024,
+    closeOnBackpressureLimit: 1,
     idleTimeout: 120,
     upgrade: (res, req, context) => {
       const header = req.getHeader('authorization');
