@@ -85,6 +85,9 @@ export function uwsIsNative(): boolean {
   return typeof m.SSLApp === 'function' && typeof m.us_socket_local_port === 'function' && Object.keys(m).length > 10;
 }
 
+/** How long close() waits for in-flight requests (bodies still arriving, fsyncs) before dropping them. */
+const CLOSE_WAIT_MS = 30_000;
+
 const fromRefusal = (r: Refusal): Reply => ({ status: r.status, body: JSON.stringify({ ok: false, code: r.code, message: r.message }), headers: r.headers });
 const failure = (status: number, code: string, message: string, headers?: Record<string, string>): Reply => ({
   status,
@@ -477,7 +480,17 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       (closed ??= (async () => {
         closing = true;
         uws.us_listen_socket_close(token);
-        if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+        if (inFlight > 0) {
+          // A client stalled mid-body must not hold shutdown forever: what was acknowledged is
+          // durable already; unfinished requests were never acknowledged.
+          let timer: NodeJS.Timeout | undefined;
+          const drained = await Promise.race([
+            new Promise<boolean>((resolve) => (idle = () => resolve(true))),
+            new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_WAIT_MS))),
+          ]);
+          clearTimeout(timer);
+          if (!drained) log.warn({ inFlight }, `ingest close: ${inFlight} requests still unfinished after ${CLOSE_WAIT_MS} ms; closing their connections`);
+        }
         await Promise.all(appenders.map((a) => a.drain()));
         // Let the last acks leave the socket buffers before dropping idle keep-alive connections.
         await new Promise((r) => setTimeout(r, 20));
