@@ -1,199 +1,237 @@
 /**
- * The load generator's driver: W worker threads (each its own share of the users and its own
- * connections) send generated traffic over one protocol, open-loop at `rate` events/s or
- * closed-loop as fast as acknowledgements come back, bounded by duration and/or event count.
- *
- * Latency is recorded in an HDR histogram from each batch's *intended* send time (open loop), so
- * a stalled server shows up as latency instead of silently slowing the sender (no coordinated
- * omission). In closed-loop mode the intended time is the actual send time.
+ * The load generator's driver: W partitions (worker threads, or the calling thread when W = 1),
+ * each with its own users (u ≡ k mod W), generator and connections, so the union of what they
+ * send does not depend on timing; totals, one merged HDR histogram and the ground truth at the end.
  */
 import { Worker } from 'node:worker_threads';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
-import { DuckDBInstance } from '@duckdb/node-api';
-import { userError } from '../common/errors.js';
-import { runPartition, type PartitionResult } from './sender.js';
+import { SluiceError, externalError, internalError, userError } from '../common/errors.js';
+import type { GeneratorStats } from './generator.js';
+import { validateLoadgenOptions, type LoadgenOptions, type LoadgenProtocol } from './options.js';
+import { runPartition, type PartitionControl } from './sender.js';
+import { truthSiblings, writeTruthParquet } from './truth.js';
+import { emptyCounters, type PartitionCounters, type PartitionPlan, type PartitionProgress, type PartitionResult, type WorkerToMain } from './types.js';
 
-export type LoadgenProtocol = 'http' | 'ndjson' | 'arrow-ws';
+export { validateLoadgenOptions, LOADGEN_DEFAULTS, LOADGEN_PROTOCOLS } from './options.js';
+export type { LoadgenOptions, LoadgenProgress, LoadgenProtocol } from './options.js';
 
-export interface LoadgenOptions {
-  url: string;
-  writeKey: string;
+/** What a run did. Counts are events unless noted; latency in ms from each batch's intended send time. */
+export interface LoadgenSummary extends PartitionCounters {
   protocol: LoadgenProtocol;
-  /** Events/s across all workers; undefined = closed loop (max). */
-  rate?: number;
-  durationMs?: number;
-  /** Stop after this many events (across workers). */
-  events?: number;
-  users: number;
-  seed: number;
   workers: number;
-  /** Concurrent requests (or WebSocket connections) per worker. */
-  connections: number;
-  batchSize: number;
-  duplicateRate: number;
-  jitterMs: number;
-  lateRate: number;
-  tooLateRate: number;
-  invalidRate: number;
-  clockSkewMs: number;
-  /** Event time of the first event; default now. */
-  startTime?: number;
-  /** Simulated ms between events; default real time at the target rate (1000 / rate), or 1 ms. */
-  stepMs?: number;
-  /** Write the ground truth as Parquet here (and sessions next to it). */
-  truth?: string;
-  /** Progress callback about once a second. */
-  onProgress?: (p: { elapsedS: number; rate: number; acked: number; rejected: number; p50: number; p99: number }) => void;
-}
-
-export interface LoadgenSummary {
-  protocol: LoadgenProtocol;
-  sent: number;
-  acked: number;
-  rejected: number;
-  retried: number;
-  failed: number;
-  duplicatesSent: number;
-  invalidSent: number;
-  bytesSent: number;
+  /** Wall time from the first partition's start to the last one's end, s. */
   elapsedS: number;
+  /** Acknowledged (accepted + rejected) events per second. */
   eventsPerSecond: number;
+  /** Request bytes per second (retries included), MB = 10^6 B. */
   mbPerSecond: number;
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
+  /** Ack latency, ms; `count` = acknowledged requests. */
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number; count: number };
+  generator: GeneratorStats;
+  /** Rows in the truth file, when one was written. */
   truthRows?: number;
+  truthFile?: string;
+  errors: string[];
 }
 
-export function validateLoadgenOptions(o: Partial<LoadgenOptions>): LoadgenOptions {
-  const full: LoadgenOptions = {
-    url: 'http://127.0.0.1:8080',
-    writeKey: '',
-    protocol: 'http',
-    users: 10_000,
-    seed: 1,
-    workers: 1,
-    connections: 8,
-    batchSize: 50,
-    duplicateRate: 0,
-    jitterMs: 0,
-    lateRate: 0,
-    tooLateRate: 0,
-    invalidRate: 0,
-    clockSkewMs: 0,
-    ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)),
+const ZERO_STATS: GeneratorStats = { valid: 0, duplicates: 0, invalid: 0, late: 0, tooLate: 0, sessions: 0, compressed: 0, extended: 0 };
+
+/** file: URL of tsx's ESM register API (import.meta.resolve is missing under some test runners). */
+function tsxApiUrl(): string {
+  if (typeof import.meta.resolve === 'function') return import.meta.resolve('tsx/esm/api');
+  // Walk up from the CommonJS entry to tsx's package.json and read the ESM entry from its exports.
+  let dir = dirname(createRequire(import.meta.url).resolve('tsx/esm/api'));
+  for (;;) {
+    const pkgFile = join(dir, 'package.json');
+    if (existsSync(pkgFile)) {
+      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { name?: string; exports?: Record<string, { import?: { default?: string } }> };
+      const rel = pkg.name === 'tsx' ? pkg.exports?.['./esm/api']?.import?.default : undefined;
+      if (rel) return pathToFileURL(join(dir, rel)).href;
+    }
+    const up = dirname(dir);
+    if (up === dir) throw internalError('tsx_not_found', 'cannot locate tsx/esm/api to run loadgen workers from TypeScript sources; run npm install');
+    dir = up;
+  }
+}
+
+function newWorker(plan: PartitionPlan): Worker {
+  const here = import.meta.url;
+  if (!here.endsWith('.ts')) return new Worker(new URL('./worker.js', here), { workerData: plan });
+  // From TypeScript sources: on Node 20, `--import tsx` in a worker's execArgv does not reach its
+  // entry, so a one-line bootstrap registers tsx's hooks and then imports the .ts entry.
+  const entry = new URL('./worker.ts', here).href;
+  const boot = `import(${JSON.stringify(tsxApiUrl())}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(boot, { eval: true, workerData: plan });
+}
+
+/** Runs one partition in a worker thread; `stop` asks it to end early. */
+function runInWorker(plan: PartitionPlan, onProgress: (p: PartitionProgress) => void): { done: Promise<PartitionResult>; stop: () => void } {
+  const w = newWorker(plan);
+  let settled = false;
+  const done = new Promise<PartitionResult>((resolve, reject) => {
+    w.on('message', (m: WorkerToMain) => {
+      switch (m.kind) {
+        case 'progress':
+          onProgress(m.value);
+          break;
+        case 'done':
+          settled = true;
+          resolve(m.value);
+          break;
+        case 'error':
+          settled = true;
+          reject(m.domain === 'user' ? userError(m.code ?? 'loadgen_failed', m.message) : externalError(m.code ?? 'loadgen_failed', `loadgen worker ${plan.partition}: ${m.message}`));
+          break;
+      }
+    });
+    w.once('error', (err) => {
+      settled = true;
+      reject(internalError('loadgen_worker_crashed', `loadgen worker ${plan.partition} crashed: ${err.message}`, err));
+    });
+    w.once('exit', (code) => {
+      if (!settled) reject(internalError('loadgen_worker_exited', `loadgen worker ${plan.partition} exited with code ${code} before reporting`));
+    });
+  });
+  return { done, stop: () => w.postMessage({ kind: 'stop' }) };
+}
+
+function percentiles(h: hdr.Histogram): LoadgenSummary['latencyMs'] {
+  const ms = (us: number): number => us / 1000;
+  return {
+    p50: ms(h.getValueAtPercentile(50)),
+    p90: ms(h.getValueAtPercentile(90)),
+    p99: ms(h.getValueAtPercentile(99)),
+    p999: ms(h.getValueAtPercentile(99.9)),
+    max: ms(h.maxValue),
+    mean: ms(h.mean),
+    count: h.totalCount,
   };
-  if (!['http', 'ndjson', 'arrow-ws'].includes(full.protocol)) throw userError('invalid_option', `--protocol must be http, ndjson or arrow-ws, got ${full.protocol}`);
-  if (full.writeKey === '') throw userError('invalid_option', '--write-key is required (sluice serve prints it)');
-  if (full.durationMs === undefined && full.events === undefined) throw userError('invalid_option', 'give --duration or --events so the run is bounded');
-  for (const k of ['users', 'workers', 'connections', 'batchSize'] as const) {
-    if (!Number.isInteger(full[k]) || full[k] <= 0) throw userError('invalid_option', `${k} must be a positive integer, got ${full[k]}`);
-  }
-  for (const k of ['duplicateRate', 'lateRate', 'tooLateRate', 'invalidRate'] as const) {
-    if (!(full[k] >= 0 && full[k] < 1)) throw userError('invalid_option', `${k} must be in [0, 1), got ${full[k]}`);
-  }
-  if (full.rate !== undefined && !(full.rate > 0)) throw userError('invalid_option', `--rate must be > 0, got ${full.rate}`);
-  return full;
 }
 
+/**
+ * Runs the load and returns its summary. Throws a user error for bad options or a refused
+ * write key; network trouble is retried and then counted in `failed`, not thrown.
+ */
 export async function runLoadgen(input: Partial<LoadgenOptions>): Promise<LoadgenSummary> {
   const o = validateLoadgenOptions(input);
+  const W = o.workers;
   const startTime = o.startTime ?? Date.now();
-  const stepMs = o.stepMs ?? (o.rate ? 1000 / o.rate : 1);
-  const shared = { ...o, startTime, stepMs, onProgress: undefined };
+  const stepMs = o.stepMs ?? (o.rate !== undefined ? 1000 / o.rate : undefined);
+  const spoolDir = o.truth === undefined ? undefined : await mkdtemp(join(tmpdir(), 'sluice-truth-'));
+  const { onProgress, signal, ...plain } = o;
+  const plans: PartitionPlan[] = Array.from({ length: W }, (_, k) => ({
+    options: plain,
+    partition: k,
+    partitions: W,
+    startTime,
+    // Each partition steps W times further so the whole run advances stepMs per event.
+    stepMs: stepMs === undefined ? undefined : stepMs * W,
+    maxEvents: o.events === undefined ? Infinity : Math.floor(o.events / W) + (k < o.events % W ? 1 : 0),
+    truthSpool: spoolDir === undefined ? undefined : join(spoolDir, `truth-${k}.ndjson`),
+  }));
+
+  const latest = new Map<number, PartitionProgress>();
   const started = performance.now();
-  const progress = new Map<number, { acked: number; rejected: number; hist: string }>();
-  let timer: NodeJS.Timeout | undefined;
-  if (o.onProgress) {
-    timer = setInterval(() => {
-      let acked = 0;
-      let rejected = 0;
-      const h = hdr.build();
-      for (const p of progress.values()) {
-        acked += p.acked;
-        rejected += p.rejected;
-        if (p.hist) h.add(hdr.decodeFromCompressedBase64(p.hist));
+  let lastTick = { t: started, acked: 0 };
+  const timer = onProgress
+    ? setInterval(() => {
+        const total = emptyCounters();
+        const h = hdr.build();
+        for (const p of latest.values()) {
+          for (const k of Object.keys(total) as Array<keyof PartitionCounters>) total[k] += p[k];
+          if (p.histogram) {
+            const part = hdr.decodeFromCompressedBase64(p.histogram);
+            h.add(part);
+            part.destroy();
+          }
+        }
+        const t = performance.now();
+        const done = total.acked + total.rejected;
+        onProgress({
+          elapsedS: (t - started) / 1000,
+          rate: ((done - lastTick.acked) * 1000) / Math.max(1, t - lastTick.t),
+          sent: total.sent,
+          acked: total.acked,
+          rejected: total.rejected,
+          retried: total.retried,
+          failed: total.failed,
+          p50: h.getValueAtPercentile(50) / 1000,
+          p99: h.getValueAtPercentile(99) / 1000,
+        });
+        h.destroy();
+        lastTick = { t, acked: done };
+      }, 1000)
+    : undefined;
+
+  let results: PartitionResult[];
+  try {
+    if (W === 1) {
+      const control: PartitionControl = { stopped: false };
+      const stop = (): void => void (control.stopped = true);
+      signal?.addEventListener('abort', stop, { once: true });
+      try {
+        results = [await runPartition(plans[0]!, control, (p) => latest.set(0, p))];
+      } finally {
+        signal?.removeEventListener('abort', stop);
       }
-      const elapsedS = (performance.now() - started) / 1000;
-      o.onProgress!({ elapsedS, rate: acked / elapsedS, acked, rejected, p50: h.getValueAtPercentile(50) / 1000, p99: h.getValueAtPercentile(99) / 1000 });
-    }, 1000);
+    } else {
+      const runs = plans.map((plan) => runInWorker(plan, (p) => latest.set(plan.partition, p)));
+      const stopAll = (): void => runs.forEach((r) => r.stop());
+      signal?.addEventListener('abort', stopAll, { once: true });
+      try {
+        const settled = await Promise.allSettled(runs.map((r) => r.done));
+        const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+        if (failed) throw failed.reason;
+        results = settled.map((s) => (s as PromiseFulfilledResult<PartitionResult>).value);
+      } finally {
+        signal?.removeEventListener('abort', stopAll);
+      }
+    }
+  } catch (err) {
+    if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
+    throw err instanceof SluiceError ? err : internalError('loadgen_failed', `loadgen failed: ${(err as Error).message}`, err);
+  } finally {
+    if (timer) clearInterval(timer);
   }
-  const results: PartitionResult[] =
-    o.workers === 1
-      ? [await runPartition(shared, 0, 1, (p) => progress.set(0, p))]
-      : await Promise.all(
-          Array.from({ length: o.workers }, (_, k) => {
-            const here = import.meta.url;
-            const ts = here.endsWith('.ts');
-            const entry = new URL(ts ? './worker.ts' : './worker.js', here);
-            // From TypeScript sources the loader hooks (tsx) must be in place before the entry loads,
-            // so the worker starts from a one-line script that imports it.
-            const w = ts
-              ? new Worker(`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`, {
-                  eval: true,
-                  workerData: { options: shared, partition: k, partitions: o.workers },
-                })
-              : new Worker(entry, { workerData: { options: shared, partition: k, partitions: o.workers } });
-            return new Promise<PartitionResult>((resolve, reject) => {
-              w.on('message', (m: { kind: 'progress' | 'done'; value: unknown }) => {
-                if (m.kind === 'progress') progress.set(k, m.value as { acked: number; rejected: number; hist: string });
-                else resolve(m.value as PartitionResult);
-              });
-              w.once('error', reject);
-              w.once('exit', (code) => code !== 0 && reject(new Error(`loadgen worker ${k} exited with ${code}`)));
-            });
-          }),
-        );
-  if (timer) clearInterval(timer);
-  const elapsedS = (performance.now() - started) / 1000;
+
   const hist = hdr.build();
-  for (const r of results) hist.add(hdr.decodeFromCompressedBase64(r.histogram));
-  const sum = (k: keyof Omit<PartitionResult, 'histogram' | 'truth'>): number => results.reduce((n, r) => n + (r[k] as number), 0);
+  const total = emptyCounters();
+  const generator: GeneratorStats = { ...ZERO_STATS };
+  for (const r of results) {
+    const part = hdr.decodeFromCompressedBase64(r.histogram);
+    hist.add(part);
+    part.destroy();
+    for (const k of Object.keys(total) as Array<keyof PartitionCounters>) total[k] += r[k];
+    for (const k of Object.keys(generator) as Array<keyof GeneratorStats>) generator[k] += r.generator[k];
+  }
+  const elapsedS = Math.max(1e-3, (Math.max(...results.map((r) => r.endedAt)) - Math.min(...results.map((r) => r.startedAt))) / 1000);
   const summary: LoadgenSummary = {
     protocol: o.protocol,
-    sent: sum('sent'),
-    acked: sum('acked'),
-    rejected: sum('rejected'),
-    retried: sum('retried'),
-    failed: sum('failed'),
-    duplicatesSent: sum('duplicatesSent'),
-    invalidSent: sum('invalidSent'),
-    bytesSent: sum('bytesSent'),
+    workers: W,
+    ...total,
     elapsedS,
-    eventsPerSecond: sum('acked') / elapsedS,
-    mbPerSecond: sum('bytesSent') / elapsedS / 1e6,
-    latencyMs: {
-      p50: hist.getValueAtPercentile(50) / 1000,
-      p90: hist.getValueAtPercentile(90) / 1000,
-      p99: hist.getValueAtPercentile(99) / 1000,
-      p999: hist.getValueAtPercentile(99.9) / 1000,
-      max: hist.maxValue / 1000,
-    },
+    eventsPerSecond: (total.acked + total.rejected) / elapsedS,
+    mbPerSecond: total.bytesSent / elapsedS / 1e6,
+    latencyMs: percentiles(hist),
+    generator,
+    errors: [...new Set(results.flatMap((r) => r.errors))].slice(0, 10),
   };
-  if (o.truth) summary.truthRows = await writeTruth(o.truth, results.flatMap((r) => r.truth));
-  return summary;
-}
-
-/** Writes the ground truth (every valid event once) as Parquet via DuckDB, plus `<file>.sessions.parquet`. */
-async function writeTruth(file: string, rows: PartitionResult['truth']): Promise<number> {
-  const dir = await mkdtemp(join(tmpdir(), 'sluice-truth-'));
-  try {
-    const ndjson = join(dir, 'truth.ndjson');
-    await writeFile(ndjson, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
-    const db = await DuckDBInstance.create(':memory:');
-    const conn = await db.connect();
-    const q = (p: string): string => `'${p.replaceAll("'", "''")}'`;
-    const src = `read_json(${q(ndjson)}, columns = {event_id: 'VARCHAR', user_id: 'VARCHAR', event_type: 'VARCHAR', event_time: 'BIGINT', device_type: 'VARCHAR', app_version: 'VARCHAR', country: 'VARCHAR', session_no: 'INTEGER'})`;
-    await conn.run(`COPY (SELECT * REPLACE (make_timestamp(event_time * 1000) AS event_time) FROM ${src} ORDER BY event_time, event_id) TO ${q(file)} (FORMAT parquet)`);
-    await conn.run(
-      `COPY (SELECT user_id, session_no, min(make_timestamp(event_time * 1000)) AS session_start, max(make_timestamp(event_time * 1000)) AS session_end, count(*) AS events
-             FROM ${src} GROUP BY ALL ORDER BY user_id, session_no) TO ${q(file.replace(/\.parquet$/, '') + '.sessions.parquet')} (FORMAT parquet)`,
-    );
-    conn.closeSync();
-    db.closeSync();
-    return rows.length;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  hist.destroy();
+  if (o.truth !== undefined && spoolDir !== undefined) {
+    try {
+      summary.truthRows = await writeTruthParquet(o.truth, plans.map((p) => p.truthSpool!));
+      summary.truthFile = o.truth;
+      const { summary: summaryFile } = truthSiblings(o.truth);
+      await writeFile(summaryFile, JSON.stringify({ options: { ...plain, writeKey: undefined, startTime, stepMs }, summary }, null, 2) + '\n');
+    } finally {
+      await rm(spoolDir, { recursive: true, force: true });
+    }
   }
+  return summary;
 }

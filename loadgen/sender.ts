@@ -1,245 +1,338 @@
 /**
- * One partition of the load: a generator for its users and `connections` concurrent senders.
- * Runs in the main thread (one worker) or in a worker thread (see worker.ts).
+ * One partition of a run: a generator for its users and `connections` concurrent senders over
+ * one protocol. Runs in the calling thread (one worker) or in a worker thread (worker.ts).
+ *
+ * Open loop (rate given): batch b is *meant* to go at (partition start) + b × batchSize / rate; a
+ * sender that is free waits for that moment, a sender that is late sends at once. Latency is
+ * measured from the intended moment, so a stalled server shows up as latency instead of
+ * silently slowing the load (no coordinated omission). Closed loop: intended = actual send time.
+ * Retries (429/503 after Retry-After; network errors and lost sockets with backoff) stay inside
+ * one batch's latency.
  */
 import * as hdr from 'hdr-histogram-js';
 import { WebSocket } from 'ws';
-import { IngestBatchBuilder } from '../ingest/batch-builder.js';
-import type { CanonicalEvent } from '../ingest/normalize.js';
+import { externalError, userError } from '../common/errors.js';
 import { TrafficGenerator, type GeneratedEvent } from './generator.js';
-import type { LoadgenOptions } from './run.js';
+import { IngestBatchBuilder, arrowBody, ndjsonBody, segmentBody } from './encode.js';
+import { TruthSpool } from './truth.js';
+import { emptyCounters, type PartitionCounters, type PartitionPlan, type PartitionProgress, type PartitionResult } from './types.js';
 
-export interface TruthRow {
-  event_id: string;
-  user_id: string;
-  event_type: string;
-  event_time: number;
-  device_type: string;
-  app_version: string;
-  country: string;
-  session_no: number;
+/** Set `stopped` to end generation early; in-flight batches still finish. */
+export interface PartitionControl {
+  stopped: boolean;
 }
 
-export interface PartitionResult {
-  sent: number;
-  acked: number;
-  rejected: number;
-  retried: number;
-  failed: number;
-  duplicatesSent: number;
-  invalidSent: number;
-  bytesSent: number;
-  /** HDR histogram of ack latency in µs, compressed base64. */
-  histogram: string;
-  truth: TruthRow[];
+interface Batch {
+  events: GeneratedEvent[];
+  /** Epoch ms the batch was meant to be sent. */
+  intended: number;
 }
 
-type Options = Omit<LoadgenOptions, 'onProgress'> & { startTime: number; stepMs: number };
-
-function truthRow(e: GeneratedEvent): TruthRow {
-  const m = e.message;
-  const ctx = m.context as { device: { type: string }; app: { version: string }; location: { country: string } };
-  return {
-    event_id: m.messageId,
-    user_id: m.userId!,
-    event_type: m.type === 'screen' ? 'screen' : m.event!,
-    event_time: e.eventTime,
-    device_type: ctx.device.type,
-    app_version: ctx.app.version,
-    country: ctx.location.country,
-    session_no: e.sessionNo,
-  };
+/** The server's answer to one batch, whatever the protocol. */
+interface Answer {
+  status: number;
+  accepted: number;
+  rejected: Array<{ index: number }>;
+  /** ms to wait before retrying (429/503 and Arrow acks that carry retryAfter). */
+  retryAfterMs?: number;
+  message?: string;
 }
 
-function canonical(e: GeneratedEvent, receivedAt: number): CanonicalEvent {
-  const m = e.message;
-  const ctx = m.context as { device: { type: string }; os: { name: string }; app: { version: string }; location: { country: string } };
-  const t = Date.parse(m.timestamp);
-  return {
-    event_id: m.messageId,
-    user_id: (m.userId ?? null) as string,
-    anonymous_id: null,
-    event_type: m.type === 'screen' ? 'screen' : m.event!,
-    // An unparseable timestamp cannot travel as an Arrow timestamp: send it a day in the future, which the server rejects too.
-    event_time: Number.isNaN(t) ? receivedAt + 86_400_000 : t,
-    received_at: receivedAt,
-    device_type: ctx.device.type,
-    os: ctx.os.name,
-    app_version: ctx.app.version,
-    country: ctx.location.country,
-    source: 'loadgen',
-    properties: JSON.stringify(m.type === 'screen' ? { ...m.properties, name: m.name } : m.properties),
-    raw: null,
-  };
+const nowMs = (): number => performance.timeOrigin + performance.now();
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Retry-After as delta-seconds or an HTTP date; 1 s when absent or unreadable; capped at 60 s. */
+export function retryAfterMs(header: string | null | undefined, now = Date.now()): number {
+  if (header === null || header === undefined || header.trim() === '') return 1000;
+  const s = Number(header);
+  if (Number.isFinite(s)) return Math.min(60_000, Math.max(0, s * 1000));
+  const date = Date.parse(header);
+  if (Number.isFinite(date)) return Math.min(60_000, Math.max(0, date - now));
+  return 1000;
 }
 
-export async function runPartition(
-  o: Options,
-  partition: number,
-  partitions: number,
-  onProgress?: (p: { acked: number; rejected: number; hist: string }) => void,
-): Promise<PartitionResult> {
+const backoffMs = (attempt: number): number => Math.min(5000, 50 * 2 ** attempt);
+
+const SOCKET_FAILURE = Symbol('socket failure');
+
+export async function runPartition(plan: PartitionPlan, control: PartitionControl = { stopped: false }, onProgress?: (p: PartitionProgress) => void): Promise<PartitionResult> {
+  const o = plan.options;
+  const startedAt = nowMs();
+  const wallStart = Date.now();
+  const deadline = o.durationMs === undefined ? Infinity : startedAt + o.durationMs;
   const gen = new TrafficGenerator({
     seed: o.seed,
-    users: Math.max(1, Math.floor(o.users / partitions)),
-    startTime: o.startTime,
-    stepMs: o.stepMs * partitions,
+    users: o.users,
+    partition: plan.partition,
+    partitions: plan.partitions,
+    startTime: plan.startTime,
+    stepMs: plan.stepMs ?? 0,
+    clock: plan.stepMs === undefined ? () => plan.startTime + (Date.now() - wallStart) : undefined,
+    zipf: o.zipf,
+    sessionGapMs: o.sessionGapMs,
     duplicateRate: o.duplicateRate,
     jitterMs: o.jitterMs,
     lateRate: o.lateRate,
     tooLateRate: o.tooLateRate,
     invalidRate: o.invalidRate,
-    clockSkewMs: o.clockSkewMs,
-    partition,
-    partitions,
+    clockSkewMs: o.protocol === 'http' ? o.clockSkewMs : 0,
   });
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
-  const r: PartitionResult = { sent: 0, acked: 0, rejected: 0, retried: 0, failed: 0, duplicatesSent: 0, invalidSent: 0, bytesSent: 0, histogram: '', truth: [] };
-  const maxEvents = o.events === undefined ? Infinity : Math.ceil(o.events / partitions);
-  const deadline = o.durationMs === undefined ? Infinity : performance.now() + o.durationMs;
-  const ratePerPartition = o.rate === undefined ? undefined : o.rate / partitions;
-  const t0 = performance.now();
-  let batches = 0;
+  const c: PartitionCounters = emptyCounters();
+  const errors = new Set<string>();
+  const spool = plan.truthSpool === undefined ? undefined : new TruthSpool(plan.truthSpool);
+  /** Valid events whose batch was given up: a later acknowledged duplicate still puts them in the truth. */
+  const unconfirmed = new Map<string, GeneratedEvent>();
+  const ratePerPartition = o.rate === undefined ? undefined : o.rate / plan.partitions;
   const auth = `Basic ${Buffer.from(`${o.writeKey}:`).toString('base64')}`;
-  const keepTruth = o.truth !== undefined;
+  let batchNo = 0;
+  let fatal: unknown;
 
-  /** The next batch and the time it was meant to go (open loop), or undefined when done. */
-  const nextBatch = (): { events: GeneratedEvent[]; intended: number } | undefined => {
-    if (r.sent >= maxEvents || performance.now() >= deadline) return undefined;
-    const n = Math.min(o.batchSize, maxEvents - r.sent);
-    const events: GeneratedEvent[] = [];
+  const nextBatch = (): Batch | undefined => {
+    if (control.stopped || fatal !== undefined || c.sent >= plan.maxEvents) return undefined;
+    const intended = ratePerPartition === undefined ? nowMs() : startedAt + (batchNo * o.batchSize * 1000) / ratePerPartition;
+    if (intended >= deadline || nowMs() >= deadline) return undefined;
+    batchNo++;
+    const n = Math.min(o.batchSize, plan.maxEvents - c.sent);
+    const events: GeneratedEvent[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const e = gen.next();
-      events.push(e);
-      if (e.kind === 'duplicate') r.duplicatesSent++;
-      else if (e.kind === 'invalid') r.invalidSent++;
-      else if (keepTruth) r.truth.push(truthRow(e));
+      events[i] = e;
+      if (e.kind === 'duplicate') c.duplicatesSent++;
+      else if (e.kind === 'invalid') c.invalidSent++;
+      else if (e.lateness === 'late') c.lateSent++;
+      else if (e.lateness === 'too_late') c.tooLateSent++;
     }
-    r.sent += n;
-    const intended = ratePerPartition === undefined ? performance.now() : t0 + (batches * o.batchSize * 1000) / ratePerPartition;
-    batches++;
+    c.sent += n;
     return { events, intended };
   };
 
-  const record = (intended: number): void => {
-    hist.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
+  const acknowledged = (b: Batch, a: Answer): void => {
+    hist.recordValue(Math.max(1, Math.round((nowMs() - b.intended) * 1000)));
+    c.requests++;
+    c.acked += a.accepted;
+    c.rejected += a.rejected.length;
+    const rejected = new Set(a.rejected.map((r) => r.index));
+    for (let i = 0; i < b.events.length; i++) {
+      const e = b.events[i]!;
+      if (rejected.has(i)) {
+        if (e.kind !== 'invalid') c.rejectedValid++;
+        continue;
+      }
+      if (e.kind === 'invalid') c.acceptedInvalid++;
+      else if (spool) {
+        if (e.kind === 'valid') spool.add(e);
+        else if (unconfirmed.delete(e.message.messageId)) spool.add(e);
+      }
+    }
+    if (!spool) return;
+    for (const e of b.events) if (e.kind === 'valid') unconfirmed.delete(e.message.messageId);
   };
 
-  let lastProgress = performance.now();
-  const progress = (): void => {
-    if (onProgress && performance.now() - lastProgress > 1000) {
-      lastProgress = performance.now();
-      onProgress({ acked: r.acked, rejected: r.rejected, hist: hdr.encodeIntoCompressedBase64(hist) });
+  const givenUp = (b: Batch, why: string): void => {
+    c.failed += b.events.length;
+    if (errors.size < 5) errors.add(why);
+    if (spool) for (const e of b.events) if (e.kind === 'valid') unconfirmed.set(e.message.messageId, e);
+  };
+
+  /** Sends one batch with retries; `attempt` sends it once and says what came back. */
+  const deliver = async (b: Batch, attemptOnce: () => Promise<Answer | typeof SOCKET_FAILURE>): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      let a: Answer | typeof SOCKET_FAILURE;
+      try {
+        a = await attemptOnce();
+      } catch (err) {
+        if (fatal === undefined) fatal = err;
+        givenUp(b, (err as Error).message);
+        return;
+      }
+      if (a !== SOCKET_FAILURE && a.status === 200) return acknowledged(b, a);
+      const retryable = a === SOCKET_FAILURE || a.status === 429 || a.status === 503 || a.status >= 500 || a.retryAfterMs !== undefined;
+      if (!retryable || attempt >= o.maxRetries) {
+        givenUp(b, a === SOCKET_FAILURE ? `connection failed ${attempt + 1} times` : `${a.status}: ${a.message ?? ''}`);
+        return;
+      }
+      c.retried++;
+      if (a !== SOCKET_FAILURE && (a.status === 429 || a.status === 503)) c.throttled++;
+      await sleep(a === SOCKET_FAILURE ? backoffMs(attempt) : (a.retryAfterMs ?? backoffMs(attempt)));
     }
   };
 
   const waitUntil = async (t: number): Promise<void> => {
-    const d = t - performance.now();
-    if (d > 1) await new Promise((res) => setTimeout(res, d));
+    const d = t - nowMs();
+    if (d > 1) await sleep(d);
   };
 
   const httpSender = async (): Promise<void> => {
-    const path = o.protocol === 'ndjson' ? '/v1/events' : '/v1/batch';
+    const ndjson = o.protocol === 'ndjson';
+    const url = new URL(ndjson ? '/v1/events' : '/v1/batch', o.url).href;
+    const contentType = ndjson ? 'application/x-ndjson' : 'application/json';
     for (let b = nextBatch(); b; b = nextBatch()) {
       await waitUntil(b.intended);
-      const body =
-        o.protocol === 'ndjson'
-          ? b.events.map((e) => JSON.stringify(ndjsonEvent(e))).join('\n')
-          : JSON.stringify({ batch: b.events.map((e) => e.message), ...(o.clockSkewMs !== 0 ? { sentAt: new Date(Date.now() + o.clockSkewMs).toISOString() } : {}) });
-      r.bytesSent += Buffer.byteLength(body);
-      for (let attempt = 0; attempt < 20; attempt++) {
+      const batch = b;
+      const fixed = ndjson ? ndjsonBody(batch.events) : o.clockSkewMs === 0 ? segmentBody(batch.events) : undefined;
+      await deliver(batch, async () => {
+        // With clock skew, sentAt is the device clock at this attempt.
+        const body = fixed ?? segmentBody(batch.events, new Date(Date.now() + o.clockSkewMs).toISOString());
+        c.bytesSent += Buffer.byteLength(body);
         let res: Response;
+        let text: string;
         try {
-          res = await fetch(`${o.url}${path}`, { method: 'POST', body, headers: { authorization: auth, 'content-type': o.protocol === 'ndjson' ? 'application/x-ndjson' : 'application/json' } });
+          res = await fetch(url, { method: 'POST', body, headers: { authorization: auth, 'content-type': contentType }, signal: AbortSignal.timeout(o.requestTimeoutMs) });
+          text = await res.text();
         } catch {
-          r.failed += b.events.length;
-          break;
+          return SOCKET_FAILURE;
         }
-        const json = (await res.json()) as { accepted?: number; rejected?: unknown[] };
-        if (res.status === 200) {
-          record(b.intended);
-          r.acked += json.accepted ?? 0;
-          r.rejected += json.rejected?.length ?? 0;
-          break;
-        }
-        if (res.status === 429 || res.status === 503) {
-          r.retried++;
-          await new Promise((res2) => setTimeout(res2, 1000 * Number(res.headers.get('retry-after') ?? 1)));
-          continue;
-        }
-        r.failed += b.events.length;
-        break;
-      }
-      progress();
+        if (res.status === 401) throw userError('unauthorized', `the server refused the write key (401 from ${url}): pass the key \`sluice serve\` printed with --write-key`);
+        return parseAnswer(res.status, text, res.headers.get('retry-after'));
+      });
     }
   };
 
   const wsSender = async (): Promise<void> => {
-    const ws = new WebSocket(`${o.url.replace(/^http/, 'ws')}/v1/stream`, { headers: { authorization: auth } });
-    await new Promise<void>((res, rej) => {
-      ws.once('open', () => res());
-      ws.once('error', rej);
-    });
-    const waiting = new Map<number, { resolve: (ack: { ok: boolean; accepted?: number; rejected?: unknown[]; retryAfter?: number }) => void }>();
-    ws.on('message', (m) => {
-      const ack = JSON.parse(String(m)) as { seq: number; ok: boolean; accepted?: number; rejected?: unknown[] };
-      waiting.get(ack.seq)?.resolve(ack);
-      waiting.delete(ack.seq);
-    });
-    let seq = 0;
-    // Several batches in flight per connection.
-    const inFlight = new Set<Promise<void>>();
-    const sendOne = async (b: { events: GeneratedEvent[]; intended: number }): Promise<void> => {
-      const now = Date.now();
-      const builder = new IngestBatchBuilder(b.events.length);
-      for (const e of b.events) builder.push(canonical(e, now));
-      const ipc = builder.toIPC();
-      for (let attempt = 0; attempt < 20; attempt++) {
-        const mySeq = seq++;
-        const ack = await new Promise<{ ok: boolean; accepted?: number; rejected?: unknown[]; retryAfter?: number }>((resolve) => {
-          waiting.set(mySeq, { resolve });
-          r.bytesSent += ipc.byteLength;
-          ws.send(ipc);
-        });
-        if (ack.ok) {
-          record(b.intended);
-          r.acked += ack.accepted ?? 0;
-          r.rejected += ack.rejected?.length ?? 0;
-          return;
+    const builder = new IngestBatchBuilder(o.batchSize);
+    const wsUrl = new URL('/v1/stream', o.url.replace(/^http/, 'ws')).href;
+    let link: Promise<WsLink> | undefined;
+    const connect = (): Promise<WsLink> => (link ??= WsLink.open(wsUrl, auth, o.requestTimeoutMs).catch((err: unknown) => {
+      link = undefined;
+      throw err;
+    }));
+    const sendArrow = (b: Batch): Promise<void> => {
+      const bytes = arrowBody(b.events, builder, Date.now());
+      return deliver(b, async () => {
+        let l: WsLink;
+        try {
+          l = await connect();
+        } catch (err) {
+          if ((err as { code?: string }).code === 'unauthorized') throw err;
+          return SOCKET_FAILURE;
         }
-        r.retried++;
-        await new Promise((res) => setTimeout(res, 1000 * (ack.retryAfter ?? 1)));
-      }
-      r.failed += b.events.length;
+        if (l.closed) {
+          link = undefined;
+          return SOCKET_FAILURE;
+        }
+        c.bytesSent += bytes.byteLength;
+        const a = await l.send(bytes, o.requestTimeoutMs);
+        if (a === SOCKET_FAILURE && link !== undefined && (await link.catch(() => undefined)) === l) link = undefined;
+        return a;
+      });
     };
+    const inFlight = new Set<Promise<void>>();
     for (let b = nextBatch(); b; b = nextBatch()) {
       await waitUntil(b.intended);
-      const p = sendOne(b).finally(() => inFlight.delete(p));
+      const p: Promise<void> = sendArrow(b).finally(() => inFlight.delete(p));
       inFlight.add(p);
-      if (inFlight.size >= 4) await Promise.race(inFlight);
-      progress();
+      if (inFlight.size >= o.pipeline) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
-    ws.close();
+    if (link) (await link.catch(() => undefined))?.close();
   };
 
-  await Promise.all(Array.from({ length: o.connections }, () => (o.protocol === 'arrow-ws' ? wsSender() : httpSender())));
-  r.histogram = hdr.encodeIntoCompressedBase64(hist);
-  return r;
+  const progress = (): PartitionProgress => ({ ...c, histogram: hdr.encodeIntoCompressedBase64(hist) });
+  const timer = onProgress ? setInterval(() => onProgress(progress()), 1000) : undefined;
+  timer?.unref();
+  try {
+    await Promise.all(Array.from({ length: o.connections }, () => (o.protocol === 'arrow-ws' ? wsSender() : httpSender())));
+  } finally {
+    if (timer) clearInterval(timer);
+    await spool?.close();
+  }
+  if (fatal !== undefined) throw fatal;
+  const result: PartitionResult = { ...progress(), generator: { ...gen.stats }, startedAt, endedAt: nowMs(), truthRows: spool?.rows ?? 0, errors: [...errors] };
+  hist.destroy();
+  return result;
 }
 
-function ndjsonEvent(e: GeneratedEvent): Record<string, unknown> {
-  const m = e.message;
-  const ctx = m.context as { device: { type: string }; os: { name: string }; app: { version: string }; location: { country: string } };
+function parseAnswer(status: number, text: string, retryAfter: string | null): Answer {
+  let body: { accepted?: number; rejected?: Array<{ index: number }>; message?: string } = {};
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    // Not JSON (a proxy's error page, say): the status decides.
+  }
   return {
-    event_id: m.messageId,
-    user_id: m.userId,
-    event_type: m.type === 'screen' ? 'screen' : m.event,
-    event_time: m.timestamp,
-    device_type: ctx.device.type,
-    os: ctx.os.name,
-    app_version: ctx.app.version,
-    country: ctx.location.country,
-    properties: m.type === 'screen' ? { ...m.properties, name: m.name } : m.properties,
+    status,
+    accepted: body.accepted ?? 0,
+    rejected: body.rejected ?? [],
+    retryAfterMs: status === 429 || status === 503 ? retryAfterMs(retryAfter) : undefined,
+    message: body.message ?? text.slice(0, 200),
   };
+}
+
+/**
+ * One WebSocket to /v1/stream. The server answers each binary message, in order, with one JSON
+ * text ack `{seq, status, ok, accepted, rejected, retryAfter?}`; seq counts messages on this
+ * socket from 0. A closed socket fails every pending send (the caller reconnects and resends;
+ * the server's dedup absorbs a batch that was stored but not acknowledged).
+ */
+class WsLink {
+  private readonly pending = new Map<number, (a: Answer | typeof SOCKET_FAILURE) => void>();
+  private seq = 0;
+  closed = false;
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      let ack: { seq?: number; status?: number; ok?: boolean; accepted?: number; rejected?: Array<{ index: number }>; retryAfter?: number; message?: string };
+      try {
+        ack = JSON.parse(String(data)) as typeof ack;
+      } catch {
+        return;
+      }
+      if (typeof ack.seq !== 'number') return;
+      const resolve = this.pending.get(ack.seq);
+      if (!resolve) return;
+      this.pending.delete(ack.seq);
+      const status = ack.status ?? (ack.ok ? 200 : 400);
+      resolve({
+        status: ack.ok === true ? 200 : status === 200 ? 400 : status,
+        accepted: ack.accepted ?? 0,
+        rejected: ack.rejected ?? [],
+        retryAfterMs: typeof ack.retryAfter === 'number' ? Math.min(60_000, ack.retryAfter * 1000) : status === 429 || status === 503 ? 1000 : undefined,
+        message: ack.message,
+      });
+    });
+    const fail = (): void => {
+      this.closed = true;
+      for (const resolve of this.pending.values()) resolve(SOCKET_FAILURE);
+      this.pending.clear();
+    };
+    ws.on('close', fail);
+    ws.on('error', fail);
+  }
+
+  static open(url: string, auth: string, timeoutMs: number): Promise<WsLink> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: auth }, handshakeTimeout: timeoutMs, perMessageDeflate: false });
+      ws.once('open', () => resolve(new WsLink(ws)));
+      ws.once('unexpected-response', (_req, res) => {
+        ws.terminate();
+        if (res.statusCode === 401) reject(userError('unauthorized', `the server refused the write key (401 from ${url}): pass the key \`sluice serve\` printed with --write-key`));
+        else reject(externalError('ws_upgrade_failed', `WebSocket upgrade to ${url} answered ${res.statusCode}`));
+      });
+      ws.once('error', (err) => reject(externalError('ws_connect_failed', `cannot connect to ${url}: ${err.message}`, err)));
+    });
+  }
+
+  send(bytes: Uint8Array, timeoutMs: number): Promise<Answer | typeof SOCKET_FAILURE> {
+    if (this.closed) return Promise.resolve(SOCKET_FAILURE);
+    const seq = this.seq++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        // No ack in time: treat the socket as broken so every pending batch is resent elsewhere.
+        this.ws.terminate();
+      }, timeoutMs);
+      this.pending.set(seq, (a) => {
+        clearTimeout(timer);
+        resolve(a);
+      });
+      this.ws.send(bytes, { binary: true }, (err) => {
+        if (err) this.ws.terminate();
+      });
+    });
+  }
+
+  close(): void {
+    this.ws.close();
+  }
 }
