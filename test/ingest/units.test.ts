@@ -142,6 +142,21 @@ describe('JsonScanner', () => {
     expect(text(body, s.propsStart[0]!, s.propsEnd[0]!)).toBe('{"k":"v"}');
   });
 
+  it('finds the same ranges at every buffer alignment (word-at-a-time string skipping)', () => {
+    const text = '{"batch":[{"a":"x\\\\\\"y\\"zzzzzzzzz","properties":{"k":"\\"}{]["}},{"properties":["\\\\"]}]}';
+    const parsed = JSON.parse(text) as { batch: unknown[] };
+    for (let shift = 0; shift < 8; shift++) {
+      const backing = Buffer.alloc(text.length + 8);
+      backing.write(text, shift);
+      const body = backing.subarray(shift, shift + Buffer.byteLength(text));
+      const s = new JsonScanner();
+      expect(s.scanBatch(body, Buffer.from('batch'))).toBe(true);
+      expect(s.count).toBe(2);
+      for (let i = 0; i < 2; i++) expect(JSON.parse(body.toString('utf8', s.itemStart[i]!, s.itemEnd[i]!))).toEqual(parsed.batch[i]);
+      expect(JSON.parse(body.toString('utf8', s.propsStart[0]!, s.propsEnd[0]!))).toEqual({ k: '"}{][' });
+    }
+  });
+
   it('grows past 64 items', () => {
     const items = Array.from({ length: 300 }, (_, i) => ({ i, properties: { i } }));
     const body = Buffer.from(JSON.stringify({ batch: items }));
