@@ -1,237 +1,493 @@
 /**
- * `sluice quality`: data-quality checks over a lake, each pass / warn / fail with a message.
+ * `sluice quality`: data-quality checks over a lake. Each check passes, warns or fails with a
+ * one-line summary and, when something is wrong, one line per problem (naming the file, hour or
+ * event id). The report is `ok` when no check fails.
  *
- * - files: every file the commit records name exists, and every Parquet file is named by one
- *   (a deleted file, or a copied file, fails with its key);
- * - completeness: per hour of receive time, bronze rows = silver rows + duplicates dropped
- *   (a duplicate is a bronze row whose event id was first received earlier); DLQ rows are the
- *   rejected rest; totals also match the flush commit records' stats;
- * - uniqueness: no event_id twice in silver;
- * - freshness: newest committed time per layer vs now (threshold `maxStalenessMs`);
- * - gold coverage: every silver hour older than `goldDelayMs` has its hourly gold window;
- * - late and invalid rates against thresholds;
- * - anomalies: hourly event counts vs the same hour of previous days (robust z-score, median/MAD);
- * - schema drift: event types and property keys first seen in the last `driftWindowMs` (warn).
+ * | check        | fails when |
+ * |--------------|------------|
+ * | files        | a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
+ * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below) |
+ * | uniqueness   | an event_id appears twice in silver |
+ * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs ago |
+ * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row or its counts differ from silver ("stale partition"); windows with late events awaiting reconciliation only warn |
+ * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
+ * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
+ * | anomalies    | an hourly events or active_users total is more than anomalyZ robust z-scores (median/MAD, see `robustZ`) from the same hour on previous days, and differs from that median by ≥ anomalyMinChange of it (hours where value and median are both below anomalyMinVolume are not judged) |
+ * | schema drift | (warns only) event types, property keys or columns first seen in the last driftWindowMs |
+ *
+ * Completeness, exactly: DLQ rows never reach bronze (they are rejected before the log), so
+ * per receive hour `bronze = silver + duplicates`, where a duplicate is a bronze row that is not
+ * the first copy of its event_id in log order (shard, log_offset). Independently, every shard
+ * flush commit record carries `stats: { bronzeRows, silverRows, duplicates, tooLate }` (what the
+ * engine counted), and the check requires, per record, bronzeRows = silverRows + duplicates and
+ * that the record's bronze/silver files hold bronzeRows/silverRows rows; and over the lake
+ * (unless retention has removed files), Σ stats equal the rows and duplicates found in the files.
+ *
+ * Queries read every Parquet file present (not only committed ones), so a deleted or copied file
+ * shows up in the numbers as well as in the files check.
  */
-import { TABLES } from '../common/lake-layout.js';
-import { listCommitRecords } from '../storage/commit-record.js';
-import { openObjectStore } from '../storage/open-store.js';
-import { openLakeQuery } from './query.js';
+import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
+import { userError } from '../common/errors.js';
+import { DEFAULT_METRIC_EVENT_TYPES } from '../engine/gold-sql.js';
+import { foldCommitRecords, type CommitRecord } from '../storage/commit-record.js';
+import { openLakeQuery, partitionColumns, TABLE_SCHEMAS, type LakeQuery } from './query.js';
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
 
 export type CheckStatus = 'pass' | 'warn' | 'fail';
 
+/** One check's outcome. */
 export interface CheckResult {
+  /** Stable name: files, completeness, uniqueness, freshness, gold, late rate, invalid rate, anomalies, schema drift. */
   name: string;
   status: CheckStatus;
-  message: string;
-  details?: unknown;
+  /** One line for people. */
+  summary: string;
+  /** One line per problem found (empty when it passed). */
+  problems: string[];
+  /** Numbers behind the verdict, for machines. */
+  details?: Record<string, unknown>;
 }
 
 export interface QualityReport {
   lake: string;
+  /** ISO-8601 time the checks were evaluated as of. */
   now: string;
+  /** No check failed. */
   ok: boolean;
   checks: CheckResult[];
 }
 
+/** Options of `runQualityChecks`; every threshold has a default (`QUALITY_DEFAULTS`). Times in ms. */
 export interface QualityOptions {
   lake: string;
   s3Endpoint?: string;
+  cacheDir?: string;
+  /** Evaluate as of this time (epoch ms). Default: Date.now(). */
   now?: number;
-  /** Newest committed data older than this fails freshness. Default 1 h. */
+  /** Bronze/silver newest receive time older than this fails freshness. */
   maxStalenessMs?: number;
-  /** Silver hours older than this must have gold. Default 3 h (2 h lateness + 1 h). */
+  /** The engine's allowed lateness: gold may lag silver by this much more. */
+  allowedLatenessMs?: number;
+  /** Hours ending more than this before the newest silver event time must have matching gold. */
   goldDelayMs?: number;
+  /** Late and invalid rates are computed over receive times in [now − rateWindowMs, now]. */
+  rateWindowMs?: number;
+  /** Fail above this fraction of too-late events. */
   maxLateRate?: number;
+  /** Fail above this fraction of dead-lettered events. */
   maxInvalidRate?: number;
-  /** |robust z| above this flags an hourly anomaly. Default 3.5. */
+  /** |robust z| above this flags an hourly anomaly. */
   anomalyZ?: number;
+  /** …and only when the value also differs from the median by at least this fraction of it. */
+  anomalyMinChange?: number;
+  /** Hours where both the value and the median are below this are not judged (too few events to tell noise from change). */
+  anomalyMinVolume?: number;
+  /** Same-hour history used as the baseline, in days. */
+  anomalyHistoryDays?: number;
+  /** Fewer same-hour history points than this: the hour is not judged. */
+  anomalyMinHistory?: number;
+  /** Hours judged: those starting within this much before the newest gold hour. */
+  anomalyWindowMs?: number;
+  /** Event types / property keys / columns first seen within this much before now count as drift. */
   driftWindowMs?: number;
 }
 
-const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : Number(v ?? 0));
+export const QUALITY_DEFAULTS = {
+  maxStalenessMs: HOUR,
+  allowedLatenessMs: 2 * HOUR,
+  goldDelayMs: 3 * HOUR,
+  rateWindowMs: DAY,
+  maxLateRate: 0.05,
+  maxInvalidRate: 0.05,
+  anomalyZ: 3.5,
+  anomalyMinChange: 0.2,
+  anomalyMinVolume: 50,
+  anomalyHistoryDays: 7,
+  anomalyMinHistory: 3,
+  anomalyWindowMs: DAY,
+  driftWindowMs: DAY,
+} as const;
 
-export async function runQualityChecks(o: QualityOptions): Promise<QualityReport> {
-  const now = o.now ?? Date.now();
-  const checks: CheckResult[] = [];
-  const store = await openObjectStore(o.lake, { s3Endpoint: o.s3Endpoint });
-  const records = await listCommitRecords(store);
-  try {
-    // Files vs commit records.
-    const live = new Map<string, number>();
-    for (const r of records) {
-      for (const f of r.removed) live.delete(f.key);
-      for (const f of r.added) live.set(f.key, f.rows);
-    }
-    const present = new Set<string>();
-    for (const spec of Object.values(TABLES)) for (const obj of await store.list(`${spec.prefix}/`)) if (obj.key.endsWith('.parquet')) present.add(obj.key);
-    const missing = [...live.keys()].filter((k) => !present.has(k) && !k.startsWith('_sluice/'));
-    const unknown = [...present].filter((k) => !live.has(k));
-    checks.push(
-      missing.length + unknown.length === 0
-        ? { name: 'files', status: 'pass', message: `${present.size} files, all named by commit records` }
-        : {
-            name: 'files',
-            status: 'fail',
-            message: [
-              ...missing.map((k) => `missing file (committed but not in the lake): ${k}`),
-              ...unknown.map((k) => `file not in any commit record (stray or duplicated): ${k}`),
-            ].join('; '),
-            details: { missing, unknown },
-          },
-    );
-  } finally {
-    await store.close();
+type ResolvedQualityOptions = QualityOptions & typeof QUALITY_DEFAULTS & { now: number };
+
+export function validateQualityOptions(o: QualityOptions): ResolvedQualityOptions {
+  const defined = Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  const v = { ...QUALITY_DEFAULTS, now: Date.now(), ...defined } as ResolvedQualityOptions;
+  if (!Number.isFinite(v.now)) throw userError('invalid_option', `quality now must be a time, got ${String(o.now)}`);
+  for (const k of ['maxStalenessMs', 'allowedLatenessMs', 'goldDelayMs', 'rateWindowMs', 'anomalyWindowMs', 'driftWindowMs', 'anomalyZ', 'anomalyMinChange'] as const) {
+    if (!(typeof v[k] === 'number' && v[k] >= 0)) throw userError('invalid_option', `quality option ${k} must be a number ≥ 0, got ${String(v[k])}`);
   }
+  for (const k of ['maxLateRate', 'maxInvalidRate'] as const) {
+    if (!(typeof v[k] === 'number' && v[k] >= 0 && v[k] <= 1)) throw userError('invalid_option', `quality option ${k} must be a fraction between 0 and 1 (e.g. 0.05 for 5 %), got ${String(v[k])}`);
+  }
+  for (const k of ['anomalyHistoryDays', 'anomalyMinHistory', 'anomalyMinVolume'] as const) {
+    if (!(Number.isInteger(v[k]) && v[k] >= 1)) throw userError('invalid_option', `quality option ${k} must be a positive integer, got ${String(v[k])}`);
+  }
+  return v;
+}
 
-  // Queries read the files actually present (not only committed ones), so damage shows up in the numbers too.
-  const q = await openLakeQuery({ lake: o.lake, s3Endpoint: o.s3Endpoint, honourCommits: false });
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
+const iso = (ms: number): string => new Date(ms).toISOString();
+const ts = (ms: number): string => `TIMESTAMPTZ '${iso(ms)}'`;
+const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
+const minutes = (ms: number): string => (ms % HOUR === 0 ? `${ms / HOUR} h` : `${Math.round(ms / 60_000)} min`);
+const timeOf = (v: unknown): number | undefined => (v instanceof Date ? v.getTime() : undefined);
+
+function result(name: string, problems: string[], okSummary: string, failSummary: string, status: CheckStatus = 'fail', details?: Record<string, unknown>): CheckResult {
+  return problems.length === 0 ? { name, status: 'pass', summary: okSummary, problems, details } : { name, status, summary: failSummary, problems, details };
+}
+
+export async function runQualityChecks(options: QualityOptions): Promise<QualityReport> {
+  const o = validateQualityOptions(options);
+  const q = await openLakeQuery({ lake: o.lake, s3Endpoint: o.s3Endpoint, cacheDir: o.cacheDir, mode: 'present' });
   try {
     const rows = async (sql: string): Promise<Array<Record<string, unknown>>> => {
       const r = await q.run(sql);
       return r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]])));
     };
-
-    const completeness = await rows(`
-      WITH b AS (
-        SELECT date_trunc('hour', received_at) AS h,
-               row_number() OVER (PARTITION BY event_id ORDER BY received_at, shard, log_offset) AS copy
-        FROM bronze_events),
-      bh AS (SELECT h, count(*) AS bronze, count(*) FILTER (WHERE copy > 1) AS duplicates FROM b GROUP BY h),
-      sh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS silver FROM events GROUP BY h)
-      SELECT bh.h, bh.bronze, coalesce(sh.silver, 0) AS silver, bh.duplicates
-      FROM bh LEFT JOIN sh USING (h)
-      ORDER BY bh.h`);
-    const broken = completeness.filter((r) => num(r.bronze) !== num(r.silver) + num(r.duplicates));
-    const stats = records.filter((r) => r.kind === 'flush' && r.stats).map((r) => r.stats!);
-    const totals = {
-      bronze: completeness.reduce((n, r) => n + num(r.bronze), 0),
-      silver: completeness.reduce((n, r) => n + num(r.silver), 0),
-      duplicates: completeness.reduce((n, r) => n + num(r.duplicates), 0),
-    };
-    const statBronze = stats.reduce((n, s) => n + s.bronzeRows, 0);
-    const statSilver = stats.reduce((n, s) => n + s.silverRows, 0);
-    const statDup = stats.reduce((n, s) => n + s.duplicates, 0);
-    const statsAgree = stats.length === 0 || (statBronze === totals.bronze && statSilver === totals.silver && statDup === totals.duplicates);
-    checks.push(
-      broken.length === 0 && statsAgree
-        ? { name: 'completeness', status: 'pass', message: `bronze ${totals.bronze} = silver ${totals.silver} + duplicates ${totals.duplicates}, hour by hour` }
-        : {
-            name: 'completeness',
-            status: 'fail',
-            message: [
-              ...broken.map((r) => `hour ${new Date(r.h as Date).toISOString()}: bronze ${num(r.bronze)} ≠ silver ${num(r.silver)} + duplicates ${num(r.duplicates)}`),
-              ...(statsAgree ? [] : [`commit records count bronze ${statBronze}, silver ${statSilver}, duplicates ${statDup}; the files hold bronze ${totals.bronze}, silver ${totals.silver}, duplicates ${totals.duplicates}`]),
-            ].join('; '),
-          },
-    );
-
-    const dups = await rows(`SELECT event_id, count(*) AS n FROM events GROUP BY event_id HAVING count(*) > 1 ORDER BY n DESC, event_id LIMIT 10`);
-    checks.push(
-      dups.length === 0
-        ? { name: 'uniqueness', status: 'pass', message: 'no event_id appears twice in silver' }
-        : { name: 'uniqueness', status: 'fail', message: `duplicate event_id in silver: ${dups.map((d) => `${String(d.event_id)} ×${num(d.n)}`).join(', ')}` },
-    );
-
-    const maxStale = o.maxStalenessMs ?? 3_600_000;
-    const fresh = await rows(`SELECT 'silver' AS layer, max(received_at) AS newest FROM events UNION ALL SELECT 'bronze', max(received_at) FROM bronze_events`);
-    const stale = fresh.filter((r) => r.newest === null || now - (r.newest as Date).getTime() > maxStale);
-    checks.push(
-      stale.length === 0
-        ? { name: 'freshness', status: 'pass', message: fresh.map((r) => `${String(r.layer)} newest ${(r.newest as Date).toISOString()}`).join(', ') }
-        : {
-            name: 'freshness',
-            status: 'fail',
-            message: stale.map((r) => (r.newest === null ? `${String(r.layer)} has no data` : `${String(r.layer)} is stale: newest data received ${(r.newest as Date).toISOString()}, more than ${maxStale / 60_000} min ago`)).join('; '),
-          },
-    );
-
-    const goldDelay = o.goldDelayMs ?? 3 * 3_600_000;
-    const uncovered = await rows(`
-      SELECT DISTINCT date_trunc('hour', event_time) AS h FROM events
-      WHERE event_time < ${`TIMESTAMPTZ '${new Date(now - goldDelay).toISOString()}'`}
-        AND date_trunc('hour', event_time) NOT IN (SELECT DISTINCT window_start FROM hourly_metrics)
-      ORDER BY h LIMIT 20`);
-    checks.push(
-      uncovered.length === 0
-        ? { name: 'gold coverage', status: 'pass', message: 'every closed silver hour has its gold hourly window' }
-        : { name: 'gold coverage', status: 'fail', message: `stale partition: silver hours without gold: ${uncovered.map((r) => (r.h as Date).toISOString()).join(', ')}` },
-    );
-
-    const tooLate = records.reduce((n, r) => n + (r.stats?.tooLate ?? 0), 0);
-    const [counts] = await rows(`SELECT (SELECT count(*) FROM events) AS silver, (SELECT count(*) FROM dlq) AS dlq, (SELECT count(*) FROM bronze_events) AS bronze`);
-    const lateRate = num(counts!.silver) > 0 ? tooLate / num(counts!.silver) : 0;
-    const invalidRate = num(counts!.bronze) + num(counts!.dlq) > 0 ? num(counts!.dlq) / (num(counts!.bronze) + num(counts!.dlq)) : 0;
-    const maxLate = o.maxLateRate ?? 0.05;
-    const maxInvalid = o.maxInvalidRate ?? 0.05;
-    checks.push({
-      name: 'late rate',
-      status: lateRate > maxLate ? 'fail' : 'pass',
-      message: `${(lateRate * 100).toFixed(2)} % of events arrived too late (threshold ${(maxLate * 100).toFixed(1)} %)`,
-    });
-    checks.push({
-      name: 'invalid rate',
-      status: invalidRate > maxInvalid ? 'fail' : 'pass',
-      message: `${(invalidRate * 100).toFixed(2)} % of received events were rejected (threshold ${(maxInvalid * 100).toFixed(1)} %)`,
-    });
-
-    const z = o.anomalyZ ?? 3.5;
-    const hourly = await rows(`SELECT window_start AS w, events FROM hourly_metrics WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' ORDER BY w`);
-    const byHourOfDay = new Map<number, Array<{ w: number; v: number }>>();
-    for (const r of hourly) {
-      const w = (r.w as Date).getTime();
-      const hod = new Date(w).getUTCHours();
-      const list = byHourOfDay.get(hod) ?? [];
-      list.push({ w, v: num(r.events) });
-      byHourOfDay.set(hod, list);
-    }
-    const anomalies: string[] = [];
-    for (const list of byHourOfDay.values()) {
-      for (let i = 3; i < list.length; i++) {
-        const history = list.slice(Math.max(0, i - 14), i).map((x) => x.v);
-        const med = median(history);
-        const mad = median(history.map((x) => Math.abs(x - med))) * 1.4826;
-        const score = mad === 0 ? (list[i]!.v === med ? 0 : Infinity) : (list[i]!.v - med) / mad;
-        if (Math.abs(score) > z && Math.abs(list[i]!.v - med) > 0.2 * med) {
-          anomalies.push(`${new Date(list[i]!.w).toISOString()}: ${list[i]!.v} events vs typical ${med} (z ${Number.isFinite(score) ? score.toFixed(1) : '∞'})`);
-        }
-      }
-    }
-    checks.push(
-      anomalies.length === 0
-        ? { name: 'anomalies', status: 'pass', message: `hourly event counts within ${z} robust z of the same hour on previous days` }
-        : { name: 'anomalies', status: 'fail', message: `spike or drop: ${anomalies.join('; ')}` },
-    );
-
-    const since = `TIMESTAMPTZ '${new Date(now - (o.driftWindowMs ?? 86_400_000)).toISOString()}'`;
-    const newTypes = await rows(`SELECT DISTINCT event_type FROM events WHERE event_time >= ${since} EXCEPT SELECT DISTINCT event_type FROM events WHERE event_time < ${since}`);
-    const newKeys = await rows(`
-      WITH k AS (SELECT event_time, unnest(json_keys(properties)) AS key FROM events WHERE properties IS NOT NULL AND json_valid(properties) AND json_type(properties) = 'OBJECT')
-      SELECT DISTINCT key FROM k WHERE event_time >= ${since} EXCEPT SELECT DISTINCT key FROM k WHERE event_time < ${since}`);
-    const hasHistory = (await rows(`SELECT count(*) AS n FROM events WHERE event_time < ${since}`))[0]!;
-    checks.push(
-      num(hasHistory.n) === 0 || newTypes.length + newKeys.length === 0
-        ? { name: 'schema drift', status: 'pass', message: 'no new event types or property keys in the drift window' }
-        : {
-            name: 'schema drift',
-            status: 'warn',
-            message: `new event types: ${newTypes.map((r) => String(r.event_type)).join(', ') || 'none'}; new property keys: ${newKeys.map((r) => String(r.key)).join(', ') || 'none'}`,
-          },
-    );
+    const records = q.lake.commitRecords.filter((r) => !r.aborted);
+    const checks: CheckResult[] = [];
+    checks.push(await checkFiles(q, records));
+    checks.push(await checkCompleteness(rows, records));
+    checks.push(await checkUniqueness(rows));
+    checks.push(await checkFreshness(rows, o));
+    checks.push(await checkGold(rows, o));
+    checks.push(...(await checkRates(rows, records, o)));
+    checks.push(await checkAnomalies(rows, o));
+    checks.push(await checkDrift(q, rows, o));
+    return { lake: o.lake, now: iso(o.now), ok: !checks.some((c) => c.status === 'fail'), checks };
   } finally {
     await q.close();
   }
-  return { lake: o.lake, now: new Date(now).toISOString(), ok: !checks.some((c) => c.status === 'fail'), checks };
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return 0;
+async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckResult> {
+  if (records.length === 0) {
+    return { name: 'files', status: 'warn', summary: 'no commit records under _sluice/commits/: cannot tell committed files from stray ones', problems: [] };
+  }
+  const removedBy = new Map<string, string>();
+  const addedBy = new Map<string, string>();
+  for (const r of records) {
+    for (const f of r.added) addedBy.set(f.key, r.id);
+    for (const f of r.removed) removedBy.set(f.key, r.id);
+  }
+  const problems: string[] = [];
+  let files = 0;
+  const toCount: Array<{ table: TableName; key: string; rows: number }> = [];
+  for (const table of Object.keys(TABLES) as TableName[]) {
+    const present = await q.lake.present(table);
+    files += present.length;
+    const presentKeys = new Set(present.map((p) => p.key));
+    const live = foldCommitRecords(records, `${TABLES[table].prefix}/`, presentKeys);
+    for (const [key, rows] of live) {
+      if (!key.endsWith('.parquet')) continue;
+      if (!presentKeys.has(key)) problems.push(`missing file: ${key} (added by commit record ${addedBy.get(key)}, not in the lake)`);
+      else toCount.push({ table, key, rows });
+    }
+    for (const key of presentKeys) {
+      if (live.has(key)) continue;
+      const by = removedBy.get(key);
+      problems.push(
+        by === undefined
+          ? `file not in any commit record: ${key} (a stray or copied file; readers of the commit records ignore it, glob readers double-count it)`
+          : `file removed by commit record ${by} is still present: ${key} (an unfinished compaction or retention; run sluice compact)`,
+      );
+    }
+  }
+  // Row counts from the Parquet footers vs what the records say.
+  for (const table of Object.keys(TABLES) as TableName[]) {
+    const mine = toCount.filter((f) => f.table === table && f.rows > 0);
+    if (mine.length === 0) continue;
+    await q.lake.paths(table);
+    const keyOf = new Map(mine.map((m) => [q.lake.pathOf(m.key), m.key]));
+    const list = [...keyOf.keys()].map((p) => `'${p.replaceAll("'", "''")}'`).join(', ');
+    if (list === '') continue;
+    const counted = await q.run(`SELECT file_name, num_rows FROM parquet_file_metadata([${list}])`);
+    for (const [file, n] of counted.rows) {
+      const key = keyOf.get(String(file));
+      const want = mine.find((m) => m.key === key);
+      if (want && num(n) !== want.rows) problems.push(`row count differs: ${key} has ${num(n)} rows, its commit record says ${want.rows}`);
+    }
+  }
+  return result('files', problems, `${files} files, each added by a commit record, none missing, row counts as recorded`, `${problems.length} file problem${problems.length === 1 ? '' : 's'}`, 'fail', { files, records: records.length });
+}
+
+type Rows = (sql: string) => Promise<Array<Record<string, unknown>>>;
+
+async function checkCompleteness(rows: Rows, records: CommitRecord[]): Promise<CheckResult> {
+  const perHour = await rows(`
+    WITH b AS (
+      SELECT date_trunc('hour', received_at) AS h,
+             row_number() OVER (PARTITION BY event_id ORDER BY shard, log_offset, received_at) > 1 AS dup
+      FROM bronze_events),
+    bh AS (SELECT h, count(*) AS bronze, count(*) FILTER (WHERE dup) AS duplicates FROM b GROUP BY h),
+    sh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS silver FROM events GROUP BY h),
+    dh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS dlq FROM dlq GROUP BY h)
+    SELECT h, coalesce(bronze, 0) AS bronze, coalesce(silver, 0) AS silver, coalesce(duplicates, 0) AS duplicates, coalesce(dlq, 0) AS dlq
+    FROM bh FULL JOIN sh USING (h) FULL JOIN dh USING (h)
+    ORDER BY h`);
+  const problems: string[] = [];
+  const totals = { bronze: 0, silver: 0, duplicates: 0, dlq: 0 };
+  for (const r of perHour) {
+    const [b, s, d] = [num(r.bronze), num(r.silver), num(r.duplicates)];
+    totals.bronze += b;
+    totals.silver += s;
+    totals.duplicates += d;
+    totals.dlq += num(r.dlq);
+    if (b !== s + d) problems.push(`receive hour ${iso(timeOf(r.h)!)}: bronze ${b} ≠ silver ${s} + duplicates ${d} (${b > s + d ? `${b - s - d} events missing from silver` : `${s + d - b} rows too many in silver`})`);
+  }
+  const flushes = records.filter((r) => r.kind === 'flush' && r.stats);
+  const inTable = (r: CommitRecord, t: TableName): number => r.added.filter((f) => f.key.startsWith(`${TABLES[t].prefix}/`)).reduce((n, f) => n + f.rows, 0);
+  const sum = { bronze: 0, silver: 0, duplicates: 0, tooLate: 0 };
+  for (const r of flushes) {
+    const st = r.stats!;
+    sum.bronze += st.bronzeRows;
+    sum.silver += st.silverRows;
+    sum.duplicates += st.duplicates;
+    sum.tooLate += st.tooLate;
+    if (st.bronzeRows !== st.silverRows + st.duplicates) problems.push(`commit record ${r.id}: stats say bronze ${st.bronzeRows} ≠ silver ${st.silverRows} + duplicates ${st.duplicates}`);
+    if (inTable(r, 'bronze_events') !== st.bronzeRows) problems.push(`commit record ${r.id}: its bronze files hold ${inTable(r, 'bronze_events')} rows, its stats say ${st.bronzeRows}`);
+    if (inTable(r, 'events') !== st.silverRows) problems.push(`commit record ${r.id}: its silver files hold ${inTable(r, 'events')} rows, its stats say ${st.silverRows}`);
+  }
+  const retention = records.some((r) => r.kind === 'retention');
+  if (flushes.length > 0 && !retention) {
+    if (sum.bronze !== totals.bronze) problems.push(`flush records count ${sum.bronze} bronze rows; the lake holds ${totals.bronze}`);
+    if (sum.silver !== totals.silver) problems.push(`flush records count ${sum.silver} silver rows; the lake holds ${totals.silver}`);
+    if (sum.duplicates !== totals.duplicates) problems.push(`flush records count ${sum.duplicates} duplicates dropped; bronze holds ${totals.duplicates} repeated event ids`);
+  }
+  const dlqRecorded = records.filter((r) => r.kind === 'flush' && r.id.startsWith('dlq-')).reduce((n, r) => n + inTable(r, 'dlq'), 0);
+  if (!retention && dlqRecorded > 0 && dlqRecorded !== totals.dlq) problems.push(`dlq commit records count ${dlqRecorded} rejected events; the lake holds ${totals.dlq}`);
+  return result(
+    'completeness',
+    problems,
+    `bronze ${totals.bronze} = silver ${totals.silver} + duplicates ${totals.duplicates} in every receive hour${flushes.length > 0 ? `, matching ${flushes.length} flush records` : ' (no flush stats to compare)'}; ${totals.dlq} rejected to the DLQ`,
+    `${problems.length} accounting mismatch${problems.length === 1 ? '' : 'es'}`,
+    'fail',
+    { ...totals, flushRecords: flushes.length, statsTotals: sum },
+  );
+}
+
+async function checkUniqueness(rows: Rows): Promise<CheckResult> {
+  const dups = await rows(`SELECT event_id, count(*) AS n FROM events GROUP BY event_id HAVING count(*) > 1 ORDER BY n DESC, event_id`);
+  const shown = dups.slice(0, 20).map((d) => `event_id ${String(d.event_id)} appears ${num(d.n)} times in silver`);
+  if (dups.length > shown.length) shown.push(`… and ${dups.length - shown.length} more duplicated event ids`);
+  return result('uniqueness', shown, 'no event_id appears twice in silver', `${dups.length} event id${dups.length === 1 ? '' : 's'} duplicated in silver`, 'fail', { duplicatedIds: dups.length });
+}
+
+async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<CheckResult> {
+  const [r] = await rows(`SELECT
+      (SELECT max(received_at) FROM bronze_events) AS bronze,
+      (SELECT max(received_at) FROM events) AS silver,
+      (SELECT max(event_time) FROM events) AS silver_event,
+      (SELECT max(window_start) FROM hourly_metrics) AS gold`);
+  const layers: Array<[string, number | undefined, number, string]> = [
+    ['bronze', timeOf(r!.bronze), o.maxStalenessMs, 'newest event received'],
+    ['silver', timeOf(r!.silver), o.maxStalenessMs, 'newest event received'],
+    ['gold', timeOf(r!.gold) === undefined ? undefined : timeOf(r!.gold)! + HOUR, o.maxStalenessMs + o.allowedLatenessMs, 'newest hourly window ends'],
+  ];
+  const problems: string[] = [];
+  const parts: string[] = [];
+  for (const [layer, newest, limit, what] of layers) {
+    if (newest === undefined) {
+      problems.push(`${layer} has no data`);
+      continue;
+    }
+    const age = o.now - newest;
+    parts.push(`${layer} ${what} ${iso(newest)}`);
+    if (age > limit) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(age)} before ${iso(o.now)} (limit ${minutes(limit)})`);
+  }
+  const ev = timeOf(r!.silver_event);
+  return result('freshness', problems, parts.join('; '), `${problems.length} stale layer${problems.length === 1 ? '' : 's'}`, 'fail', {
+    newest: Object.fromEntries(layers.map(([l, t]) => [l, t === undefined ? null : iso(t)])),
+    newestEventTime: ev === undefined ? null : iso(ev),
+  });
+}
+
+async function checkGold(rows: Rows, o: ResolvedQualityOptions): Promise<CheckResult> {
+  const [nr] = await rows(`SELECT max(event_time) AS t FROM events`);
+  const newest = timeOf(nr!.t);
+  if (newest === undefined) return { name: 'gold', status: 'pass', summary: 'no silver events yet', problems: [] };
+  const closedBefore = Math.min(o.now, newest) - o.goldDelayMs;
+  const t = DEFAULT_METRIC_EVENT_TYPES;
+  const list = (xs: string[]): string => xs.map((x) => `'${x.replaceAll("'", "''")}'`).join(', ');
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  let windows = 0;
+  for (const [unit, table, step, margin] of [
+    ['hour', 'hourly_metrics', HOUR, 0],
+    ['day', 'daily_metrics', DAY, HOUR],
+  ] as const) {
+    const cmp = await rows(`
+      WITH s AS (
+        SELECT date_trunc('${unit}', event_time) AS w, count(*) AS events, count(DISTINCT user_id) AS active_users,
+               count(*) FILTER (WHERE event_type IN (${list(t.installs)})) AS installs,
+               count(*) FILTER (WHERE event_type IN (${list(t.screen_views)})) AS screen_views,
+               count(*) FILTER (WHERE event_type IN (${list(t.notification_views)})) AS notification_views,
+               count(*) FILTER (WHERE event_type IN (${list(t.notification_opens)})) AS notification_opens
+        FROM events GROUP BY 1),
+      g AS (
+        SELECT window_start AS w, sum(events) AS events, sum(active_users) AS active_users, sum(installs) AS installs, sum(screen_views) AS screen_views,
+               sum(notification_views) AS notification_views, sum(notification_opens) AS notification_opens, count(*) AS n
+        FROM ${table} WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' GROUP BY 1),
+      l AS (SELECT date_trunc('${unit}', event_time) AS w, count(*) AS late FROM late_events GROUP BY 1)
+      SELECT coalesce(s.w, g.w) AS w, s.events, s.active_users, s.installs, s.screen_views, s.notification_views, s.notification_opens,
+             g.events AS g_events, g.active_users AS g_active_users, g.installs AS g_installs, g.screen_views AS g_screen_views,
+             g.notification_views AS g_notification_views, g.notification_opens AS g_notification_opens, g.n AS g_rows, coalesce(l.late, 0) AS late
+      FROM s FULL JOIN g USING (w) LEFT JOIN l USING (w)
+      WHERE coalesce(s.w, g.w) + INTERVAL ${step / 1000} SECOND <= ${ts(closedBefore - margin)}
+      ORDER BY 1`);
+    for (const r of cmp) {
+      windows++;
+      const w = timeOf(r.w)!;
+      const where = `${TABLES[table].prefix}/${partitionOf(w, unit)}`;
+      const late = num(r.late);
+      let problem: string | undefined;
+      if (r.events === null || r.events === undefined) problem = `orphan partition ${where}: gold counts ${num(r.g_events)} events in this ${unit}, silver has none`;
+      else if (r.g_rows === null || r.g_rows === undefined) problem = `missing partition ${where}: silver has ${num(r.events)} events in this ${unit}, gold has no row`;
+      else if (num(r.g_rows) > 1) problem = `duplicated partition ${where}: ${num(r.g_rows)} total rows for one window`;
+      else {
+        const diffs = ['events', 'active_users', 'installs', 'screen_views', 'notification_views', 'notification_opens']
+          .filter((c) => num(r[c]) !== num(r[`g_${c}`]))
+          .map((c) => `${c} ${num(r[`g_${c}`])} in gold vs ${num(r[c])} in silver`);
+        if (diffs.length > 0) problem = `stale partition ${where}: ${diffs.join(', ')}`;
+      }
+      if (problem === undefined) continue;
+      if (late > 0) warnings.push(`${problem} (${late} late events await reconciliation: run sluice reconcile)`);
+      else problems.push(problem);
+    }
+  }
+  if (problems.length === 0 && warnings.length > 0) {
+    return { name: 'gold', status: 'warn', summary: `${warnings.length} window${warnings.length === 1 ? '' : 's'} awaiting reconciliation of late events`, problems: warnings };
+  }
+  return result(
+    'gold',
+    [...problems, ...warnings],
+    `${windows} closed hourly and daily windows (ending before ${iso(closedBefore)}) equal a recomputation from silver`,
+    `${problems.length} gold window${problems.length === 1 ? '' : 's'} missing or stale`,
+    'fail',
+    { windows, closedBefore: iso(closedBefore) },
+  );
+}
+
+async function checkRates(rows: Rows, records: CommitRecord[], o: ResolvedQualityOptions): Promise<CheckResult[]> {
+  const from = o.now - o.rateWindowMs;
+  const window = `[${iso(from)}, ${iso(o.now)}]`;
+  const recent = records.filter((r) => r.kind === 'flush' && r.stats && Date.parse(r.time) >= from && Date.parse(r.time) <= o.now);
+  const tooLate = recent.reduce((n, r) => n + r.stats!.tooLate, 0);
+  const silver = recent.reduce((n, r) => n + r.stats!.silverRows, 0);
+  const lateRate = silver > 0 ? tooLate / silver : 0;
+  const late: CheckResult = {
+    name: 'late rate',
+    status: lateRate > o.maxLateRate ? 'fail' : 'pass',
+    summary: silver === 0 ? `no flushed events in ${window}` : `${pct(lateRate)} of events flushed in ${window} arrived too late for their gold window (${tooLate} of ${silver}; limit ${pct(o.maxLateRate)})`,
+    problems: lateRate > o.maxLateRate ? [`late rate ${pct(lateRate)} > ${pct(o.maxLateRate)}: ${tooLate} of ${silver} events arrived after the watermark (max event time − allowed lateness)`] : [],
+    details: { tooLate, silver, rate: lateRate },
+  };
+  const [c] = await rows(`SELECT
+      (SELECT count(*) FROM dlq WHERE received_at >= ${ts(from)} AND received_at <= ${ts(o.now)}) AS dlq,
+      (SELECT count(*) FROM bronze_events WHERE received_at >= ${ts(from)} AND received_at <= ${ts(o.now)}) AS bronze`);
+  const dlq = num(c!.dlq);
+  const received = dlq + num(c!.bronze);
+  const invalidRate = received > 0 ? dlq / received : 0;
+  const invalid: CheckResult = {
+    name: 'invalid rate',
+    status: invalidRate > o.maxInvalidRate ? 'fail' : 'pass',
+    summary: received === 0 ? `no events received in ${window}` : `${pct(invalidRate)} of events received in ${window} were rejected (${dlq} of ${received}; limit ${pct(o.maxInvalidRate)})`,
+    problems: invalidRate > o.maxInvalidRate ? [`invalid rate ${pct(invalidRate)} > ${pct(o.maxInvalidRate)}: ${dlq} of ${received} events went to the DLQ (see SELECT code, count(*) FROM dlq GROUP BY 1)`] : [],
+    details: { dlq, received, rate: invalidRate },
+  };
+  return [late, invalid];
+}
+
+/** Median of a non-empty list. */
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/**
+ * Robust z-score of `x` against `history`: (x − median) / (1.4826 · MAD), the MAD-based estimate
+ * of the standard deviation, floored at √median (the Poisson noise of a count) and at 1, so sparse
+ * or perfectly regular series do not flag tiny changes.
+ */
+export function robustZ(x: number, history: readonly number[]): number {
+  const med = median(history);
+  const mad = median(history.map((h) => Math.abs(h - med)));
+  return (x - med) / Math.max(1.4826 * mad, Math.sqrt(Math.max(med, 0)), 1);
+}
+
+async function checkAnomalies(rows: Rows, o: ResolvedQualityOptions): Promise<CheckResult> {
+  const hourly = await rows(`SELECT window_start AS w, sum(events) AS events, sum(active_users) AS active_users FROM hourly_metrics
+    WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' GROUP BY 1 ORDER BY 1`);
+  const series = new Map<number, { events: number; active_users: number }>();
+  for (const r of hourly) series.set(timeOf(r.w)!, { events: num(r.events), active_users: num(r.active_users) });
+  if (series.size === 0) return { name: 'anomalies', status: 'pass', summary: 'no hourly metrics yet', problems: [] };
+  const newest = Math.max(...series.keys());
+  const problems: string[] = [];
+  let judged = 0;
+  for (const [w, v] of series) {
+    if (w < newest - o.anomalyWindowMs) continue;
+    for (const metric of ['events', 'active_users'] as const) {
+      const history: number[] = [];
+      for (let d = 1; d <= o.anomalyHistoryDays; d++) {
+        const h = series.get(w - d * DAY);
+        if (h) history.push(h[metric]);
+      }
+      if (history.length < o.anomalyMinHistory) continue;
+      const med = median(history);
+      if (Math.max(v[metric], med) < o.anomalyMinVolume) continue;
+      judged++;
+      const z = robustZ(v[metric], history);
+      if (Math.abs(z) > o.anomalyZ && Math.abs(v[metric] - med) >= o.anomalyMinChange * med) {
+        problems.push(`${v[metric] > med ? 'spike' : 'drop'} at ${iso(w)}: ${metric} ${v[metric]} vs median ${med} of the same hour on ${history.length} previous days (robust z ${z.toFixed(1)})`);
+      }
+    }
+  }
+  return result(
+    'anomalies',
+    problems,
+    judged === 0
+      ? `nothing to judge (needs ${o.anomalyMinHistory} previous days of the same hour and at least ${o.anomalyMinVolume} events or users)`
+      : `${judged} hourly totals within ${o.anomalyZ} robust z-scores of the same hour on previous days`,
+    `${problems.length} hourly anomal${problems.length === 1 ? 'y' : 'ies'}`,
+    'fail',
+    { judged },
+  );
+}
+
+async function checkDrift(q: LakeQuery, rows: Rows, o: ResolvedQualityOptions): Promise<CheckResult> {
+  const since = ts(o.now - o.driftWindowMs);
+  const [hist] = await rows(`SELECT count(*) AS n FROM events WHERE received_at < ${since}`);
+  const problems: string[] = [];
+  if (num(hist!.n) > 0) {
+    const types = await rows(`SELECT event_type, min(received_at) AS first FROM events GROUP BY 1 HAVING min(received_at) >= ${since} ORDER BY 2, 1`);
+    for (const r of types) problems.push(`new event type "${String(r.event_type)}" first received ${iso(timeOf(r.first)!)}`);
+    const keys = await rows(`
+      WITH k AS (
+        SELECT received_at, unnest(json_keys(properties)) AS key FROM events
+        WHERE properties IS NOT NULL AND json_valid(properties) AND json_type(properties) = 'OBJECT')
+      SELECT key, min(received_at) AS first FROM k GROUP BY 1 HAVING min(received_at) >= ${since} ORDER BY 2, 1`);
+    for (const r of keys) problems.push(`new property key "${String(r.key)}" first received ${iso(timeOf(r.first)!)}`);
+  }
+  for (const table of Object.keys(TABLES) as TableName[]) {
+    const known = new Set([...TABLE_SCHEMAS[table].fields.map((f) => f.name), ...partitionColumns(table)]);
+    const described = await q.run(`DESCRIBE ${table}`);
+    for (const [name] of described.rows) if (!known.has(String(name))) problems.push(`new column ${table}.${String(name)} (not in common/schema.ts)`);
+  }
+  return result('schema drift', problems, `no new event types, property keys or columns in the last ${minutes(o.driftWindowMs)}`, `${problems.length} new name${problems.length === 1 ? '' : 's'} (informational)`, 'warn');
+}
+
+/** The report as text: one line per check, then its problems indented. */
 export function formatReport(r: QualityReport): string {
   const mark = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' } as const;
-  return [`Data quality of ${r.lake} at ${r.now}: ${r.ok ? 'OK' : 'FAILED'}`, ...r.checks.map((c) => `  ${mark[c.status]}  ${c.name.padEnd(13)} ${c.message}`)].join('\n');
+  const lines = [`Data quality of ${r.lake} as of ${r.now}: ${r.ok ? 'OK' : 'FAILED'}`];
+  for (const c of r.checks) {
+    lines.push(`  ${mark[c.status]}  ${c.name.padEnd(12)}  ${c.summary}`);
+    for (const p of c.problems.slice(0, 50)) lines.push(`          - ${p}`);
+    if (c.problems.length > 50) lines.push(`          - … ${c.problems.length - 50} more (see --json)`);
+  }
+  return lines.join('\n');
 }

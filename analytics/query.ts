@@ -1,21 +1,29 @@
 /**
- * SQL over the lake on DuckDB: views `bronze_events`, `events`, `sessions`, `hourly_metrics`,
- * `daily_metrics`, `dlq`, `late_events` over the Hive-partitioned Parquet (union_by_name, so
- * files written before a column existed still read), and the canned metrics of
- * analytics/metrics/*.sql.
+ * SQL over the lake on DuckDB (embedded, in-memory catalog, TimeZone UTC).
  *
- * A table without files is still a view (empty, with the table's columns), so queries work on a
- * young lake. Partition columns year/month/day(/hour) are INTEGERs.
+ * Views `bronze_events`, `events`, `sessions`, `hourly_metrics`, `daily_metrics`, `dlq`,
+ * `late_events` read the tables' Parquet files with `hive_partitioning` (year, month, day and,
+ * for hourly tables, hour as INTEGER columns) and `union_by_name` (files written before a column
+ * existed still read). A table with no files yet is an empty view with the table's columns
+ * (common/schema.ts), so queries never fail on a young lake.
+ *
+ * Which files (analytics/lake.ts): the committed ones. Local lakes are read in place and the
+ * views are rebuilt when the commit records change (each `run` sees the lake as of its start).
+ * S3 lakes are copied into a local cache first, only the partitions a query can touch
+ * (analytics/prune.ts) — so the views of an S3 lake exist only for the tables the current
+ * query names.
  */
-import { readFileSync, readdirSync } from 'node:fs';
-import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { Type, type DataType, type Schema } from 'apache-arrow';
 import { TABLES, type TableName } from '../common/lake-layout.js';
 import { userError } from '../common/errors.js';
 import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionsSchema, silverSchema } from '../common/schema.js';
-import { Lake, type LakeOptions } from './lake.js';
+import { Lake, type LakeOptions, type TimeRange } from './lake.js';
+import { prepareMetric, type MetricParams } from './metrics.js';
+import { tableRanges } from './prune.js';
 
-const SCHEMAS: Record<TableName, Schema> = {
+/** The schema of every view (what an empty table looks like). */
+export const TABLE_SCHEMAS: Record<TableName, Schema> = {
   bronze_events: bronzeSchema,
   events: silverSchema,
   sessions: sessionsSchema,
@@ -25,13 +33,16 @@ const SCHEMAS: Record<TableName, Schema> = {
   late_events: silverSchema,
 };
 
-function duckType(t: DataType): string {
+const TABLE_NAMES = Object.keys(TABLES) as TableName[];
+
+/** DuckDB type of an Arrow field type as the engine writes it to Parquet. */
+export function duckType(t: DataType): string {
   switch (t.typeId) {
     case Type.Utf8:
     case Type.Dictionary:
       return 'VARCHAR';
     case Type.Timestamp:
-      return 'TIMESTAMPTZ';
+      return 'TIMESTAMP WITH TIME ZONE';
     case Type.Int:
       return (t as unknown as { bitWidth: number }).bitWidth === 64 ? 'BIGINT' : 'INTEGER';
     case Type.Float:
@@ -43,131 +54,113 @@ function duckType(t: DataType): string {
   }
 }
 
+export const partitionColumns = (table: TableName): string[] => (TABLES[table].granularity === 'hour' ? ['year', 'month', 'day', 'hour'] : ['year', 'month', 'day']);
+
 const quote = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
+/** A query's result, fully materialized. Values as @duckdb/node-api's `getRowsJS` gives them (BIGINT → bigint, DATE/TIMESTAMP → Date, DECIMAL → number). */
 export interface QueryResult {
   columns: string[];
-  /** DuckDB type names (DATE, TIMESTAMP WITH TIME ZONE, BIGINT, …). */
+  /** DuckDB type names (DATE, TIMESTAMP WITH TIME ZONE, BIGINT, …), one per column. */
   types: string[];
   rows: unknown[][];
 }
 
+export type LakeQueryOptions = LakeOptions;
+
+/** An open SQL session over one lake. Not safe for concurrent `run`s; close it when done. */
 export interface LakeQuery {
+  /** Runs SQL (several statements allowed; the last one's result is returned). Bad SQL → a user error `query_failed`. */
   run(sql: string): Promise<QueryResult>;
   /** Runs a canned metric (analytics/metrics/<name>.sql). */
   metric(name: string, params: MetricParams): Promise<QueryResult>;
-  /** The underlying connection (COPY … TO for Parquet output). */
+  /** Writes the result of one SELECT or of a metric to a Parquet file (ZSTD); returns the rows written. */
+  exportParquet(source: { sql: string } | { metric: string; params: MetricParams }, file: string): Promise<number>;
+  /** The lake's files (and, for S3, what was downloaded). */
+  readonly lake: Lake;
+  /** The underlying DuckDB connection (views already defined for the last query). */
   readonly connection: DuckDBConnection;
   close(): Promise<void>;
 }
 
-export interface MetricParams {
-  /** Inclusive first day (YYYY-MM-DD). */
-  from: string;
-  /** Inclusive last day (YYYY-MM-DD). */
-  to: string;
-  /** Dimension filters, e.g. { device_type: 'ios' }. */
-  where?: Record<string, string>;
-  /** Dimensions to group by. */
-  by?: string[];
-  /** Funnel steps (event types, in order). */
-  steps?: string[];
-  /** Funnel time limit in seconds. */
-  withinS?: number;
-}
-
-export const METRICS_DIR = new URL('./metrics/', import.meta.url);
-export const METRICS = readdirSync(METRICS_DIR)
-  .filter((f) => f.endsWith('.sql'))
-  .map((f) => f.slice(0, -4))
-  .sort();
-
-/** Dimensions a metric may filter or group by. */
-export const DIMENSIONS = ['device_type', 'app_version', 'country', 'os', 'source'];
-
-/** Fills a metric's template; every substituted piece is validated or quoted. */
-export function renderMetric(name: string, p: MetricParams): string {
-  if (!METRICS.includes(name)) throw userError('unknown_metric', `unknown metric "${name}"; choose one of ${METRICS.join(', ')}`);
-  const day = (d: string, what: string): number => {
-    if (!/^\d{4}-\d{2}-\d{2}$/.test(d) || Number.isNaN(Date.parse(`${d}T00:00:00Z`))) throw userError('invalid_option', `${what} must be a date like 2026-03-01, got "${d}"`);
-    return Date.parse(`${d}T00:00:00Z`);
-  };
-  const from = day(p.from, '--from');
-  const to = day(p.to, '--to') + 86_400_000;
-  if (to <= from) throw userError('invalid_option', `--to (${p.to}) must not be before --from (${p.from})`);
-  const ts = (ms: number): string => `TIMESTAMPTZ ${quote(new Date(ms).toISOString())}`;
-  for (const d of [...Object.keys(p.where ?? {}), ...(p.by ?? [])]) {
-    if (!DIMENSIONS.includes(d)) throw userError('invalid_option', `dimension must be one of ${DIMENSIONS.join(', ')}, got "${d}"`);
-  }
-  const filters = Object.entries(p.where ?? {}).map(([k, v]) => `${k} = ${quote(v)}`);
-  const dims = (p.by ?? []).map((d) => `, ${d}`).join('');
-  let sql = readFileSync(new URL(`${name}.sql`, METRICS_DIR), 'utf8');
-  if (name === 'funnel') {
-    if (!p.steps || p.steps.length < 2) throw userError('invalid_option', 'a funnel needs --steps with at least two event types, e.g. --steps "Application Opened,Order Completed"');
-    if (!(p.withinS !== undefined && p.withinS > 0)) throw userError('invalid_option', 'a funnel needs --within, e.g. --within 1h');
-    sql = sql.replaceAll('{{steps}}', `[${p.steps.map(quote).join(', ')}]::VARCHAR[]`).replaceAll('{{within_s}}', String(Math.round(p.withinS)));
-  }
-  return sql
-    .replaceAll('{{from}}', ts(from))
-    .replaceAll('{{to}}', ts(to))
-    .replaceAll('{{filters}}', filters.length > 0 ? `(${filters.join(' AND ')})` : 'TRUE')
-    .replaceAll('{{dims_i}}', (p.by ?? []).map((d) => `, i.${d}`).join(''))
-    .replaceAll('{{dims}}', dims);
-}
-
-/** Tables a SQL text mentions (only those are synced from S3). */
-function tablesIn(sql: string): TableName[] {
-  return (Object.keys(TABLES) as TableName[]).filter((t) => new RegExp(`\\b${t}\\b`, 'i').test(sql));
-}
-
-export async function openLakeQuery(options: LakeOptions): Promise<LakeQuery> {
+export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuery> {
   const lake = await Lake.open(options);
   const db = await DuckDBInstance.create(':memory:');
   const conn = await db.connect();
   await conn.run("SET TimeZone = 'UTC'");
+  let localViewsFresh = false;
   const defined = new Set<TableName>();
 
-  const defineView = async (table: TableName, range?: { fromMs?: number; toMs?: number }): Promise<void> => {
+  const defineView = async (table: TableName, range?: TimeRange): Promise<void> => {
     const paths = await lake.paths(table, range);
-    const schema = SCHEMAS[table];
-    const partCols = TABLES[table].granularity === 'hour' ? ['year', 'month', 'day', 'hour'] : ['year', 'month', 'day'];
+    const parts = partitionColumns(table);
     let body: string;
     if (paths.length === 0) {
-      const cols = [...schema.fields.map((f) => `NULL::${duckType(f.type)} AS ${f.name}`), ...partCols.map((c) => `NULL::INTEGER AS ${c}`)];
+      const cols = [...TABLE_SCHEMAS[table].fields.map((f) => `NULL::${duckType(f.type)} AS ${f.name}`), ...parts.map((c) => `NULL::INTEGER AS ${c}`)];
       body = `SELECT ${cols.join(', ')} WHERE false`;
     } else {
-      const hiveTypes = `{${partCols.map((c) => `'${c}': INTEGER`).join(', ')}}`;
-      body = `SELECT * FROM read_parquet([${paths.map(quote).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
+      const hiveTypes = `{${parts.map((c) => `'${c}': INTEGER`).join(', ')}}`;
+      // Partition columns last, in layout order (DuckDB puts them in no useful order).
+      body = `SELECT * EXCLUDE (${parts.join(', ')}), ${parts.join(', ')} FROM read_parquet([${paths.map(quote).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
     }
     await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`);
     defined.add(table);
   };
 
-  const ensure = async (sql: string, range?: { fromMs?: number; toMs?: number }): Promise<void> => {
-    // Local lakes: every view, always. S3 lakes: only the tables the query names (synced on demand).
-    const wanted = lake.store.localPath('x') !== undefined ? (Object.keys(TABLES) as TableName[]) : tablesIn(sql);
-    for (const t of wanted) if (!defined.has(t) || range) await defineView(t, range);
+  /** Defines the views a statement needs: every table (local) or the named ones over their needed partitions (S3). */
+  const prepareViews = async (reads: () => Promise<Map<TableName, TimeRange | undefined>>): Promise<void> => {
+    if (lake.isLocal) {
+      if ((await lake.refresh()) || !localViewsFresh) {
+        for (const t of TABLE_NAMES) await defineView(t);
+        localViewsFresh = true;
+      }
+      return;
+    }
+    await lake.refresh();
+    const wanted = await reads();
+    for (const t of [...defined]) {
+      if (!wanted.has(t)) {
+        await conn.run(`DROP VIEW IF EXISTS ${t}`);
+        defined.delete(t);
+      }
+    }
+    for (const [t, range] of wanted) await defineView(t, range);
   };
 
-  const run = async (sql: string): Promise<QueryResult> => {
+  const readsOfSql = (sql: string): Promise<Map<TableName, TimeRange | undefined>> => tableRanges(conn, sql);
+
+  const execute = async (sql: string, values?: Record<string, DuckDBValue>, types?: Record<string, DuckDBType>): Promise<QueryResult> => {
     try {
-      const reader = await conn.runAndReadAll(sql);
+      const reader = await conn.runAndReadAll(sql, values, types);
       return { columns: reader.columnNames(), types: reader.columnTypes().map((t) => t.toString()), rows: reader.getRowsJS() as unknown[][] };
     } catch (err) {
       throw userError('query_failed', `query failed: ${(err as Error).message}`, err);
     }
   };
 
+  const copyTo = (sql: string, file: string): string => `COPY (${sql.replace(/;\s*$/, '')}) TO ${quote(file)} (FORMAT parquet, COMPRESSION zstd)`;
+  const written = (r: QueryResult): number => Number(r.rows[0]?.[0] ?? 0);
+
   return {
+    lake,
     connection: conn,
     async run(sql) {
-      await ensure(sql);
-      return run(sql);
+      await prepareViews(() => readsOfSql(sql));
+      return execute(sql);
     },
     async metric(name, params) {
-      const sql = renderMetric(name, params);
-      await ensure(sql);
-      return run(sql);
+      const m = prepareMetric(name, params);
+      await prepareViews(async () => m.reads);
+      return execute(m.sql, m.values, m.types);
+    },
+    async exportParquet(source, file) {
+      if ('sql' in source) {
+        await prepareViews(() => readsOfSql(source.sql));
+        return written(await execute(copyTo(source.sql, file)));
+      }
+      const m = prepareMetric(source.metric, source.params);
+      await prepareViews(async () => m.reads);
+      return written(await execute(copyTo(m.sql, file), m.values, m.types));
     },
     async close() {
       conn.closeSync();
@@ -177,38 +170,5 @@ export async function openLakeQuery(options: LakeOptions): Promise<LakeQuery> {
   };
 }
 
-/** Formats a result as an aligned text table. */
-/** One value as text: DATEs as YYYY-MM-DD, timestamps as ISO-8601 UTC. */
-function text(v: unknown, type: string | undefined): string {
-  if (v === null || v === undefined) return 'NULL';
-  if (v instanceof Date) return type === 'DATE' ? v.toISOString().slice(0, 10) : v.toISOString();
-  if (typeof v === 'object') return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? Number(x) : x));
-  return String(v);
-}
-
-export function formatTable(r: QueryResult): string {
-  const rows = r.rows.map((row) => row.map((v, i) => text(v, r.types[i])));
-  const widths = r.columns.map((c, i) => Math.max(c.length, ...rows.map((row) => row[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (/^-?[\d.]+$/.test(c) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
-  return [line(r.columns), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line), `(${rows.length} row${rows.length === 1 ? '' : 's'})`].join('\n');
-}
-
-export function formatCsv(r: QueryResult): string {
-  const esc = (v: unknown, type: string | undefined): string => {
-    if (v === null || v === undefined) return '';
-    const s = text(v, type);
-    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-  };
-  return [r.columns.join(','), ...r.rows.map((row) => row.map((v, i) => esc(v, r.types[i])).join(','))].join('\n');
-}
-
-export function formatJson(r: QueryResult): string {
-  return r.rows
-    .map((row) =>
-      JSON.stringify(
-        Object.fromEntries(r.columns.map((c, i) => [c, row[i] instanceof Date ? text(row[i], r.types[i]) : row[i]])),
-        (_k, v) => (typeof v === 'bigint' ? Number(v) : v),
-      ),
-    )
-    .join('\n');
-}
+export { formatCsv, formatJson, formatTable } from './format.js';
+export { METRICS, type MetricParams } from './metrics.js';

@@ -1,17 +1,23 @@
 /**
- * `sluice query`: SQL (or a canned metric) over the lake, printed as a table, CSV, JSON lines,
- * or written as Parquet.
+ * `sluice query`: SQL or a canned metric over the lake, printed as an aligned table, CSV or JSON,
+ * or written as Parquet. Bad SQL or bad options exit with code 2 and a one-line message.
  */
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseDuration } from '../common/duration.js';
 import { userError } from '../common/errors.js';
-import { formatCsv, formatJson, formatTable, METRICS, openLakeQuery, type QueryResult } from '../analytics/query.js';
+import { formatCsv, formatJson, formatTable } from '../analytics/format.js';
+import { METRICS, type MetricParams } from '../analytics/metrics.js';
+import { openLakeQuery, type QueryResult } from '../analytics/query.js';
+
+const FORMATS = ['table', 'csv', 'json', 'parquet'] as const;
+type Format = (typeof FORMATS)[number];
 
 interface Flags {
   lake: string;
   s3Endpoint?: string;
-  format: 'table' | 'csv' | 'json' | 'parquet';
+  cacheDir?: string;
+  format: string;
   out?: string;
   metric?: string;
   from?: string;
@@ -20,58 +26,73 @@ interface Flags {
   by?: string[];
   steps?: string;
   within?: string;
+  cohort?: string;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
+/** Turns the metric flags into `MetricParams` (validation of values happens in `prepareMetric`). */
+export function metricParams(f: Pick<Flags, 'from' | 'to' | 'where' | 'by' | 'steps' | 'within' | 'cohort'>): MetricParams {
+  if (!f.from) throw userError('invalid_option', '--metric needs --from DAY (and optionally --to DAY), e.g. --from 2026-03-01 --to 2026-03-31');
+  const where: Record<string, string[]> = {};
+  for (const w of f.where ?? []) {
+    const i = w.indexOf('=');
+    if (i <= 0) throw userError('invalid_option', `--where must look like device_type=ios, got "${w}"`);
+    (where[w.slice(0, i).trim()] ??= []).push(w.slice(i + 1));
+  }
+  const by = (f.by ?? []).flatMap((b) => b.split(',')).map((b) => b.trim()).filter(Boolean);
+  let withinS: number | undefined;
+  if (f.within !== undefined) {
+    const ms = parseDuration(f.within, '--within');
+    if (ms < 1000 || ms % 1000 !== 0) throw userError('invalid_option', `--within must be whole seconds of at least 1s, e.g. 30m or 1h; got "${f.within}"`);
+    withinS = ms / 1000;
+  }
+  if (f.cohort !== undefined && f.cohort !== 'install' && f.cohort !== 'first_seen') throw userError('invalid_option', `--cohort must be install or first_seen, got "${f.cohort}"`);
+  return {
+    from: f.from,
+    to: f.to,
+    where,
+    by,
+    steps: f.steps?.split(',').map((s) => s.trim()).filter(Boolean),
+    withinS,
+    cohortBy: f.cohort as MetricParams['cohortBy'],
+  };
+}
+
 export function register(program: Command): void {
   program
     .command('query')
-    .description('run SQL over the lake (views: bronze_events, events, sessions, hourly_metrics, daily_metrics, dlq, late_events)')
+    .description('run SQL over the lake (views: bronze_events, events, sessions, hourly_metrics, daily_metrics, dlq, late_events) or a canned --metric')
     .argument('[sql]', 'the SQL to run')
-    .option('--lake <dir|s3://bucket/prefix>', 'lake root', process.env.SLUICE_LAKE ?? './lake')
-    .option('--s3-endpoint <url>', 'S3-compatible endpoint', process.env.SLUICE_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL_S3)
+    .option('--lake <dir|s3://bucket/prefix>', 'lake root (env SLUICE_LAKE)', process.env.SLUICE_LAKE ?? './lake')
+    .option('--s3-endpoint <url>', 'S3-compatible endpoint (env SLUICE_S3_ENDPOINT)', process.env.SLUICE_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL_S3)
+    .option('--cache-dir <dir>', 'local cache for S3 lakes (default: <tmp>/sluice-cache/<hash>)')
     .option('--format <f>', 'table | csv | json | parquet', 'table')
     .option('--out <file>', 'write the result to a file (required for parquet)')
     .option('--metric <name>', `a canned metric: ${METRICS.join(', ')}`)
-    .option('--from <date>', 'first day, e.g. 2026-03-01 (metrics)')
-    .option('--to <date>', 'last day, inclusive (metrics; default: --from)')
-    .option('--where <dim=value>', 'dimension filter, repeatable (metrics)', collect)
-    .option('--by <dim>', 'group by a dimension, repeatable (metrics)', collect)
-    .option('--steps <list>', 'funnel steps, comma-separated event types')
-    .option('--within <duration>', 'funnel time limit, e.g. 1h')
+    .option('--from <day>', 'metrics: first UTC day, e.g. 2026-03-01')
+    .option('--to <day>', 'metrics: last UTC day, inclusive (default: --from)')
+    .option('--where <dim=value>', 'metrics: dimension filter, repeatable (same dimension twice = either value)', collect)
+    .option('--by <dim>', 'metrics: group by a dimension, repeatable', collect)
+    .option('--steps <list>', 'funnel: comma-separated event types, in order')
+    .option('--within <duration>', 'funnel: time limit from the first step, e.g. 1h')
+    .option('--cohort <kind>', 'retention: install (first install event, default) or first_seen')
     .action(async (sql: string | undefined, f: Flags) => {
-      if (!['table', 'csv', 'json', 'parquet'].includes(f.format)) throw userError('invalid_option', `--format must be table, csv, json or parquet, got ${f.format}`);
-      if (f.format === 'parquet' && !f.out) throw userError('invalid_option', '--format parquet needs --out FILE');
-      if (!sql && !f.metric) throw userError('invalid_option', 'give SQL to run or --metric NAME');
-      const q = await openLakeQuery({ lake: f.lake, s3Endpoint: f.s3Endpoint });
+      if (!(FORMATS as readonly string[]).includes(f.format)) throw userError('invalid_option', `--format must be table, csv, json or parquet, got "${f.format}"`);
+      const format = f.format as Format;
+      if (format === 'parquet' && !f.out) throw userError('invalid_option', '--format parquet needs --out FILE');
+      if (sql && f.metric) throw userError('invalid_option', 'give either SQL or --metric NAME, not both');
+      if (!sql && !f.metric) throw userError('invalid_option', `give SQL to run, e.g. sluice query "SELECT count(*) FROM events", or --metric NAME (${METRICS.join(', ')})`);
+      const params = f.metric ? metricParams(f) : undefined;
+      const q = await openLakeQuery({ lake: f.lake, s3Endpoint: f.s3Endpoint, cacheDir: f.cacheDir });
       try {
-        let result: QueryResult;
-        if (f.metric) {
-          if (!f.from) throw userError('invalid_option', '--metric needs --from (and optionally --to)');
-          const where: Record<string, string> = {};
-          for (const w of f.where ?? []) {
-            const i = w.indexOf('=');
-            if (i <= 0) throw userError('invalid_option', `--where must look like device_type=ios, got "${w}"`);
-            where[w.slice(0, i)] = w.slice(i + 1);
-          }
-          result = await q.metric(f.metric, {
-            from: f.from,
-            to: f.to ?? f.from,
-            where,
-            by: f.by,
-            steps: f.steps?.split(',').map((s) => s.trim()).filter(Boolean),
-            withinS: f.within ? parseDuration(f.within, '--within') / 1000 : undefined,
-          });
-        } else result = await q.run(sql!);
-        if (f.format === 'parquet') {
-          const inner = sql ?? '';
-          if (!inner) throw userError('invalid_option', '--format parquet works with SQL, not --metric');
-          await q.connection.run(`COPY (${inner.replace(/;\s*$/, '')}) TO '${f.out!.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd)`);
-          process.stdout.write(`wrote ${result.rows.length} rows to ${f.out}\n`);
+        if (format === 'parquet') {
+          const rows = await q.exportParquet(f.metric ? { metric: f.metric, params: params! } : { sql: sql! }, f.out!);
+          process.stderr.write(`wrote ${rows} row${rows === 1 ? '' : 's'} to ${f.out}\n`);
           return;
         }
-        const text = f.format === 'csv' ? formatCsv(result) : f.format === 'json' ? formatJson(result) : formatTable(result);
+        const result: QueryResult = f.metric ? await q.metric(f.metric, params!) : await q.run(sql!);
+        const text = format === 'csv' ? formatCsv(result) : format === 'json' ? formatJson(result) : formatTable(result);
         if (f.out) writeFileSync(f.out, `${text}\n`);
         else process.stdout.write(`${text}\n`);
       } finally {

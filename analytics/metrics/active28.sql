@@ -1,12 +1,17 @@
--- Rolling 28-day actives: for each day D in [from, to), distinct users active on D−27 … D.
--- Parameters: {{from}}, {{to}}, {{filters}}, {{dims}} as in dau.sql.
+-- active28 — rolling 28-day actives: for each UTC day D in [from, to], the distinct users active
+-- on any of the 28 days D−27 … D (active as in dau.sql). Reads 27 days before --from.
+--
+-- Parameters: $from_time, $to_time (TIMESTAMPTZ, see dau.sql); templates {{dims}}, {{filters}}
+-- as in dau.sql.
+-- @reads events from-27d to
 WITH days AS (
-  SELECT CAST(d AS DATE) AS day FROM range(CAST({{from}} AT TIME ZONE 'UTC' AS DATE), CAST({{to}} AT TIME ZONE 'UTC' AS DATE), INTERVAL 1 DAY) t(d)
+  SELECT d::DATE AS day
+  FROM range(timezone('UTC', $from_time)::DATE, timezone('UTC', $to_time)::DATE, INTERVAL 1 DAY) t(d)
 ),
 act AS (
-  SELECT DISTINCT CAST(event_time AT TIME ZONE 'UTC' AS DATE) AS d, user_id{{dims}}
+  SELECT DISTINCT timezone('UTC', event_time)::DATE AS d, user_id{{dims}}
   FROM events
-  WHERE event_time >= {{from}} - INTERVAL 27 DAY AND event_time < {{to}} AND {{filters}}
+  WHERE event_time >= $from_time - INTERVAL 27 DAY AND event_time < $to_time AND {{filters}}
 )
 SELECT day{{dims}}, count(DISTINCT user_id) AS active28
 FROM days JOIN act ON act.d BETWEEN day - 27 AND day

@@ -1,12 +1,21 @@
--- Notification click-through rate per UTC day: opens / views ('Push Notification Tapped' or
--- 'notification_open' over 'Push Notification Received' or 'notification_view').
--- Parameters: {{from}}, {{to}}, {{filters}}, {{dims}} as in dau.sql.
-SELECT CAST(event_time AT TIME ZONE 'UTC' AS DATE) AS day{{dims}},
-       count(*) FILTER (WHERE event_type IN ('Push Notification Received', 'notification_view')) AS views,
-       count(*) FILTER (WHERE event_type IN ('Push Notification Tapped', 'notification_open')) AS opens,
-       round(count(*) FILTER (WHERE event_type IN ('Push Notification Tapped', 'notification_open'))
-             / nullif(count(*) FILTER (WHERE event_type IN ('Push Notification Received', 'notification_view')), 0), 4) AS ctr
-FROM events
-WHERE event_time >= {{from}} AND event_time < {{to}} AND {{filters}}
-GROUP BY ALL
+-- ctr — notification click-through rate per UTC day: opens / views, where views are events of
+-- the types in $view_events (default 'notification_view', 'Push Notification Received') and
+-- opens those in $open_events (default 'notification_open', 'Push Notification Tapped').
+-- ctr is NULL on a day without views.
+--
+-- Parameters: $from_time, $to_time (TIMESTAMPTZ, see dau.sql), $view_events, $open_events
+-- (VARCHAR[]); templates {{dims}}, {{filters}} as in dau.sql.
+-- @reads events from to
+WITH per_day AS (
+  SELECT timezone('UTC', event_time)::DATE AS day{{dims}},
+         count(*) FILTER (WHERE list_contains($view_events, event_type)) AS views,
+         count(*) FILTER (WHERE list_contains($open_events, event_type)) AS opens
+  FROM events
+  WHERE event_time >= $from_time AND event_time < $to_time
+    AND (list_contains($view_events, event_type) OR list_contains($open_events, event_type))
+    AND {{filters}}
+  GROUP BY ALL
+)
+SELECT *, round(opens / nullif(views, 0), 4) AS ctr
+FROM per_day
 ORDER BY ALL;

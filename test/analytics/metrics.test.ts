@@ -1,333 +1,293 @@
 /**
- * Canned metrics over a lake the real pipeline wrote from generated traffic, each checked against
- * an independent computation in TypeScript from the generator's ground truth (not the same SQL);
- * and the quality checks, both on the healthy lake and on damaged copies of it.
+ * Canned metrics over a synthetic lake (test/analytics/fixture.ts), each checked against an
+ * independent computation in TypeScript from the fixture's ground truth — not against SQL.
  */
-import { cpSync, mkdtempSync, readdirSync, rmSync, statSync, copyFileSync, unlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
-import { composeServeConfig } from '../../cli/config.js';
-import { startSluice } from '../../cli/serve.js';
-import { runLoadgen } from '../../loadgen/run.js';
 import { openLakeQuery, type LakeQuery, type QueryResult } from '../../analytics/query.js';
-import { runQualityChecks } from '../../analytics/quality.js';
-import { reconcileLate } from '../../engine/reconcile.js';
-import { openObjectStore } from '../../storage/open-store.js';
-import { openLakeReader } from '../helpers/lake.js';
+import type { MetricParams } from '../../analytics/metrics.js';
+import { LocalObjectStore } from '../../storage/local-store.js';
+import { DAY, generateFixture, writeFixtureLake, type Fixture, type TruthEvent } from './fixture.js';
 
-const DAY = 86_400_000;
-const START = Date.UTC(2026, 2, 2, 0, 0, 0);
 let root: string;
-let lakeDir: string;
-let truth: Array<{ event_id: string; user_id: string; event_type: string; t: number; device_type: string; country: string }>;
+let f: Fixture;
 let q: LakeQuery;
-let endTime: number;
-
-const dayOf = (t: number): string => new Date(Math.floor(t / DAY) * DAY).toISOString().slice(0, 10);
-const objects = (r: QueryResult): Array<Record<string, unknown>> => r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]])));
-const dateText = (v: unknown): string => (v instanceof Date ? v.toISOString().slice(0, 10) : String(v));
-const n = (v: unknown): number => Number(v);
 
 beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'sluice-analytics-'));
-  lakeDir = join(root, 'lake');
-  const sluice = await startSluice(
-    composeServeConfig({ port: 0, data: join(root, 'data'), lake: lakeDir, shards: 3, workers: 2, flushInterval: '250ms', writeKeys: ['an-key'] }, {}),
-    pino({ level: 'warn' }),
-  );
-  const truthFile = join(root, 'truth.parquet');
-  const stepMs = 100_000;
-  const events = 9000;
-  endTime = START + events * stepMs;
-  await runLoadgen({ url: sluice.url, writeKey: 'an-key', protocol: 'http', events, durationMs: 60_000, users: 150, seed: 11, workers: 1, connections: 4, batchSize: 100, startTime: START, stepMs, duplicateRate: 0.02, invalidRate: 0.01, truth: truthFile });
-  await sluice.close();
-  const store = await openObjectStore(lakeDir);
-  await reconcileLate(store);
+  root = mkdtempSync(join(tmpdir(), 'sluice-metrics-'));
+  f = generateFixture({ seed: 7 });
+  const store = new LocalObjectStore(root);
+  await writeFixtureLake(store, f);
   await store.close();
-  const reader = await openLakeReader(root);
-  truth = (await reader.rows<Record<string, unknown>>(`SELECT event_id, user_id, event_type, epoch_ms(event_time) AS t, device_type, country FROM '${truthFile}'`)).map((r) => ({
-    event_id: String(r.event_id),
-    user_id: String(r.user_id),
-    event_type: String(r.event_type),
-    t: Number(r.t),
-    device_type: String(r.device_type),
-    country: String(r.country),
-  }));
-  reader.close();
-  q = await openLakeQuery({ lake: lakeDir });
+  q = await openLakeQuery({ lake: root });
 }, 120_000);
 
 afterAll(async () => {
   await q?.close();
-  if (!process.env.KEEP_LAKE) rmSync(root, { recursive: true, force: true });
+  rmSync(root, { recursive: true, force: true });
 });
 
 const FROM = '2026-03-02';
 const TO = '2026-03-11';
-const TO_END = Date.parse(`${TO}T00:00:00Z`) + DAY;
+const t0 = Date.parse(`${FROM}T00:00:00Z`);
+const tEnd = Date.parse(`${TO}T00:00:00Z`) + DAY;
+const dayOf = (t: number): number => Math.floor(t / DAY) * DAY;
+const text = (t: number): string => new Date(t).toISOString().slice(0, 10);
+const objects = (r: QueryResult): Array<Record<string, unknown>> => r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]])));
+const n = (v: unknown): number | null => (v === null ? null : Number(v));
+const d = (v: unknown): string => text((v as Date).getTime());
+const round4 = (x: number): number => Math.round(x * 10_000) / 10_000;
+const users = (es: TruthEvent[]): number => new Set(es.map((e) => e.user_id)).size;
+const between = (a: number, b: number, pred: (e: TruthEvent) => boolean = () => true): TruthEvent[] => f.events.filter((e) => e.event_time >= a && e.event_time < b && pred(e));
+const metric = async (name: string, p: Partial<MetricParams> = {}): Promise<Array<Record<string, unknown>>> => objects(await q.metric(name, { from: FROM, to: TO, ...p }));
 
-describe('canned metrics against the ground truth', () => {
-  it('dau, by device type', async () => {
-    const got = objects(await q.metric('dau', { from: FROM, to: TO, by: ['device_type'] }));
-    const want = new Map<string, Set<string>>();
-    for (const e of truth.filter((x) => x.t < TO_END)) {
-      const k = `${dayOf(e.t)}|${e.device_type}`;
-      if (!want.has(k)) want.set(k, new Set());
-      want.get(k)!.add(e.user_id);
+describe('activity metrics', () => {
+  it('dau per day and device type (a missing device type is its own NULL group)', async () => {
+    const got = (await metric('dau', { by: ['device_type'] })).map((r) => `${d(r.day)}|${String(r.device_type)}|${n(r.dau)}`);
+    const want: string[] = [];
+    for (let t = t0; t < tEnd; t += DAY) {
+      for (const dev of [...new Set(f.events.map((e) => e.device_type))]) {
+        const u = users(between(t, t + DAY, (e) => e.device_type === dev));
+        if (u > 0) want.push(`${text(t)}|${String(dev)}|${u}`);
+      }
     }
-    expect(got.length).toBe(want.size);
-    for (const r of got) expect(n(r.dau), `${dateText(r.day)} ${String(r.device_type)}`).toBe(want.get(`${dateText(r.day)}|${String(r.device_type)}`)!.size);
+    expect(got.sort()).toEqual(want.sort());
   });
 
-  it('wau and mau', async () => {
-    const monthUsers = new Set(truth.filter((e) => e.t < TO_END).map((e) => e.user_id));
-    const mau = objects(await q.metric('mau', { from: FROM, to: TO }));
-    expect(mau).toHaveLength(1);
-    expect(n(mau[0]!.mau)).toBe(monthUsers.size);
-    const wau = objects(await q.metric('wau', { from: FROM, to: TO }));
+  it('dau filtered to two countries (--where country=US --where country=DE)', async () => {
+    const got = await metric('dau', { where: { country: ['US', 'DE'] } });
+    expect(got).toHaveLength(10);
+    for (const r of got) {
+      const t = Date.parse(`${d(r.day)}T00:00:00Z`);
+      expect(n(r.dau), d(r.day)).toBe(users(between(t, t + DAY, (e) => e.country === 'US' || e.country === 'DE')));
+    }
+  });
+
+  it('wau counts whole ISO weeks overlapping the range; mau whole months', async () => {
+    const wau = await metric('wau', { from: '2026-03-04', to: '2026-03-10' });
+    expect(wau.map((r) => d(r.week))).toEqual(['2026-03-02', '2026-03-09']);
     for (const r of wau) {
-      const start = (r.week as Date).getTime();
-      const users = new Set(truth.filter((e) => e.t >= Math.max(start, Date.parse(`${FROM}T00:00:00Z`)) && e.t < Math.min(start + 7 * DAY, TO_END)).map((e) => e.user_id));
-      expect(n(r.wau)).toBe(users.size);
+      const w = (r.week as Date).getTime();
+      expect(n(r.wau)).toBe(users(between(w, w + 7 * DAY)));
     }
+    const mau = await metric('mau', { from: '2026-03-05', to: '2026-03-06', by: ['os'] });
+    for (const r of mau) expect(n(r.mau)).toBe(users(f.events.filter((e) => e.os === r.os)));
+    expect(mau.map((r) => String(r.os)).sort()).toEqual(['Android', 'iOS', 'macOS', 'null']);
   });
 
-  it('rolling 7-day actives and stickiness, filtered by country', async () => {
-    const got = objects(await q.metric('active7', { from: FROM, to: TO, where: { country: 'US' } }));
-    for (const r of got) {
-      const d = (r.day as Date).getTime();
-      const users = new Set(truth.filter((e) => e.country === 'US' && e.t >= d - 6 * DAY && e.t < d + DAY).map((e) => e.user_id));
-      expect(n(r.active7), dateText(r.day)).toBe(users.size);
-    }
-    const sticky = objects(await q.metric('stickiness', { from: FROM, to: TO }));
-    for (const r of sticky) {
-      const d = (r.day as Date).getTime();
-      const dau = new Set(truth.filter((e) => e.t >= d && e.t < d + DAY).map((e) => e.user_id)).size;
-      const a28 = new Set(truth.filter((e) => e.t >= d - 27 * DAY && e.t < d + DAY).map((e) => e.user_id)).size;
-      expect(n(r.dau)).toBe(dau);
-      expect(n(r.stickiness)).toBeCloseTo(dau / a28, 3);
-    }
-  });
-
-  it('day-1 and day-7 retention by install cohort', async () => {
-    const got = objects(await q.metric('retention', { from: FROM, to: TO }));
-    const cohort = new Map<string, number>();
-    for (const e of truth) if (e.event_type === 'Application Installed') cohort.set(e.user_id, Math.min(cohort.get(e.user_id) ?? Infinity, Math.floor(e.t / DAY) * DAY));
-    const active = new Set(truth.map((e) => `${e.user_id}|${Math.floor(e.t / DAY) * DAY}`));
-    expect(got.length).toBeGreaterThan(0);
-    for (const r of got) {
-      const c = (r.cohort as Date).getTime();
-      const members = [...cohort].filter(([, d]) => d === c).map(([u]) => u);
-      expect(n(r.cohort_size)).toBe(members.length);
-      const share = (k: number): number => members.filter((u) => active.has(`${u}|${c + k * DAY}`)).length / members.length;
-      expect(n(r.d1)).toBeCloseTo(share(1), 3);
-      expect(n(r.d7)).toBeCloseTo(share(7), 3);
-    }
-    const triangle = objects(await q.metric('retention_triangle', { from: FROM, to: TO }));
-    const day0 = triangle.filter((r) => n(r.day_n) === 0);
-    for (const r of day0) expect(n(r.rate)).toBe(1);
-  });
-
-  it('a funnel of ordered steps within a time limit', async () => {
-    const steps = ['Application Opened', 'screen', 'Order Completed'];
-    const within = 3_600_000;
-    const got = objects(await q.metric('funnel', { from: FROM, to: TO, steps, withinS: within / 1000 }));
-    const byUser = new Map<string, typeof truth>();
-    for (const e of [...truth].sort((a, b) => a.t - b.t)) {
-      if (!byUser.has(e.user_id)) byUser.set(e.user_id, []);
-      byUser.get(e.user_id)!.push(e);
-    }
-    const reached = [0, 0, 0];
-    for (const evs of byUser.values()) {
-      const first = evs.find((e) => e.event_type === steps[0]);
-      if (!first) continue;
-      reached[0]!++;
-      let t = first.t;
-      for (let k = 1; k < steps.length; k++) {
-        const next = evs.find((e) => e.event_type === steps[k] && e.t >= t && e.t <= first.t + within);
-        if (!next) break;
-        reached[k]!++;
-        t = next.t;
+  it('rolling 7- and 28-day actives, filtered by country', async () => {
+    for (const [name, window] of [
+      ['active7', 7],
+      ['active28', 28],
+    ] as const) {
+      const got = await metric(name, { where: { country: 'US' } });
+      expect(got).toHaveLength(10);
+      for (const r of got) {
+        const t = (r.day as Date).getTime();
+        expect(n(r[name]), `${name} ${d(r.day)}`).toBe(users(between(t - (window - 1) * DAY, t + DAY, (e) => e.country === 'US')));
       }
     }
-    expect(got.map((r) => n(r.users))).toEqual(reached);
   });
 
-  it('notification CTR per day', async () => {
-    const got = objects(await q.metric('ctr', { from: FROM, to: TO }));
+  it('stickiness = DAU / rolling 28-day actives', async () => {
+    const got = await metric('stickiness', { from: '2026-03-05', to: '2026-03-11' });
+    expect(got).toHaveLength(7);
     for (const r of got) {
-      const d = (r.day as Date).getTime();
-      const inDay = truth.filter((e) => e.t >= d && e.t < d + DAY);
-      const views = inDay.filter((e) => e.event_type === 'Push Notification Received').length;
-      const opens = inDay.filter((e) => e.event_type === 'Push Notification Tapped').length;
-      expect(n(r.views)).toBe(views);
-      expect(n(r.opens)).toBe(opens);
+      const t = (r.day as Date).getTime();
+      const dau = users(between(t, t + DAY));
+      const a28 = users(between(t - 27 * DAY, t + DAY));
+      expect([n(r.dau), n(r.active28), n(r.stickiness)]).toEqual([dau, a28, round4(dau / a28)]);
     }
-  });
-
-  it('session stats match sessions rebuilt from the truth with a 30-minute gap', async () => {
-    const gap = 30 * 60_000;
-    const sessions: Array<{ start: number; end: number; count: number }> = [];
-    const byUser = new Map<string, number[]>();
-    for (const e of truth) {
-      if (!byUser.has(e.user_id)) byUser.set(e.user_id, []);
-      byUser.get(e.user_id)!.push(e.t);
-    }
-    for (const times of byUser.values()) {
-      times.sort((a, b) => a - b);
-      let s = { start: times[0]!, end: times[0]!, count: 1 };
-      for (const t of times.slice(1)) {
-        if (t - s.end >= gap) {
-          sessions.push(s);
-          s = { start: t, end: t, count: 1 };
-        } else {
-          s.end = t;
-          s.count++;
-        }
-      }
-      sessions.push(s);
-    }
-    // Only days whose sessions have all closed (the watermark is 2 h behind the last event).
-    const closedTo = endTime - 2 * 3_600_000 - gap;
-    const got = objects(await q.metric('sessions', { from: FROM, to: '2026-03-10' }));
-    let checked = 0;
-    for (const r of got) {
-      const d = (r.day as Date).getTime();
-      if (d + DAY + 6 * 3_600_000 > closedTo) continue;
-      checked++;
-      const inDay = sessions.filter((s) => s.start >= d && s.start < d + DAY);
-      expect(n(r.sessions), dateText(r.day)).toBe(inDay.length);
-      expect(n(r.bounce_rate)).toBeCloseTo(inDay.filter((s) => s.count === 1).length / inDay.length, 3);
-      const lengths = inDay.map((s) => (s.end - s.start) / 1000).sort((a, b) => a - b);
-      const mid = lengths.length >> 1;
-      expect(n(r.median_s)).toBeCloseTo(lengths.length % 2 ? lengths[mid]! : (lengths[mid - 1]! + lengths[mid]!) / 2, 3);
-    }
-    expect(checked).toBeGreaterThanOrEqual(8);
-  });
-
-  it('sluice query prints tables, CSV, JSON and writes Parquet; bad SQL is a clear error', async () => {
-    const { main } = await import('../../cli/main.js');
-    const capture = async (argv: string[]): Promise<{ out: string; err: string; code: number }> => {
-      const out: string[] = [];
-      const err: string[] = [];
-      const w1 = process.stdout.write.bind(process.stdout);
-      const w2 = process.stderr.write.bind(process.stderr);
-      process.stdout.write = ((c: string) => (out.push(String(c)), true)) as typeof process.stdout.write;
-      process.stderr.write = ((c: string) => (err.push(String(c)), true)) as typeof process.stderr.write;
-      const before = process.exitCode;
-      process.exitCode = 0;
-      try {
-        await main(argv);
-      } finally {
-        process.stdout.write = w1;
-        process.stderr.write = w2;
-      }
-      const code = Number(process.exitCode ?? 0);
-      process.exitCode = before;
-      return { out: out.join(''), err: err.join(''), code };
-    };
-    const sql = "SELECT device_type, count(*) AS n FROM events GROUP BY 1 ORDER BY 1";
-    const table = await capture(['query', '--lake', lakeDir, sql]);
-    expect(table.out).toMatch(/^device_type\s+n\n-+\s+-+\nandroid\s+\d+\nios\s+\d+\nweb\s+\d+\n\(3 rows\)\n$/);
-    const csv = await capture(['query', '--lake', lakeDir, '--format', 'csv', sql]);
-    expect(csv.out.split('\n')[0]).toBe('device_type,n');
-    const json = await capture(['query', '--lake', lakeDir, '--format', 'json', sql]);
-    const lines = json.out.trim().split('\n').map((l) => JSON.parse(l) as { device_type: string; n: number });
-    expect(lines.map((l) => l.device_type)).toEqual(['android', 'ios', 'web']);
-    const total = truth.length;
-    expect(lines.reduce((a, l) => a + l.n, 0)).toBe(total);
-    const out = join(root, 'out.parquet');
-    const pq = await capture(['query', '--lake', lakeDir, '--format', 'parquet', '--out', out, sql]);
-    expect(pq.out).toContain('wrote 3 rows');
-    const back = await capture(['query', '--lake', lakeDir, '--format', 'csv', `SELECT sum(n) AS s FROM '${out}'`]);
-    expect(back.out.trim().split('\n')[1]).toBe(String(total));
-    const bad = await capture(['query', '--lake', lakeDir, 'SELECT nope FROM events']);
-    expect(bad.code).toBe(2);
-    expect(bad.err).toMatch(/^sluice: query failed: Binder Error/);
-    const metric = await capture(['query', '--lake', lakeDir, '--metric', 'dau', '--from', FROM, '--to', '2026-03-03', '--format', 'csv']);
-    expect(metric.out.split('\n').slice(0, 2).join('|')).toMatch(/^day,dau\|2026-03-02,\d+$/);
-  });
-
-  it('rejects bad metric parameters with clear messages', async () => {
-    await expect(q.metric('nope', { from: FROM, to: TO })).rejects.toThrow(/unknown metric "nope"; choose one of/);
-    await expect(q.metric('dau', { from: 'yesterday', to: TO })).rejects.toThrow('--from must be a date like 2026-03-01, got "yesterday"');
-    await expect(q.metric('dau', { from: FROM, to: TO, by: ['user_id; drop'] })).rejects.toThrow(/dimension must be one of/);
-    await expect(q.metric('funnel', { from: FROM, to: TO, steps: ['a'] })).rejects.toThrow(/at least two event types/);
   });
 });
 
-describe('quality checks', () => {
-  const now = (): number => endTime + 30 * 60_000;
-  const copyLake = (): string => {
-    const dir = mkdtempSync(join(tmpdir(), 'sluice-damaged-'));
-    cpSync(lakeDir, dir, { recursive: true });
-    return dir;
+describe('retention', () => {
+  const lastDay = (): number => dayOf(Math.max(...f.events.map((e) => e.event_time)));
+  const cohorts = (firstSeen: boolean): Map<string, { cohort: number; device: string }> => {
+    const out = new Map<string, { cohort: number; device: string }>();
+    for (const e of f.events) {
+      if (!firstSeen && e.event_type !== 'Application Installed') continue;
+      if (!out.has(e.user_id)) out.set(e.user_id, { cohort: dayOf(e.event_time), device: e.device_type ?? 'unknown' }); // events are sorted by time
+    }
+    return out;
   };
-  const parquetFiles = (dir: string): string[] => {
-    const out: string[] = [];
-    const walk = (d: string): void => {
-      for (const f of readdirSync(d)) {
-        const p = join(d, f);
-        if (statSync(p).isDirectory()) walk(p);
-        else if (p.endsWith('.parquet')) out.push(p);
+  const active = (): Set<string> => new Set(f.events.map((e) => `${e.user_id}|${dayOf(e.event_time)}`));
+
+  for (const firstSeen of [false, true]) {
+    it(`day-1/7/28 retention by ${firstSeen ? 'first-seen' : 'install'} cohort and device type`, async () => {
+      const got = await metric('retention', { by: ['device_type'], cohortBy: firstSeen ? 'first_seen' : 'install' });
+      const c = cohorts(firstSeen);
+      const act = active();
+      const want: string[] = [];
+      const groups = new Map<string, string[]>();
+      for (const [u, { cohort, device }] of c) {
+        if (cohort < t0 || cohort >= tEnd) continue;
+        const k = `${cohort}|${device}`;
+        groups.set(k, [...(groups.get(k) ?? []), u]);
       }
+      for (const [k, members] of groups) {
+        const [cohort, device] = [Number(k.split('|')[0]), k.split('|')[1]];
+        const cell = (N: number): string => {
+          const retained = members.filter((u) => act.has(`${u}|${cohort + N * DAY}`)).length;
+          return `${retained}:${cohort + N * DAY <= lastDay() ? round4(retained / members.length) : null}`;
+        };
+        want.push(`${text(cohort)}|${device}|${members.length}|${cell(1)}|${cell(7)}|${cell(28)}`);
+      }
+      const rows = got.map((r) => `${d(r.cohort)}|${String(r.device_type)}|${n(r.cohort_size)}|${n(r.d1_users)}:${n(r.d1)}|${n(r.d7_users)}:${n(r.d7)}|${n(r.d28_users)}:${n(r.d28)}`);
+      expect(rows.sort()).toEqual(want.sort());
+      expect(rows.length).toBeGreaterThan(6);
+    });
+  }
+
+  it('the cohort triangle has every elapsed day 0–28 of every cohort, zeros included', async () => {
+    const got = await metric('retention_triangle', { from: '2026-03-03', to: '2026-03-06', where: { device_type: 'ios' } });
+    const c = [...cohorts(false)].filter(([u, v]) => v.cohort >= t0 + DAY && v.cohort < t0 + 5 * DAY && f.events.find((e) => e.user_id === u)!.device_type === 'ios');
+    const act = active();
+    const want: string[] = [];
+    for (const cohort of [...new Set(c.map(([, v]) => v.cohort))]) {
+      const members = c.filter(([, v]) => v.cohort === cohort).map(([u]) => u);
+      for (let N = 0; cohort + N * DAY <= lastDay() && N <= 28; N++) {
+        const retained = members.filter((u) => act.has(`${u}|${cohort + N * DAY}`)).length;
+        want.push(`${text(cohort)}|${N}|${members.length}|${retained}|${round4(retained / members.length)}`);
+      }
+    }
+    expect(got.map((r) => `${d(r.cohort)}|${n(r.day_n)}|${n(r.cohort_size)}|${n(r.retained)}|${n(r.rate)}`).sort()).toEqual(want.sort());
+  });
+});
+
+describe('funnel, sessions, CTR', () => {
+  /** Reference funnel: entry at the first step-1 event in range, then the earliest next step ≥ previous, within the limit. */
+  function funnel(steps: string[], withinMs: number, from: number, to: number): Map<string, number[]> {
+    const byUser = new Map<string, TruthEvent[]>();
+    for (const e of f.events) if (steps.includes(e.event_type)) byUser.set(e.user_id, [...(byUser.get(e.user_id) ?? []), e]);
+    const out = new Map<string, number[]>();
+    for (const evs of byUser.values()) {
+      const entry = evs.find((e) => e.event_type === steps[0] && e.event_time >= from && e.event_time < to);
+      if (!entry) continue;
+      const g = entry.device_type ?? 'unknown';
+      const reached = out.get(g) ?? new Array<number>(steps.length).fill(0);
+      reached[0]!++;
+      let t = entry.event_time;
+      for (let k = 1; k < steps.length; k++) {
+        const next = evs.find((e) => e.event_type === steps[k] && e.event_time >= t && e.event_time <= entry.event_time + withinMs);
+        if (!next) break;
+        reached[k]!++;
+        t = next.event_time;
+      }
+      out.set(g, reached);
+    }
+    return out;
+  }
+
+  it('ordered steps within a time limit, overall and by device type', async () => {
+    const steps = ['Application Opened', 'Product Viewed', 'Order Completed'];
+    for (const within of [10 * 60, 3600]) {
+      const want = funnel(steps, within * 1000, t0, tEnd);
+      const total = steps.map((_, k) => [...want.values()].reduce((a, r) => a + r[k]!, 0));
+      const all = await metric('funnel', { steps, withinS: within });
+      expect(all.map((r) => n(r.users))).toEqual(total);
+      expect(all.map((r) => String(r.event_type))).toEqual(steps);
+      expect(n(all[2]!.conversion)).toBe(round4(total[2]! / total[0]!));
+      expect(n(all[2]!.step_conversion)).toBe(round4(total[2]! / total[1]!));
+      const by = await metric('funnel', { steps, withinS: within, by: ['device_type'] });
+      for (const r of by) expect(n(r.users), `${String(r.device_type)} step ${n(r.step)}`).toBe(want.get(String(r.device_type))![n(r.step)! - 1]);
+      expect(by).toHaveLength(steps.length * want.size);
+    }
+    // Not a trivial case: people complete the funnel, and the shorter limit loses some of them.
+    const done = (ms: number): number => [...funnel(steps, ms, t0, tEnd).values()].reduce((a, r) => a + r[2]!, 0);
+    expect(done(3_600_000)).toBeGreaterThan(done(600_000));
+  });
+
+  it('session count, median and p90 length, bounce rate per day', async () => {
+    const quantile = (xs: number[], p: number): number => {
+      const s = [...xs].sort((a, b) => a - b);
+      const pos = (s.length - 1) * p;
+      const lo = Math.floor(pos);
+      return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (pos - lo);
     };
-    walk(dir);
-    return out.sort();
-  };
-
-  it('pass on the healthy lake', async () => {
-    const r = await runQualityChecks({ lake: lakeDir, now: now(), maxStalenessMs: 365 * DAY, goldDelayMs: 6 * 3_600_000 });
-    expect(r.checks.filter((c) => c.status === 'fail'), JSON.stringify(r.checks, null, 1)).toEqual([]);
-    expect(r.ok).toBe(true);
-  });
-
-  it('fail on a deleted file, naming it', async () => {
-    const dir = copyLake();
-    try {
-      const victim = parquetFiles(join(dir, 'silver')).at(3)!;
-      unlinkSync(victim);
-      const r = await runQualityChecks({ lake: dir, now: now(), maxStalenessMs: 365 * DAY, goldDelayMs: 6 * 3_600_000 });
-      expect(r.ok).toBe(false);
-      const files = r.checks.find((c) => c.name === 'files')!;
-      expect(files.status).toBe('fail');
-      expect(files.message).toContain(`missing file (committed but not in the lake): ${victim.slice(dir.length + 1)}`);
-      expect(r.checks.find((c) => c.name === 'completeness')!.status).toBe('fail');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
+    const got = await metric('sessions', { where: { device_type: ['ios', 'android'] } });
+    expect(got).toHaveLength(10);
+    for (const r of got) {
+      const t = (r.day as Date).getTime();
+      const ss = f.sessions.filter((s) => s.session_start >= t && s.session_start < t + DAY && (s.device_type === 'ios' || s.device_type === 'android'));
+      const lengths = ss.map((s) => s.duration_s);
+      expect(n(r.sessions)).toBe(ss.length);
+      expect(n(r.median_s)).toBeCloseTo(quantile(lengths, 0.5), 2);
+      expect(n(r.p90_s)).toBeCloseTo(quantile(lengths, 0.9), 2);
+      expect(n(r.bounce_rate)).toBe(round4(ss.filter((s) => s.event_count === 1).length / ss.length));
     }
   });
 
-  it('fail on a duplicated file', async () => {
-    const dir = copyLake();
+  it('notification CTR per day and country', async () => {
+    const got = await metric('ctr', { by: ['country'] });
+    let rows = 0;
+    for (let t = t0; t < tEnd; t += DAY) {
+      for (const c of [...new Set(f.events.map((e) => e.country))]) {
+        const es = between(t, t + DAY, (e) => e.country === c);
+        const views = es.filter((e) => e.event_type === 'Push Notification Received').length;
+        const opens = es.filter((e) => e.event_type === 'Push Notification Tapped').length;
+        if (views + opens === 0) continue;
+        rows++;
+        const r = got.find((x) => d(x.day) === text(t) && x.country === c)!;
+        expect([n(r.views), n(r.opens), n(r.ctr)]).toEqual([views, opens, views === 0 ? null : round4(opens / views)]);
+      }
+    }
+    expect(got).toHaveLength(rows);
+  });
+});
+
+describe('parameters and a young lake', () => {
+  it.each([
+    [{ metric: 'nope' }, /unknown metric "nope"; choose one of active28, active7, ctr, dau/],
+    [{ from: 'yesterday' }, '--from must be a date like 2026-03-01, got "yesterday"'],
+    [{ from: '2026-02-30' }, '--from must be a date like 2026-03-01, got "2026-02-30"'],
+    [{ to: '2026-03-01' }, '--to (2026-03-01) must not be before --from (2026-03-02)'],
+    [{ by: ['user_id; DROP TABLE x'] }, 'metric dau filters and groups by device_type, os, app_version, country, source; got "user_id; DROP TABLE x"'],
+    [{ metric: 'sessions', by: ['os'] }, 'metric sessions filters and groups by device_type, app_version, country; got "os"'],
+    [{ metric: 'funnel', steps: ['a'], withinS: 60 }, /at least two event types/],
+    [{ metric: 'funnel', steps: ['a', 'a'], withinS: 60 }, 'funnel steps must be distinct event types, got a, a'],
+    [{ metric: 'funnel', steps: ['a', 'b'] }, /a funnel needs --within/],
+  ] as Array<[Partial<MetricParams> & { metric?: string }, string | RegExp]>)('rejects %j', async (p, message) => {
+    const { metric: name = 'dau', ...params } = p;
+    await expect(q.metric(name, { from: FROM, to: TO, ...params })).rejects.toThrow(message);
+  });
+
+  it('a --where value is a bound parameter, never SQL', async () => {
+    expect(await metric('dau', { where: { country: "US' OR '1'='1" } })).toEqual([]);
+  });
+
+  it('every view exists, typed, on a lake with no files yet', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'sluice-empty-lake-'));
+    const e = await openLakeQuery({ lake: empty });
     try {
-      const source = parquetFiles(join(dir, 'silver'))[0]!;
-      const copy = source.replace(/\.parquet$/, '-copy.parquet');
-      copyFileSync(source, copy);
-      const r = await runQualityChecks({ lake: dir, now: now(), maxStalenessMs: 365 * DAY, goldDelayMs: 6 * 3_600_000 });
-      expect(r.ok).toBe(false);
-      expect(r.checks.find((c) => c.name === 'files')!.message).toContain(`file not in any commit record (stray or duplicated): ${copy.slice(dir.length + 1)}`);
-      expect(r.checks.find((c) => c.name === 'uniqueness')!.status).toBe('fail');
+      for (const t of ['bronze_events', 'events', 'sessions', 'hourly_metrics', 'daily_metrics', 'dlq', 'late_events']) {
+        const r = await e.run(`SELECT count(*) AS n FROM ${t}`);
+        expect(Number(r.rows[0]![0]), t).toBe(0);
+      }
+      const cols = objects(await e.run('DESCRIBE sessions')).map((r) => `${String(r.column_name)} ${String(r.column_type)}`);
+      expect(cols).toEqual([
+        'session_id VARCHAR', 'user_id VARCHAR', 'session_start TIMESTAMP WITH TIME ZONE', 'session_end TIMESTAMP WITH TIME ZONE', 'duration_s DOUBLE',
+        'event_count BIGINT', 'bounce BOOLEAN', 'first_screen VARCHAR', 'last_screen VARCHAR', 'device_type VARCHAR', 'app_version VARCHAR', 'country VARCHAR',
+        'year INTEGER', 'month INTEGER', 'day INTEGER',
+      ]);
+      expect((await e.metric('retention', { from: FROM, to: TO })).rows).toEqual([]);
+      expect(objects(await e.metric('funnel', { from: FROM, steps: ['a', 'b'], withinS: 60 })).map((r) => n(r.users))).toEqual([0, 0]);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      await e.close();
+      rmSync(empty, { recursive: true, force: true });
     }
   });
 
-  it('fail on a stale lake and on a stale gold partition', async () => {
-    // Freshness is about receive time (wall clock): a day after the run, the lake is stale.
-    const stale = await runQualityChecks({ lake: lakeDir, now: Date.now() + DAY, maxStalenessMs: 3_600_000, goldDelayMs: 6 * 3_600_000 });
-    expect(stale.checks.find((c) => c.name === 'freshness')!.message).toMatch(/silver is stale: newest data received .* more than 60 min ago/);
-    const dir = copyLake();
-    try {
-      const gold = parquetFiles(join(dir, 'gold', 'hourly_metrics'))[2]!;
-      const hour = /year=(\d+)\/month=(\d+)\/day=(\d+)\/hour=(\d+)/.exec(gold)!;
-      unlinkSync(gold);
-      const r = await runQualityChecks({ lake: dir, now: now(), maxStalenessMs: 365 * DAY, goldDelayMs: 6 * 3_600_000 });
-      expect(r.checks.find((c) => c.name === 'gold coverage')!.message).toContain(`stale partition: silver hours without gold: ${hour[1]}-${hour[2]}-${hour[3]}T${hour[4]}:00:00.000Z`);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+  it('partition columns are INTEGERs in layout order, and filtering on them works', async () => {
+    const cols = objects(await q.run('DESCRIBE events')).map((r) => `${String(r.column_name)} ${String(r.column_type)}`);
+    expect(cols.slice(-4)).toEqual(['year INTEGER', 'month INTEGER', 'day INTEGER', 'hour INTEGER']);
+    const r = await q.run('SELECT count(*) FROM events WHERE year = 2026 AND month = 3 AND day = 4 AND hour < 12');
+    expect(Number(r.rows[0]![0])).toBe(between(t0 + 2 * DAY, t0 + 2 * DAY + 12 * 3_600_000).length);
+  });
+
+  it('a missing lake directory is a clear user error', async () => {
+    await expect(openLakeQuery({ lake: join(root, 'nope') })).rejects.toThrow(/lake directory .*nope does not exist; pass --lake DIR/);
   });
 });

@@ -1,0 +1,241 @@
+/**
+ * `sluice quality` both ways: a healthy synthetic lake passes every check, and each kind of
+ * damage (deleted file, copied file, stale gold partition, stale lake, wrong stats, too many late
+ * or invalid events, a traffic spike, new names) fails (or warns) with a message naming it.
+ */
+import { copyFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { formatReport, robustZ, runQualityChecks, type QualityOptions, type QualityReport } from '../../analytics/quality.js';
+import { partitionOf } from '../../common/lake-layout.js';
+import { writeCommitRecord, type CommitRecord } from '../../storage/commit-record.js';
+import { LocalObjectStore } from '../../storage/local-store.js';
+import { DAY, generateFixture, HOUR, rowsToBatch, writeFixtureLake, type Fixture, type FixtureOptions, type WriteOptions } from './fixture.js';
+import { silverSchema } from '../../common/schema.js';
+import { encodeParquet } from '../../storage/parquet.js';
+
+const dirs: string[] = [];
+const tmp = (name: string): string => {
+  const d = mkdtempSync(join(tmpdir(), `sluice-quality-${name}-`));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function lake(name: string, fo: FixtureOptions = {}, wo: WriteOptions = {}): Promise<{ dir: string; f: Fixture }> {
+  const dir = tmp(name);
+  const f = generateFixture({ seed: 7, ...fo });
+  const store = new LocalObjectStore(dir);
+  await writeFixtureLake(store, f, wo);
+  await store.close();
+  return { dir, f };
+}
+
+let healthy: { dir: string; f: Fixture };
+beforeAll(async () => {
+  healthy = await lake('healthy');
+}, 120_000);
+
+const check = (r: QualityReport, name: string) => {
+  const c = r.checks.find((x) => x.name === name);
+  if (!c) throw new Error(`no check ${name} in ${JSON.stringify(r.checks.map((x) => x.name))}`);
+  return c;
+};
+const failing = (r: QualityReport): string[] => r.checks.filter((c) => c.status === 'fail').map((c) => c.name);
+const run = (dir: string, f: Fixture, o: Partial<QualityOptions> = {}): Promise<QualityReport> => runQualityChecks({ lake: dir, now: f.lastReceived + 10 * 60_000, ...o });
+const copy = (name: string): string => {
+  const d = tmp(name);
+  cpSync(healthy.dir, d, { recursive: true });
+  return d;
+};
+function files(dir: string, sub: string): string[] {
+  const out: string[] = [];
+  const walk = (p: string): void => {
+    for (const n of readdirSync(p)) {
+      const q = join(p, n);
+      if (statSync(q).isDirectory()) walk(q);
+      else if (n.endsWith('.parquet')) out.push(q);
+    }
+  };
+  walk(join(dir, sub));
+  return out.sort();
+}
+const keyOf = (dir: string, path: string): string => path.slice(dir.length + 1).split('\\').join('/');
+
+describe('a healthy lake', () => {
+  it('passes every check, with the accounting spelled out', async () => {
+    const { dir, f } = healthy;
+    // A small lake: judge hours from 10 events/users up, so the anomaly detector has work to do.
+    const r = await run(dir, f, { anomalyMinVolume: 10 });
+    expect(r.checks.map((c) => `${c.name}:${c.status}`)).toEqual([
+      'files:pass', 'completeness:pass', 'uniqueness:pass', 'freshness:pass', 'gold:pass', 'late rate:pass', 'invalid rate:pass', 'anomalies:pass', 'schema drift:pass',
+    ]);
+    expect(r.ok).toBe(true);
+    const dups = f.bronze.filter((b) => b.duplicate).length;
+    expect(check(r, 'completeness').summary).toBe(
+      `bronze ${f.bronze.length} = silver ${f.events.length} + duplicates ${dups} in every receive hour, matching ${check(r, 'completeness').details!.flushRecords} flush records; ${f.dlq.length} rejected to the DLQ`,
+    );
+    expect(check(r, 'anomalies').details!.judged).toBeGreaterThan(20);
+    expect(check(r, 'gold').details!.windows).toBeGreaterThan(100);
+    expect(formatReport(r)).toMatch(/^Data quality of .* as of .*: OK\n {2}PASS {2}files/);
+  });
+});
+
+describe('damage', () => {
+  it('a deleted file fails files (naming it) and completeness (naming the hour)', async () => {
+    const dir = copy('deleted');
+    const victim = files(dir, 'silver/events')[5]!;
+    unlinkSync(victim);
+    const r = await run(dir, healthy.f);
+    expect(r.ok).toBe(false);
+    expect(check(r, 'files').problems).toEqual([expect.stringMatching(new RegExp(`^missing file: ${keyOf(dir, victim)} \\(added by commit record s\\d-\\d+-\\d+, not in the lake\\)$`))]);
+    expect(check(r, 'completeness').problems[0]).toMatch(/^receive hour .*: bronze \d+ ≠ silver \d+ \+ duplicates \d+ \(\d+ events missing from silver\)$/);
+  });
+
+  it('a duplicated file (same rows under a new name) fails files, uniqueness and completeness', async () => {
+    const dir = copy('copied');
+    const source = files(dir, 'silver/events')[3]!;
+    const dup = source.replace(/\.parquet$/, '-copy.parquet');
+    copyFileSync(source, dup);
+    const r = await run(dir, healthy.f);
+    expect(failing(r)).toEqual(['files', 'completeness', 'uniqueness', 'gold']);
+    expect(check(r, 'files').problems).toEqual([`file not in any commit record: ${keyOf(dir, dup)} (a stray or copied file; readers of the commit records ignore it, glob readers double-count it)`]);
+    expect(check(r, 'uniqueness').problems[0]).toMatch(/^event_id e\d+ appears 2 times in silver$/);
+    expect(check(r, 'completeness').problems[0]).toMatch(/rows too many in silver\)$/);
+  });
+
+  it('a stale gold partition (silver has events gold never counted) fails gold, naming the partition', async () => {
+    const { f } = healthy;
+    const victim = f.events.find((e) => e.event_time >= f.start + 4 * DAY + 14 * HOUR && e.event_type === 'Application Opened')!;
+    const hour = Math.floor(victim.event_time / HOUR) * HOUR;
+    const { dir } = await lake('stale-gold', {}, { goldExcludes: (e) => e.event_id === victim.event_id });
+    const r = await run(dir, f);
+    expect(failing(r)).toEqual(['gold']);
+    const silver = f.events.filter((e) => e.event_time >= hour && e.event_time < hour + HOUR);
+    const silverUsers = new Set(silver.map((e) => e.user_id)).size;
+    const goldUsers = new Set(silver.filter((e) => e !== victim).map((e) => e.user_id)).size;
+    const usersPart = goldUsers === silverUsers ? '' : `, active_users ${goldUsers} in gold vs ${silverUsers} in silver`;
+    expect(check(r, 'gold').problems[0]).toBe(`stale partition gold/hourly_metrics/${partitionOf(hour, 'hour')}: events ${silver.length - 1} in gold vs ${silver.length} in silver${usersPart}`);
+    expect(check(r, 'gold').problems[1]).toMatch(new RegExp(`^stale partition gold/daily_metrics/${partitionOf(hour, 'day')}: events \\d+ in gold vs \\d+ in silver`));
+
+    // The same window with the event waiting in late/ only warns: reconciliation will fix it.
+    const store = new LocalObjectStore(dir);
+    const { late: _l, shard: _s, ...row } = victim;
+    const key = `late/${partitionOf(hour, 'hour')}/part-s0-9-9.parquet`;
+    const body = encodeParquet([rowsToBatch(silverSchema, [row as unknown as Record<string, unknown>])]);
+    await store.put(key, body);
+    await writeCommitRecord(store, { id: 's0-late', time: new Date(f.lastReceived).toISOString(), kind: 'flush', shard: 0, added: [{ key, rows: 1, bytes: body.byteLength }], removed: [] });
+    await store.close();
+    const r2 = await run(dir, f);
+    expect(r2.ok).toBe(true);
+    expect(check(r2, 'gold').status).toBe('warn');
+    expect(check(r2, 'gold').problems[0]).toMatch(/\(1 late events await reconciliation: run sluice reconcile\)$/);
+  });
+
+  it('a missing gold partition fails gold as well as files', async () => {
+    const dir = copy('gold-missing');
+    const victim = files(dir, 'gold/hourly_metrics')[30]!;
+    unlinkSync(victim);
+    const r = await run(dir, healthy.f);
+    const part = keyOf(dir, victim).replace(/\/part-w\d+\.parquet$/, '');
+    expect(check(r, 'gold').problems).toEqual([expect.stringMatching(new RegExp(`^missing partition ${part}: silver has \\d+ events in this hour, gold has no row$`))]);
+    expect(check(r, 'files').status).toBe('fail');
+  });
+
+  it('a stale lake fails freshness per layer', async () => {
+    const { dir, f } = healthy;
+    const r = await run(dir, f, { now: f.lastReceived + 3 * HOUR });
+    expect(failing(r)).toEqual(['freshness']);
+    expect(check(r, 'freshness').problems).toEqual([
+      `bronze is stale: newest event received ${new Date(f.lastReceived).toISOString()}, 3 h before ${new Date(f.lastReceived + 3 * HOUR).toISOString()} (limit 1 h)`,
+      expect.stringMatching(/^silver is stale: newest event received .*, 3 h before/),
+      expect.stringMatching(/^gold is stale: newest hourly window ends .* \(limit 3 h\)$/),
+    ]);
+    const fresh = await run(dir, f, { now: f.lastReceived + 3 * HOUR, maxStalenessMs: 4 * HOUR });
+    expect(check(fresh, 'freshness').status).toBe('pass');
+  });
+
+  it('commit-record stats that disagree with the files fail completeness, naming the record', async () => {
+    const dir = copy('stats');
+    const path = join(dir, '_sluice', 'commits', readdirSync(join(dir, '_sluice', 'commits')).find((n) => n.startsWith('s1-'))!);
+    const record = JSON.parse(readFileSync(path, 'utf8')) as CommitRecord;
+    record.stats!.duplicates += 1;
+    writeFileSync(path, JSON.stringify(record));
+    const r = await run(dir, healthy.f);
+    expect(failing(r)).toEqual(['completeness']);
+    expect(check(r, 'completeness').problems).toEqual([
+      `commit record ${record.id}: stats say bronze ${record.stats!.bronzeRows} ≠ silver ${record.stats!.silverRows} + duplicates ${record.stats!.duplicates}`,
+      expect.stringMatching(/^flush records count \d+ duplicates dropped; bronze holds \d+ repeated event ids$/),
+    ]);
+  });
+
+  it('a file whose rows differ from its commit record fails files', async () => {
+    const dir = copy('rows');
+    const path = join(dir, '_sluice', 'commits', 'gold-fixture.json');
+    const record = JSON.parse(readFileSync(path, 'utf8')) as CommitRecord;
+    record.added[0]!.rows += 5;
+    writeFileSync(path, JSON.stringify(record));
+    const r = await run(dir, healthy.f);
+    expect(check(r, 'files').problems).toEqual([`row count differs: ${record.added[0]!.key} has ${record.added[0]!.rows - 5} rows, its commit record says ${record.added[0]!.rows}`]);
+  });
+});
+
+describe('rates, anomalies, drift', () => {
+  it('too many late events (> 5 %) fail the late rate; too many invalid ones the invalid rate', async () => {
+    const { dir, f } = await lake('rates', { lateRate: 0.12, invalidRate: 0.08 });
+    const r = await run(dir, f);
+    expect(failing(r)).toEqual(['late rate', 'invalid rate']);
+    expect(check(r, 'late rate').problems[0]).toMatch(/^late rate \d+\.\d\d % > 5\.00 %: \d+ of \d+ events arrived after the watermark/);
+    expect(check(r, 'invalid rate').problems[0]).toMatch(/^invalid rate \d+\.\d\d % > 5\.00 %: \d+ of \d+ events went to the DLQ/);
+    // The thresholds are options.
+    expect(failing(await run(dir, f, { maxLateRate: 0.5, maxInvalidRate: 0.5 }))).toEqual([]);
+  });
+
+  it('a burst of traffic in one hour is flagged as a spike', async () => {
+    const hour = Date.UTC(2026, 2, 11, 14);
+    const { dir, f } = await lake('spike', { spike: { hour, events: 400 } });
+    const r = await run(dir, f);
+    expect(failing(r)).toEqual(['anomalies']);
+    expect(check(r, 'anomalies').problems).toEqual([expect.stringMatching(/^spike at 2026-03-11T14:00:00\.000Z: events \d+ vs median \d+(\.\d+)? of the same hour on 7 previous days \(robust z \d+\.\d\)$/)]);
+  });
+
+  it('robust z: median/MAD, floored at √median', () => {
+    expect(robustZ(10, [10, 10, 10])).toBe(0);
+    expect(robustZ(100, [50, 52, 48, 51, 49])).toBeCloseTo(50 / Math.max(1.4826, Math.sqrt(50)), 6);
+    expect(robustZ(160, [100, 110, 90, 120, 80])).toBeCloseTo(60 / (1.4826 * 10), 6);
+    expect(robustZ(0, [100, 110, 90, 120, 80])).toBeLessThan(-3.5);
+  });
+
+  it('new event types and property keys in the drift window warn without failing', async () => {
+    const f = generateFixture({ seed: 7 });
+    const since = f.lastReceived - 12 * HOUR;
+    let changed = 0;
+    for (const e of f.events) {
+      if (e.received_at >= since && e.event_type === 'Button Clicked') {
+        e.event_type = 'Wishlist Added';
+        e.properties = JSON.stringify({ wishlist_id: 'w1' });
+        changed++;
+      }
+    }
+    for (const b of f.bronze) {
+      const e = f.events.find((x) => x.event_id === b.event_id)!;
+      b.event_type = e.event_type;
+      b.properties = e.properties;
+    }
+    expect(changed).toBeGreaterThan(0);
+    const dir = tmp('drift');
+    const store = new LocalObjectStore(dir);
+    await writeFixtureLake(store, f);
+    await store.close();
+    const r = await run(dir, f, { driftWindowMs: 12 * HOUR + 10 * 60_000 });
+    expect(r.ok).toBe(true);
+    expect(check(r, 'schema drift').status).toBe('warn');
+    expect(check(r, 'schema drift').problems).toEqual([
+      expect.stringMatching(/^new event type "Wishlist Added" first received 2026-03-1\dT/),
+      expect.stringMatching(/^new property key "wishlist_id" first received 2026-03-1\dT/),
+    ]);
+  });
+});
