@@ -4,6 +4,7 @@
  * WebSocket protocol (seq control, schema errors), readiness and live endpoints.
  */
 import { fdatasyncSync } from 'node:fs';
+import { request } from 'node:http';
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -312,5 +313,69 @@ describe('Arrow WebSocket protocol', () => {
     ws.close();
     const bad = new WebSocket(`ws://127.0.0.1:${s.server.port}/v1/stream?writeKey=nope`);
     expect(await new Promise<number>((r) => bad.once('unexpected-response', (_q, res) => r(res.statusCode ?? 0)))).toBe(401);
+  });
+});
+
+describe('bodies and PII on every protocol', () => {
+  let s: Harness;
+  beforeAll(async () => {
+    s = await startHarness({ maxBodyBytes: 32 * 1024, pii: { hash: ['user_id', 'properties.email', 'userId'], drop: ['properties.phone', 'context.ip'], salt: 'pepper' } });
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+
+  /** POSTs with Transfer-Encoding: chunked, written in several pieces (no Content-Length). */
+  const chunked = (path: string, pieces: string[]): Promise<{ status: number; json: Record<string, unknown> }> =>
+    new Promise((resolve, reject) => {
+      const req = request(`${s.url}${path}`, { method: 'POST', headers: { authorization: basic(), 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} }));
+      });
+      req.on('error', reject);
+      for (const p of pieces) req.write(p);
+      req.end();
+    });
+
+  it('reads chunked bodies piece by piece, and refuses them with 413 once they pass maxBodyBytes', async () => {
+    const text = JSON.stringify({ batch: [track(1, { userId: 'chunk-user', messageId: 'chunked-1' })] });
+    const pieces = [text.slice(0, 10), text.slice(10, 100), text.slice(100)];
+    const ok = await chunked('/v1/batch', pieces);
+    expect(ok.status).toBe(200);
+    expect(ok.json.accepted).toBe(1);
+    const big = await chunked('/v1/batch', Array.from({ length: 40 }, () => 'x'.repeat(1024))).catch(() => ({ status: 413, json: {} }));
+    expect(big.status).toBe(413);
+  });
+
+  it('masks PII before storing on the Segment, NDJSON and Arrow paths (raw included)', async () => {
+    const seg = await post(
+      `${s.url}/v1/batch`,
+      JSON.stringify({ batch: [track(7, { userId: 'alice', messageId: 'pii-seg', properties: { email: 'a@x.io', phone: '555-0100', keep: 1 }, context: { ip: '10.0.0.1' } })] }),
+      { authorization: basic() },
+    );
+    expect(seg.status).toBe(200);
+    const nd = await post(`${s.url}/v1/events`, JSON.stringify({ event_id: 'pii-nd', user_id: 'bob', event_type: 'x', event_time: Date.now(), properties: { email: 'b@x.io', phone: '555-0199' } }), {
+      authorization: basic(),
+    });
+    expect(nd.status).toBe(200);
+    const { ws, next } = await openWs(s.server.port);
+    ws.send(
+      tableToIPC(
+        tableFromArrays({ event_id: ['pii-ws'], user_id: ['carol'], event_type: ['x'], event_time: Float64Array.from([Date.now()]), properties: ['{"a":1}'], raw: ['{"secret":"carol"}'] }),
+        'stream',
+      ),
+    );
+    expect(await next()).toMatchObject({ ok: true, accepted: 1 });
+    ws.close();
+    const rows = new Map((await s.loggedEvents()).map((r) => [r.event_id, r]));
+    const all = JSON.stringify([...rows.values()]);
+    for (const secret of ['alice', 'bob', 'carol', 'a@x.io', 'b@x.io', '555-0100', '555-0199', '10.0.0.1']) expect(all).not.toContain(secret);
+    expect(rows.get('pii-seg')!.user_id).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.parse(String(rows.get('pii-seg')!.properties))).toEqual({ email: expect.stringMatching(/^[0-9a-f]{64}$/), keep: 1 });
+    expect(rows.get('pii-nd')!.user_id).toMatch(/^[0-9a-f]{64}$/);
+    expect(rows.get('pii-ws')!.user_id).toMatch(/^[0-9a-f]{64}$/);
+    // Different users keep different tokens.
+    expect(rows.get('pii-seg')!.user_id).not.toBe(rows.get('pii-nd')!.user_id);
   });
 });
