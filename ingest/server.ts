@@ -126,21 +126,41 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   };
 
 
-  const overloaded = (): Reply | undefined => {
+  /** Why the server should refuse new work right now (backlog or log past its mark), or undefined. */
+  const pressure = (): { reason: 'backlog' | 'log'; reply: Reply } | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
     let pending = deps.dlqLog.pendingBytes;
     for (const l of deps.logs) if (l.pendingBytes > pending) pending = l.pendingBytes;
     ingestMetrics.logPendingBytes.set(pending);
     if (backlog > options.maxBacklogEvents) {
-      ingestMetrics.backpressure.inc({ reason: 'backlog' });
-      return failure(503, 'overloaded', `Sluice is behind (${backlog} events not yet processed); retry later`, { 'Retry-After': '1' });
+      return { reason: 'backlog', reply: failure(503, 'overloaded', `Sluice is behind (${backlog} events not yet processed); retry later`, { 'Retry-After': '1' }) };
     }
     if (pending > options.maxLogPendingBytes) {
-      ingestMetrics.backpressure.inc({ reason: 'log' });
-      return failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' });
+      return { reason: 'log', reply: failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' }) };
     }
     return undefined;
+  };
+  /** {@link pressure} for a request: counts the refusal. */
+  const overloaded = (): Reply | undefined => {
+    const p = pressure();
+    if (!p) return undefined;
+    ingestMetrics.backpressure.inc({ reason: p.reason });
+    return p.reply;
+  };
+
+  // One log line per distinct failure, not one per request while a log is down.
+  let lastFailure = '';
+  let repeats = 0;
+  const logFailure = (err: unknown, what: string): void => {
+    const key = `${what}: ${(err as Error)?.message ?? String(err)}`;
+    if (key === lastFailure) {
+      repeats++;
+      return;
+    }
+    log.error({ err, repeatsOfPrevious: repeats }, what);
+    lastFailure = key;
+    repeats = 0;
   };
 
   const keyFromHeader = (header: string): string | undefined => {
@@ -215,7 +235,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     } catch (err) {
       // Settle the rest before answering, so nothing of this request is still pending afterwards.
       await Promise.allSettled([...appends, ...(dlq ? [dlq] : [])]);
-      log.error({ err }, 'durable append failed; nothing of this request was acknowledged');
+      logFailure(err, 'durable append failed; nothing of this request was acknowledged');
       return failure(503, 'log_unavailable', 'the event log could not be written; nothing was acknowledged, retry later', { 'Retry-After': '1' });
     }
   };
@@ -310,7 +330,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       begin();
       decodeHttp(res, protocol, call, auth, encoding, declared, receivedAt)
         .catch((err: unknown) => {
-          log.error({ err }, 'ingest request failed');
+          logFailure(err, 'ingest request failed');
           return failure(500, 'internal', 'internal error; nothing was acknowledged');
         })
         .then((reply) => {
@@ -350,7 +370,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     getJson(() => {
       if (closing) return failure(503, 'not_ready', 'shutting down');
       if (!(deps.ready?.() ?? true)) return failure(503, 'not_ready', 'the engine is not ready');
-      return overloaded() ?? { status: 200, body: '{"ok":true}' };
+      return pressure()?.reply ?? { status: 200, body: '{"ok":true}' };
     }),
   );
   app.get(
@@ -450,7 +470,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
           return decoded.kind === 'refused' ? fromRefusal(decoded) : commit(decoded, 'arrow', receivedAt);
         })
         .catch((err: unknown) => {
-          log.error({ err }, 'arrow batch failed');
+          logFailure(err, 'arrow batch failed');
           return failure(500, 'internal', 'internal error; nothing was acknowledged');
         })
         .then((reply) => {
