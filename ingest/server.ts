@@ -247,6 +247,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.cork(() => {
       res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
       res.writeHeader('Content-Type', 'application/json');
+      res.writeHeader('Access-Control-Allow-Origin', '*'); // browser SDKs post cross-origin
       if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
       res.end(reply.body);
     });
