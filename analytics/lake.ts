@@ -11,12 +11,12 @@
  *
  * Where: a local lake is read in place. An S3 lake is read through Sluice's own S3 store,
  * because DuckDB's httpfs extension cannot be installed here: the files a query needs are
- * copied into a local cache directory (only files not already there with the same size; each
- * written to a temp name and renamed, so concurrent readers of one cache never see a partial
- * file), and DuckDB reads the copies. The cache is never evicted; delete it at will.
+ * copied into a local cache directory (only files not already there with the same size and
+ * modification time; each written to a temp name and renamed, so concurrent readers of one cache
+ * never see a partial file), and DuckDB reads the copies. The cache is never evicted; delete it at will.
  */
 import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { rename, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -93,6 +93,11 @@ export class Lake {
     return lake;
   }
 
+  /** 'committed' or 'present' (see `LakeOptions.mode`). */
+  get mode(): 'committed' | 'present' {
+    return this.options.mode;
+  }
+
   get isLocal(): boolean {
     return this.cacheDir === undefined;
   }
@@ -150,12 +155,18 @@ export class Lake {
     if (this.cacheDir === undefined) return files.map((o) => this.store.localPath(o.key)!);
     return mapLimit(files, this.options.downloadConcurrency, async (o) => {
       const path = this.pathOf(o.key);
-      if (existsSync(path) && statSync(path).size === o.size) return path;
+      // Same size and modification time as the object: the copy is current. (Gold windows are
+      // rewritten in place under the same key, so the size alone is not enough.)
+      if (existsSync(path)) {
+        const st = statSync(path);
+        if (st.size === o.size && Math.abs(st.mtimeMs - o.mtimeMs) < 1) return path;
+      }
       const body = await this.store.get(o.key);
       if (body === undefined) throw externalError('lake_file_vanished', `${o.key} disappeared from ${this.store.url} while it was being read (a compaction or retention ran); run the query again`);
       mkdirSync(dirname(path), { recursive: true });
       const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
       await writeFile(tmp, body);
+      await utimes(tmp, new Date(o.mtimeMs), new Date(o.mtimeMs));
       await rename(tmp, path);
       this.downloads.files++;
       this.downloads.bytes += body.byteLength;

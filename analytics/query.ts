@@ -110,7 +110,9 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
   /** Defines the views a statement needs: every table (local) or the named ones over their needed partitions (S3). */
   const prepareViews = async (reads: () => Promise<Map<TableName, TimeRange | undefined>>): Promise<void> => {
     if (lake.isLocal) {
-      if ((await lake.refresh()) || !localViewsFresh) {
+      // Views follow the commit records; without records (or reading every file present) they are rebuilt each time.
+      const changed = await lake.refresh();
+      if (changed || !localViewsFresh || lake.mode === 'present' || lake.commitRecords.length === 0) {
         for (const t of TABLE_NAMES) await defineView(t);
         localViewsFresh = true;
       }

@@ -282,7 +282,7 @@ export function generateFixture(options: FixtureOptions = {}): Fixture {
   }
   dlq.sort((a, b) => a.received_at - b.received_at);
 
-  const lastReceived = Math.max(...copies.map((c) => c.received_at), ...dlq.map((d) => d.received_at));
+  const lastReceived = [...copies, ...dlq].reduce((m, c) => Math.max(m, c.received_at), 0);
   return { start: o.start, days: o.days, events, bronze: copies, dlq, sessions, hourly: metrics(events, sessions, HOUR), daily: metrics(events, sessions, DAY), lastReceived };
 }
 

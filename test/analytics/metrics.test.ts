@@ -2,7 +2,7 @@
  * Canned metrics over a synthetic lake (test/analytics/fixture.ts), each checked against an
  * independent computation in TypeScript from the fixture's ground truth — not against SQL.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -254,6 +254,14 @@ describe('parameters and a young lake', () => {
     await expect(q.metric(name, { from: FROM, to: TO, ...params })).rejects.toThrow(message);
   });
 
+  it('a metric file runs by hand in DuckDB with PREPARE/EXECUTE, as its header says', async () => {
+    const sql = readFileSync(new URL('../../analytics/metrics/dau.sql', import.meta.url), 'utf8').replaceAll('{{dims}}', '').replaceAll('{{filters}}', 'TRUE').replace(/;\s*$/, '');
+    await q.run('SELECT 1 FROM events LIMIT 0'); // defines the views on this connection
+    await q.connection.run(`PREPARE dau_by_hand AS ${sql}`);
+    const r = await q.connection.runAndReadAll("EXECUTE dau_by_hand(from_time := TIMESTAMPTZ '2026-03-02', to_time := TIMESTAMPTZ '2026-03-12')");
+    expect(r.getRowsJS().map((row) => Number(row[1]))).toEqual(Array.from({ length: 10 }, (_, i) => users(between(t0 + i * DAY, t0 + (i + 1) * DAY))));
+  });
+
   it('a --where value is a bound parameter, never SQL', async () => {
     expect(await metric('dau', { where: { country: "US' OR '1'='1" } })).toEqual([]);
   });
@@ -274,6 +282,11 @@ describe('parameters and a young lake', () => {
       ]);
       expect((await e.metric('retention', { from: FROM, to: TO })).rows).toEqual([]);
       expect(objects(await e.metric('funnel', { from: FROM, steps: ['a', 'b'], withinS: 60 })).map((r) => n(r.users))).toEqual([0, 0]);
+      // The lake fills while the session is open: the next query sees the new commits.
+      const store = new LocalObjectStore(empty);
+      await writeFixtureLake(store, generateFixture({ users: 5, days: 2 }));
+      await store.close();
+      expect(Number((await e.run('SELECT count(*) FROM sessions')).rows[0]![0])).toBeGreaterThan(0);
     } finally {
       await e.close();
       rmSync(empty, { recursive: true, force: true });
