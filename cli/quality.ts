@@ -21,6 +21,7 @@ interface Flags {
   maxInvalidRate: string;
   anomalyZ: string;
   anomalyWindow: string;
+  anomalyMinVolume: string;
   driftWindow: string;
 }
 
@@ -48,12 +49,15 @@ export function register(program: Command): void {
     .option('--max-invalid-rate <fraction>', 'fail above this share of rejected events', String(d.maxInvalidRate))
     .option('--anomaly-z <z>', 'flag hourly totals beyond this robust z-score', String(d.anomalyZ))
     .option('--anomaly-window <duration>', 'judge the hours within this much of the newest one', formatDuration(d.anomalyWindowMs))
+    .option('--anomaly-min-volume <n>', 'do not judge hours where value and median are both below this', String(d.anomalyMinVolume))
     .option('--drift-window <duration>', 'names first seen within this much before --now are drift', formatDuration(d.driftWindowMs))
     .action(async (f: Flags) => {
       const now = f.now === undefined ? Date.now() : Date.parse(f.now);
       if (Number.isNaN(now)) throw userError('invalid_option', `--now must be an ISO-8601 time like 2026-03-01T12:00:00Z, got "${f.now}"`);
       const z = Number(f.anomalyZ);
       if (!(z > 0)) throw userError('invalid_option', `--anomaly-z must be a positive number, got "${f.anomalyZ}"`);
+      const minVolume = Number(f.anomalyMinVolume);
+      if (!(Number.isInteger(minVolume) && minVolume >= 1)) throw userError('invalid_option', `--anomaly-min-volume must be a positive whole number, got "${f.anomalyMinVolume}"`);
       const report = await runQualityChecks({
         lake: f.lake,
         s3Endpoint: f.s3Endpoint,
@@ -67,6 +71,7 @@ export function register(program: Command): void {
         maxInvalidRate: fraction(f.maxInvalidRate, '--max-invalid-rate'),
         anomalyZ: z,
         anomalyWindowMs: parseDuration(f.anomalyWindow, '--anomaly-window'),
+        anomalyMinVolume: minVolume,
         driftWindowMs: parseDuration(f.driftWindow, '--drift-window'),
       });
       process.stdout.write(f.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
