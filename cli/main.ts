@@ -16,6 +16,7 @@ const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./query.js'),
   () => import('./quality.js'),
   () => import('./demo.js'),
+  () => import('./bench.js'),
 ];
 
 export async function main(argv: string[]): Promise<void> {

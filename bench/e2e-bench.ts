@@ -1,0 +1,479 @@
+/**
+ * The end-to-end benchmark behind `sluice bench` / `npm run bench`: a real `sluice serve` child
+ * process on loopback, driven by the project's load generator (worker threads in this process).
+ *
+ *   per protocol:  closed loop (max) ──▶ open loop at 50 % and 90 % of that max
+ *   scaling:       closed loop on `scalingProtocol` with 1 vs 2 engine workers, and as distinct
+ *                  users grow (10 K → 10 M by default)
+ *
+ * Every run gets a fresh data directory and lake, is bounded by `durationMs` (load) and
+ * `settleTimeoutMs` (wait for silver), and reports acked and processed rates, ack latency, ack →
+ * live and ack → silver lag, the server's CPU and peak RSS, and bytes on disk per event once the
+ * server has stopped (everything flushed and committed). A closing DuckDB count over silver checks
+ * that the lake holds what the commit records say.
+ */
+import { mkdir, mkdtemp, readdir, rm, lstat } from 'node:fs/promises';
+import { cpus, freemem, platform, release, totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openLakeQuery } from '../analytics/query.js';
+import { runLoadgen, type LoadgenProgress, type LoadgenProtocol, type LoadgenSummary } from '../loadgen/run.js';
+import { ackLags, Monitor, quantile, type MonitorSample } from './e2e-monitor.js';
+import { protocolShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
+import { BenchServer, type ProcStats } from './e2e-server.js';
+
+const WRITE_KEY = 'bench-key';
+/** Lag and latency statistics skip the first seconds of a load (thread start-up, JIT warm-up). */
+const WARMUP_MS = 2_000;
+
+export type RunKind = 'max' | 'rate';
+
+/** What one run asked for. */
+export interface RunSpec {
+  kind: RunKind;
+  protocol: LoadgenProtocol;
+  /** Engine worker threads. */
+  workers: number;
+  users: number;
+  /** Open loop: target events/s and the fraction of the max it is. */
+  rate?: number;
+  fraction?: number;
+}
+
+/** Seconds; NaN when not measurable. */
+export interface LagStats {
+  p50: number;
+  p99: number;
+  max: number;
+  /** Acked counts never reached before the recording ended. */
+  unreached: number;
+}
+
+/** What one run measured. Rates in events/s, times in s unless the name says ms, sizes in bytes. */
+export interface RunResult extends RunSpec {
+  shards: number;
+  batchSize: number;
+  connections: number;
+  /** Load-generator wall time. */
+  loadS: number;
+  acked: number;
+  rejected: number;
+  /** Retries, of which throttled (429/503 backpressure), and events given up on. */
+  retried: number;
+  throttled: number;
+  failed: number;
+  ackedPerSec: number;
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; requests: number };
+  /** Events the shards processed during the load, per second of load. */
+  processedPerSec: number;
+  /** Acked events ÷ time from the load's start until the last of them was committed in silver. */
+  silverPerSec: number;
+  /** After the load stopped: until every acked event was processed / committed in silver. */
+  drainS: number;
+  commitS: number;
+  /** How long after being acknowledged events became visible in /v1/live, and committed in silver. */
+  ackToLiveS: LagStats;
+  ackToSilverS: LagStats;
+  /** Server process CPU during the load (all threads; main thread = ingest + coordinator), in cores. */
+  serverCores: number;
+  serverMainCores: number;
+  /** Acked events per second of server CPU: the per-core throughput. */
+  eventsPerServerCoreS: number;
+  /** This process's CPU during the load (load generator threads), in cores. */
+  loadgenCores: number;
+  /** Peak resident memory of the server process (engine workers are threads in it). */
+  peakRssBytes: number;
+  disk: { lakeBytes: number; dataBytes: number; byLayer: Record<string, number> };
+  lakeBytesPerEvent: number;
+  dataBytesPerEvent: number;
+  /** From the commit records, and from DuckDB over the lake after the stop. */
+  committedSilverRows: number;
+  silverRows: number;
+  distinctUsers: number;
+  /** Why the figures may be off (stopped early, silver mismatch, loadgen errors). */
+  notes: string[];
+}
+
+export interface E2eBenchReport {
+  date: string;
+  machine: { cores: number; cpu: string; memoryGiB: number; freeGiB: number; node: string; os: string };
+  options: Omit<E2eBenchOptions, 'dir'>;
+  runs: RunResult[];
+  /** Indexes into `runs`. */
+  protocols: Array<{ protocol: LoadgenProtocol; max: number; rates: number[] }>;
+  workerScale: number[];
+  userScale: number[];
+  goals: GoalCheck[];
+  elapsedS: number;
+}
+
+export interface GoalCheck {
+  goal: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+export interface E2eBenchHooks {
+  /** One line per run start/end (no newline). */
+  log?: (line: string) => void;
+  /** Load generator progress, about once a second. */
+  progress?: (p: LoadgenProgress) => void;
+  signal?: AbortSignal;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Bytes allocated on disk (blocks) under `dir`, recursively; 0 when it does not exist. */
+async function diskBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += await diskBytes(p);
+    else total += (await lstat(p)).blocks * 512;
+  }
+  return total;
+}
+
+function lagStats(samples: readonly MonitorSample[], pick: (s: MonitorSample) => number, from: number, to: number): LagStats {
+  const { lags, unreached } = ackLags(samples, pick, from, to);
+  return { p50: quantile(lags, 0.5) / 1000, p99: quantile(lags, 0.99) / 1000, max: lags.length ? Math.max(...lags) / 1000 : NaN, unreached };
+}
+
+/** Runs one scenario on a fresh server and lake. */
+async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: number, hooks: E2eBenchHooks): Promise<RunResult> {
+  const dir = join(root, `run-${String(index).padStart(2, '0')}-${spec.protocol}-${spec.kind}${spec.fraction ? `-${Math.round(spec.fraction * 100)}` : ''}-w${spec.workers}-u${spec.users}`);
+  await mkdir(dir, { recursive: true });
+  const lake = join(dir, 'lake');
+  const dataDir = join(dir, 'data');
+  const settleMs = o.settleTimeoutMs ?? 3 * o.flushIntervalMs + 60_000;
+  const { batchSize, connections } = protocolShape(o, spec.protocol);
+  const notes: string[] = [];
+  const server = await BenchServer.start({ dataDir, lake, writeKey: WRITE_KEY, shards: o.shards, workers: spec.workers, flushIntervalMs: o.flushIntervalMs, logFile: join(dir, 'serve.log'), startTimeoutMs: 120_000 });
+  let monitor: Monitor | undefined;
+  try {
+    monitor = new Monitor(server.url, lake, server.pid, o.sampleMs);
+    const abort = new AbortController();
+    const onOuterAbort = (): void => abort.abort();
+    hooks.signal?.addEventListener('abort', onOuterAbort, { once: true });
+    const guard = setInterval(() => {
+      if (monitor!.peakRssBytes > o.maxServerRssBytes && !abort.signal.aborted) {
+        notes.push(`load stopped early: server RSS passed --max-rss (${(o.maxServerRssBytes / 2 ** 30).toFixed(1)} GiB)`);
+        abort.abort();
+      }
+    }, 250);
+    const cpu0 = server.stats();
+    const self0 = process.cpuUsage();
+    const t0 = performance.now();
+    let summary: LoadgenSummary;
+    try {
+      summary = await runLoadgen({
+        url: server.url,
+        writeKey: WRITE_KEY,
+        protocol: spec.protocol,
+        rate: spec.rate,
+        durationMs: o.durationMs,
+        users: spec.users,
+        seed: o.seed,
+        workers: o.loadgenWorkers,
+        connections,
+        batchSize,
+        pipeline: o.pipeline,
+        // The CLI's realistic mix: client-retry duplicates, out-of-order, late, too-late, invalid.
+        duplicateRate: 0.02,
+        jitterMs: 5_000,
+        lateRate: 0.01,
+        tooLateRate: 0.001,
+        invalidRate: 0.005,
+        clockSkewMs: 0,
+        signal: abort.signal,
+        onProgress: hooks.progress,
+      });
+    } finally {
+      clearInterval(guard);
+      hooks.signal?.removeEventListener('abort', onOuterAbort);
+    }
+    const t1 = performance.now();
+    const cpu1 = server.stats();
+    const self = process.cpuUsage(self0);
+    const atEnd = await monitor.sampleOnce();
+    const ackedFinal = atEnd.acked;
+    const deadline = performance.now() + settleMs;
+    const processedAt = await monitor.waitFor((s) => s.processed, ackedFinal, deadline);
+    const committedAt = await monitor.waitFor((s) => s.committed, ackedFinal, deadline);
+    if (committedAt === undefined) notes.push(`not all acked events were committed within ${settleMs} ms of the load's end (${monitor.latest.committed} of ${ackedFinal})`);
+    await sleep(o.sampleMs * 2);
+    await monitor.stop();
+    const samples = monitor.samples;
+    const inLoad = samples.filter((s) => s.t <= t1);
+    const loadS = (t1 - t0) / 1000;
+    const cpuS = (a: ProcStats | undefined, b: ProcStats | undefined, k: 'cpuS' | 'mainCpuS'): number => (a && b ? b[k] - a[k] : NaN);
+    const serverCpuS = cpuS(cpu0, cpu1, 'cpuS');
+    const peakRss = Math.max(monitor.peakRssBytes, server.stats()?.peakRssBytes ?? 0);
+    await server.stop(settleMs + 60_000);
+
+    const byLayer: Record<string, number> = {};
+    for (const layer of ['bronze', 'silver', 'gold', 'dlq', 'late', '_sluice']) byLayer[layer] = await diskBytes(join(lake, layer));
+    const disk = { lakeBytes: await diskBytes(lake), dataBytes: await diskBytes(dataDir), byLayer };
+    const q = await openLakeQuery({ lake });
+    let silverRows = NaN;
+    let distinctUsers = NaN;
+    try {
+      const r = await q.run('SELECT count(*) AS n, count(DISTINCT user_id) AS users FROM events');
+      silverRows = Number(r.rows[0]![0]);
+      distinctUsers = Number(r.rows[0]![1]);
+    } finally {
+      await q.close();
+    }
+    const committedSilverRows = monitor.latest.committedSilver;
+    // The stop's final checkpoint may commit what the wait above timed out on: compare with DuckDB only when all was in.
+    if (committedAt !== undefined && silverRows !== committedSilverRows) notes.push(`silver holds ${silverRows} rows but the flush records say ${committedSilverRows}`);
+    if (summary.failed > 0) notes.push(`${summary.failed} events given up by the load generator`);
+    if (summary.rejectedValid > 0 || summary.acceptedInvalid > 0) notes.push(`server rejected ${summary.rejectedValid} valid and accepted ${summary.acceptedInvalid} invalid events`);
+    for (const e of summary.errors) notes.push(`loadgen: ${e}`);
+    if (summary.generator.compressed > 0 && spec.users < 1_000_000) notes.push(`users too few for the rate: ${summary.generator.compressed} in-session gaps shortened`);
+    const processedInLoad = inLoad.at(-1)?.processed ?? 0;
+    const acked = summary.acked;
+    return {
+      ...spec,
+      shards: o.shards,
+      batchSize,
+      connections,
+      loadS,
+      acked,
+      rejected: summary.rejected,
+      retried: summary.retried,
+      throttled: summary.throttled,
+      failed: summary.failed,
+      ackedPerSec: summary.eventsPerSecond,
+      latencyMs: { p50: summary.latencyMs.p50, p90: summary.latencyMs.p90, p99: summary.latencyMs.p99, p999: summary.latencyMs.p999, max: summary.latencyMs.max, requests: summary.latencyMs.count },
+      processedPerSec: processedInLoad / loadS,
+      silverPerSec: committedAt === undefined ? NaN : ackedFinal / ((committedAt - t0) / 1000),
+      drainS: processedAt === undefined ? NaN : Math.max(0, processedAt - t1) / 1000,
+      commitS: committedAt === undefined ? NaN : Math.max(0, committedAt - t1) / 1000,
+      ackToLiveS: lagStats(samples, (s) => s.processed, t0 + WARMUP_MS, t1),
+      ackToSilverS: lagStats(samples, (s) => s.committed, t0 + WARMUP_MS, t1),
+      serverCores: serverCpuS / loadS,
+      serverMainCores: cpuS(cpu0, cpu1, 'mainCpuS') / loadS,
+      eventsPerServerCoreS: acked / serverCpuS,
+      loadgenCores: (self.user + self.system) / 1e6 / loadS,
+      peakRssBytes: peakRss,
+      disk,
+      lakeBytesPerEvent: disk.lakeBytes / acked,
+      dataBytesPerEvent: disk.dataBytes / acked,
+      committedSilverRows,
+      silverRows,
+      distinctUsers,
+      notes,
+    };
+  } catch (err) {
+    await monitor?.stop();
+    server.kill();
+    throw err;
+  } finally {
+    if (!o.keep) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const fmtInt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
+const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const mib = (b: number): string => (Number.isFinite(b) ? `${Math.round(b / 2 ** 20).toLocaleString('en-US')} MiB` : 'n/a');
+const count = (n: number): string => (n >= 1e6 && n % 1e6 === 0 ? `${n / 1e6}M` : n >= 1e3 && n % 1e3 === 0 ? `${n / 1e3}K` : String(n));
+
+/** Runs the whole benchmark (options validated here). */
+export async function runE2eBench(input: Partial<E2eBenchOptions>, hooks: E2eBenchHooks = {}): Promise<E2eBenchReport> {
+  const o = validateE2eBenchOptions(input);
+  const started = performance.now();
+  const root = o.dir ?? (await mkdtemp(join(tmpdir(), 'sluice-bench-')));
+  await mkdir(root, { recursive: true });
+  const runs: RunResult[] = [];
+  const memo = new Map<string, number>();
+  const log = hooks.log ?? (() => undefined);
+  const plan = o.protocols.length * (1 + o.rateFractions.length) + o.workerScale.length + o.userScale.length;
+  const run = async (spec: RunSpec): Promise<number> => {
+    const key = `${spec.kind}/${spec.protocol}/${spec.workers}/${spec.users}/${spec.rate ?? ''}`;
+    const seen = memo.get(key);
+    if (seen !== undefined) return seen;
+    if (hooks.signal?.aborted) throw hooks.signal.reason;
+    const what = `${spec.protocol} ${spec.kind === 'max' ? 'closed loop (max)' : `open loop ${Math.round((spec.fraction ?? 0) * 100)} % = ${fmtInt(spec.rate!)} ev/s`}, ${spec.workers} engine worker${spec.workers === 1 ? '' : 's'}, ${count(spec.users)} users`;
+    log(`[${runs.length + 1}/${plan}] ${what}: ${o.durationMs / 1000} s of load…`);
+    const r = await runOne(o, spec, root, runs.length + 1, hooks);
+    runs.push(r);
+    memo.set(key, runs.length - 1);
+    log(
+      `      acked ${fmtInt(r.ackedPerSec)} ev/s, processed ${fmtInt(r.processedPerSec)} ev/s, p50/p99 ${fmt(r.latencyMs.p50)}/${fmt(r.latencyMs.p99)} ms, ` +
+        `server ${fmt(r.serverCores, 2)} cores (${fmtInt(r.eventsPerServerCoreS)} ev/core-s), peak RSS ${mib(r.peakRssBytes)}, silver +${fmt(r.commitS)} s after the load` +
+        (r.notes.length ? `\n      note: ${r.notes.join('; ')}` : ''),
+    );
+    return runs.length - 1;
+  };
+  const protocols: E2eBenchReport['protocols'] = [];
+  for (const protocol of o.protocols) {
+    const max = await run({ kind: 'max', protocol, workers: o.workers, users: o.users });
+    const rates: number[] = [];
+    for (const fraction of o.rateFractions) {
+      const rate = Math.max(1, Math.round(fraction * runs[max]!.ackedPerSec));
+      rates.push(await run({ kind: 'rate', protocol, workers: o.workers, users: o.users, rate, fraction }));
+    }
+    protocols.push({ protocol, max, rates });
+  }
+  const workerScale: number[] = [];
+  for (const w of o.workerScale) workerScale.push(await run({ kind: 'max', protocol: o.scalingProtocol, workers: w, users: o.users }));
+  const userScale: number[] = [];
+  for (const u of o.userScale) userScale.push(await run({ kind: 'max', protocol: o.scalingProtocol, workers: o.workers, users: u }));
+  if (o.dir === undefined && !o.keep) await rm(root, { recursive: true, force: true });
+
+  const report: E2eBenchReport = {
+    date: new Date().toISOString(),
+    machine: {
+      cores: cpus().length,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      memoryGiB: totalmem() / 2 ** 30,
+      freeGiB: freemem() / 2 ** 30,
+      node: process.version,
+      os: `${platform()} ${release()}`,
+    },
+    options: { ...o, dir: undefined } as Omit<E2eBenchOptions, 'dir'>,
+    runs,
+    protocols,
+    workerScale,
+    userScale,
+    goals: [],
+    elapsedS: (performance.now() - started) / 1000,
+  };
+  report.goals = checkGoals(report);
+  return report;
+}
+
+/** The acceptance goals of issue 5, against this report. */
+export function checkGoals(r: E2eBenchReport): GoalCheck[] {
+  const goals: GoalCheck[] = [];
+  const maxOf = (p: LoadgenProtocol): RunResult | undefined => {
+    const e = r.protocols.find((x) => x.protocol === p);
+    return e ? r.runs[e.max] : undefined;
+  };
+  const perCore = (p: LoadgenProtocol, target: number, label: string): void => {
+    const m = maxOf(p);
+    if (!m) return;
+    goals.push({
+      goal: `${label} ≥ ${fmtInt(target)} events/s per core`,
+      measured: `${fmtInt(m.eventsPerServerCoreS)} per server core-second (${fmtInt(m.ackedPerSec)} ev/s on ${fmt(m.serverCores, 2)} server cores; ${fmtInt(m.ackedPerSec / r.machine.cores)} per machine core)`,
+      met: m.eventsPerServerCoreS >= target,
+    });
+  };
+  perCore('arrow-ws', 500_000, 'Arrow WebSocket');
+  perCore('http', 150_000, 'Segment HTTP JSON');
+  for (const e of r.protocols) {
+    const half = e.rates.map((i) => r.runs[i]!).find((x) => x.fraction === 0.5);
+    if (!half) continue;
+    goals.push({ goal: `${e.protocol}: p99 ack ≤ 20 ms at 50 % of max`, measured: `p99 ${fmt(half.latencyMs.p99)} ms at ${fmtInt(half.rate!)} ev/s`, met: half.latencyMs.p99 <= 20 });
+    // sent → visible = sent → acked (p50 latency) + acked → visible (p99 of the lag samples).
+    const live = half.latencyMs.p50 / 1000 + half.ackToLiveS.p99;
+    goals.push({ goal: `${e.protocol}: visible in /v1/live ≤ 2 s`, measured: `${fmt(live, 2)} s (ack p50 + ack→live p99) at 50 %`, met: Number.isFinite(live) ? live <= 2 : undefined });
+    const silver = half.latencyMs.p50 / 1000 + half.ackToSilverS.p99;
+    const bound = r.options.flushIntervalMs / 1000 + 2;
+    goals.push({ goal: `${e.protocol}: committed in silver ≤ flush interval + 2 s = ${fmt(bound, 0)} s`, measured: `${fmt(silver, 2)} s (ack p50 + ack→silver p99) at 50 %`, met: Number.isFinite(silver) ? silver <= bound : undefined });
+  }
+  return goals;
+}
+
+/** Fixed-width table: first column left-aligned, the others right-aligned. */
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** The human-readable report. */
+export function formatE2eReport(r: E2eBenchReport): string {
+  const o = r.options;
+  const out: string[] = [];
+  out.push(`Sluice end-to-end benchmark, ${r.date}`);
+  out.push(`machine: ${r.machine.cores} cores (${r.machine.cpu}), ${fmt(r.machine.memoryGiB)} GiB RAM, Node ${r.machine.node}, ${r.machine.os}`);
+  out.push(
+    `server:  sluice serve child process, ${o.shards} shards, flush every ${o.flushIntervalMs / 1000} s, loopback; load: ${o.loadgenWorkers} loadgen threads in the bench process, ` +
+      `${o.durationMs / 1000} s per run, ${count(o.users)} users, realistic mix (2 % duplicates, 5 s jitter, 1 % late, 0.1 % too late, 0.5 % invalid)`,
+  );
+  const row = (x: RunResult): string[] => [
+    x.protocol,
+    `${x.batchSize}×${x.connections * o.loadgenWorkers}`,
+    fmtInt(x.ackedPerSec),
+    fmtInt(x.processedPerSec),
+    fmtInt(x.silverPerSec),
+    fmt(x.serverCores, 2),
+    fmtInt(x.eventsPerServerCoreS),
+    fmt(x.loadgenCores, 2),
+    `${fmt(x.latencyMs.p50)} / ${fmt(x.latencyMs.p99)}`,
+    mib(x.peakRssBytes),
+  ];
+  const head = ['protocol', 'batch×conns', 'acked ev/s', 'processed ev/s', 'in silver ev/s', 'server cores', 'ev/s per server core', 'loadgen cores', 'ack p50/p99 ms', 'peak RSS'];
+  out.push('\nThroughput, closed loop (max):');
+  out.push(table(head, r.protocols.map((p) => row(r.runs[p.max]!))));
+
+  const latRows: string[][] = [];
+  for (const p of r.protocols) {
+    for (const i of [p.max, ...p.rates]) {
+      const x = r.runs[i]!;
+      latRows.push([
+        x.protocol,
+        x.kind === 'max' ? 'max' : `${Math.round(x.fraction! * 100)} %`,
+        x.kind === 'max' ? '—' : fmtInt(x.rate!),
+        fmtInt(x.ackedPerSec),
+        fmt(x.latencyMs.p50),
+        fmt(x.latencyMs.p99),
+        fmt(x.latencyMs.p999),
+        fmt(x.latencyMs.max),
+        `${fmt(x.ackToLiveS.p50, 2)} / ${fmt(x.ackToLiveS.p99, 2)}`,
+        `${fmt(x.ackToSilverS.p50, 2)} / ${fmt(x.ackToSilverS.p99, 2)}`,
+        fmt(x.commitS),
+      ]);
+    }
+  }
+  out.push('\nAck latency (ms, from intended send time: no coordinated omission) and freshness (s, p50 / p99 over 100 ms samples):');
+  out.push(table(['protocol', 'load', 'target ev/s', 'acked ev/s', 'p50', 'p99', 'p99.9', 'max', 'ack→live', 'ack→silver', 'silver done after stop'], latRows));
+
+  const diskRows = r.protocols.map((p) => {
+    const x = r.runs[p.max]!;
+    const per = (k: string): string => fmt((x.disk.byLayer[k] ?? 0) / x.acked, 1);
+    return [x.protocol, fmtInt(x.acked), fmt(x.lakeBytesPerEvent), per('bronze'), per('silver'), per('gold'), fmt(x.dataBytesPerEvent), mib(x.disk.dataBytes), fmtInt(x.silverRows), fmtInt(x.distinctUsers)];
+  });
+  out.push('\nOn disk after the server stopped (bytes per acked event; data = logs + LMDB, not per-event: logs keep their open segments):');
+  out.push(table(['protocol', 'events', 'lake B/ev', 'bronze', 'silver', 'gold', 'data B/ev', 'data', 'silver rows (DuckDB)', 'distinct users'], diskRows));
+
+  if (r.workerScale.length) {
+    out.push(`\nScaling with engine workers (${o.scalingProtocol}, closed loop, ${count(o.users)} users, ${o.shards} shards):`);
+    out.push(
+      table(
+        ['workers', 'acked ev/s', 'processed ev/s', 'in silver ev/s', 'server cores', 'main thread cores', 'ev/s per server core', 'peak RSS'],
+        r.workerScale.map((i) => {
+          const x = r.runs[i]!;
+          return [String(x.workers), fmtInt(x.ackedPerSec), fmtInt(x.processedPerSec), fmtInt(x.silverPerSec), fmt(x.serverCores, 2), fmt(x.serverMainCores, 2), fmtInt(x.eventsPerServerCoreS), mib(x.peakRssBytes)];
+        }),
+      ),
+    );
+  }
+  if (r.userScale.length) {
+    out.push(`\nCost as distinct users grow (${o.scalingProtocol}, closed loop, ${o.workers} engine workers):`);
+    out.push(
+      table(
+        ['users', 'users seen (silver)', 'events', 'acked ev/s', 'processed ev/s', 'server cores', 'peak RSS', 'RSS per user seen', 'lake B/ev'],
+        r.userScale.map((i) => {
+          const x = r.runs[i]!;
+          return [count(x.users), fmtInt(x.distinctUsers), fmtInt(x.acked), fmtInt(x.ackedPerSec), fmtInt(x.processedPerSec), fmt(x.serverCores, 2), mib(x.peakRssBytes), `${fmtInt(x.peakRssBytes / x.distinctUsers)} B`, fmt(x.lakeBytesPerEvent)];
+        }),
+      ),
+    );
+  }
+  if (r.goals.length) {
+    out.push('\nGoals (issue 5):');
+    out.push(table(['goal', 'measured', 'met'], r.goals.map((g) => [g.goal, g.measured, g.met === undefined ? '?' : g.met ? 'yes' : 'NO'])));
+  }
+  const notes = r.runs.flatMap((x, i) => x.notes.map((n) => `run ${i + 1} (${x.protocol} ${x.kind}${x.fraction ? ` ${x.fraction * 100} %` : ''}, ${x.workers}w, ${count(x.users)} users): ${n}`));
+  if (notes.length) out.push(`\nNotes:\n${notes.map((n) => `  ${n}`).join('\n')}`);
+  out.push(`\n${r.runs.length} runs in ${fmt(r.elapsedS / 60)} min.`);
+  return out.join('\n');
+}

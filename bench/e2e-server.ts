@@ -1,0 +1,171 @@
+/**
+ * A `sluice serve` child process for the end-to-end benchmark: the real CLI, engine and worker
+ * pool on loopback, in its own process so its CPU time and peak RSS are its own (the load
+ * generator runs in the benchmark's process). Linux /proc gives the process figures; elsewhere
+ * they are undefined.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { externalError } from '../common/errors.js';
+
+export interface BenchServerOptions {
+  dataDir: string;
+  lake: string;
+  writeKey: string;
+  shards: number;
+  workers: number;
+  flushIntervalMs: number;
+  /** The child's stderr (its warn-level log) goes here. */
+  logFile: string;
+  /** How long to wait for the listening line. */
+  startTimeoutMs: number;
+}
+
+/** CPU and memory of the server process at one instant. Seconds of CPU, bytes of memory. */
+export interface ProcStats {
+  /** User + system CPU of all the process's threads (main, engine workers, libuv pool, GC). */
+  cpuS: number;
+  /** User + system CPU of the main thread (ingest, coordinator). */
+  mainCpuS: number;
+  rssBytes: number;
+  /** Peak resident set size since the process started (VmHWM). */
+  peakRssBytes: number;
+}
+
+let clockTicks: number | undefined;
+function ticksPerSecond(): number {
+  if (clockTicks === undefined) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+/** utime + stime of a /proc stat line, in seconds. */
+function statCpu(path: string): number {
+  const text = readFileSync(path, 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // Fields after the command name start at field 3 (state); utime is field 14, stime 15.
+  return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
+}
+
+/** The process's CPU and memory, or undefined when /proc is not there (not Linux, or it exited). */
+export function procStats(pid: number): ProcStats | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+    return { cpuS: statCpu(`/proc/${pid}/stat`), mainCpuS: statCpu(`/proc/${pid}/task/${pid}/stat`), rssBytes: kb('VmRSS'), peakRssBytes: kb('VmHWM') };
+  } catch {
+    return undefined;
+  }
+}
+
+export class BenchServer {
+  readonly url: string;
+  readonly pid: number;
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<number | null>;
+  private readonly logFile: string;
+
+  private constructor(child: ChildProcess, url: string, exited: Promise<number | null>, logFile: string) {
+    this.child = child;
+    this.url = url;
+    this.pid = child.pid!;
+    this.exited = exited;
+    this.logFile = logFile;
+  }
+
+  /** Starts `node bin/sluice.js serve` on a free loopback port and resolves once it listens. */
+  static async start(o: BenchServerOptions): Promise<BenchServer> {
+    const bin = fileURLToPath(new URL('../bin/sluice.js', import.meta.url));
+    const args = [
+      bin,
+      'serve',
+      '--host', '127.0.0.1',
+      '--port', '0',
+      '--data', o.dataDir,
+      '--lake', o.lake,
+      '--write-key', o.writeKey,
+      '--shards', String(o.shards),
+      '--workers', String(o.workers),
+      '--flush-interval', `${o.flushIntervalMs}ms`,
+    ];
+    // Only the flags configure it: no SLUICE_* setting or config file of the caller leaks in.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && k !== 'AWS_ENDPOINT_URL_S3'));
+    env.SLUICE_LOG_LEVEL = 'warn';
+    const err = openSync(o.logFile, 'a');
+    let child: ChildProcess;
+    try {
+      // Its own process group: a Ctrl-C meant for the benchmark must not stop the server mid-run.
+      child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', err], detached: true });
+    } finally {
+      closeSync(err);
+    }
+    const orphan = (): void => void child.kill('SIGKILL');
+    process.once('exit', orphan);
+    const exited = new Promise<number | null>((resolve) =>
+      child.once('exit', (code) => {
+        process.off('exit', orphan);
+        resolve(code);
+      }),
+    );
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => fail(`did not print its address within ${o.startTimeoutMs} ms`), o.startTimeoutMs);
+      const fail = (why: string): void => {
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        reject(externalError('bench_server_failed', `sluice serve ${why}; its log: ${o.logFile}\n${tail(o.logFile)}`, undefined, 'none'));
+      };
+      child.stdout!.setEncoding('utf8');
+      child.stdout!.on('data', (chunk: string) => {
+        out += chunk;
+        const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!);
+        }
+      });
+      child.once('exit', (code) => fail(`exited with code ${code} before listening`));
+    });
+    child.stdout!.resume();
+    return new BenchServer(child, url, exited, o.logFile);
+  }
+
+  stats(): ProcStats | undefined {
+    return procStats(this.pid);
+  }
+
+  /** SIGTERM (drain, flush, commit everything acknowledged) and wait for exit; SIGKILL after `timeoutMs`. */
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    this.child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+    const code = await Promise.race([this.exited, timedOut]);
+    clearTimeout(timer);
+    if (code === 'timeout') {
+      this.child.kill('SIGKILL');
+      await this.exited;
+      throw externalError('bench_server_stuck', `sluice serve did not stop within ${timeoutMs} ms of SIGTERM (killed); its log: ${this.logFile}\n${tail(this.logFile)}`, undefined, 'none');
+    }
+    if (code !== 0) throw externalError('bench_server_failed', `sluice serve exited with code ${code}; its log: ${this.logFile}\n${tail(this.logFile)}`, undefined, 'none');
+  }
+
+  /** Last resort on an error path: no drain. */
+  kill(): void {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
