@@ -3,14 +3,17 @@
  * grouping sets ('ALL' roll-ups), emitted as per-shard partials that add up across shards
  * (users are shard-partitioned, so per-shard exact distinct counts sum to the exact total).
  *
- * Accumulators live at the finest grain (window × full dimension tuple) with the set of users
- * seen there; roll-ups are built once per window at emission by summing counters and uniting
+ * Accumulators live at the finest grain (window × interned dimension combination) with the set
+ * of users seen there, as 53-bit fingerprints of user_id (two users of one window and group are
+ * merged only if their fingerprints collide: probability ≈ n² / 2^54, ~5·10⁻⁵ at n = 1 M); roll-ups are built once per window at emission by summing counters and uniting
  * user sets, so a row costs one accumulator update per window, not eight.
  *
  * Emission: an hourly window when the watermark reaches its end; a daily window when the
  * watermark reaches its end plus the session gap (sessions open at midnight have closed by then).
  */
-import { ALL } from '../../common/schema.js';
+import type { Data, Dictionary, Utf8, Vector } from 'apache-arrow';
+import { ALL, UNKNOWN } from '../../common/schema.js';
+import type { DimValues } from '../kernels/session-table.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -42,7 +45,8 @@ export interface Acc {
   v: string;
   c: string;
   n: Float64Array;
-  users: Set<string>;
+  /** Fingerprint keys of the users seen (kernels/fingerprint `fingerprintKey`). */
+  users: Set<number>;
 }
 
 /** One grouping-set row of a window partial (numbers are this shard's). */
@@ -68,46 +72,93 @@ export interface WindowPartial {
   rows: PartialRow[];
 }
 
-type Window = Map<string, Acc>;
+/** Accumulators of one window by dimension combination id. */
+type Window = Map<number, Acc>;
 
 export class AggregateOperator {
   private readonly sessionGapMs: number;
   readonly hourly = new Map<number, Window>();
   readonly daily = new Map<number, Window>();
+  /** Interned dimension combinations: id → values, and `d␁v␁c` → id. */
+  readonly combos: DimValues[] = [];
+  private readonly comboIds = new Map<string, number>();
 
   constructor(sessionGapMs: number) {
     this.sessionGapMs = sessionGapMs;
   }
 
-  /** The accumulator of (window, dims), created on first use. */
-  acc(granularity: 'hourly' | 'daily', windowStart: number, d: string, v: string, c: string): Acc {
+  /** The id of a dimension combination (interned once per distinct combination). */
+  comboOf(d: string, v: string, c: string): number {
+    const key = `${d}\u0001${v}\u0001${c}`;
+    let id = this.comboIds.get(key);
+    if (id === undefined) {
+      id = this.combos.length;
+      this.combos.push({ d, v, c });
+      this.comboIds.set(key, id);
+    }
+    return id;
+  }
+
+  /**
+   * Per batch, interned dimension combinations of every row (UNKNOWN for nulls): the local
+   * dictionary indices of the three dimension columns are folded into one number per row, and
+   * each distinct local combination is interned once.
+   */
+  combosOf(device: Data<Dictionary<Utf8>>, version: Data<Dictionary<Utf8>>, country: Data<Dictionary<Utf8>>, rows: Int32Array): Int32Array {
+    const strings = (data: Data<Dictionary<Utf8>>): string[] => {
+      const dict = data.dictionary as Vector<Utf8> | null;
+      return Array.from({ length: dict?.length ?? 0 }, (_, k) => dict!.get(k) ?? UNKNOWN);
+    };
+    const ds = strings(device);
+    const vs = strings(version);
+    const cs = strings(country);
+    const di = device.values as Int32Array;
+    const vi = version.values as Int32Array;
+    const ci = country.values as Int32Array;
+    const nv = vs.length + 1;
+    const nc = cs.length + 1;
+    const local = new Map<number, number>();
+    const out = new Int32Array(rows.length);
+    for (let j = 0; j < rows.length; j++) {
+      const i = rows[j]!;
+      const d = device.getValid(i) ? di[i]! + 1 : 0;
+      const v = version.getValid(i) ? vi[i]! + 1 : 0;
+      const c = country.getValid(i) ? ci[i]! + 1 : 0;
+      const key = (d * nv + v) * nc + c;
+      let combo = local.get(key);
+      if (combo === undefined) {
+        combo = this.comboOf(d === 0 ? UNKNOWN : ds[d - 1]!, v === 0 ? UNKNOWN : vs[v - 1]!, c === 0 ? UNKNOWN : cs[c - 1]!);
+        local.set(key, combo);
+      }
+      out[j] = combo;
+    }
+    return out;
+  }
+
+  /** The accumulator of (window, combination), created on first use. */
+  acc(granularity: 'hourly' | 'daily', windowStart: number, combo: number): Acc {
     const windows = granularity === 'hourly' ? this.hourly : this.daily;
     let w = windows.get(windowStart);
     if (!w) windows.set(windowStart, (w = new Map()));
-    const key = `${d}\u0001${v}\u0001${c}`;
-    let a = w.get(key);
-    if (!a) w.set(key, (a = { d, v, c, n: new Float64Array(SLOTS), users: new Set() }));
+    let a = w.get(combo);
+    if (!a) {
+      const { d, v, c } = this.combos[combo]!;
+      w.set(combo, (a = { d, v, c, n: new Float64Array(SLOTS), users: new Set() }));
+    }
     return a;
   }
 
   /** Adds one event to both of its windows. */
-  addEvent(hourAcc: Acc, dayAcc: Acc, user: string, metrics: number): void {
-    for (const a of [hourAcc, dayAcc]) {
-      const n = a.n;
-      n[C.events]!++;
-      if (metrics & M.install) n[C.installs]!++;
-      if (metrics & M.screen) n[C.screenViews]!++;
-      if (metrics & M.notificationView) n[C.notificationViews]!++;
-      if (metrics & M.notificationOpen) n[C.notificationOpens]!++;
-      a.users.add(user);
-    }
+  addEvent(hourAcc: Acc, dayAcc: Acc, userKey: number, metrics: number): void {
+    count(hourAcc, userKey, metrics);
+    count(dayAcc, userKey, metrics);
   }
 
   /** A session closed: its length and bounce count toward the day it started in (if not yet emitted). */
   addClosedSession(start: number, d: string, v: string, c: string, durationS: number, bounce: boolean, emittedThrough: number): void {
     const day = Math.floor(start / DAY) * DAY;
     if (day + DAY + this.sessionGapMs <= emittedThrough) return;
-    const a = this.acc('daily', day, d, v, c);
+    const a = this.acc('daily', day, this.comboOf(d, v, c));
     a.n[C.sessionsClosed]!++;
     a.n[C.sessionSeconds]! += durationS;
     if (bounce) a.n[C.bounces]!++;
@@ -141,14 +192,14 @@ export class AggregateOperator {
   }
 
   restore(state: unknown): void {
-    const s = state as { hourly: Array<[number, Array<[string, string, string, number[], string[]]>]>; daily: typeof s.hourly };
+    const s = state as { hourly: Array<[number, Array<[string, string, string, number[], number[]]>]>; daily: typeof s.hourly };
     for (const [g, entries] of [
       ['hourly', s.hourly],
       ['daily', s.daily],
     ] as const) {
       for (const [start, accs] of entries) {
         for (const [d, v, c, n, users] of accs) {
-          const a = this.acc(g, start, d, v, c);
+          const a = this.acc(g, start, this.comboOf(d, v, c));
           a.n.set(n);
           for (const u of users) a.users.add(u);
         }
@@ -157,9 +208,21 @@ export class AggregateOperator {
   }
 }
 
+function count(a: Acc, userKey: number, metrics: number): void {
+  const n = a.n;
+  n[C.events]!++;
+  if (metrics !== 0) {
+    if (metrics & M.install) n[C.installs]!++;
+    if (metrics & M.screen) n[C.screenViews]!++;
+    if (metrics & M.notificationView) n[C.notificationViews]!++;
+    if (metrics & M.notificationOpen) n[C.notificationOpens]!++;
+  }
+  a.users.add(userKey);
+}
+
 /** All 8 grouping sets of a window: counters summed, user sets united (sizes only). */
 function rollUp(w: Window, totalOnly = false): PartialRow[] {
-  const groups = new Map<string, { d: string; v: string; c: string; n: Float64Array; users: Set<string> }>();
+  const groups = new Map<string, { d: string; v: string; c: string; n: Float64Array; users: Set<number> }>();
   const masks = totalOnly ? [7] : [0, 1, 2, 3, 4, 5, 6, 7];
   for (const a of w.values()) {
     for (const mask of masks) {

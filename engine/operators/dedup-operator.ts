@@ -90,7 +90,7 @@ export class DedupOperator {
    * Marks first occurrences: `keep[i] = 1` for a row whose id was not seen within the TTL (nor
    * earlier in this batch). Returns the number of duplicates.
    */
-  processBatch(eventIds: Data<Utf8>, receivedAt: BigInt64Array, keep: Uint8Array): number {
+  processBatch(eventIds: Data<Utf8>, receivedAt: Float64Array, keep: Uint8Array): number {
     const n = eventIds.length;
     if (this.hi.length < n) {
       this.hi = new Uint32Array(n * 2);
@@ -100,7 +100,7 @@ export class DedupOperator {
     fingerprintUtf8(eventIds, hi, lo);
     let duplicates = 0;
     for (let i = 0; i < n; i++) {
-      const bucket = Math.floor(Number(receivedAt[i]) / HOUR);
+      const bucket = Math.floor(receivedAt[i]! / HOUR);
       if (bucket > this.maxBucket) this.maxBucket = bucket;
       const h = hi[i]!;
       const l = lo[i]!;

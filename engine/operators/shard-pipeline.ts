@@ -6,18 +6,25 @@
  *               ─▶ silver batch (kept rows, session_id stamped, `raw` dropped) + too-late mask
  *   advanceWatermark(wm) ─▶ closed sessions (gold) + window partials (hourly, daily)
  */
-import { makeBuilder, makeData, RecordBatch, Struct, type Data, type Dictionary, type Utf8, type Vector } from 'apache-arrow';
+import { makeData, RecordBatch, Schema, Struct, type Data, type Field, type Dictionary, type Timestamp, type Utf8, type Vector } from 'apache-arrow';
 import type { RootDatabase } from 'lmdb';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
+import { Utf8Column } from '../../ingest/batch-builder.js';
 import { sessionsSchema, silverSchema, UNKNOWN } from '../../common/schema.js';
 import { DEFAULT_METRIC_EVENT_TYPES, type MetricEventTypes } from '../gold-sql.js';
 import type { ShardWatermark } from '../types.js';
-import { AggregateOperator, C, M, type WindowPartial } from './aggregate-operator.js';
+import { epochMillis } from '../kernels/epoch-millis.js';
+import { markTooLate } from '../kernels/event-time.js';
+import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
+import { screenName } from '../kernels/screen-name.js';
+import { Assigned, SessionTable, type ClosedSession } from '../kernels/session-table.js';
+import { AggregateOperator, C, M, type Acc, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
-import { SessionOperator, type ClosedSession } from './session-operator.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
+/** Session ids are 16 ASCII hex digits (kernels/session-table `sessionIdOf`). */
+const SESSION_ID_LENGTH = 16;
 
 export interface ShardPipelineOptions {
   shard: number;
@@ -48,19 +55,20 @@ const decoder = new TextDecoder();
 
 export class ShardPipeline {
   private readonly dedup: DedupOperator;
-  private readonly sessions: SessionOperator;
+  private readonly sessions: SessionTable;
   private readonly aggregate: AggregateOperator;
   private readonly lateness: number;
   private readonly types: MetricEventTypes;
   private maxEventTime = -Infinity;
   /** Watermark up to which windows and sessions were emitted. */
   private frontier = -Infinity;
-  /** Sessions closed early (a new session of the same user began) waiting for the next advance. */
-  private closedEarly: ClosedSession[] = [];
+  /** Fingerprints of the current batch's user ids (reused across batches). */
+  private userHi = new Uint32Array(0);
+  private userLo = new Uint32Array(0);
 
   constructor(options: ShardPipelineOptions) {
     this.dedup = new DedupOperator(options.db, { ttlMs: options.dedupTtlMs, hotCapacity: options.dedupHotCapacity });
-    this.sessions = new SessionOperator(options.sessionGapMs);
+    this.sessions = new SessionTable(options.sessionGapMs);
     this.aggregate = new AggregateOperator(options.sessionGapMs);
     this.lateness = options.allowedLatenessMs;
     this.types = { ...DEFAULT_METRIC_EVENT_TYPES, ...options.metricEventTypes };
@@ -84,53 +92,57 @@ export class ShardPipeline {
     const n = batch.numRows;
     const col = (name: string): Data => batch.getChild(name)!.data[0]!;
     const keep = new Uint8Array(n);
-    const receivedAt = col('received_at').values as BigInt64Array;
-    const duplicates = this.dedup.processBatch(col('event_id') as Data<Utf8>, receivedAt, keep);
+    const duplicates = this.dedup.processBatch(col('event_id') as Data<Utf8>, epochMillis(col('received_at') as Data<Timestamp>), keep);
+    const kept = maskToIndices(keep);
 
-    const times = col('event_time').values as BigInt64Array;
+    const times = epochMillis(col('event_time') as Data<Timestamp>);
+    const tooLate = new Uint8Array(kept.length);
+    this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, HOUR, tooLate));
+
     const users = col('user_id') as Data<Utf8>;
+    if (this.userHi.length < n) {
+      this.userHi = new Uint32Array(n * 2);
+      this.userLo = new Uint32Array(n * 2);
+    }
+    const { userHi, userLo } = this;
+    fingerprintUtf8(users, userHi, userLo);
     const typeData = col('event_type') as Data<Dictionary<Utf8>>;
     const typeIdx = typeData.values as Int32Array;
     const bits = this.metricBits(typeData.dictionary as Vector<Utf8> | null);
-    const dimOf = (name: string): ((i: number) => string) => {
-      const data = col(name) as Data<Dictionary<Utf8>>;
-      const idx = data.values as Int32Array;
-      const dict = data.dictionary as Vector<Utf8> | null;
-      const strings = Array.from({ length: dict?.length ?? 0 }, (_, k) => dict!.get(k) ?? UNKNOWN);
-      return (i) => (data.getValid(i) ? strings[idx[i]!]! : UNKNOWN);
-    };
-    const device = dimOf('device_type');
-    const version = dimOf('app_version');
-    const country = dimOf('country');
+    const combos = this.aggregate.combosOf(col('device_type') as Data<Dictionary<Utf8>>, col('app_version') as Data<Dictionary<Utf8>>, col('country') as Data<Dictionary<Utf8>>, kept);
+    const comboValues = this.aggregate.combos;
     const props = col('properties') as Data<Utf8>;
 
-    const kept = maskToIndices(keep);
-    const sessionIds: string[] = new Array(kept.length);
-    const tooLate = new Uint8Array(kept.length);
+    const sessionIds = new Uint8Array(kept.length * SESSION_ID_LENGTH);
+    let hourStart = NaN;
+    let dayStart = NaN;
+    let lastCombo = -1;
+    let hourAcc: Acc | undefined;
+    let dayAcc: Acc | undefined;
     for (let j = 0; j < kept.length; j++) {
       const i = kept[j]!;
-      const t = Number(times[i]);
-      if (t > this.maxEventTime) this.maxEventTime = t;
-      const hour = Math.floor(t / HOUR) * HOUR;
-      const late = hour + HOUR <= this.frontier;
-      tooLate[j] = late ? 1 : 0;
-      const user = decoder.decode(users.values.subarray(users.valueOffsets[i]!, users.valueOffsets[i + 1]!));
+      const t = times[i]!;
+      const userKey = fingerprintKey(userHi[i]!, userLo[i]!);
       const b = bits[typeIdx[i]!]!;
-      const screen = b & M.screen ? screenName(props, i) : null;
-      const d = device(i);
-      const v = version(i);
-      const c = country(i);
-      const { session, opened, closed } = this.sessions.assign(user, t, screen, d, v, c);
-      sessionIds[j] = session.id;
-      if (closed) this.closedEarly.push(closed);
-      if (late) continue;
-      const day = Math.floor(t / DAY) * DAY;
-      const hourAcc = this.aggregate.acc('hourly', hour, d, v, c);
-      const dayAcc = this.aggregate.acc('daily', day, d, v, c);
-      this.aggregate.addEvent(hourAcc, dayAcc, user, b);
+      const combo = combos[j]!;
+      const opened = this.sessions.assign(userKey, users, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!) !== Assigned.Joined;
+      sessionIds.set(SessionTable.idBytesOf(this.sessions.current!), j * SESSION_ID_LENGTH);
+      if (tooLate[j]) continue;
+      const hour = t - (((t % HOUR) + HOUR) % HOUR);
+      const day = t - (((t % DAY) + DAY) % DAY);
+      if (hour !== hourStart || combo !== lastCombo) {
+        hourAcc = this.aggregate.acc('hourly', hour, combo);
+        hourStart = hour;
+      }
+      if (day !== dayStart || combo !== lastCombo) {
+        dayAcc = this.aggregate.acc('daily', day, combo);
+        dayStart = day;
+      }
+      lastCombo = combo;
+      this.aggregate.addEvent(hourAcc!, dayAcc!, userKey, b);
       if (opened) {
-        hourAcc.n[C.sessions]!++;
-        dayAcc.n[C.sessions]!++;
+        hourAcc!.n[C.sessions]!++;
+        dayAcc!.n[C.sessions]!++;
       }
     }
     return { silver: toSilver(batch, kept, sessionIds), tooLate, duplicates };
@@ -143,8 +155,7 @@ export class ShardPipeline {
   advanceWatermark(watermarkMs: number): WatermarkOutput {
     const before = this.frontier;
     if (watermarkMs > this.frontier) this.frontier = watermarkMs;
-    const closed = [...this.closedEarly, ...this.sessions.close(this.frontier)];
-    this.closedEarly = [];
+    const closed = [...this.sessions.takeClosedEarly(), ...this.sessions.close(this.frontier)];
     for (const s of closed) {
       this.aggregate.addClosedSession(s.start, s.device ?? UNKNOWN, s.version ?? UNKNOWN, s.country ?? UNKNOWN, (s.end - s.start) / 1000, s.count === 1, before);
     }
@@ -175,7 +186,6 @@ export class ShardPipeline {
       maxEventTime: this.maxEventTime === -Infinity ? null : this.maxEventTime,
       frontier: this.frontier === -Infinity ? null : this.frontier,
       sessions: this.sessions.snapshot(),
-      closedEarly: this.closedEarly,
       aggregate: this.aggregate.snapshot(),
     };
     return new TextEncoder().encode(JSON.stringify(state));
@@ -185,14 +195,12 @@ export class ShardPipeline {
     const s = JSON.parse(decoder.decode(bytes)) as {
       maxEventTime: number | null;
       frontier: number | null;
-      sessions: ClosedSession[];
-      closedEarly: ClosedSession[];
+      sessions: ReturnType<SessionTable['snapshot']>;
       aggregate: unknown;
     };
     this.maxEventTime = s.maxEventTime ?? -Infinity;
     this.frontier = s.frontier ?? -Infinity;
     this.sessions.restore(s.sessions);
-    this.closedEarly = s.closedEarly;
     this.aggregate.restore(s.aggregate);
   }
 
@@ -207,82 +215,73 @@ export class ShardPipeline {
   }
 }
 
-/** `properties.name` of a screen event, without parsing the whole JSON when it is absent. */
-function screenName(props: Data<Utf8>, i: number): string | null {
-  if (!props.getValid(i)) return null;
-  const text = decoder.decode(props.values.subarray(props.valueOffsets[i]!, props.valueOffsets[i + 1]!));
-  if (!text.includes('"name"')) return null;
-  try {
-    const name = (JSON.parse(text) as { name?: unknown }).name;
-    return typeof name === 'string' ? name : null;
-  } catch {
-    return null;
-  }
-}
-
-const encoder = new TextEncoder();
-
-/** Kept rows in silver column order, with session_id replaced by the stamped ids. */
-function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: string[]): RecordBatch {
-  const picked = takeRows(batch, kept);
-  const ids = utf8Data(sessionIds);
-  const children = silverSchema.fields.map((f) => (f.name === 'session_id' ? ids : picked.getChild(f.name)!.data[0]!));
+/** Kept rows in silver column order (ingest's `raw` is not copied), with session_id replaced by the stamped ids. */
+function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array): RecordBatch {
   // Keep the batch's own dictionary types (their ids) so encoders see consistent schemas.
-  const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : picked.schema.fields.find((g) => g.name === f.name)!));
-  const schema = new (silverSchema.constructor as typeof import('apache-arrow').Schema)(fields);
+  const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : batch.schema.fields.find((g) => g.name === f.name)!));
+  const schema = new Schema(fields);
+  const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: fields.map((f) => batch.getChild(f.name)!.data[0]!) }));
+  const picked = takeRows(source, kept);
+  const offsets = new Int32Array(kept.length + 1);
+  for (let j = 0; j <= kept.length; j++) offsets[j] = j * SESSION_ID_LENGTH;
+  const ids = makeData({ type: fields.find((f) => f.name === 'session_id')!.type as Utf8, length: kept.length, nullCount: 0, valueOffsets: offsets, data: sessionIds });
+  const children = fields.map((f, k) => (f.name === 'session_id' ? ids : picked.data.children[k]!));
   return new RecordBatch(schema, makeData({ type: new Struct(fields), length: kept.length, nullCount: 0, children }));
 }
 
-function utf8Data(values: string[]): Data<Utf8> {
-  const encoded = values.map((v) => encoder.encode(v));
-  const offsets = new Int32Array(values.length + 1);
-  let total = 0;
-  for (let i = 0; i < encoded.length; i++) {
-    total += encoded[i]!.length;
-    offsets[i + 1] = total;
-  }
-  const bytes = new Uint8Array(total);
-  for (let i = 0; i < encoded.length; i++) bytes.set(encoded[i]!, offsets[i]!);
-  const type = silverSchema.fields.find((f) => f.name === 'session_id')!.type as Utf8;
-  return makeData({ type, length: values.length, nullCount: 0, valueOffsets: offsets, data: bytes });
-}
-
+/** Closed sessions as one sessionsSchema batch, sorted by (start, id) for deterministic files; columns filled by hand. */
 function sessionsBatch(closed: ClosedSession[]): RecordBatch {
   const sorted = [...closed].sort((a, b) => a.start - b.start || (a.id < b.id ? -1 : 1));
-  const value = (s: ClosedSession, name: string): unknown => {
-    switch (name) {
-      case 'session_id':
-        return s.id;
-      case 'user_id':
-        return s.user;
-      case 'session_start':
-        return s.start;
-      case 'session_end':
-        return s.end;
-      case 'duration_s':
-        return (s.end - s.start) / 1000;
-      case 'event_count':
-        return BigInt(s.count);
-      case 'bounce':
-        return s.count === 1;
-      case 'first_screen':
-        return s.firstScreen;
-      case 'last_screen':
-        return s.lastScreen;
-      case 'device_type':
-        return s.device;
-      case 'app_version':
-        return s.version;
-      case 'country':
-        return s.country;
-      default:
-        throw new Error(`unknown sessions column ${name}`);
-    }
+  const n = sorted.length;
+  const text = (value: (s: ClosedSession) => string | null): Utf8Column => {
+    const c = new Utf8Column(n, 16);
+    for (const s of sorted) c.push(value(s));
+    return c;
   };
-  const children = sessionsSchema.fields.map((f) => {
-    const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
-    for (const s of sorted) b.append(value(s, f.name) as never);
-    return b.finish().flush();
-  });
-  return new RecordBatch(sessionsSchema, makeData({ type: new Struct(sessionsSchema.fields), length: sorted.length, nullCount: 0, children }));
+  const start = new Float64Array(n);
+  const end = new Float64Array(n);
+  const duration = new Float64Array(n);
+  const count = new Float64Array(n);
+  const bounce = new Uint8Array(((n + 63) >> 6) << 3);
+  for (let i = 0; i < n; i++) {
+    const s = sorted[i]!;
+    start[i] = s.start;
+    end[i] = s.end;
+    duration[i] = (s.end - s.start) / 1000;
+    count[i] = s.count;
+    if (s.count === 1) bounce[i >> 3]! |= 1 << (i & 7);
+  }
+  const field = (name: string): Field => sessionsSchema.fields.find((f) => f.name === name)!;
+  const fixed = (name: string, data: ArrayBufferView): Data => makeData({ type: field(name).type, length: n, nullCount: 0, data } as never);
+  const columns: Record<string, Data> = {
+    session_id: text((s) => s.id).data(field('session_id').type, true),
+    user_id: text((s) => s.user).data(field('user_id').type, true),
+    session_start: fixed('session_start', int64Of(start)),
+    session_end: fixed('session_end', int64Of(end)),
+    duration_s: fixed('duration_s', duration),
+    event_count: fixed('event_count', int64Of(count)),
+    bounce: fixed('bounce', bounce),
+    first_screen: text((s) => s.firstScreen).data(field('first_screen').type, true),
+    last_screen: text((s) => s.lastScreen).data(field('last_screen').type, true),
+    device_type: text((s) => s.device).data(field('device_type').type, true),
+    app_version: text((s) => s.version).data(field('app_version').type, true),
+    country: text((s) => s.country).data(field('country').type, true),
+  };
+  const children = sessionsSchema.fields.map((f) => columns[f.name]!);
+  return new RecordBatch(sessionsSchema, makeData({ type: new Struct(sessionsSchema.fields), length: n, nullCount: 0, children }));
+}
+
+/** Integral doubles as little-endian int64 (no BigInt per value). */
+function int64Of(values: Float64Array): BigInt64Array {
+  const out = new BigInt64Array(values.length);
+  const halves = new Int32Array(out.buffer);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (v < 0) out[i] = BigInt(v);
+    else {
+      halves[2 * i] = v % 4294967296;
+      halves[2 * i + 1] = Math.floor(v / 4294967296);
+    }
+  }
+  return out;
 }
