@@ -33,9 +33,9 @@ export interface E2eBenchOptions {
   flushIntervalMs: number;
   /** Load-generator threads (in this process). */
   loadgenWorkers: number;
-  /** Concurrent requests (WebSockets for arrow-ws) per load-generator thread; undefined = per protocol (16 HTTP, 2 WebSockets). */
+  /** Concurrent requests (WebSockets for arrow-ws) per load-generator thread; undefined = per protocol (32 HTTP, 4 WebSockets). */
   connections?: number;
-  /** Events per request / Arrow batch; undefined = per protocol (50 for Segment and NDJSON, 500 for Arrow). */
+  /** Events per request / Arrow batch; undefined = per protocol (50 for Segment and NDJSON, 1000 for Arrow). */
   batchSize?: number;
   /** Arrow batches in flight per WebSocket. */
   pipeline: number;
@@ -62,7 +62,7 @@ export const E2E_BENCH_DEFAULTS = {
   scalingProtocol: 'arrow-ws',
   flushIntervalMs: 5_000,
   loadgenWorkers: 2,
-  pipeline: 2,
+  pipeline: 4,
   seed: 1,
   keep: false,
   sampleMs: 100,
@@ -72,7 +72,7 @@ export const E2E_BENCH_DEFAULTS = {
 /** Batch size and connections per protocol when not given. */
 export function protocolShape(o: E2eBenchOptions, protocol: LoadgenProtocol): { batchSize: number; connections: number } {
   const arrow = protocol === 'arrow-ws';
-  return { batchSize: o.batchSize ?? (arrow ? 500 : 50), connections: o.connections ?? (arrow ? 2 : 16) };
+  return { batchSize: o.batchSize ?? (arrow ? 1000 : 50), connections: o.connections ?? (arrow ? 4 : 32) };
 }
 
 /** Users the load generator may be asked for (its per-user state is ~110 B per user per run). */

@@ -85,7 +85,7 @@ export const BENCH_FLAG_DEFAULTS = {
   scalingProtocol: 'arrow-ws',
   flushInterval: '5s',
   loadgenWorkers: '2',
-  pipeline: '2',
+  pipeline: '4',
   seed: '1',
   maxRss: '8GiB',
 } as const;
@@ -106,8 +106,8 @@ export function register(program: Command): void {
     .option('--workers <n>', 'engine worker threads of the protocol and user-scaling runs (default cores)')
     .option('--flush-interval <d>', 'server checkpoint / flush interval', d.flushInterval)
     .option('--loadgen-workers <n>', 'load generator threads', d.loadgenWorkers)
-    .option('--connections <n>', 'requests / WebSockets per loadgen thread (default 16 for HTTP, 2 for arrow-ws)')
-    .option('--batch-size <n>', 'events per request / Arrow batch (default 50 for HTTP, 500 for arrow-ws)')
+    .option('--connections <n>', 'requests / WebSockets per loadgen thread (default 32 for HTTP, 4 for arrow-ws)')
+    .option('--batch-size <n>', 'events per request / Arrow batch (default 50 for HTTP, 1000 for arrow-ws)')
     .option('--pipeline <n>', 'Arrow batches in flight per WebSocket', d.pipeline)
     .option('--seed <n>', 'load generator seed', d.seed)
     .option('--dir <dir>', 'where each run’s data and lake go (default a temp directory, deleted)')
