@@ -17,7 +17,7 @@ import { cpus, freemem, platform, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLakeQuery } from '../analytics/query.js';
 import { runLoadgen, type LoadgenProgress, type LoadgenProtocol, type LoadgenSummary } from '../loadgen/run.js';
-import { ackLags, Monitor, quantile, type MonitorSample } from './e2e-monitor.js';
+import { ackLags, fetchServerMetrics, Monitor, quantile, type MonitorSample, type ServerMetrics } from './e2e-monitor.js';
 import { protocolShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
 import { BenchServer, type ProcStats } from './e2e-server.js';
 
@@ -80,6 +80,8 @@ export interface RunResult extends RunSpec {
   eventsPerServerCoreS: number;
   /** This process's CPU during the load (load generator threads), in cores. */
   loadgenCores: number;
+  /** The server's own view at the end of the load: log fsyncs, ack time, checkpoints, refusals (since it started). */
+  server?: ServerMetrics;
   /** Peak resident memory of the server process (engine workers are threads in it). */
   peakRssBytes: number;
   disk: { lakeBytes: number; dataBytes: number; byLayer: Record<string, number> };
@@ -200,6 +202,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     const t1 = performance.now();
     const cpu1 = server.stats();
     const self = process.cpuUsage(self0);
+    const serverMetrics = await fetchServerMetrics(server.url);
     const atEnd = await monitor.sampleOnce();
     const ackedFinal = atEnd.acked;
     const deadline = performance.now() + settleMs;
@@ -261,6 +264,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
       serverMainCores: cpuS(cpu0, cpu1, 'mainCpuS') / loadS,
       eventsPerServerCoreS: acked / serverCpuS,
       loadgenCores: (self.user + self.system) / 1e6 / loadS,
+      server: serverMetrics,
       peakRssBytes: peakRss,
       disk,
       lakeBytesPerEvent: disk.lakeBytes / acked,
@@ -435,6 +439,26 @@ export function formatE2eReport(r: E2eBenchReport): string {
   }
   out.push('\nAck latency (ms, from intended send time: no coordinated omission) and freshness (s, p50 / p99 over 100 ms samples):');
   out.push(table(['protocol', 'load', 'target ev/s', 'acked ev/s', 'p50', 'p99', 'p99.9', 'max', 'ack→live', 'ack→silver', 'silver done after stop'], latRows));
+
+  const srvRows = r.protocols.flatMap((p) =>
+    [p.max, ...p.rates].map((i) => {
+      const x = r.runs[i]!;
+      const m = x.server;
+      return [
+        x.protocol,
+        x.kind === 'max' ? 'max' : `${Math.round(x.fraction! * 100)} %`,
+        m ? fmtInt(m.fsyncs / x.loadS) : 'n/a',
+        m ? `${fmt(m.fsyncMeanMs)} / ≤${fmt(m.fsyncP99Ms, 0)}` : 'n/a',
+        m ? `${fmt(m.ackMeanMs)} / ≤${fmt(m.ackP99Ms, 0)}` : 'n/a',
+        m ? `${m.checkpoints} × ${fmt(m.checkpointMeanS, 2)}` : 'n/a',
+        m ? `${fmtInt(m.refused503)} / ${fmtInt(m.refused429)}` : 'n/a',
+        fmt(x.serverMainCores, 2),
+        fmt(x.serverCores - x.serverMainCores, 2),
+      ];
+    }),
+  );
+  out.push('\nServer side during the load (/metrics; p99 = upper bound of its histogram bucket):');
+  out.push(table(['protocol', 'load', 'fsyncs/s', 'fsync mean/p99 ms', 'ack mean/p99 ms', 'checkpoints × mean s', '503 / 429', 'main thread cores', 'other threads cores'], srvRows));
 
   const diskRows = r.protocols.map((p) => {
     const x = r.runs[p.max]!;

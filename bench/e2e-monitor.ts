@@ -141,6 +141,66 @@ export class Monitor {
   }
 }
 
+/** Server-side figures from its Prometheus text (counters since the server started). */
+export interface ServerMetrics {
+  fsyncs: number;
+  fsyncMeanMs: number;
+  /** Upper bound of the histogram bucket holding the 99th percentile, ms. */
+  fsyncP99Ms: number;
+  /** Request received → ack sent, as the server sees it. */
+  ackMeanMs: number;
+  ackP99Ms: number;
+  checkpoints: number;
+  checkpointMeanS: number;
+  checkpointMaxBucketS: number;
+  /** Requests refused with 503 (engine backlog or log high-water mark) and 429. */
+  refused503: number;
+  refused429: number;
+}
+
+function histogram(text: string, name: string): { count: number; sum: number; buckets: Array<[number, number]> } {
+  const num = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+  const buckets: Array<[number, number]> = [];
+  for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
+  return { count: num(new RegExp(`^${name}_count (\\S+)$`, 'm')), sum: num(new RegExp(`^${name}_sum (\\S+)$`, 'm')), buckets };
+}
+
+/** Upper bound of the bucket where the cumulative count reaches q of the total. */
+function bucketQuantile(buckets: Array<[number, number]>, q: number): number {
+  const total = buckets.at(-1)?.[1] ?? 0;
+  if (total === 0) return NaN;
+  return buckets.find(([, c]) => c >= q * total)?.[0] ?? NaN;
+}
+
+/** Parses what the benchmark reports from GET /metrics. */
+export function parseServerMetrics(text: string): ServerMetrics {
+  const fsync = histogram(text, 'sluice_log_fsync_seconds');
+  const ack = histogram(text, 'sluice_ingest_ack_seconds');
+  const cp = histogram(text, 'sluice_engine_checkpoint_seconds');
+  const sum = (re: RegExp): number => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  return {
+    fsyncs: fsync.count,
+    fsyncMeanMs: (fsync.sum / fsync.count) * 1000,
+    fsyncP99Ms: bucketQuantile(fsync.buckets, 0.99) * 1000,
+    ackMeanMs: (ack.sum / ack.count) * 1000,
+    ackP99Ms: bucketQuantile(ack.buckets, 0.99) * 1000,
+    checkpoints: cp.count,
+    checkpointMeanS: cp.sum / cp.count,
+    checkpointMaxBucketS: bucketQuantile(cp.buckets, 1),
+    refused503: sum(/^sluice_ingest_requests_total\{[^}]*status="503"[^}]*\} (\S+)$/gm),
+    refused429: sum(/^sluice_ingest_requests_total\{[^}]*status="429"[^}]*\} (\S+)$/gm),
+  };
+}
+
+/** Fetches and parses GET /metrics; undefined when the server does not answer. */
+export async function fetchServerMetrics(url: string): Promise<ServerMetrics | undefined> {
+  try {
+    return parseServerMetrics(await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text());
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * For each sample in [from, to] with acked > 0: how long until `pick` reached that sample's acked
  * count (ms). Samples never reached within the recording count as (last sample − t) and are
