@@ -1,0 +1,241 @@
+/**
+ * Table-driven tests of the engine's pure kernels (engine/kernels) and the dedup operator's TTL.
+ * Deterministic: explicit times, no clock, no sleeps.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Int64, makeData, TimestampMillisecond, Utf8, vectorFromArray, type Data } from 'apache-arrow';
+import { open as openLmdb } from 'lmdb';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DedupTable } from '../../engine/kernels/dedup-table.js';
+import { epochMillis } from '../../engine/kernels/epoch-millis.js';
+import { markTooLate } from '../../engine/kernels/event-time.js';
+import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
+import { screenName } from '../../engine/kernels/screen-name.js';
+import { Assigned, SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
+import { AggregateOperator, mergePartials } from '../../engine/operators/aggregate-operator.js';
+import { DedupOperator } from '../../engine/operators/dedup-operator.js';
+
+const T = Date.UTC(2026, 2, 1, 10, 0, 0);
+const MIN = 60_000;
+const HOUR = 3_600_000;
+
+const utf8 = (values: Array<string | null>): Data<Utf8> => vectorFromArray(values, new Utf8()).data[0]!;
+
+describe('epochMillis', () => {
+  it.each([
+    ['epoch', 0],
+    ['a 2026 time', T],
+    ['before 1970', -1],
+    ['far before 1970', -86_400_000 * 365 * 30 - 123],
+    ['year 2500', Date.UTC(2500, 0, 1, 0, 0, 0, 999)],
+  ])('reads %s exactly', (_, ms) => {
+    const data = makeData({ type: new TimestampMillisecond(), length: 1, nullCount: 0, data: BigInt64Array.of(BigInt(ms)) });
+    expect(Array.from(epochMillis(data))).toEqual([ms]);
+    const int64 = makeData({ type: new Int64(), length: 1, nullCount: 0, data: BigInt64Array.of(BigInt(ms)) });
+    expect(epochMillis(int64 as never)[0]).toBe(ms);
+  });
+});
+
+describe('markTooLate', () => {
+  it.each([
+    { name: 'nothing emitted yet', frontier: -Infinity, t: T, late: 0 },
+    { name: 'window still open (frontier inside it)', frontier: T + 59 * MIN, t: T + 30 * MIN, late: 0 },
+    { name: 'frontier exactly at the window end', frontier: T + HOUR, t: T + 30 * MIN, late: 1 },
+    { name: 'last ms of an emitted window', frontier: T + HOUR, t: T + HOUR - 1, late: 1 },
+    { name: 'first ms of the next window', frontier: T + HOUR, t: T + HOUR, late: 0 },
+    { name: 'days old, long emitted', frontier: T, t: T - 3 * 86_400_000, late: 1 },
+  ])('$name → $late', ({ frontier, t, late }) => {
+    const out = new Uint8Array(1);
+    expect(markTooLate(Float64Array.of(t), Int32Array.of(0), frontier, HOUR, out)).toBe(t);
+    expect(out[0]).toBe(late);
+  });
+
+  it('looks only at the selected rows and returns their max time', () => {
+    const times = Float64Array.of(T + 5 * HOUR, T - 2 * HOUR, T + HOUR);
+    const out = new Uint8Array(2);
+    expect(markTooLate(times, Int32Array.of(1, 2), T, HOUR, out)).toBe(T + HOUR);
+    expect(Array.from(out)).toEqual([1, 0]);
+    expect(markTooLate(times, new Int32Array(0), T, HOUR, new Uint8Array(0))).toBe(-Infinity);
+  });
+});
+
+describe('screenName', () => {
+  it.each([
+    ['name first (fast path)', '{"name":"Home","tab":2}', 'Home'],
+    ['name not first', '{"tab":2,"name":"Cart"}', 'Cart'],
+    ['escaped quote in the name', '{"name":"Say \\"hi\\"","x":1}', 'Say "hi"'],
+    ['unicode name', '{"name":"Übersicht 🏠"}', 'Übersicht 🏠'],
+    ['name twice: the last wins, as in JSON.parse', '{"name":"A","name":"B"}', 'B'],
+    ['nested name only', '{"item":{"name":"Shoe"}}', null],
+    ['nested name after the top-level one', '{"name":"Product","item":{"name":"Shoe"}}', 'Product'],
+    ['name is not a string', '{"name":42}', null],
+    ['no name', '{"tab":2}', null],
+    ['empty object', '{}', null],
+    ['not JSON', 'name', null],
+    ['null properties', null, null],
+  ])('%s', (_, text, expected) => {
+    expect(screenName(utf8([text]), 0)).toBe(expected);
+  });
+});
+
+describe('DedupTable', () => {
+  it('adds, finds, and keeps a (0, 0) fingerprint distinct from empty slots', () => {
+    const t = new DedupTable(4);
+    expect(t.add(0, 0, 1)).toBe(true);
+    expect(t.add(0, 0, 1)).toBe(false);
+    expect(t.has(0, 0)).toBe(true);
+    expect(t.has(7, 9)).toBe(false);
+    for (let i = 1; i <= 1000; i++) expect(t.add(i, i * 31, i % 5)).toBe(true);
+    expect(t.size).toBe(1001);
+    for (let i = 1; i <= 1000; i++) expect(t.has(i, i * 31)).toBe(true);
+  });
+
+  it('drops whole buckets on retain', () => {
+    const t = new DedupTable();
+    for (let i = 0; i < 100; i++) t.add(i + 1, i, i % 4);
+    expect(t.retain((b) => b >= 2)).toBe(50);
+    expect(t.has(1, 0)).toBe(false);
+    expect(t.has(3, 2)).toBe(true);
+  });
+});
+
+describe('DedupOperator', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-dedup-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const run = (op: DedupOperator, ids: string[], receivedAt: number): number[] => {
+    const keep = new Uint8Array(ids.length);
+    op.processBatch(utf8(ids), new Float64Array(ids.length).fill(receivedAt), keep);
+    return Array.from(keep);
+  };
+
+  it.each([
+    { name: 'within the TTL (23 h later)', later: 23 * HOUR, keep: [0] },
+    { name: 'after the TTL (26 h later)', later: 26 * HOUR, keep: [1] },
+  ])('a repeat $name', ({ name, later, keep }) => {
+    const env = openLmdb({ path: join(dir, `${name.replace(/\W+/g, '-')}.mdb`), maxDbs: 256 });
+    const op = new DedupOperator(env, { ttlMs: 24 * HOUR });
+    expect(run(op, ['x', 'y', 'x'], T)).toEqual([1, 1, 0]);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
+    // A later event advances time; its checkpoint expires buckets older than the TTL.
+    expect(run(op, ['z'], T + later)).toEqual([1]);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
+    expect(run(op, ['x'], T + later)).toEqual(keep);
+    env.close();
+  });
+
+  it('finds ids in LMDB when the hot table was bounded (evicted buckets)', () => {
+    const env = openLmdb({ path: join(dir, 'bounded.mdb'), maxDbs: 256 });
+    const op = new DedupOperator(env, { ttlMs: 24 * HOUR, hotCapacity: 10 });
+    const old = Array.from({ length: 20 }, (_, i) => `old-${i}`);
+    expect(run(op, old, T).every((k) => k === 1)).toBe(true);
+    expect(run(op, ['new-1'], T + 2 * HOUR)).toEqual([1]);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
+    expect(op.stats.complete).toBe(false);
+    expect(op.stats.hotEntries).toBeLessThanOrEqual(10);
+    expect(run(op, ['old-3', 'old-19', 'new-1', 'fresh'], T + 3 * HOUR)).toEqual([0, 0, 0, 1]);
+    env.close();
+  });
+});
+
+describe('SessionTable', () => {
+  const GAP = 30 * MIN;
+  const dims: DimValues = { d: 'ios', v: '4.0', c: 'DE' };
+  const users = utf8(['u1', 'u2']);
+  const hi = new Uint32Array(2);
+  const lo = new Uint32Array(2);
+  fingerprintUtf8(users, hi, lo);
+  const key = (row: number): number => fingerprintKey(hi[row]!, lo[row]!);
+
+  it.each([
+    { name: 'one ms inside the gap after the end joins', second: T + GAP - 1, expect: Assigned.Joined },
+    { name: 'exactly at the gap after the end opens a new one', second: T + GAP, expect: Assigned.OpenedAndClosed },
+    { name: 'one ms inside the gap before the start joins', second: T - GAP + 1, expect: Assigned.Joined },
+    { name: 'exactly a gap before the start opens a new one', second: T - GAP, expect: Assigned.OpenedAndClosed },
+    { name: 'the same instant joins', second: T, expect: Assigned.Joined },
+  ])('$name', ({ second, expect: outcome }) => {
+    const s = new SessionTable(GAP);
+    expect(s.assign(key(0), users, 0, T, null, dims)).toBe(Assigned.Opened);
+    const first = s.current!;
+    expect(first.id).toBe(sessionIdOf('u1', T));
+    expect(s.assign(key(0), users, 0, second, null, dims)).toBe(outcome);
+    if (outcome === Assigned.Joined) {
+      expect(s.current).toBe(first);
+      expect([first.start, first.end]).toEqual([Math.min(T, second), Math.max(T, second)]);
+      expect(first.count).toBe(2);
+    } else {
+      expect(s.takeClosedEarly()).toEqual([first]);
+      expect(s.current!.id).toBe(sessionIdOf('u1', second));
+    }
+  });
+
+  it('closes a session exactly when the watermark reaches end + gap, and keeps users apart', () => {
+    const s = new SessionTable(GAP);
+    s.assign(key(0), users, 0, T, 'Home', dims);
+    s.assign(key(1), users, 1, T + 5 * MIN, null, dims);
+    s.assign(key(0), users, 0, T + 10 * MIN, 'Cart', dims);
+    expect(s.openCount).toBe(2);
+    expect(s.close(T + 10 * MIN + GAP - 1).map((x) => x.user)).toEqual(['u2']);
+    const [u1] = s.close(T + 10 * MIN + GAP);
+    expect(u1).toMatchObject({ user: 'u1', start: T, end: T + 10 * MIN, count: 2, firstScreen: 'Home', lastScreen: 'Cart' });
+    expect(s.openCount).toBe(0);
+  });
+
+  it('snapshots and restores open sessions (without cached id bytes)', () => {
+    const s = new SessionTable(GAP);
+    s.assign(key(0), users, 0, T, null, dims);
+    SessionTable.idBytesOf(s.current!);
+    const snap = JSON.parse(JSON.stringify(s.snapshot())) as ReturnType<SessionTable['snapshot']>;
+    expect(snap.open[0]).not.toHaveProperty('idBytes');
+    const r = new SessionTable(GAP);
+    r.restore(snap);
+    expect(r.assign(key(0), users, 0, T + MIN, null, dims)).toBe(Assigned.Joined);
+    expect(r.current!.count).toBe(2);
+  });
+});
+
+describe('AggregateOperator', () => {
+  it('interns combinations and rolls up all 8 grouping sets with distinct users', () => {
+    const a = new AggregateOperator(30 * MIN);
+    const ios = a.comboOf('ios', '4.0', 'DE');
+    expect(a.comboOf('ios', '4.0', 'DE')).toBe(ios);
+    const android = a.comboOf('android', '4.0', 'US');
+    const day = T - (T % 86_400_000);
+    a.addEvent(a.acc('hourly', T, ios), a.acc('daily', day, ios), 1, 0);
+    a.addEvent(a.acc('hourly', T, ios), a.acc('daily', day, ios), 1, 0);
+    a.addEvent(a.acc('hourly', T, android), a.acc('daily', day, android), 2, 0);
+    expect(a.emit(T + HOUR - 1).hourly).toEqual([]);
+    const [hour] = a.emit(T + HOUR).hourly;
+    const rows = mergePartials('hourly', [hour!]);
+    const byDims = new Map(rows.map((r) => [`${r.device_type}/${r.app_version}/${r.country}`, [r.events, r.active_users]]));
+    expect(Object.fromEntries(byDims)).toEqual({
+      'ALL/4.0/ALL': [3, 2],
+      'ALL/4.0/DE': [2, 1],
+      'ALL/4.0/US': [1, 1],
+      'ALL/ALL/ALL': [3, 2],
+      'ALL/ALL/DE': [2, 1],
+      'ALL/ALL/US': [1, 1],
+      'android/4.0/ALL': [1, 1],
+      'android/4.0/US': [1, 1],
+      'android/ALL/ALL': [1, 1],
+      'android/ALL/US': [1, 1],
+      'ios/4.0/ALL': [2, 1],
+      'ios/4.0/DE': [2, 1],
+      'ios/ALL/ALL': [2, 1],
+      'ios/ALL/DE': [2, 1],
+    });
+  });
+
+  it('maps a batch’s dictionary indices (nulls → unknown) to interned combinations', () => {
+    const a = new AggregateOperator(30 * MIN);
+    const dict = (values: Array<string | null>) => vectorFromArray(values).data[0]! as never;
+    const combos = a.combosOf(dict(['ios', 'ios', null]), dict(['4.0', '4.0', '4.0']), dict(['DE', 'US', 'DE']), Int32Array.of(0, 1, 2, 0));
+    expect(Array.from(combos)).toEqual([0, 1, 2, 0]);
+    expect(a.combos.map((c) => `${c.d}/${c.v}/${c.c}`)).toEqual(['ios/4.0/DE', 'ios/4.0/US', 'unknown/4.0/DE']);
+  });
+});
