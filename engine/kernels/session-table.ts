@@ -21,7 +21,7 @@
  * the per-row path never decodes the id: the string is decoded once, when a session opens.
  */
 import type { Data, Utf8 } from 'apache-arrow';
-import { murmur3String } from '../../common/hash.js';
+import { murmur3 } from '../../common/hash.js';
 
 /** Dimension values of an event (interned; shared by every event with the same values). */
 export interface DimValues {
@@ -61,13 +61,16 @@ export const enum Assigned {
   OpenedAndClosed = 2,
 }
 
-export function sessionIdOf(user: string, firstSeen: number): string {
-  const key = `${user}:${firstSeen}`;
-  return murmur3String(key, 0x5e55).toString(16).padStart(8, '0') + murmur3String(key, 0x10ad).toString(16).padStart(8, '0');
-}
-
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+
+export function sessionIdOf(user: string, firstSeen: number): string {
+  const key = encoder.encode(`${user}:${firstSeen}`);
+  return hex8(murmur3(key, 0, key.length, 0x5e55)) + hex8(murmur3(key, 0, key.length, 0x10ad));
+}
+
+const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
+
 
 export class SessionTable {
   readonly gapMs: number;

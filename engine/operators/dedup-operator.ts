@@ -136,10 +136,10 @@ export class DedupOperator {
     const live = new Set(this.buckets);
     for (let i = 0; i < this.pendingHi.length; i++) {
       const b = this.pendingBucket[i]!;
-      const key = Buffer.allocUnsafe(8);
-      key.writeUInt32BE(this.pendingHi[i]!, 0);
-      key.writeUInt32BE(this.pendingLo[i]!, 4);
-      this.bucketDb(b).putSync(key, EMPTY);
+      // LMDB copies the key inside putSync, so one buffer serves every put.
+      this.key.writeUInt32BE(this.pendingHi[i]!, 0);
+      this.key.writeUInt32BE(this.pendingLo[i]!, 4);
+      this.bucketDb(b).putSync(this.key, EMPTY);
       live.add(b);
     }
     const oldest = this.maxBucket - this.ttlBuckets;

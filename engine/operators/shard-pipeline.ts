@@ -221,7 +221,8 @@ function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array):
   const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : batch.schema.fields.find((g) => g.name === f.name)!));
   const schema = new Schema(fields);
   const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: fields.map((f) => batch.getChild(f.name)!.data[0]!) }));
-  const picked = takeRows(source, kept);
+  // Without duplicates every row stays: reuse the columns (bronze holds the same buffers anyway).
+  const picked = kept.length === batch.numRows ? source : takeRows(source, kept);
   const offsets = new Int32Array(kept.length + 1);
   for (let j = 0; j <= kept.length; j++) offsets[j] = j * SESSION_ID_LENGTH;
   const ids = makeData({ type: fields.find((f) => f.name === 'session_id')!.type as Utf8, length: kept.length, nullCount: 0, valueOffsets: offsets, data: sessionIds });
