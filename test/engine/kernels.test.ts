@@ -141,6 +141,38 @@ describe('DedupOperator', () => {
     expect(run(op, ['old-3', 'old-19', 'new-1', 'fresh'], T + 3 * HOUR)).toEqual([0, 0, 0, 1]);
     env.close();
   });
+
+  it('reopens with a hot table smaller than the index: cold buckets are merged and searched', () => {
+    const path = join(dir, 'reopen.mdb');
+    let env = openLmdb({ path, maxDbs: 256 });
+    let op = new DedupOperator(env, { ttlMs: 24 * HOUR });
+    const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+    // Three checkpoints: two runs in the 10:00 bucket, one in the 12:00 bucket.
+    for (const [batch, at] of [
+      [ids('a', 300), T],
+      [ids('b', 300), T + 10 * MIN],
+      [ids('c', 50), T + 2 * HOUR],
+    ] as const) {
+      expect(run(op, [...batch], at).every((k) => k === 1)).toBe(true);
+      env.transactionSync(() => op.onCheckpoint());
+      op.afterCheckpoint();
+    }
+    env.close();
+
+    env = openLmdb({ path, maxDbs: 256 });
+    op = new DedupOperator(env, { ttlMs: 24 * HOUR, hotCapacity: 100 });
+    expect(op.stats.complete).toBe(false);
+    expect(op.stats.hotEntries).toBe(50);
+    expect(run(op, ['a-0', 'a-299', 'b-150', 'c-7', 'd-0', 'a-0'], T + 3 * HOUR)).toEqual([0, 0, 0, 0, 1, 0]);
+    env.close();
+
+    // Reopened again with room for everything: every id is hot again, nothing lost by the merge.
+    env = openLmdb({ path, maxDbs: 256 });
+    op = new DedupOperator(env, { ttlMs: 24 * HOUR });
+    expect(op.stats).toMatchObject({ complete: true, hotEntries: 650 });
+    expect(run(op, ['a-1', 'b-2', 'c-3'], T + 3 * HOUR)).toEqual([0, 0, 0]);
+    env.close();
+  });
 });
 
 describe('SessionTable', () => {
