@@ -71,9 +71,11 @@ export class DedupOperator {
   /** Next run sequence number (per environment, persisted in meta with the buckets). */
   private seq: number;
   private maxBucket = -Infinity;
-  private pendingHi: number[] = [];
-  private pendingLo: number[] = [];
-  private pendingBucket: number[] = [];
+  /** New ids since the last checkpoint: fingerprint halves and bucket, `pendingCount` of them. */
+  private pendingHi = new Uint32Array(1024);
+  private pendingLo = new Uint32Array(1024);
+  private pendingBucket = new Int32Array(1024);
+  private pendingCount = 0;
   private hi = new Uint32Array(0);
   private lo = new Uint32Array(0);
   private readonly sortedKey = Buffer.alloc(5);
@@ -154,15 +156,28 @@ export class DedupOperator {
       if (isNew && searchCold && this.inColdBuckets(h, l)) isNew = false;
       if (isNew) {
         keep[i] = 1;
-        this.pendingHi.push(h);
-        this.pendingLo.push(l);
-        this.pendingBucket.push(bucket);
+        if (this.pendingCount === this.pendingHi.length) this.growPending();
+        const p = this.pendingCount++;
+        this.pendingHi[p] = h;
+        this.pendingLo[p] = l;
+        this.pendingBucket[p] = bucket;
       } else {
         keep[i] = 0;
         duplicates++;
       }
     }
     return duplicates;
+  }
+
+  private growPending(): void {
+    const grow = <T extends Uint32Array | Int32Array>(a: T): T => {
+      const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+      b.set(a);
+      return b;
+    };
+    this.pendingHi = grow(this.pendingHi);
+    this.pendingLo = grow(this.pendingLo);
+    this.pendingBucket = grow(this.pendingBucket);
   }
 
   /** Binary search of the fingerprint in the sorted runs of every live cold bucket. */
@@ -208,15 +223,16 @@ export class DedupOperator {
 
   /** Pending fingerprints grouped by bucket, packed as (lo, hi) u32 pairs. */
   private pendingByBucket(): Map<number, Uint32Array> {
+    const n = this.pendingCount;
     const counts = new Map<number, number>();
-    for (const b of this.pendingBucket) counts.set(b, (counts.get(b) ?? 0) + 1);
+    for (let i = 0; i < n; i++) counts.set(this.pendingBucket[i]!, (counts.get(this.pendingBucket[i]!) ?? 0) + 1);
     const out = new Map<number, Uint32Array>();
     const fill = new Map<number, number>();
     for (const [b, c] of counts) {
       out.set(b, new Uint32Array(c * 2));
       fill.set(b, 0);
     }
-    for (let i = 0; i < this.pendingBucket.length; i++) {
+    for (let i = 0; i < n; i++) {
       const b = this.pendingBucket[i]!;
       const at = fill.get(b)!;
       const ids = out.get(b)!;
@@ -229,9 +245,7 @@ export class DedupOperator {
 
   /** After the checkpoint committed: forget pending ids, expire and bound the hot table. */
   afterCheckpoint(): void {
-    this.pendingHi = [];
-    this.pendingLo = [];
-    this.pendingBucket = [];
+    this.pendingCount = 0;
     const oldest = this.maxBucket - this.ttlBuckets;
     if (this.hot.size > this.hotCapacity) {
       // Evict oldest buckets (all committed now) until three quarters full; LMDB still has them.
