@@ -13,6 +13,8 @@ import { LOADGEN_PROTOCOLS, type LoadgenProtocol } from '../loadgen/options.js';
 export interface E2eBenchOptions {
   /** Protocols measured at max and at each `rateFractions` of that max, in this order. */
   protocols: LoadgenProtocol[];
+  /** Repeats of every run; each table row is the median repeat. */
+  runs: number;
   /** Length of every load (closed and open loop). */
   durationMs: number;
   /** Open-loop runs at these fractions of the protocol's closed-loop max (latency percentiles). */
@@ -54,6 +56,7 @@ export interface E2eBenchOptions {
 
 export const E2E_BENCH_DEFAULTS = {
   protocols: [...LOADGEN_PROTOCOLS],
+  runs: 1,
   durationMs: 20_000,
   rateFractions: [0.5, 0.9],
   users: 100_000,
@@ -99,6 +102,7 @@ export function validateE2eBenchOptions(input: Partial<E2eBenchOptions>): E2eBen
   for (const p of o.protocols) if (!LOADGEN_PROTOCOLS.includes(p)) bad(`--protocols must be a comma-separated list of http, ndjson, arrow-ws, got ${JSON.stringify(p)}`);
   if (new Set(o.protocols).size !== o.protocols.length) bad(`--protocols lists a protocol twice: ${o.protocols.join(',')}`);
   if (!LOADGEN_PROTOCOLS.includes(o.scalingProtocol)) bad(`--scaling-protocol must be http, ndjson or arrow-ws, got ${JSON.stringify(o.scalingProtocol)}`);
+  if (!posInt(o.runs) || o.runs > 9) bad(`--runs must be an integer in 1..9, got ${o.runs}`);
   if (!(Number.isFinite(o.durationMs) && o.durationMs >= 1_000 && o.durationMs <= 3_600_000)) bad(`--duration must be between 1s and 1h, got ${o.durationMs} ms`);
   for (const f of o.rateFractions) if (!(f > 0 && f <= 1)) bad(`--rates must be fractions of the max in (0, 1], e.g. 0.5,0.9; got ${f}`);
   if (!posInt(o.users) || o.users > MAX_BENCH_USERS) bad(`--users must be an integer in 1..${MAX_BENCH_USERS}, got ${o.users}`);

@@ -14,6 +14,7 @@ import { formatProgress } from './loadgen.js';
 
 interface Flags {
   protocols: string;
+  runs: string;
   duration: string;
   rates: string;
   users: string;
@@ -54,6 +55,7 @@ function fraction(text: string, flag: string): number {
 export function benchOptionsFromFlags(f: Flags): Partial<E2eBenchOptions> {
   return {
     protocols: parseList(f.protocols, '--protocols', (p) => p as LoadgenProtocol),
+    runs: integer(f.runs, '--runs'),
     durationMs: parseDuration(f.duration, '--duration'),
     rateFractions: parseList(f.rates, '--rates', (x) => fraction(x, '--rates')),
     users: parseCount(f.users, '--users'),
@@ -77,6 +79,7 @@ export function benchOptionsFromFlags(f: Flags): Partial<E2eBenchOptions> {
 
 export const BENCH_FLAG_DEFAULTS = {
   protocols: 'http,ndjson,arrow-ws',
+  runs: '1',
   duration: '20s',
   rates: '0.5,0.9',
   users: '100K',
@@ -97,6 +100,7 @@ export function register(program: Command): void {
     .description('end-to-end benchmark: start a server, drive it with the load generator per protocol, report throughput, latency, freshness, memory, disk and scaling')
     .option('--protocols <list>', 'protocols to measure, comma-separated: http, ndjson, arrow-ws', d.protocols)
     .option('--duration <d>', 'load per run', d.duration)
+    .option('--runs <n>', 'repeat every run n times and report the median one', d.runs)
     .option('--rates <list>', 'open-loop runs at these fractions of the closed-loop max (none = skip)', d.rates)
     .option('--users <n>', 'distinct users of the protocol and worker-scaling runs (10K, 1M…)', d.users)
     .option('--worker-scale <list>', 'engine worker counts to compare (none = skip)', d.workerScale)
