@@ -128,6 +128,7 @@ export class SessionTable {
       device: dims.d,
       version: dims.v,
       country: dims.c,
+      idBytes: undefined, // present from the start: every session has one shape
     };
     this.open.set(key, fresh);
     if (t < this.minEnd) this.minEnd = t;
@@ -170,7 +171,7 @@ export class SessionTable {
   }
 
   restore(state: { open: OpenSession[]; closedEarly: ClosedSession[] }): void {
-    this.open = new Map(state.open.map((s) => [s.key, s]));
+    this.open = new Map(state.open.map((s) => [s.key, { ...s, idBytes: undefined }]));
     this.closedEarly = state.closedEarly;
     this.minEnd = state.open.reduce((m, s) => Math.min(m, s.end), Infinity);
   }
