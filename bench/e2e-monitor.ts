@@ -110,13 +110,15 @@ export class Monitor {
     }
     for (const name of names) {
       if (!name.endsWith('.json') || this.seen.has(name)) continue;
+      // Claimed before the read: the sampling loop and a direct sampleOnce() may fold concurrently.
+      this.seen.add(name);
       let r: CommitRecord;
       try {
         r = JSON.parse(await readFile(join(this.commitsDir, name), 'utf8')) as CommitRecord;
       } catch {
-        continue; // published atomically, so this is a vanished file: retry next time
+        this.seen.delete(name); // published atomically, so this is a vanished file: retry next time
+        continue;
       }
-      this.seen.add(name);
       if (r.kind === 'flush' && r.stats) {
         this.committedBronze += r.stats.bronzeRows;
         this.committedSilver += r.stats.silverRows;
