@@ -12,7 +12,7 @@
  *   ─────────(─────────────────[════════════]──────────────)─────────▶ event time
  *     new session │      joins (extends start)   joins (extends end)  │ new session
  *
- * - A session closes when the watermark passes end + gap.
+ * - A session closes when the watermark reaches end + gap (close deadlines sit in a timer wheel).
  * - session_id = 16 hex digits of murmur3(user_id ':' first-seen event time) with two seeds.
  * - first/last screen: `properties.name` of the session's earliest/latest screen event.
  * - Dimensions are those of the session's first-seen event.
@@ -63,6 +63,9 @@ export const enum Assigned {
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+/** Width of a close-wheel slot. */
+const WHEEL_MS = 60_000;
+const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 export function sessionIdOf(user: string, firstSeen: number): string {
   const key = encoder.encode(`${user}:${firstSeen}`);
@@ -75,8 +78,14 @@ const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
 export class SessionTable {
   readonly gapMs: number;
   private open = new Map<number, OpenSession>();
-  /** Lower bound of the open sessions' ends: `close` skips the scan when nothing can close. */
-  private minEnd = Infinity;
+  /**
+   * Timer wheel of close deadlines: minute → sessions filed under that minute of end + gap when
+   * opened (or last refiled). A session that grew since is refiled when its minute comes due, and
+   * one that was replaced is dropped then, so `close` touches only sessions whose minute is due.
+   */
+  private wheel = new Map<number, OpenSession[]>();
+  /** Lower bound of the wheel's minutes. */
+  private firstMinute = Infinity;
   /** The session of the last `assign`. */
   current: OpenSession | undefined;
   /** Sessions closed by `assign` (a user's next session began), until the caller takes them. */
@@ -131,7 +140,7 @@ export class SessionTable {
       idBytes: undefined, // present from the start: every session has one shape
     };
     this.open.set(key, fresh);
-    if (t < this.minEnd) this.minEnd = t;
+    this.file(fresh);
     this.current = fresh;
     if (s === undefined) return Assigned.Opened;
     this.closedEarly.push(s);
@@ -143,19 +152,38 @@ export class SessionTable {
     return (s.idBytes ??= encoder.encode(s.id));
   }
 
-  /** Removes and returns the sessions whose end + gap ≤ watermark, in insertion order (deterministic). */
+  private file(s: OpenSession): void {
+    const minute = Math.floor((s.end + this.gapMs) / WHEEL_MS);
+    let list = this.wheel.get(minute);
+    if (list === undefined) this.wheel.set(minute, (list = []));
+    list.push(s);
+    if (minute < this.firstMinute) this.firstMinute = minute;
+  }
+
+  /**
+   * Removes and returns the sessions whose end + gap ≤ watermark, ordered by (start, id) so the
+   * order depends only on the sessions, not on the history of the wheel. Amortized cost: the
+   * sessions filed under due minutes, not every open session.
+   */
   close(watermarkMs: number): ClosedSession[] {
-    if (watermarkMs < this.minEnd + this.gapMs) return [];
+    const last = Math.floor(watermarkMs / WHEEL_MS);
+    if (!(last >= this.firstMinute)) return [];
     const out: ClosedSession[] = [];
-    let minEnd = Infinity;
-    for (const [key, s] of this.open) {
-      if (s.end + this.gapMs <= watermarkMs) {
-        out.push(s);
-        this.open.delete(key);
-      } else if (s.end < minEnd) minEnd = s.end;
+    const due = [...this.wheel.keys()].filter((m) => m <= last).sort((a, b) => a - b);
+    for (const minute of due) {
+      const list = this.wheel.get(minute)!;
+      this.wheel.delete(minute);
+      for (const s of list) {
+        if (this.open.get(s.key) !== s) continue; // replaced by a newer session (closed early)
+        if (s.end + this.gapMs <= watermarkMs) {
+          out.push(s);
+          this.open.delete(s.key);
+        } else this.file(s); // grew since it was filed
+      }
     }
-    this.minEnd = minEnd;
-    return out;
+    this.firstMinute = Infinity;
+    for (const m of this.wheel.keys()) if (m < this.firstMinute) this.firstMinute = m;
+    return out.sort(byStartThenId);
   }
 
   /** Takes the sessions closed early since the last call. */
@@ -173,6 +201,8 @@ export class SessionTable {
   restore(state: { open: OpenSession[]; closedEarly: ClosedSession[] }): void {
     this.open = new Map(state.open.map((s) => [s.key, { ...s, idBytes: undefined }]));
     this.closedEarly = state.closedEarly;
-    this.minEnd = state.open.reduce((m, s) => Math.min(m, s.end), Infinity);
+    this.wheel = new Map();
+    this.firstMinute = Infinity;
+    for (const s of this.open.values()) this.file(s);
   }
 }

@@ -218,6 +218,26 @@ describe('SessionTable', () => {
     expect(s.openCount).toBe(0);
   });
 
+  it('closes a session that grew after it was filed only at its new deadline, and never returns a replaced one', () => {
+    const s = new SessionTable(GAP);
+    s.assign(key(0), users, 0, T, null, dims); // filed under T + gap
+    s.assign(key(0), users, 0, T + 20 * MIN, null, dims); // grows: deadline T + 20 min + gap
+    s.assign(key(1), users, 1, T, null, dims);
+    s.assign(key(1), users, 1, T + 2 * GAP, null, dims); // replaces u2's first session
+    expect(s.takeClosedEarly().map((x) => x.start)).toEqual([T]);
+    expect(s.close(T + GAP)).toEqual([]);
+    expect(s.close(T + 20 * MIN + GAP - 1)).toEqual([]);
+    expect(s.close(T + 20 * MIN + GAP).map((x) => [x.user, x.count])).toEqual([['u1', 2]]);
+    // A far jump closes everything left, ordered by start.
+    s.assign(key(0), users, 0, T + 3 * GAP, null, dims);
+    expect(s.close(T + 365 * 86_400_000).map((x) => [x.user, x.start])).toEqual([
+      ['u2', T + 2 * GAP],
+      ['u1', T + 3 * GAP],
+    ]);
+    expect(s.openCount).toBe(0);
+    expect(s.close(Infinity)).toEqual([]);
+  });
+
   it('snapshots and restores open sessions (without cached id bytes)', () => {
     const s = new SessionTable(GAP);
     s.assign(key(0), users, 0, T, null, dims);
@@ -228,6 +248,8 @@ describe('SessionTable', () => {
     r.restore(snap);
     expect(r.assign(key(0), users, 0, T + MIN, null, dims)).toBe(Assigned.Joined);
     expect(r.current!.count).toBe(2);
+    expect(r.close(T + MIN + GAP - 1)).toEqual([]);
+    expect(r.close(T + MIN + GAP).map((x) => x.count)).toEqual([2]);
   });
 });
 
