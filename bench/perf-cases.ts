@@ -37,6 +37,8 @@ import { IngestBatchBuilder, type IngestRow } from '../ingest/batch-builder.js';
 import { JsonScanner } from '../ingest/json-scan.js';
 import { normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../ingest/normalize.js';
 import { encodeParquet } from '../storage/parquet.js';
+import { engineBenchInput } from './engine-data.js';
+import { kernelCases } from './engine-kernel-cases.js';
 import { silverRows } from '../test/storage/silver-rows.js';
 
 /**
@@ -368,4 +370,17 @@ export const PERF_CASES: readonly PerfCase[] = [
       s.out = encodeParquet(s.batches);
     },
   }),
+
+  ...(['sessionize', 'aggregate'] as const).map((kernel) =>
+    defineCase({
+      name: `engine.${kernel}`,
+      rows: 20_000,
+      what: `bench/engine-kernel-cases.ts ${kernel} over 20k seeded loadgen events (2 000 users, batches of 4096), fresh state per call`,
+      setup: () => kernelCases(engineBenchInput(20_000, { users: 2_000, batchRows: 4096 }).batches).find((c) => c.name === kernel)!,
+      run: (c) => {
+        c.reset();
+        c.run();
+      },
+    }),
+  ),
 ];
