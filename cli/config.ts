@@ -51,7 +51,8 @@ type SettingName =
   | 'sessionGap'
   | 'dedupTtl'
   | 'targetFileSize'
-  | 'compression';
+  | 'compression'
+  | 'workerNice';
 
 const ENV: Record<SettingName, string[]> = {
   port: ['SLUICE_PORT'],
@@ -68,6 +69,7 @@ const ENV: Record<SettingName, string[]> = {
   dedupTtl: ['SLUICE_DEDUP_TTL'],
   targetFileSize: ['SLUICE_TARGET_FILE_SIZE'],
   compression: ['SLUICE_COMPRESSION'],
+  workerNice: ['SLUICE_WORKER_NICE'],
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
@@ -122,6 +124,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     dedupTtlMs: has('dedupTtl') ? parseDuration(pick('dedupTtl') as string, '--dedup-ttl') : undefined,
     targetFileBytes: has('targetFileSize') ? parseBytes(pick('targetFileSize') as string, '--target-file-size') : undefined,
     compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
+    workerNice: has('workerNice') ? int(pick('workerNice'), '--worker-nice') : undefined,
   });
   const port = has('port') ? int(pick('port'), '--port') : 8080;
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);

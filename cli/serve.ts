@@ -85,6 +85,7 @@ export function register(program: Command): void {
     .option('--dedup-ttl <duration>', 'how long event ids are remembered, e.g. 24h')
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
+    .option('--worker-nice <n>', 'niceness 0–19 of the engine worker threads (default 10: acks first)')
     .option('--config <file>', 'JSON config file')
     .action(async (flags: RawSettings & { writeKey?: string[]; config?: string }) => {
       const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey });

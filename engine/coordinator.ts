@@ -147,6 +147,7 @@ export class Coordinator {
       compression: this.options.compression,
       targetFileBytes: this.options.targetFileBytes,
       metricEventTypes: this.options.metricEventTypes,
+      workerNice: this.options.workerNice,
     };
     const opened = await Promise.all(this.shards.map((_, s) => this.pool.open(s, runtimeOptions)));
     let replayed = 0;

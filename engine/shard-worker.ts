@@ -3,6 +3,7 @@
  * each shard's tasks strictly one after another, in arrival order (a promise chain per shard),
  * while different shards on the same worker interleave at await points.
  */
+import { setPriority } from 'node:os';
 import { assertNever, internalError } from '../common/errors.js';
 import { ShardRuntime } from './shard-runtime.js';
 import type { ShardResult, ShardTask } from './types.js';
@@ -15,6 +16,8 @@ const failures = new Map<number, unknown>();
 async function execute(task: ShardTask): Promise<ShardResult> {
   if (task.kind === 'open') {
     if (runtimes.has(task.shard)) throw internalError('shard_already_open', `shard ${task.shard} is already open on this worker`);
+    // On Linux this sets the calling thread's niceness only (the main thread keeps its own).
+    setPriority(task.options.workerNice);
     const runtime = await ShardRuntime.open(task.shard, task.options);
     runtimes.set(task.shard, runtime);
     return runtime.openResult;

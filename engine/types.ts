@@ -30,6 +30,7 @@ export type ShardRuntimeOptions = Pick<
   | 'compression'
   | 'targetFileBytes'
   | 'metricEventTypes'
+  | 'workerNice'
 >;
 
 export type ShardTask =

@@ -34,6 +34,12 @@ describe('composeServeConfig', () => {
     expect(c.engine.dedupTtlMs).toBe(86_400_000); // default
   });
 
+  it('takes the worker niceness from --worker-nice or SLUICE_WORKER_NICE, default 10', () => {
+    expect(composeServeConfig({}, {}).engine.workerNice).toBe(10);
+    expect(composeServeConfig({}, { SLUICE_WORKER_NICE: '0' }).engine.workerNice).toBe(0);
+    expect(composeServeConfig({ workerNice: '19' }, { SLUICE_WORKER_NICE: '0' }).engine.workerNice).toBe(19);
+  });
+
   it('reads the S3 endpoint from SLUICE_S3_ENDPOINT or the standard AWS_ENDPOINT_URL_S3', () => {
     expect(composeServeConfig({}, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' }).engine.s3Endpoint).toBe('http://127.0.0.1:9');
     expect(composeServeConfig({}, { SLUICE_S3_ENDPOINT: 'http://a', AWS_ENDPOINT_URL_S3: 'http://b' }).engine.s3Endpoint).toBe('http://a');
@@ -44,6 +50,8 @@ describe('composeServeConfig', () => {
     [{ flushInterval: 'soon' }, '--flush-interval must look like 500ms, 10s, 30m, 2h or 7d, got "soon"'],
     [{ shards: '0' }, 'shards must be an integer in 1..4096, got 0'],
     [{ compression: 'lz4' }, 'compression must be zstd, snappy or none, got lz4'],
+    [{ workerNice: 'low' }, '--worker-nice must be an integer, got "low"'],
+    [{ workerNice: '-5' }, 'workerNice must be an integer in 0..19, got -5'],
   ])('rejects %j with an exact message', (flags, message) => {
     expect(() => composeServeConfig(flags, {})).toThrow(message);
   });
@@ -64,5 +72,6 @@ describe('validateEngineOptions', () => {
     [{ flushIntervalMs: 10 }, 'flushIntervalMs must be at least 50 ms, got 10'],
     [{ dedupTtlMs: 1000 }, 'dedupTtlMs must be at least 1 minute, got 1000'],
     [{ sessionGapMs: 0 }, 'sessionGapMs must be > 0, got 0'],
+    [{ workerNice: 20 }, 'workerNice must be an integer in 0..19, got 20'],
   ])('%j → %s', (o, message) => expect(() => validateEngineOptions(o)).toThrow(message));
 });
