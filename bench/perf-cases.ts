@@ -36,6 +36,7 @@ import { fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
 import { IngestBatchBuilder, type IngestRow } from '../ingest/batch-builder.js';
 import { JsonScanner } from '../ingest/json-scan.js';
 import { normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../ingest/normalize.js';
+import { rng } from '../loadgen/random.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { engineBenchInput } from './engine-data.js';
 import { kernelCases } from './engine-kernel-cases.js';
@@ -67,17 +68,6 @@ export function defineCase<S>(c: PerfCase<S>): PerfCase {
 // Seeded data
 // ------------------------------------------------------------------------------------------------
 
-/** Mulberry32: a small seeded PRNG, values in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const hex = (r: () => number, digits: number): string => {
   let s = '';
@@ -109,7 +99,7 @@ const COUNTRIES = ['US', 'DE', 'NL', 'FR', 'GB', 'BR', 'IN', 'JP'];
  * REFERENCE_ID and baseline.
  */
 export function segmentBatchBody(events: number, seed: number): string {
-  const r = prng(seed);
+  const r = rng(seed);
   const parts: string[] = [];
   for (let i = 0; i < events; i++) {
     const u = Math.floor(5000 * r() ** 3);
@@ -155,7 +145,7 @@ function utf8Data(values: readonly string[]): Data<Utf8> {
 
 /** `n` messageIds of which a fraction `dupRate` repeat an earlier id of the list (SDK retries). */
 function eventIds(n: number, dupRate: number, seed: number): string[] {
-  const r = prng(seed);
+  const r = rng(seed);
   const ids: string[] = [];
   for (let i = 0; i < n; i++) ids.push(i > 0 && r() < dupRate ? ids[Math.floor(r() * i)]! : uuid(r));
   return ids;

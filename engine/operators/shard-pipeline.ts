@@ -10,7 +10,7 @@ import { makeData, RecordBatch, Schema, Struct, type Data, type Field, type Dict
 import type { RootDatabase } from 'lmdb';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
 import { Utf8Column } from '../../ingest/batch-builder.js';
-import { sessionsSchema, silverSchema, UNKNOWN } from '../../common/schema.js';
+import { sessionsSchema, silverSchema } from '../../common/schema.js';
 import { DEFAULT_METRIC_EVENT_TYPES, type MetricEventTypes } from '../gold-sql.js';
 import type { ShardWatermark } from '../types.js';
 import { epochMillis } from '../kernels/epoch-millis.js';
@@ -157,7 +157,7 @@ export class ShardPipeline {
     if (watermarkMs > this.frontier) this.frontier = watermarkMs;
     const closed = [...this.sessions.takeClosedEarly(), ...this.sessions.close(this.frontier)];
     for (const s of closed) {
-      this.aggregate.addClosedSession(s.start, s.device ?? UNKNOWN, s.version ?? UNKNOWN, s.country ?? UNKNOWN, (s.end - s.start) / 1000, s.count === 1, before);
+      this.aggregate.addClosedSession(s.start, s.device, s.version, s.country, (s.end - s.start) / 1000, s.count === 1, before);
     }
     const { hourly, daily } = this.aggregate.emit(this.frontier);
     return { sessions: closed.length > 0 ? sessionsBatch(closed) : null, hourly, daily };
