@@ -67,13 +67,12 @@ const encoder = new TextEncoder();
 const WHEEL_MS = 60_000;
 const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
+const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
+
 export function sessionIdOf(user: string, firstSeen: number): string {
   const key = encoder.encode(`${user}:${firstSeen}`);
   return hex8(murmur3(key, 0, key.length, 0x5e55)) + hex8(murmur3(key, 0, key.length, 0x10ad));
 }
-
-const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
-
 
 export class SessionTable {
   readonly gapMs: number;
