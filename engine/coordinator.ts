@@ -23,6 +23,7 @@ import { SegmentLog } from '../ingest/log/segment-log.js';
 import { observeFsync } from '../ingest/metrics.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
+import { coalesceBatches } from '../common/arrow-concat.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { compactAll } from '../storage/compact.js';
@@ -380,7 +381,7 @@ export class Coordinator {
       list.push(b);
     }
     const committer = new TwoPhaseCommitter(this.store);
-    const files = [...byHour].map(([key, list]) => ({ key, body: encodeParquet(list, { compression: this.options.compression }), rows: list.reduce((n, b) => n + b.numRows, 0) }));
+    const files = [...byHour].map(([key, list]) => ({ key, body: encodeParquet(coalesceBatches(list), { compression: this.options.compression }), rows: list.reduce((n, b) => n + b.numRows, 0) }));
     const pending = await committer.stage(files, { id: `dlq-${from}-${last}`, kind: 'flush', offsets: { first: from, last } });
     this.env.transactionSync(() => {
       this.meta.putSync('dlq-pending', pending);

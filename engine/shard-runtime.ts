@@ -18,6 +18,7 @@ import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { Int32, Int64, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC, type Table } from 'apache-arrow';
+import { coalesceBatches } from '../common/arrow-concat.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
 import { internalError } from '../common/errors.js';
 import { partKey, partName, partitionStart, TABLES, META_PREFIX, type TableName } from '../common/lake-layout.js';
@@ -182,7 +183,8 @@ export class ShardRuntime {
       const [table, start] = bufferKey.split('@') as [TableName, string];
       files.push({
         key: partKey(table, Number(start), name),
-        body: encodeParquet(buffered.batches, { compression: this.options.compression }),
+        // One batch per log record is buffered; merged, they encode ~30 % cheaper (common/arrow-concat).
+        body: encodeParquet(coalesceBatches(buffered.batches), { compression: this.options.compression }),
         rows: buffered.rows,
       });
     }
