@@ -1,19 +1,10 @@
-import { Bool, Field, Float64, Int32, makeBuilder, makeData, RecordBatch, Schema, Struct } from 'apache-arrow';
+import { Bool, Field, Float64, Int32, Schema, type RecordBatch } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { concatBatches } from '../../common/arrow-concat.js';
 import { silverSchema } from '../../common/schema.js';
+import { batchOf as build } from '../helpers/batches.js';
 
 const schema = new Schema([...silverSchema.fields, new Field('n', new Int32(), true), new Field('x', new Float64(), false), new Field('flag', new Bool(), true)]);
-
-/** One batch built by Arrow JS's own builders: every dictionary column gets this batch's own dictionary. */
-function batchOf(rows: Array<Record<string, unknown>>): RecordBatch {
-  const children = schema.fields.map((f) => {
-    const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
-    for (const r of rows) b.append(r[f.name] as never);
-    return b.finish().flush();
-  });
-  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children }));
-}
 
 const row = (i: number, devices: string[]): Record<string, unknown> => ({
   event_id: `e${i}`,
@@ -34,6 +25,7 @@ const row = (i: number, devices: string[]): Record<string, unknown> => ({
   flag: i % 6 === 0 ? null : i % 2 === 0,
 });
 
+const batchOf = (rows: Array<Record<string, unknown>>): RecordBatch => build(schema, rows);
 const plain = (b: RecordBatch): unknown[] => b.toArray().map((r) => r.toJSON());
 
 describe('concatBatches', () => {

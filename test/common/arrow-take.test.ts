@@ -1,16 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { makeBuilder, RecordBatch, Schema, makeData, Struct, type Field } from 'apache-arrow';
 import { silverSchema } from '../../common/schema.js';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
-
-function batchOf(schema: Schema, rows: Array<Record<string, unknown>>): RecordBatch {
-  const children = schema.fields.map((f: Field) => {
-    const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
-    for (const r of rows) b.append(r[f.name] as never);
-    return b.finish().flush();
-  });
-  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children }));
-}
+import { batchOf } from '../helpers/batches.js';
 
 describe('takeRows', () => {
   const rows = Array.from({ length: 10 }, (_, i) => ({
