@@ -16,6 +16,7 @@ import { mkdir, mkdtemp, readdir, rm, lstat } from 'node:fs/promises';
 import { cpus, freemem, platform, release, totalmem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLakeQuery } from '../analytics/query.js';
+import { REALISTIC_MIX } from '../loadgen/options.js';
 import { runLoadgen, type LoadgenProgress, type LoadgenProtocol, type LoadgenSummary } from '../loadgen/run.js';
 import { ackLags, fetchServerMetrics, Monitor, quantile, type MonitorSample, type ServerMetrics } from './e2e-monitor.js';
 import { protocolShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
@@ -191,13 +192,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
         connections,
         batchSize,
         pipeline: o.pipeline,
-        // The CLI's realistic mix: client-retry duplicates, out-of-order, late, too-late, invalid.
-        duplicateRate: 0.02,
-        jitterMs: 5_000,
-        lateRate: 0.01,
-        tooLateRate: 0.001,
-        invalidRate: 0.005,
-        clockSkewMs: 0,
+        ...REALISTIC_MIX,
         signal: abort.signal,
         onProgress: hooks.progress,
       });

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { parseDuration } from '../common/duration.js';
 import { formatTable, openLakeQuery } from '../analytics/query.js';
+import { REALISTIC_MIX } from '../loadgen/options.js';
 import { runLoadgen } from '../loadgen/run.js';
 import { composeServeConfig } from './config.js';
 import { formatSummary } from './loadgen.js';
@@ -39,12 +40,7 @@ export function register(program: Command): void {
         workers: 2,
         connections: 32,
         batchSize: 50,
-        duplicateRate: 0.02,
-        jitterMs: 5_000,
-        lateRate: 0.01,
-        tooLateRate: 0.001,
-        invalidRate: 0.005,
-        clockSkewMs: 0,
+        ...REALISTIC_MIX,
         onProgress: (p) => process.stderr.write(`\r  ${p.elapsedS.toFixed(0)}s  ${Math.round(p.rate).toLocaleString('en-US')} ev/s  acked ${p.acked.toLocaleString('en-US')}   `),
       });
       process.stderr.write('\n');

@@ -79,6 +79,19 @@ export interface LoadgenOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * The realistic traffic mix of `sluice loadgen`'s flag defaults, the demo and the end-to-end
+ * benchmark: client-retry duplicates, out-of-order delivery, late, too-late and invalid events.
+ */
+export const REALISTIC_MIX = {
+  duplicateRate: 0.02,
+  jitterMs: 5_000,
+  lateRate: 0.01,
+  tooLateRate: 0.001,
+  invalidRate: 0.005,
+  clockSkewMs: 0,
+} as const satisfies Partial<LoadgenOptions>;
+
 export const LOADGEN_DEFAULTS = {
   url: 'http://127.0.0.1:8080',
   writeKey: '',
