@@ -35,7 +35,8 @@ import { DedupTable } from '../engine/kernels/dedup-table.js';
 import { fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
 import { IngestBatchBuilder, type IngestRow } from '../ingest/batch-builder.js';
 import { JsonScanner } from '../ingest/json-scan.js';
-import { normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../ingest/normalize.js';
+import type { NormalizeContext } from '../ingest/normalize.js';
+import { normalizeItems } from '../ingest/protocols/segment.js';
 import { rng } from '../loadgen/random.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { engineBenchInput } from './engine-data.js';
@@ -169,7 +170,6 @@ interface SegmentState {
   sentAt: unknown;
   context: unknown;
   scanner: JsonScanner;
-  src: ItemBytes;
   rows: IngestRow[];
 }
 
@@ -182,7 +182,6 @@ function segmentState(events: number, seed: number): SegmentState {
     sentAt: parsed.sentAt,
     context: parsed.context,
     scanner: new JsonScanner(),
-    src: { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 },
     rows: [],
   };
   scanAndNormalize(s);
@@ -192,20 +191,9 @@ function segmentState(events: number, seed: number): SegmentState {
 
 /** What ingest/protocols/segment.ts does after JSON.parse: scan byte ranges, normalize each item. */
 function scanAndNormalize(s: SegmentState): void {
-  const { scanner, src, items } = s;
+  const { scanner, items } = s;
   if (!scanner.scanBatch(s.body, BATCH_KEY) || scanner.count !== items.length) throw new Error('perf case: scanBatch did not find every item');
-  const rows: IngestRow[] = [];
-  for (let i = 0; i < items.length; i++) {
-    src.rawStart = scanner.itemStart[i]!;
-    src.rawEnd = scanner.itemEnd[i]!;
-    src.propsStart = scanner.propsStart[i]!;
-    src.propsEnd = scanner.propsEnd[i]!;
-    src.traitsStart = scanner.traitsStart[i]!;
-    src.traitsEnd = scanner.traitsEnd[i]!;
-    const r = normalizeSegmentItem(items[i], undefined, s.sentAt, s.context, NORMALIZE_CTX, src);
-    if (r.ok) rows.push(r.event);
-  }
-  s.rows = rows;
+  s.rows = normalizeItems(items, s.body, scanner, undefined, s.sentAt, s.context, NORMALIZE_CTX).rows;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -49,24 +49,38 @@ export function decodeSegment(body: Buffer, call: string | undefined, admission:
     if ('writeKey' in b) delete b.writeKey; // never store the key: this message is re-serialized
     else ranges = scanner.scanObject(body);
   }
-  const ctx = context(key);
-  const batchContext = call === undefined ? b.context : undefined;
-  const batchSentAt = call === undefined ? b.sentAt : undefined;
+  const { rows, rejects } = normalizeItems(items, body, ranges ? scanner : undefined, call, call === undefined ? b.sentAt : undefined, call === undefined ? b.context : undefined, context(key));
+  return { kind: 'decoded', key, rows, rejects };
+}
+
+/**
+ * Normalizes parsed Segment messages. With `scanned` (a scanner that found every item's byte
+ * ranges in `body`), raw and properties are taken verbatim from those ranges.
+ */
+export function normalizeItems(
+  items: unknown[],
+  body: Buffer,
+  scanned: JsonScanner | undefined,
+  call: string | undefined,
+  batchSentAt: unknown,
+  batchContext: unknown,
+  ctx: NormalizeContext,
+): { rows: IngestRow[]; rejects: DeadLetter[] } {
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
-  const src: ItemBytes | undefined = ranges ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
+  const src: ItemBytes | undefined = scanned ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
   for (let i = 0; i < items.length; i++) {
     if (src) {
-      src.rawStart = scanner.itemStart[i]!;
-      src.rawEnd = scanner.itemEnd[i]!;
-      src.propsStart = scanner.propsStart[i]!;
-      src.propsEnd = scanner.propsEnd[i]!;
-      src.traitsStart = scanner.traitsStart[i]!;
-      src.traitsEnd = scanner.traitsEnd[i]!;
+      src.rawStart = scanned!.itemStart[i]!;
+      src.rawEnd = scanned!.itemEnd[i]!;
+      src.propsStart = scanned!.propsStart[i]!;
+      src.propsEnd = scanned!.propsEnd[i]!;
+      src.traitsStart = scanned!.traitsStart[i]!;
+      src.traitsEnd = scanned!.traitsEnd[i]!;
     }
     const r = normalizeSegmentItem(items[i], call, batchSentAt, batchContext, ctx, src);
     if (r.ok) rows.push(r.event);
     else rejects.push({ index: i, code: r.code, message: r.message, raw: r.raw });
   }
-  return { kind: 'decoded', key, rows, rejects };
+  return { rows, rejects };
 }
