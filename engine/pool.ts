@@ -4,6 +4,8 @@
  * always accepts, and a worker runs its shards' tasks through per-shard queues), so each shard
  * consumes its log in offset order.
  */
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardRuntimeOptions, ShardTask } from './types.js';
@@ -15,13 +17,19 @@ interface QueueOptions {
 
 const kQueue = Piscina.queueOptionsSymbol;
 
+/**
+ * The worker entry next to this module: dist/engine/shard-worker.js when running compiled (what
+ * runs in production), engine/shard-worker.ts when running from sources (vitest, dev scripts).
+ */
 function workerFile(): { filename: string; execArgv: string[] } {
   const here = import.meta.url;
   const ts = here.endsWith('.ts');
   const filename = new URL(ts ? './shard-worker.ts' : './shard-worker.js', here).href;
-  // Running from TypeScript sources: workers need the same loader as the main thread.
-  const execArgv = ts && !process.execArgv.some((a) => a.includes('tsx')) ? [...process.execArgv, '--import', 'tsx'] : [...process.execArgv];
-  return { filename, execArgv };
+  if (!ts || process.execArgv.some((a) => a.includes('tsx'))) return { filename, execArgv: [...process.execArgv] };
+  // From sources, workers need the main thread's loader. `--import` resolves a bare name against
+  // the working directory, so give it tsx's loader by absolute URL, found from this module.
+  const tsx = pathToFileURL(createRequire(here).resolve('tsx')).href;
+  return { filename, execArgv: [...process.execArgv, '--import', tsx] };
 }
 
 export class ShardPool {
