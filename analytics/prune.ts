@@ -24,6 +24,7 @@ export const PARTITION_TIME_COLUMN: Record<TableName, string> = {
   bronze_events: 'received_at',
   events: 'event_time',
   sessions: 'session_start',
+  session_aliases: 'session_start',
   hourly_metrics: 'window_start',
   daily_metrics: 'window_start',
   dlq: 'received_at',

@@ -17,7 +17,7 @@ import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValu
 import { Type, type DataType, type Schema } from 'apache-arrow';
 import { TABLES, type TableName } from '../common/lake-layout.js';
 import { userError } from '../common/errors.js';
-import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionsSchema, silverSchema } from '../common/schema.js';
+import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionAliasesSchema, sessionsSchema, silverSchema } from '../common/schema.js';
 import { Lake, type LakeOptions, type TimeRange } from './lake.js';
 import { prepareMetric, type MetricParams } from './metrics.js';
 import { tableRanges } from './prune.js';
@@ -27,13 +27,15 @@ export const TABLE_SCHEMAS: Record<TableName, Schema> = {
   bronze_events: bronzeSchema,
   events: silverSchema,
   sessions: sessionsSchema,
+  session_aliases: sessionAliasesSchema,
   hourly_metrics: hourlyMetricsSchema,
   daily_metrics: dailyMetricsSchema,
   dlq: dlqSchema,
   late_events: silverSchema,
 };
 
-const TABLE_NAMES = Object.keys(TABLES) as TableName[];
+/** Views in definition order: `session_aliases` before `events`, which reads it. */
+const TABLE_NAMES = (Object.keys(TABLES) as TableName[]).sort((a, b) => Number(a === 'events') - Number(b === 'events'));
 
 /** DuckDB type of an Arrow field type as the engine writes it to Parquet. */
 export function duckType(t: DataType): string {
@@ -57,6 +59,11 @@ export function duckType(t: DataType): string {
 export const partitionColumns = (table: TableName): string[] => (TABLES[table].granularity === 'hour' ? ['year', 'month', 'day', 'hour'] : ['year', 'month', 'day']);
 
 const quote = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+/** `events` over silver rows `body`, with each session_id replaced by its session's final id. */
+export function resolveSessionIds(body: string, aliases = 'session_aliases'): string {
+  return `SELECT e.* REPLACE (coalesce(a.session_id, e.session_id) AS session_id) FROM (${body}) e LEFT JOIN (SELECT alias_id, session_id FROM ${aliases}) a ON a.alias_id = e.session_id`;
+}
 
 /** A query's result, fully materialized. Values as @duckdb/node-api's `getRowsJS` gives them (BIGINT → bigint, DATE/TIMESTAMP → Date, DECIMAL → number). */
 export interface QueryResult {
@@ -103,6 +110,9 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
       // Partition columns last, in layout order (DuckDB puts them in no useful order).
       body = `SELECT * EXCLUDE (${parts.join(', ')}), ${parts.join(', ')} FROM read_parquet([${paths.map(quote).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
     }
+    // Silver rows keep the session id they were stamped with while their session was open; a
+    // session whose start moved (a late event, a merge) lists those ids in session_aliases.
+    if (table === 'events') body = resolveSessionIds(body);
     await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`);
     defined.add(table);
   };
@@ -120,6 +130,13 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
     }
     await lake.refresh();
     const wanted = await reads();
+    // `events` resolves session ids through session_aliases (all of it: the table is small, and a
+    // session may have started long before the events a range selects).
+    if (wanted.has('events')) {
+      wanted.delete('events');
+      wanted.set('session_aliases', undefined);
+      wanted.set('events', (await reads()).get('events'));
+    }
     for (const t of [...defined]) {
       if (!wanted.has(t)) {
         await conn.run(`DROP VIEW IF EXISTS ${t}`);

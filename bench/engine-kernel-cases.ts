@@ -40,7 +40,7 @@ export function kernelCases(batches: RecordBatch[]): KernelCase[] {
 
   const HOUR = 3_600_000;
   const DAY = 86_400_000;
-  const dims: DimValues = { d: 'ios', v: '4.0', c: 'US' };
+  const dims: DimValues = { id: 0, d: 'ios', v: '4.0', c: 'US' };
   let sessions = new SessionTable(1_800_000);
   const sessionize: KernelCase = {
     name: 'sessionize',
@@ -50,9 +50,11 @@ export function kernelCases(batches: RecordBatch[]): KernelCase[] {
     run: () => {
       for (const b of batches) {
         const users = col<Utf8>(b, 'user_id');
+        const ids = col<Utf8>(b, 'event_id');
         fingerprintUtf8(users, hi, lo);
         const times = epochMillis(col<Timestamp>(b, 'event_time'));
-        for (let i = 0; i < b.numRows; i++) sessions.assign(fingerprintKey(hi[i]!, lo[i]!), users, i, times[i]!, null, dims);
+        for (let i = 0; i < b.numRows; i++) sessions.assign(fingerprintKey(hi[i]!, lo[i]!), users, ids, i, times[i]!, null, dims);
+        sessions.takeStartChanges();
       }
       sessions.close(Infinity);
     },

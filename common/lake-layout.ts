@@ -5,6 +5,7 @@
  *   bronze/events/year=YYYY/month=MM/day=DD/hour=HH/part-….parquet   raw, by receive time
  *   silver/events/year=…/hour=HH/part-….parquet                       clean, by event time
  *   gold/sessions/year=…/day=DD/part-….parquet                        by session start
+ *   gold/session_aliases/year=…/day=DD/part-….parquet                 earlier ids → session id
  *   gold/hourly_metrics/year=…/hour=HH/part-….parquet
  *   gold/daily_metrics/year=…/day=DD/part-….parquet
  *   dlq/year=…/hour=HH/part-….parquet
@@ -25,6 +26,7 @@ export const TABLES = {
   bronze_events: { prefix: 'bronze/events', granularity: 'hour' },
   events: { prefix: 'silver/events', granularity: 'hour' },
   sessions: { prefix: 'gold/sessions', granularity: 'day' },
+  session_aliases: { prefix: 'gold/session_aliases', granularity: 'day' },
   hourly_metrics: { prefix: 'gold/hourly_metrics', granularity: 'hour' },
   daily_metrics: { prefix: 'gold/daily_metrics', granularity: 'day' },
   dlq: { prefix: 'dlq', granularity: 'hour' },

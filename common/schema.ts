@@ -109,6 +109,19 @@ export const sessionsSchema = new Schema([
   new Field('country', new Utf8(), true),
 ]);
 
+/**
+ * Gold session aliases: an id that silver rows were stamped with while their session was open,
+ * and the id of the session it became (a session's id follows its start, which a late event or a
+ * merge can move). The `events` view resolves silver's session_id through it. Partitioned like
+ * gold/sessions, by session start.
+ */
+export const sessionAliasesSchema = new Schema([
+  new Field('alias_id', new Utf8(), false),
+  new Field('session_id', new Utf8(), false),
+  new Field('user_id', new Utf8(), false),
+  new Field('session_start', utcMillis(), false),
+]);
+
 const metricFields = (): Field[] => [
   new Field('window_start', utcMillis(), false),
   new Field('device_type', new Utf8(), false),

@@ -242,6 +242,7 @@ export class ShardRuntime {
     this.emittedWatermark = watermarkMs;
     const closed = this.pipeline.advanceWatermark(watermarkMs);
     if (closed.sessions && closed.sessions.numRows > 0) this.addByTime('sessions', closed.sessions, 'session_start');
+    if (closed.aliases) this.addByTime('session_aliases', closed.aliases, 'session_start');
     for (const p of closed.hourly) this.addPartial('hourly', p.windowStart, p);
     for (const p of closed.daily) this.addPartial('daily', p.windowStart, p);
   }

@@ -1,30 +1,48 @@
 /**
- * Sessionization per user with an inactivity gap, in arrival (log) order, deterministic. Pure
- * state: no clock, no I/O; time comes from the events and the watermarks it is given.
+ * Sessionization per user in event time: merging session windows (Flink's
+ * `MergingWindowAssigner` semantics), so the sessions do not depend on arrival order. Pure state:
+ * no clock, no I/O; time comes from the events and the watermarks it is given.
  *
- * Rules:
- * - A user has at most one open session [start, end] (event times of its first/last events).
- * - An event at time t joins it when start − gap < t < end + gap (t may extend start or end).
- *   Exactly at the gap (t − end = gap) starts a new session, as does anything further away:
- *   the open session then closes immediately and the event opens a new one.
+ * Definition: per user, the set of its (non-too-late) events, cut wherever two consecutive events
+ * (in event time) are ≥ gap apart. A user may have several open sessions at once, kept in a list
+ * ordered by start; consecutive ones are ≥ gap apart. An event at time t
+ * - joins a session when start − gap < t < end + gap (and may extend its start or its end);
+ * - merges two sessions when it is within the gap of both (it bridges them);
+ * - otherwise opens a new session of its own.
  *
- *        start − gap          start        end          end + gap
- *   ─────────(─────────────────[════════════]──────────────)─────────▶ event time
- *     new session │      joins (extends start)   joins (extends end)  │ new session
+ *            A                         B
+ *   ─────[═══════]──── gap ──────[═════════]────────▶ event time
+ *                  ▲ t: within gap of A.end and of B.start → A ∪ {t} ∪ B, B disappears
  *
- * - A session closes when the watermark reaches end + gap (close deadlines sit in a timer wheel).
- * - session_id = 16 hex digits of murmur3(user_id ':' first-seen event time) with two seeds.
- * - first/last screen: `properties.name` of the session's earliest/latest screen event.
- * - Dimensions are those of the session's first-seen event.
+ * A session closes (is emitted) when the watermark reaches end + gap, never earlier (close
+ * deadlines sit in a timer wheel). The caller never assigns an event behind the watermark
+ * (those are too late), so a closed session can never need to grow again.
+ *
+ * Deterministic attributes (the same for every arrival order):
+ * - session_id = 16 hex digits of murmur3(user_id ':' start) with two seeds, start being the
+ *   time of the session's first event. While a session is open its start can move earlier (a
+ *   late event, a merge), which changes its id: every id it had before is kept in `aliases`, so
+ *   silver rows stamped with an earlier id resolve to the final one (gold/session_aliases).
+ * - the first event is the one with the smallest (event_time, event_id); the session's
+ *   dimensions are that event's.
+ * - first_screen: `properties.name` of the earliest screen event (ties: the smallest name);
+ *   last_screen: of the latest one (ties: the largest name).
+ *
+ * Counting sessions per window: the hourly/daily `sessions` metric counts a session in the window
+ * of its start, under its dimensions. When a session's (start, dimensions) change or it vanishes
+ * in a merge, the table journals −1 for the old (start, dims) and +1 for the new one
+ * (`takeStartChanges`), so the caller's counters follow the merges exactly.
  *
  * Users are keyed by a 53-bit fingerprint of user_id (kernels/fingerprint `fingerprintKey`), so
- * the per-row path never decodes the id: the string is decoded once, when a session opens.
+ * the per-row path never decodes the id: strings are decoded only when a session opens or its
+ * first event changes.
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
 
-/** Dimension values of an event (interned; shared by every event with the same values). */
+/** Dimension values of an event, interned (one object per distinct combination, `id` its index). */
 export interface DimValues {
+  readonly id: number;
   readonly d: string;
   readonly v: string;
   readonly c: string;
@@ -33,117 +51,141 @@ export interface DimValues {
 export interface OpenSession {
   /** Fingerprint key of user_id. */
   key: number;
+  /** Current id: sessionIdOf(user, start). */
+  id: string;
+  user: string;
+  /** Event time (ms) of the first and the last event. */
+  start: number;
+  end: number;
+  count: number;
+  /** event_id of the first event (the smallest (event_time, event_id)). */
+  firstEventId: string;
+  /** Dimensions of the first event. */
+  dims: DimValues;
+  firstScreen: string | null;
+  firstScreenTime: number;
+  lastScreen: string | null;
+  lastScreenTime: number;
+  /** Ids this session had before (earlier starts, merged sessions); null when none. */
+  aliases: string[] | null;
+  /** The user's next open session (later start), or null. */
+  next: OpenSession | null;
+  /** Set when the session was merged into another or closed (its wheel entries are stale). */
+  gone: boolean;
+  /** UTF-8 bytes of `id`, made on first use; not part of snapshots. */
+  idBytes: Uint8Array | undefined;
+}
+
+export type ClosedSession = OpenSession;
+
+/** A snapshot of one open session (JSON-safe; dimensions by value). */
+export interface SessionSnapshot {
+  key: number;
   id: string;
   user: string;
   start: number;
   end: number;
   count: number;
+  firstEventId: string;
+  dims: [string, string, string];
   firstScreen: string | null;
   firstScreenTime: number;
   lastScreen: string | null;
   lastScreenTime: number;
-  device: string;
-  version: string;
-  country: string;
-  /** UTF-8 bytes of `id`, made on first use; not part of snapshots. */
-  idBytes?: Uint8Array;
+  aliases: string[] | null;
 }
 
-export type ClosedSession = OpenSession;
-
-/** What `assign` did with an event. */
-export const enum Assigned {
-  /** Joined the user's open session. */
-  Joined = 0,
-  /** Opened a new session (the user had none open). */
-  Opened = 1,
-  /** Opened a new session and closed the user's previous one (now in `closedEarly`). */
-  OpenedAndClosed = 2,
+/**
+ * Journal of changes to where sessions count: entry k says "add `delta[k]` sessions to the
+ * windows of time `time[k]` under dimensions `dims[k]`".
+ */
+export interface StartChanges {
+  time: number[];
+  dims: DimValues[];
+  delta: number[];
 }
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 /** Width of a close-wheel slot. */
 const WHEEL_MS = 60_000;
-const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
 
-export function sessionIdOf(user: string, firstSeen: number): string {
-  const key = encoder.encode(`${user}:${firstSeen}`);
+export function sessionIdOf(user: string, start: number): string {
+  const key = encoder.encode(`${user}:${start}`);
   return hex8(murmur3(key, 0, key.length, 0x5e55)) + hex8(murmur3(key, 0, key.length, 0x10ad));
+}
+
+/** Sessions ordered by (start, id): an order that depends only on the sessions. */
+export const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+const utf8At = (col: Data<Utf8>, row: number): string => decoder.decode(col.values.subarray(col.valueOffsets[row]!, col.valueOffsets[row + 1]!));
+
+/** Byte-wise comparison of row `row` of `col` with `s` (ASCII fast path; DuckDB compares VARCHAR by bytes). */
+function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
+  const bytes = col.values;
+  const from = col.valueOffsets[row]!;
+  const to = col.valueOffsets[row + 1]!;
+  const n = Math.min(to - from, s.length);
+  for (let k = 0; k < n; k++) {
+    const a = bytes[from + k]!;
+    const b = s.charCodeAt(k);
+    if (a >= 0x80 || b >= 0x80) return Buffer.compare(Buffer.from(bytes.buffer, bytes.byteOffset + from, to - from), Buffer.from(s));
+    if (a !== b) return a - b;
+  }
+  return to - from - s.length;
 }
 
 export class SessionTable {
   readonly gapMs: number;
-  private open = new Map<number, OpenSession>();
+  /** User key → the user's earliest open session (the head of its list). */
+  private heads = new Map<number, OpenSession>();
+  private count = 0;
   /**
    * Timer wheel of close deadlines: minute → sessions filed under that minute of end + gap when
-   * opened (or last refiled). A session that grew since is refiled when its minute comes due, and
-   * one that was replaced is dropped then, so `close` touches only sessions whose minute is due.
+   * opened (or last refiled). A session that grew since is refiled when its minute comes due, one
+   * that is gone (merged) is dropped then, so `close` touches only sessions whose minute is due.
    */
   private wheel = new Map<number, OpenSession[]>();
   /** Lower bound of the wheel's minutes. */
   private firstMinute = Infinity;
-  /** The session of the last `assign`. */
-  current: OpenSession | undefined;
-  /** Sessions closed by `assign` (a user's next session began), until the caller takes them. */
-  closedEarly: ClosedSession[] = [];
+  private changes: StartChanges = { time: [], dims: [], delta: [] };
 
   constructor(gapMs: number) {
     this.gapMs = gapMs;
   }
 
   get openCount(): number {
-    return this.open.size;
+    return this.count;
   }
 
   /**
-   * Assigns the event (user fingerprint `key`, row `row` of `users` for the id string, event time
-   * `t`, screen name or null, dimension values) to a session; the session is left in `current`.
+   * Assigns an event to its session and returns that session (whose id the caller stamps on the
+   * event): user fingerprint `key`; row `row` of `users` and `eventIds` (read only when a
+   * session opens or its first event changes); event time `t` (ms, never behind the last
+   * watermark given to `close`); screen name or null; the event's interned dimensions.
    */
-  assign(key: number, users: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): Assigned {
-    const s = this.open.get(key);
-    if (s !== undefined && t > s.start - this.gapMs && t < s.end + this.gapMs) {
-      s.count++;
-      if (t < s.start) s.start = t;
-      if (t > s.end) s.end = t;
-      if (screen !== null) {
-        if (s.firstScreen === null || t < s.firstScreenTime) {
-          s.firstScreen = screen;
-          s.firstScreenTime = t;
-        }
-        if (s.lastScreen === null || t >= s.lastScreenTime) {
-          s.lastScreen = screen;
-          s.lastScreenTime = t;
-        }
-      }
-      this.current = s;
-      return Assigned.Joined;
+  assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): OpenSession {
+    const gap = this.gapMs;
+    let prev: OpenSession | null = null;
+    let s = this.heads.get(key) ?? null;
+    while (s !== null && s.end + gap <= t) {
+      prev = s;
+      s = s.next;
     }
-    const user = s?.user ?? decoder.decode(users.values.subarray(users.valueOffsets[row]!, users.valueOffsets[row + 1]!));
-    const fresh: OpenSession = {
-      key,
-      id: sessionIdOf(user, t),
-      user,
-      start: t,
-      end: t,
-      count: 1,
-      firstScreen: screen,
-      firstScreenTime: screen === null ? 0 : t,
-      lastScreen: screen,
-      lastScreenTime: screen === null ? 0 : t,
-      device: dims.d,
-      version: dims.v,
-      country: dims.c,
-      idBytes: undefined, // present from the start: every session has one shape
-    };
-    this.open.set(key, fresh);
-    this.file(fresh);
-    this.current = fresh;
-    if (s === undefined) return Assigned.Opened;
-    this.closedEarly.push(s);
-    return Assigned.OpenedAndClosed;
+    if (s === null || t <= s.start - gap) return this.open(key, users, eventIds, row, t, screen, dims, prev, s);
+    this.join(s, eventIds, row, t, screen, dims);
+    const n = s.next;
+    if (n !== null && t > n.start - gap) this.merge(s, n);
+    return s;
+  }
+
+  /** Takes the journal of session count changes since the last call (see `StartChanges`). */
+  takeStartChanges(): StartChanges {
+    const out = this.changes;
+    this.changes = { time: [], dims: [], delta: [] };
+    return out;
   }
 
   /** UTF-8 bytes of a session's id (cached per open session). */
@@ -151,18 +193,9 @@ export class SessionTable {
     return (s.idBytes ??= encoder.encode(s.id));
   }
 
-  private file(s: OpenSession): void {
-    const minute = Math.floor((s.end + this.gapMs) / WHEEL_MS);
-    let list = this.wheel.get(minute);
-    if (list === undefined) this.wheel.set(minute, (list = []));
-    list.push(s);
-    if (minute < this.firstMinute) this.firstMinute = minute;
-  }
-
   /**
-   * Removes and returns the sessions whose end + gap ≤ watermark, ordered by (start, id) so the
-   * order depends only on the sessions, not on the history of the wheel. Amortized cost: the
-   * sessions filed under due minutes, not every open session.
+   * Removes and returns the sessions whose end + gap ≤ watermark, ordered by (start, id).
+   * Amortized cost: the sessions filed under due minutes, not every open session.
    */
   close(watermarkMs: number): ClosedSession[] {
     const last = Math.floor(watermarkMs / WHEEL_MS);
@@ -173,10 +206,10 @@ export class SessionTable {
       const list = this.wheel.get(minute)!;
       this.wheel.delete(minute);
       for (const s of list) {
-        if (this.open.get(s.key) !== s) continue; // replaced by a newer session (closed early)
+        if (s.gone) continue;
         if (s.end + this.gapMs <= watermarkMs) {
+          this.unlink(s);
           out.push(s);
-          this.open.delete(s.key);
         } else this.file(s); // grew since it was filed
       }
     }
@@ -185,23 +218,153 @@ export class SessionTable {
     return out.sort(byStartThenId);
   }
 
-  /** Takes the sessions closed early since the last call. */
-  takeClosedEarly(): ClosedSession[] {
-    const out = this.closedEarly;
-    this.closedEarly = [];
+  snapshot(): SessionSnapshot[] {
+    const out: SessionSnapshot[] = [];
+    for (const head of this.heads.values()) {
+      for (let s: OpenSession | null = head; s !== null; s = s.next) {
+        out.push({
+          key: s.key,
+          id: s.id,
+          user: s.user,
+          start: s.start,
+          end: s.end,
+          count: s.count,
+          firstEventId: s.firstEventId,
+          dims: [s.dims.d, s.dims.v, s.dims.c],
+          firstScreen: s.firstScreen,
+          firstScreenTime: s.firstScreenTime,
+          lastScreen: s.lastScreen,
+          lastScreenTime: s.lastScreenTime,
+          aliases: s.aliases,
+        });
+      }
+    }
     return out;
   }
 
-  snapshot(): { open: OpenSession[]; closedEarly: ClosedSession[] } {
-    const plain = ({ idBytes: _, ...s }: OpenSession): OpenSession => s;
-    return { open: [...this.open.values()].map(plain), closedEarly: this.closedEarly.map(plain) };
-  }
-
-  restore(state: { open: OpenSession[]; closedEarly: ClosedSession[] }): void {
-    this.open = new Map(state.open.map((s) => [s.key, { ...s, idBytes: undefined }]));
-    this.closedEarly = state.closedEarly;
+  /** Restores open sessions; `intern` maps dimension values to the caller's interned object. */
+  restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues): void {
+    this.heads = new Map();
     this.wheel = new Map();
     this.firstMinute = Infinity;
-    for (const s of this.open.values()) this.file(s);
+    this.count = 0;
+    this.changes = { time: [], dims: [], delta: [] };
+    const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
+    let tail: OpenSession | null = null;
+    for (const x of sorted) {
+      const s: OpenSession = { ...x, dims: intern(...x.dims), next: null, gone: false, idBytes: undefined };
+      if (tail !== null && tail.key === s.key) tail.next = s;
+      else this.heads.set(s.key, s);
+      tail = s;
+      this.count++;
+      this.file(s);
+    }
+  }
+
+  private open(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues, prev: OpenSession | null, next: OpenSession | null): OpenSession {
+    const user = (prev ?? next)?.user ?? utf8At(users, row);
+    const s: OpenSession = {
+      key,
+      id: sessionIdOf(user, t),
+      user,
+      start: t,
+      end: t,
+      count: 1,
+      firstEventId: utf8At(eventIds, row),
+      dims,
+      firstScreen: screen,
+      firstScreenTime: screen === null ? 0 : t,
+      lastScreen: screen,
+      lastScreenTime: screen === null ? 0 : t,
+      aliases: null,
+      next,
+      gone: false,
+      idBytes: undefined,
+    };
+    if (prev === null) this.heads.set(key, s);
+    else prev.next = s;
+    this.count++;
+    this.file(s);
+    this.journal(t, dims, 1);
+    return s;
+  }
+
+  private join(s: OpenSession, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): void {
+    s.count++;
+    if (t < s.start || (t === s.start && compareUtf8(eventIds, row, s.firstEventId) < 0)) {
+      this.journal(s.start, s.dims, -1);
+      this.journal(t, dims, 1);
+      if (t < s.start) {
+        this.rename(s, sessionIdOf(s.user, t));
+        s.start = t;
+      }
+      s.firstEventId = utf8At(eventIds, row);
+      s.dims = dims;
+    }
+    if (t > s.end) s.end = t;
+    if (screen !== null) {
+      if (s.firstScreen === null || t < s.firstScreenTime || (t === s.firstScreenTime && screen < s.firstScreen)) {
+        s.firstScreen = screen;
+        s.firstScreenTime = t;
+      }
+      if (s.lastScreen === null || t > s.lastScreenTime || (t === s.lastScreenTime && screen > s.lastScreen)) {
+        s.lastScreen = screen;
+        s.lastScreenTime = t;
+      }
+    }
+  }
+
+  /** Folds `n` (the next session of the same user, all of whose events are later) into `s`. */
+  private merge(s: OpenSession, n: OpenSession): void {
+    s.count += n.count;
+    if (n.end > s.end) s.end = n.end;
+    if (s.firstScreen === null && n.firstScreen !== null) {
+      s.firstScreen = n.firstScreen;
+      s.firstScreenTime = n.firstScreenTime;
+    }
+    if (n.lastScreen !== null) {
+      s.lastScreen = n.lastScreen;
+      s.lastScreenTime = n.lastScreenTime;
+    }
+    (s.aliases ??= []).push(n.id);
+    if (n.aliases !== null) s.aliases.push(...n.aliases);
+    this.journal(n.start, n.dims, -1);
+    s.next = n.next;
+    n.gone = true;
+    this.count--;
+  }
+
+  private rename(s: OpenSession, id: string): void {
+    (s.aliases ??= []).push(s.id);
+    s.id = id;
+    s.idBytes = undefined;
+  }
+
+  private journal(time: number, dims: DimValues, delta: number): void {
+    this.changes.time.push(time);
+    this.changes.dims.push(dims);
+    this.changes.delta.push(delta);
+  }
+
+  private unlink(s: OpenSession): void {
+    s.gone = true;
+    this.count--;
+    const head = this.heads.get(s.key)!;
+    if (head === s) {
+      if (s.next === null) this.heads.delete(s.key);
+      else this.heads.set(s.key, s.next);
+      return;
+    }
+    let p = head;
+    while (p.next !== s) p = p.next!;
+    p.next = s.next;
+  }
+
+  private file(s: OpenSession): void {
+    const minute = Math.floor((s.end + this.gapMs) / WHEEL_MS);
+    let list = this.wheel.get(minute);
+    if (list === undefined) this.wheel.set(minute, (list = []));
+    list.push(s);
+    if (minute < this.firstMinute) this.firstMinute = minute;
   }
 }

@@ -13,7 +13,7 @@
  */
 import type { Data, Dictionary, Utf8, Vector } from 'apache-arrow';
 import { ALL, UNKNOWN } from '../../common/schema.js';
-import type { DimValues } from '../kernels/session-table.js';
+import type { DimValues, StartChanges } from '../kernels/session-table.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -93,7 +93,7 @@ export class AggregateOperator {
     let id = this.comboIds.get(key);
     if (id === undefined) {
       id = this.combos.length;
-      this.combos.push({ d, v, c });
+      this.combos.push({ id, d, v, c });
       this.comboIds.set(key, id);
     }
     return id;
@@ -154,11 +154,26 @@ export class AggregateOperator {
     count(dayAcc, userKey, metrics);
   }
 
+  /**
+   * Session counts follow the sessionizer's journal: each entry adds ±1 session to the hourly and
+   * daily windows of a session start, under the session's dimensions. Those windows are never
+   * emitted yet (a session's start only moves to times at or after the frontier).
+   */
+  addSessionStarts(changes: StartChanges): void {
+    const { time, dims, delta } = changes;
+    for (let k = 0; k < time.length; k++) {
+      const t = time[k]!;
+      const combo = dims[k]!.id;
+      this.acc('hourly', t - (((t % HOUR) + HOUR) % HOUR), combo).n[C.sessions]! += delta[k]!;
+      this.acc('daily', t - (((t % DAY) + DAY) % DAY), combo).n[C.sessions]! += delta[k]!;
+    }
+  }
+
   /** A session closed: its length and bounce count toward the day it started in (if not yet emitted). */
-  addClosedSession(start: number, d: string, v: string, c: string, durationS: number, bounce: boolean, emittedThrough: number): void {
+  addClosedSession(start: number, combo: number, durationS: number, bounce: boolean, emittedThrough: number): void {
     const day = Math.floor(start / DAY) * DAY;
     if (day + DAY + this.sessionGapMs <= emittedThrough) return;
-    const a = this.acc('daily', day, this.comboOf(d, v, c));
+    const a = this.acc('daily', day, combo);
     a.n[C.sessionsClosed]!++;
     a.n[C.sessionSeconds]! += durationS;
     if (bounce) a.n[C.bounces]!++;

@@ -10,15 +10,15 @@ import { makeData, RecordBatch, Schema, Struct, type Data, type Field, type Dict
 import type { RootDatabase } from 'lmdb';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
 import { Utf8Column } from '../../ingest/batch-builder.js';
-import { sessionsSchema, silverSchema } from '../../common/schema.js';
+import { sessionAliasesSchema, sessionsSchema, silverSchema } from '../../common/schema.js';
 import { DEFAULT_METRIC_EVENT_TYPES, type MetricEventTypes } from '../gold-sql.js';
 import type { ShardWatermark } from '../types.js';
 import { epochMillis } from '../kernels/epoch-millis.js';
 import { markTooLate } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
-import { Assigned, SessionTable, type ClosedSession } from '../kernels/session-table.js';
-import { AggregateOperator, C, M, type Acc, type WindowPartial } from './aggregate-operator.js';
+import { SessionTable, type ClosedSession, type SessionSnapshot } from '../kernels/session-table.js';
+import { AggregateOperator, M, type Acc, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
 
 const HOUR = 3_600_000;
@@ -47,6 +47,8 @@ export interface BatchOutput {
 
 export interface WatermarkOutput {
   sessions: RecordBatch | null;
+  /** Earlier ids of the closed sessions (sessionAliasesSchema), null when none had any. */
+  aliases: RecordBatch | null;
   hourly: WindowPartial[];
   daily: WindowPartial[];
 }
@@ -92,12 +94,13 @@ export class ShardPipeline {
     const n = batch.numRows;
     const col = (name: string): Data => batch.getChild(name)!.data[0]!;
     const keep = new Uint8Array(n);
-    const duplicates = this.dedup.processBatch(col('event_id') as Data<Utf8>, epochMillis(col('received_at') as Data<Timestamp>), keep);
+    const eventIds = col('event_id') as Data<Utf8>;
+    const duplicates = this.dedup.processBatch(eventIds, epochMillis(col('received_at') as Data<Timestamp>), keep);
     const kept = maskToIndices(keep);
 
     const times = epochMillis(col('event_time') as Data<Timestamp>);
     const tooLate = new Uint8Array(kept.length);
-    this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, HOUR, tooLate));
+    this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, tooLate));
 
     const users = col('user_id') as Data<Utf8>;
     if (this.userHi.length < n) {
@@ -120,14 +123,15 @@ export class ShardPipeline {
     let hourAcc: Acc | undefined;
     let dayAcc: Acc | undefined;
     for (let j = 0; j < kept.length; j++) {
+      // Too-late rows get no session (session_id null) and no window: reconciliation counts them.
+      if (tooLate[j]) continue;
       const i = kept[j]!;
       const t = times[i]!;
       const userKey = fingerprintKey(userHi[i]!, userLo[i]!);
       const b = bits[typeIdx[i]!]!;
       const combo = combos[j]!;
-      const opened = this.sessions.assign(userKey, users, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!) !== Assigned.Joined;
-      sessionIds.set(SessionTable.idBytesOf(this.sessions.current!), j * SESSION_ID_LENGTH);
-      if (tooLate[j]) continue;
+      const session = this.sessions.assign(userKey, users, eventIds, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!);
+      sessionIds.set(SessionTable.idBytesOf(session), j * SESSION_ID_LENGTH);
       const hour = t - (((t % HOUR) + HOUR) % HOUR);
       const day = t - (((t % DAY) + DAY) % DAY);
       if (hour !== hourStart || combo !== lastCombo) {
@@ -140,12 +144,9 @@ export class ShardPipeline {
       }
       lastCombo = combo;
       this.aggregate.addEvent(hourAcc!, dayAcc!, userKey, b);
-      if (opened) {
-        hourAcc!.n[C.sessions]!++;
-        dayAcc!.n[C.sessions]!++;
-      }
     }
-    return { silver: toSilver(batch, kept, sessionIds), tooLate, duplicates };
+    this.aggregate.addSessionStarts(this.sessions.takeStartChanges());
+    return { silver: toSilver(batch, kept, sessionIds, tooLate), tooLate, duplicates };
   }
 
   localWatermark(): ShardWatermark {
@@ -155,12 +156,10 @@ export class ShardPipeline {
   advanceWatermark(watermarkMs: number): WatermarkOutput {
     const before = this.frontier;
     if (watermarkMs > this.frontier) this.frontier = watermarkMs;
-    const closed = [...this.sessions.takeClosedEarly(), ...this.sessions.close(this.frontier)];
-    for (const s of closed) {
-      this.aggregate.addClosedSession(s.start, s.device, s.version, s.country, (s.end - s.start) / 1000, s.count === 1, before);
-    }
+    const closed = this.sessions.close(this.frontier);
+    for (const s of closed) this.aggregate.addClosedSession(s.start, s.dims.id, (s.end - s.start) / 1000, s.count === 1, before);
     const { hourly, daily } = this.aggregate.emit(this.frontier);
-    return { sessions: closed.length > 0 ? sessionsBatch(closed) : null, hourly, daily };
+    return { sessions: closed.length > 0 ? sessionsBatch(closed) : null, aliases: aliasesBatch(closed), hourly, daily };
   }
 
   live(): { hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>; openSessions: number } {
@@ -195,13 +194,14 @@ export class ShardPipeline {
     const s = JSON.parse(decoder.decode(bytes)) as {
       maxEventTime: number | null;
       frontier: number | null;
-      sessions: ReturnType<SessionTable['snapshot']>;
+      sessions: SessionSnapshot[];
       aggregate: unknown;
     };
     this.maxEventTime = s.maxEventTime ?? -Infinity;
     this.frontier = s.frontier ?? -Infinity;
-    this.sessions.restore(s.sessions);
     this.aggregate.restore(s.aggregate);
+    const combos = this.aggregate.combos;
+    this.sessions.restore(s.sessions, (d, v, c) => combos[this.aggregate.comboOf(d, v, c)]!);
   }
 
   /** Inside the checkpoint's LMDB transaction. */
@@ -215,19 +215,69 @@ export class ShardPipeline {
   }
 }
 
-/** Kept rows in silver column order (ingest's `raw` is not copied), with session_id replaced by the stamped ids. */
-function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array): RecordBatch {
+/**
+ * Kept rows in silver column order (ingest's `raw` is not copied), with session_id replaced by the
+ * stamped ids (16 bytes per kept row in `sessionIds`; null where `noSession[j]` is set).
+ */
+function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, noSession: Uint8Array): RecordBatch {
   // Keep the batch's own dictionary types (their ids) so encoders see consistent schemas.
   const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : batch.schema.fields.find((g) => g.name === f.name)!));
   const schema = new Schema(fields);
   const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: fields.map((f) => batch.getChild(f.name)!.data[0]!) }));
   // Without duplicates every row stays: reuse the columns (bronze holds the same buffers anyway).
   const picked = kept.length === batch.numRows ? source : takeRows(source, kept);
-  const offsets = new Int32Array(kept.length + 1);
-  for (let j = 0; j <= kept.length; j++) offsets[j] = j * SESSION_ID_LENGTH;
-  const ids = makeData({ type: fields.find((f) => f.name === 'session_id')!.type as Utf8, length: kept.length, nullCount: 0, valueOffsets: offsets, data: sessionIds });
+  const n = kept.length;
+  const offsets = new Int32Array(n + 1);
+  let nulls = 0;
+  let validity: Uint8Array | undefined;
+  let values = sessionIds;
+  for (let j = 0; j < n; j++) if (noSession[j]) nulls++;
+  if (nulls === 0) {
+    for (let j = 0; j <= n; j++) offsets[j] = j * SESSION_ID_LENGTH;
+  } else {
+    validity = new Uint8Array(((n + 63) >> 6) << 3);
+    values = new Uint8Array((n - nulls) * SESSION_ID_LENGTH);
+    let end = 0;
+    for (let j = 0; j < n; j++) {
+      if (!noSession[j]) {
+        values.set(sessionIds.subarray(j * SESSION_ID_LENGTH, (j + 1) * SESSION_ID_LENGTH), end);
+        end += SESSION_ID_LENGTH;
+        validity[j >> 3]! |= 1 << (j & 7);
+      }
+      offsets[j + 1] = end;
+    }
+  }
+  const ids = makeData({ type: fields.find((f) => f.name === 'session_id')!.type as Utf8, length: n, nullCount: nulls, nullBitmap: validity, valueOffsets: offsets, data: values });
   const children = fields.map((f, k) => (f.name === 'session_id' ? ids : picked.data.children[k]!));
-  return new RecordBatch(schema, makeData({ type: new Struct(fields), length: kept.length, nullCount: 0, children }));
+  return new RecordBatch(schema, makeData({ type: new Struct(fields), length: n, nullCount: 0, children }));
+}
+
+/** The earlier ids of closed sessions (one row per alias), or null when none had any. */
+function aliasesBatch(closed: ClosedSession[]): RecordBatch | null {
+  const rows = closed.filter((s) => s.aliases !== null);
+  if (rows.length === 0) return null;
+  const alias = new Utf8Column(rows.length, 16);
+  const id = new Utf8Column(rows.length, 16);
+  const user = new Utf8Column(rows.length, 16);
+  const start: number[] = [];
+  for (const s of rows) {
+    for (const a of s.aliases!) {
+      alias.push(a);
+      id.push(s.id);
+      user.push(s.user);
+      start.push(s.start);
+    }
+  }
+  const field = (name: string): Field => sessionAliasesSchema.fields.find((f) => f.name === name)!;
+  const n = start.length;
+  const columns: Record<string, Data> = {
+    alias_id: alias.data(field('alias_id').type),
+    session_id: id.data(field('session_id').type),
+    user_id: user.data(field('user_id').type),
+    session_start: makeData({ type: field('session_start').type, length: n, nullCount: 0, data: int64Of(Float64Array.from(start)) } as never),
+  };
+  const children = sessionAliasesSchema.fields.map((f) => columns[f.name]!);
+  return new RecordBatch(sessionAliasesSchema, makeData({ type: new Struct(sessionAliasesSchema.fields), length: n, nullCount: 0, children }));
 }
 
 /** Closed sessions as one sessionsSchema batch, sorted by (start, id) for deterministic files; columns filled by hand. */
@@ -264,9 +314,9 @@ function sessionsBatch(closed: ClosedSession[]): RecordBatch {
     bounce: fixed('bounce', bounce),
     first_screen: text((s) => s.firstScreen).data(field('first_screen').type, true),
     last_screen: text((s) => s.lastScreen).data(field('last_screen').type, true),
-    device_type: text((s) => s.device).data(field('device_type').type, true),
-    app_version: text((s) => s.version).data(field('app_version').type, true),
-    country: text((s) => s.country).data(field('country').type, true),
+    device_type: text((s) => s.dims.d).data(field('device_type').type, true),
+    app_version: text((s) => s.dims.v).data(field('app_version').type, true),
+    country: text((s) => s.dims.c).data(field('country').type, true),
   };
   const children = sessionsSchema.fields.map((f) => columns[f.name]!);
   return new RecordBatch(sessionsSchema, makeData({ type: new Struct(sessionsSchema.fields), length: n, nullCount: 0, children }));

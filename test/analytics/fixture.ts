@@ -12,7 +12,7 @@
  */
 import { makeData, RecordBatch, Struct, vectorFromArray, type Schema } from 'apache-arrow';
 import { partitionStart, partKey, partName, TABLES, type TableName } from '../../common/lake-layout.js';
-import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionsSchema, silverSchema } from '../../common/schema.js';
+import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionAliasesSchema, sessionsSchema, silverSchema } from '../../common/schema.js';
 import { writeCommitRecord, type CommitFile, type CommitRecord } from '../../storage/commit-record.js';
 import type { ObjectStore } from '../../storage/object-store.js';
 import { encodeParquet } from '../../storage/parquet.js';
@@ -359,6 +359,7 @@ const SCHEMAS: Record<TableName, Schema> = {
   events: silverSchema,
   late_events: silverSchema,
   sessions: sessionsSchema,
+  session_aliases: sessionAliasesSchema,
   hourly_metrics: hourlyMetricsSchema,
   daily_metrics: dailyMetricsSchema,
   dlq: dlqSchema,
@@ -369,6 +370,7 @@ const TIME_COLUMN: Record<TableName, string> = {
   events: 'event_time',
   late_events: 'event_time',
   sessions: 'session_start',
+  session_aliases: 'session_start',
   hourly_metrics: 'window_start',
   daily_metrics: 'window_start',
   dlq: 'received_at',

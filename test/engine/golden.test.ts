@@ -11,7 +11,12 @@
  *                             continue with a new pipeline restored from that checkpoint
  * Output lines: per batch {"batch":n,"silver":[id…],"sessions":[label…],"tooLate":[id…],"duplicates":n};
  * per advance the closed sessions ({"session":label,…}) and window partials ({"hourly"|"daily":…}).
- * Session ids are hashes, so they appear as labels S1, S2, … in order of first appearance.
+ * Session ids are hashes, so they appear as labels S1, S2, … in order of first appearance, after
+ * resolving the ids silver rows were stamped with through the closed sessions' aliases (what the
+ * `events` view shows an analyst); a too-late row has no session (null).
+ *
+ * Every case runs twice: as written, and with a checkpoint + restore after every batch; both runs
+ * must give the same output (Arroyo's golden runner does the same), so every case tests recovery.
  *
  * `UPDATE_GOLDEN=1 npx vitest run test/engine/golden.test.ts` rewrites the expected files; read
  * every change before committing it.
@@ -42,47 +47,60 @@ type InputLine = InputEvent | { flush: true } | { watermark: string } | { restar
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-function run(input: InputLine[], dir: string): string[] {
-  const out: string[] = [];
+function run(input: InputLine[], dir: string, restartAfterEveryBatch = false): string[] {
+  // Lines are rendered at the end, once every alias is known.
+  const out: Array<() => string> = [];
   const labels = new Map<string, string>();
-  const label = (sessionId: string): string => {
+  const aliases = new Map<string, string>();
+  const label = (stamped: string | null): string | null => {
+    if (stamped === null) return null;
+    const sessionId = aliases.get(stamped) ?? stamped;
     if (!labels.has(sessionId)) labels.set(sessionId, `S${labels.size + 1}`);
     return labels.get(sessionId)!;
+  };
+  const line = (value: () => unknown): void => {
+    out.push(() => JSON.stringify(value()));
   };
   const env: RootDatabase = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 256, compression: false });
   const options = { shard: 0, db: env, allowedLatenessMs: 2 * HOUR, sessionGapMs: HOUR / 2, dedupTtlMs: 24 * HOUR };
   let pipeline = new ShardPipeline(options);
   const builder = new IngestBatchBuilder(1000);
   let batchNo = 0;
+  const restart = (): void => {
+    const state = pipeline.checkpoint();
+    env.transactionSync(() => pipeline.onCheckpointTxn());
+    pipeline.afterCheckpoint();
+    pipeline = new ShardPipeline(options);
+    pipeline.restore(state);
+  };
   const flush = (): void => {
     if (builder.length === 0) return;
     const o = pipeline.processBatch(builder.build());
     builder.reset();
     const ids = o.silver.getChild('event_id')!.toArray() as string[];
-    const sessions = (o.silver.getChild('session_id')!.toArray() as string[]).map(label);
-    out.push(JSON.stringify({ batch: ++batchNo, silver: ids, sessions, tooLate: ids.filter((_, j) => o.tooLate[j] === 1), duplicates: o.duplicates }));
+    const stamped = o.silver.getChild('session_id')!.toArray() as Array<string | null>;
+    const n = ++batchNo;
+    line(() => ({ batch: n, silver: ids, sessions: stamped.map(label), tooLate: ids.filter((_, j) => o.tooLate[j] === 1), duplicates: o.duplicates }));
+    if (restartAfterEveryBatch) restart();
   };
   try {
-    for (const line of input) {
-      if ('flush' in line) flush();
-      else if ('restart' in line) {
+    for (const step of input) {
+      if ('flush' in step) flush();
+      else if ('restart' in step) {
         flush();
-        const state = pipeline.checkpoint();
-        env.transactionSync(() => pipeline.onCheckpointTxn());
-        pipeline.afterCheckpoint();
-        pipeline = new ShardPipeline(options);
-        pipeline.restore(state);
-        out.push(JSON.stringify({ restart: true }));
-      } else if ('watermark' in line) {
+        restart();
+        line(() => ({ restart: true }));
+      } else if ('watermark' in step) {
         flush();
         const local = pipeline.localWatermark();
-        const wm = line.watermark === 'local' ? (local.kind === 'event-time' ? local.timeMs : -Infinity) : Date.parse(line.watermark);
+        const wm = step.watermark === 'local' ? (local.kind === 'event-time' ? local.timeMs : -Infinity) : Date.parse(step.watermark);
         const o = pipeline.advanceWatermark(wm);
-        out.push(JSON.stringify({ watermark: iso(wm) }));
+        line(() => ({ watermark: iso(wm) }));
+        for (const a of o.aliases?.toArray() ?? []) aliases.set(a.alias_id as string, a.session_id as string);
         for (const s of o.sessions?.toArray() ?? []) {
           const r = s.toJSON() as Record<string, unknown>;
-          out.push(
-            JSON.stringify({
+          line(
+            () => ({
               session: label(r.session_id as string),
               user: r.user_id,
               start: iso(Number(r.session_start)),
@@ -96,29 +114,31 @@ function run(input: InputLine[], dir: string): string[] {
             }),
           );
         }
+        if (restartAfterEveryBatch) restart();
         for (const p of [...o.hourly, ...o.daily]) {
           const rows = [...p.rows].sort((a, b) => `${a.device_type}/${a.app_version}/${a.country}`.localeCompare(`${b.device_type}/${b.app_version}/${b.country}`));
           for (const r of rows) {
             const { device_type, app_version, country, ...counts } = r;
             const nonZero = Object.fromEntries(Object.entries(counts).filter(([, v]) => v !== 0));
-            out.push(JSON.stringify({ [p.granularity]: iso(p.windowStart), dims: `${device_type}/${app_version}/${country}`, ...nonZero }));
+            line(() => ({ [p.granularity]: iso(p.windowStart), dims: `${device_type}/${app_version}/${country}`, ...nonZero }));
           }
         }
       } else {
-        const t = Date.parse(line.t);
+        const e = step;
+        const t = Date.parse(e.t);
         builder.push({
-          event_id: line.id,
-          user_id: line.user,
+          event_id: e.id,
+          user_id: e.user,
           anonymous_id: null,
-          event_type: line.type,
+          event_type: e.type,
           event_time: t,
-          received_at: line.received ? Date.parse(line.received) : t,
-          device_type: line.device ?? 'ios',
+          received_at: e.received ? Date.parse(e.received) : t,
+          device_type: e.device ?? 'ios',
           os: null,
-          app_version: line.version ?? '4.0',
-          country: line.country ?? 'DE',
+          app_version: e.version ?? '4.0',
+          country: e.country ?? 'DE',
           source: 'golden',
-          properties: line.props ? JSON.stringify(line.props) : null,
+          properties: e.props ? JSON.stringify(e.props) : null,
           raw: null,
         });
       }
@@ -127,7 +147,7 @@ function run(input: InputLine[], dir: string): string[] {
   } finally {
     env.close();
   }
-  return out;
+  return out.map((render) => render());
 }
 
 const dirs: string[] = [];
@@ -150,6 +170,10 @@ describe('golden pipeline', () => {
       const dir = mkdtempSync(join(tmpdir(), `sluice-golden-${name}-`));
       dirs.push(dir);
       const actual = run(input, dir);
+      const restartDir = mkdtempSync(join(tmpdir(), `sluice-golden-${name}-restarts-`));
+      dirs.push(restartDir);
+      const withRestarts = run(input, restartDir, true);
+      expect(withRestarts).toEqual(actual);
       const expectedFile = join(GOLDEN, `${name}.expected.jsonl`);
       if (process.env.UPDATE_GOLDEN) writeFileSync(expectedFile, `${actual.join('\n')}\n`);
       const expected = readFileSync(expectedFile, 'utf8').split('\n').filter((l) => l !== '');

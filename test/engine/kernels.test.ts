@@ -13,7 +13,7 @@ import { epochMillis } from '../../engine/kernels/epoch-millis.js';
 import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
-import { Assigned, SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
+import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
 import { AggregateOperator, mergePartials } from '../../engine/operators/aggregate-operator.js';
 import { DedupOperator } from '../../engine/operators/dedup-operator.js';
 
@@ -41,23 +41,22 @@ describe('epochMillis', () => {
 describe('markTooLate', () => {
   it.each([
     { name: 'nothing emitted yet', frontier: -Infinity, t: T, late: 0 },
-    { name: 'window still open (frontier inside it)', frontier: T + 59 * MIN, t: T + 30 * MIN, late: 0 },
-    { name: 'frontier exactly at the window end', frontier: T + HOUR, t: T + 30 * MIN, late: 1 },
-    { name: 'last ms of an emitted window', frontier: T + HOUR, t: T + HOUR - 1, late: 1 },
-    { name: 'first ms of the next window', frontier: T + HOUR, t: T + HOUR, late: 0 },
+    { name: 'exactly at the frontier', frontier: T, t: T, late: 0 },
+    { name: 'one ms behind the frontier', frontier: T, t: T - 1, late: 1 },
+    { name: 'behind the frontier inside a still open hour', frontier: T + 59 * MIN, t: T + 30 * MIN, late: 1 },
     { name: 'days old, long emitted', frontier: T, t: T - 3 * 86_400_000, late: 1 },
   ])('$name → $late', ({ frontier, t, late }) => {
     const out = new Uint8Array(1);
-    expect(markTooLate(Float64Array.of(t), Int32Array.of(0), frontier, HOUR, out)).toBe(t);
+    expect(markTooLate(Float64Array.of(t), Int32Array.of(0), frontier, out)).toBe(t);
     expect(out[0]).toBe(late);
   });
 
   it('looks only at the selected rows and returns their max time', () => {
     const times = Float64Array.of(T + 5 * HOUR, T - 2 * HOUR, T + HOUR);
     const out = new Uint8Array(2);
-    expect(markTooLate(times, Int32Array.of(1, 2), T, HOUR, out)).toBe(T + HOUR);
+    expect(markTooLate(times, Int32Array.of(1, 2), T, out)).toBe(T + HOUR);
     expect(Array.from(out)).toEqual([1, 0]);
-    expect(markTooLate(times, new Int32Array(0), T, HOUR, new Uint8Array(0))).toBe(-Infinity);
+    expect(markTooLate(times, new Int32Array(0), T, new Uint8Array(0))).toBe(-Infinity);
   });
 });
 
@@ -177,40 +176,96 @@ describe('DedupOperator', () => {
 
 describe('SessionTable', () => {
   const GAP = 30 * MIN;
-  const dims: DimValues = { d: 'ios', v: '4.0', c: 'DE' };
+  const dims: DimValues = { id: 0, d: 'ios', v: '4.0', c: 'DE' };
+  const other: DimValues = { id: 1, d: 'android', v: '5.0', c: 'US' };
   const users = utf8(['u1', 'u2']);
+  const ids = utf8(['e1', 'e2']);
   const hi = new Uint32Array(2);
   const lo = new Uint32Array(2);
   fingerprintUtf8(users, hi, lo);
   const key = (row: number): number => fingerprintKey(hi[row]!, lo[row]!);
+  /** Assigns an event of user row `u` (event id from row `u` of `ids` unless given). */
+  const put = (s: SessionTable, u: number, t: number, screen: string | null = null, d: DimValues = dims, eventIds = ids, row = u) => s.assign(key(u), users, eventIds, row, t, screen, d);
 
   it.each([
-    { name: 'one ms inside the gap after the end joins', second: T + GAP - 1, expect: Assigned.Joined },
-    { name: 'exactly at the gap after the end opens a new one', second: T + GAP, expect: Assigned.OpenedAndClosed },
-    { name: 'one ms inside the gap before the start joins', second: T - GAP + 1, expect: Assigned.Joined },
-    { name: 'exactly a gap before the start opens a new one', second: T - GAP, expect: Assigned.OpenedAndClosed },
-    { name: 'the same instant joins', second: T, expect: Assigned.Joined },
-  ])('$name', ({ second, expect: outcome }) => {
+    { name: 'one ms inside the gap after the end joins', second: T + GAP - 1, joins: true },
+    { name: 'exactly at the gap after the end opens a new one', second: T + GAP, joins: false },
+    { name: 'one ms inside the gap before the start joins', second: T - GAP + 1, joins: true },
+    { name: 'exactly a gap before the start opens a new one', second: T - GAP, joins: false },
+    { name: 'the same instant joins', second: T, joins: true },
+  ])('$name', ({ second, joins }) => {
     const s = new SessionTable(GAP);
-    expect(s.assign(key(0), users, 0, T, null, dims)).toBe(Assigned.Opened);
-    const first = s.current!;
+    const first = put(s, 0, T);
     expect(first.id).toBe(sessionIdOf('u1', T));
-    expect(s.assign(key(0), users, 0, second, null, dims)).toBe(outcome);
-    if (outcome === Assigned.Joined) {
-      expect(s.current).toBe(first);
-      expect([first.start, first.end]).toEqual([Math.min(T, second), Math.max(T, second)]);
-      expect(first.count).toBe(2);
+    const then = put(s, 0, second);
+    if (joins) {
+      expect(then).toBe(first);
+      expect([first.start, first.end, first.count]).toEqual([Math.min(T, second), Math.max(T, second), 2]);
+      // The id follows the start; an earlier id stays as an alias.
+      expect(first.id).toBe(sessionIdOf('u1', first.start));
+      expect(first.aliases).toEqual(second < T ? [sessionIdOf('u1', T)] : null);
     } else {
-      expect(s.takeClosedEarly()).toEqual([first]);
-      expect(s.current!.id).toBe(sessionIdOf('u1', second));
+      expect(then).not.toBe(first);
+      expect(s.openCount).toBe(2); // both stay open: neither is closed by the other
+      expect(then.id).toBe(sessionIdOf('u1', second));
+    }
+  });
+
+  it('merges two sessions when an event bridges them, in any order', () => {
+    const [a, bridge, b] = [T, T + GAP - MIN, T + 2 * GAP - 2 * MIN];
+    const orders = [
+      [a, b, bridge],
+      [bridge, a, b],
+      [b, bridge, a],
+      [b, a, bridge],
+    ];
+    for (const order of orders) {
+      const s = new SessionTable(GAP);
+      for (const t of order) put(s, 0, t, t === a ? 'Home' : t === bridge ? null : 'Cart');
+      expect(s.openCount).toBe(1);
+      const [x] = s.close(Infinity);
+      expect(x).toMatchObject({ id: sessionIdOf('u1', T), start: a, end: b, count: 3, firstScreen: 'Home', lastScreen: 'Cart' });
+    }
+  });
+
+  it('journals session starts: +1 on open, −1/+1 when the start or the first event moves, −1 for a session merged away', () => {
+    const s = new SessionTable(GAP);
+    put(s, 0, T + HOUR); // opens at T + 1 h
+    put(s, 0, T + HOUR - 10 * MIN, null, other); // start moves 10 min earlier, to another dims
+    const a = s.takeStartChanges();
+    expect(a.time.map((t, k) => [t - T, a.dims[k]!.id, a.delta[k]])).toEqual([
+      [HOUR, 0, 1],
+      [HOUR, 0, -1],
+      [HOUR - 10 * MIN, 1, 1],
+    ]);
+    put(s, 0, T); // a separate earlier session
+    put(s, 0, T + 25 * MIN); // bridges it with the later one
+    const b = s.takeStartChanges();
+    expect(b.time.map((t, k) => [t - T, b.delta[k]])).toEqual([
+      [0, 1],
+      [HOUR - 10 * MIN, -1],
+    ]);
+    expect(s.takeStartChanges().time).toEqual([]);
+  });
+
+  it('a tie on the start time picks the smaller event id for the dimensions', () => {
+    const idsAB = utf8(['b', 'a']);
+    for (const rows of [
+      [0, 1],
+      [1, 0],
+    ]) {
+      const s = new SessionTable(GAP);
+      for (const r of rows) put(s, 0, T, null, r === 0 ? dims : other, idsAB, r);
+      const [x] = s.close(Infinity);
+      expect([x!.firstEventId, x!.dims.id]).toEqual(['a', 1]);
     }
   });
 
   it('closes a session exactly when the watermark reaches end + gap, and keeps users apart', () => {
     const s = new SessionTable(GAP);
-    s.assign(key(0), users, 0, T, 'Home', dims);
-    s.assign(key(1), users, 1, T + 5 * MIN, null, dims);
-    s.assign(key(0), users, 0, T + 10 * MIN, 'Cart', dims);
+    put(s, 0, T, 'Home');
+    put(s, 1, T + 5 * MIN);
+    put(s, 0, T + 10 * MIN, 'Cart');
     expect(s.openCount).toBe(2);
     expect(s.close(T + 10 * MIN + GAP - 1).map((x) => x.user)).toEqual(['u2']);
     const [u1] = s.close(T + 10 * MIN + GAP);
@@ -218,18 +273,17 @@ describe('SessionTable', () => {
     expect(s.openCount).toBe(0);
   });
 
-  it('closes a session that grew after it was filed only at its new deadline, and never returns a replaced one', () => {
+  it('closes a grown session only at its new deadline; several sessions of a user close in order', () => {
     const s = new SessionTable(GAP);
-    s.assign(key(0), users, 0, T, null, dims); // filed under T + gap
-    s.assign(key(0), users, 0, T + 20 * MIN, null, dims); // grows: deadline T + 20 min + gap
-    s.assign(key(1), users, 1, T, null, dims);
-    s.assign(key(1), users, 1, T + 2 * GAP, null, dims); // replaces u2's first session
-    expect(s.takeClosedEarly().map((x) => x.start)).toEqual([T]);
-    expect(s.close(T + GAP)).toEqual([]);
+    put(s, 0, T); // filed under T + gap
+    put(s, 0, T + 20 * MIN); // grows: deadline T + 20 min + gap
+    put(s, 1, T);
+    put(s, 1, T + 2 * GAP); // a second open session of u2
+    expect(s.openCount).toBe(3);
+    expect(s.close(T + GAP).map((x) => [x.user, x.start])).toEqual([['u2', T]]);
     expect(s.close(T + 20 * MIN + GAP - 1)).toEqual([]);
     expect(s.close(T + 20 * MIN + GAP).map((x) => [x.user, x.count])).toEqual([['u1', 2]]);
-    // A far jump closes everything left, ordered by start.
-    s.assign(key(0), users, 0, T + 3 * GAP, null, dims);
+    put(s, 0, T + 3 * GAP);
     expect(s.close(T + 365 * 86_400_000).map((x) => [x.user, x.start])).toEqual([
       ['u2', T + 2 * GAP],
       ['u1', T + 3 * GAP],
@@ -238,18 +292,21 @@ describe('SessionTable', () => {
     expect(s.close(Infinity)).toEqual([]);
   });
 
-  it('snapshots and restores open sessions (without cached id bytes)', () => {
+  it('snapshots and restores open sessions (several per user, aliases, dimensions by value)', () => {
     const s = new SessionTable(GAP);
-    s.assign(key(0), users, 0, T, null, dims);
-    SessionTable.idBytesOf(s.current!);
+    put(s, 0, T + 10 * MIN);
+    put(s, 0, T, 'Home'); // alias of T + 10 min
+    put(s, 0, T + 60 * MIN, null, other);
+    SessionTable.idBytesOf(put(s, 0, T + 60 * MIN));
     const snap = JSON.parse(JSON.stringify(s.snapshot())) as ReturnType<SessionTable['snapshot']>;
-    expect(snap.open[0]).not.toHaveProperty('idBytes');
+    expect(snap.every((x) => !('idBytes' in x) && !('next' in x))).toBe(true);
     const r = new SessionTable(GAP);
-    r.restore(snap);
-    expect(r.assign(key(0), users, 0, T + MIN, null, dims)).toBe(Assigned.Joined);
-    expect(r.current!.count).toBe(2);
-    expect(r.close(T + MIN + GAP - 1)).toEqual([]);
-    expect(r.close(T + MIN + GAP).map((x) => x.count)).toEqual([2]);
+    r.restore(snap, (d, v, c) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!);
+    expect(r.openCount).toBe(2);
+    put(r, 0, T + 35 * MIN); // bridges the two restored sessions
+    const [x] = r.close(Infinity);
+    expect(x).toMatchObject({ start: T, end: T + 60 * MIN, count: 5, firstScreen: 'Home', dims });
+    expect(x!.aliases).toEqual([sessionIdOf('u1', T + 10 * MIN), sessionIdOf('u1', T + 60 * MIN)]);
   });
 });
 
