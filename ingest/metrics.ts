@@ -38,3 +38,34 @@ export const ingestMetrics = {
 export function observeFsync(durationMs: number): void {
   ingestMetrics.fsyncSeconds.observe(durationMs / 1000);
 }
+
+/**
+ * Conditions that make the server not ready, reported by the components that see them (the
+ * engine: a failing checkpoint, a stopped shard, a log on a full disk) and cleared when they pass;
+ * GET /readyz answers 503 naming them. Process-wide like prom-client's registry: keys should
+ * carry their owner (`engine#1:shard-3`) and an owner clears its own on close.
+ */
+export class Readiness {
+  private readonly conditions = new Map<string, string>();
+
+  /** Records (or updates) why `key` is not ready. */
+  set(key: string, reason: string): void {
+    this.conditions.set(key, reason);
+  }
+
+  clear(key: string): void {
+    this.conditions.delete(key);
+  }
+
+  /** Clears every key starting with `prefix` (an owner closing). */
+  clearPrefix(prefix: string): void {
+    for (const k of [...this.conditions.keys()]) if (k.startsWith(prefix)) this.conditions.delete(k);
+  }
+
+  /** Current reasons, in key order. */
+  reasons(): string[] {
+    return [...this.conditions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+  }
+}
+
+export const readiness = new Readiness();

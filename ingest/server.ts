@@ -18,7 +18,7 @@ import { userError } from '../common/errors.js';
 import type { IngestRow } from './batch-builder.js';
 import { encodeDeadLetters } from './dead-letters.js';
 import type { ShardLog } from './log/log.js';
-import { ingestMetrics } from './metrics.js';
+import { ingestMetrics, readiness } from './metrics.js';
 import type { NormalizeContext } from './normalize.js';
 import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, type WriteKey } from './options.js';
 import { decodeArrowMessage, parseControl } from './protocols/arrow-ws.js';
@@ -370,6 +370,9 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     '/readyz',
     getJson(() => {
       if (closing) return failure(503, 'not_ready', 'shutting down');
+      // Conditions the engine reported (failing checkpoint, stopped shard, log on a full disk), each named.
+      const reasons = readiness.reasons();
+      if (reasons.length > 0) return { status: 503, body: JSON.stringify({ ok: false, code: 'not_ready', message: reasons.join('; '), reasons }), headers: { 'Retry-After': '5' } };
       if (!(deps.ready?.() ?? true)) return failure(503, 'not_ready', 'the engine is not ready');
       return pressure()?.reply ?? { status: 200, body: '{"ok":true}' };
     }),
