@@ -18,6 +18,7 @@ import { Type, type DataType, type Schema } from 'apache-arrow';
 import { TABLES, type TableName } from '../common/lake-layout.js';
 import { userError } from '../common/errors.js';
 import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionAliasesSchema, sessionsSchema, silverSchema } from '../common/schema.js';
+import { resolveSessionIds } from '../engine/gold-sql.js';
 import { Lake, type LakeOptions, type TimeRange } from './lake.js';
 import { prepareMetric, type MetricParams } from './metrics.js';
 import { tableRanges } from './prune.js';
@@ -60,10 +61,6 @@ export const partitionColumns = (table: TableName): string[] => (TABLES[table].g
 
 const quote = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 
-/** `events` over silver rows `body`, with each session_id replaced by its session's final id. */
-export function resolveSessionIds(body: string, aliases = 'session_aliases'): string {
-  return `SELECT e.* REPLACE (coalesce(a.session_id, e.session_id) AS session_id) FROM (${body}) e LEFT JOIN (SELECT alias_id, session_id FROM ${aliases}) a ON a.alias_id = e.session_id`;
-}
 
 /** A query's result, fully materialized. Values as @duckdb/node-api's `getRowsJS` gives them (BIGINT → bigint, DATE/TIMESTAMP → Date, DECIMAL → number). */
 export interface QueryResult {
@@ -112,7 +109,7 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
     }
     // Silver rows keep the session id they were stamped with while their session was open; a
     // session whose start moved (a late event, a merge) lists those ids in session_aliases.
-    if (table === 'events') body = resolveSessionIds(body);
+    if (table === 'events') body = resolveSessionIds(`(${body})`, 'session_aliases');
     await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`);
     defined.add(table);
   };

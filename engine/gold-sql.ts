@@ -30,11 +30,25 @@ export const DEFAULT_METRIC_EVENT_TYPES: MetricEventTypes = {
 };
 
 const quote = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+
+/** A relation with session_aliases' columns and no rows (a lake whose sessions never moved). */
+export const NO_SESSION_ALIASES = '(SELECT NULL::VARCHAR AS alias_id, NULL::VARCHAR AS session_id WHERE false)';
+
+/**
+ * Silver rows (relation or subquery `silver`) with each session_id resolved to its session's final
+ * id through `aliases` (a relation with alias_id, session_id: gold/session_aliases). Silver rows
+ * keep the id they were stamped with while their session was open; a session whose start moved (a
+ * late event, a merge) lists those earlier ids as aliases. This is the `events` view.
+ */
+export function resolveSessionIds(silver: string, aliases: string): string {
+  return `SELECT e.* REPLACE (coalesce(a.session_id, e.session_id) AS session_id) FROM ${silver} e LEFT JOIN (SELECT alias_id, session_id FROM ${aliases}) a ON a.alias_id = e.session_id`;
+}
 const list = (xs: string[]): string => xs.map(quote).join(', ');
 
 /**
  * SQL computing hourly or daily metric rows for windows starting in [fromMs, toMs), over a
- * relation (view or `read_parquet(...)`) of silver events named by `silver`.
+ * relation (view or `read_parquet(...)`) of silver events named by `silver`, whose session ids are
+ * resolved (the `events` view, or `(${'${resolveSessionIds(…)}'})`).
  */
 export function goldMetricsSql(granularity: 'hourly' | 'daily', silver: string, fromMs: number, toMs: number, types: MetricEventTypes = DEFAULT_METRIC_EVENT_TYPES): string {
   const unit = granularity === 'hourly' ? 'hour' : 'day';

@@ -16,7 +16,7 @@ import { partKey, partitionTimeOfKey, TABLES } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
-import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, type MetricEventTypes } from './gold-sql.js';
+import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, NO_SESSION_ALIASES, resolveSessionIds, type MetricEventTypes } from './gold-sql.js';
 import { metricRowsToBatch } from './gold-merge.js';
 
 const HOUR = 3_600_000;
@@ -101,7 +101,19 @@ export async function reconcileLate(
       }
       paths.push(path);
     }
-    const silver = `read_parquet([${paths.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}], union_by_name = true)`;
+    const aliasPaths: string[] = [];
+    for (const o of await store.list(`${TABLES.session_aliases.prefix}/`)) {
+      if (!o.key.endsWith('.parquet')) continue;
+      let path = store.localPath(o.key);
+      if (!path) {
+        path = join(scratch, `a${aliasPaths.length}.parquet`);
+        await writeFile(path, (await store.get(o.key))!);
+      }
+      aliasPaths.push(path);
+    }
+    const parquet = (files: string[]): string => `read_parquet([${files.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ')}], union_by_name = true)`;
+    // Session ids resolved through the aliases, as the `events` view does.
+    const silver = `(${resolveSessionIds(`(SELECT * FROM ${parquet(paths)})`, aliasPaths.length > 0 ? parquet(aliasPaths) : NO_SESSION_ALIASES)})`;
     const types = options.types ?? DEFAULT_METRIC_EVENT_TYPES;
     const added: Array<{ key: string; rows: number; bytes: number }> = [];
     const rewrite = async (g: 'hourly' | 'daily', start: number): Promise<void> => {

@@ -5,10 +5,11 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { TABLES, type TableName } from '../../common/lake-layout.js';
+import { NO_SESSION_ALIASES, resolveSessionIds } from '../../engine/gold-sql.js';
 
 export interface LakeReader {
   conn: DuckDBConnection;
-  /** `read_parquet(...)` over a table, or `(SELECT NULL WHERE false)` style empty relation when it has no files. */
+  /** `read_parquet(...)` over a table (for `events`, with session ids resolved through session_aliases, as the view does). */
   rel(table: TableName): string;
   files(table: TableName): string[];
   rows<T = Record<string, unknown>>(sql: string): Promise<T[]>;
@@ -38,7 +39,11 @@ export async function openLakeReader(lakeDir: string): Promise<LakeReader> {
       const f = files(table);
       if (f.length === 0) throw new Error(`table ${table} has no files in ${lakeDir}`);
       const hiveTypes = TABLES[table].granularity === 'hour' ? "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER, 'hour': INTEGER}" : "{'year': INTEGER, 'month': INTEGER, 'day': INTEGER}";
-      return `read_parquet([${f.map((p) => `'${p}'`).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
+      const raw = `read_parquet([${f.map((p) => `'${p}'`).join(', ')}], hive_partitioning = true, hive_types = ${hiveTypes}, union_by_name = true)`;
+      if (table !== 'events') return raw;
+      const a = files('session_aliases');
+      const aliases = a.length === 0 ? NO_SESSION_ALIASES : `read_parquet([${a.map((p) => `'${p}'`).join(', ')}])`;
+      return `(${resolveSessionIds(`(SELECT * FROM ${raw})`, aliases)})`;
     },
     async rows<T>(sql: string): Promise<T[]> {
       const r = await conn.runAndReadAll(sql);
