@@ -45,6 +45,10 @@ export class JsonScanner {
   propsEnd: Int32Array<ArrayBuffer> = new Int32Array(64);
   traitsStart: Int32Array<ArrayBuffer> = new Int32Array(64);
   traitsEnd: Int32Array<ArrayBuffer> = new Int32Array(64);
+  /** Nesting depth of each item (a scalar 0, `{}` or `[]` 1, `{"a":[1]}` 2). */
+  itemDepth: Int32Array<ArrayBuffer> = new Int32Array(64);
+  /** Deepest nesting outside the items of the last scanBatch (the envelope: `{"batch":[…]}` counts 2 before its items). */
+  envelopeDepth = 0;
 
   private ensure(n: number): void {
     if (n <= this.itemStart.length) return;
@@ -59,6 +63,7 @@ export class JsonScanner {
     this.propsEnd = grow(this.propsEnd);
     this.traitsStart = grow(this.traitsStart);
     this.traitsEnd = grow(this.traitsEnd);
+    this.itemDepth = grow(this.itemDepth);
   }
 
   /**
@@ -68,6 +73,7 @@ export class JsonScanner {
    */
   scanBatch(b: Uint8Array, arrayKey: Uint8Array): boolean {
     this.count = 0;
+    this.envelopeDepth = 2;
     let i = skipSpace(b, 0);
     if (b[i] !== LBRACE) return false;
     i = skipSpace(b, i + 1);
@@ -87,6 +93,7 @@ export class JsonScanner {
       } else {
         i = skipValue(b, i);
         if (i < 0) return false;
+        if (deepest + 1 > this.envelopeDepth) this.envelopeDepth = deepest + 1;
       }
       i = skipSpace(b, i);
       if (b[i] === COMMA) i = skipSpace(b, i + 1);
@@ -105,7 +112,12 @@ export class JsonScanner {
     this.itemStart[0] = s;
     this.itemEnd[0] = e;
     this.propsStart[0] = this.propsEnd[0] = this.traitsStart[0] = this.traitsEnd[0] = -1;
-    if (b[s] === LBRACE && this.scanItem(b, s, 0) < 0) return false;
+    if (b[s] === LBRACE) {
+      if (this.scanItem(b, s, 0) < 0) return false;
+    } else {
+      if (skipValue(b, s) < 0) return false;
+      this.itemDepth[0] = deepest;
+    }
     this.count = 1;
     return true;
   }
@@ -117,7 +129,12 @@ export class JsonScanner {
       this.ensure(n + 1);
       this.itemStart[n] = i;
       this.propsStart[n] = this.propsEnd[n] = this.traitsStart[n] = this.traitsEnd[n] = -1;
-      const end = b[i] === LBRACE ? this.scanItem(b, i, n) : skipValue(b, i);
+      let end: number;
+      if (b[i] === LBRACE) end = this.scanItem(b, i, n);
+      else {
+        end = skipValue(b, i);
+        this.itemDepth[n] = deepest;
+      }
       if (end < 0) return -1;
       this.itemEnd[n] = end;
       this.count = n + 1;
@@ -130,6 +147,7 @@ export class JsonScanner {
   /** Scans the object at `open`, recording its properties/traits ranges in slot `n`; returns its end. */
   private scanItem(b: Uint8Array, open: number, n: number): number {
     let i = skipSpace(b, open + 1);
+    let depth = 0;
     while (i < b.length && b[i] !== RBRACE) {
       if (b[i] !== QUOTE) return -1;
       const keyStart = i + 1;
@@ -140,6 +158,7 @@ export class JsonScanner {
       const valueStart = i;
       i = skipValue(b, i);
       if (i < 0) return -1;
+      if (deepest > depth) depth = deepest;
       const len = keyEnd - keyStart;
       if (len === 10 && equalsAt(b, keyStart, keyEnd, PROPERTIES)) {
         this.propsStart[n] = valueStart;
@@ -151,8 +170,21 @@ export class JsonScanner {
       i = skipSpace(b, i);
       if (b[i] === COMMA) i = skipSpace(b, i + 1);
     }
+    this.itemDepth[n] = depth + 1;
     return i < b.length ? i + 1 : -1;
   }
+}
+
+/**
+ * Nesting depth of the JSON value in `b[start, end)` (scalars 0, `[]` 1, `[[1]]` 2), counted
+ * over the bytes without recursion; −1 when the value is cut short. For bodies the scanner could
+ * not map (its item depths are then unknown).
+ */
+export function jsonDepth(b: Uint8Array, start = 0, end = b.length): number {
+  const v = end === b.length ? b : b.subarray(0, end);
+  const i = skipSpace(v, start);
+  if (i >= v.length) return 0;
+  return skipValue(v, i) < 0 ? -1 : deepest;
 }
 
 function skipSpace(b: Uint8Array, i: number): number {
@@ -196,13 +228,18 @@ function skipString(b: Uint8Array, i: number): number {
   }
 }
 
-/** Returns the index after the value starting at `i` (−1 if the input ends first). */
+/** Nesting depth of the value last skipped by {@link skipValue} (0 for a scalar). */
+let deepest = 0;
+
+/** Returns the index after the value starting at `i` (−1 if the input ends first); sets {@link deepest}. */
 function skipValue(b: Uint8Array, i: number): number {
   const n = b.length;
   const c = b[i];
+  deepest = 0;
   if (c === QUOTE) return skipString(b, i);
   if (c === LBRACE || c === LBRACKET) {
     let depth = 1;
+    let max = 1;
     i++;
     while (i < n) {
       const k = STRUCTURAL[b[i]!]!;
@@ -212,11 +249,14 @@ function skipValue(b: Uint8Array, i: number): number {
       }
       if (k === 1) i = skipString(b, i);
       else if (k === 2) {
-        depth++;
+        if (++depth > max) max = depth;
         i++;
       } else {
         i++;
-        if (--depth === 0) return i;
+        if (--depth === 0) {
+          deepest = max;
+          return i;
+        }
       }
     }
     return -1;

@@ -15,6 +15,8 @@ export const ingestMetrics = {
   bytes: once('sluice_ingest_bytes_total', () => new Counter({ name: 'sluice_ingest_bytes_total', help: 'Request body bytes received (before gunzip), by protocol.', labelNames: ['protocol'] })),
   requests: once('sluice_ingest_requests_total', () => new Counter({ name: 'sluice_ingest_requests_total', help: 'Requests (WebSocket messages) answered, by protocol and status.', labelNames: ['protocol', 'status'] })),
   rejected: once('sluice_ingest_rejected_total', () => new Counter({ name: 'sluice_ingest_rejected_total', help: 'Events rejected (sent to the DLQ), by reason code.', labelNames: ['code'] })),
+  bodyTimeouts: once('sluice_ingest_body_timeouts_total', () => new Counter({ name: 'sluice_ingest_body_timeouts_total', help: 'Requests answered 408 because their body stalled past bodyTimeoutMs.' })),
+  aborted: once('sluice_ingest_aborted_requests_total', () => new Counter({ name: 'sluice_ingest_aborted_requests_total', help: 'Requests whose client closed the connection before its answer (nothing of them acknowledged).' })),
   rateLimited: once('sluice_ingest_rate_limited_total', () => new Counter({ name: 'sluice_ingest_rate_limited_total', help: 'Requests refused with 429 by the per-key rate limit.' })),
   backpressure: once(
     'sluice_ingest_backpressure_total',

@@ -36,18 +36,48 @@ export interface CanonicalEvent {
   raw: string | null;
 }
 
-/** Per-event reject codes (also the `code` column of the DLQ and the label of the rejects metric). */
+/**
+ * Per-event reject codes (also the `code` column of the DLQ and the label of the rejects metric).
+ * One code per rule; docs/VALIDATION.md lists each with the field it checks.
+ */
 export type RejectCode =
   | 'not_an_object'
   | 'malformed_json'
+  | 'invalid_utf8'
+  | 'too_deep'
+  | 'event_too_large'
   | 'missing_type'
   | 'invalid_type'
   | 'missing_event'
+  | 'invalid_event'
   | 'missing_user'
+  | 'invalid_user_id'
+  | 'invalid_anonymous_id'
+  | 'invalid_message_id'
   | 'invalid_timestamp'
+  | 'invalid_sent_at'
+  | 'invalid_original_timestamp'
+  | 'timestamp_too_old'
   | 'future_timestamp'
-  | 'event_too_large'
+  | 'invalid_properties'
+  | 'invalid_traits'
+  | 'invalid_context'
+  | 'invalid_integrations'
+  | 'invalid_dimension'
   | 'invalid_field';
+
+/** Longest accepted event name (Segment `event`, canonical `event_type`), in UTF-16 code units. */
+export const MAX_EVENT_NAME_CHARS = 255;
+
+/**
+ * Any raw time value (timestamp, originalTimestamp, sentAt, event_time) must lie in
+ * [1970-01-01T00:00:00.000Z, 9999-12-31T23:59:59.999Z] before anything is computed from it: a
+ * device clock reset to 1970 is still corrected by sentAt, while 1e16, −1e18 or Int64 max are
+ * not times at all. The corrected event time then has to fall in [minEventTimeMs, receivedAt +
+ * maxFutureSkewMs].
+ */
+export const RAW_TIME_MIN_MS = 0;
+export const RAW_TIME_MAX_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 export interface Rejection {
   index: number;
@@ -64,9 +94,16 @@ export interface NormalizeContext {
   /** Receive time, epoch ms. */
   receivedAt: number;
   maxFutureSkewMs: number;
+  /** Deepest JSON nesting per event (checked by the protocol decoders). Default (when absent) 64. */
+  maxJsonDepth?: number;
+  /** Oldest accepted (corrected) event time, epoch ms. Default (when absent) 2000-01-01T00:00:00Z. */
+  minEventTimeMs?: number;
   maxEventBytes: number;
   pii: PiiOptions;
 }
+
+const DEFAULT_MIN_EVENT_TIME_MS = Date.UTC(2000, 0, 1);
+export const DEFAULT_MAX_JSON_DEPTH = 64;
 
 /**
  * Byte ranges of one item inside the request body (from JsonScanner); −1 = not found. When
@@ -98,11 +135,65 @@ function get(obj: unknown, path: string[]): unknown {
   return cur;
 }
 
+/** A present value: neither undefined nor null (JSON null means "not given" throughout). */
+const given = (v: unknown): boolean => v !== undefined && v !== null;
+/** An id field: a string, or a finite number (coerced to its string); null/absent allowed. */
+const idLike = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
+/** An object-valued field (`properties`, `traits`, `context`, `integrations`): a plain object; null/absent allowed. */
+const objectOrAbsent = (v: unknown): boolean => v === undefined || v === null || isObject(v);
+
 /** context[a][b] of the item, else of the batch (Segment merges batch context under the item's). */
 function dim(item: unknown, batch: unknown, a: string, b: string): string | null {
   const own = isObject(item) ? item[a] : undefined;
   const v = isObject(own) && b in own ? own[b] : isObject(batch) && isObject(batch[a]) ? (batch[a] as Record<string, unknown>)[b] : undefined;
-  return str(v);
+  return typeof v === 'string' && v !== '' ? v : null;
+}
+
+/** The context dimensions Sluice reads: [object key, field] → `context.<key>.<field>`. */
+const CONTEXT_DIMS = [
+  ['device', 'type'],
+  ['os', 'name'],
+  ['app', 'version'],
+  ['location', 'country'],
+] as const;
+
+/** The path of the first context dimension that is not a string (or whose parent is not an object), else undefined. */
+function badContextDim(context: unknown): string | undefined {
+  if (!isObject(context)) return undefined;
+  for (const [a, b] of CONTEXT_DIMS) {
+    const parent = context[a];
+    if (!given(parent)) continue;
+    if (!isObject(parent)) return `context.${a}`;
+    const v = parent[b];
+    if (given(v) && typeof v !== 'string') return `context.${a}.${b}`;
+  }
+  return undefined;
+}
+
+/** An epoch-ms value as ISO text for messages (never throws, unlike toISOString out of Date's range). */
+export function describeTime(ms: number): string {
+  return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : String(ms);
+}
+
+/** Epoch ms of a raw time value within [RAW_TIME_MIN_MS, RAW_TIME_MAX_MS], else NaN. */
+export function parseRawTime(v: unknown): number {
+  const t = parseTime(v);
+  return t >= RAW_TIME_MIN_MS && t <= RAW_TIME_MAX_MS ? t : NaN;
+}
+
+const TIME_FORMAT = 'ISO-8601 (e.g. 2024-05-01T12:00:00.000Z) or epoch ms, between 1970-01-01 and 9999-12-31';
+
+/**
+ * The reject of a corrected event time outside [minEventTimeMs, receivedAt + maxFutureSkewMs],
+ * else undefined.
+ */
+function timeWindowReject(t: number, ctx: NormalizeContext): { code: RejectCode; message: string } | undefined {
+  const min = ctx.minEventTimeMs ?? DEFAULT_MIN_EVENT_TIME_MS;
+  if (t < min) return { code: 'timestamp_too_old', message: `event time ${describeTime(t)} is before ${describeTime(min)} (after clock-skew correction); fix the device clock or the timestamp` };
+  if (t > ctx.receivedAt + ctx.maxFutureSkewMs) {
+    return { code: 'future_timestamp', message: `event time ${describeTime(t)} is more than ${ctx.maxFutureSkewMs} ms in the future (after clock-skew correction)` };
+  }
+  return undefined;
 }
 
 /** Applies PII hashing and dropping in place (paths are dot-separated, relative to the message). */
@@ -142,6 +233,18 @@ function rawOf(rawText: string | undefined, bytes: ItemBytes | undefined, value?
   if (rawText !== undefined) return rawText;
   if (bytes) return Buffer.from(bytes.bytes.buffer, bytes.bytes.byteOffset + bytes.rawStart, bytes.rawEnd - bytes.rawStart).toString('utf8');
   return JSON.stringify(value) ?? 'undefined';
+}
+
+/** The JSON type name of a value for messages ('array', 'null', 'string', …). */
+function typeOf(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `${typeof v} ${preview(v)}`;
+}
+
+/** A short, safe rendering of a scalar for messages. */
+function preview(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
 }
 
 const rejectWith = (code: RejectCode, message: string, raw: string): NormalizeResult => ({ ok: false, code, message, raw });
@@ -187,42 +290,66 @@ export function normalizeSegmentItem(
   if (typeof type !== 'string' || !SEGMENT_TYPES.has(type)) return rejectWith('invalid_type', `type must be one of track, screen, page, identify, alias, group; got ${JSON.stringify(type)}`, rawOf(rawText, bytes));
   let eventType: string;
   if (type === 'track') {
-    const e = str(msg.event);
-    if (e === null) return rejectWith('missing_event', 'a track call needs a non-empty "event" name', rawOf(rawText, bytes));
+    const e = msg.event;
+    if (!given(e) || e === '') return rejectWith('missing_event', 'a track call needs a non-empty "event" name', rawOf(rawText, bytes));
+    if (typeof e !== 'string') return rejectWith('invalid_event', `"event" must be a string, got ${typeof e}`, rawOf(rawText, bytes));
+    if (e.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_event', `"event" is ${e.length} characters; the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes));
     eventType = e;
   } else eventType = type;
   const u = msg.userId;
   const a = msg.anonymousId;
-  if ((u !== undefined && u !== null && typeof u !== 'string' && typeof u !== 'number') || (a !== undefined && a !== null && typeof a !== 'string' && typeof a !== 'number')) {
-    return rejectWith('invalid_field', 'userId and anonymousId must be strings', rawOf(rawText, bytes));
-  }
+  if (!idLike(u)) return rejectWith('invalid_user_id', `userId must be a string (or a number), got ${typeOf(u)}`, rawOf(rawText, bytes));
+  if (!idLike(a)) return rejectWith('invalid_anonymous_id', `anonymousId must be a string (or a number), got ${typeOf(a)}`, rawOf(rawText, bytes));
   const userId = str(u);
   const anonymousId = str(a);
   const user = userId ?? anonymousId;
   if (user === null) return rejectWith('missing_user', 'an event needs a userId or an anonymousId', rawOf(rawText, bytes));
-  let tsRaw = msg.timestamp;
-  if (tsRaw === undefined || tsRaw === null) tsRaw = msg.originalTimestamp;
-  let eventTime: number;
-  if (tsRaw === undefined || tsRaw === null) eventTime = ctx.receivedAt;
-  else {
-    eventTime = parseTime(tsRaw);
-    if (Number.isNaN(eventTime)) return rejectWith('invalid_timestamp', `timestamp must be ISO-8601 (e.g. 2024-05-01T12:00:00.000Z) or epoch ms, got ${JSON.stringify(tsRaw)}`, rawOf(rawText, bytes));
-    const sentRaw = msg.sentAt ?? batchSentAt;
-    if (sentRaw !== undefined && sentRaw !== null) {
-      // The batch's sentAt is the same value for all its items: parse it once.
-      if (sentRaw !== lastSentRaw) {
-        lastSentRaw = sentRaw;
-        lastSentAt = parseTime(sentRaw);
-      }
-      const sentAt = lastSentAt;
-      if (Number.isNaN(sentAt)) return rejectWith('invalid_timestamp', `sentAt must be ISO-8601 or epoch ms, got ${JSON.stringify(sentRaw)}`, rawOf(rawText, bytes));
-      eventTime += ctx.receivedAt - sentAt;
+  const mid = msg.messageId;
+  if (given(mid) && typeof mid !== 'string') return rejectWith('invalid_message_id', `messageId must be a string, got ${typeOf(mid)}`, rawOf(rawText, bytes));
+  const context = msg.context;
+  if (!objectOrAbsent(context)) return rejectWith('invalid_context', `context must be an object, got ${typeOf(context)}`, rawOf(rawText, bytes));
+  if (!objectOrAbsent(msg.properties)) return rejectWith('invalid_properties', `properties must be an object, got ${typeOf(msg.properties)}`, rawOf(rawText, bytes));
+  if (!objectOrAbsent(msg.traits)) return rejectWith('invalid_traits', `traits must be an object, got ${typeOf(msg.traits)}`, rawOf(rawText, bytes));
+  if (!objectOrAbsent(msg.integrations)) return rejectWith('invalid_integrations', `integrations must be an object, got ${typeOf(msg.integrations)}`, rawOf(rawText, bytes));
+  const badDim = badContextDim(context);
+  if (badDim !== undefined) return rejectWith('invalid_dimension', `${badDim} must be ${badDim.split('.').length === 2 ? 'an object' : 'a string'}`, rawOf(rawText, bytes));
+  if ((type === 'screen' || type === 'page') && given(msg.name) && typeof msg.name !== 'string') return rejectWith('invalid_field', `name must be a string, got ${typeOf(msg.name)}`, rawOf(rawText, bytes));
+  if (type === 'group' && !idLike(msg.groupId)) return rejectWith('invalid_field', `groupId must be a string (or a number), got ${typeOf(msg.groupId)}`, rawOf(rawText, bytes));
+  if (type === 'alias' && !idLike(msg.previousId)) return rejectWith('invalid_field', `previousId must be a string (or a number), got ${typeOf(msg.previousId)}`, rawOf(rawText, bytes));
+
+  // Times: each raw value range-checked first, then the corrected time against the window.
+  const tsGiven = msg.timestamp;
+  const otGiven = msg.originalTimestamp;
+  let tsRaw: unknown = tsGiven;
+  let eventTime = Number.NaN;
+  if (given(tsGiven)) {
+    eventTime = parseRawTime(tsGiven);
+    if (Number.isNaN(eventTime)) return rejectWith('invalid_timestamp', `timestamp must be ${TIME_FORMAT}; got ${preview(tsGiven)}`, rawOf(rawText, bytes));
+  }
+  if (given(otGiven)) {
+    const ot = parseRawTime(otGiven);
+    if (Number.isNaN(ot)) return rejectWith('invalid_original_timestamp', `originalTimestamp must be ${TIME_FORMAT}; got ${preview(otGiven)}`, rawOf(rawText, bytes));
+    if (!given(tsGiven)) {
+      tsRaw = otGiven;
+      eventTime = ot;
     }
   }
-  if (eventTime > ctx.receivedAt + ctx.maxFutureSkewMs) {
-    return rejectWith('future_timestamp', `timestamp ${new Date(eventTime).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future (after clock-skew correction)`, rawOf(rawText, bytes));
+  const sentRaw = given(msg.sentAt) ? msg.sentAt : batchSentAt;
+  let sentAt = Number.NaN;
+  if (given(sentRaw)) {
+    // The batch's sentAt is the same value for all its items: parse it once.
+    if (sentRaw !== lastSentRaw) {
+      lastSentRaw = sentRaw;
+      lastSentAt = parseRawTime(sentRaw);
+    }
+    sentAt = lastSentAt;
+    if (Number.isNaN(sentAt)) return rejectWith('invalid_sent_at', `sentAt must be ${TIME_FORMAT}; got ${preview(sentRaw)}`, rawOf(rawText, bytes));
   }
-  const context = msg.context;
+  if (!given(tsRaw)) eventTime = ctx.receivedAt;
+  else if (!Number.isNaN(sentAt)) eventTime += ctx.receivedAt - sentAt;
+  const outside = timeWindowReject(eventTime, ctx);
+  if (outside) return rejectWith(outside.code, outside.message, rawOf(rawText, bytes));
+
 
   // properties: a verbatim byte range where possible, else JSON.stringify of the parsed value.
   let props: unknown;
@@ -235,7 +362,10 @@ export function normalizeSegmentItem(
     if (props !== undefined && props !== null && bytes) {
       propsStart = bytes.traitsStart;
       propsEnd = bytes.traitsEnd;
-    } else if (props === undefined || props === null) props = get(context, ['traits']) ?? get(batchContext, ['traits']);
+    } else if (props === undefined || props === null) {
+      props = get(context, ['traits']) ?? get(batchContext, ['traits']);
+      if (!objectOrAbsent(props)) return rejectWith('invalid_traits', `context.traits must be an object, got ${typeOf(props)}`, rawOf(rawText, bytes));
+    }
     if (type === 'group' && msg.groupId !== undefined) {
       props = { ...(isObject(props) ? props : {}), groupId: msg.groupId };
       propsStart = -1;
@@ -270,7 +400,7 @@ export function normalizeSegmentItem(
   }
   if (propsStart < 0 && props !== undefined && props !== null) properties = JSON.stringify(props);
 
-  const messageId = str(msg.messageId);
+  const messageId = typeof mid === 'string' && mid !== '' ? mid : null;
   const event: IngestRow = {
     event_id: messageId ?? (bytes ? derivedEventId(ctx.writeKey, bytes.bytes.subarray(bytes.rawStart, bytes.rawEnd)) : derivedEventId(ctx.writeKey, rawText!)),
     user_id: user,
@@ -317,16 +447,17 @@ export function mergeContext(item: unknown, batchContext: unknown): unknown {
 }
 
 const CANONICAL_DIMS = ['device_type', 'os', 'app_version', 'country'] as const;
+const dimStr = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 
-/** A cheap shape check for JSON text given as a string (full parsing would cost the hot path). */
-function looksLikeJsonObjectOrArray(s: string): boolean {
+/** A cheap shape check for JSON object text given as a string (full parsing would cost the hot path). */
+function looksLikeJsonObject(s: string): boolean {
   let i = 0;
   let j = s.length - 1;
   while (i <= j && s.charCodeAt(i) <= 32) i++;
   while (j >= i && s.charCodeAt(j) <= 32) j--;
   const a = s.charCodeAt(i);
   const b = s.charCodeAt(j);
-  return (a === 123 && b === 125) || (a === 91 && b === 93);
+  return a === 123 && b === 125;
 }
 
 /**
@@ -335,7 +466,7 @@ function looksLikeJsonObjectOrArray(s: string): boolean {
  * text. `src` (optional): the line's byte ranges, for verbatim raw/properties.
  */
 export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawText?: string, src?: ItemBytes): NormalizeResult {
-  if (!isObject(input)) return rejectWith('not_an_object', 'each line must be a JSON object', rawText ?? String(input));
+  if (!isObject(input)) return rejectWith('not_an_object', 'each line must be a JSON object', rawOf(rawText, src, Array.isArray(input) ? 'an array' : input));
   const e = input;
   let bytes = src;
   if (hasPii(ctx.pii)) {
@@ -346,34 +477,42 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
   const rawBytes = bytes ? bytes.rawEnd - bytes.rawStart : rawText === undefined ? -1 : Buffer.byteLength(rawText);
   if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, rawOf(rawText, bytes, e));
   const et = e.event_type;
-  if (et === undefined || et === null || et === '') return rejectWith('missing_type', 'event_type must be a non-empty string', rawOf(rawText, bytes, e));
-  const eventType = str(et);
-  if (eventType === null) return rejectWith('invalid_type', `event_type must be a string, got ${JSON.stringify(et)}`, rawOf(rawText, bytes, e));
+  if (!given(et) || et === '') return rejectWith('missing_type', 'event_type must be a non-empty string', rawOf(rawText, bytes, e));
+  if (typeof et !== 'string') return rejectWith('invalid_type', `event_type must be a string, got ${typeOf(et)}`, rawOf(rawText, bytes, e));
+  if (et.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_type', `event_type is ${et.length} characters; the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes, e));
+  const eventType = et;
+  if (!idLike(e.user_id)) return rejectWith('invalid_user_id', `user_id must be a string (or a number), got ${typeOf(e.user_id)}`, rawOf(rawText, bytes, e));
+  if (!idLike(e.anonymous_id)) return rejectWith('invalid_anonymous_id', `anonymous_id must be a string (or a number), got ${typeOf(e.anonymous_id)}`, rawOf(rawText, bytes, e));
   const anonymousId = str(e.anonymous_id);
   const user = str(e.user_id) ?? anonymousId;
   if (user === null) return rejectWith('missing_user', 'an event needs user_id or anonymous_id', rawOf(rawText, bytes, e));
-  const t = parseTime(e.event_time);
-  if (Number.isNaN(t)) return rejectWith('invalid_timestamp', `event_time must be ISO-8601 or epoch ms, got ${JSON.stringify(e.event_time)}`, rawOf(rawText, bytes, e));
-  if (t > ctx.receivedAt + ctx.maxFutureSkewMs) return rejectWith('future_timestamp', `event_time ${new Date(t).toISOString()} is more than ${ctx.maxFutureSkewMs} ms in the future`, rawOf(rawText, bytes, e));
+  const eid = e.event_id;
+  if (given(eid) && typeof eid !== 'string') return rejectWith('invalid_message_id', `event_id must be a string, got ${typeOf(eid)}`, rawOf(rawText, bytes, e));
+  const t = parseRawTime(e.event_time);
+  if (Number.isNaN(t)) return rejectWith('invalid_timestamp', `event_time must be ${TIME_FORMAT}; got ${preview(e.event_time)}`, rawOf(rawText, bytes, e));
+  const outside = timeWindowReject(t, ctx);
+  if (outside) return rejectWith(outside.code, outside.message, rawOf(rawText, bytes, e));
   for (const f of CANONICAL_DIMS) {
     const v = e[f];
-    if (v !== undefined && v !== null && typeof v !== 'string') return rejectWith('invalid_field', `${f} must be a string`, rawOf(rawText, bytes, e));
+    if (given(v) && typeof v !== 'string') return rejectWith('invalid_dimension', `${f} must be a string, got ${typeOf(v)}`, rawOf(rawText, bytes, e));
   }
+  if (given(e.source) && typeof e.source !== 'string') return rejectWith('invalid_field', `source must be a string, got ${typeOf(e.source)}`, rawOf(rawText, bytes, e));
   const props = e.properties;
   let properties: string | null = null;
   let propsStart = -1;
   let propsEnd = -1;
   if (typeof props === 'string') {
-    if (props !== '' && !looksLikeJsonObjectOrArray(props)) return rejectWith('invalid_field', 'properties must be a JSON object (or its JSON text)', rawOf(rawText, bytes, e));
+    if (props !== '' && !looksLikeJsonObject(props)) return rejectWith('invalid_properties', 'properties must be a JSON object (or its JSON text)', rawOf(rawText, bytes, e));
     properties = props === '' ? null : props;
-  } else if (props !== undefined && props !== null) {
+  } else if (given(props)) {
+    if (!isObject(props)) return rejectWith('invalid_properties', `properties must be an object (or its JSON text), got ${typeOf(props)}`, rawOf(rawText, bytes, e));
     if (bytes && bytes.propsStart >= 0) {
       propsStart = bytes.propsStart;
       propsEnd = bytes.propsEnd;
     } else properties = JSON.stringify(props);
   }
   const source = ctx.fixedSource ? ctx.source : (str(e.source) ?? ctx.source);
-  const eventId = str(e.event_id);
+  const eventId = typeof eid === 'string' && eid !== '' ? eid : null;
   const event: IngestRow = {
     event_id:
       eventId ??
@@ -385,10 +524,10 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
     event_type: eventType,
     event_time: t,
     received_at: ctx.receivedAt,
-    device_type: str(e.device_type),
-    os: str(e.os),
-    app_version: str(e.app_version),
-    country: str(e.country),
+    device_type: dimStr(e.device_type),
+    os: dimStr(e.os),
+    app_version: dimStr(e.app_version),
+    country: dimStr(e.country),
     source,
     properties,
     raw: bytes ? null : (rawText ?? null),

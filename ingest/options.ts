@@ -43,8 +43,21 @@ export interface IngestOptions {
   maxBodyBytes: number;
   /** Events per request. Default 2,500 (Segment's limit). */
   maxBatchEvents: number;
-  /** Events timestamped further than this (ms) in the future, after skew correction, are rejected. Default 10 min. */
+  /** Events timestamped further than this (ms) in the future, after skew correction, are rejected (`future_timestamp`). Default 10 min. */
   maxFutureSkewMs: number;
+  /**
+   * Oldest accepted event time (epoch ms, after skew correction); older → `timestamp_too_old`.
+   * Default 2000-01-01T00:00:00Z. With maxFutureSkewMs it bounds every stored event_time, so
+   * partitions and windows derived from it are always real dates (docs/VALIDATION.md).
+   */
+  minEventTimeMs: number;
+  /** Deepest JSON nesting accepted per event (and per request envelope); deeper → `too_deep` / 400. Default 64. */
+  maxJsonDepth: number;
+  /**
+   * A request whose body has not fully arrived this long (ms) after its headers is answered 408
+   * and its connection closed, releasing everything it held. Default 10 s.
+   */
+  bodyTimeoutMs: number;
   /** Token bucket per write key, in events. Default 1 M/s, burst 2 M. */
   rateLimit: { eventsPerSecond: number; burst: number };
   /** 503 while the engine holds more acknowledged-but-unprocessed events than this (deps.backlog). Default 2 M. */
@@ -68,6 +81,9 @@ export function defaultIngestOptions(): IngestOptions {
     maxBodyBytes: 500 * 1024,
     maxBatchEvents: 2500,
     maxFutureSkewMs: 10 * 60_000,
+    minEventTimeMs: Date.UTC(2000, 0, 1),
+    maxJsonDepth: 64,
+    bodyTimeoutMs: 10_000,
     rateLimit: { eventsPerSecond: 1_000_000, burst: 2_000_000 },
     maxBacklogEvents: 2_000_000,
     maxLogPendingBytes: 256 * 1024 * 1024,
@@ -123,6 +139,9 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
     throw userError('invalid_option', `groupCommit.maxDelayMs must be a number of ms in 0..10000, got ${JSON.stringify(o.groupCommit.maxDelayMs)}`);
   }
   if (typeof o.maxFutureSkewMs !== 'number' || !(o.maxFutureSkewMs >= 0)) throw userError('invalid_option', `maxFutureSkewMs must be a number ≥ 0, got ${JSON.stringify(o.maxFutureSkewMs)}`);
+  if (!Number.isSafeInteger(o.minEventTimeMs) || o.minEventTimeMs < 0) throw userError('invalid_option', `minEventTimeMs must be epoch milliseconds ≥ 0 (1970-01-01), got ${JSON.stringify(o.minEventTimeMs)}`);
+  if (!Number.isInteger(o.maxJsonDepth) || o.maxJsonDepth < 2 || o.maxJsonDepth > 1000) throw userError('invalid_option', `maxJsonDepth must be an integer in 2..1000, got ${JSON.stringify(o.maxJsonDepth)}`);
+  if (!Number.isInteger(o.bodyTimeoutMs) || o.bodyTimeoutMs < 100 || o.bodyTimeoutMs > 600_000) throw userError('invalid_option', `bodyTimeoutMs must be an integer number of ms in 100..600000, got ${JSON.stringify(o.bodyTimeoutMs)}`);
   if (!(o.rateLimit.eventsPerSecond > 0) || !(o.rateLimit.burst >= 1)) {
     throw userError('invalid_option', `rateLimit needs eventsPerSecond > 0 and burst ≥ 1, got ${JSON.stringify(o.rateLimit)}`);
   }

@@ -65,6 +65,14 @@ interface Reply {
   status: number;
   body: string;
   headers?: Record<string, string>;
+  /** Close the connection after this reply (the rest of an unread body must not be parsed as a request). */
+  close?: boolean;
+}
+
+/** Per HTTP request: whether uWS reported it aborted, and who to tell. */
+interface RequestState {
+  aborted: boolean;
+  onAbort?: () => void;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -73,6 +81,7 @@ const STATUS_TEXT: Record<number, string> = {
   400: '400 Bad Request',
   401: '401 Unauthorized',
   404: '404 Not Found',
+  408: '408 Request Timeout',
   413: '413 Payload Too Large',
   429: '429 Too Many Requests',
   500: '500 Internal Server Error',
@@ -201,6 +210,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       fixedSource: key.source !== undefined,
       receivedAt,
       maxFutureSkewMs: options.maxFutureSkewMs,
+      minEventTimeMs: options.minEventTimeMs,
+      maxJsonDepth: options.maxJsonDepth,
       maxEventBytes: options.maxEventBytes,
       pii: options.pii,
     });
@@ -240,7 +251,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     }
   };
 
-  const send = (res: uws.HttpResponse, reply: Reply, state: { aborted: boolean }, protocol: string, started: number): void => {
+  const send = (res: uws.HttpResponse, reply: Reply, state: RequestState, protocol: string, started: number): void => {
     ingestMetrics.requests.inc({ protocol, status: String(reply.status) });
     ingestMetrics.ackSeconds.observe((performance.now() - started) / 1000);
     if (state.aborted) return;
@@ -249,24 +260,39 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       res.writeHeader('Content-Type', 'application/json');
       res.writeHeader('Access-Control-Allow-Origin', '*'); // browser SDKs post cross-origin
       if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
-      res.end(reply.body);
+      res.end(reply.body, reply.close === true);
     });
   };
 
-  /** Reads the whole body; resolves undefined (→ 413) as soon as it passes maxBodyBytes. */
-  const readBody = (res: uws.HttpResponse, declared: number): Promise<Buffer | undefined> =>
+  /**
+   * Reads the whole body: resolves the bytes, 'too_large' as soon as it passes maxBodyBytes,
+   * 'aborted' when the client goes away, 'timeout' when it has not arrived within
+   * bodyTimeoutMs. Every outcome resolves, so the request's in-flight slot is always released.
+   */
+  const readBody = (res: uws.HttpResponse, declared: number, state: RequestState): Promise<Buffer | 'too_large' | 'aborted' | 'timeout'> =>
     new Promise((resolve) => {
       const max = options.maxBodyBytes;
       let buf = declared > 0 && declared <= max ? Buffer.allocUnsafe(declared) : undefined;
       let chunks: Buffer[] | undefined;
       let size = 0;
       let done = false;
+      const finish = (outcome: Buffer | 'too_large' | 'aborted' | 'timeout'): void => {
+        done = true;
+        clearTimeout(timer);
+        state.onAbort = undefined;
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => {
+        if (!done) finish('timeout');
+      }, options.bodyTimeoutMs);
+      state.onAbort = () => {
+        if (!done) finish('aborted');
+      };
       res.onData((chunk, isLast) => {
         if (done) return;
         const n = chunk.byteLength;
         if (size + n > max) {
-          done = true;
-          resolve(undefined);
+          finish('too_large');
           return;
         }
         if (buf !== undefined && size + n <= buf.length) buf.set(new Uint8Array(chunk), size);
@@ -278,17 +304,24 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
           (chunks ??= []).push(Buffer.from(new Uint8Array(chunk).slice()));
         }
         size += n;
-        if (isLast) {
-          done = true;
-          resolve(buf !== undefined ? buf.subarray(0, size) : Buffer.concat(chunks ?? [], size));
-        }
+        if (isLast) finish(buf !== undefined ? buf.subarray(0, size) : Buffer.concat(chunks ?? [], size));
       });
     });
 
-  const decodeHttp = async (res: uws.HttpResponse, protocol: 'segment' | 'ndjson', call: string | undefined, auth: string, encoding: string, declared: number, receivedAt: number): Promise<Reply> => {
-    if (declared > options.maxBodyBytes) return failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes; send smaller batches`);
-    const raw = await readBody(res, declared);
-    if (!raw) return failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes; send smaller batches`);
+  const tooLarge = (): Reply => ({ ...failure(413, 'body_too_large', `request bodies are limited to ${options.maxBodyBytes} bytes; send smaller batches`), close: true });
+
+  const decodeHttp = async (res: uws.HttpResponse, protocol: 'segment' | 'ndjson', call: string | undefined, auth: string, encoding: string, declared: number, receivedAt: number, state: RequestState): Promise<Reply> => {
+    if (declared > options.maxBodyBytes) return tooLarge();
+    const raw = await readBody(res, declared, state);
+    if (raw === 'too_large') return tooLarge();
+    if (raw === 'aborted') {
+      ingestMetrics.aborted.inc();
+      return failure(499, 'client_closed', 'the client closed the connection before its body arrived');
+    }
+    if (raw === 'timeout') {
+      ingestMetrics.bodyTimeouts.inc();
+      return { ...failure(408, 'body_timeout', `the request body did not arrive within ${options.bodyTimeoutMs} ms; resend it`), close: true };
+    }
     bytesBy[protocol].inc(raw.byteLength);
     let body = raw;
     if (encoding === 'gzip' || (raw.length > 2 && raw[0] === 0x1f && raw[1] === 0x8b)) {
@@ -313,9 +346,10 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     (res: uws.HttpResponse, req: uws.HttpRequest): void => {
       const started = performance.now();
       const receivedAt = Date.now();
-      const state = { aborted: false };
+      const state: RequestState = { aborted: false };
       res.onAborted(() => {
         state.aborted = true;
+        state.onAbort?.();
       });
       const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; retry', { 'Retry-After': '1' }) : overloaded();
       if (refused) {
@@ -329,7 +363,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       const lengthHeader = req.getHeader('content-length');
       const declared = lengthHeader === '' ? -1 : Number(lengthHeader);
       begin();
-      decodeHttp(res, protocol, call, auth, encoding, declared, receivedAt)
+      decodeHttp(res, protocol, call, auth, encoding, declared, receivedAt, state)
         .catch((err: unknown) => {
           logFailure(err, 'ingest request failed');
           return failure(500, 'internal', 'internal error; nothing was acknowledged');
@@ -470,7 +504,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       begin();
       Promise.resolve()
         .then(() => {
-          const decoded = decodeArrowMessage(bytes, data.key, { authenticate: () => data.key, admit }, contextFor('arrow', receivedAt));
+          const decoded = decodeArrowMessage(bytes, data.key, { authenticate: () => data.key, admit }, contextFor('arrow', receivedAt), options.maxBatchEvents);
           return decoded.kind === 'refused' ? fromRefusal(decoded) : commit(decoded, 'arrow', receivedAt);
         })
         .catch((err: unknown) => {

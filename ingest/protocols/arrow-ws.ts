@@ -31,9 +31,11 @@
  * by user_id and group-committed with the HTTP traffic. A resent message after a lost ack may
  * duplicate rows in the log; the engine's dedup by event_id removes them.
  */
-import { tableFromIPC, type Table, type Vector } from 'apache-arrow';
+import { tableFromIPC, Type, type DataType, type Dictionary, type Table, type Vector } from 'apache-arrow';
 import type { IngestRow } from '../batch-builder.js';
-import { normalizeCanonical, type NormalizeContext } from '../normalize.js';
+import { checkIpcStream } from '../ipc-guard.js';
+import { normalizeCanonical, type NormalizeContext, type RejectCode } from '../normalize.js';
+import { invalidUtf8Values, utf8Valid } from '../utf8.js';
 import type { WriteKey } from '../options.js';
 import { refuse, type Admission, type DeadLetter, type Decoded, type Refusal } from './decoded.js';
 
@@ -51,7 +53,104 @@ export function parseControl(text: string): { seq: number } | undefined {
   return undefined;
 }
 
-export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal {
+/** Columns whose values are text: Utf8 / LargeUtf8, plain or dictionary-encoded (or all-null). */
+const TEXT_COLUMNS = new Set(['event_id', 'event_type', 'device_type', 'os', 'app_version', 'country', 'source', 'properties', 'raw']);
+/** user_id / anonymous_id may also be numbers (coerced to their decimal text, as for Segment). */
+const ID_COLUMNS = new Set(['user_id', 'anonymous_id']);
+
+const isText = (t: DataType): boolean => t.typeId === Type.Utf8 || t.typeId === Type.LargeUtf8;
+const isNumber = (t: DataType): boolean => t.typeId === Type.Int || t.typeId === Type.Float;
+
+/** Why column `name` of type `t` cannot be read, or undefined when it can. */
+function columnTypeProblem(name: string, t: DataType): string | undefined {
+  if (t.typeId === Type.Null) return undefined;
+  const text = isText(t) || (t.typeId === Type.Dictionary && isText((t as Dictionary).dictionary));
+  if (TEXT_COLUMNS.has(name)) return text ? undefined : `column ${name} has type ${String(t)}; send Utf8 or Dictionary<Utf8>`;
+  if (ID_COLUMNS.has(name)) return text || isNumber(t) ? undefined : `column ${name} has type ${String(t)}; send Utf8, Dictionary<Utf8> or an integer`;
+  if (name === 'event_time') {
+    return t.typeId === Type.Timestamp || t.typeId === Type.Date || isNumber(t) || text ? undefined : `column event_time has type ${String(t)}; send Timestamp (any unit), epoch-ms numbers or ISO-8601 Utf8`;
+  }
+  return undefined;
+}
+
+/** Reject code of a cell Arrow JS cannot read as a JS value (a 64-bit integer beyond 2^53). */
+const unreadableCode = (name: string): RejectCode => (name === 'event_time' ? 'invalid_timestamp' : name === 'user_id' ? 'invalid_user_id' : name === 'anonymous_id' ? 'invalid_anonymous_id' : 'invalid_field');
+
+/**
+ * Per row, 1 when any of the given text columns holds invalid UTF-8 in that row (Arrow JS would
+ * silently decode it with U+FFFD); undefined when every value is valid. Dictionary columns are
+ * checked over their dictionaries, then mapped through the indices; 'bad_index' when a (non-null)
+ * dictionary index points past its dictionary.
+ */
+function invalidUtf8Rows(vectors: readonly Vector[], rows: number): Uint8Array | undefined | 'bad_index' {
+  let flags: Uint8Array | undefined;
+  for (const vec of vectors) {
+    const t = vec.type as DataType;
+    const dict = t.typeId === Type.Dictionary;
+    if (!(isText(t) || (dict && isText((t as Dictionary).dictionary)))) continue;
+    let base = 0;
+    if (dict) {
+      // A chunk's dictionary may differ from the previous one (replacement or delta): check each once.
+      let d: Vector | undefined;
+      let size = 0;
+      let badEntries: Uint8Array | undefined;
+      for (const data of vec.data) {
+        if (data.dictionary !== d) {
+          d = data.dictionary as Vector | undefined;
+          size = d?.length ?? 0;
+          badEntries = d ? textFlags(d) : undefined;
+        }
+        const idx = data.values as ArrayLike<number | bigint>;
+        const bitmap = data.nullCount > 0 ? data.nullBitmap : undefined;
+        for (let i = 0; i < data.length; i++) {
+          if (bitmap && ((bitmap[(data.offset + i) >> 3]! >> ((data.offset + i) & 7)) & 1) === 0) continue;
+          const k = Number(idx[data.offset + i]!);
+          if (!(k >= 0 && k < size)) return 'bad_index';
+          if (badEntries !== undefined && badEntries[k] === 1) (flags ??= new Uint8Array(rows))[base + i] = 1;
+        }
+        base += data.length;
+      }
+      continue;
+    }
+    const bad = textFlags(vec);
+    if (bad === undefined) continue;
+    flags ??= new Uint8Array(rows);
+    for (let i = 0; i < bad.length; i++) if (bad[i] === 1) flags[i] = 1;
+  }
+  return flags;
+}
+
+/** Per value of a Utf8 / LargeUtf8 vector, 1 when it is invalid UTF-8; undefined when all are valid. */
+function textFlags(vec: Vector): Uint8Array | undefined {
+  let flags: Uint8Array | undefined;
+  let base = 0;
+  for (const data of vec.data) {
+    const offsets = data.valueOffsets as Int32Array | BigInt64Array;
+    const values = data.values as Uint8Array;
+    let bad: Uint8Array | undefined;
+    if (offsets instanceof Int32Array) bad = invalidUtf8Values(offsets.subarray(data.offset, data.offset + data.length + 1), values, data.length);
+    else {
+      for (let i = 0; i < data.length; i++) {
+        if (!utf8Valid(values, Number(offsets[data.offset + i]!), Number(offsets[data.offset + i + 1]!))) (bad ??= new Uint8Array(data.length))[i] = 1;
+      }
+    }
+    if (bad !== undefined) {
+      flags ??= new Uint8Array(vec.length);
+      flags.set(bad, base);
+    }
+    base += data.length;
+  }
+  return flags;
+}
+
+/**
+ * Decodes one client message: bounded check of the IPC stream (ipc-guard.ts) → Arrow JS →
+ * column types by name (400 naming the column) → per row: invalid UTF-8 (`invalid_utf8`),
+ * unreadable 64-bit cells, then the canonical event's rules (normalizeCanonical).
+ */
+export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: Admission, context: (key: WriteKey) => NormalizeContext, maxRows = Number.MAX_SAFE_INTEGER): Decoded | Refusal {
+  const checked = checkIpcStream(bytes, { maxRows });
+  if (!checked.ok) return refuse(checked.status, checked.code, checked.message);
   let table: Table;
   try {
     table = tableFromIPC(bytes);
@@ -66,24 +165,46 @@ export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: 
   const missing = ['event_type', 'event_time'].filter((n) => !cols.has(n));
   if (!cols.has('user_id') && !cols.has('anonymous_id')) missing.push('user_id');
   if (missing.length > 0) return refuse(400, 'invalid_schema', `the batch lacks column(s) ${missing.join(', ')}; send ingestSchema columns (see ingest/protocols/arrow-ws.ts)`);
+  for (const [name, vec] of cols) {
+    const problem = columnTypeProblem(name, vec.type as DataType);
+    if (problem !== undefined) return refuse(400, 'invalid_schema', problem);
+  }
   const refused = admission.admit(key, table.numRows);
   if (refused) return refused;
   const ctx = context(key);
   const names = [...cols.keys()];
   const vectors = names.map((n) => cols.get(n)!);
+  const badUtf8 = invalidUtf8Rows(vectors, table.numRows);
+  if (badUtf8 === 'bad_index') return refuse(400, 'malformed_arrow', 'a dictionary index points past its dictionary');
   const piiRules = ctx.pii.hash.length + ctx.pii.drop.length > 0;
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
   for (let i = 0; i < table.numRows; i++) {
     const row: Record<string, unknown> = {};
+    let unreadable: string | undefined;
     for (let c = 0; c < names.length; c++) {
-      let v: unknown = vectors[c]!.get(i);
+      let v: unknown;
+      try {
+        v = vectors[c]!.get(i);
+      } catch {
+        // Arrow JS refuses 64-bit values beyond 2^53 (e.g. an Int64-max timestamp).
+        unreadable ??= names[c]!;
+        v = null;
+      }
       if (typeof v === 'bigint') v = Number(v);
       else if (v instanceof Date) v = v.getTime();
       row[names[c]!] = v;
     }
     const raw = typeof row.raw === 'string' ? row.raw : undefined;
     delete row.raw;
+    if (badUtf8 !== undefined && badUtf8[i] === 1) {
+      rejects.push({ index: i, code: 'invalid_utf8', message: 'a string of this row is not valid UTF-8 (replaced by U+FFFD in the dead letter); send UTF-8', raw: JSON.stringify(row) });
+      continue;
+    }
+    if (unreadable !== undefined) {
+      rejects.push({ index: i, code: unreadableCode(unreadable), message: `column ${unreadable} holds a 64-bit value beyond 2^53 in this row`, raw: JSON.stringify(row) });
+      continue;
+    }
     const r = normalizeCanonical(row, ctx);
     if (r.ok) {
       // Under PII rules raw is the masked row re-serialized; the producer's raw is never stored.

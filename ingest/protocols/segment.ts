@@ -9,8 +9,9 @@
  * application/x-www-form-urlencoded).
  */
 import type { IngestRow } from '../batch-builder.js';
-import { JsonScanner } from '../json-scan.js';
-import { normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../normalize.js';
+import { jsonDepth, JsonScanner } from '../json-scan.js';
+import { DEFAULT_MAX_JSON_DEPTH, normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../normalize.js';
+import { utf8Repaired, utf8Valid } from '../utf8.js';
 import type { WriteKey } from '../options.js';
 import { refuse, type Admission, type DeadLetter, type Decoded, type Refusal } from './decoded.js';
 
@@ -22,8 +23,14 @@ const scanner = new JsonScanner();
 /**
  * Decodes one Segment request body (already gunzipped). `call` is the endpoint's call type, or
  * undefined for /v1/batch. `context(key)` gives the normalization context for the resolved key.
+ *
+ * Hostile input: the body's nesting depth is bounded (per item → `too_deep`, the envelope → 400)
+ * before any recursive code (JSON.stringify) sees a value, and its bytes are checked as UTF-8
+ * (an item with an invalid sequence → `invalid_utf8`; the envelope → 400) before anything is
+ * copied verbatim into the log.
  */
 export function decodeSegment(body: Buffer, call: string | undefined, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal {
+  const utf8 = utf8Valid(body);
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -34,28 +41,65 @@ export function decodeSegment(body: Buffer, call: string | undefined, admission:
   const b = parsed as Record<string, unknown>;
   const key = admission.authenticate(b.writeKey);
   if ('kind' in key) return key;
+  const ctx = context(key);
+  const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   let items: unknown[];
   let ranges = false;
+  let hadKey = false;
   if (call === undefined) {
     if (!Array.isArray(b.batch)) return refuse(400, 'malformed_body', 'a batch body needs a "batch" array of messages');
+    if (b.context !== undefined && b.context !== null && (typeof b.context !== 'object' || Array.isArray(b.context))) return refuse(400, 'malformed_body', 'the batch\'s "context" must be an object');
     items = b.batch;
     const refused = admission.admit(key, items.length);
     if (refused) return refused;
     ranges = scanner.scanBatch(body, BATCH) && scanner.count === items.length;
+    if (ranges && scanner.envelopeDepth > maxDepth) return tooDeep(maxDepth);
   } else {
     items = [b];
     const refused = admission.admit(key, 1);
     if (refused) return refused;
-    if ('writeKey' in b) delete b.writeKey; // never store the key: this message is re-serialized
-    else ranges = scanner.scanObject(body);
+    hadKey = 'writeKey' in b;
+    if (hadKey) delete b.writeKey; // never store the key: this message is re-serialized, not copied
+    ranges = scanner.scanObject(body);
   }
-  const { rows, rejects } = normalizeItems(items, body, ranges ? scanner : undefined, call, call === undefined ? b.sentAt : undefined, call === undefined ? b.context : undefined, context(key));
+  // Without the scanner's item ranges, neither depth nor UTF-8 can be pinned on one item.
+  if (!ranges && jsonDepth(body) > maxDepth + (call === undefined ? 2 : 0)) return tooDeep(maxDepth);
+  let invalid: Uint8Array | undefined;
+  if (!utf8) {
+    if (!ranges) return refuse(400, 'invalid_utf8', 'the body is not valid UTF-8; send UTF-8 encoded JSON');
+    invalid = invalidItems(body, scanner);
+    if (invalid === undefined) return refuse(400, 'invalid_utf8', 'the body is not valid UTF-8 outside its events; send UTF-8 encoded JSON');
+  }
+  const { rows, rejects } = normalizeItems(items, body, ranges ? scanner : undefined, call, call === undefined ? b.sentAt : undefined, call === undefined ? b.context : undefined, ctx, invalid, hadKey);
   return { kind: 'decoded', key, rows, rejects };
+}
+
+const tooDeep = (max: number): Refusal => refuse(400, 'too_deep', `JSON nesting deeper than ${max} levels; flatten the payload`);
+
+/**
+ * Flags of the scanned items that hold invalid UTF-8, or undefined when the invalid bytes are
+ * (also) outside every item (in the envelope).
+ */
+function invalidItems(body: Buffer, scanned: JsonScanner): Uint8Array | undefined {
+  const n = scanned.count;
+  const flags = new Uint8Array(n);
+  let prev = 0;
+  for (let i = 0; i < n; i++) {
+    const s = scanned.itemStart[i]!;
+    const e = scanned.itemEnd[i]!;
+    if (!utf8Valid(body, prev, s)) return undefined;
+    if (!utf8Valid(body, s, e)) flags[i] = 1;
+    prev = e;
+  }
+  return utf8Valid(body, prev, body.length) ? flags : undefined;
 }
 
 /**
  * Normalizes parsed Segment messages. With `scanned` (a scanner that found every item's byte
- * ranges in `body`), raw and properties are taken verbatim from those ranges.
+ * ranges in `body`), raw and properties are taken verbatim from those ranges, and items nested
+ * deeper than ctx.maxJsonDepth are rejected (`too_deep`). `invalidUtf8`: per item, 1 when its
+ * bytes are not valid UTF-8 (rejected as `invalid_utf8`, DLQ raw with U+FFFD replacements).
+ * `depthOnly`: use `scanned` for depths and UTF-8 flags but not for verbatim bytes.
  */
 export function normalizeItems(
   items: unknown[],
@@ -65,11 +109,25 @@ export function normalizeItems(
   batchSentAt: unknown,
   batchContext: unknown,
   ctx: NormalizeContext,
+  invalidUtf8?: Uint8Array,
+  depthOnly = false,
 ): { rows: IngestRow[]; rejects: DeadLetter[] } {
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
-  const src: ItemBytes | undefined = scanned ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
+  const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
+  const verbatim = scanned !== undefined && !depthOnly;
+  const src: ItemBytes | undefined = verbatim ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
   for (let i = 0; i < items.length; i++) {
+    if (scanned) {
+      if (invalidUtf8 !== undefined && invalidUtf8[i] === 1) {
+        rejects.push({ index: i, code: 'invalid_utf8', message: 'the event holds bytes that are not valid UTF-8 (replaced by U+FFFD in the dead letter); send UTF-8', raw: utf8Repaired(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) });
+        continue;
+      }
+      if (scanned.itemDepth[i]! > maxDepth) {
+        rejects.push({ index: i, code: 'too_deep', message: `the event nests JSON deeper than ${maxDepth} levels; flatten its properties`, raw: utf8Repaired(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) });
+        continue;
+      }
+    }
     if (src) {
       src.rawStart = scanned!.itemStart[i]!;
       src.rawEnd = scanned!.itemEnd[i]!;

@@ -112,8 +112,8 @@ describe('what ingest stores', () => {
     expect((r.json.rejected as Array<{ index: number; code: string }>).map((x) => [x.index, x.code])).toEqual([
       [0, 'missing_type'],
       [1, 'invalid_type'],
-      [2, 'invalid_field'],
-      [3, 'invalid_timestamp'],
+      [2, 'invalid_user_id'],
+      [3, 'invalid_sent_at'],
     ]);
     const alias = (await s.loggedEvents()).find((x) => x.event_id === 'alias-ok')!;
     expect(JSON.parse(String(alias.properties))).toEqual({ previousId: 'old' });
@@ -131,7 +131,7 @@ describe('what ingest stores', () => {
     const r = await post(`${s.url}/v1/events`, `${line0}\r\n\n${line1}\n${line2}\n`, { authorization: `bearer ${WRITE_KEY}` });
     expect(r.status).toBe(200);
     expect(r.json.accepted).toBe(2);
-    expect(r.json.rejected).toEqual([{ index: 2, code: 'invalid_field', message: expect.any(String) }]);
+    expect(r.json.rejected).toEqual([{ index: 2, code: 'invalid_properties', message: expect.any(String) }]);
     const rows = new Map((await s.loggedEvents()).map((x) => [x.event_id, x]));
     expect(rows.get('nd-raw-1')!.raw).toBe(line0);
     expect(rows.get('nd-raw-1')!.properties).toBe('{ "name" : "Home" }');
