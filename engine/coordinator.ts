@@ -11,10 +11,21 @@
  * as part of its own two-phase commit. Once all S partials exist, the coordinator merges them
  * into one deterministic file (`part-w{W}.parquet`), publishes it, then deletes the partials.
  * A crash anywhere in between re-runs the merge with the same inputs and the same output bytes.
+ *
+ * Failures are handled, never fatal to the process (engine/failure-episodes.ts):
+ *   a shard's checkpoint or a coordinator step (merge, DLQ flush, frontier, reconcile) fails with a
+ *     retryable error (disk full, object store, LMDB) → retried with exponential backoff, one log
+ *     line per episode, /readyz names it, /metrics counts it; the shard keeps processing and its
+ *     uncommitted events count as backlog, so ingest answers 503 before memory swells;
+ *   a shard fails in a way that cannot be retried (a bug) → that shard stops (its log keeps
+ *     every acknowledged record for a restart), /readyz and /metrics say so, the others go on;
+ *   a log write fails (disk full) → ingest answers 503, the log is reopened once there is room
+ *     (engine/resilient-log.ts), no restart.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
+import { externalError } from '../common/errors.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import type { Logger } from 'pino';
 import { partKey } from '../common/lake-layout.js';
@@ -24,13 +35,15 @@ import { observeFsync } from '../ingest/metrics.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { coalesceBatches } from '../common/arrow-concat.js';
-import { encodeParquet } from '../storage/parquet.js';
+import { encodeParquet, splitForEncode } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
-import { ShardPool } from './pool.js';
+import { FailureEpisodes } from './failure-episodes.js';
+import { ShardPool, ShardTaskError } from './pool.js';
+import { ResilientLog } from './resilient-log.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
 import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
@@ -47,7 +60,15 @@ interface ShardState {
   bufferedBytes: number;
   /** Event time up to which this shard's window partials are committed. */
   emittedWatermarkMs: number;
+  /** Next log offset to hand to the worker (records the log brings back after a reopen start here). */
+  submittedNext: number;
+  /** Events processed since the shard's last successful checkpoint (held in worker memory). */
+  uncommittedEvents: number;
+  /** Stopped by a failure that cannot be retried: records stay in the log for a restart. */
+  stopped: boolean;
 }
+
+let instances = 0;
 
 export interface LiveSnapshot {
   time: string;
@@ -65,8 +86,8 @@ export interface LiveSnapshot {
 
 export class Coordinator {
   readonly options: EngineOptions;
-  readonly logs: SegmentLog[];
-  readonly dlqLog: SegmentLog;
+  readonly logs: ResilientLog[];
+  readonly dlqLog: ResilientLog;
   private readonly pool: ShardPool;
   private readonly store: ObjectStore;
   private readonly env: RootDatabase;
@@ -75,6 +96,10 @@ export class Coordinator {
   private readonly log: Logger;
   private timer: NodeJS.Timeout | undefined;
   private liveTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Checkpoint targets (`shard-N`, `coordinator`) whose last attempt failed. */
+  private readonly checkpoints: FailureEpisodes;
+  private readonly logEpisodes: FailureEpisodes;
   private checkpointing: Promise<void> | undefined;
   private queuedCheckpoint: Promise<void> | undefined;
   private closed = false;
@@ -87,8 +112,19 @@ export class Coordinator {
   private rate = { windowStart: Date.now(), count: 0, perSecond: 0 };
   private liveCache: { at: number; hour: LiveSnapshot['currentHour']; openSessions: number } = { at: 0, hour: null, openSessions: 0 };
 
-  private constructor(options: EngineOptions, logs: SegmentLog[], dlqLog: SegmentLog, pool: ShardPool, store: ObjectStore, env: RootDatabase, log: Logger) {
+  private constructor(
+    options: EngineOptions,
+    logs: ResilientLog[],
+    dlqLog: ResilientLog,
+    pool: ShardPool,
+    store: ObjectStore,
+    env: RootDatabase,
+    log: Logger,
+    episodes: { checkpoints: FailureEpisodes; logs: FailureEpisodes },
+  ) {
     this.options = options;
+    this.checkpoints = episodes.checkpoints;
+    this.logEpisodes = episodes.logs;
     this.logs = logs;
     this.dlqLog = dlqLog;
     this.pool = pool;
@@ -105,6 +141,9 @@ export class Coordinator {
       lastActivityMs: Date.now(),
       bufferedBytes: 0,
       emittedWatermarkMs: Number.NEGATIVE_INFINITY,
+      submittedNext: 0,
+      uncommittedEvents: 0,
+      stopped: false,
     }));
   }
 
@@ -115,13 +154,53 @@ export class Coordinator {
    */
   static async start(options: EngineOptions, log: Logger): Promise<Coordinator> {
     await mkdir(options.dataDir, { recursive: true });
-    const logs: SegmentLog[] = [];
-    for (let s = 0; s < options.shards; s++) logs.push(await SegmentLog.open({ dir: join(options.dataDir, 'log', `shard-${s}`), shard: s, onFsync: observeFsync }));
-    const dlqLog = await SegmentLog.open({ dir: join(options.dataDir, 'log', 'dlq'), shard: -1, onFsync: observeFsync });
+    const prefix = `engine#${++instances}:`;
+    const checkpoints = new FailureEpisodes({
+      log,
+      what: 'checkpoint',
+      readinessPrefix: prefix,
+      baseMs: options.retryBaseMs,
+      maxMs: options.retryMaxMs,
+      onAttemptFailed: (target, code) => engineMetrics.checkpointFailures.inc({ target, code }),
+      onStateChanged: (target, consecutive, stopped) => {
+        engineMetrics.checkpointConsecutiveFailures.set({ target }, consecutive);
+        if (stopped && target.startsWith('shard-')) engineMetrics.shardStopped.set({ shard: target.slice(6) }, 1);
+      },
+    });
+    const logEpisodes = new FailureEpisodes({
+      log,
+      what: 'log',
+      readinessPrefix: prefix,
+      baseMs: options.retryBaseMs,
+      maxMs: options.retryMaxMs,
+      onAttemptFailed: (target, code) => engineMetrics.logFailures.inc({ log: target, code }),
+      onStateChanged: (target, consecutive) => engineMetrics.logFailed.set({ log: target }, consecutive > 0 ? 1 : 0),
+    });
+    // The coordinator exists only after the logs; a reopened shard log reaches it through this.
+    let coordinator: Coordinator | undefined;
+    const resilient = (dir: string, shard: number, target: string): Promise<ResilientLog> => {
+      const open = (): Promise<SegmentLog> => SegmentLog.open({ dir, shard, onFsync: observeFsync });
+      return open().then(
+        (first) =>
+          new ResilientLog(first, {
+            open,
+            dir,
+            target,
+            episodes: logEpisodes,
+            onReopen: () => engineMetrics.logReopens.inc({ log: target }),
+            onReopened: shard >= 0 ? (fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve() : undefined,
+          }),
+      );
+    };
+    const logs: ResilientLog[] = [];
+    for (let s = 0; s < options.shards; s++) logs.push(await resilient(join(options.dataDir, 'log', `shard-${s}`), s, `shard-${s}`));
+    const dlqLog = await resilient(join(options.dataDir, 'log', 'dlq'), -1, 'dlq');
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
     const env = openLmdb({ path: join(options.dataDir, 'coordinator.mdb'), compression: false });
     const pool = new ShardPool(options.workers);
-    const c = new Coordinator(options, logs, dlqLog, pool, store, env, log);
+    const c = new Coordinator(options, logs, dlqLog, pool, store, env, log, { checkpoints, logs: logEpisodes });
+    coordinator = c;
+    engineMetrics.ready.set(1);
     // Checkpoints run during replay too, so a long replay commits progressively.
     c.timer = setInterval(() => c.tick(), options.flushIntervalMs);
     c.timer.unref();
@@ -149,6 +228,8 @@ export class Coordinator {
       targetFileBytes: this.options.targetFileBytes,
       metricEventTypes: this.options.metricEventTypes,
       workerNice: this.options.workerNice,
+      maxRowsPerParquetCall: this.options.maxRowsPerParquetCall,
+      maxBytesPerParquetCall: this.options.maxBytesPerParquetCall,
     };
     const opened = await Promise.all(this.shards.map((_, s) => this.pool.open(s, runtimeOptions)));
     let replayed = 0;
@@ -156,6 +237,7 @@ export class Coordinator {
       const st = this.shards[o.shard]!;
       st.checkpointed = o.checkpointOffset;
       st.lastProcessed = o.checkpointOffset;
+      st.submittedNext = o.checkpointOffset + 1;
       st.emittedWatermarkMs = o.emittedWatermarkMs;
       if (o.recoveredPublished + o.recoveredDiscarded > 0) {
         this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
@@ -166,6 +248,7 @@ export class Coordinator {
     await Promise.all(
       opened.map(async (o) => {
         for await (const record of this.logs[o.shard]!.read(o.checkpointOffset + 1)) {
+          if (this.shards[o.shard]!.stopped) break;
           await this.process(o.shard, record.offset, record.payload, 0);
           replayed++;
         }
@@ -173,7 +256,7 @@ export class Coordinator {
     );
     if (replayed > 0) this.log.info({ records: replayed }, 'replayed log records after the last checkpoint');
     await this.mergeCompleteWindows();
-    await this.recoverDlq();
+    await this.flushDlq();
   }
 
   /** Called by ingest after a record is durable; ownership of `payload` passes here. */
@@ -182,13 +265,33 @@ export class Coordinator {
     void this.process(shard, offset, payload, rows).catch((err) => this.fail(err));
   }
 
+  /**
+   * After a failed log was reopened (engine/resilient-log.ts), before appends resume: hands the
+   * worker the records the failed write left on disk (never acknowledged, never submitted), in
+   * offset order, so the shard sees no gap.
+   */
+  async submitReappeared(shard: number, fresh: SegmentLog): Promise<void> {
+    const st = this.shards[shard]!;
+    if (st.stopped || this.fatal || !this.opened) return;
+    const records: Array<{ offset: number; payload: Uint8Array }> = [];
+    for await (const r of fresh.read(st.submittedNext)) records.push(r);
+    for (const r of records) this.submit(shard, r.offset, r.payload, 0);
+    if (records.length > 0) this.log.warn({ shard, records: records.length, from: records[0]!.offset }, 'a reopened log brought back records of failed (unacknowledged) appends; processing them (duplicates are removed downstream)');
+  }
+
   private async process(shard: number, offset: number, payload: Uint8Array, rows: number): Promise<void> {
     const st = this.shards[shard]!;
+    if (offset >= st.submittedNext) st.submittedNext = offset + 1;
+    // A stopped shard's records stay in its log: a restart replays them from its last checkpoint.
+    if (st.stopped) return;
     st.inFlight++;
     st.inFlightEvents += rows;
     try {
       const result = await this.pool.batch(shard, offset, payload);
       this.onBatch(result);
+    } catch (err) {
+      if (!(err instanceof ShardTaskError && err.stopped)) throw err;
+      this.stopShard(shard, err);
     } finally {
       st.inFlight--;
       st.inFlightEvents -= rows;
@@ -204,11 +307,27 @@ export class Coordinator {
     this.totals.accepted += r.silverRows;
     this.totals.duplicates += r.duplicates;
     this.totals.tooLate += r.tooLate;
+    st.uncommittedEvents += r.rows;
     this.countRate(r.rows);
     engineMetrics.processed.inc(r.rows);
     engineMetrics.duplicates.inc(r.duplicates);
     engineMetrics.tooLate.inc(r.tooLate);
-    if (r.bufferedBytes >= this.options.targetFileBytes && !this.checkpointing) void this.checkpointNow().catch((err) => this.fail(err));
+    for (const q of r.quarantined) {
+      engineMetrics.quarantined.inc({ code: q.code });
+      this.log.error({ shard: r.shard, offset: q.offset, code: q.code, bytes: q.bytes }, q.message);
+    }
+    if (r.bufferedBytes >= this.options.targetFileBytes && !this.checkpointing && !this.checkpoints.waiting(`shard-${r.shard}`)) {
+      void this.checkpointNow().catch((err) => this.fail(err));
+    }
+  }
+
+  /** A failure that cannot be retried: this shard stops (reported), the others go on. */
+  private stopShard(shard: number, err: unknown): void {
+    const st = this.shards[shard]!;
+    if (st.stopped) return;
+    st.stopped = true;
+    this.checkpoints.stop(`shard-${shard}`, err);
+    engineMetrics.ready.set(0);
   }
 
   private countRate(rows: number): void {
@@ -224,7 +343,12 @@ export class Coordinator {
   /** Events acknowledged but not yet processed by the shards (ingest's backpressure signal). */
   backlog(): number {
     let n = 0;
-    for (const st of this.shards) n += st.inFlightEvents;
+    for (let s = 0; s < this.shards.length; s++) {
+      const st = this.shards[s]!;
+      n += st.inFlightEvents;
+      // While its checkpoints fail, a shard holds every event since its last one in memory.
+      if (this.checkpoints.isFailing(`shard-${s}`)) n += st.uncommittedEvents;
+    }
     return n;
   }
 
@@ -244,7 +368,7 @@ export class Coordinator {
    * queues one more run after it (so it covers everything processed before the call); calls
    * made while one is queued share it.
    */
-  checkpointNow(): Promise<void> {
+  checkpointNow(force = false): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.queuedCheckpoint) return this.queuedCheckpoint;
     const previous = this.checkpointing ?? Promise.resolve();
@@ -252,7 +376,7 @@ export class Coordinator {
       .catch(() => undefined)
       .then(() => {
         this.queuedCheckpoint = undefined;
-        return this.runCheckpoint();
+        return this.runCheckpoint(force);
       });
     this.queuedCheckpoint = run;
     const tracked = run.finally(() => {
@@ -268,34 +392,81 @@ export class Coordinator {
     void this.checkpointNow().catch((err) => this.fail(err));
   }
 
-  private async runCheckpoint(): Promise<void> {
+  /**
+   * One checkpoint round. Each shard and the coordinator's own steps succeed or fail on their own
+   * (a failure is recorded, not thrown); a target still in its backoff is skipped unless `force`.
+   */
+  private async runCheckpoint(force = false): Promise<void> {
     const started = performance.now();
     await this.advanceIdleShards();
-    const results: CheckpointResult[] = await Promise.all(this.shards.map((_, s) => this.pool.checkpoint(s)));
-    for (const r of results) {
-      const st = this.shards[r.shard]!;
-      st.emittedWatermarkMs = r.emittedWatermarkMs;
-      if (r.offset > st.checkpointed) {
-        st.checkpointed = r.offset;
-        await this.logs[r.shard]!.truncateBefore(r.offset + 1);
+    const due = this.shards.map((st, s) => !st.stopped && (force || !this.checkpoints.waiting(`shard-${s}`)));
+    await Promise.all(
+      this.shards.map(async (st, s) => {
+        if (!due[s]) return;
+        const target = `shard-${s}`;
+        let r: CheckpointResult;
+        try {
+          r = await this.pool.checkpoint(s);
+        } catch (err) {
+          if (err instanceof ShardTaskError && err.stopped) this.stopShard(s, err);
+          else this.checkpoints.failed(target, err);
+          return;
+        }
+        this.checkpoints.succeeded(target);
+        st.emittedWatermarkMs = r.emittedWatermarkMs;
+        st.uncommittedEvents = 0;
+        if (r.offset > st.checkpointed) {
+          st.checkpointed = r.offset;
+          // Only disk space is at stake: a failed truncation is redone by the next checkpoint.
+          await this.logs[s]!.truncateBefore(r.offset + 1).catch((err: unknown) => this.log.warn({ err, shard: s }, 'log truncation failed; retried at the next checkpoint'));
+        }
+      }),
+    );
+    if (force || !this.checkpoints.waiting('coordinator')) {
+      try {
+        await this.runCoordinatorSteps();
+        this.checkpoints.succeeded('coordinator');
+      } catch (err) {
+        this.checkpoints.failed('coordinator', err);
       }
     }
+    engineMetrics.checkpointFailing.set(this.checkpoints.failingCount());
+    engineMetrics.ready.set(this.checkpoints.size + this.logEpisodes.size === 0 ? 1 : 0);
+    if (this.checkpoints.failingCount() === 0) this.lastCheckpointAt = Date.now();
+    this.scheduleRetry();
+    engineMetrics.checkpointSeconds.observe((performance.now() - started) / 1000);
+    const gwm = this.globalWatermark();
+    if (gwm !== undefined) engineMetrics.watermarkLag.set(Math.max(0, (Date.now() - gwm) / 1000));
+  }
+
+  /** Gold merge, DLQ flush, frontier, and (on their interval) reconciliation and compaction. */
+  private async runCoordinatorSteps(): Promise<void> {
     await this.mergeCompleteWindows();
     await this.flushDlq();
     await writeFrontier(this.store, { emittedMs: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), sessionGapMs: this.options.sessionGapMs });
-    this.lastCheckpointAt = Date.now();
-    if (this.options.reconcileIntervalMs > 0 && this.lastCheckpointAt - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
-      this.lastReconcileAt = this.lastCheckpointAt;
+    const now = Date.now();
+    if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
       const r = await reconcileLate(this.store, { compression: this.options.compression });
       if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
       if (this.options.compactAfterMs > 0) {
         const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
         if (c.files > 0) this.log.info(c, 'compacted small files of closed partitions');
       }
+      this.lastReconcileAt = now;
     }
-    engineMetrics.checkpointSeconds.observe((performance.now() - started) / 1000);
-    const gwm = this.globalWatermark();
-    if (gwm !== undefined) engineMetrics.watermarkLag.set(Math.max(0, (Date.now() - gwm) / 1000));
+  }
+
+  /** While some target is failing, runs another checkpoint round when the earliest backoff ends (besides the regular timer). */
+  private scheduleRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const next = this.checkpoints.nextAttemptMs();
+    if (next === undefined || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.tick();
+    }, Math.max(1, next - Date.now()));
+    this.retryTimer.unref();
   }
 
   /** Shards without input for idleTimeout do not hold back gold: move them to the global watermark. */
@@ -312,7 +483,13 @@ export class Coordinator {
       this.shards.map(async (st, s) => {
         const idle = now - st.lastActivityMs >= this.options.idleTimeoutMs;
         const behind = st.watermark.kind === 'idle' || st.watermark.timeMs < active!;
-        if (idle && behind) await this.pool.advance(s, active!);
+        if (!idle || !behind || st.stopped) return;
+        try {
+          await this.pool.advance(s, active!);
+        } catch (err) {
+          if (!(err instanceof ShardTaskError && err.stopped)) throw err;
+          this.stopShard(s, err);
+        }
       }),
     );
   }
@@ -353,17 +530,19 @@ export class Coordinator {
     return merged;
   }
 
-  private async recoverDlq(): Promise<void> {
-    const pending = (this.meta.get('dlq-pending') as PendingCommit | null | undefined) ?? null;
-    if (pending) {
-      await new TwoPhaseCommitter(this.store).publish(pending);
-      await this.meta.put('dlq-pending', null);
-    }
-    await this.flushDlq();
-  }
-
-  /** Moves dead letters from the DLQ log into dlq/ Parquet (two-phase, offset in the coordinator's LMDB). */
+  /**
+   * Moves dead letters from the DLQ log into dlq/ Parquet (two-phase, offset in the coordinator's
+   * LMDB). A recorded flush whose publish failed is finished first; a flush that failed before it
+   * was recorded discards its temps and is redone (with whatever the log holds by then).
+   */
   private async flushDlq(): Promise<void> {
+    const committer = new TwoPhaseCommitter(this.store);
+    const recorded = (this.meta.get('dlq-pending') as PendingCommit | null | undefined) ?? null;
+    if (recorded) {
+      await committer.publish(recorded);
+      // Synchronous LMDB writes only: a failed async commit rejects lmdb-js's unawaited `commitError` too (an unhandled rejection).
+      this.env.transactionSync(() => this.meta.putSync('dlq-pending', null));
+    }
     const from = ((this.meta.get('dlq-offset') as number | undefined) ?? -1) + 1;
     const batches: RecordBatch[] = [];
     let last = from - 1;
@@ -372,29 +551,42 @@ export class Coordinator {
       last = record.offset;
     }
     if (last < from) return;
-    const byHour = new Map<string, RecordBatch[]>();
+    const byHour = new Map<number, RecordBatch[]>();
     for (const b of batches) {
       const t = Number((b.getChild('received_at')!.data[0]!.values as BigInt64Array)[0]);
-      const k = partKey('dlq', t, `part-dlq-${from}-${last}.parquet`);
-      let list = byHour.get(k);
-      if (!list) byHour.set(k, (list = []));
+      const hour = Math.floor(t / 3_600_000) * 3_600_000;
+      let list = byHour.get(hour);
+      if (!list) byHour.set(hour, (list = []));
       list.push(b);
     }
-    const committer = new TwoPhaseCommitter(this.store);
-    const files = [...byHour].map(([key, list]) => ({ key, body: encodeParquet(coalesceBatches(list), { compression: this.options.compression }), rows: list.reduce((n, b) => n + b.numRows, 0) }));
-    const pending = await committer.stage(files, { id: `dlq-${from}-${last}`, kind: 'flush', offsets: { first: from, last } });
-    this.env.transactionSync(() => {
-      this.meta.putSync('dlq-pending', pending);
-      this.meta.putSync('dlq-offset', last);
-    });
+    const files: Array<{ key: string; body: Uint8Array; rows: number }> = [];
+    const parquet = { compression: this.options.compression, maxRowsPerCall: this.options.maxRowsPerParquetCall, maxBytesPerCall: this.options.maxBytesPerParquetCall };
+    for (const [hour, list] of byHour) {
+      const chunks = splitForEncode(list, parquet);
+      chunks.forEach((chunk, i) => {
+        const key = partKey('dlq', hour, `part-dlq-${from}-${last}${chunks.length === 1 ? '' : `-${i}`}.parquet`);
+        files.push({ key, body: encodeParquet(coalesceBatches(chunk), parquet), rows: chunk.reduce((n, b) => n + b.numRows, 0) });
+      });
+    }
+    let pending: PendingCommit;
+    try {
+      pending = await committer.stage(files, { id: `dlq-${from}-${last}`, kind: 'flush', offsets: { first: from, last } });
+      this.env.transactionSync(() => {
+        this.meta.putSync('dlq-pending', pending);
+        this.meta.putSync('dlq-offset', last);
+      });
+    } catch (err) {
+      await this.store.discardStaged(new Set(), (k) => k.includes('/part-dlq-')).catch(() => undefined);
+      throw err;
+    }
     await committer.publish(pending);
-    await this.meta.put('dlq-pending', null);
+    this.env.transactionSync(() => this.meta.putSync('dlq-pending', null));
     await this.dlqLog.truncateBefore(last + 1);
   }
 
   /** Refreshes the shards' open-window counts for the live view (called about once a second). */
   private async refreshLive(): Promise<void> {
-    const lives = await Promise.all(this.shards.map((_, s) => this.pool.live(s)));
+    const lives = await Promise.all(this.shards.flatMap((st, s) => (st.stopped ? [] : [this.pool.live(s)])));
     const byHour = new Map<number, { events: number; activeUsers: number; sessions: number; views: number; opens: number }>();
     let openSessions = 0;
     for (const l of lives) {
@@ -456,33 +648,68 @@ export class Coordinator {
     }
   }
 
-  /** Drains, checkpoints and merges everything, closes shards, pool, logs and stores. */
+  /**
+   * Drains, checkpoints and merges everything, closes shards, pool, logs and stores. When the
+   * final checkpoint still fails (after a few attempts), everything is closed anyway and this
+   * throws: acknowledged events stay in the logs and are committed at the next start.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     if (this.liveTimer) clearInterval(this.liveTimer);
-    if (!this.fatal) {
-      await this.drain();
-      await this.checkpointNow();
-      await Promise.all(this.shards.map((_, s) => this.pool.close(s)));
-      await this.mergeCompleteWindows();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    let failure: unknown;
+    try {
+      if (!this.fatal) {
+        await this.drain();
+        for (let attempt = 0; attempt < 3; attempt++) {
+          if (attempt > 0) await new Promise((r) => setTimeout(r, this.options.retryBaseMs * 2 ** (attempt - 1)));
+          await this.checkpointNow(true);
+          if (this.checkpoints.failingCount() === 0) break;
+        }
+        if (this.checkpoints.failingCount() > 0) {
+          failure = externalError('final_checkpoint_failed', `the final checkpoint failed (${this.checkpoints.describe().join('; ')}); acknowledged events stay in the log and are committed at the next start`);
+        }
+        await Promise.all(
+          this.shards.map((st, s) => (st.stopped ? undefined : this.pool.close(s).catch((err: unknown) => (failure ??= err)))),
+        );
+        if (failure === undefined) await this.mergeCompleteWindows();
+      }
+    } catch (err) {
+      failure ??= err;
+    } finally {
+      await this.pool.destroy();
+      for (const l of this.logs) await l.close();
+      await this.dlqLog.close();
+      await this.store.close();
+      await this.env.close();
+      this.checkpoints.clear();
+      this.logEpisodes.clear();
     }
-    await this.pool.destroy();
-    for (const l of this.logs) await l.close();
-    await this.dlqLog.close();
-    await this.store.close();
-    await this.env.close();
+    if (failure !== undefined) throw failure;
   }
 
   private fail(err: unknown): void {
     if (this.fatal) return;
     this.fatal = err instanceof Error ? err : new Error(String(err));
+    engineMetrics.ready.set(0);
     this.log.error({ err: this.fatal }, 'engine failed; restart to recover from the last checkpoint');
   }
 
+  /**
+   * Why the engine is not ready, or undefined when it is: a fatal error (a worker thread died), a
+   * stopped shard, a failing checkpoint or a failed log. GET /readyz names each condition.
+   */
   get failure(): Error | undefined {
-    return this.fatal;
+    if (this.fatal) return this.fatal;
+    const conditions = [...this.checkpoints.describe(), ...this.logEpisodes.describe()];
+    return conditions.length === 0 ? undefined : externalError('engine_not_ready', conditions.join('; '));
+  }
+
+  /** Shards stopped by a failure that cannot be retried. */
+  get stoppedShards(): number[] {
+    return this.shards.flatMap((st, s) => (st.stopped ? [s] : []));
   }
 
   /** Shards whose log is an implementation of the ShardLog contract (for ingest). */

@@ -43,6 +43,21 @@ export interface EngineOptions {
    * events/s from ~390 to ~90 ms. 0 = same priority as the main thread. Default 10.
    */
   workerNice: number;
+  /**
+   * Most rows one Parquet encode call gets (parquet-wasm's heap grows to the biggest call): a
+   * shard's buffered rows of a partition are split into several files `…-0`, `…-1` past it.
+   * Default 1 000 000.
+   */
+  maxRowsPerParquetCall: number;
+  /** Most in-memory Arrow bytes one Parquet encode call gets (wide rows); split like rows. Default 256 MiB. */
+  maxBytesPerParquetCall: number;
+  /**
+   * Backoff of retried engine work (a failed checkpoint: Parquet encode, object store
+   * put/stage/publish, LMDB commit; a failed log reopened): the n-th consecutive failure waits
+   * min(retryMaxMs, retryBaseMs × 2^(n−1)) ms before the next attempt. Defaults 250 ms and 30 s.
+   */
+  retryBaseMs: number;
+  retryMaxMs: number;
 }
 
 export function defaultEngineOptions(): EngineOptions {
@@ -62,6 +77,10 @@ export function defaultEngineOptions(): EngineOptions {
     reconcileIntervalMs: 60_000,
     compactAfterMs: 3_600_000,
     workerNice: 10,
+    maxRowsPerParquetCall: 1_000_000,
+    maxBytesPerParquetCall: 256 * 1024 * 1024,
+    retryBaseMs: 250,
+    retryMaxMs: 30_000,
   };
 }
 
@@ -83,6 +102,10 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!['zstd', 'snappy', 'none'].includes(o.compression)) throw userError('invalid_option', `compression must be zstd, snappy or none, got ${o.compression}`);
   if (!(o.reconcileIntervalMs >= 0)) throw userError('invalid_option', `reconcileIntervalMs must be ≥ 0, got ${o.reconcileIntervalMs}`);
   if (!(o.compactAfterMs >= 0)) throw userError('invalid_option', `compactAfterMs must be ≥ 0, got ${o.compactAfterMs}`);
+  if (!positiveInt(o.maxRowsPerParquetCall)) throw userError('invalid_option', `maxRowsPerParquetCall must be a positive integer, got ${o.maxRowsPerParquetCall}`);
+  if (!(Number.isFinite(o.maxBytesPerParquetCall) && o.maxBytesPerParquetCall >= 1024)) throw userError('invalid_option', `maxBytesPerParquetCall must be at least 1 KiB, got ${o.maxBytesPerParquetCall}`);
+  if (!(Number.isFinite(o.retryBaseMs) && o.retryBaseMs >= 1)) throw userError('invalid_option', `retryBaseMs must be at least 1 ms, got ${o.retryBaseMs}`);
+  if (!(Number.isFinite(o.retryMaxMs) && o.retryMaxMs >= o.retryBaseMs)) throw userError('invalid_option', `retryMaxMs must be ≥ retryBaseMs (${o.retryBaseMs} ms), got ${o.retryMaxMs}`);
   return o;
 }
 

@@ -8,8 +8,27 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
-import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardRuntimeOptions, ShardTask } from './types.js';
-import { internalError } from '../common/errors.js';
+import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
+import { internalError, SluiceError, type SerializedError } from '../common/errors.js';
+
+/**
+ * A shard task that failed in its worker, rebuilt on this thread with the worker's `domain`,
+ * `retry`, `code` and stack. `stopped`: the shard now refuses every task until a restart.
+ */
+export class ShardTaskError extends SluiceError {
+  readonly shard: number;
+  readonly stopped: boolean;
+
+  constructor(shard: number, stopped: boolean, error: SerializedError) {
+    super(error.message, { domain: error.domain, retry: error.retry, code: error.code });
+    this.name = 'ShardTaskError';
+    this.shard = shard;
+    this.stopped = stopped;
+    if (error.stack !== undefined) this.stack = error.stack;
+  }
+}
+
+const isTaskFailure = (r: ShardResult): r is TaskFailure => typeof r === 'object' && r !== null && 'taskFailed' in r;
 
 interface QueueOptions {
   shard: number;
@@ -64,10 +83,13 @@ export class ShardPool {
     return sorted[shard % this.workers] as never;
   }
 
-  private run<T>(task: ShardTask, transfer: ArrayBuffer[] = []): Promise<T> {
-    if (this.failed) return Promise.reject(internalError('worker_failed', 'a shard worker died; restart Sluice to recover from the last checkpoint', this.failed));
+  /** Runs a task on its shard's worker; a TaskFailure answer rejects with a {@link ShardTaskError}. */
+  private async run<T>(task: ShardTask, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.failed) throw internalError('worker_failed', 'a shard worker died; restart Sluice to recover from the last checkpoint', this.failed);
     const withQueue = Object.assign(task, { [kQueue]: { shard: task.shard } });
-    return this.pool.run(withQueue, { transferList: transfer }) as Promise<T>;
+    const result = (await this.pool.run(withQueue, { transferList: transfer })) as ShardResult;
+    if (isTaskFailure(result)) throw new ShardTaskError(result.shard, result.stopped, result.error);
+    return result as T;
   }
 
   open(shard: number, options: ShardRuntimeOptions): Promise<OpenResult> {

@@ -13,21 +13,43 @@
  *     5. clear `pending`
  *   recovery (open): publish recorded pending files, discard other staged temps of this shard,
  *   restore state, and let the coordinator replay the log from offset + 1.
+ *
+ * A failed checkpoint is retried by calling `checkpoint()` again (the coordinator backs off):
+ *
+ *   fails in 1–3 (encode, stage, LMDB txn) ── nothing recorded: buffers kept, own temps discarded;
+ *                                             the retry encodes everything buffered by then
+ *   fails in 4–5 (publish, clear pending)  ── recorded: `unpublished` holds the commit; the retry
+ *                                             first finishes exactly that commit, never re-encodes
+ *
+ * File names: `part-s{shard}-{first}-{last}[-w{emittedWatermark}][-{i}].parquet`. The range is
+ * the log offsets the checkpoint covers (disjoint between committed checkpoints); `-w…` marks a
+ * checkpoint that covers no new offset (an idle shard's watermark advance closed sessions), so
+ * two of them differ; `-0`, `-1`, … split a partition's rows into several Parquet calls of at
+ * most maxRowsPerParquetCall rows / maxBytesPerParquetCall bytes (`splitForEncode`,
+ * deterministic for the same buffers). Only a recorded commit is ever published, under the
+ * names it recorded, so a replay never publishes one row under two names.
+ *
+ * Poison quarantine: a log record that cannot be decoded, has another schema than ingest's, or
+ * makes the pipeline throw goes to the DLQ (a `dlq` row with the error and the record's bytes
+ * in base64, committed with this shard's checkpoint like any output) and the shard goes on.
+ * Processing is deterministic, so a replay of the same offsets quarantines the same records;
+ * the DLQ row is committed exactly once with the checkpoint that covers its offset.
  */
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { Int32, Int64, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC, type Table } from 'apache-arrow';
+import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC, type Table } from 'apache-arrow';
 import { coalesceBatches } from '../common/arrow-concat.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
-import { internalError } from '../common/errors.js';
+import { classifyError, internalError, userError } from '../common/errors.js';
+import { dlqSchema, ingestSchema } from '../common/schema.js';
 import { partKey, partName, partitionStart, TABLES, META_PREFIX, type TableName } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
-import { encodeParquet } from '../storage/parquet.js';
+import { encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { ShardPipeline } from './operators/shard-pipeline.js';
-import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
+import type { BatchResult, CheckpointResult, LiveResult, OpenResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
 
 /** Key prefix of a window's per-shard partial aggregates (merged into gold by the coordinator). */
 export const PARTIALS_PREFIX = `${META_PREFIX}/partials`;
@@ -41,6 +63,9 @@ interface Buffered {
 }
 
 const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', emitted: 'emitted' } as const;
+
+/** Most record bytes a quarantined record keeps in its DLQ row (base64 of a prefix past this). */
+const QUARANTINE_RAW_BYTES = 1 << 20;
 
 export class ShardRuntime {
   readonly shard: number;
@@ -60,6 +85,9 @@ export class ShardRuntime {
   private bufferedBytes = 0;
   private partials: Array<{ key: string; body: Uint8Array; granularity: 'hourly' | 'daily'; windowStart: number }> = [];
   private stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
+  /** A checkpoint recorded in LMDB whose files are not all published yet (its publish failed): the next checkpoint finishes it first. */
+  private unpublished: PendingCommit | undefined;
+  private readonly parquet: Required<ParquetOptions>;
   /** Watermark up to which windows and sessions were emitted (in buffers or committed). */
   private emittedWatermark: number;
   private committedEmitted: number;
@@ -85,6 +113,7 @@ export class ShardRuntime {
     this.lastOffset = this.committedOffset;
     this.emittedWatermark = openResult.emittedWatermarkMs;
     this.committedEmitted = openResult.emittedWatermarkMs;
+    this.parquet = validateParquetOptions({ compression: options.compression, maxRowsPerCall: options.maxRowsPerParquetCall, maxBytesPerCall: options.maxBytesPerParquetCall });
   }
 
   static async open(shard: number, options: ShardRuntimeOptions): Promise<ShardRuntime> {
@@ -97,7 +126,9 @@ export class ShardRuntime {
     const pending = (meta.get(CHECKPOINT_KEYS.pending) as PendingCommit | null | undefined) ?? null;
     const owns = (stagingKey: string): boolean => stagingKey.includes(`/part-s${shard}-`) || stagingKey.endsWith(`/s${shard}.json`);
     const recovered = await committer.recover(pending ? [pending] : [], owns);
-    if (pending) await meta.put(CHECKPOINT_KEYS.pending, null);
+    // Synchronous LMDB writes only: a failed async commit also rejects lmdb-js's `commitError`
+    // promise, which nobody awaits (an unhandled rejection that ends the process on a full disk).
+    if (pending) env.transactionSync(() => meta.putSync(CHECKPOINT_KEYS.pending, null));
     const pipeline = new ShardPipeline({
       shard,
       db: env,
@@ -128,16 +159,31 @@ export class ShardRuntime {
     if (offset !== this.lastOffset + 1 && this.lastOffset !== -1) {
       throw internalError('offset_gap', `shard ${this.shard} expected log offset ${this.lastOffset + 1}, got ${offset}`);
     }
-    const table: Table = tableFromIPC(bytes);
+    // Run the pipeline over every batch before buffering anything, so a record that throws leaves no rows behind.
+    let outputs: Array<{ batch: RecordBatch; out: ReturnType<ShardPipeline['processBatch']> }>;
+    let table: Table;
+    try {
+      table = tableFromIPC(bytes);
+    } catch (err) {
+      return this.quarantine(offset, bytes, userError('undecodable_record', `not an Arrow IPC stream: ${(err as Error)?.message ?? String(err)}`, err));
+    }
+    try {
+      checkIngestSchema(table);
+      outputs = [];
+      for (const batch of table.batches) {
+        if (batch.numRows === 0) continue;
+        outputs.push({ batch, out: this.pipeline.processBatch(batch) });
+      }
+    } catch (err) {
+      return this.quarantine(offset, bytes, err);
+    }
     let rows = 0;
     let silverRows = 0;
     let duplicates = 0;
     let tooLate = 0;
-    for (const batch of table.batches) {
-      if (batch.numRows === 0) continue;
+    for (const { batch, out } of outputs) {
       rows += batch.numRows;
       this.addBronze(batch, offset);
-      const out = this.pipeline.processBatch(batch);
       duplicates += out.duplicates;
       silverRows += out.silver.numRows;
       this.addByTime('events', out.silver, 'event_time');
@@ -147,8 +193,7 @@ export class ShardRuntime {
         this.addByTime('late_events', takeRows(out.silver, late), 'event_time');
       }
     }
-    if (this.firstOffset > offset || this.lastOffset < this.firstOffset) this.firstOffset = offset;
-    this.lastOffset = offset;
+    this.covered(offset);
     this.stats.bronzeRows += rows;
     this.stats.silverRows += silverRows;
     this.stats.duplicates += duplicates;
@@ -156,6 +201,43 @@ export class ShardRuntime {
     const wm = this.pipeline.localWatermark();
     if (wm.kind === 'event-time') this.emitUpTo(wm.timeMs);
     return this.batchResult(offset, rows, silverRows, duplicates, tooLate);
+  }
+
+  /** `offset` is processed (or quarantined): the next checkpoint covers it. */
+  private covered(offset: number): void {
+    if (this.firstOffset > offset || this.lastOffset < this.firstOffset) this.firstOffset = offset;
+    this.lastOffset = offset;
+  }
+
+  /**
+   * Poison quarantine: the record becomes one DLQ row (received_at = now, source `engine`, the
+   * error's code and message, the record's bytes as base64) buffered for this shard's next
+   * checkpoint, and its offset counts as processed.
+   */
+  private quarantine(offset: number, bytes: Uint8Array, err: unknown): BatchResult {
+    const e = classifyError(err);
+    const code = e.code;
+    const kept = bytes.subarray(0, QUARANTINE_RAW_BYTES);
+    const message =
+      `shard ${this.shard} log offset ${offset} (${bytes.byteLength} bytes) could not be processed and was quarantined: ${e.message}` +
+      (kept.byteLength < bytes.byteLength ? `; raw holds the first ${kept.byteLength} bytes` : '');
+    const values: Record<string, unknown> = {
+      received_at: Date.now(),
+      source: 'engine',
+      write_key_id: null,
+      code,
+      message,
+      raw: Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength).toString('base64'),
+    };
+    const children = dlqSchema.fields.map((f) => {
+      const b = makeBuilder({ type: f.type, nullValues: [null, undefined] });
+      b.append(values[f.name] as never);
+      return b.finish().flush();
+    });
+    this.addByTime('dlq', new RecordBatch(dlqSchema, makeData({ type: new Struct(dlqSchema.fields), length: 1, nullCount: 0, children })), 'received_at');
+    this.covered(offset);
+    const record: QuarantinedRecord = { offset, code, message, bytes: bytes.byteLength };
+    return { ...this.batchResult(offset, 0, 0, 0, 0), quarantined: [record] };
   }
 
   /** The coordinator pushes an idle shard's watermark forward so it emits its (empty) windows. */
@@ -170,6 +252,10 @@ export class ShardRuntime {
 
   async checkpoint(): Promise<CheckpointResult> {
     const started = performance.now();
+    if (this.unpublished) {
+      await this.finishPublish(this.unpublished);
+      this.unpublished = undefined;
+    }
     const nothingNew =
       this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.emittedWatermark === this.committedEmitted;
     if (nothingNew) {
@@ -177,36 +263,34 @@ export class ShardRuntime {
     }
     const first = Math.max(0, this.firstOffset);
     const last = this.lastOffset;
-    const name = partName(this.shard, first, last);
-    const files: Array<{ key: string; body: Uint8Array; rows: number }> = [];
-    for (const [bufferKey, buffered] of this.buffers) {
-      const [table, start] = bufferKey.split('@') as [TableName, string];
-      files.push({
-        key: partKey(table, Number(start), name),
-        // One batch per log record is buffered; merged, they encode ~30 % cheaper (common/arrow-concat).
-        body: encodeParquet(coalesceBatches(buffered.batches), { compression: this.options.compression }),
-        rows: buffered.rows,
+    // No new offset (an idle shard's advance emitted sessions or partials): the emitted watermark, which moved, keeps names and the record id unique.
+    const tag = first > last ? `-w${this.emittedWatermark}` : '';
+    let pending: PendingCommit;
+    try {
+      const files = this.encodeBuffers((suffix) => partName(this.shard, first, last, `${tag}${suffix}`));
+      pending = await this.committer.stage(files, {
+        id: `s${this.shard}-${first}-${last}${tag}`,
+        kind: 'flush',
+        shard: this.shard,
+        offsets: { first, last },
+        stats: { ...this.stats },
       });
+      const state = this.pipeline.checkpoint();
+      this.env.transactionSync(() => {
+        this.pipeline.onCheckpointTxn();
+        this.meta.putSync(CHECKPOINT_KEYS.state, state);
+        this.meta.putSync(CHECKPOINT_KEYS.offset, last);
+        this.meta.putSync(CHECKPOINT_KEYS.emitted, this.emittedWatermark);
+        this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
+      });
+    } catch (err) {
+      // Nothing recorded: the buffers stay for the retry; this attempt's temps would only wait for the next restart.
+      await this.committer.recover([], (k) => this.ownsStaged(k)).catch(() => undefined);
+      throw err;
     }
-    for (const p of this.partials) files.push({ key: p.key, body: p.body, rows: 0 });
-    const pending = await this.committer.stage(files, {
-      id: `s${this.shard}-${first}-${last}`,
-      kind: 'flush',
-      shard: this.shard,
-      offsets: { first, last },
-      stats: { ...this.stats },
-    });
-    const state = this.pipeline.checkpoint();
-    this.env.transactionSync(() => {
-      this.pipeline.onCheckpointTxn();
-      this.meta.putSync(CHECKPOINT_KEYS.state, state);
-      this.meta.putSync(CHECKPOINT_KEYS.offset, last);
-      this.meta.putSync(CHECKPOINT_KEYS.emitted, this.emittedWatermark);
-      this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
-    });
-    this.pipeline.afterCheckpoint();
-    await this.committer.publish(pending);
-    await this.meta.put(CHECKPOINT_KEYS.pending, null);
+    // Recorded: from here on this commit is only ever finished, never redone.
+    this.unpublished = pending;
+    const files = pending.staged.length;
     const hourlyWindows = this.partials.filter((p) => p.granularity === 'hourly').map((p) => p.windowStart);
     const dailyWindows = this.partials.filter((p) => p.granularity === 'daily').map((p) => p.windowStart);
     this.committedOffset = last;
@@ -216,15 +300,58 @@ export class ShardRuntime {
     this.bufferedBytes = 0;
     this.partials = [];
     this.stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
+    let deferred: unknown;
+    try {
+      // Forgets the committed dedup ids, then merges cold runs (LMDB writes that may fail on a full disk and are redone next time).
+      this.pipeline.afterCheckpoint();
+    } catch (err) {
+      deferred = err;
+    }
+    await this.finishPublish(pending);
+    this.unpublished = undefined;
+    if (deferred !== undefined) throw deferred;
     return {
       shard: this.shard,
       offset: last,
-      files: files.length,
+      files,
       hourlyWindows,
       dailyWindows,
       emittedWatermarkMs: this.committedEmitted,
       durationMs: performance.now() - started,
     };
+  }
+
+  /** Phase two of a recorded commit: publish its files, then clear `pending` (idempotent, retried until it succeeds). */
+  private async finishPublish(pending: PendingCommit): Promise<void> {
+    await this.committer.publish(pending);
+    this.env.transactionSync(() => this.meta.putSync(CHECKPOINT_KEYS.pending, null));
+  }
+
+  private ownsStaged(stagingKey: string): boolean {
+    return stagingKey.includes(`/part-s${this.shard}-`) || stagingKey.endsWith(`/s${this.shard}.json`);
+  }
+
+  /**
+   * Every buffer as Parquet files (one per partition, or `-0`, `-1`, … when its rows exceed one
+   * encode call), then the window partials. Each encode call gets at most maxRowsPerParquetCall
+   * rows and about maxBytesPerParquetCall Arrow bytes.
+   */
+  private encodeBuffers(fileName: (suffix: string) => string): Array<{ key: string; body: Uint8Array; rows: number }> {
+    const files: Array<{ key: string; body: Uint8Array; rows: number }> = [];
+    for (const [bufferKey, buffered] of this.buffers) {
+      const [table, start] = bufferKey.split('@') as [TableName, string];
+      const chunks = splitForEncode(buffered.batches, this.parquet);
+      chunks.forEach((chunk, i) => {
+        files.push({
+          key: partKey(table, Number(start), fileName(chunks.length === 1 ? '' : `-${i}`)),
+          // One batch per log record is buffered; merged, they encode ~30 % cheaper (common/arrow-concat).
+          body: encodeParquet(coalesceBatches(chunk), this.parquet),
+          rows: chunk.reduce((n, b) => n + b.numRows, 0),
+        });
+      });
+    }
+    for (const p of this.partials) files.push({ key: p.key, body: p.body, rows: 0 });
+    return files;
   }
 
   async close(): Promise<void> {
@@ -298,7 +425,7 @@ export class ShardRuntime {
   }
 
   private batchResult(offset: number, rows: number, silverRows: number, duplicates: number, tooLate: number): BatchResult {
-    return { shard: this.shard, offset, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes };
+    return { shard: this.shard, offset, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes, quarantined: [] };
   }
 }
 
@@ -309,4 +436,26 @@ function batchBytes(batch: RecordBatch): number {
     bytes += child.valueOffsets?.byteLength ?? 0;
   }
   return bytes;
+}
+
+/**
+ * Throws a user error unless `table` has ingest's columns (names, order, types; dictionary ids
+ * aside): a record of another shape would break the shard's buffers and every Parquet file of
+ * its checkpoint, so it is quarantined before it touches anything.
+ */
+function checkIngestSchema(table: Table): void {
+  const got = table.schema.fields;
+  const want = ingestSchema.fields;
+  const same =
+    got.length === want.length &&
+    got.every((f, i) => {
+      const w = want[i]!;
+      if (f.name !== w.name || f.type.typeId !== w.type.typeId) return false;
+      if (DataType.isDictionary(f.type) && DataType.isDictionary(w.type)) return f.type.dictionary.typeId === w.type.dictionary.typeId;
+      if (DataType.isTimestamp(f.type) && DataType.isTimestamp(w.type)) return f.type.unit === w.type.unit;
+      return true;
+    });
+  if (!same) {
+    throw userError('unexpected_schema', `log record has columns [${got.map((f) => `${f.name}: ${String(f.type)}`).join(', ')}], not ingest's [${want.map((f) => f.name).join(', ')}]`);
+  }
 }

@@ -2,11 +2,19 @@
  * The piscina worker module. A worker hosts the runtimes of the shards pinned to it and runs
  * each shard's tasks strictly one after another, in arrival order (a promise chain per shard),
  * while different shards on the same worker interleave at await points.
+ *
+ * A failed task answers a `TaskFailure` (the error as data) instead of throwing across the
+ * thread. Whether the shard goes on:
+ *   checkpoint / close failing with a retryable error (disk, object store, LMDB) → goes on: the
+ *     runtime kept its buffers or its recorded commit, and the coordinator retries with backoff;
+ *   live failing → goes on (read-only);
+ *   anything else (open, a batch that even quarantine could not absorb, advance, a bug) → the
+ *     shard stops: skipping a batch would break exactly-once, so only a restart may go on.
  */
 import { setPriority } from 'node:os';
-import { assertNever, internalError } from '../common/errors.js';
+import { assertNever, classifyError, internalError, serializeError } from '../common/errors.js';
 import { ShardRuntime } from './shard-runtime.js';
-import type { ShardResult, ShardTask } from './types.js';
+import type { ShardResult, ShardTask, TaskFailure } from './types.js';
 
 const runtimes = new Map<number, ShardRuntime>();
 const chains = new Map<number, Promise<unknown>>();
@@ -42,6 +50,12 @@ async function execute(task: ShardTask): Promise<ShardResult> {
   }
 }
 
+/** True when a failure of `task` leaves the shard able to go on. */
+function survivable(task: ShardTask, err: unknown): boolean {
+  if (task.kind === 'live') return true;
+  return (task.kind === 'checkpoint' || task.kind === 'close') && classifyError(err).retry === 'backoff';
+}
+
 export default function handle(task: ShardTask): Promise<ShardResult> {
   const previous = chains.get(task.shard) ?? Promise.resolve();
   const next = previous.then(() => {
@@ -50,11 +64,11 @@ export default function handle(task: ShardTask): Promise<ShardResult> {
     }
     return execute(task);
   });
-  chains.set(
-    task.shard,
-    next.catch((err: unknown) => {
-      if (!failures.has(task.shard)) failures.set(task.shard, err);
-    }),
-  );
-  return next;
+  const answered = next.catch((err: unknown): TaskFailure => {
+    const stopped = failures.has(task.shard) || !survivable(task, err);
+    if (stopped && !failures.has(task.shard)) failures.set(task.shard, err);
+    return { taskFailed: true, shard: task.shard, error: serializeError(err), stopped };
+  });
+  chains.set(task.shard, answered);
+  return answered;
 }

@@ -5,8 +5,12 @@
  */
 import { Counter, Gauge, Histogram, register } from 'prom-client';
 
-function counter(name: string, help: string): Counter {
-  return (register.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help });
+function counter(name: string, help: string, labelNames: string[] = []): Counter {
+  return (register.getSingleMetric(name) as Counter | undefined) ?? new Counter({ name, help, labelNames });
+}
+
+function gauge(name: string, help: string, labelNames: string[] = []): Gauge {
+  return (register.getSingleMetric(name) as Gauge | undefined) ?? new Gauge({ name, help, labelNames });
 }
 
 export const engineMetrics = {
@@ -23,4 +27,15 @@ export const engineMetrics = {
   watermarkLag:
     (register.getSingleMetric('sluice_engine_watermark_lag_seconds') as Gauge | undefined) ??
     new Gauge({ name: 'sluice_engine_watermark_lag_seconds', help: 'Wall clock minus the global event-time watermark.' }),
+  /** Every failed attempt, by target (`shard-N`, `coordinator`) and error code (`disk_full`, `store_stage_failed`, `s3_failed`, …). */
+  checkpointFailures: counter('sluice_engine_checkpoint_failures_total', 'Failed checkpoint attempts (Parquet encode, object store, LMDB), by target and error code; each is retried with backoff.', ['target', 'code']),
+  /** Consecutive failed attempts of a target now (0 once it succeeds again). */
+  checkpointConsecutiveFailures: gauge('sluice_engine_checkpoint_consecutive_failures', 'Consecutive failed checkpoint attempts of a target (0 when its last attempt succeeded).', ['target']),
+  checkpointFailing: gauge('sluice_engine_checkpoint_failing', 'Checkpoint targets (shards, the coordinator) whose last attempt failed.'),
+  shardStopped: gauge('sluice_engine_shard_stopped', '1 while a shard is stopped by a failure that cannot be retried (restart to recover; other shards go on).', ['shard']),
+  quarantined: counter('sluice_engine_quarantined_records_total', 'Log records that could not be processed and went to the DLQ instead (poison quarantine), by error code.', ['code']),
+  logFailures: counter('sluice_log_failures_total', 'Failed log appends (the request got 503), by log (shard-N, dlq) and error code.', ['log', 'code']),
+  logFailed: gauge('sluice_log_failed', '1 while a log is failed (e.g. disk full) and appends get 503 until it is reopened.', ['log']),
+  logReopens: counter('sluice_log_reopens_total', 'Failed logs reopened once the disk had room again (no restart).', ['log']),
+  ready: gauge('sluice_engine_ready', '1 when the engine has no failing checkpoint, stopped shard or failed log (GET /readyz says why not).'),
 };

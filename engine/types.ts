@@ -13,8 +13,10 @@
  *   advance{watermarkMs} (idle shards only) ────▶ emit closed windows/sessions
  *   checkpoint ─────────────────────────────────▶ encode → stage → LMDB txn → publish
  *        ◀─────────────────────────────────────── { offset, closed windows }
+ *   (any task)  ◀───────────────────────────────── TaskFailure { error, stopped } instead of a result
  *   close ──────────────────────────────────────▶ final checkpoint, close LMDB
  */
+import type { SerializedError } from '../common/errors.js';
 import type { EngineOptions } from './options.js';
 
 /** Options a shard runtime needs (a serializable subset of EngineOptions). */
@@ -31,6 +33,8 @@ export type ShardRuntimeOptions = Pick<
   | 'targetFileBytes'
   | 'metricEventTypes'
   | 'workerNice'
+  | 'maxRowsPerParquetCall'
+  | 'maxBytesPerParquetCall'
 >;
 
 export type ShardTask =
@@ -72,6 +76,35 @@ export interface BatchResult {
   watermark: ShardWatermark;
   /** Bytes of Arrow data buffered for the next checkpoint (the coordinator checkpoints early past the target). */
   bufferedBytes: number;
+  /**
+   * Log records of this task that could not be processed (undecodable, unexpected schema, or the
+   * pipeline threw): each went to the DLQ (dlq/, committed with the shard's next checkpoint) and
+   * the shard went on with the next record. Empty normally.
+   */
+  quarantined: QuarantinedRecord[];
+}
+
+/** A log record the shard put into the DLQ instead of processing (poison quarantine). */
+export interface QuarantinedRecord {
+  offset: number;
+  /** Error code, e.g. `undecodable_record`, `unexpected_schema`. */
+  code: string;
+  message: string;
+  bytes: number;
+}
+
+/**
+ * What a worker answers instead of a result when a task failed: the error as plain data (a
+ * thrown Error would lose `domain`, `retry` and `code` crossing the thread). `stopped`: the
+ * shard refuses further tasks (a non-retryable failure); otherwise the task may be retried
+ * (a checkpoint that failed on the disk, the object store or LMDB keeps its buffers and its
+ * staged-but-unpublished commit, and finishes on the next attempt).
+ */
+export interface TaskFailure {
+  taskFailed: true;
+  shard: number;
+  error: SerializedError;
+  stopped: boolean;
 }
 
 export interface CheckpointResult {
@@ -97,4 +130,4 @@ export interface LiveResult {
   openSessions: number;
 }
 
-export type ShardResult = OpenResult | BatchResult | CheckpointResult | LiveResult | undefined;
+export type ShardResult = OpenResult | BatchResult | CheckpointResult | LiveResult | TaskFailure | undefined;

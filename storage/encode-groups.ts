@@ -2,11 +2,11 @@
  * Turns due partition groups into the files a two-phase commit stages: one Parquet file per
  * group under its Hive partition, named by the caller (deterministically, e.g.
  * `part-s{shard}-{first}-{last}.parquet`), split into `-0`, `-1`, … files only when a group has
- * more rows than one parquet-wasm call may take.
+ * more rows or bytes than one parquet-wasm call may take (`splitForEncode`).
  */
 import { partKey } from '../common/lake-layout.js';
 import type { PartitionGroup } from './partition-buffer.js';
-import { encodeParquet, encodeParquetFiles, validateParquetOptions, type ParquetOptions } from './parquet.js';
+import { encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from './parquet.js';
 import type { StageFile } from './two-phase.js';
 
 /**
@@ -17,11 +17,11 @@ export function encodeGroups(groups: readonly PartitionGroup[], fileName: (suffi
   const o = validateParquetOptions(options);
   const files: StageFile[] = [];
   for (const g of groups) {
-    if (g.rows <= o.maxRowsPerCall) {
-      files.push({ key: partKey(g.table, g.partitionStartMs, fileName('')), body: encodeParquet(g.batches, o), rows: g.rows });
-      continue;
-    }
-    encodeParquetFiles(g.batches, o).forEach((f, i) => files.push({ key: partKey(g.table, g.partitionStartMs, fileName(`-${i}`)), body: f.body, rows: f.rows }));
+    const chunks = splitForEncode(g.batches, o);
+    chunks.forEach((chunk, i) => {
+      const suffix = chunks.length === 1 ? '' : `-${i}`;
+      files.push({ key: partKey(g.table, g.partitionStartMs, fileName(suffix)), body: encodeParquet(chunk, o), rows: chunk.reduce((n, b) => n + b.numRows, 0) });
+    });
   }
   return files;
 }

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { externalError, userError } from '../common/errors.js';
+import { classifyError, externalError, userError, type SluiceError } from '../common/errors.js';
 import type { ObjectInfo, ObjectStore, StagedObject } from './object-store.js';
 
 export const STAGING_PREFIX = '_sluice/staging/';
@@ -34,14 +34,20 @@ export class LocalObjectStore implements ObjectStore {
     const tmp = this.path(`${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
     await mkdir(dirname(tmp), { recursive: true });
     await mkdir(dirname(target), { recursive: true });
-    const fh = await open(tmp, 'w');
     try {
-      await fh.writeFile(body);
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(body);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, target);
+    } catch (err) {
+      // A half-written temp (a full disk) would keep the disk full: remove it before reporting.
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw err;
     }
-    await rename(tmp, target);
     await syncDir(dirname(target));
   }
 
@@ -49,7 +55,7 @@ export class LocalObjectStore implements ObjectStore {
     try {
       await this.writeAtomic(this.path(key), body);
     } catch (err) {
-      throw externalError('store_write_failed', `cannot write ${key} under ${this.root}: ${(err as Error).message}`, err);
+      throw storeFailure('write', key, this.root, err);
     }
   }
 
@@ -58,7 +64,7 @@ export class LocalObjectStore implements ObjectStore {
       return new Uint8Array(await readFile(this.path(key)));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw externalError('store_read_failed', `cannot read ${key} under ${this.root}: ${(err as Error).message}`, err);
+      throw storeFailure('read', key, this.root, err);
     }
   }
 
@@ -96,29 +102,41 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    try {
+      await rm(this.path(key), { force: true });
+    } catch (err) {
+      throw storeFailure('delete', key, this.root, err);
+    }
   }
 
   async stage(key: string, body: Uint8Array): Promise<StagedObject> {
     const stagingKey = `${STAGING_PREFIX}${key}`;
-    await this.writeAtomic(this.path(stagingKey), body);
+    try {
+      await this.writeAtomic(this.path(stagingKey), body);
+    } catch (err) {
+      throw storeFailure('stage', key, this.root, err);
+    }
     return { key, stagingKey, size: body.byteLength };
   }
 
   async publish(staged: StagedObject): Promise<void> {
     const from = this.path(staged.stagingKey);
     const to = this.path(staged.key);
-    await mkdir(dirname(to), { recursive: true });
     try {
+      await mkdir(dirname(to), { recursive: true });
       await rename(from, to);
     } catch (err) {
       // Already published by an earlier attempt: the staged copy is gone and the final one exists.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(to)) return;
-      throw externalError('store_publish_failed', `cannot publish ${staged.key}: ${(err as Error).message}`, err);
+      throw storeFailure('publish', staged.key, this.root, err);
     }
-    // Both directory entries changed: make the new one and the removal durable.
-    await syncDir(dirname(to));
-    await syncDir(dirname(from));
+    try {
+      // Both directory entries changed: make the new one and the removal durable.
+      await syncDir(dirname(to));
+      await syncDir(dirname(from));
+    } catch (err) {
+      throw storeFailure('publish', staged.key, this.root, err);
+    }
   }
 
   async discardStaged(keep: ReadonlySet<string>, filter: (stagingKey: string) => boolean = () => true): Promise<number> {
@@ -136,6 +154,16 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * A failed file operation as a SluiceError: `disk_full` when the disk is full, else
+ * `store_<what>_failed`; both external and worth retrying with backoff.
+ */
+function storeFailure(what: 'write' | 'read' | 'delete' | 'stage' | 'publish', key: string, root: string, err: unknown): SluiceError {
+  const c = classifyError(err, `cannot ${what} ${key} under ${root}`);
+  if (c.code === 'disk_full') return c;
+  return externalError(`store_${what}_failed`, `cannot ${what} ${key} under ${root}: ${(err as Error)?.message ?? String(err)}`, err);
 }
 
 async function syncDir(dir: string): Promise<void> {

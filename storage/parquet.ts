@@ -28,11 +28,13 @@
  * - `encodeParquet` (sync, one file) refuses bigger inputs;
  * - `encodeParquetAsync` writes one file of any size through parquet-wasm's streaming writer,
  *   feeding it at most `maxRowsPerCall` rows at a time (one file, several row groups);
- * - `encodeParquetFiles` (sync) splits a big input into several files of ≤ `maxRowsPerCall` rows.
+ * - `encodeParquetFiles` (sync) splits a big input into several files of ≤ `maxRowsPerCall` rows
+ *   and ≈ ≤ `maxBytesPerCall` Arrow bytes (`splitForEncode` cuts the chunks).
  */
 import * as pq from 'parquet-wasm/node';
 import { DataType, RecordBatch, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
 import { userError } from '../common/errors.js';
+import { arrowBytes } from './partition-buffer.js';
 
 export type ParquetCompression = 'zstd' | 'snappy' | 'none';
 export type ParquetStatistics = 'page' | 'chunk' | 'none';
@@ -49,6 +51,12 @@ export interface ParquetOptions {
   plainColumns?: readonly string[];
   /** Most rows handed to parquet-wasm in one call (see module doc). Default 1 000 000. */
   maxRowsPerCall?: number;
+  /**
+   * Most in-memory Arrow bytes (values, offsets, validity) handed to parquet-wasm in one call by
+   * the splitters (`splitForEncode`, `encodeParquetFiles`, engine checkpoints): wide rows (big
+   * `properties` or `raw`) reach the heap bound long before the row bound. Default 256 MiB.
+   */
+  maxBytesPerCall?: number;
 }
 
 /** Columns whose values are (nearly) unique per row or free text: dictionary encoding is wasted on them. */
@@ -60,6 +68,7 @@ export const PARQUET_DEFAULTS: Readonly<Required<ParquetOptions>> = {
   statistics: 'page',
   plainColumns: PLAIN_COLUMNS,
   maxRowsPerCall: 1_000_000,
+  maxBytesPerCall: 256 * 1024 * 1024,
 };
 
 const CODECS: Record<ParquetCompression, pq.Compression> = {
@@ -81,6 +90,7 @@ export function validateParquetOptions(options: ParquetOptions = {}): Required<P
   if (!Object.hasOwn(STATS, o.statistics)) throw userError('invalid_option', `parquet statistics must be page, chunk or none, got ${String(o.statistics)}`);
   if (!Number.isInteger(o.rowGroupRows) || o.rowGroupRows < 1) throw userError('invalid_option', `parquet rowGroupRows must be a positive integer, got ${o.rowGroupRows}`);
   if (!Number.isInteger(o.maxRowsPerCall) || o.maxRowsPerCall < 1) throw userError('invalid_option', `parquet maxRowsPerCall must be a positive integer, got ${o.maxRowsPerCall}`);
+  if (!(Number.isFinite(o.maxBytesPerCall) && o.maxBytesPerCall >= 1)) throw userError('invalid_option', `parquet maxBytesPerCall must be a positive number of bytes, got ${o.maxBytesPerCall}`);
   return o;
 }
 
@@ -199,10 +209,58 @@ export function parquetSchema(bytes: Uint8Array): Schema {
   return tableFromIPC(pq.readSchema(bytes).intoIPCStream()).schema;
 }
 
-/** Encodes a big input as several Parquet files of at most `maxRowsPerCall` rows each (in row order). */
+/**
+ * Encodes a big input as several Parquet files of at most `maxRowsPerCall` rows and about
+ * `maxBytesPerCall` Arrow bytes each (see `splitForEncode`), in row order.
+ */
 export function encodeParquetFiles(input: RecordBatch[] | Table, options: ParquetOptions = {}): Array<{ body: Uint8Array; rows: number }> {
   const o = validateParquetOptions(options);
-  return sliceRows(toTable(input), o.maxRowsPerCall).map((t) => ({ body: encodeParquet(t, o), rows: t.numRows }));
+  const batches = input instanceof Table ? input.batches : input;
+  return splitForEncode(batches, o).map((chunk) => ({ body: encodeParquet(chunk, o), rows: chunk.reduce((n, b) => n + b.numRows, 0) }));
+}
+
+/**
+ * Cuts batches (in order) into consecutive chunks that one `encodeParquet` call may take: at most
+ * `maxRowsPerCall` rows and at most `maxBytesPerCall` in-memory Arrow bytes each (a batch's bytes
+ * are spread evenly over its rows; a batch too big for one chunk is sliced, zero-copy). A single
+ * row bigger than the byte bound gets a chunk of its own. Pure and deterministic: the same
+ * batches and options give the same chunks, so names derived from chunk indexes are stable
+ * across replays. Empty batches are skipped; no batches → no chunks.
+ */
+export function splitForEncode(batches: readonly RecordBatch[], options: ParquetOptions = {}): RecordBatch[][] {
+  const o = validateParquetOptions(options);
+  const chunks: RecordBatch[][] = [];
+  let chunk: RecordBatch[] = [];
+  let rows = 0;
+  let bytes = 0;
+  const cut = (): void => {
+    chunks.push(chunk);
+    chunk = [];
+    rows = 0;
+    bytes = 0;
+  };
+  for (const batch of batches) {
+    const n = batch.numRows;
+    if (n === 0) continue;
+    const perRow = arrowBytes(batch.data) / n;
+    for (let at = 0; at < n; ) {
+      const byBytes = perRow > 0 ? Math.floor((o.maxBytesPerCall - bytes) / perRow) : n;
+      let take = Math.min(n - at, o.maxRowsPerCall - rows, byBytes);
+      if (take <= 0) {
+        if (chunk.length > 0) {
+          cut();
+          continue;
+        }
+        take = 1;
+      }
+      chunk.push(at === 0 && take === n ? batch : batch.slice(at, at + take));
+      rows += take;
+      bytes += take * perRow;
+      at += take;
+    }
+  }
+  if (chunk.length > 0) cut();
+  return chunks;
 }
 
 /** Consecutive row ranges of at most `maxRows` rows (zero-copy slices). */
