@@ -74,6 +74,9 @@ export interface LiveSnapshot {
   time: string;
   eventsPerSecond: number;
   acceptedTotal: number;
+  /** Events the shards processed (read from the logs), and of those the ones covered by a successful checkpoint (in the lake). */
+  processedTotal: number;
+  committedTotal: number;
   duplicatesTotal: number;
   tooLateTotal: number;
   globalWatermark: string | null;
@@ -108,7 +111,7 @@ export class Coordinator {
   private fatal: Error | undefined;
   private lastCheckpointAt = 0;
   private lastReconcileAt = 0;
-  private totals = { accepted: 0, duplicates: 0, tooLate: 0 };
+  private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
   private rate = { windowStart: Date.now(), count: 0, perSecond: 0 };
   private liveCache: { at: number; hour: LiveSnapshot['currentHour']; openSessions: number } = { at: 0, hour: null, openSessions: 0 };
 
@@ -305,6 +308,7 @@ export class Coordinator {
     st.bufferedBytes = r.bufferedBytes;
     if (r.rows > 0) st.lastActivityMs = Date.now();
     this.totals.accepted += r.silverRows;
+    this.totals.processed += r.rows;
     this.totals.duplicates += r.duplicates;
     this.totals.tooLate += r.tooLate;
     st.uncommittedEvents += r.rows;
@@ -414,6 +418,7 @@ export class Coordinator {
         }
         this.checkpoints.succeeded(target);
         st.emittedWatermarkMs = r.emittedWatermarkMs;
+        this.totals.committed += st.uncommittedEvents;
         st.uncommittedEvents = 0;
         if (r.offset > st.checkpointed) {
           st.checkpointed = r.offset;
@@ -627,6 +632,8 @@ export class Coordinator {
       time: new Date(now).toISOString(),
       eventsPerSecond: this.rate.perSecond,
       acceptedTotal: this.totals.accepted,
+      processedTotal: this.totals.processed,
+      committedTotal: this.totals.committed,
       duplicatesTotal: this.totals.duplicates,
       tooLateTotal: this.totals.tooLate,
       globalWatermark: gwm === undefined ? null : new Date(gwm).toISOString(),
