@@ -68,7 +68,8 @@ export interface OpenSession {
   lastScreenTime: number;
   /** Ids this session had before (earlier starts, merged sessions); null when none. */
   aliases: string[] | null;
-  /** The user's next open session (later start), or null. */
+  /** The user's previous (earlier start) and next (later start) open sessions, or null. */
+  prev: OpenSession | null;
   next: OpenSession | null;
   /** Set when the session was merged into another or closed (its wheel entries are stale). */
   gone: boolean;
@@ -105,7 +106,6 @@ export interface StartChanges {
   delta: number[];
 }
 
-const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 /** Width of a close-wheel slot. */
 const WHEEL_MS = 60_000;
@@ -120,6 +120,7 @@ export function sessionIdOf(user: string, start: number): string {
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
 export const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
+const decoder = new TextDecoder();
 const utf8At = (col: Data<Utf8>, row: number): string => decoder.decode(col.values.subarray(col.valueOffsets[row]!, col.valueOffsets[row + 1]!));
 
 /** Byte-wise comparison of row `row` of `col` with `s` (ASCII fast path; DuckDB compares VARCHAR by bytes). */
@@ -139,8 +140,8 @@ function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
 
 export class SessionTable {
   readonly gapMs: number;
-  /** User key → the user's earliest open session (the head of its list). */
-  private heads = new Map<number, OpenSession>();
+  /** User key → the user's latest open session (the tail of its list: in-order events find theirs at once). */
+  private tails = new Map<number, OpenSession>();
   private count = 0;
   /**
    * Timer wheel of close deadlines: minute → sessions filed under that minute of end + gap when
@@ -168,16 +169,22 @@ export class SessionTable {
    */
   assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): OpenSession {
     const gap = this.gapMs;
-    let prev: OpenSession | null = null;
-    let s = this.heads.get(key) ?? null;
-    while (s !== null && s.end + gap <= t) {
-      prev = s;
-      s = s.next;
+    // The latest session whose window (start − gap, …) reaches back before t; later ones start ≥ a gap after t.
+    let s = this.tails.get(key) ?? null;
+    let after: OpenSession | null = null;
+    while (s !== null && t <= s.start - gap) {
+      after = s;
+      s = s.prev;
     }
-    if (s === null || t <= s.start - gap) return this.open(key, users, eventIds, row, t, screen, dims, prev, s);
+    if (s === null || t >= s.end + gap) return this.open(key, users, eventIds, row, t, screen, dims, s, after);
+    // Sessions are ≥ gap apart, so only the one before can also be within the gap: t bridges them.
+    const p = s.prev;
+    if (p !== null && t < p.end + gap) {
+      this.join(p, eventIds, row, t, screen, dims);
+      this.merge(p, s);
+      return p;
+    }
     this.join(s, eventIds, row, t, screen, dims);
-    const n = s.next;
-    if (n !== null && t > n.start - gap) this.merge(s, n);
     return s;
   }
 
@@ -220,8 +227,8 @@ export class SessionTable {
 
   snapshot(): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (const head of this.heads.values()) {
-      for (let s: OpenSession | null = head; s !== null; s = s.next) {
+    for (const tail of this.tails.values()) {
+      for (let s: OpenSession | null = tail; s !== null; s = s.prev) {
         out.push({
           key: s.key,
           id: s.id,
@@ -244,23 +251,27 @@ export class SessionTable {
 
   /** Restores open sessions; `intern` maps dimension values to the caller's interned object. */
   restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues): void {
-    this.heads = new Map();
+    this.tails = new Map();
     this.wheel = new Map();
     this.firstMinute = Infinity;
     this.count = 0;
     this.changes = { time: [], dims: [], delta: [] };
     const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
-    let tail: OpenSession | null = null;
+    let last: OpenSession | null = null;
     for (const x of sorted) {
-      const s: OpenSession = { ...x, dims: intern(...x.dims), next: null, gone: false, idBytes: undefined };
-      if (tail !== null && tail.key === s.key) tail.next = s;
-      else this.heads.set(s.key, s);
-      tail = s;
+      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, idBytes: undefined };
+      if (last !== null && last.key === s.key) {
+        last.next = s;
+        s.prev = last;
+      }
+      this.tails.set(s.key, s);
+      last = s;
       this.count++;
       this.file(s);
     }
   }
 
+  /** Opens a session for the event between `prev` and `next` (the user's neighbouring sessions, or null). */
   private open(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues, prev: OpenSession | null, next: OpenSession | null): OpenSession {
     const user = (prev ?? next)?.user ?? utf8At(users, row);
     const s: OpenSession = {
@@ -277,12 +288,14 @@ export class SessionTable {
       lastScreen: screen,
       lastScreenTime: screen === null ? 0 : t,
       aliases: null,
+      prev,
       next,
       gone: false,
       idBytes: undefined,
     };
-    if (prev === null) this.heads.set(key, s);
-    else prev.next = s;
+    if (prev !== null) prev.next = s;
+    if (next !== null) next.prev = s;
+    else this.tails.set(key, s);
     this.count++;
     this.file(s);
     this.journal(t, dims, 1);
@@ -329,9 +342,7 @@ export class SessionTable {
     (s.aliases ??= []).push(n.id);
     if (n.aliases !== null) s.aliases.push(...n.aliases);
     this.journal(n.start, n.dims, -1);
-    s.next = n.next;
-    n.gone = true;
-    this.count--;
+    this.unlink(n);
   }
 
   private rename(s: OpenSession, id: string): void {
@@ -349,15 +360,12 @@ export class SessionTable {
   private unlink(s: OpenSession): void {
     s.gone = true;
     this.count--;
-    const head = this.heads.get(s.key)!;
-    if (head === s) {
-      if (s.next === null) this.heads.delete(s.key);
-      else this.heads.set(s.key, s.next);
-      return;
-    }
-    let p = head;
-    while (p.next !== s) p = p.next!;
-    p.next = s.next;
+    if (s.prev !== null) s.prev.next = s.next;
+    if (s.next !== null) s.next.prev = s.prev;
+    else if (s.prev !== null) this.tails.set(s.key, s.prev);
+    else this.tails.delete(s.key);
+    s.prev = null;
+    s.next = null;
   }
 
   private file(s: OpenSession): void {
