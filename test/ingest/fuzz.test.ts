@@ -50,7 +50,7 @@ const hostileItem = fc.record({ fields: fc.subarray(['type', 'event', 'userId', 
 });
 
 /** Splices invalid UTF-8 bytes into a JSON string value of `text` (after the first `"fz`). */
-function withInvalidUtf8(text: string, bytes: number[]): Buffer {
+function withInvalidUtf8(text: string, bytes: readonly number[]): Buffer {
   const at = text.indexOf('"fz');
   if (at < 0) return Buffer.from(text);
   return Buffer.concat([Buffer.from(text.slice(0, at + 1)), Buffer.from(bytes), Buffer.from(text.slice(at + 1))]);
