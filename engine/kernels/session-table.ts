@@ -73,6 +73,8 @@ export interface OpenSession {
   next: OpenSession | null;
   /** Set when the session was merged into another or closed (its wheel entries are stale). */
   gone: boolean;
+  /** The change epoch in which the session was last marked changed (see `changedUsers`). */
+  epoch: number;
   /** UTF-8 bytes of `id`, made on first use; not part of snapshots. */
   idBytes: Uint8Array | undefined;
 }
@@ -138,6 +140,24 @@ function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
   return to - from - s.length;
 }
 
+function snapshotOf(s: OpenSession): SessionSnapshot {
+  return {
+    key: s.key,
+    id: s.id,
+    user: s.user,
+    start: s.start,
+    end: s.end,
+    count: s.count,
+    firstEventId: s.firstEventId,
+    dims: [s.dims.d, s.dims.v, s.dims.c],
+    firstScreen: s.firstScreen,
+    firstScreenTime: s.firstScreenTime,
+    lastScreen: s.lastScreen,
+    lastScreenTime: s.lastScreenTime,
+    aliases: s.aliases,
+  };
+}
+
 export class SessionTable {
   readonly gapMs: number;
   /** User key → the user's latest open session (the tail of its list: in-order events find theirs at once). */
@@ -152,6 +172,9 @@ export class SessionTable {
   /** Lower bound of the wheel's minutes. */
   private firstMinute = Infinity;
   private changes: StartChanges = { time: [], dims: [], delta: [] };
+  /** Users whose open sessions changed since `clearChanged` (may repeat), and the current epoch. */
+  private changed: number[] = [];
+  private epoch = 1;
 
   constructor(gapMs: number) {
     this.gapMs = gapMs;
@@ -182,10 +205,31 @@ export class SessionTable {
     if (p !== null && t < p.end + gap) {
       this.join(p, eventIds, row, t, screen, dims);
       this.merge(p, s);
-      return p;
-    }
-    this.join(s, eventIds, row, t, screen, dims);
+      s = p;
+    } else this.join(s, eventIds, row, t, screen, dims);
+    if (s.epoch !== this.epoch) this.mark(s);
     return s;
+  }
+
+  /**
+   * Keys of the users whose open sessions changed (opened, grew, merged, closed) since the last
+   * `clearChanged`, each once: what an incremental checkpoint writes (`userSessions`).
+   */
+  changedUsers(): number[] {
+    return [...new Set(this.changed)];
+  }
+
+  /** After the changes were checkpointed. */
+  clearChanged(): void {
+    this.changed = [];
+    this.epoch++;
+  }
+
+  /** Snapshots of one user's open sessions, by start (empty when none). */
+  userSessions(key: number): SessionSnapshot[] {
+    const out: SessionSnapshot[] = [];
+    for (let s = this.tails.get(key) ?? null; s !== null; s = s.prev) out.unshift(snapshotOf(s));
+    return out;
   }
 
   /** Takes the journal of session count changes since the last call (see `StartChanges`). */
@@ -225,41 +269,28 @@ export class SessionTable {
     return out.sort(byStartThenId);
   }
 
+  /** Snapshots of every open session. */
   snapshot(): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (const tail of this.tails.values()) {
-      for (let s: OpenSession | null = tail; s !== null; s = s.prev) {
-        out.push({
-          key: s.key,
-          id: s.id,
-          user: s.user,
-          start: s.start,
-          end: s.end,
-          count: s.count,
-          firstEventId: s.firstEventId,
-          dims: [s.dims.d, s.dims.v, s.dims.c],
-          firstScreen: s.firstScreen,
-          firstScreenTime: s.firstScreenTime,
-          lastScreen: s.lastScreen,
-          lastScreenTime: s.lastScreenTime,
-          aliases: s.aliases,
-        });
-      }
-    }
+    for (const key of this.tails.keys()) out.push(...this.userSessions(key));
     return out;
   }
 
-  /** Restores open sessions; `intern` maps dimension values to the caller's interned object. */
-  restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues): void {
+  /**
+   * Restores open sessions; `intern` maps dimension values to the caller's interned object. With
+   * `changed`, every restored user counts as changed (a checkpoint in an older format is rewritten).
+   */
+  restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues, changed = false): void {
     this.tails = new Map();
     this.wheel = new Map();
     this.firstMinute = Infinity;
     this.count = 0;
     this.changes = { time: [], dims: [], delta: [] };
+    this.changed = [];
     const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
     let last: OpenSession | null = null;
     for (const x of sorted) {
-      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, idBytes: undefined };
+      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, epoch: 0, idBytes: undefined };
       if (last !== null && last.key === s.key) {
         last.next = s;
         s.prev = last;
@@ -268,6 +299,7 @@ export class SessionTable {
       last = s;
       this.count++;
       this.file(s);
+      if (changed) this.changed.push(s.key);
     }
   }
 
@@ -291,8 +323,10 @@ export class SessionTable {
       prev,
       next,
       gone: false,
+      epoch: this.epoch,
       idBytes: undefined,
     };
+    this.changed.push(key);
     if (prev !== null) prev.next = s;
     if (next !== null) next.prev = s;
     else this.tails.set(key, s);
@@ -357,7 +391,13 @@ export class SessionTable {
     this.changes.delta.push(delta);
   }
 
+  private mark(s: OpenSession): void {
+    s.epoch = this.epoch;
+    this.changed.push(s.key);
+  }
+
   private unlink(s: OpenSession): void {
+    this.changed.push(s.key);
     s.gone = true;
     this.count--;
     if (s.prev !== null) s.prev.next = s.next;

@@ -12,6 +12,7 @@
  * watermark reaches its end plus the session gap (sessions open at midnight have closed by then).
  */
 import type { Data, Dictionary, Utf8, Vector } from 'apache-arrow';
+import type { Database } from 'lmdb';
 import { ALL, UNKNOWN } from '../../common/schema.js';
 import type { DimValues, StartChanges } from '../kernels/session-table.js';
 
@@ -41,13 +42,38 @@ export enum M {
 }
 
 export interface Acc {
+  granularity: 'hourly' | 'daily';
+  windowStart: number;
   d: string;
   v: string;
   c: string;
   n: Float64Array;
   /** Fingerprint keys of the users seen (kernels/fingerprint `fingerprintKey`). */
   users: Set<number>;
+  /** Users added since the last checkpoint (the next run of the incremental user set). */
+  fresh: number[];
+  /** Runs of users in the checkpoint store; whether the counters are there at all. */
+  runs: number;
+  persisted: boolean;
+  /** Change epoch in which the accumulator was last marked dirty; set when its window was emitted. */
+  epoch: number;
+  emitted: boolean;
 }
+
+/**
+ * Where the operator checkpoints its accumulators, incrementally (only what changed since the
+ * last checkpoint): `accs` holds the counters of each (granularity, window, dimensions), msgpack
+ * `{ n, runs }`; `users` holds its distinct users as runs of fingerprints (binary Float64Array
+ * bytes), one run per checkpoint that saw new users, compacted into one run every `MAX_RUNS`.
+ */
+export interface AggregateStateDbs {
+  accs: Database;
+  users: Database;
+}
+
+const MAX_RUNS = 64;
+type AccKey = [number, number, string, string, string];
+const keyOf = (a: Acc): AccKey => [a.granularity === 'hourly' ? 0 : 1, a.windowStart, a.d, a.v, a.c];
 
 /** One grouping-set row of a window partial (numbers are this shard's). */
 export interface PartialRow {
@@ -82,6 +108,10 @@ export class AggregateOperator {
   /** Interned dimension combinations: id → values, and `d␁v␁c` → id. */
   readonly combos: DimValues[] = [];
   private readonly comboIds = new Map<string, number>();
+  /** Accumulators changed since the last checkpoint, and those of windows emitted since. */
+  private dirty: Acc[] = [];
+  private emittedAccs: Acc[] = [];
+  private epoch = 1;
 
   constructor(sessionGapMs: number) {
     this.sessionGapMs = sessionGapMs;
@@ -143,13 +173,21 @@ export class AggregateOperator {
     let a = w.get(combo);
     if (!a) {
       const { d, v, c } = this.combos[combo]!;
-      w.set(combo, (a = { d, v, c, n: new Float64Array(SLOTS), users: new Set() }));
+      w.set(combo, (a = { granularity, windowStart, d, v, c, n: new Float64Array(SLOTS), users: new Set(), fresh: [], runs: 0, persisted: false, epoch: 0, emitted: false }));
     }
+    if (a.epoch !== this.epoch) this.touch(a);
     return a;
+  }
+
+  private touch(a: Acc): void {
+    a.epoch = this.epoch;
+    this.dirty.push(a);
   }
 
   /** Adds one event to both of its windows. */
   addEvent(hourAcc: Acc, dayAcc: Acc, userKey: number, metrics: number): void {
+    if (hourAcc.epoch !== this.epoch) this.touch(hourAcc);
+    if (dayAcc.epoch !== this.epoch) this.touch(dayAcc);
     count(hourAcc, userKey, metrics);
     count(dayAcc, userKey, metrics);
   }
@@ -186,11 +224,13 @@ export class AggregateOperator {
     for (const start of [...this.hourly.keys()].sort((a, b) => a - b)) {
       if (start + HOUR > watermarkMs) continue;
       hourly.push({ granularity: 'hourly', windowStart: start, rows: rollUp(this.hourly.get(start)!) });
+      this.retire(this.hourly.get(start)!);
       this.hourly.delete(start);
     }
     for (const start of [...this.daily.keys()].sort((a, b) => a - b)) {
       if (start + DAY + this.sessionGapMs > watermarkMs) continue;
       daily.push({ granularity: 'daily', windowStart: start, rows: rollUp(this.daily.get(start)!) });
+      this.retire(this.daily.get(start)!);
       this.daily.delete(start);
     }
     return { hourly, daily };
@@ -201,12 +241,73 @@ export class AggregateOperator {
     return [...this.hourly].map(([windowStart, w]) => ({ granularity: 'hourly' as const, windowStart, rows: rollUp(w, true) }));
   }
 
-  snapshot(): unknown {
-    const dump = (m: Map<number, Window>): unknown => [...m].map(([start, w]) => [start, [...w.values()].map((a) => [a.d, a.v, a.c, Array.from(a.n), [...a.users]])]);
-    return { hourly: dump(this.hourly), daily: dump(this.daily) };
+  private retire(w: Window): void {
+    for (const a of w.values()) {
+      a.emitted = true;
+      if (a.persisted) this.emittedAccs.push(a);
+    }
   }
 
-  restore(state: unknown): void {
+  /**
+   * Writes what changed since the last checkpoint: counters of dirty accumulators, a run of their
+   * new users (or all users in one run, when the runs reach MAX_RUNS), and deletes emitted
+   * windows. Inside the caller's LMDB write transaction; idempotent until `afterCheckpoint`.
+   */
+  checkpoint(dbs: AggregateStateDbs): void {
+    for (const a of this.emittedAccs) {
+      const key = keyOf(a);
+      dbs.accs.removeSync(key);
+      for (let k = 0; k < a.runs; k++) dbs.users.removeSync([...key, k]);
+    }
+    for (const a of this.dirty) {
+      if (a.emitted) continue;
+      const key = keyOf(a);
+      if (a.runs + 1 > MAX_RUNS) {
+        for (let k = 1; k < a.runs; k++) dbs.users.removeSync([...key, k]);
+        dbs.users.putSync([...key, 0], runBytes(a.users));
+        dbs.accs.putSync(key, { n: Array.from(a.n), runs: 1 });
+      } else {
+        if (a.fresh.length > 0) dbs.users.putSync([...key, a.runs], runBytes(a.fresh));
+        dbs.accs.putSync(key, { n: Array.from(a.n), runs: a.runs + (a.fresh.length > 0 ? 1 : 0) });
+      }
+    }
+  }
+
+  /** After the checkpoint transaction committed. */
+  afterCheckpoint(): void {
+    for (const a of this.dirty) {
+      if (a.emitted) continue;
+      a.runs = a.runs + 1 > MAX_RUNS ? 1 : a.runs + (a.fresh.length > 0 ? 1 : 0);
+      a.fresh = [];
+      a.persisted = true;
+    }
+    this.dirty = [];
+    this.emittedAccs = [];
+    this.epoch++;
+  }
+
+  /** Loads the checkpointed accumulators (a fresh operator). */
+  load(dbs: AggregateStateDbs): void {
+    for (const { key, value } of dbs.accs.getRange()) {
+      const [g, start, d, v, c] = key as AccKey;
+      const { n, runs } = value as { n: number[]; runs: number };
+      const a = this.acc(g === 0 ? 'hourly' : 'daily', start, this.comboOf(d, v, c));
+      a.n.set(n);
+      a.runs = runs;
+      a.persisted = true;
+      for (let k = 0; k < runs; k++) {
+        const bytes = dbs.users.getBinary([...(key as AccKey), k]);
+        if (bytes === undefined) continue;
+        const users = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+        for (const u of users) a.users.add(u);
+      }
+    }
+    this.dirty = [];
+    this.epoch++;
+  }
+
+  /** Restores a checkpoint of the earlier whole-state JSON format; everything is dirty, so the next checkpoint writes it all. */
+  restoreLegacy(state: unknown): void {
     const s = state as { hourly: Array<[number, Array<[string, string, string, number[], number[]]>]>; daily: typeof s.hourly };
     for (const [g, entries] of [
       ['hourly', s.hourly],
@@ -217,13 +318,23 @@ export class AggregateOperator {
           const a = this.acc(g, start, this.comboOf(d, v, c));
           a.n.set(n);
           for (const u of users) a.users.add(u);
+          a.fresh = [...a.users];
         }
       }
     }
   }
 }
 
+function runBytes(users: Iterable<number>): Buffer {
+  const f = Float64Array.from(users);
+  return Buffer.from(f.buffer, f.byteOffset, f.byteLength);
+}
+
 function count(a: Acc, userKey: number, metrics: number): void {
+  const users = a.users;
+  const before = users.size;
+  users.add(userKey);
+  if (users.size !== before) a.fresh.push(userKey);
   const n = a.n;
   n[C.events]!++;
   if (metrics !== 0) {
@@ -232,7 +343,6 @@ function count(a: Acc, userKey: number, metrics: number): void {
     if (metrics & M.notificationView) n[C.notificationViews]!++;
     if (metrics & M.notificationOpen) n[C.notificationOpens]!++;
   }
-  a.users.add(userKey);
 }
 
 /** All 8 grouping sets of a window: counters summed, user sets united (sizes only). */

@@ -7,7 +7,7 @@
  *   advanceWatermark(wm) ─▶ closed sessions (gold) + window partials (hourly, daily)
  */
 import { makeData, RecordBatch, Schema, Struct, type Data, type Field, type Dictionary, type Timestamp, type Utf8, type Vector } from 'apache-arrow';
-import type { RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
 import { Utf8Column } from '../../ingest/batch-builder.js';
 import { sessionAliasesSchema, sessionsSchema, silverSchema } from '../../common/schema.js';
@@ -17,8 +17,8 @@ import { epochMillis } from '../kernels/epoch-millis.js';
 import { markTooLate } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
-import { SessionTable, type ClosedSession, type SessionSnapshot } from '../kernels/session-table.js';
-import { AggregateOperator, M, type Acc, type WindowPartial } from './aggregate-operator.js';
+import { SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
+import { AggregateOperator, M, type Acc, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
 
 const HOUR = 3_600_000;
@@ -54,6 +54,25 @@ export interface WatermarkOutput {
 }
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** Version of the checkpointed operator state (1: one JSON document of everything). */
+const STATE_FORMAT = 2;
+
+interface PipelineMeta {
+  format: number;
+  maxEventTime: number | null;
+  frontier: number | null;
+}
+
+/** The whole-state JSON of format 1 (before sessions merged). */
+interface LegacyState {
+  maxEventTime: number | null;
+  frontier: number | null;
+  sessions: { open: LegacySession[]; closedEarly: LegacySession[] };
+  aggregate: unknown;
+}
+type LegacySession = Omit<SessionSnapshot, 'firstEventId' | 'dims' | 'aliases'> & { device: string; version: string; country: string };
 
 export class ShardPipeline {
   private readonly dedup: DedupOperator;
@@ -61,6 +80,8 @@ export class ShardPipeline {
   private readonly aggregate: AggregateOperator;
   private readonly lateness: number;
   private readonly types: MetricEventTypes;
+  /** Incremental checkpoint state in the shard's LMDB: open sessions per user, accumulators. */
+  private readonly state: AggregateStateDbs & { sessions: Database };
   private maxEventTime = -Infinity;
   /** Watermark up to which windows and sessions were emitted. */
   private frontier = -Infinity;
@@ -72,6 +93,11 @@ export class ShardPipeline {
     this.dedup = new DedupOperator(options.db, { ttlMs: options.dedupTtlMs, hotCapacity: options.dedupHotCapacity });
     this.sessions = new SessionTable(options.sessionGapMs);
     this.aggregate = new AggregateOperator(options.sessionGapMs);
+    this.state = {
+      sessions: options.db.openDB({ name: 'state-sessions', encoding: 'msgpack' }),
+      accs: options.db.openDB({ name: 'state-accs', encoding: 'msgpack' }),
+      users: options.db.openDB({ name: 'state-users', encoding: 'binary' }),
+    };
     this.lateness = options.allowedLatenessMs;
     this.types = { ...DEFAULT_METRIC_EVENT_TYPES, ...options.metricEventTypes };
   }
@@ -179,39 +205,60 @@ export class ShardPipeline {
     };
   }
 
-  /** Operator state (everything but the dedup index, which onCheckpointTxn writes to LMDB). */
+  /**
+   * The small part of the operator state: the watermark inputs, as JSON (the caller stores it in
+   * the checkpoint transaction). Sessions, accumulators and dedup ids are written incrementally
+   * by `onCheckpointTxn`, in the same transaction.
+   */
   checkpoint(): Uint8Array {
-    const state = {
+    const state: PipelineMeta = {
+      format: STATE_FORMAT,
       maxEventTime: this.maxEventTime === -Infinity ? null : this.maxEventTime,
       frontier: this.frontier === -Infinity ? null : this.frontier,
-      sessions: this.sessions.snapshot(),
-      aggregate: this.aggregate.snapshot(),
     };
-    return new TextEncoder().encode(JSON.stringify(state));
+    return encoder.encode(JSON.stringify(state));
   }
 
+  /** Restores a fresh pipeline from the last checkpoint: `bytes` from `checkpoint`, the rest from LMDB. */
   restore(bytes: Uint8Array): void {
-    const s = JSON.parse(decoder.decode(bytes)) as {
-      maxEventTime: number | null;
-      frontier: number | null;
-      sessions: SessionSnapshot[];
-      aggregate: unknown;
-    };
+    const s = JSON.parse(decoder.decode(bytes)) as PipelineMeta | LegacyState;
     this.maxEventTime = s.maxEventTime ?? -Infinity;
     this.frontier = s.frontier ?? -Infinity;
-    this.aggregate.restore(s.aggregate);
-    const combos = this.aggregate.combos;
-    this.sessions.restore(s.sessions, (d, v, c) => combos[this.aggregate.comboOf(d, v, c)]!);
+    const intern = (d: string, v: string, c: string): DimValues => this.aggregate.combos[this.aggregate.comboOf(d, v, c)]!;
+    if ('format' in s && s.format === STATE_FORMAT) {
+      this.aggregate.load(this.state);
+      const sessions: SessionSnapshot[] = [];
+      for (const { value } of this.state.sessions.getRange()) sessions.push(...(value as SessionSnapshot[]));
+      this.sessions.restore(sessions, intern);
+      return;
+    }
+    // A checkpoint of the earlier whole-state JSON: convert; the next checkpoint writes it all anew.
+    const legacy = s as LegacyState;
+    this.aggregate.restoreLegacy(legacy.aggregate);
+    const old = [...legacy.sessions.open, ...legacy.sessions.closedEarly];
+    this.sessions.restore(
+      old.map((o) => ({ ...o, firstEventId: '', dims: [o.device, o.version, o.country], aliases: null })),
+      intern,
+      true,
+    );
   }
 
-  /** Inside the checkpoint's LMDB transaction. */
+  /** Inside the checkpoint's LMDB transaction: what changed since the last checkpoint. */
   onCheckpointTxn(): void {
     this.dedup.onCheckpoint();
+    for (const key of this.sessions.changedUsers()) {
+      const list = this.sessions.userSessions(key);
+      if (list.length > 0) this.state.sessions.putSync(key, list);
+      else this.state.sessions.removeSync(key);
+    }
+    this.aggregate.checkpoint(this.state);
   }
 
   /** After the checkpoint transaction committed. */
   afterCheckpoint(): void {
     this.dedup.afterCheckpoint();
+    this.sessions.clearChanged();
+    this.aggregate.afterCheckpoint();
   }
 }
 

@@ -350,3 +350,48 @@ describe('AggregateOperator', () => {
     expect(a.combos.map((c) => `${c.d}/${c.v}/${c.c}`)).toEqual(['ios/4.0/DE', 'ios/4.0/US', 'unknown/4.0/DE']);
   });
 });
+
+describe('AggregateOperator incremental checkpoints', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-agg-state-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const day = T - (T % 86_400_000);
+
+  it('writes only what changed, compacts user runs, deletes emitted windows, and loads back exactly', () => {
+    const env = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 16 });
+    const dbs = { accs: env.openDB({ name: 'accs', encoding: 'msgpack' }), users: env.openDB({ name: 'users', encoding: 'binary' }) };
+    const a = new AggregateOperator(30 * MIN);
+    const ios = a.comboOf('ios', '4.0', 'DE');
+    const checkpoint = (): void => {
+      env.transactionSync(() => a.checkpoint(dbs));
+      a.afterCheckpoint();
+    };
+    // 100 checkpoints, each seeing one new user and one repeat: user runs reach MAX_RUNS (64) and are compacted.
+    for (let k = 0; k < 100; k++) {
+      a.addEvent(a.acc('hourly', T, ios), a.acc('daily', day, ios), 1000 + k, 0);
+      a.addEvent(a.acc('hourly', T, ios), a.acc('daily', day, ios), 1000, 0);
+      checkpoint();
+    }
+    const runs = [...dbs.users.getKeys()].length;
+    expect(runs).toBeLessThanOrEqual(2 * 64);
+    // Nothing changed: nothing is written.
+    const before = env.getStats() as { entryCount?: number };
+    const txnBefore = [...dbs.accs.getRange()].map((e) => JSON.stringify(e.value));
+    checkpoint();
+    expect([...dbs.accs.getRange()].map((e) => JSON.stringify(e.value))).toEqual(txnBefore);
+    expect(env.getStats()).toEqual(before);
+    const restored = new AggregateOperator(30 * MIN);
+    restored.load(dbs);
+    const rows = (op: AggregateOperator): unknown => mergePartials('hourly', op.openHourly());
+    expect(rows(restored)).toEqual(rows(a));
+    expect((restored.openHourly()[0]!.rows[0]!).active_users).toBe(100);
+    // Emitting the hour deletes its accumulator and runs at the next checkpoint; the day stays.
+    a.emit(T + HOUR);
+    checkpoint();
+    expect([...dbs.accs.getKeys()].map((k) => (k as unknown[])[0])).toEqual([1]);
+    const again = new AggregateOperator(30 * MIN);
+    again.load(dbs);
+    expect(again.openHourly()).toEqual([]);
+    expect(again.emit(Infinity).daily[0]!.rows.find((r) => r.device_type === 'ALL' && r.app_version === 'ALL' && r.country === 'ALL')!.active_users).toBe(100);
+    env.close();
+  });
+});
