@@ -3,6 +3,7 @@
  */
 import type { Logger } from 'pino';
 import { userError } from '../common/errors.js';
+import { defaultDashboardOptions, validateDashboardOptions, type DashboardOptions, type DashboardOptionsInput } from './dashboard/options.js';
 
 export interface WriteKey {
   key: string;
@@ -68,6 +69,8 @@ export interface IngestOptions {
   groupCommit: GroupCommitOptions;
   /** WebSocket maximum message size in bytes (set explicitly: uWS closes sockets that exceed it). Default 16 MiB. */
   wsMaxPayloadBytes: number;
+  /** The live dashboard (ingest/dashboard/options.ts): read keys, tail, alert thresholds. Off while it has no read key. */
+  dashboard: DashboardOptions;
   /** Structured logger; default pino at info level to stderr. */
   logger?: Logger;
 }
@@ -90,11 +93,13 @@ export function defaultIngestOptions(): IngestOptions {
     pii: { hash: [], drop: [], salt: '' },
     groupCommit: { maxRows: 8192, maxDelayMs: 2 },
     wsMaxPayloadBytes: 16 * 1024 * 1024,
+    dashboard: defaultDashboardOptions(),
   };
 }
 
 /** Input accepted by the validator: any subset; `groupCommitMaxRows` is the older spelling of `groupCommit.maxRows`. */
-export type IngestOptionsInput = Partial<Omit<IngestOptions, 'rateLimit' | 'pii' | 'groupCommit'>> & {
+export type IngestOptionsInput = Partial<Omit<IngestOptions, 'rateLimit' | 'pii' | 'groupCommit' | 'dashboard'>> & {
+  dashboard?: DashboardOptionsInput;
   rateLimit?: Partial<IngestOptions['rateLimit']>;
   pii?: Partial<PiiOptions>;
   groupCommit?: Partial<GroupCommitOptions>;
@@ -114,6 +119,7 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
     rateLimit: { ...d.rateLimit, ...given.rateLimit },
     pii: { ...d.pii, ...given.pii },
     groupCommit: { ...d.groupCommit, ...(groupCommitMaxRows !== undefined ? { maxRows: groupCommitMaxRows } : {}), ...given.groupCommit },
+    dashboard: validateDashboardOptions(given.dashboard),
   };
   const posInt = (name: string, v: unknown): void => {
     if (!Number.isInteger(v) || (v as number) <= 0) throw userError('invalid_option', `${name} must be a positive integer, got ${JSON.stringify(v)}`);
@@ -128,6 +134,7 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
     if (seen.has(k.key)) throw userError('invalid_option', 'writeKeys must not repeat a key');
     seen.add(k.key);
   }
+  if (o.dashboard.readKeys.some((k) => seen.has(k))) throw userError('invalid_option', 'a dashboard read key must differ from every write key (the page must never hold a key that can write)');
   posInt('maxEventBytes', o.maxEventBytes);
   posInt('maxBodyBytes', o.maxBodyBytes);
   posInt('maxBatchEvents', o.maxBatchEvents);

@@ -18,6 +18,7 @@ import { userError } from '../common/errors.js';
 import type { IngestRow } from './batch-builder.js';
 import { encodeDeadLetters } from './dead-letters.js';
 import type { ShardLog } from './log/log.js';
+import { mountDashboard } from './dashboard/mount.js';
 import { ingestMetrics, readiness } from './metrics.js';
 import type { NormalizeContext } from './normalize.js';
 import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, type WriteKey } from './options.js';
@@ -237,6 +238,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       const results = await Promise.all(appends);
       if (dlq) await dlq;
       eventsBy[protocol].inc(d.rows.length);
+      dashboard?.tap(d.rows);
       let offsets = '';
       for (let i = 0; i < results.length; i++) {
         for (const o of results[i]!) offsets += `${offsets === '' ? '' : ','}{"shard":${touched[i]},"offset":${o}}`;
@@ -517,6 +519,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         });
     },
   });
+  const dashboard = mountDashboard(app, options, { live: deps.live, log });
   app.any('/*', (res) => {
     res.cork(() => {
       res.writeStatus('404 Not Found');
@@ -552,6 +555,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         await Promise.all(appenders.map((a) => a.drain()));
         // Let the last acks leave the socket buffers before dropping idle keep-alive connections.
         await new Promise((r) => setTimeout(r, 20));
+        dashboard?.close();
         for (const ws of [...sockets]) ws.end(1001, 'server shutting down');
         (app as unknown as { close?: () => void }).close?.();
         log.info({ port }, 'ingest closed');
