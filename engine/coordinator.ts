@@ -58,8 +58,9 @@ interface ShardState {
   /** Processing time of the last batch with rows. */
   lastActivityMs: number;
   bufferedBytes: number;
-  /** Event time up to which this shard's window partials are committed. */
+  /** Event time up to which this shard's window partials are committed (hourly; daily ones). */
   emittedWatermarkMs: number;
+  emittedDailyMs: number;
   /** Next log offset to hand to the worker (records the log brings back after a reopen start here). */
   submittedNext: number;
   /** Events processed since the shard's last successful checkpoint (held in worker memory). */
@@ -144,6 +145,7 @@ export class Coordinator {
       lastActivityMs: Date.now(),
       bufferedBytes: 0,
       emittedWatermarkMs: Number.NEGATIVE_INFINITY,
+      emittedDailyMs: Number.NEGATIVE_INFINITY,
       submittedNext: 0,
       uncommittedEvents: 0,
       stopped: false,
@@ -242,6 +244,7 @@ export class Coordinator {
       st.lastProcessed = o.checkpointOffset;
       st.submittedNext = o.checkpointOffset + 1;
       st.emittedWatermarkMs = o.emittedWatermarkMs;
+      st.emittedDailyMs = o.emittedDailyMs;
       if (o.recoveredPublished + o.recoveredDiscarded > 0) {
         this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
       }
@@ -418,6 +421,7 @@ export class Coordinator {
         }
         this.checkpoints.succeeded(target);
         st.emittedWatermarkMs = r.emittedWatermarkMs;
+        st.emittedDailyMs = r.emittedDailyMs;
         this.totals.committed += st.uncommittedEvents;
         st.uncommittedEvents = 0;
         if (r.offset > st.checkpointed) {
@@ -448,7 +452,11 @@ export class Coordinator {
   private async runCoordinatorSteps(): Promise<void> {
     await this.mergeCompleteWindows();
     await this.flushDlq();
-    await writeFrontier(this.store, { emittedMs: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), sessionGapMs: this.options.sessionGapMs });
+    await writeFrontier(this.store, {
+      emittedMs: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)),
+      emittedDailyMs: Math.min(...this.shards.map((st) => st.emittedDailyMs)),
+      sessionGapMs: this.options.sessionGapMs,
+    });
     const now = Date.now();
     if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
       const r = await reconcileLate(this.store, { compression: this.options.compression });
@@ -500,12 +508,15 @@ export class Coordinator {
   }
 
   /**
-   * Merges every window that all shards have emitted (their committed emitted watermark is past
-   * the window's emission point) into gold. A shard with no data in a window has no partial for it.
-   * Idempotent: same partials, same file.
+   * Merges every window that all shards have emitted (their committed emitted watermark — for
+   * daily windows, their daily one — is past the window's emission point) into gold. A shard with
+   * no data in a window has no partial for it. Idempotent: same partials, same file.
    */
   async mergeCompleteWindows(): Promise<number> {
-    const frontier = Math.min(...this.shards.map((st) => st.emittedWatermarkMs));
+    const frontiers = {
+      hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)),
+      daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)),
+    };
     const objects = await this.store.list(`${PARTIALS_PREFIX}/`);
     const windows = new Map<string, string[]>();
     for (const o of objects) {
@@ -519,7 +530,7 @@ export class Coordinator {
     let merged = 0;
     for (const [k, keys] of windows) {
       const [granularity, start] = k.split('/') as ['hourly' | 'daily', string];
-      if (frontier < windowEmissionPoint(granularity, Number(start), this.options.sessionGapMs)) continue;
+      if (frontiers[granularity] < windowEmissionPoint(granularity, Number(start), this.options.sessionGapMs)) continue;
       const partials = await Promise.all(keys.map(async (key) => JSON.parse(new TextDecoder().decode(await this.store.get(key))) as unknown));
       const batch = mergeWindowPartials(granularity, partials);
       const windowStart = Number(start);

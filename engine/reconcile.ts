@@ -36,8 +36,9 @@ export const goldWindowKey = (granularity: 'hourly' | 'daily', windowStart: numb
 export const FRONTIER_KEY = '_sluice/frontier.json';
 
 export interface Frontier {
-  /** Min over shards of the event time up to which window partials are committed (ms). */
+  /** Min over shards of the event time up to which window partials are committed (ms); daily ones (absent: emittedMs). */
   emittedMs: number;
+  emittedDailyMs?: number;
   sessionGapMs: number;
 }
 
@@ -71,7 +72,8 @@ export async function reconcileLate(
   // A window is ready once every shard has committed past it (so no partial of it can still come)
   // and its partials, if any, are merged. A window with no gold yet (all its rows were too late) is ready too.
   const ready = async (g: 'hourly' | 'daily', start: number): Promise<boolean> =>
-    !pendingPartials.has(`${g}/${start}`) && frontier.emittedMs >= (g === 'hourly' ? start + HOUR : start + DAY + frontier.sessionGapMs);
+    !pendingPartials.has(`${g}/${start}`) &&
+    (g === 'hourly' ? frontier.emittedMs >= start + HOUR : (frontier.emittedDailyMs ?? frontier.emittedMs) >= start + DAY + frontier.sessionGapMs);
   // Hourly windows are rewritten as soon as they are merged; a late file goes once its day is rewritten too.
   const readyHours: number[] = [];
   for (const hour of hours.keys()) if (await ready('hourly', hour)) readyHours.push(hour);

@@ -62,7 +62,7 @@ interface Buffered {
   bytes: number;
 }
 
-const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', emitted: 'emitted' } as const;
+const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', emitted: 'emitted', emittedDaily: 'emitted-daily' } as const;
 
 /** Most record bytes a quarantined record keeps in its DLQ row (base64 of a prefix past this). */
 const QUARANTINE_RAW_BYTES = 1 << 20;
@@ -91,6 +91,9 @@ export class ShardRuntime {
   /** Watermark up to which windows and sessions were emitted (in buffers or committed). */
   private emittedWatermark: number;
   private committedEmitted: number;
+  /** The same for daily windows (they may wait for their day's sessions to close). */
+  private emittedDaily: number;
+  private committedEmittedDaily: number;
 
   private constructor(
     shard: number,
@@ -113,6 +116,8 @@ export class ShardRuntime {
     this.lastOffset = this.committedOffset;
     this.emittedWatermark = openResult.emittedWatermarkMs;
     this.committedEmitted = openResult.emittedWatermarkMs;
+    this.emittedDaily = openResult.emittedDailyMs;
+    this.committedEmittedDaily = openResult.emittedDailyMs;
     this.parquet = validateParquetOptions({ compression: options.compression, maxRowsPerCall: options.maxRowsPerParquetCall, maxBytesPerCall: options.maxBytesPerParquetCall });
   }
 
@@ -147,6 +152,7 @@ export class ShardRuntime {
       recoveredPublished: recovered.published,
       recoveredDiscarded: recovered.discarded,
       emittedWatermarkMs: emitted,
+      emittedDailyMs: (meta.get(CHECKPOINT_KEYS.emittedDaily) as number | undefined) ?? emitted,
     });
     return runtime;
   }
@@ -257,9 +263,9 @@ export class ShardRuntime {
       this.unpublished = undefined;
     }
     const nothingNew =
-      this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.emittedWatermark === this.committedEmitted;
+      this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.emittedWatermark === this.committedEmitted && this.emittedDaily === this.committedEmittedDaily;
     if (nothingNew) {
-      return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, durationMs: 0 };
+      return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0 };
     }
     const first = Math.max(0, this.firstOffset);
     const last = this.lastOffset;
@@ -281,6 +287,7 @@ export class ShardRuntime {
         this.meta.putSync(CHECKPOINT_KEYS.state, state);
         this.meta.putSync(CHECKPOINT_KEYS.offset, last);
         this.meta.putSync(CHECKPOINT_KEYS.emitted, this.emittedWatermark);
+        this.meta.putSync(CHECKPOINT_KEYS.emittedDaily, this.emittedDaily);
         this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
       });
     } catch (err) {
@@ -295,6 +302,7 @@ export class ShardRuntime {
     const dailyWindows = this.partials.filter((p) => p.granularity === 'daily').map((p) => p.windowStart);
     this.committedOffset = last;
     this.committedEmitted = this.emittedWatermark;
+    this.committedEmittedDaily = this.emittedDaily;
     this.firstOffset = last + 1;
     this.buffers.clear();
     this.bufferedBytes = 0;
@@ -317,6 +325,7 @@ export class ShardRuntime {
       hourlyWindows,
       dailyWindows,
       emittedWatermarkMs: this.committedEmitted,
+      emittedDailyMs: this.committedEmittedDaily,
       durationMs: performance.now() - started,
     };
   }
@@ -368,6 +377,7 @@ export class ShardRuntime {
     if (!(watermarkMs > this.emittedWatermark)) return;
     this.emittedWatermark = watermarkMs;
     const closed = this.pipeline.advanceWatermark(watermarkMs);
+    this.emittedDaily = this.pipeline.dailyFrontier();
     if (closed.sessions && closed.sessions.numRows > 0) this.addByTime('sessions', closed.sessions, 'session_start');
     if (closed.aliases) this.addByTime('session_aliases', closed.aliases, 'session_start');
     for (const p of closed.hourly) this.addPartial('hourly', p.windowStart, p);

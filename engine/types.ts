@@ -63,6 +63,8 @@ export interface OpenResult {
   recoveredDiscarded: number;
   /** Event time up to which the shard has committed its window partials (−Infinity if none). */
   emittedWatermarkMs: number;
+  /** The same for daily windows, which may wait for their day's sessions (ShardPipeline `dailyFrontier`). */
+  emittedDailyMs: number;
 }
 
 export interface BatchResult {
@@ -116,8 +118,9 @@ export interface CheckpointResult {
   /** Start times (ms) of hourly / daily windows this shard emitted partials for in this checkpoint. */
   hourlyWindows: number[];
   dailyWindows: number[];
-  /** Event time up to which window partials are now committed (−Infinity if none). */
+  /** Event time up to which window partials are now committed (−Infinity if none); daily ones. */
   emittedWatermarkMs: number;
+  emittedDailyMs: number;
   durationMs: number;
 }
 

@@ -111,6 +111,7 @@ export interface StartChanges {
 const encoder = new TextEncoder();
 /** Width of a close-wheel slot. */
 const WHEEL_MS = 60_000;
+const DAY = 86_400_000;
 
 const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
 
@@ -172,6 +173,8 @@ export class SessionTable {
   /** Lower bound of the wheel's minutes. */
   private firstMinute = Infinity;
   private changes: StartChanges = { time: [], dims: [], delta: [] };
+  /** UTC day (start ms) → open sessions starting in it. */
+  private openByDay = new Map<number, number>();
   /** Users whose open sessions changed since `clearChanged` (may repeat), and the current epoch. */
   private changed: number[] = [];
   private epoch = 1;
@@ -260,6 +263,7 @@ export class SessionTable {
         if (s.gone) continue;
         if (s.end + this.gapMs <= watermarkMs) {
           this.unlink(s);
+          this.countDay(s.start, -1);
           out.push(s);
         } else this.file(s); // grew since it was filed
       }
@@ -287,6 +291,7 @@ export class SessionTable {
     this.count = 0;
     this.changes = { time: [], dims: [], delta: [] };
     this.changed = [];
+    this.openByDay = new Map();
     const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
     let last: OpenSession | null = null;
     for (const x of sorted) {
@@ -299,6 +304,7 @@ export class SessionTable {
       last = s;
       this.count++;
       this.file(s);
+      this.countDay(s.start, 1);
       if (changed) this.changed.push(s.key);
     }
   }
@@ -386,9 +392,22 @@ export class SessionTable {
   }
 
   private journal(time: number, dims: DimValues, delta: number): void {
+    this.countDay(time, delta);
     this.changes.time.push(time);
     this.changes.dims.push(dims);
     this.changes.delta.push(delta);
+  }
+
+  private countDay(time: number, delta: number): void {
+    const day = time - (((time % DAY) + DAY) % DAY);
+    const n = (this.openByDay.get(day) ?? 0) + delta;
+    if (n === 0) this.openByDay.delete(day);
+    else this.openByDay.set(day, n);
+  }
+
+  /** Starts (ms) of the UTC days in which open sessions start, ascending (a handful). */
+  openDays(): number[] {
+    return [...this.openByDay.keys()].sort((a, b) => a - b);
   }
 
   private mark(s: OpenSession): void {

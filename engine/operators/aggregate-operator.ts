@@ -112,6 +112,8 @@ export class AggregateOperator {
   private dirty: Acc[] = [];
   private emittedAccs: Acc[] = [];
   private epoch = 1;
+  /** Start of the latest daily window emitted (sessions of earlier days can no longer count). */
+  dailyEmittedThrough = -Infinity;
 
   constructor(sessionGapMs: number) {
     this.sessionGapMs = sessionGapMs;
@@ -207,18 +209,25 @@ export class AggregateOperator {
     }
   }
 
-  /** A session closed: its length and bounce count toward the day it started in (if not yet emitted). */
-  addClosedSession(start: number, combo: number, durationS: number, bounce: boolean, emittedThrough: number): void {
-    const day = Math.floor(start / DAY) * DAY;
-    if (day + DAY + this.sessionGapMs <= emittedThrough) return;
+  /**
+   * A session closed: its length and bounce count toward the day it started in — unless that
+   * day's window was already emitted (a session held open past `MAX_DAILY_HOLD_MS`).
+   */
+  addClosedSession(start: number, combo: number, durationS: number, bounce: boolean): void {
+    const day = start - (((start % DAY) + DAY) % DAY);
+    if (day <= this.dailyEmittedThrough) return;
     const a = this.acc('daily', day, combo);
     a.n[C.sessionsClosed]!++;
     a.n[C.sessionSeconds]! += durationS;
     if (bounce) a.n[C.bounces]!++;
   }
 
-  /** Removes and returns the partials of every window the watermark has passed. */
-  emit(watermarkMs: number): { hourly: WindowPartial[]; daily: WindowPartial[] } {
+  /**
+   * Removes and returns the partials of every window the watermark has passed: hourly at the
+   * hour's end, daily at the day's end + the session gap, except daily windows from `heldFrom` on
+   * (days whose sessions are still open: see ShardPipeline `dailyHold`).
+   */
+  emit(watermarkMs: number, heldFrom = Infinity): { hourly: WindowPartial[]; daily: WindowPartial[] } {
     const hourly: WindowPartial[] = [];
     const daily: WindowPartial[] = [];
     for (const start of [...this.hourly.keys()].sort((a, b) => a - b)) {
@@ -228,7 +237,8 @@ export class AggregateOperator {
       this.hourly.delete(start);
     }
     for (const start of [...this.daily.keys()].sort((a, b) => a - b)) {
-      if (start + DAY + this.sessionGapMs > watermarkMs) continue;
+      if (start + DAY + this.sessionGapMs > watermarkMs || start >= heldFrom) continue;
+      if (start > this.dailyEmittedThrough) this.dailyEmittedThrough = start;
       daily.push({ granularity: 'daily', windowStart: start, rows: rollUp(this.daily.get(start)!) });
       this.retire(this.daily.get(start)!);
       this.daily.delete(start);

@@ -25,6 +25,8 @@ const HOUR = 3_600_000;
 const DAY = 86_400_000;
 /** Session ids are 16 ASCII hex digits (kernels/session-table `sessionIdOf`). */
 const SESSION_ID_LENGTH = 16;
+/** How long past its usual emission point a daily window may wait for its day's sessions to close. */
+export const MAX_DAILY_HOLD_MS = DAY;
 
 export interface ShardPipelineOptions {
   shard: number;
@@ -63,6 +65,7 @@ interface PipelineMeta {
   format: number;
   maxEventTime: number | null;
   frontier: number | null;
+  dailyEmittedThrough: number | null;
 }
 
 /** The whole-state JSON of format 1 (before sessions merged). */
@@ -79,6 +82,7 @@ export class ShardPipeline {
   private readonly sessions: SessionTable;
   private readonly aggregate: AggregateOperator;
   private readonly lateness: number;
+  private readonly sessionGapMs: number;
   private readonly types: MetricEventTypes;
   /** Incremental checkpoint state in the shard's LMDB: open sessions per user, accumulators. */
   private readonly state: AggregateStateDbs & { sessions: Database };
@@ -99,6 +103,7 @@ export class ShardPipeline {
       users: options.db.openDB({ name: 'state-users', encoding: 'binary' }),
     };
     this.lateness = options.allowedLatenessMs;
+    this.sessionGapMs = options.sessionGapMs;
     this.types = { ...DEFAULT_METRIC_EVENT_TYPES, ...options.metricEventTypes };
   }
 
@@ -180,12 +185,36 @@ export class ShardPipeline {
   }
 
   advanceWatermark(watermarkMs: number): WatermarkOutput {
-    const before = this.frontier;
     if (watermarkMs > this.frontier) this.frontier = watermarkMs;
     const closed = this.sessions.close(this.frontier);
-    for (const s of closed) this.aggregate.addClosedSession(s.start, s.dims.id, (s.end - s.start) / 1000, s.count === 1, before);
-    const { hourly, daily } = this.aggregate.emit(this.frontier);
+    for (const s of closed) this.aggregate.addClosedSession(s.start, s.dims.id, (s.end - s.start) / 1000, s.count === 1);
+    const { hourly, daily } = this.aggregate.emit(this.frontier, this.dailyHold());
     return { sessions: closed.length > 0 ? sessionsBatch(closed) : null, aliases: aliasesBatch(closed), hourly, daily };
+  }
+
+  /**
+   * The first day whose daily window is held back (or Infinity): a day's avg session length and
+   * bounce rate cover the sessions starting that day, so its window waits, past its usual point
+   * (day end + gap), until they have all closed — at most `MAX_DAILY_HOLD_MS` longer (a session
+   * still open then is left out of its day's figures; it is in gold sessions all the same).
+   */
+  private dailyHold(): number {
+    const gap = this.sessionGapMs;
+    for (const day of this.sessions.openDays()) {
+      if (this.frontier < day + DAY + gap) return Infinity; // not due yet: the usual rule holds it
+      if (this.frontier < day + DAY + gap + MAX_DAILY_HOLD_MS) return day;
+    }
+    return Infinity;
+  }
+
+  /**
+   * The watermark up to which daily windows are emitted: the frontier, or just short of the first
+   * held day's emission point. The coordinator merges a daily window once every shard's committed
+   * daily frontier has passed its end + gap.
+   */
+  dailyFrontier(): number {
+    const held = this.dailyHold();
+    return held === Infinity ? this.frontier : Math.min(this.frontier, held + DAY + this.sessionGapMs - 1);
   }
 
   live(): { hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>; openSessions: number } {
@@ -215,6 +244,7 @@ export class ShardPipeline {
       format: STATE_FORMAT,
       maxEventTime: this.maxEventTime === -Infinity ? null : this.maxEventTime,
       frontier: this.frontier === -Infinity ? null : this.frontier,
+      dailyEmittedThrough: this.aggregate.dailyEmittedThrough === -Infinity ? null : this.aggregate.dailyEmittedThrough,
     };
     return encoder.encode(JSON.stringify(state));
   }
@@ -227,6 +257,7 @@ export class ShardPipeline {
     const intern = (d: string, v: string, c: string): DimValues => this.aggregate.combos[this.aggregate.comboOf(d, v, c)]!;
     if ('format' in s && s.format === STATE_FORMAT) {
       this.aggregate.load(this.state);
+      this.aggregate.dailyEmittedThrough = s.dailyEmittedThrough ?? -Infinity;
       const sessions: SessionSnapshot[] = [];
       for (const { value } of this.state.sessions.getRange()) sessions.push(...(value as SessionSnapshot[]));
       this.sessions.restore(sessions, intern);
@@ -235,6 +266,8 @@ export class ShardPipeline {
     // A checkpoint of the earlier whole-state JSON: convert; the next checkpoint writes it all anew.
     const legacy = s as LegacyState;
     this.aggregate.restoreLegacy(legacy.aggregate);
+    // Format 1 emitted a day's window at its end + gap, whatever sessions were open.
+    if (legacy.frontier !== null) this.aggregate.dailyEmittedThrough = Math.floor((legacy.frontier - this.sessionGapMs) / DAY) * DAY - DAY;
     const old = [...legacy.sessions.open, ...legacy.sessions.closedEarly];
     this.sessions.restore(
       old.map((o) => ({ ...o, firstEventId: '', dims: [o.device, o.version, o.country], aliases: null })),
@@ -256,9 +289,10 @@ export class ShardPipeline {
 
   /** After the checkpoint transaction committed. */
   afterCheckpoint(): void {
-    this.dedup.afterCheckpoint();
+    // Memory only first; the dedup index then merges cold runs (LMDB writes that may fail and are redone).
     this.sessions.clearChanged();
     this.aggregate.afterCheckpoint();
+    this.dedup.afterCheckpoint();
   }
 }
 
