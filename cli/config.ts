@@ -13,6 +13,7 @@
  * | shards           | --shards             | SLUICE_SHARDS             | 2 × cores                    |
  * | workers          | --workers            | SLUICE_WORKERS            | cores                        |
  * | writeKeys        | --write-key (repeat) | SLUICE_WRITE_KEYS (comma) | generated into DATA/write-key |
+ * | readKeys         | --read-key (repeat)  | SLUICE_READ_KEYS (comma)  | generated into DATA/read-key (dashboard) |
  * | flushInterval    | --flush-interval     | SLUICE_FLUSH_INTERVAL     | 10s                          |
  * | allowedLateness  | --allowed-lateness   | SLUICE_ALLOWED_LATENESS   | 2h                           |
  * | sessionGap       | --session-gap        | SLUICE_SESSION_GAP        | 30m                          |
@@ -29,6 +30,8 @@ export interface ServeConfig {
   host: string;
   port: number;
   writeKeys: string[];
+  /** Dashboard read keys (never write keys); empty: `sluice serve` generates one into DATA/read-key. */
+  readKeys?: string[];
   engine: EngineOptions;
   /** Extra ingest options from the config file's `ingest` object, passed through to the ingest validator. */
   ingest: Record<string, unknown>;
@@ -46,6 +49,7 @@ type SettingName =
   | 'shards'
   | 'workers'
   | 'writeKeys'
+  | 'readKeys'
   | 'flushInterval'
   | 'allowedLateness'
   | 'sessionGap'
@@ -63,6 +67,7 @@ const ENV: Record<SettingName, string[]> = {
   shards: ['SLUICE_SHARDS'],
   workers: ['SLUICE_WORKERS'],
   writeKeys: ['SLUICE_WRITE_KEYS'],
+  readKeys: ['SLUICE_READ_KEYS'],
   flushInterval: ['SLUICE_FLUSH_INTERVAL'],
   allowedLateness: ['SLUICE_ALLOWED_LATENESS'],
   sessionGap: ['SLUICE_SESSION_GAP'],
@@ -77,7 +82,7 @@ function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
   for (const [name, vars] of Object.entries(ENV) as Array<[SettingName, string[]]>) {
     const v = vars.map((k) => env[k]).find((x) => x !== undefined && x !== '');
     if (v === undefined) continue;
-    out[name] = name === 'writeKeys' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
+    out[name] = name === 'writeKeys' || name === 'readKeys' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
   }
   return out;
 }
@@ -129,10 +134,12 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   const port = has('port') ? int(pick('port'), '--port') : 8080;
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
   const keys = pick('writeKeys');
+  const readKeys = pick('readKeys');
   return {
     host: has('host') ? String(pick('host')) : '127.0.0.1',
     port,
     writeKeys: Array.isArray(keys) ? keys : keys === undefined ? [] : [String(keys)],
+    readKeys: Array.isArray(readKeys) ? readKeys : readKeys === undefined ? [] : [String(readKeys)],
     engine,
     ingest: file.ingest,
   };

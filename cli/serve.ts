@@ -15,31 +15,37 @@ export interface RunningSluice {
   readonly port: number;
   readonly url: string;
   readonly writeKey: string;
+  /** A dashboard read key (`GET /dashboard?key=…`). */
+  readonly readKey: string;
   readonly coordinator: Coordinator;
   /** Stops accepting, drains, flushes and commits everything acknowledged, closes everything. */
   close(): Promise<void>;
 }
 
-/** Reads DATA/write-key, or creates it with a random key when no key is configured. */
-async function ensureWriteKey(dataDir: string): Promise<string> {
-  const path = join(dataDir, 'write-key');
+/** Reads DATA/write-key (or DATA/read-key), or creates it with a random key when no key is configured. */
+async function ensureKey(dataDir: string, file = 'write-key', prefix = 'sk_'): Promise<string> {
+  const path = join(dataDir, file);
   try {
     return (await readFile(path, 'utf8')).trim();
   } catch {
     await mkdir(dataDir, { recursive: true });
-    const key = `sk_${randomBytes(12).toString('hex')}`;
+    const key = `${prefix}${randomBytes(12).toString('hex')}`;
     await writeFile(path, `${key}\n`, { mode: 0o600 });
     return key;
   }
 }
 
 export async function startSluice(config: ServeConfig, logger: Logger = pino({ level: 'info' }, pino.destination(2))): Promise<RunningSluice> {
-  const writeKeys = config.writeKeys.length > 0 ? config.writeKeys : [await ensureWriteKey(config.engine.dataDir)];
+  const writeKeys = config.writeKeys.length > 0 ? config.writeKeys : [await ensureKey(config.engine.dataDir)];
+  const fileDashboard = (config.ingest.dashboard ?? {}) as { readKeys?: unknown };
+  const configuredReadKeys = config.readKeys?.length ? config.readKeys : Array.isArray(fileDashboard.readKeys) ? (fileDashboard.readKeys as string[]) : [];
+  const readKeys = configuredReadKeys.length > 0 ? configuredReadKeys : [await ensureKey(config.engine.dataDir, 'read-key', 'rk_')];
+  const dashboard = { historyFile: join(config.engine.dataDir, 'dashboard-history.json'), metricEventTypes: config.engine.metricEventTypes, ...fileDashboard, readKeys };
   const coordinator = await Coordinator.start(config.engine, logger);
   let server: IngestServer;
   try {
     server = await startIngestServer(
-      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), logger },
+      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), dashboard, logger },
       {
         logs: coordinator.logs,
         dlqLog: coordinator.dlqLog,
@@ -58,6 +64,7 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
     port: server.port,
     url: `http://${config.host}:${server.port}`,
     writeKey: writeKeys[0]!,
+    readKey: readKeys[0]!,
     coordinator,
     close: () =>
       (closing ??= (async () => {
@@ -79,6 +86,7 @@ export function register(program: Command): void {
     .option('--shards <n>', 'number of shards (fixed for a data directory)')
     .option('--workers <n>', 'worker threads')
     .option('--write-key <key>', 'accepted write key (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--read-key <key>', 'dashboard read key (repeatable; never a write key)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--flush-interval <duration>', 'checkpoint / file flush interval, e.g. 10s')
     .option('--allowed-lateness <duration>', 'watermark lag behind the max event time, e.g. 2h')
     .option('--session-gap <duration>', 'inactivity gap closing a session, e.g. 30m')
@@ -87,13 +95,14 @@ export function register(program: Command): void {
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--worker-nice <n>', 'niceness 0–19 of the engine worker threads (default 10: acks first)')
     .option('--config <file>', 'JSON config file')
-    .action(async (flags: RawSettings & { writeKey?: string[]; config?: string }) => {
-      const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey });
+    .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; config?: string }) => {
+      const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey });
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
       const sluice = await startSluice(config, logger);
       process.stdout.write(
         `Sluice listening on ${sluice.url}\n` +
           `  write key: ${sluice.writeKey}\n` +
+          `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
           `  lake:      ${config.engine.lake}\n` +
           `  data:      ${config.engine.dataDir}\n` +
           `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
