@@ -24,8 +24,12 @@
  *   {"seq":N,"ok":true,"accepted":A,"rejected":[{"index":i,"code":"…","message":"…"}],
  *    "offsets":[{"shard":s,"offset":o}]}                 — only after every row is fsync'd
  *   {"seq":N,"ok":false,"status":S,"code":"…","message":"…","retryAfter":sec?}
- *       S = 400 (not Arrow / bad schema: do not resend as is), 429/503 (resend after
- *       retryAfter seconds), 500. Nothing of a message that got ok:false was stored.
+ *       S = 400 (`malformed_arrow`: not Arrow, or its metadata claims more than it holds;
+ *       `unsupported_arrow`: nested types, compression; `invalid_schema`: a required column
+ *       missing or of the wrong type, named in the message — do not resend as is), 413 (more
+ *       rows than maxBatchEvents), 429/503 (resend after retryAfter seconds), 500. Nothing of
+ *       a message that got ok:false was stored. Every message is checked by ingest/ipc-guard.ts
+ *       before Arrow JS decodes it (docs/VALIDATION.md).
  *
  * Rows are validated like every other event (bad rows → DLQ with the row as JSON), re-sharded
  * by user_id and group-committed with the HTTP traffic. A resent message after a lost ack may
