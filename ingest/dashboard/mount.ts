@@ -76,7 +76,7 @@ function securityHeaders(host: string): Record<string, string> {
 
 const LOGIN = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sluice dashboard — read key needed</title><link rel="stylesheet" href="/dashboard/assets/style.css"></head>
+<title>Sluice dashboard — read key needed</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/dashboard/assets/style.css"></head>
 <body class="login"><main><h1>Sluice</h1><p>This dashboard needs a <b>read key</b> (not a write key): <code>sluice serve</code> prints it, or see <code>DATA/read-key</code>.</p>
 <form method="get" action="/dashboard"><label>Read key <input name="key" type="password" autocomplete="current-password" required></label> <button type="submit">Open</button></form></main></body></html>`;
 
