@@ -25,7 +25,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { externalError } from '../common/errors.js';
+import { externalError, internalError } from '../common/errors.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import type { Logger } from 'pino';
 import { partKey } from '../common/lake-layout.js';
@@ -49,9 +49,21 @@ import { engineMetrics } from './telemetry.js';
 import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
 
 interface ShardState {
-  /** Offsets submitted to the worker but not yet processed. */
+  /** Ranges sent to the worker but not yet processed (0 or 1: a shard's ranges go one at a time). */
   inFlight: number;
-  inFlightEvents: number;
+  /** Events acknowledged (made durable by ingest) and not yet processed. */
+  pendingEvents: number;
+  /** Every record below this offset is durable in the shard's log (as ingest reported it). */
+  durableNext: number;
+  /**
+   * Durable records kept in memory for the next ranges (consecutive offsets), up to
+   * maxQueuedBytesPerShard; while `spilled`, new records are left in the log and read back from it.
+   */
+  queue: Array<{ offset: number; payload: Uint8Array }>;
+  queuedBytes: number;
+  spilled: boolean;
+  /** A pump (read a range, run it) is running. */
+  pumping: boolean;
   lastProcessed: number;
   checkpointed: number;
   watermark: ShardWatermark;
@@ -138,7 +150,12 @@ export class Coordinator {
     this.log = log;
     this.shards = logs.map(() => ({
       inFlight: 0,
-      inFlightEvents: 0,
+      pendingEvents: 0,
+      durableNext: 0,
+      queue: [],
+      queuedBytes: 0,
+      spilled: false,
+      pumping: false,
       lastProcessed: -1,
       checkpointed: -1,
       watermark: { kind: 'idle' } as ShardWatermark,
@@ -237,7 +254,6 @@ export class Coordinator {
       maxBytesPerParquetCall: this.options.maxBytesPerParquetCall,
     };
     const opened = await Promise.all(this.shards.map((_, s) => this.pool.open(s, runtimeOptions)));
-    let replayed = 0;
     for (const o of opened) {
       const st = this.shards[o.shard]!;
       st.checkpointed = o.checkpointOffset;
@@ -250,58 +266,113 @@ export class Coordinator {
       }
     }
     this.opened = true;
-    // Replay what was acknowledged but not yet checkpointed.
-    await Promise.all(
-      opened.map(async (o) => {
-        for await (const record of this.logs[o.shard]!.read(o.checkpointOffset + 1)) {
-          if (this.shards[o.shard]!.stopped) break;
-          await this.process(o.shard, record.offset, record.payload, 0);
-          replayed++;
-        }
-      }),
-    );
+    // Replay what was acknowledged but not yet checkpointed: the pumps read it from the logs.
+    for (const o of opened) this.shards[o.shard]!.durableNext = this.logs[o.shard]!.durableNextOffset;
+    const replayed = this.shards.reduce((n, st) => n + Math.max(0, st.durableNext - st.submittedNext), 0);
+    for (let s = 0; s < this.shards.length; s++) this.pump(s);
+    await this.drain(Number.MAX_SAFE_INTEGER);
     if (replayed > 0) this.log.info({ records: replayed }, 'replayed log records after the last checkpoint');
     await this.mergeCompleteWindows();
     await this.flushDlq();
   }
 
-  /** Called by ingest after a record is durable; ownership of `payload` passes here. */
+  /**
+   * Called by ingest after a record is durable; ownership of `payload` passes here. The record
+   * waits in memory for the shard's next range (or, past maxQueuedBytesPerShard, in the log).
+   */
   submit(shard: number, offset: number, payload: Uint8Array, rows: number): void {
     if (this.fatal) return;
-    void this.process(shard, offset, payload, rows).catch((err) => this.fail(err));
+    const st = this.shards[shard]!;
+    if (offset + 1 > st.durableNext) st.durableNext = offset + 1;
+    st.pendingEvents += rows;
+    const tail = st.queue.length > 0 ? st.queue[st.queue.length - 1]!.offset + 1 : st.submittedNext;
+    if (!st.spilled && offset === tail && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
+      st.queue.push({ offset, payload });
+      st.queuedBytes += payload.byteLength;
+    } else st.spilled = true;
+    this.pump(shard);
   }
 
   /**
-   * After a failed log was reopened (engine/resilient-log.ts), before appends resume: hands the
-   * worker the records the failed write left on disk (never acknowledged, never submitted), in
-   * offset order, so the shard sees no gap.
+   * After a failed log was reopened (engine/resilient-log.ts), before appends resume: the records
+   * the failed write left on disk (never acknowledged) are in the reopened log, after what the
+   * shard has taken; the pump reads them from there once the new log is in place.
    */
   async submitReappeared(shard: number, fresh: SegmentLog): Promise<void> {
     const st = this.shards[shard]!;
     if (st.stopped || this.fatal || !this.opened) return;
-    const records: Array<{ offset: number; payload: Uint8Array }> = [];
-    for await (const r of fresh.read(st.submittedNext)) records.push(r);
-    for (const r of records) this.submit(shard, r.offset, r.payload, 0);
-    if (records.length > 0) this.log.warn({ shard, records: records.length, from: records[0]!.offset }, 'a reopened log brought back records of failed (unacknowledged) appends; processing them (duplicates are removed downstream)');
+    const reappeared = fresh.durableNextOffset - Math.max(st.durableNext, st.submittedNext);
+    if (fresh.durableNextOffset > st.durableNext) st.durableNext = fresh.durableNextOffset;
+    st.spilled = true;
+    setTimeout(() => this.pump(shard), 0).unref();
+    if (reappeared > 0) this.log.warn({ shard, records: reappeared }, 'a reopened log brought back records of failed (unacknowledged) appends; processing them (duplicates are removed downstream)');
   }
 
-  private async process(shard: number, offset: number, payload: Uint8Array, rows: number): Promise<void> {
+  /** Starts the shard's pump unless it runs: ranges of durable records to the worker, one at a time. */
+  private pump(shard: number): void {
     const st = this.shards[shard]!;
-    if (offset >= st.submittedNext) st.submittedNext = offset + 1;
-    // A stopped shard's records stay in its log: a restart replays them from its last checkpoint.
-    if (st.stopped) return;
-    st.inFlight++;
-    st.inFlightEvents += rows;
-    try {
-      const result = await this.pool.batch(shard, offset, payload);
-      this.onBatch(result);
-    } catch (err) {
-      if (!(err instanceof ShardTaskError && err.stopped)) throw err;
-      this.stopShard(shard, err);
-    } finally {
-      st.inFlight--;
-      st.inFlightEvents -= rows;
+    if (st.pumping || st.stopped || this.fatal || !this.opened) return;
+    if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
+    st.pumping = true;
+    void this.runPump(shard)
+      .catch((err: unknown) => this.fail(err))
+      .finally(() => {
+        st.pumping = false;
+        // Records that became durable after the last range was read.
+        if (st.submittedNext < st.durableNext && !st.stopped) this.pump(shard);
+      });
+  }
+
+  private async runPump(shard: number): Promise<void> {
+    const st = this.shards[shard]!;
+    while (!st.stopped && !this.fatal) {
+      const range = await this.nextRange(shard);
+      if (range.length === 0) return;
+      st.submittedNext = range[range.length - 1]!.offset + 1;
+      st.inFlight++;
+      try {
+        this.onBatch(await this.pool.batch(shard, range));
+      } catch (err) {
+        if (!(err instanceof ShardTaskError && err.stopped)) throw err;
+        this.stopShard(shard, err);
+      } finally {
+        st.inFlight--;
+      }
     }
+  }
+
+  /**
+   * The shard's next range: consecutive records from `submittedNext`, from memory when the queue
+   * has them, else read from the log (records left there while spilled, or replayed after a
+   * restart); up to maxRangeRecords / maxRangeBytes.
+   */
+  private async nextRange(shard: number): Promise<Array<{ offset: number; payload: Uint8Array }>> {
+    const st = this.shards[shard]!;
+    const { maxRangeRecords, maxRangeBytes } = this.options;
+    const out: Array<{ offset: number; payload: Uint8Array }> = [];
+    let bytes = 0;
+    while (st.queue.length > 0 && st.queue[0]!.offset < st.submittedNext) st.queuedBytes -= st.queue.shift()!.payload.byteLength;
+    while (st.queue.length > 0 && st.queue[0]!.offset === st.submittedNext + out.length && out.length < maxRangeRecords && (out.length === 0 || bytes < maxRangeBytes)) {
+      const r = st.queue.shift()!;
+      st.queuedBytes -= r.payload.byteLength;
+      bytes += r.payload.byteLength;
+      out.push(r);
+    }
+    if (out.length > 0 || st.submittedNext >= st.durableNext) return out;
+    for await (const r of this.logs[shard]!.read(st.submittedNext)) {
+      if (r.offset !== st.submittedNext + out.length) break;
+      out.push(r);
+      bytes += r.payload.byteLength;
+      if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || st.submittedNext + out.length >= st.durableNext) break;
+    }
+    if (out.length === 0) {
+      // Reported durable, yet not in the log: a broken invariant (a bug), not the data. The shard stops.
+      this.stopShard(shard, internalError('offset_gap', `shard ${shard}: the log holds no record at offset ${st.submittedNext}, but records up to ${st.durableNext - 1} were reported durable`));
+      return out;
+    }
+    // Caught up with what is durable: new records can wait in memory again.
+    if (st.submittedNext + out.length >= st.durableNext && st.queue.length === 0) st.spilled = false;
+    return out;
   }
 
   private onBatch(r: BatchResult): void {
@@ -315,6 +386,8 @@ export class Coordinator {
     this.totals.duplicates += r.duplicates;
     this.totals.tooLate += r.tooLate;
     st.uncommittedEvents += r.rows;
+    st.pendingEvents = Math.max(0, st.pendingEvents - r.rows);
+    engineMetrics.rangeRecords.observe(r.records);
     this.countRate(r.rows);
     engineMetrics.processed.inc(r.rows);
     engineMetrics.duplicates.inc(r.duplicates);
@@ -352,7 +425,7 @@ export class Coordinator {
     let n = 0;
     for (let s = 0; s < this.shards.length; s++) {
       const st = this.shards[s]!;
-      n += st.inFlightEvents;
+      n += st.pendingEvents;
       // While its checkpoints fail, a shard holds every event since its last one in memory.
       if (this.checkpoints.isFailing(`shard-${s}`)) n += st.uncommittedEvents;
     }
@@ -656,10 +729,11 @@ export class Coordinator {
     };
   }
 
-  /** Resolves when every submitted batch has been processed. */
+  /** Resolves when every durable record has been processed (or its shard stopped). */
   async drain(timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while (this.shards.some((st) => st.inFlight > 0)) {
+    const busy = (st: ShardState): boolean => !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+    while (this.shards.some(busy)) {
       if (this.fatal) throw this.fatal;
       if (Date.now() > deadline) throw new Error('timed out draining shard queues');
       await new Promise((r) => setTimeout(r, 5));

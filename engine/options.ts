@@ -58,6 +58,18 @@ export interface EngineOptions {
    */
   retryBaseMs: number;
   retryMaxMs: number;
+  /**
+   * A shard consumes its log in ranges of consecutive records, one worker task per range: a range
+   * is whatever has become durable since the last one (so ranges grow with the lag), up to this
+   * many records or bytes. Defaults 2 000 records, 16 MiB.
+   */
+  maxRangeRecords: number;
+  maxRangeBytes: number;
+  /**
+   * Durable records a shard keeps in memory for its next ranges; past it, the backlog waits in
+   * the log on disk and is read back from there (memory stays bounded whatever the lag). Default 32 MiB.
+   */
+  maxQueuedBytesPerShard: number;
 }
 
 export function defaultEngineOptions(): EngineOptions {
@@ -81,6 +93,9 @@ export function defaultEngineOptions(): EngineOptions {
     maxBytesPerParquetCall: 256 * 1024 * 1024,
     retryBaseMs: 250,
     retryMaxMs: 30_000,
+    maxRangeRecords: 2_000,
+    maxRangeBytes: 16 * 1024 * 1024,
+    maxQueuedBytesPerShard: 32 * 1024 * 1024,
   };
 }
 
@@ -106,6 +121,9 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(Number.isFinite(o.maxBytesPerParquetCall) && o.maxBytesPerParquetCall >= 1024)) throw userError('invalid_option', `maxBytesPerParquetCall must be at least 1 KiB, got ${o.maxBytesPerParquetCall}`);
   if (!(Number.isFinite(o.retryBaseMs) && o.retryBaseMs >= 1)) throw userError('invalid_option', `retryBaseMs must be at least 1 ms, got ${o.retryBaseMs}`);
   if (!(Number.isFinite(o.retryMaxMs) && o.retryMaxMs >= o.retryBaseMs)) throw userError('invalid_option', `retryMaxMs must be ≥ retryBaseMs (${o.retryBaseMs} ms), got ${o.retryMaxMs}`);
+  if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
+  if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
+  if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);
   return o;
 }
 

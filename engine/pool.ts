@@ -96,13 +96,18 @@ export class ShardPool {
     return this.run({ kind: 'open', shard, options });
   }
 
-  /** Sends one log record to its shard. The payload's buffer is transferred (copied first if it is a view of a larger buffer). */
-  batch(shard: number, offset: number, payload: Uint8Array): Promise<BatchResult> {
-    const owned =
+  /**
+   * Sends consecutive log records to their shard as one task. Each payload's buffer is transferred
+   * (copied first if it is a view of a larger buffer).
+   */
+  batch(shard: number, records: ReadonlyArray<{ offset: number; payload: Uint8Array }>): Promise<BatchResult> {
+    const offsets = records.map((r) => r.offset);
+    const payloads = records.map(({ payload }) =>
       payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && payload.buffer instanceof ArrayBuffer
         ? payload.buffer
-        : new Uint8Array(payload).buffer; // copies just the view (Buffer#slice would not)
-    return this.run({ kind: 'batch', shard, offset, payload: owned }, [owned]);
+        : new Uint8Array(payload).buffer, // copies just the view (Buffer#slice would not)
+    );
+    return this.run({ kind: 'batch', shard, offsets, payloads }, payloads);
   }
 
   advance(shard: number, watermarkMs: number): Promise<BatchResult> {

@@ -61,6 +61,11 @@ export class ResilientLog implements ShardLog {
     return this.current.pendingBytes;
   }
 
+  /** Every record with a lower offset is durable (and readable). */
+  get durableNextOffset(): number {
+    return this.current.durableNextOffset;
+  }
+
   /** The log underneath now (changes after a reopen). */
   get segmentLog(): SegmentLog {
     return this.current;

@@ -157,6 +157,23 @@ export class ShardRuntime {
     return runtime;
   }
 
+  /** Processes consecutive log records (one pool task), one after another; one result for the range. */
+  processRecords(offsets: number[], payloads: ArrayBuffer[]): BatchResult {
+    const total = this.batchResult(offsets[offsets.length - 1] ?? this.lastOffset, 0, 0, 0, 0);
+    total.records = offsets.length;
+    for (let k = 0; k < offsets.length; k++) {
+      const r = this.processBatch(offsets[k]!, new Uint8Array(payloads[k]!));
+      total.rows += r.rows;
+      total.silverRows += r.silverRows;
+      total.duplicates += r.duplicates;
+      total.tooLate += r.tooLate;
+      total.quarantined.push(...r.quarantined);
+      total.watermark = r.watermark;
+      total.bufferedBytes = r.bufferedBytes;
+    }
+    return total;
+  }
+
   processBatch(offset: number, bytes: Uint8Array): BatchResult {
     if (offset <= this.lastOffset) {
       // Already covered (a replay overlapping the live stream): effects are in state or committed.
@@ -435,7 +452,7 @@ export class ShardRuntime {
   }
 
   private batchResult(offset: number, rows: number, silverRows: number, duplicates: number, tooLate: number): BatchResult {
-    return { shard: this.shard, offset, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes, quarantined: [] };
+    return { shard: this.shard, offset, records: 1, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes, quarantined: [] };
   }
 }
 

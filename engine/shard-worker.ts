@@ -34,7 +34,7 @@ async function execute(task: ShardTask): Promise<ShardResult> {
   if (!runtime) throw internalError('shard_not_open', `shard ${task.shard} got a ${task.kind} task before open`);
   switch (task.kind) {
     case 'batch':
-      return runtime.processBatch(task.offset, new Uint8Array(task.payload));
+      return runtime.processRecords(task.offsets, task.payloads);
     case 'advance':
       return runtime.advance(task.watermarkMs);
     case 'checkpoint':

@@ -37,5 +37,12 @@ export const engineMetrics = {
   logFailures: counter('sluice_log_failures_total', 'Failed log appends (the request got 503), by log (shard-N, dlq) and error code.', ['log', 'code']),
   logFailed: gauge('sluice_log_failed', '1 while a log is failed (e.g. disk full) and appends get 503 until it is reopened.', ['log']),
   logReopens: counter('sluice_log_reopens_total', 'Failed logs reopened once the disk had room again (no restart).', ['log']),
+  rangeRecords:
+    (register.getSingleMetric('sluice_engine_range_records') as Histogram | undefined) ??
+    new Histogram({
+      name: 'sluice_engine_range_records',
+      help: 'Log records per worker task: a shard consumes its log in ranges that grow with the lag.',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+    }),
   ready: gauge('sluice_engine_ready', '1 when the engine has no failing checkpoint, stopped shard or failed log (GET /readyz says why not).'),
 };

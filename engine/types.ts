@@ -7,8 +7,9 @@
  *   ───────────                                   ──────────────────────────────
  *   open ───────────────────────────────────────▶ recover 2PC, restore state
  *        ◀─────────────────────────────────────── { checkpointOffset }
- *   (replay log from checkpointOffset + 1 as batch tasks)
- *   batch{offset, ipc bytes (transferred)} ─────▶ dedup → watermark → sessionize → aggregate → buffer
+ *   batch{offsets, ipc bytes (transferred)} ────▶ per record: dedup → watermark → sessionize → aggregate → buffer
+ *   (a range of consecutive log records per task: the coordinator pulls from the shard's log from
+ *    its checkpoint on, in ranges that grow with the lag)
  *        ◀─────────────────────────────────────── { rows, duplicates, tooLate, watermark }
  *   advance{watermarkMs} (idle shards only) ────▶ emit closed windows/sessions
  *   checkpoint ─────────────────────────────────▶ encode → stage → LMDB txn → publish
@@ -42,9 +43,10 @@ export type ShardTask =
   | {
       kind: 'batch';
       shard: number;
-      offset: number;
-      /** Arrow IPC stream bytes of one ingestSchema batch; transferred, owned by the worker after posting. */
-      payload: ArrayBuffer;
+      /** Consecutive log offsets, ascending, one per payload. */
+      offsets: number[];
+      /** Arrow IPC stream bytes of each record (one ingestSchema batch); transferred, owned by the worker after posting. */
+      payloads: ArrayBuffer[];
     }
   | { kind: 'advance'; shard: number; watermarkMs: number }
   | { kind: 'checkpoint'; shard: number }
@@ -69,7 +71,10 @@ export interface OpenResult {
 
 export interface BatchResult {
   shard: number;
+  /** Last log offset of the task's range. */
   offset: number;
+  /** Log records in the range. */
+  records: number;
   rows: number;
   /** Valid unique rows sent to silver (including too-late ones). */
   silverRows: number;
