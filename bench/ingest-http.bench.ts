@@ -179,7 +179,7 @@ async function main(): Promise<void> {
 
   const uws = (await import('uWebSockets.js')).default;
   const { pino } = await import('pino');
-  const { openShardLogs, SegmentLog } = await import('../ingest/log/segment-log.js');
+  const { openShardLogs, SegmentLog } = await import('../log/segment-log.js');
   const { startIngestServer } = await import('../ingest/server.js');
   const { observeFsync } = await import('../ingest/metrics.js');
 

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SegmentLog } from '../ingest/log/segment-log.js';
+import { SegmentLog } from '../log/segment-log.js';
 
 const { values } = parseArgs({
   options: {

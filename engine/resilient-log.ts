@@ -16,8 +16,8 @@
  * worst, which dedup removes).
  */
 import { statfs } from 'node:fs/promises';
-import type { LogRecord, ShardLog } from '../ingest/log/log.js';
-import type { SegmentLog } from '../ingest/log/segment-log.js';
+import type { LogRecord, ShardLog } from '../log/log.js';
+import type { SegmentLog } from '../log/segment-log.js';
 import { externalError } from '../common/errors.js';
 import type { FailureEpisodes } from './failure-episodes.js';
 

@@ -17,7 +17,7 @@ import { register } from 'prom-client';
 import { userError } from '../common/errors.js';
 import type { IngestRow } from './batch-builder.js';
 import { encodeDeadLetters } from './dead-letters.js';
-import type { ShardLog } from './log/log.js';
+import type { ShardLog } from '../log/log.js';
 import { mountDashboard } from './dashboard/mount.js';
 import { ingestMetrics, readiness } from './metrics.js';
 import type { NormalizeContext } from './normalize.js';

@@ -11,7 +11,7 @@
  * batches grow with the disk's latency and encoding/fsync costs are paid per batch, not per
  * request; idle, a row waits at most maxDelayMs before its fsync starts.
  */
-import type { ShardLog } from './log/log.js';
+import type { ShardLog } from '../log/log.js';
 import { IngestBatchBuilder, type IngestRow } from './batch-builder.js';
 import type { GroupCommitOptions } from './options.js';
 

@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openShardLogs, SegmentLog } from '../../ingest/log/segment-log.js';
+import { openShardLogs, SegmentLog } from '../../log/segment-log.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { normalizeSegment } from '../../ingest/normalize.js';
 import { shardOfUser } from '../../common/hash.js';

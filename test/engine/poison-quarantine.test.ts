@@ -13,7 +13,7 @@ import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { afterAll, describe, expect, it } from 'vitest';
 import { shardOfUser } from '../../common/hash.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
-import { openShardLogs } from '../../ingest/log/segment-log.js';
+import { openShardLogs } from '../../log/segment-log.js';
 import { openLakeReader } from '../helpers/lake.js';
 import { eventually, exactlyOnce, HOUR0, metric, postEvents, silverCounts } from './fixtures/engine-http.js';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tableFromIPC, type Table } from 'apache-arrow';
 import { pino } from 'pino';
-import { SegmentLog, openShardLogs, type SegmentLogOptions } from '../../ingest/log/segment-log.js';
+import { SegmentLog, openShardLogs, type SegmentLogOptions } from '../../log/segment-log.js';
 import { startIngestServer, type IngestDeps, type IngestServer } from '../../ingest/server.js';
 import type { IngestOptions } from '../../ingest/options.js';
 

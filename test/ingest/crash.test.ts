@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { tableFromArrays, tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { openShardLogs } from '../../ingest/log/segment-log.js';
+import { openShardLogs } from '../../log/segment-log.js';
 import { readLogRows } from './harness.js';
 
 const SHARDS = 3;

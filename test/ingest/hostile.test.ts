@@ -13,7 +13,7 @@ import { invalidUtf8Values } from '../../ingest/utf8.js';
 import { basic, post, readLogRows, recent, startHarness, track, WRITE_KEY, type Harness } from './harness.js';
 import { openWs } from './ws-client.js';
 import { tableFromIPC } from 'apache-arrow';
-import type { ShardLog } from '../../ingest/log/log.js';
+import type { ShardLog } from '../../log/log.js';
 
 /** Every Utf8 value (dictionaries included) of every record in `log` is valid UTF-8. */
 async function logIsValidUtf8(log: ShardLog): Promise<number> {

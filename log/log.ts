@@ -1,7 +1,10 @@
 /**
- * The durable log contract (design: "The log is an interface from the start").
- * One `ShardLog` per shard; the local implementation is `segment-log.ts` (fsync'd segment
- * files); a replicated stream (NATS JetStream) can implement the same contract later.
+ * The durable log contract: the spine, and the only thing ingest and the engine share (design:
+ * "The log is an interface from the start"). Ingest appends and acknowledges after the append
+ * resolved; the engine reads ranges from its checkpointed offset and truncates below what every
+ * consumer committed. One `ShardLog` per shard; the local implementation is `segment-log.ts`
+ * (fsync'd segment files, `segment-reader.ts` reads them from another process); a replicated
+ * stream (NATS JetStream) implements the same contract for scale-out.
  *
  * Offsets are per shard, dense and monotonic: the first record ever appended gets 0, the next 1,
  * and so on, across restarts and truncations.
@@ -18,6 +21,8 @@ export interface ShardLog {
   readonly nextOffset: number;
   /** Bytes appended whose fsync has not completed yet (for backpressure). */
   readonly pendingBytes: number;
+  /** The durable mark: every record with a lower offset is durable and readable. */
+  readonly durableNextOffset: number;
   /**
    * Appends one record. Resolves with its offset only after the record is durable (its bytes
    * and framing fsync'd); rejects if the write or fsync failed, in which case the record must be

@@ -56,7 +56,7 @@ import { mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/pro
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as zlib from 'node:zlib';
-import { externalError, internalError, userError, type SluiceError } from '../../common/errors.js';
+import { externalError, internalError, userError, type SluiceError } from '../common/errors.js';
 import type { LogRecord, ShardLog } from './log.js';
 
 /** Bytes of framing before each payload. */
@@ -176,7 +176,7 @@ function tableCrc32(data: Uint8Array, value = 0): number {
   return ~crc >>> 0;
 }
 
-const SEGMENT_RE = /^(\d{20})\.seg$/;
+export const SEGMENT_RE = /^(\d{20})\.seg$/;
 const TWO_32 = 4294967296;
 /** A sparse index entry is added every this many bytes of a segment (in-memory only). */
 const INDEX_EVERY_BYTES = 1 << 20;
@@ -214,7 +214,7 @@ function isErrno(err: unknown, code: string): boolean {
 }
 
 /** Buffered positional reader over one file, never reading past a caller-given limit. */
-class FrameCursor {
+export class FrameCursor {
   buf: Buffer;
   /** File position of `buf[0]`. */
   start = 0;
@@ -242,10 +242,10 @@ class FrameCursor {
   }
 }
 
-type FrameCheck = { ok: true; length: number } | { ok: false; reason: string };
+export type FrameCheck = { ok: true; length: number } | { ok: false; reason: string };
 
 /** Validates the frame at `pos` (header and payload), reading through `cur`. */
-async function checkFrame(cur: FrameCursor, pos: number, expected: number, limit: number): Promise<FrameCheck> {
+export async function checkFrame(cur: FrameCursor, pos: number, expected: number, limit: number): Promise<FrameCheck> {
   if (!(await cur.ensure(pos, RECORD_HEADER_BYTES, limit))) return { ok: false, reason: 'partial header' };
   const b = cur.buf;
   const h = pos - cur.start;

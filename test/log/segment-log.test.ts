@@ -6,8 +6,8 @@ import { fdatasyncSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SluiceError } from '../../../common/errors.js';
-import { openShardLogs, RECORD_HEADER_BYTES, SegmentLog, validateSegmentLogOptions, type SegmentLogOptions } from '../../../ingest/log/segment-log.js';
+import { SluiceError } from '../../common/errors.js';
+import { openShardLogs, RECORD_HEADER_BYTES, SegmentLog, validateSegmentLogOptions, type SegmentLogOptions } from '../../log/segment-log.js';
 
 const dirs: string[] = [];
 function tempDir(): string {

@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SegmentLog } from '../../../ingest/log/segment-log.js';
+import { SegmentLog } from '../../log/segment-log.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/append-child.ts', import.meta.url));
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
 const dirs: string[] = [];
 afterEach(() => {
