@@ -1,0 +1,295 @@
+/**
+ * `sluice serve` as users run it: the compiled CLI (`npm run build` → dist/) started as a child
+ * process from a temporary working directory outside the checkout, writing its lake to S3 (a real
+ * s3rver on loopback), driven with Segment batches over HTTP. What reaches the bucket is read back
+ * with DuckDB: every acknowledged event id is in silver exactly once, and the gold hourly totals
+ * add up to silver. Second test: kill -9 mid-load twice, restart on the same data directory,
+ * SIGTERM — still exactly once on S3.
+ *
+ * Event times come from one shared counter (1 s of event time per event, starting a day ago) so
+ * no event is ever too late: every acknowledged event belongs in silver.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openObjectStore } from '../../storage/open-store.js';
+import { openLakeReader } from '../helpers/lake.js';
+
+const REPO = join(import.meta.dirname, '..', '..');
+const KEY = 'wk_serve_s3';
+const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
+const CLIENTS = 4;
+const BATCH = 50;
+/** Per life and client: bounds every traffic loop even if the server never dies. */
+const MAX_REQUESTS = 400;
+/** Bounds the event-time counter (1 s per event from a day ago): never in the future. */
+const MAX_EVENTS = 80_000;
+
+const dirs: string[] = [];
+
+interface S3Server {
+  endpoint: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * s3rver in a child process, as test/helpers/s3rver.ts starts it, but from fixtures/s3rver-flat.mjs
+ * (which keeps s3rver alive when a PUT and a DELETE meet in one directory; see there).
+ */
+async function startS3rver(bucket: string): Promise<S3Server> {
+  const dir = tempDir('s3rver');
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'fixtures', 's3rver-flat.mjs'), dir, bucket], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    void exited.then(() => reject(new Error('s3rver exited at start')));
+  });
+  // For reading the bucket back from this process (the standard AWS chain, as in the servers).
+  process.env.AWS_ACCESS_KEY_ID ??= 'S3RVER';
+  process.env.AWS_SECRET_ACCESS_KEY ??= 'S3RVER';
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+let s3: S3Server;
+
+beforeAll(async () => {
+  // The test runs what users run: build dist/ (incremental, a no-op when it is up to date).
+  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
+  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
+  s3 = await startS3rver('lake');
+}, 240_000);
+
+afterAll(async () => {
+  await s3?.stop();
+  if (!process.env.KEEP_LAKE) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(tag: string): string {
+  const d = mkdtempSync(join(tmpdir(), `sluice-serve-s3-${tag}-`));
+  dirs.push(d);
+  return d;
+}
+
+interface Served {
+  readonly url: string;
+  readonly pid: number;
+  /** Resolves with the exit code, or the signal's name. */
+  readonly exited: Promise<number | string>;
+  readonly stderr: () => string;
+}
+
+/** Environment of a user who set only AWS credentials (plus `extra`): nothing of this process's SLUICE_* leaks in. */
+function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && !k.startsWith('AWS_') && k !== 'UV_THREADPOOL_SIZE'));
+  return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: 'warn', ...extra };
+}
+
+/** Starts `node <entry> serve …` in `cwd` and resolves once it prints its URL. */
+async function serve(entry: string, cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  const child: ChildProcess = spawn(process.execPath, [entry, 'serve', '--port', '0', '--write-key', KEY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start within 30 s:\n${err}`)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited at start with ${code}:\n${err}`));
+    });
+  });
+  return { url, pid: child.pid!, exited, stderr: () => err };
+}
+
+/** Sends a signal and waits (bounded) for the exit. */
+async function stop(s: Served, signal: NodeJS.Signals): Promise<number | string> {
+  process.kill(s.pid, signal);
+  const bound = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000).unref());
+  const r = await Promise.race([s.exited, bound]);
+  if (r === 'timeout') {
+    process.kill(s.pid, 'SIGKILL');
+    throw new Error(`serve did not exit within 60 s of ${signal}:\n${s.stderr()}`);
+  }
+  return r;
+}
+
+/** Segment traffic from CLIENTS concurrent clients until `until` resolves (or the server dies); adds acknowledged message ids to `acked`. */
+class Traffic {
+  private seq = 0;
+  readonly acked = new Set<string>();
+  readonly sent = new Set<string>();
+  private readonly base = Math.floor((Date.now() - 86_400_000) / 3_600_000) * 3_600_000;
+
+  async run(url: string, tag: string, until: Promise<unknown>): Promise<void> {
+    let stopped = false;
+    void until.then(() => (stopped = true));
+    const client = async (c: number): Promise<void> => {
+      for (let n = 0; !stopped && n < MAX_REQUESTS && this.seq + BATCH <= MAX_EVENTS; n++) {
+        const batch = Array.from({ length: BATCH }, (_, i) => {
+          const seq = this.seq++;
+          const messageId = `${tag}-c${c}-r${n}-e${i}`;
+          return {
+            type: 'track',
+            event: i % 5 === 0 ? 'Screen Viewed' : 'Button Clicked',
+            userId: `u${seq % 300}`,
+            messageId,
+            timestamp: new Date(this.base + seq * 1000).toISOString(),
+            context: { device: { type: seq % 2 === 0 ? 'ios' : 'android' }, app: { version: '1.2.0' } },
+          };
+        });
+        for (const e of batch) this.sent.add(e.messageId);
+        let status: number;
+        let body: { ok?: boolean; rejected?: unknown[] };
+        try {
+          const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+          status = res.status;
+          body = (await res.json()) as typeof body;
+        } catch {
+          return; // the server died (kill -9)
+        }
+        if (status === 200 && body.ok === true) {
+          expect(body.rejected).toEqual([]);
+          for (const e of batch) this.acked.add(e.messageId);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+  }
+}
+
+const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Copies the lake's silver and gold objects from the bucket into a local directory, keys as paths. */
+async function download(lake: string, endpoint: string): Promise<string> {
+  const local = tempDir('download');
+  const store = await openObjectStore(lake, { s3Endpoint: endpoint });
+  try {
+    for (const prefix of ['silver/', 'gold/']) {
+      for (const { key } of await store.list(prefix)) {
+        const body = await store.get(key);
+        const path = join(local, key);
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(path, body!);
+      }
+    }
+  } finally {
+    await store.close();
+  }
+  return local;
+}
+
+interface LakeCheck {
+  silverCounts: Map<string, number>;
+  goldWindows: number;
+}
+
+/** Reads silver and gold back: per-id counts in silver; each gold hourly 'ALL' row equals its hour in silver. */
+async function checkLake(local: string): Promise<LakeCheck> {
+  const r = await openLakeReader(local);
+  try {
+    const silverCounts = new Map<string, number>();
+    for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) {
+      silverCounts.set(row.event_id, Number(row.n));
+    }
+    const gold = await r.rows<{ w: unknown; g_events: bigint; g_users: bigint; g_rows: bigint; s_events: bigint | null; s_users: bigint | null }>(`
+      WITH g AS (SELECT window_start AS w, sum(events) AS g_events, sum(active_users) AS g_users, count(*) AS g_rows
+                 FROM ${r.rel('hourly_metrics')} WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' GROUP BY 1),
+           s AS (SELECT date_trunc('hour', event_time) AS w, count(*) AS s_events, count(DISTINCT user_id) AS s_users FROM ${r.rel('events')} GROUP BY 1)
+      SELECT g.w, g_events, g_users, g_rows, s_events, s_users FROM g LEFT JOIN s USING (w) ORDER BY 1`);
+    for (const g of gold) {
+      expect({ w: String(g.w), events: Number(g.g_events), users: Number(g.g_users), rows: Number(g.g_rows) }).toEqual({
+        w: String(g.w),
+        events: Number(g.s_events),
+        users: Number(g.s_users),
+        rows: 1,
+      });
+    }
+    return { silverCounts, goldWindows: gold.length };
+  } finally {
+    r.close();
+  }
+}
+
+/** Every acknowledged id exactly once; nothing twice, nothing that was never sent. */
+function expectExactlyOnce(counts: Map<string, number>, t: Traffic): void {
+  const missing = [...t.acked].filter((id) => counts.get(id) !== 1);
+  expect(missing.slice(0, 10), `${missing.length} acknowledged ids not exactly once in silver`).toEqual([]);
+  const twice = [...counts].filter(([, n]) => n !== 1);
+  expect(twice.slice(0, 10), 'ids more than once in silver').toEqual([]);
+  const unknown = [...counts.keys()].filter((id) => !t.sent.has(id));
+  expect(unknown.slice(0, 10), 'ids in silver that were never sent').toEqual([]);
+}
+
+/** Threads of a process, from /proc (Linux). */
+const threadsOf = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
+
+const SERVE_ARGS = ['--data', 'data', '--shards', '3', '--workers', '2', '--flush-interval', '500ms', '--allowed-lateness', '10m', '--session-gap', '5m'];
+
+describe('sluice serve (compiled) with an S3 lake', () => {
+  it('starts from another directory with AWS_ENDPOINT_URL_S3, commits every acknowledged event to silver once, exits 0 on SIGTERM', async () => {
+    const cwd = tempDir('cwd');
+    const lake = 's3://lake/graceful';
+    const server = await serve(join(REPO, 'bin', 'sluice.js'), cwd, [...SERVE_ARGS, '--lake', lake], userEnv({ AWS_ENDPOINT_URL_S3: s3.endpoint }));
+    // bin/sluice.js sizes libuv's pool before anything uses it: 32 pool threads (with the
+    // default 4, a serve process has ~13 threads in all).
+    expect(threadsOf(server.pid)).toBeGreaterThanOrEqual(36);
+    expect(existsSync(join(cwd, 'data', 'coordinator.mdb')), 'relative --data resolves against the working directory').toBe(true);
+
+    const traffic = new Traffic();
+    await traffic.run(server.url, 'g', delay(3000));
+    expect(traffic.acked.size).toBeGreaterThan(2000);
+    expect(await stop(server, 'SIGTERM')).toBe(0);
+
+    const { silverCounts, goldWindows } = await checkLake(await download(lake, s3.endpoint));
+    expectExactlyOnce(silverCounts, traffic);
+    expect(goldWindows).toBeGreaterThan(0);
+  }, 90_000);
+
+  it('after kill -9 mid-load and restarts (--s3-endpoint), every acknowledged event is in silver on S3 exactly once', async () => {
+    const cwd = tempDir('cwd');
+    const lake = 's3://lake/crashy';
+    const entry = join(REPO, 'dist', 'bin', 'sluice.js');
+    const args = [...SERVE_ARGS, '--lake', lake, '--s3-endpoint', s3.endpoint];
+    const traffic = new Traffic();
+    // Two lives killed while clients send and checkpoints upload (every 500 ms), then one stopped.
+    for (const [life, killAfterMs] of [1700, 2300].entries()) {
+      const server = await serve(entry, cwd, args, userEnv({}));
+      const killed = delay(killAfterMs).then(() => stop(server, 'SIGKILL'));
+      await traffic.run(server.url, `k${life}`, killed);
+      expect(await killed).toBe('SIGKILL');
+    }
+    const acked = traffic.acked.size;
+    expect(acked).toBeGreaterThan(1000);
+    const last = await serve(entry, cwd, args, userEnv({}));
+    await traffic.run(last.url, 'last', delay(1500));
+    expect(traffic.acked.size).toBeGreaterThan(acked);
+    expect(await stop(last, 'SIGTERM')).toBe(0);
+
+    const { silverCounts } = await checkLake(await download(lake, s3.endpoint));
+    expectExactlyOnce(silverCounts, traffic);
+  }, 120_000);
+});
