@@ -102,6 +102,24 @@ export interface HubDeps {
   now?: () => number;
 }
 
+/** The page's hour/today figures as gauges, so Grafana shows what the page shows (the engine's where the page uses the engine's). */
+function exportWindows(w: TickFrame['windows'], live: EngineLive | null): void {
+  const g = dashboardMetrics.window;
+  const eng = live?.currentHour && Date.parse(live.currentHour.windowStart) === w.hour.start ? live.currentHour : null;
+  for (const [name, v, e] of [
+    ['hour', w.hour, eng],
+    ['today', w.today, null],
+  ] as const) {
+    g.set({ window: name, metric: 'events' }, e ? e.events : v.events);
+    g.set({ window: name, metric: 'active_users' }, e ? e.activeUsers : v.activeUsers);
+    g.set({ window: name, metric: 'sessions' }, v.sessions ?? Number.NaN);
+    g.set({ window: name, metric: 'installs' }, v.installs);
+    g.set({ window: name, metric: 'screen_views' }, v.screenViews);
+    g.set({ window: name, metric: 'notification_ctr' }, (e ? e.notificationCtr : v.notificationCtr) ?? Number.NaN);
+  }
+  dashboardMetrics.checkpointAge.set(live?.lastCheckpointAgeSeconds ?? Number.NaN);
+}
+
 async function counterTotal(c: Counter): Promise<number> {
   let n = 0;
   for (const v of (await c.get()).values) n += v.value;
@@ -373,6 +391,8 @@ export class DashboardHub {
     const perSec = (x: number): number => (dtMs > 0 ? (x * 1000) / dtMs : 0);
     const tail = this.deps.tap.tail.since(this.tailSeq);
     this.tailSeq = this.deps.tap.tail.nextSeq;
+    const windows = this.windows(s);
+    exportWindows(windows, s.live);
     return {
       kind: 'tick',
       seq: this.seq,
@@ -393,7 +413,7 @@ export class DashboardHub {
       quality,
       alerts: this.board.firing(states),
       rules: states,
-      windows: this.windows(s),
+      windows,
       tail,
       clients: this.clients.size,
     };

@@ -18,6 +18,12 @@ export const dashboardMetrics = {
   ),
   late: once('sluice_ingest_late_events_total', () => new Counter({ name: 'sluice_ingest_late_events_total', help: 'Acknowledged events received more than dashboard.lateAfterMs after their event time.' })),
   committed: once('sluice_engine_events_committed_total', () => new Counter({ name: 'sluice_engine_events_committed_total', help: 'Processed events covered by a successful checkpoint (their files are in the lake).' })),
+  checkpointAge: once('sluice_engine_checkpoint_age_seconds', () => new Gauge({ name: 'sluice_engine_checkpoint_age_seconds', help: 'Seconds since the last successful checkpoint (as /v1/live lastCheckpointAgeSeconds; NaN before the first).' })),
+  /** The dashboard's hour / today figures (window: hour | today; metric: events, active_users, sessions, installs, screen_views, notification_ctr). */
+  window: once(
+    'sluice_live_window',
+    () => new Gauge({ name: 'sluice_live_window', help: 'The live dashboard\'s current UTC hour and day (by event time): events, active_users, sessions, installs, screen_views, notification_ctr.', labelNames: ['window', 'metric'] }),
+  ),
   clients: once('sluice_dashboard_clients', () => new Gauge({ name: 'sluice_dashboard_clients', help: 'Open dashboard stream connections.' })),
   disconnects: once(
     'sluice_dashboard_disconnects_total',

@@ -35,7 +35,7 @@ export interface DashboardOptions {
   tickMs: number;
   /** Events kept in the live tail (ring buffer, after PII masking). Default 200. */
   tailSize: number;
-  /** At most this many accepted events per second are sampled into the tail (the rest are skipped with one comparison). Default 50. */
+  /** At most this many accepted events per second are sampled into the tail (the rest are skipped with one comparison). Default 20. */
   tailPerSecond: number;
   /** Rows in each breakdown table (device type, app version, country). Default 8. */
   topN: number;
@@ -63,7 +63,7 @@ export function defaultDashboardOptions(): DashboardOptions {
     readKeys: [],
     tickMs: 1000,
     tailSize: 200,
-    tailPerSecond: 50,
+    tailPerSecond: 20,
     topN: 8,
     maxDimensionValues: 1000,
     lateAfterMs: 60_000,

@@ -53,7 +53,7 @@ describe.runIf(existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-dash-browser-'));
     const config = composeServeConfig({ port: 0, data: join(dir, 'data'), lake: join(dir, 'lake'), shards: 2, workers: 1, flushInterval: '1s', writeKeys: [WRITE], readKeys: [READ] }, {});
-    config.ingest = { pii: { hash: ['properties.email'], drop: [], salt: 'test-salt' } };
+    config.ingest = { pii: { hash: ['properties.email'], drop: [], salt: 'test-salt' }, dashboard: { tailPerSecond: 500 } };
     sluice = await startSluice(config, pino({ level: 'warn' }));
     browser = await chromium.launch({
       executablePath: CHROMIUM,

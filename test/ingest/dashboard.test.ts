@@ -3,7 +3,7 @@
  * and the real server (startSluice: uWS, logs, engine) for access, headers, the push stream,
  * agreement with /v1/live and /metrics, and cutting off a client that stops reading.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -193,7 +193,7 @@ function metricValue(text: string, line: string): number | undefined {
 describe('dashboard on the real server', () => {
   let s: Awaited<ReturnType<typeof startServer>>;
   beforeAll(async () => {
-    s = await startServer({ tickMs: 200 });
+    s = await startServer({ tickMs: 200, tailPerSecond: 100 });
   });
   afterAll(async () => {
     await s.sluice.close();
@@ -297,6 +297,14 @@ describe('dashboard on the real server', () => {
     const line = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.alert === 'invalid_rate');
     expect(line).toMatchObject({ level: 40, alert: 'invalid_rate', threshold: 0.01 });
     expect(String(line!.msg)).toMatch(/^alert firing: invalid events/);
+  });
+  it('the Grafana dashboard in docs/ only queries metrics that /metrics exports', async () => {
+    const dashboard = JSON.parse(readFileSync(new URL('../../docs/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: Array<{ targets?: Array<{ expr: string }> }> };
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+    expect(exprs.length).toBeGreaterThan(20);
+    const exported = new Set([...(await (await fetch(`${s.sluice.url}/metrics`)).text()).matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
+    const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\bsluice_[a-z0-9_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''))));
+    expect([...used].filter((m) => !exported.has(m))).toEqual([]);
   });
 });
 
