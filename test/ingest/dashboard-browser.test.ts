@@ -44,13 +44,15 @@ async function post(url: string, body: string): Promise<void> {
   expect(res.status).toBe(200);
 }
 
-describe.runIf(existsSync(CHROMIUM))('dashboard in headless Chromium', () => {
+// Opt out explicitly (a machine without Chromium); a missing browser is otherwise a failure, not a skip.
+describe.skipIf(process.env.SLUICE_SKIP_BROWSER_TESTS === '1')('dashboard in headless Chromium', () => {
   let sluice: RunningSluice;
   let browser: Browser;
   let dir: string;
   const problems: string[] = [];
 
   beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does), or set SLUICE_SKIP_BROWSER_TESTS=1`);
     dir = mkdtempSync(join(tmpdir(), 'sluice-dash-browser-'));
     const config = composeServeConfig({ port: 0, data: join(dir, 'data'), lake: join(dir, 'lake'), shards: 2, workers: 1, flushInterval: '1s', writeKeys: [WRITE], readKeys: [READ] }, {});
     config.ingest = { pii: { hash: ['properties.email'], drop: [], salt: 'test-salt' }, dashboard: { tailPerSecond: 500 } };

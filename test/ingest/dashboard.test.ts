@@ -193,7 +193,7 @@ function metricValue(text: string, line: string): number | undefined {
 describe('dashboard on the real server', () => {
   let s: Awaited<ReturnType<typeof startServer>>;
   beforeAll(async () => {
-    s = await startServer({ tickMs: 200, tailPerSecond: 100 });
+    s = await startServer({ tickMs: 200, tailPerSecond: 100, allowedOrigins: ['https://grafana.example.com'] });
   });
   afterAll(async () => {
     await s.sluice.close();
@@ -235,6 +235,9 @@ describe('dashboard on the real server', () => {
     const foreign = await fetch(`${url}/dashboard/snapshot`, { headers: { authorization: `Bearer ${READ}`, origin: 'https://evil.example' } });
     expect(foreign.status).toBe(200);
     expect(foreign.headers.get('access-control-allow-origin')).toBeNull();
+    const listed = await fetch(`${url}/dashboard/snapshot`, { headers: { authorization: `Bearer ${READ}`, origin: 'https://grafana.example.com' } });
+    expect(listed.headers.get('access-control-allow-origin')).toBe('https://grafana.example.com');
+    expect(listed.headers.get('vary')).toBe('Origin');
     // the stream: no key → 401, foreign origin → 403
     const refused = async (headers: Record<string, string>): Promise<number> =>
       new Promise((resolve) => {
@@ -249,6 +252,7 @@ describe('dashboard on the real server', () => {
     expect(await refused({ authorization: `Bearer ${WRITE}` })).toBe(401);
     expect(await refused({ authorization: `Bearer ${READ}`, origin: 'https://evil.example' })).toBe(403);
     expect(await refused({ authorization: `Bearer ${READ}`, origin: url })).toBe(101);
+    expect(await refused({ authorization: `Bearer ${READ}`, origin: 'https://grafana.example.com' })).toBe(101);
   });
 
   it('pushes an init frame then ticks whose numbers are the ones /v1/live and /metrics report', async () => {
