@@ -33,6 +33,12 @@ export interface ServeConfig {
   /** Dashboard read keys (never write keys); empty: `sluice serve` generates one into DATA/read-key. */
   readKeys?: string[];
   engine: EngineOptions;
+  /**
+   * Where the engine runs: 'process' (the default of `sluice serve`: a child process, niced as a
+   * whole, reading the logs ingest writes) or 'inline' (in the ingest process; what `startSluice`
+   * does when this is absent, for tests that reach into the coordinator).
+   */
+  engineMode?: 'process' | 'inline';
   /** Extra ingest options from the config file's `ingest` object, passed through to the ingest validator. */
   ingest: Record<string, unknown>;
 }
@@ -56,7 +62,8 @@ type SettingName =
   | 'dedupTtl'
   | 'targetFileSize'
   | 'compression'
-  | 'workerNice';
+  | 'workerNice'
+  | 'engineMode';
 
 const ENV: Record<SettingName, string[]> = {
   port: ['SLUICE_PORT'],
@@ -75,6 +82,7 @@ const ENV: Record<SettingName, string[]> = {
   targetFileSize: ['SLUICE_TARGET_FILE_SIZE'],
   compression: ['SLUICE_COMPRESSION'],
   workerNice: ['SLUICE_WORKER_NICE'],
+  engineMode: ['SLUICE_ENGINE_MODE'],
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
@@ -135,7 +143,10 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
   const keys = pick('writeKeys');
   const readKeys = pick('readKeys');
+  const engineMode = has('engineMode') ? String(pick('engineMode')) : 'process';
+  if (engineMode !== 'process' && engineMode !== 'inline') throw userError('invalid_option', `--engine-mode must be process or inline, got "${engineMode}"`);
   return {
+    engineMode,
     host: has('host') ? String(pick('host')) : '127.0.0.1',
     port,
     writeKeys: Array.isArray(keys) ? keys : keys === undefined ? [] : [String(keys)],

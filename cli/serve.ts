@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
 import { Coordinator } from '../engine/coordinator.js';
-import { startIngestServer, type IngestServer } from '../ingest/server.js';
+import { startIngestServer, type IngestDeps, type IngestServer } from '../ingest/server.js';
+import { EngineProcess } from '../engine/engine-process.js';
+import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 
 export interface RunningSluice {
@@ -17,7 +19,8 @@ export interface RunningSluice {
   readonly writeKey: string;
   /** A dashboard read key (`GET /dashboard?key=…`). */
   readonly readKey: string;
-  readonly coordinator: Coordinator;
+  /** The engine, when it runs in this process (`engineMode` 'inline'). */
+  readonly coordinator: Coordinator | undefined;
   /** Stops accepting, drains, flushes and commits everything acknowledged, closes everything. */
   close(): Promise<void>;
 }
@@ -41,22 +44,15 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const configuredReadKeys = config.readKeys?.length ? config.readKeys : Array.isArray(fileDashboard.readKeys) ? (fileDashboard.readKeys as string[]) : [];
   const readKeys = configuredReadKeys.length > 0 ? configuredReadKeys : [await ensureKey(config.engine.dataDir, 'read-key', 'rk_')];
   const dashboard = { historyFile: join(config.engine.dataDir, 'dashboard-history.json'), metricEventTypes: config.engine.metricEventTypes, ...fileDashboard, readKeys };
-  const coordinator = await Coordinator.start(config.engine, logger);
+  const engine = await startEngine(config, logger);
   let server: IngestServer;
   try {
     server = await startIngestServer(
       { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), dashboard, logger },
-      {
-        logs: coordinator.logs,
-        dlqLog: coordinator.dlqLog,
-        onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
-        backlog: () => coordinator.backlog(),
-        live: () => coordinator.live(),
-        ready: () => coordinator.failure === undefined,
-      },
+      { logs: engine.logs.logs, dlqLog: engine.logs.dlqLog, ...engine.deps },
     );
   } catch (err) {
-    await coordinator.close();
+    await engine.close();
     throw err;
   }
   let closing: Promise<void> | undefined;
@@ -65,13 +61,68 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
     url: `http://${config.host}:${server.port}`,
     writeKey: writeKeys[0]!,
     readKey: readKeys[0]!,
-    coordinator,
+    coordinator: engine.coordinator,
     close: () =>
       (closing ??= (async () => {
         await server.close();
-        await coordinator.close();
+        await engine.close();
       })()),
   };
+}
+
+/** The engine and what ingest needs of it, in this process or in the engine process. */
+async function startEngine(
+  config: ServeConfig,
+  logger: Logger,
+): Promise<{ logs: LocalLogs; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
+  if ((config.engineMode ?? 'inline') === 'inline') {
+    const coordinator = await Coordinator.start(config.engine, logger);
+    return {
+      logs: coordinator.local!,
+      coordinator,
+      deps: {
+        onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
+        backlog: () => coordinator.backlog(),
+        live: () => coordinator.live(),
+        ready: () => coordinator.failure === undefined,
+      },
+      close: () => coordinator.close(),
+    };
+  }
+  // The logs are ingest's (it appends, the engine reads); a reopened log's records reach the engine as a new mark.
+  let engine: EngineProcess | undefined;
+  const logs = await openLocalLogs(config.engine, logger, 'ingest:', async (shard, fresh) => engine?.durable(shard, fresh.durableNextOffset - 1, 0));
+  try {
+    engine = await EngineProcess.start(config.engine, logs, logger, { nice: config.engine.workerNice, logLevel: logger.level });
+  } catch (err) {
+    await closeLogs(logs);
+    throw err;
+  }
+  const e = engine;
+  return {
+    logs,
+    coordinator: undefined,
+    deps: {
+      onDurable: (shard, offset, _payload, rows) => e.durable(shard, offset, rows),
+      backlog: () => e.backlog(),
+      live: () => e.live() ?? {},
+      ready: () => e.ready(),
+      metrics: () => e.metricsText(),
+    },
+    close: async () => {
+      try {
+        await e.close();
+      } finally {
+        await closeLogs(logs);
+        logs.episodes.clear();
+      }
+    },
+  };
+}
+
+async function closeLogs(logs: LocalLogs): Promise<void> {
+  for (const l of logs.logs) await l.close();
+  await logs.dlqLog.close();
 }
 
 export function register(program: Command): void {
@@ -93,7 +144,8 @@ export function register(program: Command): void {
     .option('--dedup-ttl <duration>', 'how long event ids are remembered, e.g. 24h')
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
-    .option('--worker-nice <n>', 'niceness 0–19 of the engine worker threads (default 10: acks first)')
+    .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
+    .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
     .option('--config <file>', 'JSON config file')
     .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; config?: string }) => {
       const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey });

@@ -30,8 +30,8 @@ import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import type { Logger } from 'pino';
 import { partKey } from '../common/lake-layout.js';
 import type { ShardLog } from '../log/log.js';
-import { SegmentLog } from '../log/segment-log.js';
-import { observeFsync } from '../ingest/metrics.js';
+import type { LogRecord } from '../log/log.js';
+import type { SegmentLog } from '../log/segment-log.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { coalesceBatches } from '../common/arrow-concat.js';
@@ -43,7 +43,7 @@ import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import { ShardPool, ShardTaskError } from './pool.js';
-import { ResilientLog } from './resilient-log.js';
+import { openLocalLogs, type LocalLogs } from './local-logs.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
 import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
@@ -100,10 +100,31 @@ export interface LiveSnapshot {
   openSessions: number;
 }
 
+/**
+ * What the engine needs of a log it consumes: its durable mark, reading from an offset, truncating
+ * below what it committed. In-process, the local log itself (engine/local-logs.ts); in the engine
+ * process, a reader of the files plus the marks ingest reports (engine/remote-log.ts).
+ */
+export interface ConsumedLog {
+  readonly durableNextOffset: number;
+  read(fromOffset: number): AsyncIterable<LogRecord>;
+  truncateBefore(offset: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface EngineLogs {
+  shards: ConsumedLog[];
+  dlq: ConsumedLog;
+  /** Failure episodes of the logs (local logs only; the engine process has none). */
+  episodes?: FailureEpisodes;
+}
+
 export class Coordinator {
   readonly options: EngineOptions;
-  readonly logs: ResilientLog[];
-  readonly dlqLog: ResilientLog;
+  readonly logs: ConsumedLog[];
+  readonly dlqLog: ConsumedLog;
+  /** The local logs ingest appends to, when the coordinator opened them (in-process engine). */
+  readonly local: LocalLogs | undefined;
   private readonly pool: ShardPool;
   private readonly store: ObjectStore;
   private readonly env: RootDatabase;
@@ -115,7 +136,7 @@ export class Coordinator {
   private retryTimer: NodeJS.Timeout | undefined;
   /** Checkpoint targets (`shard-N`, `coordinator`) whose last attempt failed. */
   private readonly checkpoints: FailureEpisodes;
-  private readonly logEpisodes: FailureEpisodes;
+  private readonly logEpisodes: FailureEpisodes | undefined;
   private checkpointing: Promise<void> | undefined;
   private queuedCheckpoint: Promise<void> | undefined;
   private closed = false;
@@ -130,25 +151,26 @@ export class Coordinator {
 
   private constructor(
     options: EngineOptions,
-    logs: ResilientLog[],
-    dlqLog: ResilientLog,
+    logs: EngineLogs,
+    local: LocalLogs | undefined,
     pool: ShardPool,
     store: ObjectStore,
     env: RootDatabase,
     log: Logger,
-    episodes: { checkpoints: FailureEpisodes; logs: FailureEpisodes },
+    checkpoints: FailureEpisodes,
   ) {
     this.options = options;
-    this.checkpoints = episodes.checkpoints;
-    this.logEpisodes = episodes.logs;
-    this.logs = logs;
-    this.dlqLog = dlqLog;
+    this.checkpoints = checkpoints;
+    this.logEpisodes = logs.episodes;
+    this.logs = logs.shards;
+    this.dlqLog = logs.dlq;
+    this.local = local;
     this.pool = pool;
     this.store = store;
     this.env = env;
     this.meta = env.openDB({ name: 'coordinator', encoding: 'msgpack' });
     this.log = log;
-    this.shards = logs.map(() => ({
+    this.shards = logs.shards.map(() => ({
       inFlight: 0,
       pendingEvents: 0,
       durableNext: 0,
@@ -170,11 +192,11 @@ export class Coordinator {
   }
 
   /**
-   * Opens logs and shards, recovers every shard (publishing or discarding staged files), replays
-   * each log from its checkpoint, finishes interrupted gold merges and DLQ flushes, and starts the
-   * checkpoint timer. Ingest may start once this resolves.
+   * Opens shards (and, unless `given`, the local logs), recovers every shard (publishing or
+   * discarding staged files), replays each log from its checkpoint, finishes interrupted gold
+   * merges and DLQ flushes, and starts the checkpoint timer. Ingest may start once this resolves.
    */
-  static async start(options: EngineOptions, log: Logger): Promise<Coordinator> {
+  static async start(options: EngineOptions, log: Logger, given?: EngineLogs): Promise<Coordinator> {
     await mkdir(options.dataDir, { recursive: true });
     const prefix = `engine#${++instances}:`;
     const checkpoints = new FailureEpisodes({
@@ -189,38 +211,14 @@ export class Coordinator {
         if (stopped && target.startsWith('shard-')) engineMetrics.shardStopped.set({ shard: target.slice(6) }, 1);
       },
     });
-    const logEpisodes = new FailureEpisodes({
-      log,
-      what: 'log',
-      readinessPrefix: prefix,
-      baseMs: options.retryBaseMs,
-      maxMs: options.retryMaxMs,
-      onAttemptFailed: (target, code) => engineMetrics.logFailures.inc({ log: target, code }),
-      onStateChanged: (target, consecutive) => engineMetrics.logFailed.set({ log: target }, consecutive > 0 ? 1 : 0),
-    });
-    // The coordinator exists only after the logs; a reopened shard log reaches it through this.
+    // The coordinator exists only after the logs; a reopened local shard log reaches it through this.
     let coordinator: Coordinator | undefined;
-    const resilient = (dir: string, shard: number, target: string): Promise<ResilientLog> => {
-      const open = (): Promise<SegmentLog> => SegmentLog.open({ dir, shard, onFsync: observeFsync });
-      return open().then(
-        (first) =>
-          new ResilientLog(first, {
-            open,
-            dir,
-            target,
-            episodes: logEpisodes,
-            onReopen: () => engineMetrics.logReopens.inc({ log: target }),
-            onReopened: shard >= 0 ? (fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve() : undefined,
-          }),
-      );
-    };
-    const logs: ResilientLog[] = [];
-    for (let s = 0; s < options.shards; s++) logs.push(await resilient(join(options.dataDir, 'log', `shard-${s}`), s, `shard-${s}`));
-    const dlqLog = await resilient(join(options.dataDir, 'log', 'dlq'), -1, 'dlq');
+    const local = given === undefined ? await openLocalLogs(options, log, prefix, (shard, fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve()) : undefined;
+    const logs: EngineLogs = given ?? { shards: local!.logs, dlq: local!.dlqLog, episodes: local!.episodes };
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
     const env = openLmdb({ path: join(options.dataDir, 'coordinator.mdb'), compression: false });
     const pool = new ShardPool(options.workers);
-    const c = new Coordinator(options, logs, dlqLog, pool, store, env, log, { checkpoints, logs: logEpisodes });
+    const c = new Coordinator(options, logs, local, pool, store, env, log, checkpoints);
     coordinator = c;
     engineMetrics.ready.set(1);
     // Checkpoints run during replay too, so a long replay commits progressively.
@@ -290,6 +288,19 @@ export class Coordinator {
       st.queue.push({ offset, payload });
       st.queuedBytes += payload.byteLength;
     } else st.spilled = true;
+    this.pump(shard);
+  }
+
+  /**
+   * The engine process's counterpart of `submit`: ingest reports how far a shard's log is durable
+   * (`next`) and how many events that added; the pump reads the records from the log files.
+   */
+  durable(shard: number, next: number, rows: number): void {
+    if (this.fatal) return;
+    const st = this.shards[shard]!;
+    if (next > st.durableNext) st.durableNext = next;
+    st.pendingEvents += rows;
+    st.spilled = true;
     this.pump(shard);
   }
 
@@ -513,7 +524,7 @@ export class Coordinator {
       }
     }
     engineMetrics.checkpointFailing.set(this.checkpoints.failingCount());
-    engineMetrics.ready.set(this.checkpoints.size + this.logEpisodes.size === 0 ? 1 : 0);
+    engineMetrics.ready.set(this.checkpoints.size + (this.logEpisodes?.size ?? 0) === 0 ? 1 : 0);
     if (this.checkpoints.failingCount() === 0) this.lastCheckpointAt = Date.now();
     this.scheduleRetry();
     engineMetrics.checkpointSeconds.observe((performance.now() - started) / 1000);
@@ -777,7 +788,7 @@ export class Coordinator {
       await this.store.close();
       await this.env.close();
       this.checkpoints.clear();
-      this.logEpisodes.clear();
+      this.logEpisodes?.clear();
     }
     if (failure !== undefined) throw failure;
   }
@@ -795,7 +806,7 @@ export class Coordinator {
    */
   get failure(): Error | undefined {
     if (this.fatal) return this.fatal;
-    const conditions = [...this.checkpoints.describe(), ...this.logEpisodes.describe()];
+    const conditions = [...this.checkpoints.describe(), ...(this.logEpisodes?.describe() ?? [])];
     return conditions.length === 0 ? undefined : externalError('engine_not_ready', conditions.join('; '));
   }
 
@@ -804,9 +815,9 @@ export class Coordinator {
     return this.shards.flatMap((st, s) => (st.stopped ? [s] : []));
   }
 
-  /** Shards whose log is an implementation of the ShardLog contract (for ingest). */
+  /** The local shard logs (for ingest), when the coordinator opened them. */
   get shardLogs(): readonly ShardLog[] {
-    return this.logs;
+    return this.local?.logs ?? [];
   }
 }
 

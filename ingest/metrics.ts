@@ -3,7 +3,12 @@
  * serves — the engine registers its own metrics on the same registry. Every accepted, rejected,
  * rate-limited or refused event or request is counted here; nothing is dropped silently.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, register, type Metric } from 'prom-client';
+
+/** Event-loop delay of this thread (ingest's: the ack thread), sampled every 5 ms, reset at each scrape. */
+const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+loopDelay.enable();
 
 function once<T extends Metric>(name: string, make: () => T): T {
   return (register.getSingleMetric(name) as T | undefined) ?? make();
@@ -33,6 +38,25 @@ export const ingestMetrics = {
   /** Acknowledged events not yet processed downstream (deps.backlog), sampled per request. */
   queueDepth: once('sluice_engine_queue_depth_events', () => new Gauge({ name: 'sluice_engine_queue_depth_events', help: 'Events acknowledged but not yet processed by the shards.' })),
   logPendingBytes: once('sluice_log_pending_bytes', () => new Gauge({ name: 'sluice_log_pending_bytes', help: 'Largest amount of appended-but-unsynced bytes over the shard and DLQ logs.' })),
+  eventLoopDelay: once(
+    'sluice_ingest_event_loop_delay_seconds',
+    () =>
+      new Gauge({
+        name: 'sluice_ingest_event_loop_delay_seconds',
+        help: 'Event-loop delay of the ack thread since the last scrape (p50, p99, p99.9, max): how long a ready ack may wait for the thread.',
+        labelNames: ['quantile'],
+        collect() {
+          if (loopDelay.count === 0) return;
+          for (const [q, p] of [
+            ['0.5', 50],
+            ['0.99', 99],
+            ['0.999', 99.9],
+          ] as const) this.set({ quantile: q }, loopDelay.percentile(p) / 1e9);
+          this.set({ quantile: 'max' }, loopDelay.max / 1e9);
+          loopDelay.reset();
+        },
+      }),
+  ),
   inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };
 

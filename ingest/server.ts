@@ -47,6 +47,8 @@ export interface IngestDeps {
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
   ready?(): boolean;
+  /** The Prometheus text for GET /metrics, when not this process's registry alone (the engine runs in another process). */
+  metrics?(): Promise<string>;
 }
 
 export interface IngestServer {
@@ -422,7 +424,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.onAborted(() => {
       state.aborted = true;
     });
-    void register.metrics().then(
+    void (deps.metrics?.() ?? register.metrics()).then(
       (text) => {
         if (state.aborted) return;
         res.cork(() => {

@@ -113,8 +113,8 @@ describe('checkpoint failures', () => {
         p.ids.forEach((id) => acked.add(id));
       }
       // One checkpoint holds all 400 rows of the hour: the shard must split them.
-      await sluice.coordinator.drain();
-      await sluice.coordinator.checkpointNow();
+      await sluice.coordinator!.drain();
+      await sluice.coordinator!.checkpointNow();
       expect(await metric(sluice.url, 'sluice_engine_checkpoint_failures_total')).toBe(failuresBefore);
     } finally {
       await sluice.close();
@@ -145,22 +145,22 @@ describe('checkpoint failures', () => {
       const first = await postEvents(sluice.url, KEY, 'e0', 40, users.length);
       expect(first.status).toBe(200);
       first.ids.forEach((id) => acked.add(id));
-      await sluice.coordinator.drain();
+      await sluice.coordinator!.drain();
       // A broken invariant (a bug, not the data): shard 0 gets an offset far past its log end.
       const b = new IngestBatchBuilder(4);
       b.push({ event_id: 'gap', user_id: 'u', anonymous_id: null, event_type: 't', event_time: HOUR0, received_at: HOUR0, device_type: null, os: null, app_version: null, country: null, source: 's', properties: null, raw: null });
-      sluice.coordinator.submit(0, 1_000_000, b.toIPC(), 1);
+      sluice.coordinator!.submit(0, 1_000_000, b.toIPC(), 1);
       expect(await eventually(async () => (await metric(sluice.url, 'sluice_engine_shard_stopped', { shard: '0' })) === 1)).toBe(true);
       const r = await readyz(sluice.url);
       expect(r.status).toBe(503);
       expect(r.reasons.some((x) => /shard-0 stopped \(offset_gap\)/.test(x))).toBe(true);
-      expect(sluice.coordinator.stoppedShards).toEqual([0]);
+      expect(sluice.coordinator!.stoppedShards).toEqual([0]);
       // Shard 1's users keep committing; shard 0's events are acknowledged into its log for a restart.
       const p = await postEvents(sluice.url, KEY, 'e1', 40, users.length);
       expect(p.status).toBe(200);
       p.ids.forEach((id) => acked.add(id));
-      await sluice.coordinator.drain();
-      await sluice.coordinator.checkpointNow();
+      await sluice.coordinator!.drain();
+      await sluice.coordinator!.checkpointNow();
     } finally {
       await sluice.close();
     }

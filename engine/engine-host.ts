@@ -1,0 +1,129 @@
+/**
+ * The engine process: what `sluice serve` spawns (niced as a whole, V8's helper threads
+ * included) so that the engine's work never competes with the ack thread on equal terms. It runs
+ * the coordinator over the shard logs that ingest writes: it reads them from the files (below the
+ * durable marks ingest reports) and asks ingest to truncate them; everything else it needs is in
+ * the data directory and the lake. Messages: engine/host-protocol.ts.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { pino } from 'pino';
+import { register } from 'prom-client';
+import { readiness } from '../ingest/metrics.js';
+import { Coordinator } from './coordinator.js';
+import type { EngineHostInit, FromEngine, ToEngine } from './host-protocol.js';
+import { logDir } from './local-logs.js';
+import { RemoteLog } from './remote-log.js';
+import { engineMetrics } from './telemetry.js';
+
+const STATUS_EVERY_MS = 200;
+const TAKEOVER_WAIT_MS = 30_000;
+
+/**
+ * One engine per data directory: an earlier engine process (orphaned by a killed ingest, still
+ * exiting) must be gone before this one touches the shards' state. Waits for the process named in
+ * the pid file to exit (killing it after TAKEOVER_WAIT_MS), then writes this one's pid there.
+ */
+async function takeOver(pidFile: string): Promise<void> {
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let previous = NaN;
+  try {
+    previous = Number((await readFile(pidFile, 'utf8')).trim());
+  } catch {
+    // no earlier engine
+  }
+  if (Number.isInteger(previous) && previous > 0 && previous !== process.pid && alive(previous)) {
+    logger.warn({ pid: previous }, 'waiting for an earlier engine process on this data directory to exit');
+    const deadline = Date.now() + TAKEOVER_WAIT_MS;
+    while (alive(previous) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    if (alive(previous)) process.kill(previous, 'SIGKILL');
+  }
+  await mkdir(dirname(pidFile), { recursive: true });
+  await writeFile(pidFile, `${process.pid}\n`);
+}
+const METRICS_EVERY_MS = 1000;
+
+const init = JSON.parse(process.env.SLUICE_ENGINE_HOST ?? 'null') as EngineHostInit | null;
+if (init === null || typeof process.send !== 'function') {
+  process.stderr.write('engine-host: start me through `sluice serve` (needs SLUICE_ENGINE_HOST and an IPC channel)\n');
+  process.exit(2);
+}
+const send = (m: FromEngine): void => {
+  if (process.connected) process.send!(m);
+};
+const logger = pino({ level: init.logLevel, base: { proc: 'engine' } }, pino.destination(2));
+const { options } = init;
+const shards = init.marks.map((mark, s) => new RemoteLog(logDir(options.dataDir, s), mark, (before) => send({ kind: 'truncate', shard: s, before })));
+const dlq = new RemoteLog(logDir(options.dataDir, -1), init.dlqMark, (before) => send({ kind: 'truncate', shard: -1, before }));
+
+// Marks that arrive while the coordinator recovers are applied once it runs.
+let coordinator: Coordinator | undefined;
+const early: Array<[number, number, number]> = [];
+let closing: Promise<void> | undefined;
+
+const close = (): Promise<void> =>
+  (closing ??= (async () => {
+    let error: string | undefined;
+    try {
+      await coordinator?.close();
+    } catch (err) {
+      error = (err as Error)?.message ?? String(err);
+      logger.error({ err }, 'engine close failed; acknowledged events stay in the log for the next start');
+    }
+    send({ kind: 'closed', error });
+    process.exit(error === undefined ? 0 : 1);
+  })());
+
+const applyMarks = (marks: Array<[number, number, number]>): void => {
+  for (const [shard, next, rows] of marks) {
+    if (shard < 0) dlq.durableNextOffset = Math.max(dlq.durableNextOffset, next);
+    else {
+      shards[shard]!.durableNextOffset = Math.max(shards[shard]!.durableNextOffset, next);
+      coordinator?.durable(shard, next, rows);
+    }
+  }
+};
+
+process.on('message', (m: ToEngine) => {
+  switch (m.kind) {
+    case 'durable':
+      if (coordinator === undefined) early.push(...m.marks);
+      applyMarks(m.marks);
+      break;
+    case 'close':
+      void close();
+      break;
+  }
+});
+// Ingest is gone (killed): stop at once, as in a crash — the next `serve` starts a new engine that
+// recovers from the last checkpoint, and must not find this one still writing the same state.
+process.on('disconnect', () => {
+  if (closing !== undefined) return;
+  logger.warn('ingest went away: exiting; the next start recovers from the last checkpoint');
+  process.exit(1);
+});
+
+const engineMetricNames = Object.values(engineMetrics).map((m) => (m as unknown as { name: string }).name);
+
+await takeOver(join(options.dataDir, 'engine.pid'));
+coordinator = await Coordinator.start(options, logger, { shards, dlq });
+for (const [shard, next, rows] of early.splice(0)) coordinator.durable(shard, next, rows);
+send({ kind: 'started' });
+const c = coordinator;
+setInterval(() => {
+  const failure = c.failure;
+  const reasons = failure === undefined ? [] : readiness.reasons().length > 0 ? readiness.reasons() : [failure.message];
+  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live() });
+}, STATUS_EVERY_MS).unref();
+setInterval(() => {
+  void Promise.all(engineMetricNames.map((n) => register.getSingleMetricAsString(n).catch(() => ''))).then((parts) =>
+    send({ kind: 'metrics', text: parts.filter((p) => p !== '').join('\n') }),
+  );
+}, METRICS_EVERY_MS).unref();

@@ -1,0 +1,206 @@
+/**
+ * Ingest's side of the engine process (engine/engine-host.ts): spawns it niced as a whole (so the
+ * engine's threads, V8's helpers included, yield the CPU to the ack thread), reports the logs'
+ * durable marks to it, truncates the logs when it asks, and answers backlog, readiness, the live
+ * view and the engine's metrics from what it last reported. If the engine process dies, it is
+ * started again (it recovers from its last checkpoint and replays the logs); meanwhile acks go
+ * on into the logs, and the backlog grows until ingest refuses with 503.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { pathToFileURL, fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { register } from 'prom-client';
+import { externalError } from '../common/errors.js';
+import { readiness } from '../ingest/metrics.js';
+import type { LiveSnapshot } from './coordinator.js';
+import type { EngineHostInit, FromEngine, ToEngine } from './host-protocol.js';
+import type { LocalLogs } from './local-logs.js';
+import type { EngineOptions } from './options.js';
+
+const READINESS_KEY = 'engine-process:';
+const RESTART_BASE_MS = 500;
+const RESTART_MAX_MS = 30_000;
+const CLOSE_TIMEOUT_MS = 120_000;
+
+/** How to start the engine process: the compiled host when running compiled, the source with tsx's loader otherwise. */
+function hostCommand(nice: number): { command: string; args: string[] } {
+  const here = import.meta.url;
+  const ts = here.endsWith('.ts');
+  const host = fileURLToPath(new URL(ts ? './engine-host.ts' : './engine-host.js', here));
+  const loader = ts && !process.execArgv.some((a) => a.includes('tsx')) ? ['--import', pathToFileURL(createRequire(here).resolve('tsx')).href] : [];
+  const node = [...process.execArgv, ...loader, host];
+  // `nice` (coreutils) lowers the whole process, every thread it will ever start.
+  return nice > 0 ? { command: 'nice', args: ['-n', String(nice), process.execPath, ...node] } : { command: process.execPath, args: node };
+}
+
+export interface EngineProcessOptions {
+  /** Niceness of the whole engine process (0–19). */
+  nice: number;
+  logLevel: string;
+}
+
+export class EngineProcess {
+  private child: ChildProcess | undefined;
+  private closing = false;
+  private restarts = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** Marks not sent yet (coalesced per tick), and events reported since the engine's last status. */
+  private marks = new Map<number, [number, number]>();
+  private flushScheduled = false;
+  private sinceStatus = 0;
+  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined } = { backlog: 0, reasons: [], live: undefined };
+  private metrics = '';
+  private metricNames = new Set<string>();
+  private closed: ((error: string | undefined) => void) | undefined;
+
+  private constructor(
+    private readonly options: EngineOptions,
+    private readonly logs: LocalLogs,
+    private readonly log: Logger,
+    private readonly host: EngineProcessOptions,
+  ) {}
+
+  /** Starts the engine process and waits until it has recovered (replayed the logs). */
+  static async start(options: EngineOptions, logs: LocalLogs, log: Logger, host: EngineProcessOptions): Promise<EngineProcess> {
+    const p = new EngineProcess(options, logs, log, host);
+    await p.spawn();
+    return p;
+  }
+
+  /** After a shard record is durable (ingest's onDurable); `shard` −1: the DLQ log. */
+  durable(shard: number, offset: number, rows: number): void {
+    const m = this.marks.get(shard);
+    this.marks.set(shard, [Math.max(m?.[0] ?? 0, offset + 1), (m?.[1] ?? 0) + rows]);
+    this.sinceStatus += rows;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushMarks());
+    }
+  }
+
+  /** Events acknowledged and not yet processed by the engine. */
+  backlog(): number {
+    return this.status.backlog + this.sinceStatus;
+  }
+
+  live(): LiveSnapshot | undefined {
+    return this.status.live;
+  }
+
+  ready(): boolean {
+    return this.child !== undefined && this.status.reasons.length === 0;
+  }
+
+  /** The engine's Prometheus metrics with this process's own, one family each. */
+  async metricsText(): Promise<string> {
+    const own = await Promise.all(
+      register
+        .getMetricsAsArray()
+        .map((m) => (m as unknown as { name: string }).name)
+        .filter((n) => !this.metricNames.has(n))
+        .map((n) => register.getSingleMetricAsString(n)),
+    );
+    return `${[...own, this.metrics].filter((t) => t !== '').join('\n')}\n`;
+  }
+
+  /** Asks the engine to drain and commit everything, waits for it to exit. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.flushMarks();
+    const child = this.child;
+    if (child === undefined || child.exitCode !== null) return;
+    const result = new Promise<string | undefined>((resolve) => {
+      this.closed = resolve;
+      child.once('exit', (code) => resolve(code === 0 ? undefined : `engine process exited with ${code}`));
+    });
+    this.send({ kind: 'close' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), CLOSE_TIMEOUT_MS);
+    const error = await result;
+    clearTimeout(timer);
+    readiness.clearPrefix(READINESS_KEY);
+    if (error !== undefined) throw externalError('engine_close_failed', `${error}; acknowledged events stay in the log and are committed at the next start`);
+  }
+
+  private scheduleRestart(why: string): void {
+    const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** this.restarts++);
+    readiness.set(`${READINESS_KEY}down`, `${why}; restarting in ${delay} ms`);
+    this.log.error({ why, delayMs: delay }, 'the engine process exited; restarting it (it recovers from its last checkpoint)');
+    this.restartTimer = setTimeout(() => {
+      this.spawn().catch((err: unknown) => this.log.error({ err }, 'restarting the engine process failed'));
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  private flushMarks(): void {
+    this.flushScheduled = false;
+    if (this.marks.size === 0 || this.child === undefined) return;
+    const marks: Array<[number, number, number]> = [...this.marks].map(([shard, [next, rows]]) => [shard, next, rows]);
+    this.marks.clear();
+    this.send({ kind: 'durable', marks });
+  }
+
+  private send(m: ToEngine): void {
+    if (this.child?.connected) this.child.send(m);
+  }
+
+  private spawn(): Promise<void> {
+    const init: EngineHostInit = {
+      options: this.options,
+      marks: this.logs.logs.map((l) => l.durableNextOffset),
+      dlqMark: this.logs.dlqLog.durableNextOffset,
+      logLevel: this.host.logLevel,
+    };
+    const { command, args } = hostCommand(this.host.nice);
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, SLUICE_ENGINE_HOST: JSON.stringify(init), UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '32' },
+    });
+    this.child = child;
+    // Marks reported before the spawn are in `init`; later ones queue until it is up.
+    this.marks.clear();
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      child.on('message', (m: FromEngine) => {
+        switch (m.kind) {
+          case 'started':
+            started = true;
+            this.restarts = 0;
+            readiness.clear(`${READINESS_KEY}down`);
+            this.flushMarks();
+            resolve();
+            break;
+          case 'status':
+            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live };
+            this.sinceStatus = 0;
+            readiness.clearPrefix(`${READINESS_KEY}engine`);
+            m.reasons.forEach((r, i) => readiness.set(`${READINESS_KEY}engine-${i}`, r));
+            break;
+          case 'metrics':
+            this.metrics = m.text;
+            this.metricNames = new Set([...m.text.matchAll(/^# HELP (\S+)/gm)].map((x) => x[1]!));
+            break;
+          case 'truncate': {
+            const log = m.shard < 0 ? this.logs.dlqLog : this.logs.logs[m.shard];
+            void log?.truncateBefore(m.before).catch((err: unknown) => this.log.warn({ err, shard: m.shard }, 'log truncation failed; retried at the next checkpoint'));
+            break;
+          }
+          case 'closed':
+            this.closed?.(m.error);
+            break;
+        }
+      });
+      child.once('error', (err) => {
+        if (!started) reject(err);
+      });
+      child.once('exit', (code, signal) => {
+        if (this.child === child) this.child = undefined;
+        if (!started) reject(externalError('engine_start_failed', `the engine process exited during recovery (code ${code}, signal ${signal}); see its log above`));
+        // The first start's failure is the caller's; a restart that fails is retried.
+        if (this.closing || (!started && this.restarts === 0)) return;
+        this.scheduleRestart(`engine process exited (code ${code}, signal ${signal})`);
+      });
+    });
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The process layout of `sluice serve`: ingest (the ack thread) in the serve process, the engine
+ * in a child process of its own, niced as a whole. Under Segment traffic from concurrent clients
+ * that remember every acknowledged id: kill -9 the engine process alone (acks go on, it is
+ * restarted and recovers), the ingest process alone (the orphaned engine exits by itself), and
+ * both; restart; SIGTERM. Silver holds every acknowledged event exactly once.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLakeReader } from '../helpers/lake.js';
+import { expectExactlyOnce, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+
+const REPO = join(import.meta.dirname, '..', '..');
+const dirs: string[] = [];
+
+beforeAll(() => {
+  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
+  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
+}, 240_000);
+
+afterAll(() => {
+  if (!process.env.KEEP_LAKE) for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** /proc/<pid>/stat: [ppid, niceness]. */
+function statOf(pid: number): { ppid: number; nice: number } | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return { ppid: Number(fields[1]), nice: Number(fields[16]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The engine process: the serve process's child (waits for it, bounded). */
+async function engineOf(server: Served, not?: number): Promise<number> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const child = readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number)
+      .find((p) => p !== not && statOf(p)?.ppid === server.pid);
+    if (child !== undefined) return child;
+    await delay(50);
+  }
+  throw new Error(`no engine process under ${server.pid}:\n${server.stderr()}`);
+}
+
+async function gone(pid: number, withinMs: number): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  while (Date.now() < deadline) {
+    if (statOf(pid) === undefined) return true;
+    await delay(50);
+  }
+  return false;
+}
+
+const ARGS = ['--data', 'data', '--lake', 'lake', '--shards', '3', '--workers', '2', '--flush-interval', '300ms', '--allowed-lateness', '10m', '--session-gap', '5m'];
+
+describe('sluice serve: ingest and engine in separate processes', () => {
+  it('kill -9 the engine alone, the ingest alone, both: acks go on, nothing acknowledged is lost or doubled', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'sluice-layout-'));
+    dirs.push(cwd);
+    const env = userEnv({});
+    const entry = join(REPO, 'bin', 'sluice.js');
+    const t = new Traffic();
+
+    // Life 1: the engine process dies under load; ingest keeps acknowledging into the log.
+    let server = await serve(entry, cwd, ARGS, env);
+    const engine = await engineOf(server);
+    expect(statOf(engine)!.nice).toBe(10); // niced as a whole (--worker-nice default)
+    let traffic = t.run(server.url, 'a', delay(2500));
+    await delay(600);
+    process.kill(engine, 'SIGKILL');
+    const ackedAtKill = t.acked.size;
+    const restarted = await engineOf(server, engine);
+    await traffic;
+    expect(t.acked.size, 'acks went on while the engine was down').toBeGreaterThan(ackedAtKill);
+    expect(restarted).not.toBe(engine);
+
+    // The ingest process dies: its orphaned engine exits by itself.
+    const orphan = await engineOf(server);
+    traffic = t.run(server.url, 'b', delay(800));
+    await delay(400);
+    process.kill(server.pid, 'SIGKILL');
+    await traffic;
+    expect(await gone(orphan, 15_000), 'the orphaned engine process exits').toBe(true);
+
+    // Life 2: both die at once.
+    server = await serve(entry, cwd, ARGS, env);
+    const second = await engineOf(server);
+    traffic = t.run(server.url, 'c', delay(1000));
+    await delay(500);
+    process.kill(second, 'SIGKILL');
+    process.kill(server.pid, 'SIGKILL');
+    await traffic;
+    await server.exited;
+
+    // Life 3: recovers everything, a little more traffic, SIGTERM drains and commits.
+    server = await serve(entry, cwd, ARGS, env);
+    await t.run(server.url, 'd', delay(500));
+    expect(await stop(server, 'SIGTERM')).toBe(0);
+    expect(t.acked.size).toBeGreaterThan(1000);
+
+    const reader = await openLakeReader(join(cwd, 'lake'));
+    try {
+      const counts = new Map<string, number>();
+      for (const row of await reader.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${reader.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
+      expectExactlyOnce(counts, t);
+    } finally {
+      reader.close();
+    }
+  }, 180_000);
+});

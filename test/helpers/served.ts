@@ -1,0 +1,122 @@
+/**
+ * Test helpers for `sluice serve` run as users run it: the compiled CLI as a child process,
+ * Segment traffic from concurrent clients that remember every acknowledged id, and the
+ * exactly-once check of silver against them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { expect } from 'vitest';
+
+export const KEY = 'wk_serve_s3';
+const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
+const CLIENTS = 4;
+const BATCH = 50;
+/** Per life and client: bounds every traffic loop even if the server never dies. */
+const MAX_REQUESTS = 400;
+/** Bounds the event-time counter (1 s per event from a day ago): never in the future. */
+const MAX_EVENTS = 80_000;
+
+export interface Served {
+  readonly url: string;
+  readonly pid: number;
+  /** Resolves with the exit code, or the signal's name. */
+  readonly exited: Promise<number | string>;
+  readonly stderr: () => string;
+}
+
+/** Environment of a user who set only AWS credentials (plus `extra`): nothing of this process's SLUICE_* leaks in. */
+export function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && !k.startsWith('AWS_') && k !== 'UV_THREADPOOL_SIZE'));
+  return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: 'warn', ...extra };
+}
+
+/** Starts `node <entry> serve …` in `cwd` and resolves once it prints its URL. */
+export async function serve(entry: string, cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  const child: ChildProcess = spawn(process.execPath, [entry, 'serve', '--port', '0', '--write-key', KEY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start within 30 s:\n${err}`)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`serve exited at start with ${code}:\n${err}`));
+    });
+  });
+  return { url, pid: child.pid!, exited, stderr: () => err };
+}
+
+/** Sends a signal and waits (bounded) for the exit. */
+export async function stop(s: Served, signal: NodeJS.Signals): Promise<number | string> {
+  process.kill(s.pid, signal);
+  const bound = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000).unref());
+  const r = await Promise.race([s.exited, bound]);
+  if (r === 'timeout') {
+    process.kill(s.pid, 'SIGKILL');
+    throw new Error(`serve did not exit within 60 s of ${signal}:\n${s.stderr()}`);
+  }
+  return r;
+}
+
+/** Segment traffic from CLIENTS concurrent clients until `until` resolves (or the server dies); adds acknowledged message ids to `acked`. */
+export class Traffic {
+  private seq = 0;
+  readonly acked = new Set<string>();
+  readonly sent = new Set<string>();
+  private readonly base = Math.floor((Date.now() - 86_400_000) / 3_600_000) * 3_600_000;
+
+  async run(url: string, tag: string, until: Promise<unknown>): Promise<void> {
+    let stopped = false;
+    void until.then(() => (stopped = true));
+    const client = async (c: number): Promise<void> => {
+      for (let n = 0; !stopped && n < MAX_REQUESTS && this.seq + BATCH <= MAX_EVENTS; n++) {
+        const batch = Array.from({ length: BATCH }, (_, i) => {
+          const seq = this.seq++;
+          const messageId = `${tag}-c${c}-r${n}-e${i}`;
+          return {
+            type: 'track',
+            event: i % 5 === 0 ? 'Screen Viewed' : 'Button Clicked',
+            userId: `u${seq % 300}`,
+            messageId,
+            timestamp: new Date(this.base + seq * 1000).toISOString(),
+            context: { device: { type: seq % 2 === 0 ? 'ios' : 'android' }, app: { version: '1.2.0' } },
+          };
+        });
+        for (const e of batch) this.sent.add(e.messageId);
+        let status: number;
+        let body: { ok?: boolean; rejected?: unknown[] };
+        try {
+          const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+          status = res.status;
+          body = (await res.json()) as typeof body;
+        } catch {
+          return; // the server died (kill -9)
+        }
+        if (status === 200 && body.ok === true) {
+          expect(body.rejected).toEqual([]);
+          for (const e of batch) this.acked.add(e.messageId);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+  }
+}
+
+/** Every acknowledged id exactly once; nothing twice, nothing that was never sent. */
+export function expectExactlyOnce(counts: Map<string, number>, t: Traffic): void {
+  const missing = [...t.acked].filter((id) => counts.get(id) !== 1);
+  expect(missing.slice(0, 10), `${missing.length} acknowledged ids not exactly once in silver`).toEqual([]);
+  const twice = [...counts].filter(([, n]) => n !== 1);
+  expect(twice.slice(0, 10), 'ids more than once in silver').toEqual([]);
+  const unknown = [...counts.keys()].filter((id) => !t.sent.has(id));
+  expect(unknown.slice(0, 10), 'ids in silver that were never sent').toEqual([]);
+}
+
