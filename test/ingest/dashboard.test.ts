@@ -15,7 +15,7 @@ import type { IngestRow } from '../../ingest/batch-builder.js';
 import { AlertBoard, evaluateAlerts, robustDeviations, type AlertInputs } from '../../ingest/dashboard/alerts.js';
 import { HyperLogLog, hashString } from '../../ingest/dashboard/hll.js';
 import { HourlyHistory } from '../../ingest/dashboard/history.js';
-import type { InitFrame, TickFrame } from '../../ingest/dashboard/hub.js';
+import { DashboardHub, type InitFrame, type TickFrame } from '../../ingest/dashboard/hub.js';
 import { defaultDashboardOptions, validateDashboardOptions } from '../../ingest/dashboard/options.js';
 import { IngestTap, OTHER } from '../../ingest/dashboard/tap.js';
 import { validateIngestOptions } from '../../ingest/options.js';
@@ -144,6 +144,38 @@ describe('dashboard rules and counters', () => {
     expect(() => validateDashboardOptions({ readKeys: ['short'] })).toThrow(/at least 8 characters/);
     expect(() => validateDashboardOptions({ bogus: 1 } as never)).toThrow(/unknown dashboard option "bogus"/);
     expect(() => validateIngestOptions({ writeKeys: [{ key: 'same-key-123' }], dashboard: { readKeys: ['same-key-123'] } })).toThrow(/read key must differ from every write key/);
+  });
+});
+
+describe('dashboard hub (injected clock, stub clients)', () => {
+  it('fires the anomaly alert when traffic stops at an hour that usually has 50 events/s, and cuts a client past the backpressure limit', async () => {
+    let now = T;
+    const published: string[] = [];
+    const lines: string[] = [];
+    const tap = new IngestTap({ lateAfterMs: 60_000, maxDimensionValues: 10, tailSize: 10, tailPerSecond: 10, metricTypes: { installs: [], screen_views: [], notification_views: [], notification_opens: [] } });
+    const options = validateDashboardOptions({ readKeys: ['rk_unit_test'], maxBackpressureBytes: 2048 });
+    const hub = new DashboardHub(options, { tap, publish: (f) => void published.push(f), log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }), now: () => now });
+    for (let d = 1; d <= 3; d++) hub.recordHistory(T - d * 86_400_000 - 30 * 60_000, 50);
+    await hub.start();
+    hub.stop(); // ticks are driven by the test
+    let buffered = 0;
+    let closed = 0;
+    const slow = { getBufferedAmount: () => buffered, close: () => void closed++ };
+    const fine = { getBufferedAmount: () => 0, close: () => void closed++ };
+    hub.addClient(slow);
+    hub.addClient(fine);
+    now += 1000;
+    await hub.tick();
+    const frame = JSON.parse(published.at(-1)!) as TickFrame;
+    expect(frame.alerts.map((a) => a.name)).toEqual(['anomaly']);
+    expect(frame.alerts[0]!.message).toMatch(/event rate 0.0\/s vs 50.0\/s usual at this hour/);
+    expect(lines.some((l) => l.includes('"alert":"anomaly"'))).toBe(true);
+    buffered = 5000;
+    now += 1000;
+    await hub.tick();
+    expect(closed).toBe(1);
+    expect(hub.clientCount).toBe(1);
+    expect(published).toHaveLength(2);
   });
 });
 
