@@ -42,23 +42,28 @@ export const NONE = '(none)';
 
 /** Event counts by value of one dimension, at most `cap` values (then "(other)"). */
 class CappedCounts {
-  readonly counts = new Map<string, number>();
+  /** value → a mutable count (one Map lookup per row, no set). */
+  readonly counts = new Map<string, { n: number }>();
   constructor(private readonly cap: number) {}
 
   add(value: string | null, n = 1): void {
     const k = value ?? NONE;
     const c = this.counts.get(k);
-    if (c !== undefined) this.counts.set(k, c + n);
-    else if (this.counts.size < this.cap) this.counts.set(k, n);
-    else this.counts.set(OTHER, (this.counts.get(OTHER) ?? 0) + n);
+    if (c !== undefined) c.n += n;
+    else if (this.counts.size < this.cap) this.counts.set(k, { n });
+    else {
+      const other = this.counts.get(OTHER);
+      if (other !== undefined) other.n += n;
+      else this.counts.set(OTHER, { n });
+    }
   }
 
   mergeInto(target: CappedCounts): void {
-    for (const [k, v] of this.counts) target.add(k === NONE ? null : k, v);
+    for (const [k, v] of this.counts) target.add(k === NONE ? null : k, v.n);
   }
 
   top(n: number): Array<[string, number]> {
-    return [...this.counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, n);
+    return [...this.counts].map(([k, v]): [string, number] => [k, v.n]).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, n);
   }
 }
 
