@@ -4,6 +4,7 @@
  * bench/engine-kernels.bench.ts and the CI perf-regression check.
  */
 import type { Data, DataType, Dictionary, RecordBatch, Timestamp, Utf8 } from 'apache-arrow';
+import type { Database } from 'lmdb';
 import { DedupTable } from '../engine/kernels/dedup-table.js';
 import { epochMillis } from '../engine/kernels/epoch-millis.js';
 import { fingerprintKey, fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
@@ -11,7 +12,7 @@ import { SessionTable, type DimValues } from '../engine/kernels/session-table.js
 import { AggregateOperator } from '../engine/operators/aggregate-operator.js';
 
 export interface KernelCase {
-  name: 'dedup' | 'sessionize' | 'aggregate';
+  name: 'dedup' | 'sessionize' | 'aggregate' | 'checkpoint';
   /** Processes every batch once. */
   run(): void;
   /** Fresh state before each timed run. */
@@ -83,5 +84,44 @@ export function kernelCases(batches: RecordBatch[]): KernelCase[] {
       agg.emit(Infinity);
     },
   };
-  return [dedup, sessionize, aggregate];
+  // The state a checkpoint writes after these events (every user and window touched): each changed
+  // user's open sessions as snapshots, each dirty accumulator's counters and new users, into a
+  // store that only keeps the values (what LMDB would be handed; its encoding and I/O are not timed).
+  const sink = { putSync: (_k: unknown, v: unknown) => void (kept = v), removeSync: () => undefined } as unknown as Database;
+  let kept: unknown;
+  const stateDbs = { accs: sink, users: sink };
+  const changedState = (): { table: SessionTable; agg: AggregateOperator } => {
+    const table = new SessionTable(1_800_000);
+    const agg = new AggregateOperator(1_800_000);
+    for (const b of batches) {
+      const users = col<Utf8>(b, 'user_id');
+      const ids = col<Utf8>(b, 'event_id');
+      fingerprintUtf8(users, hi, lo);
+      const times = epochMillis(col<Timestamp>(b, 'event_time'));
+      const rows = Int32Array.from({ length: b.numRows }, (_, i) => i);
+      const combos = agg.combosOf(col<Dictionary<Utf8>>(b, 'device_type'), col<Dictionary<Utf8>>(b, 'app_version'), col<Dictionary<Utf8>>(b, 'country'), rows);
+      for (let i = 0; i < b.numRows; i++) {
+        const t = times[i]!;
+        const key = fingerprintKey(hi[i]!, lo[i]!);
+        table.assign(key, users, ids, i, t, null, agg.combos[combos[i]!]!);
+        agg.addEvent(agg.acc('hourly', t - (t % HOUR), combos[i]!), agg.acc('daily', t - (t % DAY), combos[i]!), key, 0);
+      }
+      agg.addSessionStarts(table.takeStartChanges());
+    }
+    return { table, agg };
+  };
+  let state = changedState();
+  const checkpoint: KernelCase = {
+    name: 'checkpoint',
+    reset: () => {
+      state = changedState();
+    },
+    run: () => {
+      let n = 0;
+      for (const key of state.table.changedUsers()) n += state.table.userSessions(key).length;
+      state.agg.checkpoint(stateDbs);
+      kept = n;
+    },
+  };
+  return [dedup, sessionize, aggregate, checkpoint];
 }
