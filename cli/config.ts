@@ -63,7 +63,8 @@ type SettingName =
   | 'targetFileSize'
   | 'compression'
   | 'workerNice'
-  | 'engineMode';
+  | 'engineMode'
+  | 'maxMemory';
 
 const ENV: Record<SettingName, string[]> = {
   port: ['SLUICE_PORT'],
@@ -83,6 +84,7 @@ const ENV: Record<SettingName, string[]> = {
   compression: ['SLUICE_COMPRESSION'],
   workerNice: ['SLUICE_WORKER_NICE'],
   engineMode: ['SLUICE_ENGINE_MODE'],
+  maxMemory: ['SLUICE_MAX_MEMORY'],
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
@@ -152,6 +154,6 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     writeKeys: Array.isArray(keys) ? keys : keys === undefined ? [] : [String(keys)],
     readKeys: Array.isArray(readKeys) ? readKeys : readKeys === undefined ? [] : [String(readKeys)],
     engine,
-    ingest: file.ingest,
+    ingest: has('maxMemory') ? { ...file.ingest, maxMemoryBytes: parseBytes(String(pick('maxMemory')), '--max-memory') } : file.ingest,
   };
 }

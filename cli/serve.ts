@@ -108,6 +108,7 @@ async function startEngine(
       live: () => e.live() ?? {},
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
+      memoryBytes: () => process.memoryUsage.rss() + e.rssBytes(),
     },
     close: async () => {
       try {
@@ -145,6 +146,7 @@ export function register(program: Command): void {
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
+    .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
     .option('--config <file>', 'JSON config file')
     .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; config?: string }) => {

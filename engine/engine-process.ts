@@ -49,7 +49,7 @@ export class EngineProcess {
   private marks = new Map<number, [number, number]>();
   private flushScheduled = false;
   private sinceStatus = 0;
-  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined } = { backlog: 0, reasons: [], live: undefined };
+  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined; rssBytes: number } = { backlog: 0, reasons: [], live: undefined, rssBytes: 0 };
   private metrics = '';
   private metricNames = new Set<string>();
   private closed: ((error: string | undefined) => void) | undefined;
@@ -82,6 +82,11 @@ export class EngineProcess {
   /** Events acknowledged and not yet processed by the engine. */
   backlog(): number {
     return this.status.backlog + this.sinceStatus;
+  }
+
+  /** Resident memory of the engine process as it last reported (0 while it is down). */
+  rssBytes(): number {
+    return this.child === undefined ? 0 : this.status.rssBytes;
   }
 
   live(): LiveSnapshot | undefined {
@@ -172,7 +177,7 @@ export class EngineProcess {
             resolve();
             break;
           case 'status':
-            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live };
+            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live, rssBytes: m.rssBytes };
             this.sinceStatus = 0;
             readiness.clearPrefix(`${READINESS_KEY}engine`);
             m.reasons.forEach((r, i) => readiness.set(`${READINESS_KEY}engine-${i}`, r));

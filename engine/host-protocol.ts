@@ -44,6 +44,8 @@ export type FromEngine =
       /** Why the engine is not ready (empty when it is). */
       reasons: string[];
       live: LiveSnapshot;
+      /** Resident memory of the engine process. */
+      rssBytes: number;
     }
   | { kind: 'metrics'; text: string }
   | { kind: 'truncate'; shard: number; before: number }

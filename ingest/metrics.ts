@@ -57,6 +57,7 @@ export const ingestMetrics = {
         },
       }),
   ),
+  memoryBytes: once('sluice_memory_resident_bytes', () => new Gauge({ name: 'sluice_memory_resident_bytes', help: 'Resident memory of the server (ingest and engine processes), against ingest.maxMemoryBytes.' })),
   inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };
 

@@ -1,6 +1,7 @@
 /**
  * Ingest server options, defaults and validator (exact messages, pinned by tests).
  */
+import { totalmem } from 'node:os';
 import type { Logger } from 'pino';
 import { userError } from '../common/errors.js';
 import { defaultDashboardOptions, validateDashboardOptions, type DashboardOptions, type DashboardOptionsInput } from './dashboard/options.js';
@@ -65,6 +66,12 @@ export interface IngestOptions {
   maxBacklogEvents: number;
   /** 503 while any log has more unsynced bytes than this. Default 256 MiB. */
   maxLogPendingBytes: number;
+  /**
+   * Memory budget of the server: 503 + Retry-After while the resident memory of its processes
+   * (ingest and the engine process, deps.memoryBytes) is above it, so it refuses before it swells.
+   * Default 75 % of the machine's memory; 0 = no budget.
+   */
+  maxMemoryBytes: number;
   pii: PiiOptions;
   groupCommit: GroupCommitOptions;
   /** WebSocket maximum message size in bytes (set explicitly: uWS closes sockets that exceed it). Default 16 MiB. */
@@ -90,6 +97,7 @@ export function defaultIngestOptions(): IngestOptions {
     rateLimit: { eventsPerSecond: 1_000_000, burst: 2_000_000 },
     maxBacklogEvents: 2_000_000,
     maxLogPendingBytes: 256 * 1024 * 1024,
+    maxMemoryBytes: Math.floor(totalmem() * 0.75),
     pii: { hash: [], drop: [], salt: '' },
     groupCommit: { maxRows: 8192, maxDelayMs: 2 },
     wsMaxPayloadBytes: 16 * 1024 * 1024,
@@ -140,6 +148,7 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
   posInt('maxBatchEvents', o.maxBatchEvents);
   posInt('maxBacklogEvents', o.maxBacklogEvents);
   posInt('maxLogPendingBytes', o.maxLogPendingBytes);
+  if (!Number.isSafeInteger(o.maxMemoryBytes) || o.maxMemoryBytes < 0) throw userError('invalid_option', `maxMemoryBytes must be a whole number of bytes ≥ 0 (0 = no budget), got ${JSON.stringify(o.maxMemoryBytes)}`);
   posInt('wsMaxPayloadBytes', o.wsMaxPayloadBytes);
   posInt('groupCommit.maxRows', o.groupCommit.maxRows);
   if (typeof o.groupCommit.maxDelayMs !== 'number' || !(o.groupCommit.maxDelayMs >= 0) || o.groupCommit.maxDelayMs > 10_000) {

@@ -47,6 +47,8 @@ export interface IngestDeps {
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
   ready?(): boolean;
+  /** Resident memory (bytes) of the server's processes (ingest and the engine); default this process's RSS. */
+  memoryBytes?(): number;
   /** The Prometheus text for GET /metrics, when not this process's registry alone (the engine runs in another process). */
   metrics?(): Promise<string>;
 }
@@ -138,8 +140,18 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   };
 
 
-  /** Why the server should refuse new work right now (backlog or log past its mark), or undefined. */
-  const pressure = (): { reason: 'backlog' | 'log'; reply: Reply } | undefined => {
+  // Resident memory, sampled (a syscall per request would cost the ack thread).
+  let memory = 0;
+  const sampleMemory = (): void => {
+    memory = deps.memoryBytes?.() ?? process.memoryUsage.rss();
+    ingestMetrics.memoryBytes.set(memory);
+  };
+  sampleMemory();
+  const memoryTimer = setInterval(sampleMemory, 100);
+  memoryTimer.unref();
+
+  /** Why the server should refuse new work right now (backlog, log or memory past its mark), or undefined. */
+  const pressure = (): { reason: 'backlog' | 'log' | 'memory'; reply: Reply } | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
     let pending = deps.dlqLog.pendingBytes;
@@ -150,6 +162,9 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     }
     if (pending > options.maxLogPendingBytes) {
       return { reason: 'log', reply: failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' }) };
+    }
+    if (options.maxMemoryBytes > 0 && memory > options.maxMemoryBytes) {
+      return { reason: 'memory', reply: failure(503, 'overloaded', `Sluice is at its memory budget (${Math.round(memory / 2 ** 20)} of ${Math.round(options.maxMemoryBytes / 2 ** 20)} MiB); retry later`, { 'Retry-After': '1' }) };
     }
     return undefined;
   };
@@ -542,6 +557,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     close: () =>
       (closed ??= (async () => {
         closing = true;
+        clearInterval(memoryTimer);
         uws.us_listen_socket_close(token);
         if (inFlight > 0) {
           // A client stalled mid-body must not hold shutdown forever: what was acknowledged is

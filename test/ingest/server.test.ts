@@ -257,6 +257,27 @@ describe('ingest limits and durability', () => {
     }
   });
 
+  it('answers 503 with Retry-After while the server is above its memory budget, and accepts again below it', async () => {
+    let rss = 100 * 2 ** 20;
+    const s = await startTestIngest({ maxMemoryBytes: 200 * 2 ** 20 }, { memoryBytes: () => rss });
+    try {
+      expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(1)] }), { authorization: basic() })).status).toBe(200);
+      rss = 300 * 2 ** 20;
+      await new Promise((r) => setTimeout(r, 250)); // memory is sampled every 100 ms
+      const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(2)] }), { authorization: basic() });
+      expect(r.status).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(String(r.json.message)).toMatch(/memory budget \(300 of 200 MiB\)/);
+      expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/sluice_ingest_backpressure_total\{reason="memory"\} 1/);
+      rss = 150 * 2 ** 20;
+      await new Promise((r) => setTimeout(r, 250));
+      expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(3)] }), { authorization: basic() })).status).toBe(200);
+      expect((await s.loggedEvents()).map((x) => x.event_id)).not.toContain('msg-2');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('never answers 200 when the fsync fails, and the log refuses further appends', async () => {
     let failing = false;
     const s = await startTestIngest({}, {}, {
