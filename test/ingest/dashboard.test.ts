@@ -305,8 +305,11 @@ describe('dashboard on the real server', () => {
     const tick = await until(() => frames.find((f) => f.kind === 'tick' && f.totals.processed === live.processedTotal && f.tail.length === 0 && f.totals.acked >= 40));
     expect(tick.totals.accepted).toBe(live.acceptedTotal);
     expect(tick.engine!.processedTotal).toBe(live.processedTotal);
-    const metrics = await (await fetch(`${url}/metrics`)).text();
-    expect(metricValue(metrics, 'sluice_engine_events_processed_total')).toBe(tick.totals.processed);
+    // The engine process exports its counters to /metrics about once a second: the same numbers, a moment later.
+    const metrics = await until(async () => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      return metricValue(text, 'sluice_engine_events_processed_total') === tick.totals.processed ? text : undefined;
+    });
     expect(metricValue(metrics, 'sluice_ingest_events_total{protocol="segment"}')).toBe(tick.totals.acked);
     expect(metricValue(metrics, 'sluice_alert_firing{alert="invalid_rate"}')).toBe(0);
     // the tail arrived in some tick: 40 sampled events with the write key nowhere in them
@@ -346,7 +349,7 @@ describe('dashboard on the real server', () => {
 
 describe('a dashboard that stops reading', () => {
   it('is disconnected at the backpressure limit, while a reading one stays connected', async () => {
-    const s = await startServer({ tickMs: 20, maxBackpressureBytes: 16 * 1024, tailPerSecond: 2000, tailSize: 2000 });
+    const s = await startServer({ tickMs: 20, maxBackpressureBytes: 256 * 1024, tailPerSecond: 2000, tailSize: 2000 });
     try {
       const url = s.sluice.url.replace('http', 'ws');
       const headers = { authorization: `Bearer ${READ}` };
@@ -357,14 +360,16 @@ describe('a dashboard that stops reading', () => {
       let closed: number | undefined;
       stalled.on('close', (code) => (closed = code));
       // Stop reading after the init frame: the socket's bytes stay in the kernel, the server's buffer grows.
+      // (The limit is generous so that the reader, in this busy test process, never trips it.)
       await new Promise<void>((resolve) => stalled.once('message', () => resolve()));
       (stalled as unknown as { _socket: { pause(): void } })._socket.pause();
       // Traffic makes every frame carry tail entries (a few KB each).
+      const cutBefore = metricValue(await (await fetch(`${s.sluice.url}/metrics`)).text(), 'sluice_dashboard_disconnects_total{reason="backpressure"}') ?? 0; // process-wide counter
       let i = 0;
       await until(async () => {
         await postBatch(s.sluice.url, segmentBatch(200, (i += 200)));
         const metrics = await (await fetch(`${s.sluice.url}/metrics`)).text();
-        return (metricValue(metrics, 'sluice_dashboard_disconnects_total{reason="backpressure"}') ?? 0) >= 1 ? true : undefined;
+        return (metricValue(metrics, 'sluice_dashboard_disconnects_total{reason="backpressure"}') ?? 0) > cutBefore ? true : undefined;
       }, 1200);
       // Reading again, the client finds its connection closed.
       (stalled as unknown as { _socket: { resume(): void } })._socket.resume();
@@ -373,6 +378,8 @@ describe('a dashboard that stops reading', () => {
       const before = readerFrames;
       await until(() => (readerFrames > before + 2 ? true : undefined));
       expect(reader.readyState).toBe(WebSocket.OPEN);
+      const after = await (await fetch(`${s.sluice.url}/metrics`)).text();
+      expect(metricValue(after, 'sluice_dashboard_disconnects_total{reason="backpressure"}')).toBe(cutBefore + 1);
       reader.close();
     } finally {
       await s.sluice.close();
