@@ -11,6 +11,7 @@ import { Coordinator } from '../engine/coordinator.js';
 import { startIngestServer, type IngestDeps, type IngestServer } from '../ingest/server.js';
 import { EngineProcess } from '../engine/engine-process.js';
 import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
+import type { ShardLog } from '../log/log.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 
 export interface RunningSluice {
@@ -49,7 +50,7 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   try {
     server = await startIngestServer(
       { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), dashboard, logger },
-      { logs: engine.logs.logs, dlqLog: engine.logs.dlqLog, ...engine.deps },
+      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps },
     );
   } catch (err) {
     await engine.close();
@@ -74,11 +75,12 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
 async function startEngine(
   config: ServeConfig,
   logger: Logger,
-): Promise<{ logs: LocalLogs; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
+): Promise<{ logs: readonly ShardLog[]; dlqLog: ShardLog; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
   if ((config.engineMode ?? 'inline') === 'inline') {
     const coordinator = await Coordinator.start(config.engine, logger);
     return {
-      logs: coordinator.local!,
+      logs: coordinator.local!.logs,
+      dlqLog: coordinator.local!.dlqLog,
       coordinator,
       deps: {
         onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
@@ -99,8 +101,32 @@ async function startEngine(
     throw err;
   }
   const e = engine;
+  const dlq = logs.dlqLog;
   return {
-    logs,
+    logs: logs.logs,
+    // Dead letters are appended by ingest directly: each durable append becomes a mark for the engine too.
+    dlqLog: {
+      get shard() {
+        return dlq.shard;
+      },
+      get nextOffset() {
+        return dlq.nextOffset;
+      },
+      get pendingBytes() {
+        return dlq.pendingBytes;
+      },
+      get durableNextOffset() {
+        return dlq.durableNextOffset;
+      },
+      append: (payload) =>
+        dlq.append(payload).then((offset) => {
+          e.durable(-1, offset, 0);
+          return offset;
+        }),
+      read: (from) => dlq.read(from),
+      truncateBefore: (offset) => dlq.truncateBefore(offset),
+      close: () => dlq.close(),
+    },
     coordinator: undefined,
     deps: {
       onDurable: (shard, offset, _payload, rows) => e.durable(shard, offset, rows),
