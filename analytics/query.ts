@@ -126,13 +126,14 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
       return;
     }
     await lake.refresh();
-    const wanted = await reads();
+    const wanted = new Map(await reads());
     // `events` resolves session ids through session_aliases (all of it: the table is small, and a
-    // session may have started long before the events a range selects).
+    // session may have started long before the events a range selects), defined before it.
     if (wanted.has('events')) {
+      const range = wanted.get('events');
       wanted.delete('events');
       wanted.set('session_aliases', undefined);
-      wanted.set('events', (await reads()).get('events'));
+      wanted.set('events', range);
     }
     for (const t of [...defined]) {
       if (!wanted.has(t)) {

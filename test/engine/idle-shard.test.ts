@@ -57,7 +57,7 @@ describe('idle shard', () => {
       await c.drain();
       expect(c.globalWatermark()).toBe(T0 + HOUR);
 
-      const merged = await eventually(async () => (await store.list('gold/hourly_metrics/')).some((o) => o.key.includes('/hour=10/')), 10_000);
+      const merged = await eventually(async () => (await store.list('gold/hourly_metrics/')).some((o) => o.key.includes('/hour=10/')), 30_000);
       expect(merged).toBe(true);
       // Shard 1 was idle throughout: only shard 0 produced silver.
       const silver = await store.list('silver/events/');
