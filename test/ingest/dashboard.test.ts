@@ -373,7 +373,7 @@ describe('a dashboard that stops reading', () => {
       }, 1200);
       // Reading again, the client finds its connection closed.
       (stalled as unknown as { _socket: { resume(): void } })._socket.resume();
-      await until(() => closed);
+      await until(() => closed, 1200);
       expect(s.logs.some((l) => l.includes('dashboard client disconnected: it stopped reading'))).toBe(true);
       const before = readerFrames;
       await until(() => (readerFrames > before + 2 ? true : undefined));
