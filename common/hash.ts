@@ -7,6 +7,16 @@ const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 
 /** MurmurHash3 x86_32 of `bytes[start, end)`; returns an unsigned 32-bit integer. */
+/** murmur3's finalizer: avalanches the bits of a 32-bit hash (unsigned result). */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 export function murmur3(bytes: Uint8Array, start: number, end: number, seed = 0): number {
   let h = seed >>> 0;
   const len = end - start;
@@ -33,12 +43,7 @@ export function murmur3(bytes: Uint8Array, start: number, end: number, seed = 0)
     h ^= k;
   }
   h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h);
 }
 
 const encoder = new TextEncoder();

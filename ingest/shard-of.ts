@@ -3,7 +3,7 @@
  * strings (the common case) are hashed from their char codes, which equal their UTF-8 bytes;
  * others are encoded into a scratch buffer first. Same result as shardOfUser, always.
  */
-import { murmur3, shardOfUser } from '../common/hash.js';
+import { fmix32, murmur3, shardOfUser } from '../common/hash.js';
 
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
@@ -43,12 +43,7 @@ export function murmur3Ascii(s: string): number {
     h ^= k;
   }
   h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h);
 }
 
 /** The shard of a user id; identical to `shardOfUser(userId, shards)`. */

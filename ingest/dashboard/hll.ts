@@ -4,6 +4,8 @@
  * day at ingest. Registers of two sketches unite by maximum, so a day is the union of its hours.
  */
 
+import { fmix32 } from '../../common/hash.js';
+
 const P = 10;
 const M = 1 << P;
 const ALPHA = 0.7213 / (1 + 1.079 / M);
@@ -15,12 +17,7 @@ export function hashString(s: string): number {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h);
 }
 
 export class HyperLogLog {
