@@ -138,6 +138,8 @@ export class Coordinator {
   private readonly checkpoints: FailureEpisodes;
   private readonly logEpisodes: FailureEpisodes | undefined;
   private checkpointing: Promise<void> | undefined;
+  /** The running gold merge (merges are serialized). */
+  private merging: Promise<unknown> = Promise.resolve();
   private queuedCheckpoint: Promise<void> | undefined;
   private closed = false;
   /** All shards are open (checkpoints may run). */
@@ -596,7 +598,21 @@ export class Coordinator {
    * daily windows, their daily one — is past the window's emission point) into gold. A shard with
    * no data in a window has no partial for it. Idempotent: same partials, same file.
    */
-  async mergeCompleteWindows(): Promise<number> {
+  mergeCompleteWindows(): Promise<number> {
+    // One merge at a time (the checkpoint timer and recovery both merge): two would read partials the other deletes.
+    const run = this.merging.catch(() => undefined).then(() => this.mergeOnce());
+    this.merging = run;
+    return run;
+  }
+
+  /**
+   * Exactly once per window, across crashes: publish the gold file, record the window as merged
+   * (coordinator LMDB), delete its partials, clear the record. A window recorded as merged is never
+   * merged again — its leftover partials (a crash while deleting them) are only deleted — so a
+   * re-merge from the partials some shards still have can never overwrite complete gold (or
+   * gold that reconciliation rewrote since).
+   */
+  private async mergeOnce(): Promise<number> {
     const frontiers = {
       hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)),
       daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)),
@@ -614,18 +630,29 @@ export class Coordinator {
     let merged = 0;
     for (const [k, keys] of windows) {
       const [granularity, start] = k.split('/') as ['hourly' | 'daily', string];
-      if (frontiers[granularity] < windowEmissionPoint(granularity, Number(start), this.options.sessionGapMs)) continue;
-      const partials = await Promise.all(keys.map(async (key) => JSON.parse(new TextDecoder().decode(await this.store.get(key))) as unknown));
-      const batch = mergeWindowPartials(granularity, partials);
-      const windowStart = Number(start);
-      const committer = new TwoPhaseCommitter(this.store);
-      const pending = await committer.stage(
-        [{ key: goldWindowKey(granularity, windowStart), body: encodeParquet([batch], { compression: this.options.compression }), rows: batch.numRows }],
-        { id: `gold-${granularity}-${windowStart}`, kind: 'flush' },
-      );
-      await committer.publish(pending);
+      const done = `gold-merged:${k}`;
+      if (this.meta.get(done) !== true) {
+        if (frontiers[granularity] < windowEmissionPoint(granularity, Number(start), this.options.sessionGapMs)) continue;
+        const partials = await Promise.all(
+          keys.map(async (key) => {
+            const body = await this.store.get(key);
+            if (body === undefined) throw internalError('partial_vanished', `window partial ${key} disappeared while window ${k} was merged`);
+            return JSON.parse(new TextDecoder().decode(body)) as unknown;
+          }),
+        );
+        const batch = mergeWindowPartials(granularity, partials);
+        const windowStart = Number(start);
+        const committer = new TwoPhaseCommitter(this.store);
+        const pending = await committer.stage(
+          [{ key: goldWindowKey(granularity, windowStart), body: encodeParquet([batch], { compression: this.options.compression }), rows: batch.numRows }],
+          { id: `gold-${granularity}-${windowStart}`, kind: 'flush' },
+        );
+        await committer.publish(pending);
+        this.env.transactionSync(() => this.meta.putSync(done, true));
+        merged++;
+      }
       for (const key of keys) await this.store.delete(key);
-      merged++;
+      this.env.transactionSync(() => this.meta.removeSync(done));
     }
     return merged;
   }
