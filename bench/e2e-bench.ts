@@ -74,16 +74,24 @@ export interface RunResult extends RunSpec {
   /** How long after being acknowledged events became visible in /v1/live, and committed in silver. */
   ackToLiveS: LagStats;
   ackToSilverS: LagStats;
-  /** Server process CPU during the load (all threads; main thread = ingest + coordinator), in cores. */
+  /** Server CPU during the load (all threads of the serve process and its engine process), in cores. */
   serverCores: number;
+  /** Of it: the ack thread (ingest's main thread), and the engine process (0 with --engine-mode inline). */
   serverMainCores: number;
+  engineCores: number;
+  /**
+   * What bounded the figure: the offered rate (open loop), or for a closed loop the resource that
+   * ran out — 'server CPU' or 'client CPU' when together they used ≥ 90 % of the machine's cores
+   * (whichever used more), else 'round trips' (connections × batch per ack latency: not CPU-bound).
+   */
+  boundBy: 'offered rate' | 'server CPU' | 'client CPU' | 'round trips';
   /** Acked events per second of server CPU: the per-core throughput. */
   eventsPerServerCoreS: number;
   /** This process's CPU during the load (load generator threads), in cores. */
   loadgenCores: number;
   /** The server's own view at the end of the load: log fsyncs, ack time, checkpoints, refusals (since it started). */
   server?: ServerMetrics;
-  /** Peak resident memory of the server process (engine workers are threads in it). */
+  /** Peak resident memory of the server (serve process + engine process). */
   peakRssBytes: number;
   disk: { lakeBytes: number; dataBytes: number; byLayer: Record<string, number> };
   lakeBytesPerEvent: number;
@@ -215,7 +223,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     const samples = monitor.samples;
     const inLoad = samples.filter((s) => s.t <= t1);
     const loadS = (t1 - t0) / 1000;
-    const cpuS = (a: ProcStats | undefined, b: ProcStats | undefined, k: 'cpuS' | 'mainCpuS'): number => (a && b ? b[k] - a[k] : NaN);
+    const cpuS = (a: ProcStats | undefined, b: ProcStats | undefined, k: 'cpuS' | 'mainCpuS' | 'engineCpuS'): number => (a && b ? b[k] - a[k] : NaN);
     const serverCpuS = cpuS(cpu0, cpu1, 'cpuS');
     const peakRss = Math.max(monitor.peakRssBytes, server.stats()?.peakRssBytes ?? 0);
     await server.stop(settleMs + 60_000);
@@ -241,6 +249,10 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     for (const e of summary.errors) notes.push(`loadgen: ${e}`);
     const processedInLoad = inLoad.at(-1)?.processed ?? 0;
     const acked = summary.acked;
+    const serverCores = serverCpuS / loadS;
+    const loadgenCores = (self.user + self.system) / 1e6 / loadS;
+    const boundBy: RunResult['boundBy'] =
+      spec.kind !== 'max' ? 'offered rate' : serverCores + loadgenCores >= 0.9 * cpus().length ? (serverCores >= loadgenCores ? 'server CPU' : 'client CPU') : 'round trips';
     return {
       ...spec,
       shards: o.shards,
@@ -260,10 +272,12 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
       commitS: committedAt === undefined ? NaN : Math.max(0, committedAt - t1) / 1000,
       ackToLiveS: lagStats(samples, (s) => s.processed, t0 + WARMUP_MS, t1),
       ackToSilverS: lagStats(samples, (s) => s.committed, t0 + WARMUP_MS, t1),
-      serverCores: serverCpuS / loadS,
+      serverCores,
       serverMainCores: cpuS(cpu0, cpu1, 'mainCpuS') / loadS,
+      engineCores: cpuS(cpu0, cpu1, 'engineCpuS') / loadS,
+      boundBy,
       eventsPerServerCoreS: acked / serverCpuS,
-      loadgenCores: (self.user + self.system) / 1e6 / loadS,
+      loadgenCores,
       server: serverMetrics,
       peakRssBytes: peakRss,
       disk,
@@ -328,7 +342,8 @@ export async function runE2eBench(input: Partial<E2eBenchOptions>, hooks: E2eBen
     memo.set(key, runs.length - 1);
     log(
       `      acked ${fmtInt(r.ackedPerSec)} ev/s, processed ${fmtInt(r.processedPerSec)} ev/s, p50/p99 ${fmt(r.latencyMs.p50)}/${fmt(r.latencyMs.p99)} ms, ` +
-        `server ${fmt(r.serverCores, 2)} cores (${fmtInt(r.eventsPerServerCoreS)} ev/core-s), peak RSS ${mib(r.peakRssBytes)}, silver +${fmt(r.commitS)} s after the load` +
+        `server ${fmt(r.serverCores, 2)} cores (ack thread ${fmt(r.serverMainCores, 2)}, engine ${fmt(r.engineCores, 2)}; ${fmtInt(r.eventsPerServerCoreS)} ev/core-s), loadgen ${fmt(r.loadgenCores, 2)} cores, bound by ${r.boundBy}, ` +
+        `peak RSS ${mib(r.peakRssBytes)}, silver +${fmt(r.commitS)} s after the load` +
         (r.notes.length ? `\n      note: ${r.notes.join('; ')}` : ''),
     );
     return runs.length - 1;

@@ -5,7 +5,7 @@
  * they are undefined.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { externalError } from '../common/errors.js';
 
@@ -22,14 +22,19 @@ export interface BenchServerOptions {
   startTimeoutMs: number;
 }
 
-/** CPU and memory of the server process at one instant. Seconds of CPU, bytes of memory. */
+/**
+ * CPU and memory of the server at one instant: the serve process and its children (the engine
+ * process of `--engine-mode process`). Seconds of CPU, bytes of memory.
+ */
 export interface ProcStats {
-  /** User + system CPU of all the process's threads (main, engine workers, libuv pool, GC). */
+  /** User + system CPU of every thread of the server's processes (ingest, engine, workers, libuv pools, GC). */
   cpuS: number;
-  /** User + system CPU of the main thread (ingest, coordinator). */
+  /** User + system CPU of the serve process's main thread (ingest: the ack thread). */
   mainCpuS: number;
+  /** User + system CPU of the engine process (0 with `--engine-mode inline`). */
+  engineCpuS: number;
   rssBytes: number;
-  /** Peak resident set size since the process started (VmHWM). */
+  /** Sum over the processes of their peak resident set size (VmHWM). */
   peakRssBytes: number;
 }
 
@@ -53,12 +58,48 @@ function statCpu(path: string): number {
   return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
 }
 
-/** The process's CPU and memory, or undefined when /proc is not there (not Linux, or it exited). */
+/** Pids of the direct children of `pid` (from /proc; empty elsewhere). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number)
+      .filter((p) => {
+        try {
+          const text = readFileSync(`/proc/${p}/stat`, 'utf8');
+          return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+        } catch {
+          return false;
+        }
+      });
+  } catch {
+    return [];
+  }
+}
+
+/** The server's CPU and memory (its process and its children), or undefined when /proc is not there (not Linux, or it exited). */
 export function procStats(pid: number): ProcStats | undefined {
   try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
-    return { cpuS: statCpu(`/proc/${pid}/stat`), mainCpuS: statCpu(`/proc/${pid}/task/${pid}/stat`), rssBytes: kb('VmRSS'), peakRssBytes: kb('VmHWM') };
+    const memory = (p: number): { rss: number; peak: number } => {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+      return { rss: kb('VmRSS'), peak: kb('VmHWM') };
+    };
+    const own = memory(pid);
+    const out: ProcStats = { cpuS: statCpu(`/proc/${pid}/stat`), mainCpuS: statCpu(`/proc/${pid}/task/${pid}/stat`), engineCpuS: 0, rssBytes: own.rss, peakRssBytes: own.peak };
+    for (const child of childrenOf(pid)) {
+      try {
+        const cpu = statCpu(`/proc/${child}/stat`);
+        const m = memory(child);
+        out.cpuS += cpu;
+        out.engineCpuS += cpu;
+        out.rssBytes += m.rss;
+        out.peakRssBytes += m.peak;
+      } catch {
+        // the child exited between the listing and the read
+      }
+    }
+    return out;
   } catch {
     return undefined;
   }
