@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
-import type { BatchResult, CheckpointResult, LiveResult, OpenResult, ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
+import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
 import { internalError, SluiceError, type SerializedError } from '../common/errors.js';
 
 /**
@@ -120,6 +120,11 @@ export class ShardPool {
 
   live(shard: number): Promise<LiveResult> {
     return this.run({ kind: 'live', shard });
+  }
+
+  /** Erasure: drops the users' open sessions from the shard's state (engine/erasure-job.ts). */
+  purgeUsers(shard: number, users: string[]): Promise<PurgeResult> {
+    return this.run({ kind: 'purge-users', shard, users });
   }
 
   close(shard: number): Promise<void> {

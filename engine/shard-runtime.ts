@@ -49,7 +49,8 @@ import { openObjectStore } from '../storage/open-store.js';
 import { encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { ShardPipeline } from './operators/shard-pipeline.js';
-import type { BatchResult, CheckpointResult, LiveResult, OpenResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
+import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
+import { userKeys } from './erasure-keys.js';
 
 /** Key prefix of a window's per-shard partial aggregates (merged into gold by the coordinator). */
 export const PARTIALS_PREFIX = `${META_PREFIX}/partials`;
@@ -449,6 +450,13 @@ export class ShardRuntime {
     const schema = new Schema([...batch.schema.fields, new Field('shard', new Int32(), false), new Field('log_offset', new Int64(), false)]);
     const data = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children });
     this.addByTime('bronze_events', new RecordBatch(schema, data), 'received_at');
+  }
+
+  /** Erasure: forgets the users' open sessions, in memory and in LMDB (see ShardPipeline.removeUser). */
+  purgeUsers(users: string[]): PurgeResult {
+    let openSessions = 0;
+    for (const key of userKeys(users)) openSessions += this.pipeline.removeUser(key, this.env);
+    return { shard: this.shard, openSessions };
   }
 
   private batchResult(offset: number, rows: number, silverRows: number, duplicates: number, tooLate: number): BatchResult {

@@ -41,6 +41,8 @@ async function execute(task: ShardTask): Promise<ShardResult> {
       return runtime.checkpoint();
     case 'live':
       return runtime.live();
+    case 'purge-users':
+      return runtime.purgeUsers(task.users);
     case 'close':
       await runtime.close();
       runtimes.delete(task.shard);

@@ -51,7 +51,9 @@ export type ShardTask =
   | { kind: 'advance'; shard: number; watermarkMs: number }
   | { kind: 'checkpoint'; shard: number }
   | { kind: 'live'; shard: number }
-  | { kind: 'close'; shard: number };
+  | { kind: 'close'; shard: number }
+  /** Erasure: forget these users' open sessions (memory and LMDB). */
+  | { kind: 'purge-users'; shard: number; users: string[] };
 
 /** A shard's event-time progress: its watermark, or idle when it has seen nothing to go on. */
 export type ShardWatermark = { kind: 'event-time'; timeMs: number } | { kind: 'idle' };
@@ -138,4 +140,11 @@ export interface LiveResult {
   openSessions: number;
 }
 
-export type ShardResult = OpenResult | BatchResult | CheckpointResult | LiveResult | TaskFailure | undefined;
+/** What a `purge-users` task removed. */
+export interface PurgeResult {
+  shard: number;
+  /** Open sessions dropped (their user's id strings are gone from the shard's state). */
+  openSessions: number;
+}
+
+export type ShardResult = OpenResult | BatchResult | CheckpointResult | LiveResult | PurgeResult | TaskFailure | undefined;

@@ -405,6 +405,20 @@ export class SessionTable {
     else this.openByDay.set(day, n);
   }
 
+  /**
+   * Erasure: drops every open session of user `key` (journalling −1 for each start, so open
+   * windows stop counting them) and returns how many there were. The caller persists the removal.
+   */
+  removeUser(key: number): number {
+    let n = 0;
+    for (let s = this.tails.get(key) ?? null; s !== null; s = this.tails.get(key) ?? null) {
+      this.journal(s.start, s.dims, -1); // also counts its day down, as a merge does
+      this.unlink(s);
+      n++;
+    }
+    return n;
+  }
+
   /** Starts (ms) of the UTC days in which open sessions start, ascending (a handful). */
   openDays(): number[] {
     return [...this.openByDay.keys()].sort((a, b) => a - b);

@@ -287,6 +287,16 @@ export class ShardPipeline {
     this.aggregate.checkpoint(this.state);
   }
 
+  /**
+   * Erasure: forgets user `key`'s open sessions (memory and the shard's LMDB, in one synchronous
+   * transaction, so a restart does not restore them). Returns how many were open.
+   */
+  removeUser(key: number, db: RootDatabase): number {
+    const n = this.sessions.removeUser(key);
+    db.transactionSync(() => this.state.sessions.removeSync(key));
+    return n;
+  }
+
   /** After the checkpoint transaction committed. */
   afterCheckpoint(): void {
     // Memory only first; the dedup index then merges cold runs (LMDB writes that may fail and are redone).
