@@ -39,6 +39,8 @@ export interface IngestOptions {
   /** Listen port; 0 picks a free port. Default 8080. */
   port: number;
   writeKeys: WriteKey[];
+  /** Keys of `POST/GET /v1/admin/erasures` (never a write or read key). Default none: the admin routes answer 401. */
+  adminKeys: string[];
   /** Per event, bytes of its JSON. Default 32 KiB (Segment's limit). */
   maxEventBytes: number;
   /** Per request body, after gunzip. Default 500 KiB (Segment's limit). */
@@ -87,6 +89,7 @@ export function defaultIngestOptions(): IngestOptions {
     host: '127.0.0.1',
     port: 8080,
     writeKeys: [],
+    adminKeys: [],
     maxEventBytes: 32 * 1024,
     maxBodyBytes: 500 * 1024,
     maxBatchEvents: 2500,
@@ -142,6 +145,8 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
     if (seen.has(k.key)) throw userError('invalid_option', 'writeKeys must not repeat a key');
     seen.add(k.key);
   }
+  if (!Array.isArray(o.adminKeys) || o.adminKeys.some((k) => typeof k !== 'string' || k === '')) throw userError('invalid_option', 'adminKeys must be an array of non-empty strings');
+  if (o.adminKeys.some((k) => seen.has(k) || o.dashboard.readKeys.includes(k))) throw userError('invalid_option', 'an admin key must differ from every write key and read key');
   if (o.dashboard.readKeys.some((k) => seen.has(k))) throw userError('invalid_option', 'a dashboard read key must differ from every write key (the page must never hold a key that can write)');
   posInt('maxEventBytes', o.maxEventBytes);
   posInt('maxBodyBytes', o.maxBodyBytes);

@@ -29,6 +29,8 @@ import { decodeSegment, SEGMENT_CALLS } from './protocols/segment.js';
 import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
+import { dropErased, mountAdmin, type Suppression } from './erasures.js';
+import type { ErasureStore } from '../engine/erasure-store.js';
 
 export interface IngestDeps {
   /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards (common/hash.ts). */
@@ -51,6 +53,8 @@ export interface IngestDeps {
   memoryBytes?(): number;
   /** The Prometheus text for GET /metrics, when not this process's registry alone (the engine runs in another process). */
   metrics?(): Promise<string>;
+  /** Erasure requests (the data directory's); with it, the admin routes and the suppression check are on. */
+  erasures?: { store: ErasureStore; suppression: Suppression };
 }
 
 export interface IngestServer {
@@ -236,6 +240,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
 
   /** Rejects → DLQ, rows → shard logs; resolves with the reply once everything is durable. */
   const commit = async (d: Decoded, protocol: Protocol, receivedAt: number): Promise<Reply> => {
+    const erased = deps.erasures ? dropErased(d, deps.erasures.suppression) : [];
+    if (erased.length > 0) ingestMetrics.rejected.inc({ code: 'user_erased' }, erased.length);
     const byShard: IngestRow[][] = [];
     for (const row of d.rows) (byShard[shardOf(row.user_id, shards)] ??= []).push(row);
     const appends: Array<Promise<number[]>> = [];
@@ -260,7 +266,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       for (let i = 0; i < results.length; i++) {
         for (const o of results[i]!) offsets += `${offsets === '' ? '' : ','}{"shard":${touched[i]},"offset":${o}}`;
       }
-      const rejected = d.rejects.length === 0 ? '[]' : JSON.stringify(d.rejects.map(({ index, code, message }) => ({ index, code, message })));
+      const rejected = d.rejects.length + erased.length === 0 ? '[]' : JSON.stringify([...d.rejects.map(({ index, code, message }) => ({ index, code, message })), ...erased].sort((a, b) => a.index - b.index));
       return { status: 200, body: `{"ok":true,"accepted":${d.rows.length},"rejected":${rejected},"offsets":[${offsets}]}` };
     } catch (err) {
       // Settle the rest before answering, so nothing of this request is still pending afterwards.
@@ -537,6 +543,18 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     },
   });
   const dashboard = mountDashboard(app, options, { live: deps.live, log });
+  if (deps.erasures) {
+    mountAdmin(app, {
+      adminKeys: options.adminKeys,
+      isOtherKey: (k) => keys.has(k) || options.dashboard.readKeys.includes(k),
+      ...deps.erasures,
+      shards,
+      marks: async (touched) => {
+        for (const s of touched) await appenders[s]!.drain();
+        return { shards: Object.fromEntries(touched.map((s) => [String(s), deps.logs[s]!.nextOffset - 1])), dlq: deps.dlqLog.nextOffset - 1 };
+      },
+    });
+  }
   app.any('/*', (res) => {
     res.cork(() => {
       res.writeStatus('404 Not Found');
