@@ -548,7 +548,8 @@ export class Coordinator {
       const r = await reconcileLate(this.store, { compression: this.options.compression });
       if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
       if (this.options.compactAfterMs > 0) {
-        const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
+        // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
+        const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
         if (c.files > 0) this.log.info(c, 'compacted small files of closed partitions');
       }
       this.lastReconcileAt = now;

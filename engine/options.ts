@@ -34,7 +34,13 @@ export interface EngineOptions {
   metricEventTypes?: Partial<Record<'installs' | 'screen_views' | 'notification_views' | 'notification_opens', string[]>>;
   /** Run reconciliation of late events into gold (and background compaction) every this many ms (0 = only on demand). Default 60 s. */
   reconcileIntervalMs: number;
-  /** Background compaction merges small files of partitions that ended at least this long ago (0 = off). Default 1 h. */
+  /**
+   * Background compaction (every reconcileIntervalMs) merges the small files of every partition,
+   * the open ones included, but only files that together outweigh the big one they would be
+   * merged into (storage/compact.ts `convergent`), so a trickle costs O(log n) rewrites per row.
+   * 0 = off; any other value = on (its former meaning, "partitions that ended this long ago", no
+   * longer applies). Default on.
+   */
   compactAfterMs: number;
   /**
    * Scheduling niceness (0–19) of the engine's worker threads. Acks wait on the main thread

@@ -99,7 +99,7 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   const records = await listCommitRecords(store);
   const listed = (await store.list(dir)).filter((o) => o.key.endsWith('.parquet') && o.key.lastIndexOf('/') === dir.length - 1);
   const live = foldCommitRecords(records, dir, new Set(listed.map((o) => o.key)));
-  const candidates = listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key)));
+  const candidates = convergent(listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key))));
   if (candidates.length < 2) return { inputs: 0, outputs: 0, rows: 0 };
 
   // Pack files in key order greedily up to target bytes, starting a new group whenever the Arrow
@@ -129,6 +129,26 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   }
   await flush();
   return result;
+}
+
+/**
+ * The files worth merging: drops the biggest while it is more than twice all the others together,
+ * so a partition that keeps receiving small files (a late trickle, the current hour) does not
+ * rewrite its big file each time. A file is rewritten only together with at least half its size
+ * of new data, so merged sizes grow geometrically (×1.5 at least): a row is rewritten O(log n)
+ * times over n arrivals, and a partition keeps O(log n) files. (Twice, not once: a merged Parquet
+ * file is smaller than its inputs together — one footer, better compression.)
+ */
+function convergent<T extends { size: number }>(files: T[]): T[] {
+  const bySize = [...files].sort((a, b) => b.size - a.size);
+  let rest = bySize.reduce((n, f) => n + f.size, 0);
+  let k = 0;
+  while (bySize.length - k >= 2 && bySize[k]!.size > 2 * (rest - bySize[k]!.size)) {
+    rest -= bySize[k]!.size;
+    k++;
+  }
+  const keep = new Set(bySize.slice(k));
+  return files.filter((f) => keep.has(f));
 }
 
 /** One merged file: encode (streaming, bounded wasm heap) → stage → record → publish → delete. */
@@ -269,7 +289,17 @@ export async function finishCompactions(store: ObjectStore, options: { graceMs?:
  */
 export async function compactAll(
   store: ObjectStore,
-  options: CompactOptions & { olderThanMs: number; tables?: TableName[]; finishGraceMs?: number },
+  options: CompactOptions & {
+    olderThanMs: number;
+    tables?: TableName[];
+    finishGraceMs?: number;
+    /**
+     * Also compact partitions that have not ended (the current hour): safe when nothing else
+     * publishes meanwhile (the engine runs it between its checkpoints), and cheap because a run
+     * only merges files that outweigh the big one (`convergent`).
+     */
+    openPartitions?: boolean;
+  },
 ): Promise<{ partitions: number; files: number; outputs: number; rows: number; finished: FinishResult }> {
   const now = options.now ?? Date.now();
   const finished = await finishCompactions(store, { graceMs: options.finishGraceMs ?? 60_000, now });
@@ -278,7 +308,7 @@ export async function compactAll(
     const prefix = TABLES[table].prefix;
     for (const [dir, files] of await partitionsOf(store, table)) {
       const start = partitionTimeOfKey(dir);
-      if (start === undefined || start + stepOf(table) > now - options.olderThanMs) continue;
+      if (start === undefined || (!options.openPartitions && start + stepOf(table) > now - options.olderThanMs)) continue;
       if (files.length < 2) continue;
       const r = await compactPartition(store, prefix, dir.slice(prefix.length + 1), { ...options, now });
       if (r.inputs > 0) {
