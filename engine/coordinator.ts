@@ -46,6 +46,9 @@ import { ShardPool, ShardTaskError } from './pool.js';
 import { openLocalLogs, type LocalLogs } from './local-logs.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
+import { ErasureStore } from './erasure-store.js';
+import { runErasures, type ErasureHost } from './erasure-job.js';
+import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
 import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
 
 interface ShardState {
@@ -147,6 +150,8 @@ export class Coordinator {
   private fatal: Error | undefined;
   private lastCheckpointAt = 0;
   private lastReconcileAt = 0;
+  /** Erasure requests of the data directory (engine/erasure-job.ts runs them after a checkpoint round). */
+  private erasures: ErasureStore | undefined;
   private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
   private rate = { windowStart: Date.now(), count: 0, perSecond: 0 };
   private liveCache: { at: number; hour: LiveSnapshot['currentHour']; openSessions: number } = { at: 0, hour: null, openSessions: 0 };
@@ -215,6 +220,10 @@ export class Coordinator {
     });
     // The coordinator exists only after the logs; a reopened local shard log reaches it through this.
     let coordinator: Coordinator | undefined;
+    // Erasure steps that need the files closed: seal logs (when this process opens them), compact shard state.
+    const erasures = await ErasureStore.open(options.dataDir);
+    if (given === undefined) await sealErasedLogs(options.dataDir, erasures);
+    await compactErasedState(options.dataDir, erasures);
     const local = given === undefined ? await openLocalLogs(options, log, prefix, (shard, fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve()) : undefined;
     const logs: EngineLogs = given ?? { shards: local!.logs, dlq: local!.dlqLog, episodes: local!.episodes };
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
@@ -222,6 +231,7 @@ export class Coordinator {
     const pool = new ShardPool(options.workers);
     const c = new Coordinator(options, logs, local, pool, store, env, log, checkpoints);
     coordinator = c;
+    c.erasures = erasures;
     engineMetrics.ready.set(1);
     // Checkpoints run during replay too, so a long replay commits progressively.
     c.timer = setInterval(() => c.tick(), options.flushIntervalMs);
@@ -525,6 +535,7 @@ export class Coordinator {
         this.checkpoints.failed('coordinator', err);
       }
     }
+    await this.runErasureJobs();
     engineMetrics.checkpointFailing.set(this.checkpoints.failingCount());
     engineMetrics.ready.set(this.checkpoints.size + (this.logEpisodes?.size ?? 0) === 0 ? 1 : 0);
     if (this.checkpoints.failingCount() === 0) this.lastCheckpointAt = Date.now();
@@ -553,6 +564,33 @@ export class Coordinator {
         if (c.files > 0) this.log.info(c, 'compacted small files of closed partitions');
       }
       this.lastReconcileAt = now;
+    }
+  }
+
+  /** Erasure jobs, between checkpoints (nothing else writes the lake meanwhile); a failure is retried next round. */
+  private async runErasureJobs(): Promise<void> {
+    if (!this.erasures || this.fatal) return;
+    const host: ErasureHost = {
+      store: this.store,
+      dataDir: this.options.dataDir,
+      log: this.log,
+      compression: this.options.compression,
+      sessionGapMs: this.options.sessionGapMs,
+      metricEventTypes: this.options.metricEventTypes,
+      checkpointed: (s) => this.shards[s]!.checkpointed,
+      dlqFlushed: () => (this.meta.get('dlq-offset') as number | undefined) ?? -1,
+      purge: async (s, users) => (await this.pool.purgeUsers(s, users)).openSessions,
+      frontier: () => ({ hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)) }),
+      truncateLogs: async () => {
+        for (let s = 0; s < this.shards.length; s++) if (this.shards[s]!.checkpointed >= 0) await this.logs[s]!.truncateBefore(this.shards[s]!.checkpointed + 1);
+        const dlq = (this.meta.get('dlq-offset') as number | undefined) ?? -1;
+        if (dlq >= 0) await this.dlqLog.truncateBefore(dlq + 1);
+      },
+    };
+    try {
+      await runErasures(host, this.erasures);
+    } catch (err) {
+      this.log.warn({ err }, 'erasure step failed; retried after the next checkpoint');
     }
   }
 

@@ -59,6 +59,8 @@ export interface ErasureJob {
   sessionIds?: string[];
   /** Gold windows (start ms) the users' events fell in, still to recompute. */
   windows?: { hourly: number[]; daily: number[] };
+  /** The users' shards' LMDB files were compacted after the purge (engine/erasure-offline.ts). */
+  stateCompacted?: boolean;
   /** Open sessions dropped from the shards' state. */
   openSessionsPurged?: number;
   /** Why the job waits, when it does (shown by GET /v1/admin/erasures/{id} and `sluice erase --status`). */

@@ -1,0 +1,395 @@
+/**
+ * The erasure job: deletes a request's users from every layer. The coordinator runs it at the end
+ * of a checkpoint round (engine/coordinator.ts), so no flush, gold merge, DLQ flush, reconciliation
+ * or compaction of the lake runs at the same time. Every step is recorded in the job file
+ * (engine/erasure-store.ts) before the next one starts, and every step is idempotent, so a crash
+ * anywhere resumes at the step it was in and the request completes exactly once:
+ *
+ *   accepted ─▶ waiting-commit: the users' shards (and dlq/) have committed past the request's
+ *   │           log marks — every event of theirs that ingest acknowledged is in the lake or in
+ *   │           the shard's open sessions, and ingest refuses new ones
+ *   ├─▶ purge: their open sessions leave the shards' state (memory + LMDB)
+ *   ├─▶ scanned: DuckDB finds the files holding their rows (bronze, silver, late, sessions,
+ *   │           session_aliases, dlq; only their shards' `part-s{n}-…` files, compacted files and
+ *   │           dlq/), their session ids and the gold windows they touched → the plan, recorded
+ *   ├─▶ rewritten: each planned file rewritten without their rows (storage/rewrite.ts), one
+ *   │           two-phase commit per file; the plan marks it done
+ *   ├─▶ gold-done: each touched hourly/daily window, once merged, recomputed from silver
+ *   │           (gold-sql.ts, as reconciliation does) and overwritten
+ *   ├─▶ waiting-log: their shard logs (and the DLQ log) no longer hold a record at or below the
+ *   │           marks: truncation after a checkpoint deletes sealed segments; the active segment
+ *   │           goes when it rolls or when `sluice serve` / `sluice erase` seal it at start
+ *   │           (engine/erasure-offline.ts), which also compacts the shard's LMDB file so no freed
+ *   │           page keeps an old session
+ *   └─▶ done: audit record `_sluice/audit/<id>.json`, ids in clear deleted
+ */
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import type { Table } from 'apache-arrow';
+import type { Logger } from 'pino';
+import { META_PREFIX, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
+import { writeCommitRecord } from '../storage/commit-record.js';
+import type { ObjectStore } from '../storage/object-store.js';
+import { encodeParquet, type ParquetCompression } from '../storage/parquet.js';
+import { rewriteWithout } from '../storage/rewrite.js';
+import type { ErasureJob, ErasureRequest, ErasureStore } from './erasure-store.js';
+import { metricRowsToBatch } from './gold-merge.js';
+import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, NO_SESSION_ALIASES, resolveSessionIds, type MetricEventTypes } from './gold-sql.js';
+import { goldWindowKey } from './reconcile.js';
+import { PARTIALS_PREFIX } from './shard-runtime.js';
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+
+export const AUDIT_PREFIX = `${META_PREFIX}/audit/`;
+
+/** What the job needs of the engine around it (the coordinator, or `sluice erase` offline). */
+export interface ErasureHost {
+  store: ObjectStore;
+  dataDir: string;
+  log: Logger;
+  compression: ParquetCompression;
+  sessionGapMs: number;
+  metricEventTypes?: Partial<MetricEventTypes>;
+  /** Last log offset of `shard` covered by a committed checkpoint (−1: none). */
+  checkpointed(shard: number): number;
+  /** Last DLQ log offset flushed into dlq/ (−1: none). */
+  dlqFlushed(): number;
+  /** Drops the users' open sessions from the shard's state. */
+  purge(shard: number, users: string[]): Promise<number>;
+  /** Committed emission frontiers over all shards (hourly, daily), ms. */
+  frontier(): { hourly: number; daily: number };
+  /** Truncates the logs below what is committed (sealed segments only). */
+  truncateLogs(): Promise<void>;
+}
+
+/** Tables whose rows name a user, and how: columns equal to the id, columns holding it in JSON text. */
+const MATCH: Array<{ table: TableName; ids: string[]; json: string[] }> = [
+  { table: 'events', ids: ['user_id', 'anonymous_id'], json: ['properties'] },
+  { table: 'late_events', ids: ['user_id', 'anonymous_id'], json: ['properties'] },
+  { table: 'bronze_events', ids: ['user_id', 'anonymous_id'], json: ['raw', 'properties'] },
+  { table: 'sessions', ids: ['user_id'], json: [] },
+  { table: 'dlq', ids: [], json: ['raw'] },
+];
+
+const q = (s: string): string => `'${s.replaceAll("'", "''")}'`;
+/** The id as a JSON string token (with its quotes): what raw payloads and properties hold. */
+const token = (id: string): string => JSON.stringify(id);
+
+/** Runs every open request's next steps; returns the ids completed in this call. */
+export async function runErasures(host: ErasureHost, erasures: ErasureStore): Promise<string[]> {
+  const done: string[] = [];
+  for (const { request, job } of await erasures.open()) {
+    const users = await erasures.pendingUsers(request.id);
+    if (!users) {
+      host.log.error({ id: request.id }, 'erasure request has lost its pending file; it cannot be completed');
+      continue;
+    }
+    if (await step(host, erasures, request, job, users)) done.push(request.id);
+  }
+  return done;
+}
+
+async function save(erasures: ErasureStore, job: ErasureJob, phase: ErasureJob['phase'], waitingFor?: string): Promise<void> {
+  job.phase = phase;
+  job.updatedAt = new Date().toISOString();
+  if (waitingFor === undefined) delete job.waitingFor;
+  else job.waitingFor = waitingFor;
+  await erasures.saveJob(job);
+}
+
+const layer = (job: ErasureJob, name: string): { files: string[]; rowsRemoved: number } => (job.layers[name] ??= { files: [], rowsRemoved: 0 });
+
+/** Advances one job as far as it can go now; true when it completed. */
+async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureRequest, job: ErasureJob, users: string[]): Promise<boolean> {
+  const shards = [...new Set(request.shards)];
+  if (job.phase === 'accepted' || job.phase === 'waiting-commit') {
+    const behind = shards.filter((s) => host.checkpointed(s) < (request.marks.shards[String(s)] ?? -1));
+    if (behind.length > 0 || host.dlqFlushed() < request.marks.dlq) {
+      if (job.phase !== 'waiting-commit') await save(erasures, job, 'waiting-commit', `checkpoints of shards ${behind.join(', ') || '-'} / the DLQ flush past the request's log marks`);
+      return false;
+    }
+    let purged = 0;
+    for (const s of shards) purged += await host.purge(s, users.filter((_, i) => request.shards[i] === s));
+    job.openSessionsPurged = purged;
+    await scan(host, job, users, shards);
+    await save(erasures, job, 'scanned');
+  }
+  if (job.phase === 'scanned') {
+    for (const entry of job.plan ?? []) {
+      if (entry.done) continue;
+      const r = await rewriteWithout(host.store, entry.key, (t) => dropMask(t, entry.table as TableName | 'session_aliases', users, job.sessionIds ?? []), `erase-${request.id}`, { compression: host.compression });
+      entry.done = true;
+      const l = layer(job, entry.table);
+      l.files.push(entry.key);
+      // The scan's count: a file rewritten before a crash has nothing left to drop when redone.
+      l.rowsRemoved += entry.rows;
+      if (r.rowsBefore - r.rowsAfter !== entry.rows && r.rowsBefore !== r.rowsAfter) host.log.warn({ key: entry.key, planned: entry.rows, dropped: r.rowsBefore - r.rowsAfter }, 'erasure dropped another row count than its scan found');
+      await erasures.saveJob(job);
+    }
+    await save(erasures, job, 'rewritten');
+  }
+  if (job.phase === 'rewritten') {
+    const pending = await recomputeGold(host, job, request.id);
+    if (pending.length > 0) {
+      await save(erasures, job, 'rewritten', `gold windows not merged yet: ${pending.join(', ')}`);
+      return false;
+    }
+    await save(erasures, job, 'gold-done');
+  }
+  if (job.phase === 'gold-done' || job.phase === 'waiting-log') {
+    await host.truncateLogs();
+    const held = await logsHolding(host.dataDir, request);
+    if (!job.stateCompacted) held.push('the LMDB state files of the shards (compacted at the next start)');
+    if (held.length > 0) {
+      const why = `${held.join(', ')}; a log segment goes when it rolls or at the next start of sluice serve / sluice erase, which seals it`;
+      if (job.phase !== 'waiting-log' || job.waitingFor !== why) await save(erasures, job, 'waiting-log', why);
+      return false;
+    }
+    layer(job, 'log').files = [];
+    job.completedAt ??= new Date().toISOString();
+    await erasures.saveJob(job);
+    await writeAudit(host.store, request, job);
+    await erasures.forgetUsers(request.id);
+    job.sessionIds = [];
+    await save(erasures, job, 'done');
+    host.log.info({ id: request.id }, 'erasure completed');
+    return true;
+  }
+  return false;
+}
+
+/** Which log directories still hold a segment whose records may include the request's users. */
+export async function logsHolding(dataDir: string, request: ErasureRequest): Promise<string[]> {
+  const out: string[] = [];
+  const check = async (dir: string, mark: number): Promise<void> => {
+    if (mark < 0) return;
+    let names: string[];
+    try {
+      names = (await readdir(join(dataDir, 'log', dir))).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    } catch {
+      return;
+    }
+    if (names.length > 0 && Number(names[0]!.slice(0, 20)) <= mark) out.push(`${dir}/${names[0]}`);
+  };
+  for (const s of new Set(request.shards)) await check(`shard-${s}`, request.marks.shards[String(s)] ?? -1);
+  await check('dlq', request.marks.dlq);
+  return out;
+}
+
+/** The tables' candidate files: the users' shards' own files, compacted files, and all of dlq/. */
+async function candidates(store: ObjectStore, table: TableName, shards: number[]): Promise<string[]> {
+  const keys = (await store.list(`${TABLES[table].prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+  if (table === 'dlq') return keys;
+  return keys.filter((k) => {
+    const name = k.slice(k.lastIndexOf('/') + 1);
+    return name.startsWith('part-c') || shards.some((s) => name.startsWith(`part-s${s}-`));
+  });
+}
+
+/** Local paths of `keys` (S3: copies in `scratch`). */
+async function localPaths(store: ObjectStore, keys: string[], scratch: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const key of keys) {
+    let path = store.localPath(key);
+    if (!path) {
+      const bytes = await store.get(key);
+      if (!bytes) continue;
+      path = join(scratch, `${out.size}.parquet`);
+      await writeFile(path, bytes);
+    }
+    out.set(path, key);
+  }
+  return out;
+}
+
+const parquetList = (paths: Iterable<string>): string => `[${[...paths].map(q).join(', ')}]`;
+
+/** SQL condition matching the users' rows in a relation with those columns. */
+function condition(ids: string[], json: string[], users: string[], sessionIds: string[], table: string): string {
+  if (table === 'session_aliases') return sessionIds.length === 0 ? 'false' : `session_id IN (${sessionIds.map(q).join(', ')}) OR alias_id IN (${sessionIds.map(q).join(', ')})`;
+  const parts = ids.map((c) => `${c} IN (${users.map(q).join(', ')})`);
+  for (const c of json) for (const u of users) parts.push(`coalesce(contains(${c}, ${q(token(u))}), false)`);
+  return parts.length === 0 ? 'false' : parts.join(' OR ');
+}
+
+/** The scan: plan (files and matching rows), session ids, touched windows. Recorded before any rewrite. */
+async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards: number[]): Promise<void> {
+  const scratch = await mkdtemp(join(tmpdir(), 'sluice-erase-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  const plan: NonNullable<ErasureJob['plan']> = [];
+  const sessionIds = new Set<string>();
+  const hours = new Set<number>();
+  try {
+    await conn.run("SET TimeZone = 'UTC'");
+    for (const m of MATCH) {
+      const paths = await localPaths(host.store, await candidates(host.store, m.table, shards), scratch);
+      if (paths.size === 0) continue;
+      const cols = await columnsOf(conn, [...paths.keys()]);
+      const where = condition(m.ids.filter((c) => cols.has(c)), m.json.filter((c) => cols.has(c)), users, [], m.table);
+      const rel = `read_parquet(${parquetList(paths.keys())}, filename = true, union_by_name = true)`;
+      for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${where} GROUP BY filename`)) {
+        plan.push({ table: m.table, key: paths.get(String(r.filename))!, rows: Number(r.n), done: false });
+      }
+      if (m.table === 'events' || m.table === 'sessions') {
+        for (const r of await rows(conn, `SELECT DISTINCT session_id FROM ${rel} WHERE (${where}) AND session_id IS NOT NULL`)) sessionIds.add(String(r.session_id));
+      }
+      if (m.table === 'events' || m.table === 'late_events') {
+        for (const r of await rows(conn, `SELECT DISTINCT epoch_ms(date_trunc('hour', event_time::TIMESTAMP))::BIGINT AS h FROM ${rel} WHERE ${where}`)) hours.add(Number(r.h));
+      }
+    }
+    const ids = [...sessionIds];
+    const aliasPaths = await localPaths(host.store, await candidates(host.store, 'session_aliases', shards), scratch);
+    if (aliasPaths.size > 0 && ids.length > 0) {
+      // An alias row names the session's final id and an earlier one: either may be what silver holds.
+      const rel = `read_parquet(${parquetList(aliasPaths.keys())}, filename = true, union_by_name = true)`;
+      const where = condition([], [], users, ids, 'session_aliases');
+      for (const r of await rows(conn, `SELECT DISTINCT session_id, alias_id FROM ${rel} WHERE ${where}`)) {
+        sessionIds.add(String(r.session_id));
+        sessionIds.add(String(r.alias_id));
+      }
+      const all = [...sessionIds];
+      for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${condition([], [], users, all, 'session_aliases')} GROUP BY filename`)) {
+        plan.push({ table: 'session_aliases', key: aliasPaths.get(String(r.filename))!, rows: Number(r.n), done: false });
+      }
+    }
+  } finally {
+    conn.closeSync();
+    db.closeSync();
+    await rm(scratch, { recursive: true, force: true });
+  }
+  job.plan = plan;
+  job.sessionIds = [...sessionIds];
+  const days = new Set([...hours].map((h) => Math.floor(h / DAY) * DAY));
+  job.windows = { hourly: [...hours].sort((a, b) => a - b), daily: [...days].sort((a, b) => a - b) };
+  layer(job, 'state').rowsRemoved = job.openSessionsPurged ?? 0;
+}
+
+async function columnsOf(conn: DuckDBConnection, paths: string[]): Promise<Set<string>> {
+  const r = await rows(conn, `DESCRIBE SELECT * FROM read_parquet(${parquetList(paths)}, union_by_name = true)`);
+  return new Set(r.map((x) => String(x.column_name)));
+}
+
+async function rows(conn: DuckDBConnection, sql: string): Promise<Array<Record<string, unknown>>> {
+  return (await conn.runAndReadAll(sql)).getRowObjectsJS() as Array<Record<string, unknown>>;
+}
+
+/** Per row of `t`: 1 where the row belongs to (or names) one of `users` — the JS twin of `condition`. */
+export function dropMask(t: Table, table: TableName | 'session_aliases', users: string[], sessionIds: string[]): Uint8Array {
+  const mask = new Uint8Array(t.numRows);
+  const set = new Set(users);
+  const tokens = users.map(token);
+  const column = (name: string): { get(i: number): unknown } | null => t.getChild(name) as { get(i: number): unknown } | null;
+  if (table === 'session_aliases') {
+    const ids = new Set(sessionIds);
+    const a = column('alias_id');
+    const s = column('session_id');
+    for (let i = 0; i < t.numRows; i++) if (ids.has(String(s?.get(i))) || ids.has(String(a?.get(i)))) mask[i] = 1;
+    return mask;
+  }
+  const m = MATCH.find((x) => x.table === table)!;
+  const idCols = m.ids.map(column).filter((c) => c !== null);
+  const jsonCols = m.json.map(column).filter((c) => c !== null);
+  for (let i = 0; i < t.numRows; i++) {
+    if (idCols.some((c) => set.has(c!.get(i) as string))) mask[i] = 1;
+    else if (jsonCols.some((c) => {
+      const v = c!.get(i);
+      return typeof v === 'string' && tokens.some((tok) => v.includes(tok));
+    })) mask[i] = 1;
+  }
+  return mask;
+}
+
+/**
+ * Recomputes the job's remaining gold windows that are merged (every shard's partials committed
+ * past them and merged); returns the ones still waiting.
+ */
+async function recomputeGold(host: ErasureHost, job: ErasureJob, id: string): Promise<string[]> {
+  const windows = job.windows ?? { hourly: [], daily: [] };
+  if (windows.hourly.length + windows.daily.length === 0) return [];
+  const frontier = host.frontier();
+  const partials = new Set((await host.store.list(`${PARTIALS_PREFIX}/`)).map((o) => o.key.split('/').slice(2, 4).join('/')));
+  const ready = (g: 'hourly' | 'daily', start: number): boolean =>
+    !partials.has(`${g}/${start}`) && (g === 'hourly' ? frontier.hourly >= start + HOUR : frontier.daily >= start + DAY + host.sessionGapMs);
+  const todo = [...windows.hourly.map((s) => ['hourly', s] as const), ...windows.daily.map((s) => ['daily', s] as const)].filter(([g, s]) => ready(g, s));
+  if (todo.length > 0) {
+    const silverKeys = (await host.store.list(`${TABLES.events.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+    const lo = Math.min(...todo.map(([, s]) => s)) - DAY;
+    const hi = Math.max(...todo.map(([, s]) => s)) + 2 * DAY;
+    const scratch = await mkdtemp(join(tmpdir(), 'sluice-erase-gold-'));
+    const db = await DuckDBInstance.create(':memory:');
+    const conn = await db.connect();
+    try {
+      const silverPaths = await localPaths(host.store, silverKeys.filter((k) => {
+        const t = partitionTimeOfKey(k);
+        return t !== undefined && t >= lo && t < hi;
+      }), scratch);
+      const aliasKeys = (await host.store.list(`${TABLES.session_aliases.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+      const aliasPaths = await localPaths(host.store, aliasKeys, join(scratch));
+      const parquet = (p: Iterable<string>): string => `read_parquet(${parquetList(p)}, union_by_name = true)`;
+      const silver =
+        silverPaths.size === 0
+          ? undefined
+          : `(${resolveSessionIds(`(SELECT * FROM ${parquet(silverPaths.keys())})`, aliasPaths.size > 0 ? parquet(aliasPaths.keys()) : NO_SESSION_ALIASES)})`;
+      const types = { ...DEFAULT_METRIC_EVENT_TYPES, ...host.metricEventTypes };
+      for (const [g, start] of todo) {
+        const out = silver ? await rows(conn, goldMetricsSql(g, silver, start, start + (g === 'hourly' ? HOUR : DAY), types)) : [];
+        const key = goldWindowKey(g, start);
+        const batch = metricRowsToBatch(g, out);
+        const body = encodeParquet([batch], { compression: host.compression });
+        await host.store.put(key, body);
+        await writeCommitRecord(host.store, { id: `erase-${id}-gold-${g}-${start}`, time: new Date().toISOString(), kind: 'reconcile', added: [{ key, rows: batch.numRows, bytes: body.byteLength }], removed: [] });
+        const l = layer(job, g === 'hourly' ? 'hourly_metrics' : 'daily_metrics');
+        if (!l.files.includes(key)) l.files.push(key);
+        if (g === 'hourly') windows.hourly = windows.hourly.filter((s) => s !== start);
+        else windows.daily = windows.daily.filter((s) => s !== start);
+      }
+    } finally {
+      conn.closeSync();
+      db.closeSync();
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+  job.windows = windows;
+  return [...windows.hourly.map((s) => `hourly ${new Date(s).toISOString()}`), ...windows.daily.map((s) => `daily ${new Date(s).toISOString().slice(0, 10)}`)];
+}
+
+/** The audit record: append-only, one object per request, never an id in clear. */
+export interface AuditRecord {
+  requestId: string;
+  receivedAt: string;
+  completedAt: string;
+  reason: string | null;
+  /** HMAC-SHA256 of each user id with the data directory's salt (`<data>/erasure/salt`), hex. */
+  userHashes: string[];
+  hash: 'hmac-sha256(salt, user_id)';
+  layers: Record<string, { files: string[]; rowsRemoved: number }>;
+  openSessionsPurged: number;
+}
+
+async function writeAudit(store: ObjectStore, request: ErasureRequest, job: ErasureJob): Promise<void> {
+  const record: AuditRecord = {
+    requestId: request.id,
+    receivedAt: request.receivedAt,
+    completedAt: job.completedAt!,
+    reason: request.reason,
+    userHashes: request.userHashes,
+    hash: 'hmac-sha256(salt, user_id)',
+    layers: job.layers,
+    openSessionsPurged: job.openSessionsPurged ?? 0,
+  };
+  await store.put(`${AUDIT_PREFIX}${request.id}.json`, new TextEncoder().encode(`${JSON.stringify(record, null, 1)}\n`));
+}
+
+/** Every audit record of the lake, oldest first. */
+export async function listAudit(store: ObjectStore): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for (const o of await store.list(AUDIT_PREFIX)) {
+    const b = await store.get(o.key);
+    if (b) out.push(JSON.parse(new TextDecoder().decode(b)) as AuditRecord);
+  }
+  return out.sort((a, b) => (a.receivedAt < b.receivedAt ? -1 : 1));
+}

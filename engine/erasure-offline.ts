@@ -1,0 +1,96 @@
+/**
+ * The two erasure steps that need the files closed, run at start (before anything opens them):
+ *
+ * - `sealErasedLogs` (before the logs open: `sluice serve`, `sluice erase`): a log's active
+ *   segment is never deleted by truncation, so one holding records at or below a request's mark
+ *   is sealed by creating the next, empty segment — exactly what the log does when it rolls. The
+ *   engine's next checkpoint then truncates the sealed one (every record in it is committed).
+ * - `compactErasedState` (before the shards open: Coordinator.start): LMDB keeps freed pages —
+ *   with the purged sessions' bytes — until it reuses them; a compacting copy of the shard's
+ *   environment holds live pages only, and replaces the file.
+ *
+ * Both are idempotent; the job (engine/erasure-job.ts) waits for their effect before it completes.
+ */
+import { open as openFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { open as openLmdb } from 'lmdb';
+import { SegmentLog } from '../log/segment-log.js';
+import type { ErasureStore } from './erasure-store.js';
+
+const segmentName = (first: number): string => `${String(first).padStart(20, '0')}.seg`;
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await openFile(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Jobs past their purge (their state is purged, their log records committed). */
+async function purgedJobs(erasures: ErasureStore): Promise<Awaited<ReturnType<ErasureStore['open']>>> {
+  return (await erasures.open()).filter(({ job }) => job.phase === 'scanned' || job.phase === 'rewritten' || job.phase === 'gold-done' || job.phase === 'waiting-log');
+}
+
+/** Seals each log whose active segment still holds a record at or below an open request's mark. Returns the sealed log dirs. */
+export async function sealErasedLogs(dataDir: string, erasures: ErasureStore): Promise<string[]> {
+  const sealed: string[] = [];
+  const seal = async (name: string, shard: number, mark: number): Promise<void> => {
+    const dir = join(dataDir, 'log', name);
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    } catch {
+      return;
+    }
+    if (names.length === 0 || mark < 0) return;
+    const active = names[names.length - 1]!;
+    if (Number(active.slice(0, 20)) > mark) return;
+    const log = await SegmentLog.open({ dir, shard });
+    const next = log.nextOffset;
+    await log.close();
+    if (next <= Number(active.slice(0, 20))) return; // empty active segment: nothing to seal
+    const fh = await openFile(join(dir, segmentName(next)), 'wx').catch(() => undefined);
+    await fh?.close();
+    await fsyncDir(dir);
+    sealed.push(name);
+  };
+  for (const { request } of await purgedJobs(erasures)) {
+    for (const s of new Set(request.shards)) await seal(`shard-${s}`, s, request.marks.shards[String(s)] ?? -1);
+    await seal('dlq', -1, request.marks.dlq);
+  }
+  return sealed;
+}
+
+/** Compacts the LMDB file of each shard an open, purged request touched. Returns the shards compacted. */
+export async function compactErasedState(dataDir: string, erasures: ErasureStore): Promise<number[]> {
+  const done: number[] = [];
+  for (const { request, job } of await purgedJobs(erasures)) {
+    if (job.stateCompacted) continue;
+    for (const s of new Set(request.shards)) {
+      if (done.includes(s)) continue;
+      const dir = join(dataDir, 'shards', String(s));
+      const path = join(dir, 'state.mdb');
+      if (!(await stat(path).catch(() => undefined))) continue;
+      const copy = join(dir, 'state.mdb.compact');
+      await rm(copy, { force: true });
+      const env = openLmdb({ path, maxDbs: 4096, compression: false });
+      try {
+        await env.backup(copy, true);
+      } finally {
+        await env.close();
+      }
+      const fh = await openFile(copy, 'r+');
+      await fh.sync();
+      await fh.close();
+      await rename(copy, path);
+      await rm(`${path}-lock`, { force: true });
+      await fsyncDir(dir);
+      done.push(s);
+    }
+    job.stateCompacted = true;
+    await erasures.saveJob(job);
+  }
+  return done;
+}

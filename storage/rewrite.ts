@@ -1,0 +1,69 @@
+/**
+ * Rewriting a committed Parquet file without some of its rows (erasure), atomically:
+ *
+ *   read + decode ─▶ keep mask ─▶ nothing to drop? done (idempotent: a rewritten file has none)
+ *     some rows kept:  encode ─▶ stage ─▶ publish over the same key (rename / copy: old or new,
+ *                      never half) ─▶ commit record (removed: old rows, added: new rows)
+ *     no row kept:     commit record (removed) ─▶ delete
+ *
+ * The key does not change, so readers that honour commit records and readers that glob both see
+ * either the old file or the new one. Records are kind 'retention' (data deleted on purpose: the
+ * quality report does not count them as lost) with a deterministic id per (request, key), so a
+ * repeated step writes the same record again.
+ */
+import { createHash } from 'node:crypto';
+import type { RecordBatch, Table } from 'apache-arrow';
+import { takeRows, maskToIndices } from '../common/arrow-take.js';
+import { writeCommitRecord } from './commit-record.js';
+import type { ObjectStore } from './object-store.js';
+import { decodeParquet, encodeParquet, type ParquetOptions } from './parquet.js';
+import { TwoPhaseCommitter } from './two-phase.js';
+
+export interface RewriteResult {
+  rowsBefore: number;
+  rowsAfter: number;
+  /** The file no longer exists (every row was dropped, or it was gone already). */
+  deleted: boolean;
+}
+
+/**
+ * Drops the rows of `key` for which `drop(table, row)` is true (row index within the whole
+ * table). `recordId` names the commit record (deterministic per request and key).
+ */
+export async function rewriteWithout(
+  store: ObjectStore,
+  key: string,
+  drop: (table: Table) => Uint8Array,
+  recordId: string,
+  parquet: ParquetOptions = {},
+): Promise<RewriteResult> {
+  const bytes = await store.get(key);
+  if (bytes === undefined) return { rowsBefore: 0, rowsAfter: 0, deleted: true };
+  const table = decodeParquet(bytes);
+  const mask = drop(table);
+  const before = table.numRows;
+  let dropped = 0;
+  for (let i = 0; i < mask.length; i++) dropped += mask[i]!;
+  if (dropped === 0) return { rowsBefore: before, rowsAfter: before, deleted: false };
+  const id = `${recordId}-${createHash('sha1').update(key).digest('hex').slice(0, 12)}`;
+  const time = new Date().toISOString();
+  if (dropped === before) {
+    await writeCommitRecord(store, { id, time, kind: 'retention', added: [], removed: [{ key, rows: before, bytes: bytes.byteLength }] });
+    await store.delete(key);
+    return { rowsBefore: before, rowsAfter: 0, deleted: true };
+  }
+  const kept: RecordBatch[] = [];
+  let offset = 0;
+  for (const batch of table.batches) {
+    const keep = new Uint8Array(batch.numRows);
+    for (let i = 0; i < batch.numRows; i++) keep[i] = mask[offset + i] ? 0 : 1;
+    offset += batch.numRows;
+    const idx = maskToIndices(keep);
+    if (idx.length > 0) kept.push(idx.length === batch.numRows ? batch : takeRows(batch, idx));
+  }
+  const body = encodeParquet(kept, parquet);
+  const committer = new TwoPhaseCommitter(store);
+  const pending = await committer.stage([{ key, body, rows: before - dropped }], { id, kind: 'retention', removed: [{ key, rows: before, bytes: bytes.byteLength }] });
+  await committer.publish(pending);
+  return { rowsBefore: before, rowsAfter: before - dropped, deleted: false };
+}
