@@ -262,6 +262,8 @@ export class Coordinator {
       workerNice: this.options.workerNice,
       maxRowsPerParquetCall: this.options.maxRowsPerParquetCall,
       maxBytesPerParquetCall: this.options.maxBytesPerParquetCall,
+      encodeChunkRows: this.options.encodeChunkRows,
+      encodeChunkBytes: this.options.encodeChunkBytes,
     };
     const opened = await Promise.all(this.shards.map((_, s) => this.pool.open(s, runtimeOptions)));
     for (const o of opened) {

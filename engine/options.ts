@@ -58,6 +58,13 @@ export interface EngineOptions {
   /** Most in-memory Arrow bytes one Parquet encode call gets (wide rows); split like rows. Default 256 MiB. */
   maxBytesPerParquetCall: number;
   /**
+   * Incremental encoding: a shard encodes a partition's buffered rows as soon as they reach this
+   * many rows or Arrow bytes (a chunk file committed by the next checkpoint), so a checkpoint
+   * encodes only the rest and its duration stays bounded at any load. Defaults 262 144 rows, 32 MiB.
+   */
+  encodeChunkRows: number;
+  encodeChunkBytes: number;
+  /**
    * Backoff of retried engine work (a failed checkpoint: Parquet encode, object store
    * put/stage/publish, LMDB commit; a failed log reopened): the n-th consecutive failure waits
    * min(retryMaxMs, retryBaseMs × 2^(n−1)) ms before the next attempt. Defaults 250 ms and 30 s.
@@ -97,6 +104,8 @@ export function defaultEngineOptions(): EngineOptions {
     workerNice: 10,
     maxRowsPerParquetCall: 1_000_000,
     maxBytesPerParquetCall: 256 * 1024 * 1024,
+    encodeChunkRows: 262_144,
+    encodeChunkBytes: 32 * 1024 * 1024,
     retryBaseMs: 250,
     retryMaxMs: 30_000,
     maxRangeRecords: 2_000,
@@ -127,6 +136,8 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(Number.isFinite(o.maxBytesPerParquetCall) && o.maxBytesPerParquetCall >= 1024)) throw userError('invalid_option', `maxBytesPerParquetCall must be at least 1 KiB, got ${o.maxBytesPerParquetCall}`);
   if (!(Number.isFinite(o.retryBaseMs) && o.retryBaseMs >= 1)) throw userError('invalid_option', `retryBaseMs must be at least 1 ms, got ${o.retryBaseMs}`);
   if (!(Number.isFinite(o.retryMaxMs) && o.retryMaxMs >= o.retryBaseMs)) throw userError('invalid_option', `retryMaxMs must be ≥ retryBaseMs (${o.retryBaseMs} ms), got ${o.retryMaxMs}`);
+  if (!positiveInt(o.encodeChunkRows)) throw userError('invalid_option', `encodeChunkRows must be a positive integer, got ${o.encodeChunkRows}`);
+  if (!(Number.isFinite(o.encodeChunkBytes) && o.encodeChunkBytes >= 1024)) throw userError('invalid_option', `encodeChunkBytes must be at least 1 KiB, got ${o.encodeChunkBytes}`);
   if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
   if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
   if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);

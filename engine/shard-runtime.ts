@@ -61,6 +61,15 @@ interface Buffered {
   batches: RecordBatch[];
   rows: number;
   bytes: number;
+  /** Log offset of the first record that added rows here (names the chunk it becomes). */
+  firstOffset: number;
+}
+
+/** A buffer already encoded between checkpoints (a chunk), waiting for the next checkpoint to commit it. */
+interface EncodedFile {
+  key: string;
+  body: Uint8Array;
+  rows: number;
 }
 
 const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', emitted: 'emitted', emittedDaily: 'emitted-daily' } as const;
@@ -84,6 +93,11 @@ export class ShardRuntime {
   private lastOffset: number;
   private readonly buffers = new Map<string, Buffered>();
   private bufferedBytes = 0;
+  /** Chunks encoded since the last checkpoint (see `encodeFullBuffers`), and their bytes. */
+  private encoded: EncodedFile[] = [];
+  private encodedBytes = 0;
+  /** Offset of the record being processed (new buffers start at it). */
+  private currentOffset = -1;
   private partials: Array<{ key: string; body: Uint8Array; granularity: 'hourly' | 'daily'; windowStart: number }> = [];
   private stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
   /** A checkpoint recorded in LMDB whose files are not all published yet (its publish failed): the next checkpoint finishes it first. */
@@ -176,6 +190,7 @@ export class ShardRuntime {
   }
 
   processBatch(offset: number, bytes: Uint8Array): BatchResult {
+    this.currentOffset = offset;
     if (offset <= this.lastOffset) {
       // Already covered (a replay overlapping the live stream): effects are in state or committed.
       return this.batchResult(offset, 0, 0, 0, 0);
@@ -224,6 +239,7 @@ export class ShardRuntime {
     this.stats.tooLate += tooLate;
     const wm = this.pipeline.localWatermark();
     if (wm.kind === 'event-time') this.emitUpTo(wm.timeMs);
+    this.encodeFullBuffers(offset);
     return this.batchResult(offset, rows, silverRows, duplicates, tooLate);
   }
 
@@ -281,7 +297,7 @@ export class ShardRuntime {
       this.unpublished = undefined;
     }
     const nothingNew =
-      this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.emittedWatermark === this.committedEmitted && this.emittedDaily === this.committedEmittedDaily;
+      this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.encoded.length === 0 && this.emittedWatermark === this.committedEmitted && this.emittedDaily === this.committedEmittedDaily;
     if (nothingNew) {
       return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0 };
     }
@@ -324,6 +340,8 @@ export class ShardRuntime {
     this.firstOffset = last + 1;
     this.buffers.clear();
     this.bufferedBytes = 0;
+    this.encoded = [];
+    this.encodedBytes = 0;
     this.partials = [];
     this.stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
     let deferred: unknown;
@@ -359,12 +377,37 @@ export class ShardRuntime {
   }
 
   /**
+   * Incremental encoding: at the end of record `offset`, every buffer past encodeChunkRows rows or
+   * encodeChunkBytes Arrow bytes is encoded now, as a chunk named by the offsets of the records it
+   * holds (`part-s{shard}-{first}-{offset}-c[-i]`), and waits for the next checkpoint as Parquet
+   * bytes (several times smaller than its Arrow buffers). So a checkpoint encodes only what came
+   * since the last chunk, whatever the load. Chunks depend only on the records since the last
+   * checkpoint, so a replay from it cuts the same chunks under the same names.
+   */
+  private encodeFullBuffers(offset: number): void {
+    const { encodeChunkRows, encodeChunkBytes } = this.options;
+    for (const [bufferKey, b] of this.buffers) {
+      if (b.rows < encodeChunkRows && b.bytes < encodeChunkBytes) continue;
+      const [table, start] = bufferKey.split('@') as [TableName, string];
+      const chunks = splitForEncode(b.batches, this.parquet);
+      chunks.forEach((chunk, i) => {
+        const body = encodeParquet(coalesceBatches(chunk), this.parquet);
+        const name = partName(this.shard, b.firstOffset, offset, chunks.length === 1 ? '-c' : `-c-${i}`);
+        this.encoded.push({ key: partKey(table, Number(start), name), body, rows: chunk.reduce((n, x) => n + x.numRows, 0) });
+        this.encodedBytes += body.byteLength;
+      });
+      this.bufferedBytes -= b.bytes;
+      this.buffers.delete(bufferKey);
+    }
+  }
+
+  /**
    * Every buffer as Parquet files (one per partition, or `-0`, `-1`, … when its rows exceed one
    * encode call), then the window partials. Each encode call gets at most maxRowsPerParquetCall
    * rows and about maxBytesPerParquetCall Arrow bytes.
    */
-  private encodeBuffers(fileName: (suffix: string) => string): Array<{ key: string; body: Uint8Array; rows: number }> {
-    const files: Array<{ key: string; body: Uint8Array; rows: number }> = [];
+  private encodeBuffers(fileName: (suffix: string) => string): EncodedFile[] {
+    const files: EncodedFile[] = [...this.encoded];
     for (const [bufferKey, buffered] of this.buffers) {
       const [table, start] = bufferKey.split('@') as [TableName, string];
       const chunks = splitForEncode(buffered.batches, this.parquet);
@@ -433,7 +476,7 @@ export class ShardRuntime {
   private append(table: TableName, start: number, batch: RecordBatch): void {
     const key = `${table}@${start}`;
     let b = this.buffers.get(key);
-    if (!b) this.buffers.set(key, (b = { batches: [], rows: 0, bytes: 0 }));
+    if (!b) this.buffers.set(key, (b = { batches: [], rows: 0, bytes: 0, firstOffset: this.currentOffset }));
     b.batches.push(batch);
     b.rows += batch.numRows;
     const bytes = batchBytes(batch);
@@ -460,7 +503,7 @@ export class ShardRuntime {
   }
 
   private batchResult(offset: number, rows: number, silverRows: number, duplicates: number, tooLate: number): BatchResult {
-    return { shard: this.shard, offset, records: 1, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes, quarantined: [] };
+    return { shard: this.shard, offset, records: 1, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes + this.encodedBytes, quarantined: [] };
   }
 }
 

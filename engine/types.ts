@@ -36,6 +36,8 @@ export type ShardRuntimeOptions = Pick<
   | 'workerNice'
   | 'maxRowsPerParquetCall'
   | 'maxBytesPerParquetCall'
+  | 'encodeChunkRows'
+  | 'encodeChunkBytes'
 >;
 
 export type ShardTask =
