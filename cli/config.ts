@@ -32,6 +32,8 @@ export interface ServeConfig {
   writeKeys: string[];
   /** Dashboard read keys (never write keys); empty: `sluice serve` generates one into DATA/read-key. */
   readKeys?: string[];
+  /** Admin keys (`POST/GET /v1/admin/erasures`); none: the admin routes answer 401. */
+  adminKeys?: string[];
   engine: EngineOptions;
   /**
    * Where the engine runs: 'process' (the default of `sluice serve`: a child process, niced as a
@@ -56,6 +58,7 @@ type SettingName =
   | 'workers'
   | 'writeKeys'
   | 'readKeys'
+  | 'adminKeys'
   | 'flushInterval'
   | 'allowedLateness'
   | 'sessionGap'
@@ -76,6 +79,7 @@ const ENV: Record<SettingName, string[]> = {
   workers: ['SLUICE_WORKERS'],
   writeKeys: ['SLUICE_WRITE_KEYS'],
   readKeys: ['SLUICE_READ_KEYS'],
+  adminKeys: ['SLUICE_ADMIN_KEYS'],
   flushInterval: ['SLUICE_FLUSH_INTERVAL'],
   allowedLateness: ['SLUICE_ALLOWED_LATENESS'],
   sessionGap: ['SLUICE_SESSION_GAP'],
@@ -92,7 +96,7 @@ function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
   for (const [name, vars] of Object.entries(ENV) as Array<[SettingName, string[]]>) {
     const v = vars.map((k) => env[k]).find((x) => x !== undefined && x !== '');
     if (v === undefined) continue;
-    out[name] = name === 'writeKeys' || name === 'readKeys' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
+    out[name] = name === 'writeKeys' || name === 'readKeys' || name === 'adminKeys' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v;
   }
   return out;
 }
@@ -145,6 +149,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
   const keys = pick('writeKeys');
   const readKeys = pick('readKeys');
+  const adminKeys = pick('adminKeys');
   const engineMode = has('engineMode') ? String(pick('engineMode')) : 'process';
   if (engineMode !== 'process' && engineMode !== 'inline') throw userError('invalid_option', `--engine-mode must be process or inline, got "${engineMode}"`);
   return {
@@ -153,6 +158,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     port,
     writeKeys: Array.isArray(keys) ? keys : keys === undefined ? [] : [String(keys)],
     readKeys: Array.isArray(readKeys) ? readKeys : readKeys === undefined ? [] : [String(readKeys)],
+    adminKeys: Array.isArray(adminKeys) ? adminKeys : adminKeys === undefined ? [] : [String(adminKeys)],
     engine,
     ingest: has('maxMemory') ? { ...file.ingest, maxMemoryBytes: parseBytes(String(pick('maxMemory')), '--max-memory') } : file.ingest,
   };

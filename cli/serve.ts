@@ -12,6 +12,9 @@ import { startIngestServer, type IngestDeps, type IngestServer } from '../ingest
 import { EngineProcess } from '../engine/engine-process.js';
 import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
 import type { ShardLog } from '../log/log.js';
+import { ErasureStore } from '../engine/erasure-store.js';
+import { sealErasedLogs } from '../engine/erasure-offline.js';
+import { Suppression } from '../ingest/erasures.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 
 export interface RunningSluice {
@@ -45,12 +48,15 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const configuredReadKeys = config.readKeys?.length ? config.readKeys : Array.isArray(fileDashboard.readKeys) ? (fileDashboard.readKeys as string[]) : [];
   const readKeys = configuredReadKeys.length > 0 ? configuredReadKeys : [await ensureKey(config.engine.dataDir, 'read-key', 'rk_')];
   const dashboard = { historyFile: join(config.engine.dataDir, 'dashboard-history.json'), metricEventTypes: config.engine.metricEventTypes, ...fileDashboard, readKeys };
+  const erasureStore = await ErasureStore.open(config.engine.dataDir);
+  const suppression = new Suppression(erasureStore);
+  await suppression.load();
   const engine = await startEngine(config, logger);
   let server: IngestServer;
   try {
     server = await startIngestServer(
-      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), dashboard, logger },
-      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps },
+      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
+      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, erasures: { store: erasureStore, suppression } },
     );
   } catch (err) {
     await engine.close();
@@ -93,6 +99,7 @@ async function startEngine(
   }
   // The logs are ingest's (it appends, the engine reads); a reopened log's records reach the engine as a new mark.
   let engine: EngineProcess | undefined;
+  await sealErasedLogs(config.engine.dataDir, await ErasureStore.open(config.engine.dataDir));
   const logs = await openLocalLogs(config.engine, logger, 'ingest:', async (shard, fresh) => engine?.durable(shard, fresh.durableNextOffset - 1, 0));
   try {
     engine = await EngineProcess.start(config.engine, logs, logger, { nice: config.engine.workerNice, logLevel: logger.level });
@@ -165,6 +172,7 @@ export function register(program: Command): void {
     .option('--workers <n>', 'worker threads')
     .option('--write-key <key>', 'accepted write key (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--read-key <key>', 'dashboard read key (repeatable; never a write key)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--admin-key <key>', 'admin key for /v1/admin/erasures (repeatable; never a write or read key)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--flush-interval <duration>', 'checkpoint / file flush interval, e.g. 10s')
     .option('--allowed-lateness <duration>', 'watermark lag behind the max event time, e.g. 2h')
     .option('--session-gap <duration>', 'inactivity gap closing a session, e.g. 30m')
@@ -175,8 +183,8 @@ export function register(program: Command): void {
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
     .option('--config <file>', 'JSON config file')
-    .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; config?: string }) => {
-      const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey });
+    .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; adminKey?: string[]; config?: string }) => {
+      const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey, adminKeys: flags.adminKey });
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
       const sluice = await startSluice(config, logger);
       process.stdout.write(
