@@ -11,6 +11,7 @@ type Register = (program: Command) => void;
 const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./serve.js'),
   () => import('./reconcile.js'),
+  () => import('./erase.js'),
   () => import('./loadgen.js'),
   () => import('./compact.js'),
   () => import('./query.js'),
