@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SluiceError } from '../../common/errors.js';
 import { openShardLogs, RECORD_HEADER_BYTES, SegmentLog, validateSegmentLogOptions, type SegmentLogOptions } from '../../log/segment-log.js';
+import { describeLogConformance, type LogPlace } from './log-conformance.js';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -516,4 +517,12 @@ describe('SegmentLog options', () => {
     expect(warnings[0]![0]).toMatchObject({ shard: 7, truncatedBytes: 3, position: RECORD_HEADER_BYTES + 32, reason: 'partial header' });
     await log.close();
   });
+});
+
+describeLogConformance({
+  name: 'SegmentLog',
+  async place(): Promise<LogPlace> {
+    const dir = tempDir();
+    return { open: () => SegmentLog.open({ dir, shard: 0, segmentBytes: 4096 }), cleanup: async () => undefined };
+  },
 });

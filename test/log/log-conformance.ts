@@ -1,0 +1,180 @@
+/**
+ * The `ShardLog` contract as one suite that every implementation passes (the local segment log,
+ * the JetStream log), as the object stores share theirs. Each implementation keeps its own test
+ * file for what only it has (segments and fsyncs; Msg-Id de-duplication and failover).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ShardLog } from '../../log/log.js';
+
+/** One empty log location (a directory, a stream subject) for one test. */
+export interface LogPlace {
+  /** Opens the log there: the first call on an empty place, later calls reopen it (a restart). */
+  open(): Promise<ShardLog>;
+  /** Releases what `open` acquired (connections, directories). */
+  cleanup(): Promise<void>;
+}
+
+export interface LogConformanceTarget {
+  name: string;
+  /** A new empty place; called once per test. */
+  place(): Promise<LogPlace>;
+}
+
+/** Deterministic payload for record `i`: byte k = (i * 31 + k) mod 251, first 4 bytes = i. */
+export function payload(i: number, size = 32): Uint8Array {
+  const p = new Uint8Array(size);
+  for (let k = 0; k < size; k++) p[k] = (i * 31 + k) % 251;
+  if (size >= 4) new DataView(p.buffer).setUint32(0, i, true);
+  return p;
+}
+
+export async function readAll(log: Pick<ShardLog, 'read'>, from = 0): Promise<Array<{ offset: number; payload: Uint8Array }>> {
+  const out = [];
+  for await (const r of log.read(from)) out.push(r);
+  return out;
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
+
+export function describeLogConformance(target: LogConformanceTarget): void {
+  describe(`${target.name} conforms to the ShardLog contract`, () => {
+    const places: LogPlace[] = [];
+    const place = async () => {
+      const p = await target.place();
+      places.push(p);
+      return p;
+    };
+    afterEach(async () => {
+      for (const p of places.splice(0)) await p.cleanup();
+    });
+
+    it('appends, reads back byte-exact, reads from the middle, keeps offsets dense across reopen', async () => {
+      const at = await place();
+      let log = await at.open();
+      expect(log.nextOffset).toBe(0);
+      expect(log.durableNextOffset).toBe(0);
+      expect(await readAll(log)).toEqual([]);
+      for (let i = 0; i < 5; i++) expect(await log.append(payload(i, 10 + i))).toBe(i);
+      expect(log.pendingBytes).toBe(0);
+      expect(log.durableNextOffset).toBe(5);
+      await log.close();
+      log = await at.open();
+      expect(log.nextOffset).toBe(5);
+      expect(log.durableNextOffset).toBe(5);
+      expect(await log.append(payload(5, 15))).toBe(5);
+      const all = await readAll(log);
+      expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3, 4, 5]);
+      all.forEach((r, i) => expect(r.payload).toEqual(payload(i, 10 + i)));
+      expect((await readAll(log, 3)).map((r) => r.offset)).toEqual([3, 4, 5]);
+      expect(await readAll(log, 6)).toEqual([]);
+      expect(await readAll(log, 100)).toEqual([]);
+      await log.close();
+    });
+
+    it('yields payloads that own their ArrayBuffer (transferable alone)', async () => {
+      const log = await (await place()).open();
+      for (let i = 0; i < 3; i++) await log.append(payload(i, 100));
+      const all = await readAll(log);
+      expect(all).toHaveLength(3);
+      for (const r of all) {
+        expect(r.payload.byteOffset).toBe(0);
+        expect(r.payload.buffer.byteLength).toBe(100);
+      }
+      await log.close();
+    });
+
+    it('accepts empty payloads', async () => {
+      const at = await place();
+      let log = await at.open();
+      expect(await log.append(new Uint8Array(0))).toBe(0);
+      expect(await log.append(payload(1))).toBe(1);
+      await log.close();
+      log = await at.open();
+      expect((await readAll(log)).map((r) => r.payload.length)).toEqual([0, 32]);
+      await log.close();
+    });
+
+    it('concurrent appends get dense offsets in call order, each holding its own payload', async () => {
+      const at = await place();
+      let log = await at.open();
+      const offsets = await Promise.all(range(0, 200).map((i) => log.append(payload(i, 64))));
+      expect(offsets).toEqual(range(0, 200));
+      await log.close();
+      log = await at.open();
+      const all = await readAll(log);
+      expect(all.map((r) => r.offset)).toEqual(range(0, 200));
+      all.forEach((r, i) => expect(r.payload).toEqual(payload(i, 64)));
+      await log.close();
+    });
+
+    it('truncateBefore drops nothing at or above the offset, keeps the newest record, offsets stay monotonic after reopen', async () => {
+      const at = await place();
+      let log = await at.open();
+      for (let i = 0; i < 40; i++) await log.append(payload(i, 200));
+      await log.truncateBefore(30);
+      const after = (await readAll(log, 0)).map((r) => r.offset);
+      expect(after[0]).toBeLessThanOrEqual(30);
+      expect(after).toEqual(range(after[0]!, 40));
+      expect((await readAll(log, 30)).map((r) => r.offset)).toEqual(range(30, 40));
+      await log.truncateBefore(10); // below an earlier truncation: nothing changes
+      expect((await readAll(log, 0)).map((r) => r.offset)).toEqual(after);
+      await log.truncateBefore(1000); // everything is below, yet the newest record stays
+      const left = (await readAll(log, 0)).map((r) => r.offset);
+      expect(left.at(-1)).toBe(39);
+      expect(left).toEqual(range(left[0]!, 40));
+      await log.close();
+      log = await at.open();
+      expect(log.nextOffset).toBe(40);
+      expect(await log.append(payload(40))).toBe(40);
+      const last = await readAll(log, 0);
+      expect(last.map((r) => r.offset)).toEqual(range(left[0]!, 41));
+      expect(last.at(-1)!.payload).toEqual(payload(40));
+      await log.close();
+    });
+
+    it('a reader started earlier also yields records made durable while it reads', async () => {
+      const log = await (await place()).open();
+      await log.append(payload(0, 900));
+      const seen: number[] = [];
+      for await (const r of log.read(0)) {
+        seen.push(r.offset);
+        if (r.offset < 5) await log.append(payload(r.offset + 1, 900));
+      }
+      expect(seen).toEqual([0, 1, 2, 3, 4, 5]);
+      await log.close();
+    });
+
+    it('a reader that stops early leaves the log readable from where it stopped', async () => {
+      const log = await (await place()).open();
+      for (let i = 0; i < 10; i++) await log.append(payload(i));
+      const firstThree: number[] = [];
+      for await (const r of log.read(0)) {
+        firstThree.push(r.offset);
+        if (firstThree.length === 3) break;
+      }
+      expect(firstThree).toEqual([0, 1, 2]);
+      const rest = await readAll(log, 3);
+      expect(rest.map((r) => r.offset)).toEqual(range(3, 10));
+      rest.forEach((r) => expect(r.payload).toEqual(payload(r.offset)));
+      await log.close();
+    });
+
+    it('rejects appends after close, and close waits for appends in flight', async () => {
+      const log = await (await place()).open();
+      const inFlight = Promise.all(range(0, 20).map((i) => log.append(payload(i))));
+      await log.close();
+      expect(await inFlight).toEqual(range(0, 20));
+      await expect(log.append(payload(99))).rejects.toMatchObject({ code: 'log_closed' });
+      await log.close(); // idempotent
+    });
+
+    it('rejects bad read and truncate offsets', async () => {
+      const log = await (await place()).open();
+      await expect(readAll(log, -1)).rejects.toMatchObject({ code: 'invalid_offset' });
+      await expect(readAll(log, 0.5)).rejects.toMatchObject({ code: 'invalid_offset' });
+      await expect(log.truncateBefore(0.5)).rejects.toMatchObject({ code: 'invalid_offset' });
+      await expect(log.truncateBefore(-1)).rejects.toMatchObject({ code: 'invalid_offset' });
+      await log.close();
+    });
+  });
+}
