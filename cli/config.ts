@@ -20,11 +20,13 @@
  * | dedupTtl         | --dedup-ttl          | SLUICE_DEDUP_TTL          | 24h                          |
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
+ * | log              | --log                | SLUICE_LOG                | (local segment log under DATA) |
  */
 import { readFileSync } from 'node:fs';
 import { userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
 import { validateEngineOptions, type EngineOptions } from '../engine/options.js';
+import { parseNatsLogUrl } from '../log/jetstream-log.js';
 
 export interface ServeConfig {
   host: string;
@@ -43,6 +45,11 @@ export interface ServeConfig {
   engineMode?: 'process' | 'inline';
   /** Extra ingest options from the config file's `ingest` object, passed through to the ingest validator. */
   ingest: Record<string, unknown>;
+  /**
+   * NATS servers of a JetStream log (`--log nats://h1:4222,h2:4222`); absent: the local segment
+   * log. For now the engine then runs inline (see docs/SCALE-OUT.md).
+   */
+  logServers?: string[];
 }
 
 /** Raw settings as strings/numbers, keyed like the table above. */
@@ -67,7 +74,8 @@ type SettingName =
   | 'compression'
   | 'workerNice'
   | 'engineMode'
-  | 'maxMemory';
+  | 'maxMemory'
+  | 'log';
 
 const ENV: Record<SettingName, string[]> = {
   port: ['SLUICE_PORT'],
@@ -89,6 +97,7 @@ const ENV: Record<SettingName, string[]> = {
   workerNice: ['SLUICE_WORKER_NICE'],
   engineMode: ['SLUICE_ENGINE_MODE'],
   maxMemory: ['SLUICE_MAX_MEMORY'],
+  log: ['SLUICE_LOG'],
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
@@ -150,9 +159,14 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   const keys = pick('writeKeys');
   const readKeys = pick('readKeys');
   const adminKeys = pick('adminKeys');
-  const engineMode = has('engineMode') ? String(pick('engineMode')) : 'process';
+  const logServers = has('log') ? parseNatsLogUrl(String(pick('log'))) : undefined;
+  const engineMode = has('engineMode') ? String(pick('engineMode')) : logServers !== undefined ? 'inline' : 'process';
   if (engineMode !== 'process' && engineMode !== 'inline') throw userError('invalid_option', `--engine-mode must be process or inline, got "${engineMode}"`);
+  if (logServers !== undefined && engineMode !== 'inline') {
+    throw userError('invalid_option', '--log nats://… runs the engine inline for now; drop --engine-mode process (or use --engine-mode inline)');
+  }
   return {
+    ...(logServers !== undefined ? { logServers } : {}),
     engineMode,
     host: has('host') ? String(pick('host')) : '127.0.0.1',
     port,

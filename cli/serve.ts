@@ -12,6 +12,7 @@ import { startIngestServer, type IngestDeps, type IngestServer } from '../ingest
 import { EngineProcess } from '../engine/engine-process.js';
 import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
 import type { ShardLog } from '../log/log.js';
+import { JetStreamLogs } from '../log/jetstream-log.js';
 import { ErasureStore } from '../engine/erasure-store.js';
 import { sealErasedLogs } from '../engine/erasure-offline.js';
 import { Suppression } from '../ingest/erasures.js';
@@ -83,10 +84,14 @@ async function startEngine(
   logger: Logger,
 ): Promise<{ logs: readonly ShardLog[]; dlqLog: ShardLog; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
   if ((config.engineMode ?? 'inline') === 'inline') {
-    const coordinator = await Coordinator.start(config.engine, logger);
+    // --log nats://…: ingest appends to and the engine consumes from JetStream (one writer per shard: this process).
+    const js = config.logServers !== undefined ? await JetStreamLogs.connect({ servers: config.logServers, logger }) : undefined;
+    const jsLogs = js !== undefined ? await js.openAll(config.engine.shards).catch(async (err: unknown) => (await js.close(), Promise.reject(err))) : undefined;
+    const coordinator = await Coordinator.start(config.engine, logger, jsLogs !== undefined ? { shards: jsLogs.shards, dlq: jsLogs.dlq } : undefined)
+      .catch(async (err: unknown) => (await js?.close(), Promise.reject(err)));
     return {
-      logs: coordinator.local!.logs,
-      dlqLog: coordinator.local!.dlqLog,
+      logs: jsLogs?.shards ?? coordinator.local!.logs,
+      dlqLog: jsLogs?.dlq ?? coordinator.local!.dlqLog,
       coordinator,
       deps: {
         onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
@@ -94,7 +99,10 @@ async function startEngine(
         live: () => coordinator.live(),
         ready: () => coordinator.failure === undefined,
       },
-      close: () => coordinator.close(),
+      close: async () => {
+        await coordinator.close();
+        await js?.close();
+      },
     };
   }
   // The logs are ingest's (it appends, the engine reads); a reopened log's records reach the engine as a new mark.
@@ -182,6 +190,7 @@ export function register(program: Command): void {
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
+    .option('--log <nats://host:4222,…>', 'append to and consume from NATS JetStream instead of the local log (engine inline for now)')
     .option('--config <file>', 'JSON config file')
     .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; adminKey?: string[]; config?: string }) => {
       const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey, adminKeys: flags.adminKey });

@@ -1,0 +1,76 @@
+/**
+ * `sluice serve --log nats://…` on a REAL 3-node JetStream cluster: ingest appends every shard
+ * record and dead letter to the stream (ack after the PubAck), the inline engine consumes them,
+ * and after the SIGTERM path (`close()`: stop accepting, drain, flush, commit) every acknowledged
+ * event is in silver exactly once. In-process (`startSluice`, what the SIGTERM handler calls),
+ * so the test runs the sources without a dist/ build. Skipped only when nats-server is missing.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { composeServeConfig } from '../../cli/config.js';
+import { startSluice } from '../../cli/serve.js';
+import { JetStreamLogs } from '../../log/jetstream-log.js';
+import { openLakeReader } from '../helpers/lake.js';
+import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
+import { expectExactlyOnce, KEY, Traffic } from '../helpers/served.js';
+
+const describeNats = natsServerPath() === undefined ? describe.skip : describe;
+if (natsServerPath() === undefined) console.warn('test/log/jetstream-serve.test.ts: SKIPPED — nats-server is not installed (apt-get install -y nats-server)');
+
+describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', () => {
+  let cluster: NatsCluster | undefined;
+  let dir: string;
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ nodes: 3 });
+    dir = mkdtempSync(join(tmpdir(), 'sluice-js-serve-'));
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('acks after the PubAck, and after the SIGTERM path every acknowledged event is in silver exactly once', async () => {
+    const data = join(dir, 'data');
+    const lake = join(dir, 'lake');
+    const config = composeServeConfig(
+      { log: cluster!.urls.join(','), data, lake, shards: 2, workers: 1, flushInterval: '1s', port: 0, writeKeys: [KEY] },
+      {},
+    );
+    expect(config.engineMode).toBe('inline');
+    expect(config.logServers).toEqual(cluster!.urls);
+    const sluice = await startSluice(config, pino({ level: 'warn' }, pino.destination(2)));
+    const traffic = new Traffic();
+    let closed = false;
+    try {
+      await traffic.run(sluice.url, 'js', new Promise((r) => setTimeout(r, 4000)));
+      expect(traffic.acked.size).toBeGreaterThan(0);
+      await sluice.close(); // what SIGTERM runs
+      closed = true;
+    } finally {
+      if (!closed) await sluice.close();
+    }
+    // The records went to JetStream, not to local log files.
+    expect(existsSync(join(data, 'log', 'shard-0'))).toBe(false);
+    const js = await JetStreamLogs.connect({ servers: cluster!.urls });
+    try {
+      const info = await js.jsm.streams.info('SLUICE', { subjects_filter: 'sluice.events.*' });
+      expect(info.config.num_replicas).toBe(3);
+      expect(Object.keys(info.state.subjects ?? {}).sort()).toEqual(['sluice.events.s0', 'sluice.events.s1']);
+    } finally {
+      await js.close();
+    }
+    const r = await openLakeReader(lake);
+    try {
+      const counts = new Map<string, number>();
+      for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) {
+        counts.set(row.event_id, Number(row.n));
+      }
+      expectExactlyOnce(counts, traffic);
+    } finally {
+      r.close();
+    }
+  }, 120_000);
+});
