@@ -33,8 +33,8 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
   });
 
   it('acks after the PubAck, and after the SIGTERM path every acknowledged event is in silver exactly once', async () => {
-    const data = join(dir, 'data');
-    const lake = join(dir, 'lake');
+    const data = join(dir, 'data1');
+    const lake = join(dir, 'lake1');
     const config = composeServeConfig(
       { log: cluster!.urls.join(','), data, lake, shards: 2, workers: 1, flushInterval: '1s', port: 0, writeKeys: [KEY] },
       {},
@@ -73,4 +73,53 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
       r.close();
     }
   }, 120_000);
+
+  it('kill -9 of the stream leader mid-load: ingest keeps acknowledging through the quorum, every acknowledged event in silver exactly once', async () => {
+    const c = cluster!;
+    const admin = await JetStreamLogs.connect({ servers: c.urls });
+    await admin.jsm.streams.delete('SLUICE').catch(() => undefined); // the first test's records are not this lake's
+    await admin.close();
+    const data = join(dir, 'data2');
+    const lake = join(dir, 'lake2');
+    const config = composeServeConfig({ log: c.urls.join(','), data, lake, shards: 2, workers: 1, flushInterval: '1s', port: 0, writeKeys: [KEY] }, {});
+    const sluice = await startSluice(config, pino({ level: 'warn' }, pino.destination(2)));
+    const traffic = new Traffic();
+    let killed: number | undefined;
+    let ackedBeforeKill = 0;
+    try {
+      const info = await (async () => {
+        const a = await JetStreamLogs.connect({ servers: c.urls });
+        try {
+          return await a.jsm.streams.info('SLUICE');
+        } finally {
+          await a.close();
+        }
+      })();
+      killed = Number(info.cluster!.leader!.slice(1)) - 1;
+      const load = traffic.run(sluice.url, 'jsk', new Promise((r) => setTimeout(r, 6000)));
+      await new Promise((r) => setTimeout(r, 2000));
+      ackedBeforeKill = traffic.acked.size;
+      await c.kill(killed);
+      await load;
+      expect(ackedBeforeKill).toBeGreaterThan(0);
+      expect(traffic.acked.size).toBeGreaterThan(ackedBeforeKill); // acks went on without the killed node
+      await sluice.close();
+    } finally {
+      await sluice.close().catch(() => undefined);
+      if (killed !== undefined && !c.running(killed)) {
+        await c.restart(killed);
+        await c.waitForMetaLeader();
+      }
+    }
+    const r = await openLakeReader(lake);
+    try {
+      const counts = new Map<string, number>();
+      for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) {
+        counts.set(row.event_id, Number(row.n));
+      }
+      expectExactlyOnce(counts, traffic);
+    } finally {
+      r.close();
+    }
+  }, 180_000);
 });
