@@ -62,6 +62,13 @@
  * so offsets stay dense, and such a record is read like any other (a duplicate at worst: the
  * client was told to retry; dedup by event_id downstream removes it), as with the local log.
  *
+ * Records above the server's `max_payload` (1 MiB by default; ingest's group commit can build
+ * bigger ones) are stored as consecutive messages with the same offset and `Sluice-Chunk: i/n`,
+ * each chained by the CAS and with its own Msg-Id (`….<offset>.<i>`); the append resolves after
+ * the last chunk's PubAck. A reader yields the record once all n chunks are read, and drops an
+ * incomplete one (the tail of a failed append: never acknowledged); the next append reuses the
+ * offset of such a tail (`sync` sees it), so offsets stay dense.
+ *
  * Reads: an ephemeral pull consumer (R1, memory, no acks) filtered on the shard's subject,
  * starting at the sequence of `fromOffset` (found from the last position this log knows, or by
  * a binary search over the subject with `next_by_subj` message gets), deleted when the read ends.
@@ -95,6 +102,10 @@ import type { LogRecord, ShardLog } from './log.js';
 
 /** Header holding a record's dense per-shard offset (decimal). */
 export const OFFSET_HEADER = 'Sluice-Offset';
+/** Header of a record stored as several messages: `i/n` (chunk i of n, 0-based). */
+export const CHUNK_HEADER = 'Sluice-Chunk';
+/** Room left in a message for the headers when a record is cut into chunks of max_payload. */
+const HEADER_ROOM_BYTES = 4096;
 
 /** JetStream API error codes this log reacts to. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -255,6 +266,16 @@ function offsetOf(subject: string, seq: number, value: string | undefined): numb
   return n;
 }
 
+/** The `i/n` of a chunked record's message, or undefined for a record stored whole. */
+function chunkOf(subject: string, seq: number, value: string | undefined): [number, number] | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)\/(\d+)$/.exec(value);
+  const i = m ? Number(m[1]) : NaN;
+  const n = m ? Number(m[2]) : NaN;
+  if (!(n >= 2 && i >= 0 && i < n)) throw internalError('log_corrupt', `${subject} stream sequence ${seq} has an invalid ${CHUNK_HEADER} header (${JSON.stringify(value)})`);
+  return [i, n];
+}
+
 /**
  * The connection and the stream, shared by every shard's log of one process. Open with
  * {@link JetStreamLogs.connect}; `close()` closes the logs it opened, then the connection.
@@ -390,8 +411,8 @@ export class JetStreamLog implements ShardLog {
   /** Stream sequence of the subject's last record (offset next-1); 0 when the subject is empty. */
   private lastSeq = 0;
   private durableNext = 0;
-  /** A known (offset, stream seq) pair, to start reads without a search. */
-  private hint: { offset: number; seq: number } | undefined;
+  /** A known record: its offset, first message's sequence (if known) and last message's, to start reads without a search. */
+  private hint: { offset: number; seq: number | undefined; end: number } | undefined;
   /** The last publish failed with an unknown outcome: resynchronise before the next. */
   private needsSync = false;
   private queue: QueuedAppend[] = [];
@@ -432,12 +453,16 @@ export class JetStreamLog implements ShardLog {
     const last = await this.retrying('sync', () => this.logs.jsm.streams.getMessage(this.opts.stream, { last_by_subj: this.subject }));
     if (last !== null) {
       const offset = offsetOf(this.subject, last.seq, last.header.get(OFFSET_HEADER) || undefined);
+      const chunk = chunkOf(this.subject, last.seq, last.header.get(CHUNK_HEADER) || undefined);
+      // The tail of a failed chunked append (never acknowledged): the next record takes its offset.
+      const complete = chunk === undefined || chunk[0] === chunk[1] - 1;
+      const after = complete ? offset + 1 : offset;
       // A live writer never goes back, even if stream limits removed every record.
-      if (offset + 1 >= this.next) {
-        this.next = offset + 1;
+      if (after >= this.next) {
+        this.next = after;
         this.lastSeq = last.seq;
       }
-      this.hint = { offset, seq: last.seq };
+      if (complete) this.hint = { offset, seq: chunk === undefined ? last.seq : undefined, end: last.seq };
     } else {
       this.lastSeq = 0;
     }
@@ -448,9 +473,6 @@ export class JetStreamLog implements ShardLog {
 
   append(payload: Uint8Array): Promise<number> {
     if (this.closing) return Promise.reject(internalError('log_closed', `JetStream log of ${this.subject} is closed; append before close()`));
-    if (payload.byteLength > this.logs.maxPayload - 1024) {
-      return Promise.reject(userError('record_too_large', `a ${payload.byteLength}-byte record exceeds the NATS server's max_payload (${this.logs.maxPayload} bytes, less 1 KiB of headers); raise max_payload in nats-server.conf (up to 64MB) or lower ingest.groupCommit.maxRows`));
-    }
     return new Promise<number>((resolve, reject) => {
       this.queue.push({ payload, resolve, reject });
       this.pending += payload.byteLength;
@@ -481,56 +503,91 @@ export class JetStreamLog implements ShardLog {
     }
   }
 
-  /** One append: CAS-publish with retries (see the file comment). Resolves with the offset. */
+  /**
+   * One append: CAS-publish with retries (see the file comment), as one message or, above the
+   * server's max_payload, as chunks chained by the same CAS. Resolves with the offset.
+   */
   private async publishOne(payload: Uint8Array): Promise<number> {
     const started = performance.now();
-    const deadline = started + this.opts.appendTimeoutMs;
-    const publish = this.opts.publish ?? ((s, p, o) => this.logs.js.publish(s, p, o));
-    let attempts = 0;
-    let lastErr: unknown;
+    const tries = { attempts: 0, deadline: started + this.opts.appendTimeoutMs, lastErr: undefined as unknown };
     if (this.needsSync) await this.sync();
-    while (performance.now() < deadline) {
-      const offset = this.next;
-      const h = natsHeaders();
-      h.set(OFFSET_HEADER, String(offset));
-      const msgID = `${this.opts.writerId}.${this.shard < 0 ? 'dlq' : `s${this.shard}`}.${offset}`;
-      attempts++;
-      try {
-        const timeout = Math.max(50, Math.min(this.opts.publishTimeoutMs, deadline - performance.now()));
-        const ack = await publish(this.subject, payload, { msgID, headers: h, expect: { lastSubjectSequence: this.lastSeq }, timeout });
-        return this.acked(offset, ack.seq, started, payload.byteLength, attempts);
-      } catch (err) {
-        lastErr = err;
-        if (apiCode(err) === WRONG_LAST_SEQUENCE) {
-          // Either an earlier attempt of this very record was stored (its PubAck lost: a
-          // clustered 2.9 server checks the expectation before the Msg-Id), or another writer
-          // appended. Under the CAS our record can only be the subject's next after lastSeq.
-          const next = await this.nextBySubject(this.lastSeq + 1);
-          if (next !== null && next.header.get('Nats-Msg-Id') === msgID) {
-            return this.acked(offset, next.seq, started, payload.byteLength, attempts);
+    const chunkBytes = Math.max(1024, this.logs.maxPayload - HEADER_ROOM_BYTES);
+    const n = Math.max(1, Math.ceil(payload.byteLength / chunkBytes));
+    try {
+      for (let conflicts = 0; conflicts < 10_000 && performance.now() < tries.deadline; conflicts++) {
+        const offset = this.next;
+        let firstSeq = 0;
+        let conflict = false;
+        for (let i = 0; i < n && !conflict; i++) {
+          const part = n === 1 ? payload : payload.subarray(i * chunkBytes, Math.min(payload.byteLength, (i + 1) * chunkBytes));
+          const seq = await this.publishMessage(part, offset, n === 1 ? undefined : [i, n], tries);
+          if (seq === undefined) conflict = true;
+          else {
+            this.lastSeq = seq; // the next chunk's CAS chains after this one
+            if (i === 0) firstSeq = seq;
           }
-          this.opts.logger?.warn({ subject: this.subject, offset }, 'another writer appended to this shard; retrying at the next offset');
-          await this.sync();
-          continue;
         }
-        if (apiCode(err) === STREAM_NOT_FOUND) break;
-        this.opts.logger?.warn({ subject: this.subject, offset, attempt: attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');
-        await sleep(Math.min(50 * attempts, 500));
+        if (!conflict) return this.acked(offset, firstSeq, this.lastSeq, started, payload.byteLength, tries.attempts);
+        // Another writer appended to this shard: take the offset after its record.
+        this.opts.logger?.warn({ subject: this.subject, offset }, 'another writer appended to this shard; retrying at the next offset');
+        await this.sync();
       }
+    } catch (err) {
+      if (!(err instanceof SluiceError && err.code === 'log_publish_failed')) throw err;
+      tries.lastErr = err.cause;
     }
     this.needsSync = true;
     throw externalError(
       'log_publish_failed',
-      `no PubAck for a record of ${this.subject} within ${this.opts.appendTimeoutMs} ms after ${attempts} attempts: ${(lastErr as Error)?.message ?? String(lastErr)}; the record may or may not be stored (never acknowledge it)`,
-      lastErr,
+      `no PubAck for a record of ${this.subject} within ${this.opts.appendTimeoutMs} ms after ${tries.attempts} attempts: ${(tries.lastErr as Error)?.message ?? String(tries.lastErr)}; the record may or may not be stored (never acknowledge it)`,
+      tries.lastErr,
     );
   }
 
-  /** Records an acknowledged append at `offset` stored as stream sequence `seq`. */
-  private acked(offset: number, seq: number, started: number, bytes: number, attempts: number): number {
+  /**
+   * Publishes one message of a record (the same message again after a timeout or a lost
+   * connection). Resolves with its stream sequence, or undefined when another writer appended
+   * first (the CAS failed and the stored message is not ours). Throws `log_publish_failed` at
+   * the deadline.
+   */
+  private async publishMessage(
+    part: Uint8Array,
+    offset: number,
+    chunk: [number, number] | undefined,
+    tries: { attempts: number; deadline: number; lastErr: unknown },
+  ): Promise<number | undefined> {
+    const publish = this.opts.publish ?? ((s, p, o) => this.logs.js.publish(s, p, o));
+    const h = natsHeaders();
+    h.set(OFFSET_HEADER, String(offset));
+    if (chunk !== undefined) h.set(CHUNK_HEADER, `${chunk[0]}/${chunk[1]}`);
+    const msgID = `${this.opts.writerId}.${this.shard < 0 ? 'dlq' : `s${this.shard}`}.${offset}${chunk === undefined ? '' : `.${chunk[0]}`}`;
+    while (performance.now() < tries.deadline) {
+      tries.attempts++;
+      try {
+        const timeout = Math.max(50, Math.min(this.opts.publishTimeoutMs, tries.deadline - performance.now()));
+        return (await publish(this.subject, part, { msgID, headers: h, expect: { lastSubjectSequence: this.lastSeq }, timeout })).seq;
+      } catch (err) {
+        tries.lastErr = err;
+        if (apiCode(err) === WRONG_LAST_SEQUENCE) {
+          // Either an earlier attempt of this very message was stored (its PubAck lost: a
+          // clustered 2.9 server checks the expectation before the Msg-Id), or another writer
+          // appended. Under the CAS our message can only be the subject's next after lastSeq.
+          const next = await this.nextBySubject(this.lastSeq + 1);
+          return next !== null && next.header.get('Nats-Msg-Id') === msgID ? next.seq : undefined;
+        }
+        if (apiCode(err) === STREAM_NOT_FOUND) break;
+        this.opts.logger?.warn({ subject: this.subject, offset, attempt: tries.attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');
+        await sleep(Math.min(50 * tries.attempts, 500));
+      }
+    }
+    throw externalError('log_publish_failed', 'deadline', tries.lastErr);
+  }
+
+  /** Records an acknowledged append at `offset`, stored as stream sequences `firstSeq` … `lastSeq`. */
+  private acked(offset: number, firstSeq: number, lastSeq: number, started: number, bytes: number, attempts: number): number {
     this.next = offset + 1;
-    this.lastSeq = seq;
-    this.hint = { offset, seq };
+    this.lastSeq = lastSeq;
+    this.hint = { offset, seq: firstSeq, end: lastSeq };
     if (this.next > this.durableNext) this.durableNext = this.next;
     try {
       this.opts.onPublish?.(performance.now() - started, bytes, attempts);
@@ -573,12 +630,12 @@ export class JetStreamLog implements ShardLog {
    */
   private async startSeqFor(from: number, exact = false): Promise<number> {
     const h = this.hint;
-    if (!exact && h !== undefined && from > h.offset && from - h.offset <= READ_BATCH) return h.seq + 1;
-    if (h !== undefined && from === h.offset) return h.seq;
-    // Smallest x such that the first subject record at or after x has offset >= from.
+    if (!exact && h !== undefined && from > h.offset && from - h.offset <= READ_BATCH) return h.end + 1;
+    if (h !== undefined && from === h.offset && h.seq !== undefined) return h.seq;
+    // Smallest x such that the first subject message at or after x has offset >= from.
     let lo = 1;
-    let hi = h !== undefined && from <= h.offset ? h.seq : Math.max(1, this.lastSeq);
-    if (h !== undefined && from > h.offset) lo = h.seq + 1;
+    let hi = h !== undefined && from <= h.offset ? h.end : Math.max(1, this.lastSeq);
+    if (h !== undefined && from > h.offset) lo = h.end + 1;
     for (let steps = 0; lo < hi && steps < 64; steps++) {
       const mid = Math.floor((lo + hi) / 2);
       const m = await this.nextBySubject(mid);
@@ -614,6 +671,9 @@ export class JetStreamLog implements ShardLog {
     );
     const consumer = await this.logs.js.consumers.get(this.opts.stream, ci.name);
     let expected = fromOffset;
+    let yielded = false;
+    /** Chunks of the record being reassembled. */
+    let parts: { offset: number; n: number; bufs: Uint8Array[]; bytes: number; seq: number } | undefined;
     let stalledSince: number | undefined;
     try {
       for (let rounds = 0; expected < this.durableNext && rounds < 1_000_000; rounds++) {
@@ -623,16 +683,39 @@ export class JetStreamLog implements ShardLog {
         for await (const m of batch) {
           got++;
           const offset = offsetOf(this.subject, m.seq, m.headers?.get(OFFSET_HEADER) || undefined);
-          if (offset < expected && expected === fromOffset) continue; // before the start
-          if (offset !== expected && expected !== fromOffset) {
+          if (offset >= this.durableNext) return;
+          if (offset < fromOffset && !yielded) continue; // before the start
+          const chunk = chunkOf(this.subject, m.seq, m.headers?.get(CHUNK_HEADER) || undefined);
+          let payload: Uint8Array;
+          let firstSeq = m.seq;
+          if (chunk === undefined) {
+            parts = undefined; // a partial record before this one was never acknowledged
+            payload = new Uint8Array(m.data);
+          } else {
+            const [i, n] = chunk;
+            if (i === 0) parts = { offset, n, bufs: [], bytes: 0, seq: m.seq };
+            if (parts === undefined || parts.offset !== offset || parts.n !== n || parts.bufs.length !== i) {
+              parts = undefined; // the middle of a record whose start is not read, or a broken (never acknowledged) one
+              continue;
+            }
+            parts.bufs.push(new Uint8Array(m.data));
+            parts.bytes += m.data.byteLength;
+            if (parts.bufs.length < n) continue;
+            payload = new Uint8Array(parts.bytes);
+            let at = 0;
+            for (const b of parts.bufs) (payload.set(b, at), (at += b.byteLength));
+            firstSeq = parts.seq;
+            parts = undefined;
+          }
+          if (yielded && offset !== expected) {
             // Never skip or reorder silently: two records claim one offset (concurrent writers
             // on a server that does not serialize the subject CAS), or one is missing.
             throw internalError('log_conflict', `${this.subject}: stream sequence ${m.seq} holds offset ${offset} where offset ${expected} was expected; more than one writer appended to this shard at once (run one ingest writer per shard)`);
           }
-          if (offset >= this.durableNext) return;
-          this.hint = { offset, seq: m.seq };
+          this.hint = { offset, seq: firstSeq, end: m.seq };
           expected = offset + 1;
-          yield { offset, payload: new Uint8Array(m.data) };
+          yielded = true;
+          yield { offset, payload };
           if (expected >= this.durableNext) break;
         }
         if (got > 0) {
@@ -660,7 +743,7 @@ export class JetStreamLog implements ShardLog {
     const last = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { last_by_subj: this.subject }));
     if (last === null) return;
     const lastOffset = offsetOf(this.subject, last.seq, last.header.get(OFFSET_HEADER) || undefined);
-    if (this.hint === undefined || this.hint.offset < lastOffset) this.hint = { offset: lastOffset, seq: last.seq };
+    if (this.hint === undefined || this.hint.offset < lastOffset) this.hint = { offset: lastOffset, seq: undefined, end: last.seq };
     // Purge removes sequences below `seq`: exactly the records with lower offsets (see startSeqFor).
     const seq = offset > lastOffset ? last.seq : Math.min(await this.startSeqFor(offset, true), last.seq);
     await this.retrying('purge', () => this.logs.jsm.streams.purge(this.opts.stream, { filter: this.subject, seq }));

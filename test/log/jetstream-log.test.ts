@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
-import { JetStreamLogs, OFFSET_HEADER, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
+import { CHUNK_HEADER, JetStreamLogs, OFFSET_HEADER, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { describeLogConformance, payload, readAll, type LogPlace } from './log-conformance.js';
 
@@ -37,6 +37,9 @@ async function deleteStream(stream: string): Promise<void> {
     await nc.close();
   }
 }
+
+/** Byte equality of big payloads (vitest's deep equality is slow on megabytes). */
+const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 /** Messages stored on the subject (what a consumer could ever read). */
 async function storedOnSubject(logs: JetStreamLogs, subject: string): Promise<number> {
@@ -287,15 +290,66 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
-  it('refuses a record above max_payload with a user error that says what to do', async () => {
+  it('stores a record above max_payload as chunks and reads it back whole, also from a cold handle and after reopen', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream));
     try {
       const log = await logs.open(0);
-      await expect(log.append(new Uint8Array(logs.maxPayload))).rejects.toMatchObject({ code: 'record_too_large', domain: 'user' });
+      const big = (i: number) => payload(i, Math.floor(logs.maxPayload * 2.5));
       expect(await log.append(payload(0))).toBe(0);
+      expect(await log.append(big(1))).toBe(1);
+      expect(await log.append(payload(2))).toBe(2);
+      expect(await log.append(big(3))).toBe(3); // the subject's last record is chunked
+      expect(await storedOnSubject(logs, log.subject)).toBe(2 + 3 + 3);
       const m = await logs.jsm.streams.getMessage(stream, { last_by_subj: shardSubject(prefixOf(stream), 0) });
-      expect(m!.header.get(OFFSET_HEADER)).toBe('0');
+      expect([m!.header.get(OFFSET_HEADER), m!.header.get(CHUNK_HEADER)]).toEqual(['3', '2/3']);
+      const expectAll = (all: Array<{ offset: number; payload: Uint8Array }>, from: number) => {
+        expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3].slice(from));
+        all.forEach((r) => expect(sameBytes(r.payload, r.offset % 2 === 1 ? big(r.offset) : payload(r.offset))).toBe(true));
+      };
+      expectAll(await readAll(log), 0);
+      const cold = await JetStreamLogs.connect(options(stream));
+      try {
+        const l = await cold.open(0);
+        expect(l.nextOffset).toBe(4);
+        expectAll(await readAll(l, 1), 1); // binary search lands on the first chunk
+        expectAll(await readAll(l, 3), 3);
+        expect(await l.append(payload(4))).toBe(4);
+      } finally {
+        await cold.close();
+      }
+    } finally {
+      await logs.close();
+      await deleteStream(stream);
+    }
+  });
+
+  it('a chunked append that fails midway is never read; the next append takes its offset', async () => {
+    const stream = freshStream();
+    let failSecondChunk = true;
+    let setup: JetStreamLogs | undefined;
+    // The real publish, but the 2nd chunk of a record never gets through (a partition, say).
+    const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
+      if (failSecondChunk && o.headers?.get(CHUNK_HEADER) === '1/2') throw Object.assign(new Error('TIMEOUT: injected'), { code: 'TIMEOUT' });
+      return setup!.js.publish(subject, data, o);
+    };
+    const logs = (setup = await JetStreamLogs.connect(options(stream, { publish, appendTimeoutMs: 500 })));
+    try {
+      const log = await logs.open(0);
+      expect(await log.append(payload(0))).toBe(0);
+      await expect(log.append(payload(1, Math.floor(logs.maxPayload * 1.5)))).rejects.toMatchObject({ code: 'log_publish_failed', domain: 'external' });
+      expect(await storedOnSubject(logs, log.subject)).toBe(2); // record 0 and the first chunk of the failed one
+      expect(log.durableNextOffset).toBe(1);
+      failSecondChunk = false;
+      expect(await log.append(payload(11))).toBe(1);
+      const big = payload(12, Math.floor(logs.maxPayload * 1.5));
+      expect(await log.append(big)).toBe(2);
+      for (const l of [log, await logs.open(0)]) {
+        const all = await readAll(l);
+        expect(all.map((r) => r.offset)).toEqual([0, 1, 2]);
+        expect(all.map((r) => r.payload.byteLength)).toEqual([32, 32, big.byteLength]);
+        all.forEach((r, i) => expect(sameBytes(r.payload, [payload(0), payload(11), big][i]!)).toBe(true));
+      }
     } finally {
       await logs.close();
       await deleteStream(stream);
