@@ -746,6 +746,9 @@ export class JetStreamLog implements ShardLog {
     if (this.hint === undefined || this.hint.offset < lastOffset) this.hint = { offset: lastOffset, seq: undefined, end: last.seq };
     // Purge removes sequences below `seq`: exactly the records with lower offsets (see startSeqFor).
     const seq = offset > lastOffset ? last.seq : Math.min(await this.startSeqFor(offset, true), last.seq);
+    // Nothing is below sequence 1, and nats-server 2.9 reads a filtered purge's `seq` of 0 or 1 as
+    // "no bound": it would purge the whole subject, newest record included (measured).
+    if (seq <= 1) return;
     await this.retrying('purge', () => this.logs.jsm.streams.purge(this.opts.stream, { filter: this.subject, seq }));
     this.truncatedBefore = Math.min(offset, lastOffset);
   }

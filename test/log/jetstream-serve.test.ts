@@ -45,7 +45,17 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
     const traffic = new Traffic();
     let closed = false;
     try {
-      await traffic.run(sluice.url, 'js', new Promise((r) => setTimeout(r, 4000)));
+      const load = traffic.run(sluice.url, 'js', new Promise((r) => setTimeout(r, 4000)));
+      // Three events ingest rejects (a track call without `event`): dead letters through the JetStream DLQ subject.
+      const res = await fetch(`${sluice.url}/v1/batch`, {
+        method: 'POST',
+        headers: { authorization: `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ batch: [0, 1, 2].map((i) => ({ type: 'track', userId: `bad${i}`, messageId: `bad-${i}`, timestamp: new Date().toISOString() })) }),
+      });
+      const body = (await res.json()) as { accepted: number; rejected: Array<{ code: string }> };
+      expect(res.status).toBe(200);
+      expect(body.rejected.map((r) => r.code)).toEqual(['missing_event', 'missing_event', 'missing_event']);
+      await load;
       expect(traffic.acked.size).toBeGreaterThan(0);
       await sluice.close(); // what SIGTERM runs
       closed = true;
@@ -59,6 +69,8 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
       const info = await js.jsm.streams.info('SLUICE', { subjects_filter: 'sluice.events.*' });
       expect(info.config.num_replicas).toBe(3);
       expect(Object.keys(info.state.subjects ?? {}).sort()).toEqual(['sluice.events.s0', 'sluice.events.s1']);
+      const dlqInfo = await js.jsm.streams.info('SLUICE', { subjects_filter: 'sluice.dlq' });
+      expect(dlqInfo.state.subjects?.['sluice.dlq']).toBe(1); // flushed and truncated: the newest record stays
     } finally {
       await js.close();
     }
@@ -69,6 +81,9 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
         counts.set(row.event_id, Number(row.n));
       }
       expectExactlyOnce(counts, traffic);
+      const dlq = await r.rows<{ code: string; raw: string }>(`SELECT code, raw FROM ${r.rel('dlq')} ORDER BY raw`);
+      expect(dlq.map((d) => d.code)).toEqual(['missing_event', 'missing_event', 'missing_event']);
+      dlq.forEach((d, i) => expect(d.raw).toContain(`bad-${i}`));
     } finally {
       r.close();
     }

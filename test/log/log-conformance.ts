@@ -132,6 +132,20 @@ export function describeLogConformance(target: LogConformanceTarget): void {
       await log.close();
     });
 
+    it('truncateBefore past the only record keeps it (the first record ever written)', async () => {
+      const at = await place();
+      let log = await at.open();
+      expect(await log.append(payload(0))).toBe(0);
+      await log.truncateBefore(1);
+      await log.truncateBefore(5);
+      expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
+      await log.close();
+      log = await at.open();
+      expect(log.nextOffset).toBe(1);
+      expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
+      await log.close();
+    });
+
     it('a reader started earlier also yields records made durable while it reads', async () => {
       const log = await (await place()).open();
       await log.append(payload(0, 900));
