@@ -75,15 +75,17 @@
  *
  * Truncation purges the subject below the record of `offset` (JetStream purge with `filter` +
  * `seq`), never the subject's newest record, so a writer that opens the log later still finds
- * the last offset (as the segment log keeps its newest segment). Stream limits (`maxAgeMs`,
- * `maxBytes`) also drop old records: they must be far longer than any engine's lag, or
- * unprocessed records are lost; and if they remove EVERY record of a shard while no writer has
- * the log open, the next writer starts that shard at offset 0 again (see docs/SCALE-OUT.md).
+ * the last offset (as the segment log keeps its newest segment). The stream discards NEW
+ * messages at its limits (`maxBytes`: appends fail with `log_full` until the engine truncates),
+ * so unconsumed records are never dropped; `maxAgeMs` (off by default) would drop them, and if
+ * it removed EVERY record of a shard while no writer has the log open, the next writer would
+ * start that shard at offset 0 again (see docs/SCALE-OUT.md).
  */
 import { connect, headers as natsHeaders, nuid, type NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy,
   DeliverPolicy,
+  DiscardPolicy,
   JetStreamApiError,
   jetstream,
   jetstreamManager,
@@ -112,6 +114,8 @@ const WRONG_LAST_SEQUENCE = 10071;
 const STREAM_NOT_FOUND = 10059;
 const STREAM_NAME_IN_USE = 10058;
 const SUBJECTS_OVERLAP = 10065;
+/** The stream's max_bytes (or max_msgs) is reached and it discards new messages. */
+const STREAM_FULL = 10077;
 
 /** Minimal structured logger (pino's `Logger` fits). */
 export interface JetStreamLogLogger {
@@ -135,9 +139,16 @@ export interface JetStreamLogOptions {
   subjectPrefix?: string;
   /** Replicas of a newly created stream (1–5). Default 3 (quorum 2: one node may die). */
   replicas?: number;
-  /** Stream limit: records older than this (ms) are dropped. 0 = no limit. Default 7 days. */
+  /**
+   * Stream limit: records older than this (ms) are dropped, consumed or not. 0 = no limit
+   * (default: the engine's truncation after its checkpoints is the retention, as with the local
+   * log). If set, it must be far longer than any engine lag and any shard's idle time.
+   */
   maxAgeMs?: number;
-  /** Stream limit: oldest records are dropped above this many bytes. -1 = no limit (default). */
+  /**
+   * Stream limit in bytes: when reached, appends are refused (`log_full`: discard policy "new")
+   * until the engine truncates — never are unconsumed records dropped. -1 = no limit (default).
+   */
   maxBytes?: number;
   /** Window (ms) in which a re-published `Nats-Msg-Id` is stored once. Default 2 min. */
   duplicateWindowMs?: number;
@@ -182,7 +193,7 @@ export const JETSTREAM_LOG_DEFAULTS = {
   stream: 'SLUICE',
   subjectPrefix: 'sluice',
   replicas: 3,
-  maxAgeMs: 7 * 24 * 3600 * 1000,
+  maxAgeMs: 0,
   maxBytes: -1,
   duplicateWindowMs: 120_000,
   appendTimeoutMs: 30_000,
@@ -213,7 +224,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
     return v;
   };
   const replicas = int('replicas', options.replicas ?? JETSTREAM_LOG_DEFAULTS.replicas, 1, 5, 'stream replicas; default 3');
-  const maxAgeMs = int('maxAgeMs', options.maxAgeMs ?? JETSTREAM_LOG_DEFAULTS.maxAgeMs, 0, Number.MAX_SAFE_INTEGER, 'ms; 0 = no limit; default 7 days');
+  const maxAgeMs = int('maxAgeMs', options.maxAgeMs ?? JETSTREAM_LOG_DEFAULTS.maxAgeMs, 0, Number.MAX_SAFE_INTEGER, 'ms; 0 = no limit (default)');
   const maxBytes = options.maxBytes ?? JETSTREAM_LOG_DEFAULTS.maxBytes;
   if (maxBytes !== -1) int('maxBytes', maxBytes, 1, Number.MAX_SAFE_INTEGER, 'bytes; -1 = no limit (default)');
   const duplicateWindowMs = int('duplicateWindowMs', options.duplicateWindowMs ?? JETSTREAM_LOG_DEFAULTS.duplicateWindowMs, 1000, 24 * 3600 * 1000, 'ms; default 2 min');
@@ -302,8 +313,18 @@ export class JetStreamLogs {
     try {
       const jsm = await jetstreamManager(nc, { timeout: opts.publishTimeoutMs });
       const logs = new JetStreamLogs(opts, nc, jsm, jetstream(nc, { timeout: opts.publishTimeoutMs }));
-      await logs.ensureStream();
-      return logs;
+      // Retried until appendTimeoutMs: at startup the cluster may still be electing leaders.
+      const deadline = performance.now() + opts.appendTimeoutMs;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await logs.ensureStream();
+          return logs;
+        } catch (err) {
+          if (err instanceof SluiceError || performance.now() + 250 >= deadline) throw err;
+          opts.logger?.warn({ stream: opts.stream, attempt, err: (err as Error)?.message }, 'JetStream not ready; retrying');
+          await sleep(Math.min(100 * attempt, 1000));
+        }
+      }
     } catch (err) {
       await nc.close().catch(() => undefined);
       if (err instanceof SluiceError) throw err;
@@ -321,6 +342,7 @@ export class JetStreamLogs {
     const o = this.options;
     const subjects = [`${o.subjectPrefix}.events.*`, `${o.subjectPrefix}.dlq`];
     const wanted = {
+      discard: DiscardPolicy.New,
       max_age: o.maxAgeMs * 1e6,
       max_bytes: o.maxBytes,
       duplicate_window: o.duplicateWindowMs * 1e6,
@@ -353,7 +375,7 @@ export class JetStreamLogs {
       if (info.config.num_replicas !== o.replicas) {
         o.logger?.warn({ stream: o.stream, replicas: info.config.num_replicas, configured: o.replicas }, 'the JetStream stream exists with another replica count; keeping it (change it with `nats stream edit`)');
       }
-      if (info.config.max_age !== wanted.max_age || info.config.max_bytes !== wanted.max_bytes || info.config.duplicate_window !== wanted.duplicate_window) {
+      if (info.config.discard !== wanted.discard || info.config.max_age !== wanted.max_age || info.config.max_bytes !== wanted.max_bytes || info.config.duplicate_window !== wanted.duplicate_window) {
         await this.jsm.streams.update(o.stream, { ...info.config, ...wanted });
       }
       return;
@@ -533,6 +555,7 @@ export class JetStreamLog implements ShardLog {
         await this.sync();
       }
     } catch (err) {
+      this.needsSync = true; // a chunked record may be partly stored
       if (!(err instanceof SluiceError && err.code === 'log_publish_failed')) throw err;
       tries.lastErr = err.cause;
     }
@@ -574,6 +597,9 @@ export class JetStreamLog implements ShardLog {
           // appended. Under the CAS our message can only be the subject's next after lastSeq.
           const next = await this.nextBySubject(this.lastSeq + 1);
           return next !== null && next.header.get('Nats-Msg-Id') === msgID ? next.seq : undefined;
+        }
+        if (apiCode(err) === STREAM_FULL) {
+          throw externalError('log_full', `JetStream stream ${this.opts.stream} is full (maxBytes ${this.opts.maxBytes}): records are kept until the engine has checkpointed past them and truncated; retry later, or raise maxBytes`, err);
         }
         if (apiCode(err) === STREAM_NOT_FOUND) break;
         this.opts.logger?.warn({ subject: this.subject, offset, attempt: tries.attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');

@@ -249,8 +249,19 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
         await f0.truncateBefore(97);
         expect(await storedOnSubject(logs, s0.subject)).toBe(150 - 97);
         expect(await storedOnSubject(logs, s1.subject)).toBe(150);
+        // The purge is replicated: a read's consumer on a follower may still see the purged
+        // records (real records, right offsets) for a moment. Wait (bounded) for it to apply.
+        const firstFrom = async (l: typeof s0, from: number) => {
+          let first = -1;
+          for (let i = 0; i < 100 && first !== 97; i++) {
+            first = (await readAll(l, from))[0]!.offset;
+            if (first !== 97) await new Promise((r) => setTimeout(r, 100));
+          }
+          return first;
+        };
+        expect(await firstFrom(f0, 0)).toBe(97);
         expect((await readAll(f0, 0)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
-        expect((await readAll(s0, 10))[0]!.offset).toBe(97);
+        expect(await firstFrom(s0, 10)).toBe(97);
         expect((await readAll(s0, 120))[0]!.payload).toEqual(payload(240));
       } finally {
         await fresh.close();
@@ -286,6 +297,35 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     } finally {
       await w.close();
       await r.close();
+      await deleteStream(stream);
+    }
+  });
+
+  it('at maxBytes the stream refuses appends (log_full) instead of dropping unconsumed records; truncation makes room', async () => {
+    const stream = freshStream();
+    const logs = await JetStreamLogs.connect(options(stream, { maxBytes: 64 * 1024 }));
+    try {
+      const info = await logs.jsm.streams.info(stream);
+      expect(info.config).toMatchObject({ discard: 'new', max_bytes: 64 * 1024, max_age: 0 });
+      const log = await logs.open(0);
+      let full: unknown;
+      let n = 0;
+      for (; n < 200; n++) {
+        try {
+          expect(await log.append(payload(n, 1000))).toBe(n);
+        } catch (err) {
+          full = err;
+          break;
+        }
+      }
+      expect(full).toMatchObject({ code: 'log_full', domain: 'external', retry: 'backoff' });
+      expect(n).toBeGreaterThan(10);
+      expect((await readAll(log)).map((r) => r.offset)).toEqual(Array.from({ length: n }, (_, i) => i)); // nothing dropped
+      await log.truncateBefore(n - 5);
+      expect(await log.append(payload(n, 1000))).toBe(n);
+      expect((await readAll(log)).map((r) => r.offset)).toEqual(Array.from({ length: 6 }, (_, i) => n - 5 + i));
+    } finally {
+      await logs.close();
       await deleteStream(stream);
     }
   });
@@ -360,7 +400,7 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
 describe('JetStreamLog options', () => {
   it('fills defaults and validates', () => {
     const o = validateJetStreamLogOptions({ servers: ['nats://127.0.0.1:4222'] });
-    expect(o).toMatchObject({ stream: 'SLUICE', subjectPrefix: 'sluice', replicas: 3, maxBytes: -1, duplicateWindowMs: 120_000, appendTimeoutMs: 30_000 });
+    expect(o).toMatchObject({ stream: 'SLUICE', subjectPrefix: 'sluice', replicas: 3, maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, appendTimeoutMs: 30_000 });
     expect(o.writerId).toMatch(/^[A-Za-z0-9]+$/);
     const bad: Array<Partial<JetStreamLogOptions>> = [
       { servers: [] },
