@@ -613,11 +613,14 @@ export class Coordinator {
   private async advanceIdleShards(): Promise<void> {
     const now = Date.now();
     let active: number | undefined;
+    let any: number | undefined;
     for (const st of this.shards) {
-      if (st.watermark.kind === 'event-time' && now - st.lastActivityMs < this.options.idleTimeoutMs) {
-        active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
-      }
+      if (st.watermark.kind !== 'event-time') continue;
+      any = any === undefined ? st.watermark.timeMs : Math.min(any, st.watermark.timeMs);
+      if (now - st.lastActivityMs < this.options.idleTimeoutMs) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
     }
+    // When every shard with data has gone quiet too, the shards that never had any still follow them.
+    active ??= any;
     if (active === undefined) return;
     await Promise.all(
       this.shards.map(async (st, s) => {
