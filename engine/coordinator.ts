@@ -100,6 +100,8 @@ export interface LiveSnapshot {
   backlogEvents: number;
   lastCheckpointAgeSeconds: number | null;
   currentHour: { windowStart: string; events: number; activeUsers: number; sessions: number; notificationCtr: number | null } | null;
+  /** Today (the latest open daily window): sessions starting today that have closed, and the share of them with one event. */
+  currentDay: { windowStart: string; sessionsClosed: number; bounceRate: number | null } | null;
   openSessions: number;
 }
 
@@ -154,7 +156,7 @@ export class Coordinator {
   private erasures: ErasureStore | undefined;
   private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
   private rate = { windowStart: Date.now(), count: 0, perSecond: 0 };
-  private liveCache: { at: number; hour: LiveSnapshot['currentHour']; openSessions: number } = { at: 0, hour: null, openSessions: 0 };
+  private liveCache: { at: number; hour: LiveSnapshot['currentHour']; day: LiveSnapshot['currentDay']; openSessions: number } = { at: 0, hour: null, day: null, openSessions: 0 };
 
   private constructor(
     options: EngineOptions,
@@ -759,9 +761,16 @@ export class Coordinator {
   private async refreshLive(): Promise<void> {
     const lives = await Promise.all(this.shards.flatMap((st, s) => (st.stopped ? [] : [this.pool.live(s)])));
     const byHour = new Map<number, { events: number; activeUsers: number; sessions: number; views: number; opens: number }>();
+    const byDay = new Map<number, { closed: number; bounces: number }>();
     let openSessions = 0;
     for (const l of lives) {
       openSessions += l.openSessions;
+      for (const d of l.daily) {
+        const acc = byDay.get(d.windowStart) ?? { closed: 0, bounces: 0 };
+        acc.closed += d.sessionsClosed;
+        acc.bounces += d.bounces;
+        byDay.set(d.windowStart, acc);
+      }
       for (const h of l.hourly) {
         const acc = byHour.get(h.windowStart) ?? { events: 0, activeUsers: 0, sessions: 0, views: 0, opens: 0 };
         acc.events += h.events;
@@ -774,9 +783,12 @@ export class Coordinator {
     }
     const latest = byHour.size > 0 ? Math.max(...byHour.keys()) : undefined;
     const h = latest === undefined ? undefined : byHour.get(latest);
+    const latestDay = byDay.size > 0 ? Math.max(...byDay.keys()) : undefined;
+    const d = latestDay === undefined ? undefined : byDay.get(latestDay);
     this.liveCache = {
       at: Date.now(),
       openSessions,
+      day: d && latestDay !== undefined ? { windowStart: new Date(latestDay).toISOString(), sessionsClosed: d.closed, bounceRate: d.closed > 0 ? d.bounces / d.closed : null } : null,
       hour:
         h && latest !== undefined
           ? {
@@ -807,6 +819,7 @@ export class Coordinator {
       backlogEvents: this.backlog(),
       lastCheckpointAgeSeconds: this.lastCheckpointAt === 0 ? null : (now - this.lastCheckpointAt) / 1000,
       currentHour: this.liveCache.hour,
+      currentDay: this.liveCache.day,
       openSessions: this.liveCache.openSessions,
     };
   }

@@ -139,6 +139,8 @@ export interface LiveResult {
   watermark: ShardWatermark;
   /** Per open hourly window start → totals over all dimensions ('ALL' row). */
   hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>;
+  /** Per open daily window: sessions starting that day that have closed, and of them bounces (one event). */
+  daily: Array<{ windowStart: number; sessionsClosed: number; bounces: number }>;
   openSessions: number;
 }
 

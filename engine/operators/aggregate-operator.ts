@@ -246,6 +246,11 @@ export class AggregateOperator {
     return { hourly, daily };
   }
 
+  /** Totals of the open daily windows (the live view: closed sessions and bounces so far). */
+  openDaily(): WindowPartial[] {
+    return [...this.daily].map(([windowStart, w]) => ({ granularity: 'daily' as const, windowStart, rows: rollUp(w, true) }));
+  }
+
   /** Roll-ups of the open hourly windows (the live view). */
   openHourly(): WindowPartial[] {
     return [...this.hourly].map(([windowStart, w]) => ({ granularity: 'hourly' as const, windowStart, rows: rollUp(w, true) }));

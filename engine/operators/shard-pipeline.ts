@@ -217,8 +217,13 @@ export class ShardPipeline {
     return held === Infinity ? this.frontier : Math.min(this.frontier, held + DAY + this.sessionGapMs - 1);
   }
 
-  live(): { hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>; openSessions: number } {
+  live(): {
+    hourly: Array<{ windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number }>;
+    daily: Array<{ windowStart: number; sessionsClosed: number; bounces: number }>;
+    openSessions: number;
+  } {
     return {
+      daily: this.aggregate.openDaily().map((p) => ({ windowStart: p.windowStart, sessionsClosed: p.rows[0]!.sessions_closed, bounces: p.rows[0]!.bounces })),
       hourly: this.aggregate.openHourly().map((p) => {
         const r = p.rows[0]!;
         return {

@@ -40,6 +40,7 @@ export interface EngineLive {
   backlogEvents: number;
   lastCheckpointAgeSeconds: number | null;
   currentHour: { windowStart: string; events: number; activeUsers: number; sessions: number; notificationCtr: number | null } | null;
+  currentDay?: { windowStart: string; sessionsClosed: number; bounceRate: number | null } | null;
   openSessions: number;
 }
 
@@ -54,7 +55,11 @@ export interface WindowView extends TapWindow {
   /** Sessions started in the window, from the engine (today: summed over the hours this server saw; see sessionsSince). */
   sessions: number | null;
   sessionsSince: number | null;
-  /** Not in the engine's live view yet (closed sessions' bounces are only in gold): always null for now. */
+  /**
+   * Share of one-event sessions among the sessions that started in the window and have closed
+   * (the engine's open daily window, the same definition as gold daily_metrics.bounce_rate):
+   * today only; null for the hour (gold has no hourly bounce rate) or before any session closed.
+   */
   bounceRate: number | null;
 }
 
@@ -444,11 +449,13 @@ export class DashboardHub {
     }
     for (const h of this.sessionsByHour.keys()) if (h < dayStart) this.sessionsByHour.delete(h);
     const hourSessions = engineHour && Date.parse(engineHour.windowStart) === hour.start ? engineHour.sessions : null;
+    const engineDay = s.live?.currentDay ?? null;
+    const todayBounce = engineDay && Date.parse(engineDay.windowStart) === dayStart ? engineDay.bounceRate : null;
     let daySessions: number | null = null;
     for (const v of this.sessionsByHour.values()) daySessions = (daySessions ?? 0) + v;
     return {
       hour: { ...hour, sessions: s.live ? (hourSessions ?? 0) : null, sessionsSince: null, bounceRate: null },
-      today: { ...today, sessions: s.live ? (daySessions ?? 0) : null, sessionsSince: this.startedAt > dayStart ? this.startedAt : null, bounceRate: null },
+      today: { ...today, sessions: s.live ? (daySessions ?? 0) : null, sessionsSince: this.startedAt > dayStart ? this.startedAt : null, bounceRate: todayBounce },
     };
   }
 

@@ -395,3 +395,21 @@ describe('AggregateOperator incremental checkpoints', () => {
     env.close();
   });
 });
+
+describe('AggregateOperator live view of the day', () => {
+  it('reports the open daily windows’ closed sessions and bounces (the dashboard’s bounce rate today)', () => {
+    const a = new AggregateOperator(30 * MIN);
+    const ios = a.comboOf('ios', '4.0', 'DE');
+    const android = a.comboOf('android', '5.0', 'US');
+    const day = T - (T % 86_400_000);
+    a.addClosedSession(T, ios, 0, true);
+    a.addClosedSession(T + HOUR, android, 600, false);
+    a.addClosedSession(T + 2 * HOUR, ios, 0, true);
+    const [today] = a.openDaily();
+    expect(today!.windowStart).toBe(day);
+    expect(today!.rows).toHaveLength(1); // the 'ALL' total only
+    expect([today!.rows[0]!.sessions_closed, today!.rows[0]!.bounces]).toEqual([3, 2]);
+    a.emit(day + 86_400_000 + 30 * MIN);
+    expect(a.openDaily()).toEqual([]);
+  });
+});

@@ -250,7 +250,7 @@
     $('eng-note').textContent =
       'Current-hour events, users, sessions and CTR are the engine’s (deduplicated, as in /v1/live); installs, screen views and today’s users (≈, HyperLogLog) are counted at ingest before deduplication. ' +
       (since ? `Today’s sessions are counted since this server started (${hhmm(since)} UTC). ` : '') +
-      'Bounce rate needs closed sessions: see gold daily_metrics.';
+      'Today’s bounce rate is the engine’s, over today’s sessions that have closed (as gold daily_metrics); the hour has none.';
     renderBreakdown(f);
     renderQuality(f);
     renderAlerts(f);
