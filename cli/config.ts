@@ -20,13 +20,13 @@
  * | dedupTtl         | --dedup-ttl          | SLUICE_DEDUP_TTL          | 24h                          |
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
- * | log              | --log                | SLUICE_LOG                | (local segment log under DATA) |
+ * | log              | --log                | SLUICE_LOG                | (local segment log under DATA); nats://h:4222[,…][?replicas=N] |
  */
 import { readFileSync } from 'node:fs';
 import { userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
 import { validateEngineOptions, type EngineOptions } from '../engine/options.js';
-import { parseNatsLogUrl } from '../log/jetstream-log.js';
+import { parseNatsLog } from '../log/jetstream-log.js';
 
 export interface ServeConfig {
   host: string;
@@ -50,6 +50,8 @@ export interface ServeConfig {
    * log. For now the engine then runs inline (see docs/SCALE-OUT.md).
    */
   logServers?: string[];
+  /** Replicas of the JetStream stream (`--log nats://…?replicas=N`); default 3. */
+  logReplicas?: number;
 }
 
 /** Raw settings as strings/numbers, keyed like the table above. */
@@ -159,14 +161,15 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   const keys = pick('writeKeys');
   const readKeys = pick('readKeys');
   const adminKeys = pick('adminKeys');
-  const logServers = has('log') ? parseNatsLogUrl(String(pick('log'))) : undefined;
+  const natsLog = has('log') ? parseNatsLog(String(pick('log'))) : undefined;
+  const logServers = natsLog?.servers;
   const engineMode = has('engineMode') ? String(pick('engineMode')) : logServers !== undefined ? 'inline' : 'process';
   if (engineMode !== 'process' && engineMode !== 'inline') throw userError('invalid_option', `--engine-mode must be process or inline, got "${engineMode}"`);
   if (logServers !== undefined && engineMode !== 'inline') {
     throw userError('invalid_option', '--log nats://… runs the engine inline for now; drop --engine-mode process (or use --engine-mode inline)');
   }
   return {
-    ...(logServers !== undefined ? { logServers } : {}),
+    ...(natsLog !== undefined ? { logServers: natsLog.servers, ...(natsLog.replicas !== undefined ? { logReplicas: natsLog.replicas } : {}) } : {}),
     engineMode,
     host: has('host') ? String(pick('host')) : '127.0.0.1',
     port,

@@ -85,7 +85,7 @@ async function startEngine(
 ): Promise<{ logs: readonly ShardLog[]; dlqLog: ShardLog; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
   if ((config.engineMode ?? 'inline') === 'inline') {
     // --log nats://…: ingest appends to and the engine consumes from JetStream (one writer per shard: this process).
-    const js = config.logServers !== undefined ? await JetStreamLogs.connect({ servers: config.logServers, logger }) : undefined;
+    const js = config.logServers !== undefined ? await JetStreamLogs.connect({ servers: config.logServers, ...(config.logReplicas !== undefined ? { replicas: config.logReplicas } : {}), logger }) : undefined;
     const jsLogs = js !== undefined ? await js.openAll(config.engine.shards).catch(async (err: unknown) => (await js.close(), Promise.reject(err))) : undefined;
     const coordinator = await Coordinator.start(config.engine, logger, jsLogs !== undefined ? { shards: jsLogs.shards, dlq: jsLogs.dlq } : undefined)
       .catch(async (err: unknown) => (await js?.close(), Promise.reject(err)));

@@ -248,13 +248,30 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   };
 }
 
-/** Parses `--log` / `SLUICE_LOG`: `nats://h1:4222,nats://h2:4222` (or `nats://h1:4222,h2:4222`). */
-export function parseNatsLogUrl(value: string): string[] {
-  const parts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (parts.length === 0 || !parts[0]!.startsWith('nats://')) {
-    throw userError('invalid_option', `log must be nats://host:port[,host:port…] (or unset for the local segment log), got ${JSON.stringify(value)}`);
+/**
+ * Parses `--log` / `SLUICE_LOG`: `nats://h1:4222,nats://h2:4222` (or `nats://h1:4222,h2:4222`),
+ * optionally ending in `?replicas=N` (default 3; 1 for a single development server).
+ */
+export function parseNatsLog(value: string): { servers: string[]; replicas: number | undefined } {
+  let replicas: number | undefined;
+  const q = value.indexOf('?');
+  let list = value;
+  if (q >= 0) {
+    const m = /^replicas=([1-5])$/.exec(value.slice(q + 1).trim());
+    if (m === null) throw userError('invalid_option', `log: the only option after "?" is replicas=1…5 (e.g. nats://127.0.0.1:4222?replicas=1), got ${JSON.stringify(value.slice(q))}`);
+    replicas = Number(m[1]);
+    list = value.slice(0, q);
   }
-  return parts.map((p) => (/^[a-z]+:\/\//.test(p) ? p : `nats://${p}`));
+  const parts = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0 || !parts[0]!.startsWith('nats://')) {
+    throw userError('invalid_option', `log must be nats://host:port[,host:port…][?replicas=N] (or unset for the local segment log), got ${JSON.stringify(value)}`);
+  }
+  return { servers: parts.map((p) => (/^[a-z]+:\/\//.test(p) ? p : `nats://${p}`)), replicas };
+}
+
+/** The servers of a `--log` value (see {@link parseNatsLog}). */
+export function parseNatsLogUrl(value: string): string[] {
+  return parseNatsLog(value).servers;
 }
 
 /** The subject of shard `shard` (-1: the DLQ). */
@@ -353,6 +370,9 @@ export class JetStreamLogs {
         info = await this.jsm.streams.info(o.stream);
       } catch (err) {
         if (apiCode(err) !== STREAM_NOT_FOUND) throw err;
+        if (o.replicas > 1 && this.nc.info?.cluster === undefined) {
+          throw userError('log_replicas', `the NATS server at ${o.servers.join(',')} is not clustered, so stream ${o.stream} cannot have ${o.replicas} replicas; run a 3-node JetStream cluster (docs/SCALE-OUT.md), or accept a single copy with nats://…?replicas=1`);
+        }
         try {
           await this.jsm.streams.add({
             name: o.stream, subjects, num_replicas: o.replicas, storage: StorageType.File, retention: RetentionPolicy.Limits,

@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, headers as natsHeaders } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
-import { CHUNK_HEADER, JetStreamLogs, OFFSET_HEADER, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
+import { CHUNK_HEADER, JetStreamLogs, OFFSET_HEADER, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
+import type { ShardLog } from '../../log/log.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { describeLogConformance, payload, readAll, type LogPlace } from './log-conformance.js';
 
@@ -40,6 +41,20 @@ async function deleteStream(stream: string): Promise<void> {
 
 /** Byte equality of big payloads (vitest's deep equality is slow on megabytes). */
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+/**
+ * Reads from `from` until the first record is `first` (bounded: 100 tries, 100 ms apart). A purge
+ * is replicated: a read's consumer on a follower may still see purged records (real ones, right
+ * offsets) for a moment after the purge returned.
+ */
+async function readSettled(log: Pick<ShardLog, 'read'>, from: number, first: number): Promise<Array<{ offset: number; payload: Uint8Array }>> {
+  let all = await readAll(log, from);
+  for (let i = 0; i < 100 && all[0]?.offset !== first; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    all = await readAll(log, from);
+  }
+  return all;
+}
 
 /** Messages stored on the subject (what a consumer could ever read). */
 async function storedOnSubject(logs: JetStreamLogs, subject: string): Promise<number> {
@@ -249,26 +264,15 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
         await f0.truncateBefore(97);
         expect(await storedOnSubject(logs, s0.subject)).toBe(150 - 97);
         expect(await storedOnSubject(logs, s1.subject)).toBe(150);
-        // The purge is replicated: a read's consumer on a follower may still see the purged
-        // records (real records, right offsets) for a moment. Wait (bounded) for it to apply.
-        const firstFrom = async (l: typeof s0, from: number) => {
-          let first = -1;
-          for (let i = 0; i < 100 && first !== 97; i++) {
-            first = (await readAll(l, from))[0]!.offset;
-            if (first !== 97) await new Promise((r) => setTimeout(r, 100));
-          }
-          return first;
-        };
-        expect(await firstFrom(f0, 0)).toBe(97);
-        expect((await readAll(f0, 0)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
-        expect(await firstFrom(s0, 10)).toBe(97);
+        expect((await readSettled(f0, 0, 97)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
+        expect((await readSettled(s0, 10, 97)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
         expect((await readAll(s0, 120))[0]!.payload).toEqual(payload(240));
       } finally {
         await fresh.close();
       }
       await s1.truncateBefore(150); // everything: the newest record stays
       expect(await storedOnSubject(logs, s1.subject)).toBe(1);
-      expect((await readAll(s1)).map((r) => r.offset)).toEqual([149]);
+      expect((await readSettled(s1, 0, 149)).map((r) => r.offset)).toEqual([149]);
       expect(await s1.append(payload(1000))).toBe(150);
     } finally {
       await logs.close();
@@ -323,7 +327,7 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       expect((await readAll(log)).map((r) => r.offset)).toEqual(Array.from({ length: n }, (_, i) => i)); // nothing dropped
       await log.truncateBefore(n - 5);
       expect(await log.append(payload(n, 1000))).toBe(n);
-      expect((await readAll(log)).map((r) => r.offset)).toEqual(Array.from({ length: 6 }, (_, i) => n - 5 + i));
+      expect((await readSettled(log, 0, n - 5)).map((r) => r.offset)).toEqual(Array.from({ length: 6 }, (_, i) => n - 5 + i));
     } finally {
       await logs.close();
       await deleteStream(stream);
@@ -397,6 +401,25 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
   });
 });
 
+describeNats('JetStreamLog on a single server', () => {
+  it('refuses R3 on an unclustered server with a user error that says what to do; ?replicas=1 works', async () => {
+    const single = await startNatsCluster({ nodes: 1 });
+    try {
+      await expect(JetStreamLogs.connect({ servers: single.urls })).rejects.toMatchObject({ code: 'log_replicas', domain: 'user' });
+      const logs = await JetStreamLogs.connect({ servers: single.urls, replicas: 1 });
+      try {
+        const log = await logs.open(0);
+        expect(await log.append(payload(0))).toBe(0);
+        expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
+      } finally {
+        await logs.close();
+      }
+    } finally {
+      await single.stop();
+    }
+  });
+});
+
 describe('JetStreamLog options', () => {
   it('fills defaults and validates', () => {
     const o = validateJetStreamLogOptions({ servers: ['nats://127.0.0.1:4222'] });
@@ -418,5 +441,8 @@ describe('JetStreamLog options', () => {
     expect(parseNatsLogUrl('nats://a:4222,nats://b:4222')).toEqual(['nats://a:4222', 'nats://b:4222']);
     expect(parseNatsLogUrl('nats://a:4222, b:4223')).toEqual(['nats://a:4222', 'nats://b:4223']);
     expect(() => parseNatsLogUrl('kafka://a')).toThrow(expect.objectContaining({ code: 'invalid_option' }));
+    expect(parseNatsLog('nats://a:4222,b:4222?replicas=1')).toEqual({ servers: ['nats://a:4222', 'nats://b:4222'], replicas: 1 });
+    expect(parseNatsLog('nats://a:4222')).toEqual({ servers: ['nats://a:4222'], replicas: undefined });
+    expect(() => parseNatsLog('nats://a:4222?replicas=9')).toThrow(expect.objectContaining({ code: 'invalid_option' }));
   });
 });
