@@ -421,7 +421,13 @@ export class JetStreamLogs {
   /** Closes every log opened here (waiting for their appends), then the connection. */
   async close(): Promise<void> {
     await Promise.allSettled(this.opened.map((l) => l.close()));
-    if (!this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+    if (this.nc.isClosed()) return;
+    // Drain flushes what is buffered; bounded, since with every server gone it would wait for a reconnect.
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 5000)));
+    const drained = await Promise.race([this.nc.drain().then(() => 'drained' as const, () => 'failed' as const), bound]);
+    clearTimeout(timer);
+    if (drained !== 'drained' && !this.nc.isClosed()) await this.nc.close().catch(() => undefined);
   }
 }
 
