@@ -152,6 +152,7 @@ export class Coordinator {
   private fatal: Error | undefined;
   private lastCheckpointAt = 0;
   private lastReconcileAt = 0;
+  private lastCompactAt = Date.now();
   /** Erasure requests of the data directory (engine/erasure-job.ts runs them after a checkpoint round). */
   private erasures: ErasureStore | undefined;
   private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
@@ -562,12 +563,14 @@ export class Coordinator {
     if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
       const r = await reconcileLate(this.store, { compression: this.options.compression });
       if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
-      if (this.options.compactAfterMs > 0) {
-        // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
-        const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
-        if (c.files > 0) this.log.info(c, 'compacted small files of closed partitions');
-      }
       this.lastReconcileAt = now;
+    }
+    // Compaction starts one interval after the engine did (not while it recovers and replays), then every interval.
+    if (this.options.compactAfterMs > 0 && this.options.reconcileIntervalMs > 0 && now - this.lastCompactAt >= this.options.reconcileIntervalMs) {
+      // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
+      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
+      if (c.files > 0) this.log.info(c, 'compacted small files');
+      this.lastCompactAt = now;
     }
   }
 

@@ -6,7 +6,7 @@
  * silver exactly once, and the gold hourly totals add up to silver. Second test: kill -9 mid-load
  * twice, restart on the same data directory, SIGTERM — still exactly once on S3.
  *
- * Event times come from one shared counter (1 s of event time per event, starting a day ago) so
+ * Event times come from one shared counter (250 ms of event time per event, starting a day ago) so
  * no event is ever too late: every acknowledged event belongs in silver.
  */
 import { spawn, spawnSync } from 'node:child_process';

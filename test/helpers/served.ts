@@ -12,8 +12,13 @@ const CLIENTS = 4;
 const BATCH = 50;
 /** Per life and client: bounds every traffic loop even if the server never dies. */
 const MAX_REQUESTS = 400;
-/** Bounds the event-time counter (1 s per event from a day ago): never in the future. */
-const MAX_EVENTS = 80_000;
+/** Event time advances this much per event, from a day ago. */
+const EVENT_STEP_MS = 250;
+/**
+ * Bounds the event-time counter so it never reaches the future (320 000 × 250 ms ≈ 22 h), with
+ * room for several lives of MAX_REQUESTS × CLIENTS × BATCH (80 000) events each.
+ */
+const MAX_EVENTS = 320_000;
 
 export interface Served {
   readonly url: string;
@@ -37,7 +42,8 @@ export async function serve(entry: string, cwd: string, args: string[], env: Nod
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start within 30 s:\n${err}`)), 30_000);
+    // Start-up includes the engine's recovery: replaying the log since the last checkpoint (to S3, on a busy machine).
+    const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${err}`)), 60_000);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
@@ -86,7 +92,7 @@ export class Traffic {
             event: i % 5 === 0 ? 'Screen Viewed' : 'Button Clicked',
             userId: `u${seq % 300}`,
             messageId,
-            timestamp: new Date(this.base + seq * 1000).toISOString(),
+            timestamp: new Date(this.base + seq * EVENT_STEP_MS).toISOString(),
             context: { device: { type: seq % 2 === 0 ? 'ios' : 'android' }, app: { version: '1.2.0' } },
           };
         });
