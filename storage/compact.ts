@@ -49,6 +49,11 @@ export interface CompactOptions {
   parquet?: ParquetOptions;
   /** Clock for record times, epoch ms. Default Date.now(). */
   now?: number;
+  /**
+   * The lake's commit records, as just listed: `compactAll` lists them once for every partition
+   * (a partition's fold only reads its own files' records). Default: listed here.
+   */
+  records?: readonly CommitRecord[];
   /** Crash tests only: stop after this step, as if the process died there. */
   stopAfter?: 'stage' | 'record' | 'publish';
 }
@@ -96,7 +101,7 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   const target = options.targetBytes ?? COMPACT_DEFAULTS.targetBytes;
   const small = options.smallFileBytes ?? target / 2;
   if (!(target > 0) || !(small > 0)) throw userError('invalid_option', `compaction targetBytes and smallFileBytes must be positive, got ${target} and ${small}`);
-  const records = await listCommitRecords(store);
+  const records = options.records ?? (await listCommitRecords(store));
   const listed = (await store.list(dir)).filter((o) => o.key.endsWith('.parquet') && o.key.lastIndexOf('/') === dir.length - 1);
   const live = foldCommitRecords(records, dir, new Set(listed.map((o) => o.key)));
   const candidates = convergent(listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key))));
@@ -304,13 +309,14 @@ export async function compactAll(
   const now = options.now ?? Date.now();
   const finished = await finishCompactions(store, { graceMs: options.finishGraceMs ?? 60_000, now });
   const total = { partitions: 0, files: 0, outputs: 0, rows: 0, finished };
+  const records = await listCommitRecords(store);
   for (const table of options.tables ?? COMPACTED_TABLES) {
     const prefix = TABLES[table].prefix;
     for (const [dir, files] of await partitionsOf(store, table)) {
       const start = partitionTimeOfKey(dir);
       if (start === undefined || (!options.openPartitions && start + stepOf(table) > now - options.olderThanMs)) continue;
       if (files.length < 2) continue;
-      const r = await compactPartition(store, prefix, dir.slice(prefix.length + 1), { ...options, now });
+      const r = await compactPartition(store, prefix, dir.slice(prefix.length + 1), { ...options, now, records });
       if (r.inputs > 0) {
         total.partitions++;
         total.files += r.inputs;
