@@ -35,8 +35,13 @@ export function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Starts `node <entry> serve …` in `cwd` and resolves once it prints its URL. */
-export async function serve(entry: string, cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
-  const child: ChildProcess = spawn(process.execPath, [entry, 'serve', '--port', '0', '--write-key', KEY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function serve(entry: string, cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  return serveWith([entry], cwd, args, env);
+}
+
+/** Starts `node <node…> serve …` (`node`: the entry and any Node flags before it) in `cwd`; resolves once it prints its URL. */
+export async function serveWith(node: string[], cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
+  const child: ChildProcess = spawn(process.execPath, [...node, 'serve', '--port', '0', '--write-key', KEY, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));

@@ -5,7 +5,6 @@
  * event is in silver exactly once. In-process (`startSluice`, what the SIGTERM handler calls),
  * so the test runs the sources without a dist/ build. Skipped only when nats-server is missing.
  */
-import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +17,7 @@ import { startSluice } from '../../cli/serve.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
 import { openLakeReader } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
-import { expectExactlyOnce, KEY, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 /** tsx's loader by absolute URL: the child runs in another working directory. */
@@ -26,27 +25,9 @@ const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** `sluice serve …` as a child process run from the sources (tsx): no dist/ build needed. Resolves once it prints its URL. */
-async function serveFromSources(cwd: string, args: string[], env: Record<string, string> = {}): Promise<Served> {
+function serveFromSources(cwd: string, args: string[], env: Record<string, string> = {}): Promise<Served> {
   const main = pathToFileURL(join(REPO, 'cli', 'main.ts')).href;
-  const child = spawn(
-    process.execPath,
-    ['--import', TSX, '-e', `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'serve', '--port', '0', '--write-key', KEY, ...args],
-    { cwd, env: userEnv(env), stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${err}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
-      if (m) (clearTimeout(timer), resolve(m[1]!));
-    });
-    void exited.then((code) => (clearTimeout(timer), reject(new Error(`serve exited at start with ${code}:\n${err}`))));
-  });
-  return { url, pid: child.pid!, exited, stderr: () => err };
+  return serveWith(['--import', TSX, '-e', `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`], cwd, args, userEnv(env));
 }
 
 const describeNats = natsServerPath() === undefined ? describe.skip : describe;
