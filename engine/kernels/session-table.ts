@@ -81,22 +81,8 @@ export interface OpenSession {
 
 export type ClosedSession = OpenSession;
 
-/** A snapshot of one open session (JSON-safe; dimensions by value). */
-export interface SessionSnapshot {
-  key: number;
-  id: string;
-  user: string;
-  start: number;
-  end: number;
-  count: number;
-  firstEventId: string;
-  dims: [string, string, string];
-  firstScreen: string | null;
-  firstScreenTime: number;
-  lastScreen: string | null;
-  lastScreenTime: number;
-  aliases: string[] | null;
-}
+/** A snapshot of one open session (JSON-safe: no list links or caches; dimensions by value). */
+export type SessionSnapshot = Omit<OpenSession, 'dims' | 'prev' | 'next' | 'gone' | 'epoch' | 'idBytes'> & { dims: [string, string, string] };
 
 /**
  * Journal of changes to where sessions count: entry k says "add `delta[k]` sessions to the
