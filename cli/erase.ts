@@ -17,7 +17,7 @@ import { userError } from '../common/errors.js';
 import { shardOfUser } from '../common/hash.js';
 import { Coordinator } from '../engine/coordinator.js';
 import { listAudit } from '../engine/erasure-job.js';
-import { ErasureStore } from '../engine/erasure-store.js';
+import { ErasureStore } from '../storage/erasure-store.js';
 import { validateEngineOptions } from '../engine/options.js';
 import { erasureStatus } from '../ingest/erasures.js';
 import { openObjectStore } from '../storage/open-store.js';

@@ -13,7 +13,7 @@ import { EngineProcess } from '../engine/engine-process.js';
 import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
 import type { ShardLog } from '../log/log.js';
 import { JetStreamLogs } from '../log/jetstream-log.js';
-import { ErasureStore } from '../engine/erasure-store.js';
+import { ErasureStore } from '../storage/erasure-store.js';
 import { sealErasedLogs } from '../engine/erasure-offline.js';
 import { Suppression } from '../ingest/erasures.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';

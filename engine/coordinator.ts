@@ -46,7 +46,7 @@ import { ShardPool, ShardTaskError } from './pool.js';
 import { openLocalLogs, type LocalLogs } from './local-logs.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
-import { ErasureStore } from './erasure-store.js';
+import { ErasureStore } from '../storage/erasure-store.js';
 import { runErasures, type ErasureHost } from './erasure-job.js';
 import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
 import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';

@@ -2,7 +2,7 @@
  * The erasure job: deletes a request's users from every layer. The coordinator runs it at the end
  * of a checkpoint round (engine/coordinator.ts), so no flush, gold merge, DLQ flush, reconciliation
  * or compaction of the lake runs at the same time. Every step is recorded in the job file
- * (engine/erasure-store.ts) before the next one starts, and every step is idempotent, so a crash
+ * (storage/erasure-store.ts) before the next one starts, and every step is idempotent, so a crash
  * anywhere resumes at the step it was in and the request completes exactly once:
  *
  *   accepted ─▶ waiting-commit: the users' shards (and dlq/) have committed past the request's
@@ -34,7 +34,7 @@ import { writeCommitRecord } from '../storage/commit-record.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeParquet, type ParquetCompression } from '../storage/parquet.js';
 import { rewriteWithout } from '../storage/rewrite.js';
-import type { ErasureJob, ErasureRequest, ErasureStore } from './erasure-store.js';
+import type { ErasureJob, ErasureRequest, ErasureStore } from '../storage/erasure-store.js';
 import { metricRowsToBatch } from './gold-merge.js';
 import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, NO_SESSION_ALIASES, resolveSessionIds, type MetricEventTypes } from './gold-sql.js';
 import { goldWindowKey } from './reconcile.js';

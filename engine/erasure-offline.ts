@@ -15,7 +15,7 @@ import { open as openFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { SegmentLog } from '../log/segment-log.js';
-import type { ErasureStore } from './erasure-store.js';
+import type { ErasureStore } from '../storage/erasure-store.js';
 
 const segmentName = (first: number): string => `${String(first).padStart(20, '0')}.seg`;
 

@@ -2,7 +2,7 @@
  * Erasure at ingest: the suppression check and the admin endpoints.
  *
  *   POST /v1/admin/erasures        {"users": ["u1", …], "reason": "…"}  (admin key)  → 202 {"id": …}
- *   GET  /v1/admin/erasures/{id}   → 200 the job's state (engine/erasure-store.ts), 404 unknown id
+ *   GET  /v1/admin/erasures/{id}   → 200 the job's state (storage/erasure-store.ts), 404 unknown id
  *
  * Suppression first: a request is added to the in-memory suppression set before it is answered,
  * and from then on every event of those users is refused (`user_erased`: counted in
@@ -12,7 +12,7 @@
  */
 import type uws from 'uWebSockets.js';
 import { murmur3String, shardOfUser } from '../common/hash.js';
-import type { ErasureMarks, ErasureStore } from '../engine/erasure-store.js';
+import type { ErasureMarks, ErasureStore } from '../storage/erasure-store.js';
 import type { Decoded } from './protocols/decoded.js';
 
 /** The users whose events ingest refuses. */

@@ -30,7 +30,7 @@ import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
 import { dropErased, mountAdmin, type Suppression } from './erasures.js';
-import type { ErasureStore } from '../engine/erasure-store.js';
+import type { ErasureStore } from '../storage/erasure-store.js';
 
 export interface IngestDeps {
   /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards (common/hash.ts). */
