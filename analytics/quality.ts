@@ -252,13 +252,20 @@ async function checkCompleteness(rows: Rows, records: CommitRecord[]): Promise<C
     if (inTable(r, 'events') !== st.silverRows) problems.push(`commit record ${r.id}: its silver files hold ${inTable(r, 'events')} rows, its stats say ${st.silverRows}`);
   }
   const retention = records.some((r) => r.kind === 'retention');
+  // Erasure rewrites (kind 'erase'): rows removed on purpose, subtracted from what the flushes recorded.
+  const erases = records.filter((r) => r.kind === 'erase');
+  const removedFrom = (r: CommitRecord, t: TableName): number => r.removed.filter((f) => f.key.startsWith(`${TABLES[t].prefix}/`)).reduce((n, f) => n + f.rows, 0);
+  const erased = (t: TableName): number => erases.reduce((n, r) => n + removedFrom(r, t) - inTable(r, t), 0);
+  const want = { bronze: sum.bronze - erased('bronze_events'), silver: sum.silver - erased('events') };
   if (flushes.length > 0 && !retention) {
-    if (sum.bronze !== totals.bronze) problems.push(`flush records count ${sum.bronze} bronze rows; the lake holds ${totals.bronze}`);
-    if (sum.silver !== totals.silver) problems.push(`flush records count ${sum.silver} silver rows; the lake holds ${totals.silver}`);
-    if (sum.duplicates !== totals.duplicates) problems.push(`flush records count ${sum.duplicates} duplicates dropped; bronze holds ${totals.duplicates} repeated event ids`);
+    if (want.bronze !== totals.bronze) problems.push(`flush records count ${sum.bronze} bronze rows${erases.length > 0 ? ` (${want.bronze} after erasures)` : ''}; the lake holds ${totals.bronze}`);
+    if (want.silver !== totals.silver) problems.push(`flush records count ${sum.silver} silver rows${erases.length > 0 ? ` (${want.silver} after erasures)` : ''}; the lake holds ${totals.silver}`);
+    // An erased user's duplicates went with their bronze rows (bronze erased = silver erased + their duplicates).
+    const dups = sum.duplicates - (erased('bronze_events') - erased('events'));
+    if (dups !== totals.duplicates) problems.push(`flush records count ${sum.duplicates} duplicates dropped${erases.length > 0 ? ` (${dups} after erasures)` : ''}; bronze holds ${totals.duplicates} repeated event ids`);
   }
-  const dlqRecorded = records.filter((r) => r.kind === 'flush' && r.id.startsWith('dlq-')).reduce((n, r) => n + inTable(r, 'dlq'), 0);
-  if (!retention && dlqRecorded > 0 && dlqRecorded !== totals.dlq) problems.push(`dlq commit records count ${dlqRecorded} rejected events; the lake holds ${totals.dlq}`);
+  const dlqRecorded = records.filter((r) => r.kind === 'flush' && r.id.startsWith('dlq-')).reduce((n, r) => n + inTable(r, 'dlq'), 0) - erased('dlq');
+  if (!retention && dlqRecorded > 0 && dlqRecorded !== totals.dlq) problems.push(`dlq commit records count ${dlqRecorded} rejected events${erases.length > 0 ? ' (after erasures)' : ''}; the lake holds ${totals.dlq}`);
   return result(
     'completeness',
     problems,

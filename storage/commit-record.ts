@@ -1,6 +1,6 @@
 /**
  * Commit records: one JSON object per publish under `_sluice/commits/<id>.json`, saying which
- * files a flush, compaction, reconciliation or retention run added and removed, with row counts
+ * files a flush, compaction, reconciliation, retention or erasure run added and removed, with row counts
  * and the log offsets covered. `liveFiles` folds them (in time order) into the set of files that
  * should exist, which `sluice query` reads and `sluice quality` compares with what is there.
  *
@@ -23,7 +23,8 @@ export interface CommitFile {
   bytes?: number;
 }
 
-export type CommitKind = 'flush' | 'compact' | 'reconcile' | 'retention';
+/** `erase`: a file rewritten (or deleted) without an erased user's rows (storage/rewrite.ts); removed = the old rows, added = the rows kept. */
+export type CommitKind = 'flush' | 'compact' | 'reconcile' | 'retention' | 'erase';
 
 export interface CommitRecord {
   /** Deterministic per publish (`s{shard}-{first}-{last}`, `compact-{hash}`, `gold-hourly-{start}`, …): rewriting it is idempotent. */

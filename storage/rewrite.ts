@@ -7,8 +7,9 @@
  *     no row kept:     commit record (removed) ─▶ delete
  *
  * The key does not change, so readers that honour commit records and readers that glob both see
- * either the old file or the new one. Records are kind 'retention' (data deleted on purpose: the
- * quality report does not count them as lost) with a deterministic id per (request, key), so a
+ * either the old file or the new one. Records are kind 'erase' (removed: the old file and its rows;
+ * added: the same key with the rows kept), so `sluice quality` subtracts the erased rows from the
+ * flush accounting instead of counting them as lost; ids are deterministic per (request, key), so a
  * repeated step writes the same record again.
  */
 import { createHash } from 'node:crypto';
@@ -48,7 +49,7 @@ export async function rewriteWithout(
   const id = `${recordId}-${createHash('sha1').update(key).digest('hex').slice(0, 12)}`;
   const time = new Date().toISOString();
   if (dropped === before) {
-    await writeCommitRecord(store, { id, time, kind: 'retention', added: [], removed: [{ key, rows: before, bytes: bytes.byteLength }] });
+    await writeCommitRecord(store, { id, time, kind: 'erase', added: [], removed: [{ key, rows: before, bytes: bytes.byteLength }] });
     await store.delete(key);
     return { rowsBefore: before, rowsAfter: 0, deleted: true };
   }
@@ -63,7 +64,7 @@ export async function rewriteWithout(
   }
   const body = encodeParquet(kept, parquet);
   const committer = new TwoPhaseCommitter(store);
-  const pending = await committer.stage([{ key, body, rows: before - dropped }], { id, kind: 'retention', removed: [{ key, rows: before, bytes: bytes.byteLength }] });
+  const pending = await committer.stage([{ key, body, rows: before - dropped }], { id, kind: 'erase', removed: [{ key, rows: before, bytes: bytes.byteLength }] });
   await committer.publish(pending);
   return { rowsBefore: before, rowsAfter: before - dropped, deleted: false };
 }
