@@ -35,7 +35,9 @@
  * Appends that arrive while a batch is being written/fsync'd wait in the queue and share the
  * next fsync. Rolling: before a batch's record would push the active segment past
  * `segmentBytes`, what was written to it is fsync'd, it is sealed, and a new segment file is
- * created and its directory entry fsync'd before any of its records is acknowledged.
+ * created and its directory entry fsync'd before any of its records is acknowledged. `roll()`
+ * asks for the same between two group commits (erasure: a segment holding an erased user's
+ * records must become deletable by truncation without waiting for it to fill).
  *
  * Failure rule ("never acknowledge what could be lost"): a write or fsync error rejects every
  * append of the batch and of the queue with `log_fsync_failed`, and the log refuses all further
@@ -292,6 +294,8 @@ export class SegmentLog implements ShardLog {
   private closing = false;
   private closed: Promise<void> | undefined;
   private pumpRun: Promise<void> | undefined;
+  /** Callers of `roll()` waiting for the pump to seal the active segment. */
+  private rollWaiters: Array<{ resolve: Resolve; reject: Reject }> = [];
 
   // The queue of appends not yet taken by the pump, double-buffered to avoid reallocating.
   private qBufs: Uint8Array[] = [];
@@ -456,12 +460,14 @@ export class SegmentLog implements ShardLog {
       })
       .finally(() => {
         this.pumpRun = undefined;
-        if (this.qResolves.length > 0) this.schedule();
+        if (this.qResolves.length > 0 || this.rollWaiters.length > 0) this.schedule();
       });
   }
 
   private async pump(): Promise<void> {
-    while (this.qResolves.length > 0) {
+    for (;;) {
+      if (this.rollWaiters.length > 0 && !(await this.rollAsked())) return;
+      if (this.qResolves.length === 0) return;
       if (this.opts.groupCommitMaxDelayMs > 0) await new Promise((r) => setTimeout(r, this.opts.groupCommitMaxDelayMs));
       if (this.failed !== undefined) {
         this.rejectQueued(this.failed);
@@ -525,7 +531,7 @@ export class SegmentLog implements ShardLog {
           await this.writeRun(bufs, first, runStart, i, runBytes);
           await this.syncActive(i - runStart, runBytes, first + i);
         }
-        await this.roll(first + i);
+        await this.rollAt(first + i);
         runStart = i;
         runBytes = 0;
       }
@@ -578,8 +584,41 @@ export class SegmentLog implements ShardLog {
     }
   }
 
+  /**
+   * Seals the active segment now, unless it holds no record, so that `truncateBefore` can delete
+   * it once everything in it is consumed (erasure: engine/erasure-job.ts); later appends go to a
+   * new segment. Runs in the pump between two group commits (never while one is written).
+   * Resolves with the first offset of the active segment afterwards: every record below it is in
+   * a sealed segment. A failure to create the new segment fails the log, as a failed roll during
+   * appends does.
+   */
+  roll(): Promise<number> {
+    if (this.closing) return Promise.reject(internalError('log_closed', `log of shard ${this.shard} in ${this.dir} is closed; roll before close()`));
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    const done = new Promise<number>((resolve, reject) => this.rollWaiters.push({ resolve, reject }));
+    this.schedule();
+    return done;
+  }
+
+  /** The pump's side of `roll()`: everything taken so far is written and fsync'd; false when the log failed. */
+  private async rollAsked(): Promise<boolean> {
+    const waiters = this.rollWaiters;
+    this.rollWaiters = [];
+    try {
+      if (this.failed !== undefined) throw this.failed;
+      if (this.active.written > 0) await this.rollAt(this.durableNext);
+    } catch (err) {
+      this.failed ??= externalError('log_fsync_failed', `shard ${this.shard} log: sealing ${this.active.path} failed (${err instanceof Error ? err.message : String(err)}); reopen the log (restart) to recover`, err);
+      for (const w of waiters) w.reject(this.failed);
+      this.rejectQueued(this.failed);
+      return false;
+    }
+    for (const w of waiters) w.resolve(this.active.first);
+    return true;
+  }
+
   /** Seals the (fully fsync'd) active segment and starts a new one at `first`. */
-  private async roll(first: number): Promise<void> {
+  private async rollAt(first: number): Promise<void> {
     const path = join(this.dir, segmentName(first));
     const fh = await open(path, 'wx');
     try {
