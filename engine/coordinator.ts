@@ -49,7 +49,9 @@ import { engineMetrics } from './telemetry.js';
 import { ErasureStore } from '../storage/erasure-store.js';
 import { runErasures, type ErasureHost } from './erasure-job.js';
 import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
-import type { BatchResult, CheckpointResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
+import type { BatchResult, CheckpointResult, OpenResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
+import { checkFence, type LeaseFence } from './lease-fence.js';
+import { goldMerged, readDlqState, readLakeFrontier, writeDlqState, writeShardFrontier } from './cluster-lake.js';
 
 interface ShardState {
   /** Ranges sent to the worker but not yet processed (0 or 1: a shard's ranges go one at a time). */
@@ -82,6 +84,8 @@ interface ShardState {
   uncommittedEvents: number;
   /** Stopped by a failure that cannot be retried: records stay in the log for a restart. */
   stopped: boolean;
+  /** This coordinator runs the shard (always, except on an engine node that does not hold its lease). */
+  owned: boolean;
 }
 
 let instances = 0;
@@ -111,15 +115,34 @@ export interface LiveSnapshot {
  * process, a reader of the files plus the marks ingest reports (engine/remote-log.ts).
  */
 export interface ConsumedLog {
+  /** False: offsets have gaps (log/log.ts); a range's records are then read from the log, never from `submit`'s queue. */
+  readonly denseOffsets?: boolean;
   readonly durableNextOffset: number;
   read(fromOffset: number): AsyncIterable<LogRecord>;
   truncateBefore(offset: number): Promise<void>;
   close(): Promise<void>;
 }
 
+/**
+ * An engine node's part (engine/cluster-node.ts): the shards this coordinator runs and the
+ * lake-wide steps it may take, each under a lease (engine/lease.ts) whose fence every publish
+ * checks. The committed frontiers and the DLQ's progress then live in the lake
+ * (engine/cluster-lake.ts), not in this coordinator's memory or LMDB.
+ */
+export interface ClusterRole {
+  /** Shards run from the start; `addShard` / `removeShard` change the set. */
+  owned: readonly number[];
+  /** Fence of shard s's lease. */
+  fence(shard: number): LeaseFence | undefined;
+  /** Fence of lease `dlq` (DLQ flush) or `gold` (gold merge, frontier, reconciliation, compaction) while this node holds it. */
+  role(name: 'dlq' | 'gold'): LeaseFence | undefined;
+}
+
 export interface EngineLogs {
   shards: ConsumedLog[];
   dlq: ConsumedLog;
+  /** Engine node: run only the owned shards (absent: every shard, one process). */
+  cluster?: ClusterRole;
   /** Failure episodes of the logs (local logs only; the engine process has none). */
   episodes?: FailureEpisodes;
 }
@@ -136,6 +159,8 @@ export class Coordinator {
   private readonly meta: Database;
   private readonly shards: ShardState[];
   private readonly log: Logger;
+  private readonly cluster: ClusterRole | undefined;
+  private runtimeOptions: ShardRuntimeOptions | undefined;
   private timer: NodeJS.Timeout | undefined;
   private liveTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -180,7 +205,8 @@ export class Coordinator {
     this.env = env;
     this.meta = env.openDB({ name: 'coordinator', encoding: 'msgpack' });
     this.log = log;
-    this.shards = logs.shards.map(() => ({
+    this.cluster = logs.cluster;
+    this.shards = logs.shards.map((_, s) => ({
       inFlight: 0,
       pendingEvents: 0,
       durableNext: 0,
@@ -198,6 +224,7 @@ export class Coordinator {
       submittedNext: 0,
       uncommittedEvents: 0,
       stopped: false,
+      owned: logs.cluster === undefined || logs.cluster.owned.includes(s),
     }));
   }
 
@@ -267,19 +294,11 @@ export class Coordinator {
       maxBytesPerParquetCall: this.options.maxBytesPerParquetCall,
       encodeChunkRows: this.options.encodeChunkRows,
       encodeChunkBytes: this.options.encodeChunkBytes,
+      denseOffsets: this.logs.every((l) => l.denseOffsets !== false),
     };
-    const opened = await Promise.all(this.shards.map((_, s) => this.pool.open(s, runtimeOptions)));
-    for (const o of opened) {
-      const st = this.shards[o.shard]!;
-      st.checkpointed = o.checkpointOffset;
-      st.lastProcessed = o.checkpointOffset;
-      st.submittedNext = o.checkpointOffset + 1;
-      st.emittedWatermarkMs = o.emittedWatermarkMs;
-      st.emittedDailyMs = o.emittedDailyMs;
-      if (o.recoveredPublished + o.recoveredDiscarded > 0) {
-        this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
-      }
-    }
+    this.runtimeOptions = runtimeOptions;
+    const opened = await Promise.all(this.shards.flatMap((st, s) => (st.owned ? [this.pool.open(s, this.shardOptions(s))] : [])));
+    for (const o of opened) this.opened_(o);
     this.opened = true;
     // Replay what was acknowledged but not yet checkpointed: the pumps read it from the logs.
     for (const o of opened) this.shards[o.shard]!.durableNext = this.logs[o.shard]!.durableNextOffset;
@@ -289,6 +308,72 @@ export class Coordinator {
     if (replayed > 0) this.log.info({ records: replayed }, 'replayed log records after the last checkpoint');
     await this.mergeCompleteWindows();
     await this.flushDlq();
+  }
+
+  private shardOptions(shard: number): ShardRuntimeOptions {
+    const fence = this.cluster?.fence(shard);
+    return fence === undefined ? this.runtimeOptions! : { ...this.runtimeOptions!, fence };
+  }
+
+  /** A shard's state after its runtime opened (recovered). */
+  private opened_(o: OpenResult): void {
+    const st = this.shards[o.shard]!;
+    st.checkpointed = o.checkpointOffset;
+    st.lastProcessed = o.checkpointOffset;
+    st.submittedNext = o.checkpointOffset + 1;
+    st.emittedWatermarkMs = o.emittedWatermarkMs;
+    st.emittedDailyMs = o.emittedDailyMs;
+    if (o.recoveredPublished + o.recoveredDiscarded > 0) {
+      this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
+    }
+  }
+
+  /**
+   * Engine node: starts running `shard` (its lease and fence are in place): opens its runtime —
+   * which restores its state — and consumes its log from the checkpoint. Resolves once opened.
+   */
+  async addShard(shard: number): Promise<void> {
+    const st = this.shards[shard]!;
+    if (st.owned || this.closed) return;
+    Object.assign(st, { inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0 });
+    this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
+    st.owned = true;
+    st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
+    this.pump(shard);
+  }
+
+  /**
+   * Engine node: stops running `shard` gracefully — waits for its range in flight, commits a
+   * final checkpoint and closes its runtime; then its lease may be released. Throws when the
+   * final checkpoint fails (keep the lease and retry).
+   */
+  async removeShard(shard: number): Promise<void> {
+    const st = this.shards[shard]!;
+    if (!st.owned) return;
+    st.owned = false; // no new ranges, not in the next checkpoint rounds
+    try {
+      await this.checkpointing?.catch(() => undefined);
+      while (st.pumping || st.inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+      if (!st.stopped) await this.pool.close(shard);
+    } catch (err) {
+      st.owned = true;
+      this.pump(shard);
+      throw err;
+    }
+    st.queue = [];
+    st.queuedBytes = 0;
+    st.watermark = { kind: 'idle' };
+    this.checkpoints.succeeded(`shard-${shard}`);
+  }
+
+  /** Shards this coordinator runs now. */
+  get ownedShards(): number[] {
+    return this.shards.flatMap((st, s) => (st.owned ? [s] : []));
+  }
+
+  /** Per owned shard: the durable mark and the next offset to process (consumer lag = the difference). */
+  progress(): Array<{ shard: number; durableNext: number; submittedNext: number; checkpointed: number }> {
+    return this.shards.flatMap((st, s) => (st.owned ? [{ shard: s, durableNext: st.durableNext, submittedNext: st.submittedNext, checkpointed: st.checkpointed }] : []));
   }
 
   /**
@@ -301,7 +386,8 @@ export class Coordinator {
     if (offset + 1 > st.durableNext) st.durableNext = offset + 1;
     st.pendingEvents += rows;
     const tail = st.queue.length > 0 ? st.queue[st.queue.length - 1]!.offset + 1 : st.submittedNext;
-    if (!st.spilled && offset === tail && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
+    // A sparse log may hold other writers' records between this process's: those are read from the log.
+    if (!st.spilled && offset === tail && this.logs[shard]!.denseOffsets !== false && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
       st.queue.push({ offset, payload });
       st.queuedBytes += payload.byteLength;
     } else st.spilled = true;
@@ -339,7 +425,7 @@ export class Coordinator {
   /** Starts the shard's pump unless it runs: ranges of durable records to the worker, one at a time. */
   private pump(shard: number): void {
     const st = this.shards[shard]!;
-    if (st.pumping || st.stopped || this.fatal || !this.opened) return;
+    if (st.pumping || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
     st.pumping = true;
     void this.runPump(shard)
@@ -353,7 +439,7 @@ export class Coordinator {
 
   private async runPump(shard: number): Promise<void> {
     const st = this.shards[shard]!;
-    while (!st.stopped && !this.fatal) {
+    while (!st.stopped && st.owned && !this.fatal) {
       const range = await this.nextRange(shard);
       if (range.length === 0) return;
       st.submittedNext = range[range.length - 1]!.offset + 1;
@@ -387,11 +473,18 @@ export class Coordinator {
       out.push(r);
     }
     if (out.length > 0 || st.submittedNext >= st.durableNext) return out;
+    const dense = this.logs[shard]!.denseOffsets !== false;
     for await (const r of this.logs[shard]!.read(st.submittedNext)) {
-      if (r.offset !== st.submittedNext + out.length) break;
+      if (dense ? r.offset !== st.submittedNext + out.length : r.offset < (out.at(-1)?.offset ?? st.submittedNext - 1) + 1) break;
       out.push(r);
       bytes += r.payload.byteLength;
-      if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || st.submittedNext + out.length >= st.durableNext) break;
+      if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) break;
+    }
+    if (out.length === 0 && !dense) {
+      // A sparse log's read that ends has seen everything below its durable mark (>= ours): no whole
+      // record there (e.g. only the first chunks of one still being written, which will come later).
+      st.submittedNext = Math.max(st.submittedNext, st.durableNext);
+      return out;
     }
     if (out.length === 0) {
       // Reported durable, yet not in the log: a broken invariant (a bug), not the data. The shard stops.
@@ -453,6 +546,7 @@ export class Coordinator {
     let n = 0;
     for (let s = 0; s < this.shards.length; s++) {
       const st = this.shards[s]!;
+      if (!st.owned) continue;
       n += st.pendingEvents;
       // While its checkpoints fail, a shard holds every event since its last one in memory.
       if (this.checkpoints.isFailing(`shard-${s}`)) n += st.uncommittedEvents;
@@ -464,7 +558,7 @@ export class Coordinator {
   globalWatermark(): number | undefined {
     let wm: number | undefined;
     for (const st of this.shards) {
-      if (st.watermark.kind !== 'event-time') continue;
+      if (st.watermark.kind !== 'event-time' || !st.owned) continue;
       wm = wm === undefined ? st.watermark.timeMs : Math.min(wm, st.watermark.timeMs);
     }
     return wm;
@@ -507,7 +601,7 @@ export class Coordinator {
   private async runCheckpoint(force = false): Promise<void> {
     const started = performance.now();
     await this.advanceIdleShards();
-    const due = this.shards.map((st, s) => !st.stopped && (force || !this.checkpoints.waiting(`shard-${s}`)));
+    const due = this.shards.map((st, s) => st.owned && !st.stopped && (force || !this.checkpoints.waiting(`shard-${s}`)));
     await Promise.all(
       this.shards.map(async (st, s) => {
         if (!due[s]) return;
@@ -525,6 +619,8 @@ export class Coordinator {
         st.emittedDailyMs = r.emittedDailyMs;
         this.totals.committed += st.uncommittedEvents;
         st.uncommittedEvents = 0;
+        // Engine node: the gold owner (maybe another node) learns this shard's committed frontier from the lake.
+        if (this.cluster) await writeShardFrontier(this.store, s, { offset: r.offset, emittedMs: r.emittedWatermarkMs, emittedDailyMs: r.emittedDailyMs }).catch((err: unknown) => this.log.warn({ err, shard: s }, 'writing the shard frontier failed; retried at the next checkpoint'));
         if (r.offset > st.checkpointed) {
           st.checkpointed = r.offset;
           // Only disk space is at stake: a failed truncation is redone by the next checkpoint.
@@ -554,11 +650,10 @@ export class Coordinator {
   private async runCoordinatorSteps(): Promise<void> {
     await this.mergeCompleteWindows();
     await this.flushDlq();
-    await writeFrontier(this.store, {
-      emittedMs: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)),
-      emittedDailyMs: Math.min(...this.shards.map((st) => st.emittedDailyMs)),
-      sessionGapMs: this.options.sessionGapMs,
-    });
+    // Engine node: the lake-wide steps belong to the `gold` lease's owner.
+    if (this.cluster && this.cluster.role('gold') === undefined) return;
+    const frontier = await this.frontiers();
+    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
     const now = Date.now();
     if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
       const r = await reconcileLate(this.store, { compression: this.options.compression });
@@ -576,7 +671,8 @@ export class Coordinator {
 
   /** Erasure jobs, between checkpoints (nothing else writes the lake meanwhile); a failure is retried next round. */
   private async runErasureJobs(): Promise<void> {
-    if (!this.erasures || this.fatal) return;
+    // Erasure requests are per data directory: not run by engine nodes (docs/SCALE-OUT.md).
+    if (!this.erasures || this.fatal || this.cluster) return;
     const host: ErasureHost = {
       store: this.store,
       dataDir: this.options.dataDir,
@@ -620,7 +716,7 @@ export class Coordinator {
     let active: number | undefined;
     let any: number | undefined;
     for (const st of this.shards) {
-      if (st.watermark.kind !== 'event-time') continue;
+      if (st.watermark.kind !== 'event-time' || !st.owned) continue;
       any = any === undefined ? st.watermark.timeMs : Math.min(any, st.watermark.timeMs);
       if (now - st.lastActivityMs < this.options.idleTimeoutMs) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
     }
@@ -631,7 +727,7 @@ export class Coordinator {
       this.shards.map(async (st, s) => {
         const idle = now - st.lastActivityMs >= this.options.idleTimeoutMs;
         const behind = st.watermark.kind === 'idle' || st.watermark.timeMs < active!;
-        if (!idle || !behind || st.stopped) return;
+        if (!idle || !behind || st.stopped || !st.owned) return;
         try {
           await this.pool.advance(s, active!);
         } catch (err) {
@@ -661,11 +757,16 @@ export class Coordinator {
    * re-merge from the partials some shards still have can never overwrite complete gold (or
    * gold that reconciliation rewrote since).
    */
+  /** Every shard's committed frontier: in memory, or on an engine node from the lake (every node's shards). */
+  private async frontiers(): Promise<{ hourly: number; daily: number }> {
+    if (this.cluster) return readLakeFrontier(this.store, this.shards.length);
+    return { hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)) };
+  }
+
   private async mergeOnce(): Promise<number> {
-    const frontiers = {
-      hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)),
-      daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)),
-    };
+    const gold = this.cluster?.role('gold');
+    if (this.cluster && gold === undefined) return 0;
+    const frontiers = await this.frontiers();
     const objects = await this.store.list(`${PARTIALS_PREFIX}/`);
     const windows = new Map<string, string[]>();
     for (const o of objects) {
@@ -680,7 +781,9 @@ export class Coordinator {
     for (const [k, keys] of windows) {
       const [granularity, start] = k.split('/') as ['hourly' | 'daily', string];
       const done = `gold-merged:${k}`;
-      if (this.meta.get(done) !== true) {
+      // Engine node: the window's commit record is the marker (a previous gold owner may have merged it).
+      const mergedBefore = this.cluster ? await goldMerged(this.store, `gold-${granularity}-${start}`) : this.meta.get(done) === true;
+      if (!mergedBefore) {
         if (frontiers[granularity] < windowEmissionPoint(granularity, Number(start), this.options.sessionGapMs)) continue;
         const partials = await Promise.all(
           keys.map(async (key) => {
@@ -691,7 +794,7 @@ export class Coordinator {
         );
         const batch = mergeWindowPartials(granularity, partials);
         const windowStart = Number(start);
-        const committer = new TwoPhaseCommitter(this.store);
+        const committer = new TwoPhaseCommitter(this.store, gold === undefined ? {} : { beforePublish: () => checkFence(this.store, gold) });
         const pending = await committer.stage(
           [{ key: goldWindowKey(granularity, windowStart), body: encodeParquet([batch], { compression: this.options.compression }), rows: batch.numRows }],
           { id: `gold-${granularity}-${windowStart}`, kind: 'flush' },
@@ -712,14 +815,26 @@ export class Coordinator {
    * was recorded discards its temps and is redone (with whatever the log holds by then).
    */
   private async flushDlq(): Promise<void> {
-    const committer = new TwoPhaseCommitter(this.store);
-    const recorded = (this.meta.get('dlq-pending') as PendingCommit | null | undefined) ?? null;
+    const fence = this.cluster?.role('dlq');
+    if (this.cluster && fence === undefined) return;
+    const committer = new TwoPhaseCommitter(this.store, fence === undefined ? {} : { beforePublish: () => checkFence(this.store, fence) });
+    // Engine node: offset and recorded flush in the lake (a new `dlq` owner finishes it); else in the LMDB.
+    const state = this.cluster ? await readDlqState(this.store) : undefined;
+    const save = async (offset: number, pending: PendingCommit | null): Promise<void> => {
+      if (this.cluster) return writeDlqState(this.store, { offset, pending });
+      // Synchronous LMDB writes only: a failed async commit rejects lmdb-js's unawaited `commitError` too (an unhandled rejection).
+      this.env.transactionSync(() => {
+        this.meta.putSync('dlq-pending', pending);
+        this.meta.putSync('dlq-offset', offset);
+      });
+    };
+    const recorded = state ? state.pending : ((this.meta.get('dlq-pending') as PendingCommit | null | undefined) ?? null);
+    let flushed = state ? state.offset : ((this.meta.get('dlq-offset') as number | undefined) ?? -1);
     if (recorded) {
       await committer.publish(recorded);
-      // Synchronous LMDB writes only: a failed async commit rejects lmdb-js's unawaited `commitError` too (an unhandled rejection).
-      this.env.transactionSync(() => this.meta.putSync('dlq-pending', null));
+      await save(flushed, null);
     }
-    const from = ((this.meta.get('dlq-offset') as number | undefined) ?? -1) + 1;
+    const from = flushed + 1;
     const batches: RecordBatch[] = [];
     let last = from - 1;
     for await (const record of this.dlqLog.read(from)) {
@@ -747,22 +862,20 @@ export class Coordinator {
     let pending: PendingCommit;
     try {
       pending = await committer.stage(files, { id: `dlq-${from}-${last}`, kind: 'flush', offsets: { first: from, last } });
-      this.env.transactionSync(() => {
-        this.meta.putSync('dlq-pending', pending);
-        this.meta.putSync('dlq-offset', last);
-      });
+      await save(last, pending);
+      flushed = last;
     } catch (err) {
       await this.store.discardStaged(new Set(), (k) => k.includes('/part-dlq-')).catch(() => undefined);
       throw err;
     }
     await committer.publish(pending);
-    this.env.transactionSync(() => this.meta.putSync('dlq-pending', null));
+    await save(flushed, null);
     await this.dlqLog.truncateBefore(last + 1);
   }
 
   /** Refreshes the shards' open-window counts for the live view (called about once a second). */
   private async refreshLive(): Promise<void> {
-    const lives = await Promise.all(this.shards.flatMap((st, s) => (st.stopped ? [] : [this.pool.live(s)])));
+    const lives = await Promise.all(this.shards.flatMap((st, s) => (st.stopped || !st.owned ? [] : [this.pool.live(s)])));
     const byHour = new Map<number, { events: number; activeUsers: number; sessions: number; views: number; opens: number }>();
     const byDay = new Map<number, { closed: number; bounces: number }>();
     let openSessions = 0;
@@ -830,7 +943,7 @@ export class Coordinator {
   /** Resolves when every durable record has been processed (or its shard stopped). */
   async drain(timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    const busy = (st: ShardState): boolean => !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+    const busy = (st: ShardState): boolean => st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
     while (this.shards.some(busy)) {
       if (this.fatal) throw this.fatal;
       if (Date.now() > deadline) throw new Error('timed out draining shard queues');
@@ -862,7 +975,7 @@ export class Coordinator {
           failure = externalError('final_checkpoint_failed', `the final checkpoint failed (${this.checkpoints.describe().join('; ')}); acknowledged events stay in the log and are committed at the next start`);
         }
         await Promise.all(
-          this.shards.map((st, s) => (st.stopped ? undefined : this.pool.close(s).catch((err: unknown) => (failure ??= err)))),
+          this.shards.map((st, s) => (st.stopped || !st.owned ? undefined : this.pool.close(s).catch((err: unknown) => (failure ??= err)))),
         );
         if (failure === undefined) await this.mergeCompleteWindows();
       }

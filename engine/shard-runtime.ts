@@ -51,6 +51,7 @@ import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { userKeys } from './erasure-keys.js';
+import { checkFence } from './lease-fence.js';
 
 /** Key prefix of a window's per-shard partial aggregates (merged into gold by the coordinator). */
 export const PARTIALS_PREFIX = `${META_PREFIX}/partials`;
@@ -123,7 +124,7 @@ export class ShardRuntime {
     this.env = env;
     this.meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     this.store = store;
-    this.committer = new TwoPhaseCommitter(store);
+    this.committer = fencedCommitter(store, options);
     this.pipeline = pipeline;
     this.openResult = openResult;
     this.committedOffset = openResult.checkpointOffset;
@@ -142,7 +143,7 @@ export class ShardRuntime {
     const env = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 4096, compression: false });
     const meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
-    const committer = new TwoPhaseCommitter(store);
+    const committer = fencedCommitter(store, options);
     const pending = (meta.get(CHECKPOINT_KEYS.pending) as PendingCommit | null | undefined) ?? null;
     const owns = (stagingKey: string): boolean => stagingKey.includes(`/part-s${shard}-`) || stagingKey.endsWith(`/s${shard}.json`);
     const recovered = await committer.recover(pending ? [pending] : [], owns);
@@ -522,6 +523,12 @@ function batchBytes(batch: RecordBatch): number {
  * its checkpoint, so it is quarantined before it touches anything.
  */
 function checkIngestSchema(table: Table): void {
+/** The shard's committer; on an engine node every publish first checks the shard's lease fence. */
+function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
+  const fence = options.fence;
+  return new TwoPhaseCommitter(store, fence === undefined ? {} : { beforePublish: () => checkFence(store, fence) });
+}
+
   const got = table.schema.fields;
   const want = ingestSchema.fields;
   const same =

@@ -17,6 +17,7 @@
  *   (any task)  ◀───────────────────────────────── TaskFailure { error, stopped } instead of a result
  *   close ──────────────────────────────────────▶ final checkpoint, close LMDB
  */
+import type { LeaseFence } from './lease-fence.js';
 import type { SerializedError } from '../common/errors.js';
 import type { EngineOptions } from './options.js';
 
@@ -38,7 +39,10 @@ export type ShardRuntimeOptions = Pick<
   | 'maxBytesPerParquetCall'
   | 'encodeChunkRows'
   | 'encodeChunkBytes'
->;
+> & {
+  /** On an engine node: the shard's lease, checked right before every publish (engine/lease-fence.ts). */
+  fence?: LeaseFence;
+};
 
 export type ShardTask =
   | { kind: 'open'; shard: number; options: ShardRuntimeOptions }

@@ -38,11 +38,17 @@ export interface TwoPhaseCommitterOptions {
   now?: () => number;
   /** How many files to stage or publish at once. Default 8. */
   concurrency?: number;
+  /**
+   * Runs right before every publish (recovery's included) and refuses it by throwing: an engine
+   * node's fencing check (engine/lease-fence.ts). Nothing of the commit is visible when it throws.
+   */
+  beforePublish?: (pending: PendingCommit) => Promise<void>;
 }
 
 export class TwoPhaseCommitter {
   private readonly now: () => number;
   private readonly concurrency: number;
+  private readonly beforePublish: ((pending: PendingCommit) => Promise<void>) | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -50,6 +56,7 @@ export class TwoPhaseCommitter {
   ) {
     this.now = options.now ?? Date.now;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.beforePublish = options.beforePublish;
   }
 
   /**
@@ -76,6 +83,7 @@ export class TwoPhaseCommitter {
    * (staged and final copies both gone): the existing commit record proves it was published.
    */
   async publish(pending: PendingCommit): Promise<void> {
+    await this.beforePublish?.(pending);
     try {
       await mapLimit(pending.staged, this.concurrency, (s) => this.store.publish(s));
     } catch (err) {
