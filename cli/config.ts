@@ -21,6 +21,9 @@
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
  * | log              | --log                | SLUICE_LOG                | (local segment log under DATA); nats://h:4222[,…][?replicas=N] |
+ * | maxMemory        | --max-memory         | SLUICE_MAX_MEMORY         | 75 % of RAM (ingest.maxMemoryBytes) |
+ * | maxBacklog       | --max-backlog        | SLUICE_MAX_BACKLOG        | ¼ of free disk, 256 MiB–64 GiB (ingest.maxBacklogBytes) |
+ * | rateLimit        | --rate-limit         | SLUICE_RATE_LIMIT         | 1 M events/s per write key, burst 2 s (ingest.rateLimit) |
  */
 import { readFileSync } from 'node:fs';
 import { userError } from '../common/errors.js';
@@ -77,6 +80,8 @@ type SettingName =
   | 'workerNice'
   | 'engineMode'
   | 'maxMemory'
+  | 'maxBacklog'
+  | 'rateLimit'
   | 'log';
 
 const ENV: Record<SettingName, string[]> = {
@@ -99,6 +104,8 @@ const ENV: Record<SettingName, string[]> = {
   workerNice: ['SLUICE_WORKER_NICE'],
   engineMode: ['SLUICE_ENGINE_MODE'],
   maxMemory: ['SLUICE_MAX_MEMORY'],
+  maxBacklog: ['SLUICE_MAX_BACKLOG'],
+  rateLimit: ['SLUICE_RATE_LIMIT'],
   log: ['SLUICE_LOG'],
 };
 
@@ -135,6 +142,13 @@ const int = (v: unknown, what: string): number => {
   if (!Number.isInteger(n)) throw userError('invalid_option', `${what} must be an integer, got "${String(v)}"`);
   return n;
 };
+
+/** `--rate-limit N`: N events/s per write key, with a burst of two seconds' worth. */
+function rateLimitOf(v: unknown): { eventsPerSecond: number; burst: number } {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw userError('invalid_option', `--rate-limit must be a number of events per second > 0, got "${String(v)}"`);
+  return { eventsPerSecond: n, burst: Math.max(1, Math.ceil(2 * n)) };
+}
 
 /** flags > environment > config file > defaults. */
 export function composeServeConfig(flags: RawSettings & { config?: string }, env: NodeJS.ProcessEnv = process.env): ServeConfig {
@@ -177,6 +191,11 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     readKeys: Array.isArray(readKeys) ? readKeys : readKeys === undefined ? [] : [String(readKeys)],
     adminKeys: Array.isArray(adminKeys) ? adminKeys : adminKeys === undefined ? [] : [String(adminKeys)],
     engine,
-    ingest: has('maxMemory') ? { ...file.ingest, maxMemoryBytes: parseBytes(String(pick('maxMemory')), '--max-memory') } : file.ingest,
+    ingest: {
+      ...file.ingest,
+      ...(has('maxMemory') ? { maxMemoryBytes: parseBytes(String(pick('maxMemory')), '--max-memory') } : {}),
+      ...(has('maxBacklog') ? { maxBacklogBytes: parseBytes(String(pick('maxBacklog')), '--max-backlog') } : {}),
+      ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit')) } : {}),
+    },
   };
 }

@@ -3,7 +3,7 @@
  * `startSluice(config)` is the same thing in-process, for tests, the demo and the benchmark.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino, type Logger } from 'pino';
@@ -16,6 +16,8 @@ import { JetStreamLogs } from '../log/jetstream-log.js';
 import { ErasureStore } from '../storage/erasure-store.js';
 import { sealErasedLogs } from '../engine/erasure-offline.js';
 import { Suppression } from '../ingest/erasures.js';
+import { reportCommits, UncommittedLog } from '../ingest/uncommitted-log.js';
+import { logDir } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 
 export interface RunningSluice {
@@ -53,10 +55,11 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const suppression = new Suppression(erasureStore);
   await suppression.load();
   const engine = await startEngine(config, logger);
+  const maxBacklogBytes = (config.ingest.maxBacklogBytes as number | undefined) ?? (await defaultMaxBacklogBytes(config.engine.dataDir));
   let server: IngestServer;
   try {
     server = await startIngestServer(
-      { ...config.ingest, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
+      { ...config.ingest, maxBacklogBytes, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
       { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, erasures: { store: erasureStore, suppression } },
     );
   } catch (err) {
@@ -78,6 +81,42 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   };
 }
 
+/**
+ * Default bound of the uncommitted log (ingest.maxBacklogBytes): a quarter of the data
+ * directory's free disk at start (the rest stays for LMDB, a local lake and compaction), within
+ * 256 MiB … 64 GiB (above that, replaying it after a crash would take long).
+ */
+async function defaultMaxBacklogBytes(dataDir: string): Promise<number> {
+  try {
+    await mkdir(dataDir, { recursive: true });
+    const fs = await statfs(dataDir);
+    return Math.min(64 * 2 ** 30, Math.max(256 * 2 ** 20, Math.floor((fs.bavail * fs.bsize) / 4)));
+  } catch {
+    return 2 ** 30;
+  }
+}
+
+/** Bytes of a shard's log segment files on disk (0 when it has none yet). */
+async function logBytesOnDisk(dataDir: string, shard: number): Promise<number> {
+  const dir = logDir(dataDir, shard);
+  let total = 0;
+  for (const f of await readdir(dir).catch(() => [] as string[])) if (f.endsWith('.seg')) total += (await stat(join(dir, f)).catch(() => ({ size: 0 }))).size;
+  return total;
+}
+
+/**
+ * Counts what the local shard logs hold uncommitted (ingest.maxBacklogBytes): what was in them at
+ * start, then every durable record until the engine's truncation reports its commit.
+ */
+async function trackUncommitted(dataDir: string, logs: readonly ShardLog[]): Promise<UncommittedLog> {
+  const u = new UncommittedLog(logs.length);
+  for (const log of logs) {
+    u.existing(log.shard, log.durableNextOffset - 1, await logBytesOnDisk(dataDir, log.shard));
+    reportCommits(log, u);
+  }
+  return u;
+}
+
 /** The engine and what ingest needs of it, in this process or in the engine process. */
 async function startEngine(
   config: ServeConfig,
@@ -89,13 +128,19 @@ async function startEngine(
     const jsLogs = js !== undefined ? await js.openAll(config.engine.shards).catch(async (err: unknown) => (await js.close(), Promise.reject(err))) : undefined;
     const coordinator = await Coordinator.start(config.engine, logger, jsLogs !== undefined ? { shards: jsLogs.shards, dlq: jsLogs.dlq } : undefined)
       .catch(async (err: unknown) => (await js?.close(), Promise.reject(err)));
+    // The local log's uncommitted bytes are bounded here; JetStream bounds its stream itself (log_full).
+    const uncommitted = jsLogs === undefined ? await trackUncommitted(config.engine.dataDir, coordinator.local!.logs) : undefined;
     return {
       logs: jsLogs?.shards ?? coordinator.local!.logs,
       dlqLog: jsLogs?.dlq ?? coordinator.local!.dlqLog,
       coordinator,
       deps: {
-        onDurable: (shard, offset, payload, rows) => coordinator.submit(shard, offset, payload, rows),
+        onDurable: (shard, offset, payload, rows) => {
+          uncommitted?.durable(shard, offset, rows, payload.byteLength);
+          coordinator.submit(shard, offset, payload, rows);
+        },
         backlog: () => coordinator.backlog(),
+        ...(uncommitted !== undefined ? { uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }) } : {}),
         live: () => coordinator.live(),
         ready: () => coordinator.failure === undefined,
       },
@@ -109,6 +154,8 @@ async function startEngine(
   let engine: EngineProcess | undefined;
   await sealErasedLogs(config.engine.dataDir, await ErasureStore.open(config.engine.dataDir));
   const logs = await openLocalLogs(config.engine, logger, 'ingest:', async (shard, fresh) => engine?.durable(shard, fresh.durableNextOffset - 1, 0));
+  // Before the engine starts: its first checkpoint's truncation is already a commit report.
+  const uncommitted = await trackUncommitted(config.engine.dataDir, logs.logs);
   try {
     engine = await EngineProcess.start(config.engine, logs, logger, { nice: config.engine.workerNice, logLevel: logger.level });
   } catch (err) {
@@ -144,8 +191,12 @@ async function startEngine(
     },
     coordinator: undefined,
     deps: {
-      onDurable: (shard, offset, _payload, rows) => e.durable(shard, offset, rows),
+      onDurable: (shard, offset, payload, rows) => {
+        uncommitted.durable(shard, offset, rows, payload.byteLength);
+        e.durable(shard, offset, rows);
+      },
       backlog: () => e.backlog(),
+      uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }),
       live: () => e.live() ?? {},
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
@@ -188,6 +239,8 @@ export function register(program: Command): void {
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
+    .option('--max-backlog <bytes>', 'bound of the log not yet committed by the engine: 503 + Retry-After above it, e.g. 2GiB (default ¼ of the free disk, 256MiB–64GiB)')
+    .option('--rate-limit <events/s>', 'per write key (fairness between keys; burst 2 s): 429 + Retry-After above it (default 1000000: off for a single server)')
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
     .option('--log <nats://host:4222,…>', 'append to and consume from NATS JetStream instead of the local log (engine inline for now)')

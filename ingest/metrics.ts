@@ -25,7 +25,7 @@ export const ingestMetrics = {
   rateLimited: once('sluice_ingest_rate_limited_total', () => new Counter({ name: 'sluice_ingest_rate_limited_total', help: 'Requests refused with 429 by the per-key rate limit.' })),
   backpressure: once(
     'sluice_ingest_backpressure_total',
-    () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because the engine backlog or a log was past its high-water mark, by reason.', labelNames: ['reason'] }),
+    () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because the engine backlog, the uncommitted log, a log\'s unsynced bytes or memory was past its mark, by reason (backlog, uncommitted, log, memory).', labelNames: ['reason'] }),
   ),
   fsyncSeconds: once(
     'sluice_log_fsync_seconds',
@@ -57,6 +57,8 @@ export const ingestMetrics = {
         },
       }),
   ),
+  uncommittedBytes: once('sluice_log_uncommitted_bytes', () => new Gauge({ name: 'sluice_log_uncommitted_bytes', help: 'Bytes of the shard logs (framing included) acknowledged but not yet committed by the engine, against ingest.maxBacklogBytes.' })),
+  uncommittedEvents: once('sluice_log_uncommitted_events', () => new Gauge({ name: 'sluice_log_uncommitted_events', help: 'Events acknowledged into the shard logs since this start and not yet committed by the engine.' })),
   memoryBytes: once('sluice_memory_resident_bytes', () => new Gauge({ name: 'sluice_memory_resident_bytes', help: 'Resident memory of the server (ingest and engine processes), against ingest.maxMemoryBytes.' })),
   inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };

@@ -62,10 +62,21 @@ export interface IngestOptions {
    * and its connection closed, releasing everything it held. Default 10 s.
    */
   bodyTimeoutMs: number;
-  /** Token bucket per write key, in events. Default 1 M/s, burst 2 M. */
+  /**
+   * Token bucket per write key, in events: fairness between keys (429), not overload (503, see
+   * maxBacklogBytes / maxMemoryBytes). Default 1 M/s, burst 2 M: above one server's capacity, so
+   * off unless configured (docs/VALIDATION.md, "Overload (503) and rate limits (429)").
+   */
   rateLimit: { eventsPerSecond: number; burst: number };
   /** 503 while the engine holds more acknowledged-but-unprocessed events than this (deps.backlog). Default 2 M. */
   maxBacklogEvents: number;
+  /**
+   * 503 + Retry-After while the log holds more bytes (framing included) that the engine has not
+   * committed than this (deps.uncommitted): the bound of the backlog that waits on disk when ingest
+   * acks faster than the engine commits. Default 1 GiB; `sluice serve` derives it from the data
+   * directory's free disk (cli/serve.ts) unless set. 0 = no bound.
+   */
+  maxBacklogBytes: number;
   /** 503 while any log has more unsynced bytes than this. Default 256 MiB. */
   maxLogPendingBytes: number;
   /**
@@ -99,6 +110,7 @@ export function defaultIngestOptions(): IngestOptions {
     bodyTimeoutMs: 10_000,
     rateLimit: { eventsPerSecond: 1_000_000, burst: 2_000_000 },
     maxBacklogEvents: 2_000_000,
+    maxBacklogBytes: 2 ** 30,
     maxLogPendingBytes: 256 * 1024 * 1024,
     maxMemoryBytes: Math.floor(totalmem() * 0.75),
     pii: { hash: [], drop: [], salt: '' },
@@ -153,6 +165,7 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
   posInt('maxBatchEvents', o.maxBatchEvents);
   posInt('maxBacklogEvents', o.maxBacklogEvents);
   posInt('maxLogPendingBytes', o.maxLogPendingBytes);
+  if (!Number.isSafeInteger(o.maxBacklogBytes) || o.maxBacklogBytes < 0) throw userError('invalid_option', `maxBacklogBytes must be a whole number of bytes ≥ 0 (0 = no bound), got ${JSON.stringify(o.maxBacklogBytes)}`);
   if (!Number.isSafeInteger(o.maxMemoryBytes) || o.maxMemoryBytes < 0) throw userError('invalid_option', `maxMemoryBytes must be a whole number of bytes ≥ 0 (0 = no budget), got ${JSON.stringify(o.maxMemoryBytes)}`);
   posInt('wsMaxPayloadBytes', o.wsMaxPayloadBytes);
   posInt('groupCommit.maxRows', o.groupCommit.maxRows);

@@ -1,7 +1,7 @@
 /**
  * The ingest server on uWebSockets.js: Segment-compatible HTTP, NDJSON and Arrow over WebSocket.
  *
- *   request ─▶ closing? 503 ─▶ overloaded (backlog / log pending bytes)? 503 ─▶ body ≤ maxBodyBytes
+ *   request ─▶ closing? 503 ─▶ overloaded (backlog / uncommitted log / unsynced log / memory)? 503 ─▶ body ≤ maxBodyBytes
  *   (413) ─▶ gunzip (400/413) ─▶ decode (400) ─▶ auth (401) ─▶ count (413) ─▶ rate limit (429)
  *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
  *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
@@ -45,6 +45,11 @@ export interface IngestDeps {
   onDurable?(shard: number, offset: number, payload: Uint8Array, rows: number): void;
   /** Events acknowledged but not yet processed downstream; above options.maxBacklogEvents → 503 + Retry-After. */
   backlog?(): number;
+  /**
+   * What the log holds that the engine has not committed (ingest/uncommitted-log.ts): bytes
+   * (framing included) and events; above options.maxBacklogBytes → 503 + Retry-After.
+   */
+  uncommitted?(): { bytes: number; events: number };
   /** JSON body for GET /v1/live (the engine's live metrics); 404 when absent. */
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
@@ -103,6 +108,9 @@ export function uwsIsNative(): boolean {
   return typeof m.SSLApp === 'function' && typeof m.us_socket_local_port === 'function' && Object.keys(m).length > 10;
 }
 
+/** Retry-After (s) while the uncommitted log is past its bound: about a checkpoint away. */
+const UNCOMMITTED_RETRY_AFTER_S = 2;
+
 /** How long close() waits for in-flight requests (bodies still arriving, fsyncs) before dropping them. */
 const CLOSE_WAIT_MS = 30_000;
 
@@ -149,20 +157,36 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   const sampleMemory = (): void => {
     memory = deps.memoryBytes?.() ?? process.memoryUsage.rss();
     ingestMetrics.memoryBytes.set(memory);
+    const u = deps.uncommitted?.();
+    if (u !== undefined) {
+      ingestMetrics.uncommittedBytes.set(u.bytes);
+      ingestMetrics.uncommittedEvents.set(u.events);
+    }
   };
   sampleMemory();
   const memoryTimer = setInterval(sampleMemory, 100);
   memoryTimer.unref();
 
   /** Why the server should refuse new work right now (backlog, log or memory past its mark), or undefined. */
-  const pressure = (): { reason: 'backlog' | 'log' | 'memory'; reply: Reply } | undefined => {
+  const pressure = (): { reason: 'backlog' | 'uncommitted' | 'log' | 'memory'; reply: Reply } | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
+    const uncommitted = deps.uncommitted?.();
     let pending = deps.dlqLog.pendingBytes;
     for (const l of deps.logs) if (l.pendingBytes > pending) pending = l.pendingBytes;
     ingestMetrics.logPendingBytes.set(pending);
     if (backlog > options.maxBacklogEvents) {
       return { reason: 'backlog', reply: failure(503, 'overloaded', `Sluice is behind (${backlog} events not yet processed); retry later`, { 'Retry-After': '1' }) };
+    }
+    if (uncommitted !== undefined && options.maxBacklogBytes > 0 && uncommitted.bytes > options.maxBacklogBytes) {
+      // The engine frees the log at its next checkpoint: retrying sooner only adds load.
+      const mib = (b: number): number => Math.round(b / 2 ** 20);
+      return {
+        reason: 'uncommitted',
+        reply: failure(503, 'overloaded', `Sluice is behind committing (${mib(uncommitted.bytes)} MiB of acknowledged events not yet committed, bound ${mib(options.maxBacklogBytes)} MiB); retry later`, {
+          'Retry-After': String(UNCOMMITTED_RETRY_AFTER_S),
+        }),
+      };
     }
     if (pending > options.maxLogPendingBytes) {
       return { reason: 'log', reply: failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' }) };

@@ -1,0 +1,114 @@
+/**
+ * Overload on the real server (`startSluice`, the engine in its own process, real segment logs,
+ * the local lake): when ingest acks faster than the engine commits, the uncommitted log is bounded
+ * (ingest.maxBacklogBytes) — 503 + Retry-After, the reason in /readyz and /metrics — and every
+ * acknowledged event is committed once the load stops.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { composeServeConfig } from '../../cli/config.js';
+import { startSluice } from '../../cli/serve.js';
+import { openLakeReader } from '../helpers/lake.js';
+
+const KEY = 'wk_overload';
+const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
+const CLIENTS = 4;
+const BATCH = 100;
+/** Bounds of the load loop, per client: requests, and wall time for all of them. */
+const MAX_REQUESTS = 300;
+const MAX_LOAD_MS = 30_000;
+
+const roots: string[] = [];
+afterAll(() => {
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
+});
+
+const metric = (text: string, name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+
+describe('overload: the uncommitted log is bounded', () => {
+  it('answers 503 + Retry-After past --max-backlog while the engine has not committed, names it in /readyz and /metrics, and commits every acknowledged event after the load', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'sluice-overload-'));
+    roots.push(root);
+    // A tiny bound and a slow engine (one checkpoint every 8 s): the load passes the bound between checkpoints.
+    const config = composeServeConfig(
+      { port: 0, data: join(root, 'data'), lake: join(root, 'lake'), shards: 2, workers: 1, flushInterval: '8s', maxBacklog: '64KiB', engineMode: 'process', writeKeys: [KEY] },
+      {},
+    );
+    const sluice = await startSluice(config, pino({ level: 'warn' }));
+    const acked = new Set<string>();
+    const refusals: Array<{ retryAfter: string | null; code: unknown; message: unknown }> = [];
+    let readyWhileOver: { status: number; body: string } | undefined;
+    try {
+      const deadline = Date.now() + MAX_LOAD_MS;
+      const client = async (c: number): Promise<void> => {
+        for (let n = 0; n < MAX_REQUESTS && Date.now() < deadline && refusals.length < 10; n++) {
+          const now = Date.now();
+          const batch = Array.from({ length: BATCH }, (_, i) => ({
+            type: 'track',
+            event: 'Button Clicked',
+            userId: `u${(n * BATCH + i) % 97}`,
+            messageId: `c${c}-r${n}-e${i}`,
+            timestamp: new Date(now - 1000).toISOString(),
+            properties: { pad: 'x'.repeat(64) },
+          }));
+          const res = await fetch(`${sluice.url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+          const body = (await res.json()) as { ok?: boolean; code?: unknown; message?: unknown };
+          if (res.status === 200 && body.ok === true) for (const e of batch) acked.add(e.messageId);
+          else if (res.status === 503) {
+            refusals.push({ retryAfter: res.headers.get('retry-after'), code: body.code, message: body.message });
+            if (readyWhileOver === undefined) {
+              const r = await fetch(`${sluice.url}/readyz`);
+              readyWhileOver = { status: r.status, body: await r.text() };
+            }
+            await new Promise((r) => setTimeout(r, 100));
+          } else throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(body)}`);
+        }
+      };
+      await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+
+      expect(refusals.length, 'no 503 within the load bound').toBeGreaterThan(0);
+      for (const r of refusals) {
+        expect(r.code).toBe('overloaded');
+        expect(String(r.message)).toMatch(/behind committing \(\d+ MiB of acknowledged events not yet committed, bound 0 MiB\)/);
+        expect(Number(r.retryAfter)).toBeGreaterThanOrEqual(1);
+      }
+      expect(readyWhileOver?.status).toBe(503);
+      expect(readyWhileOver?.body).toMatch(/behind committing/);
+      const during = await (await fetch(`${sluice.url}/metrics`)).text();
+      expect(metric(during, 'sluice_ingest_backpressure_total\\{reason="uncommitted"\\}')).toBeGreaterThanOrEqual(refusals.length);
+
+      // Load stopped: the engine's next checkpoint commits everything, and ingest accepts again.
+      let uncommitted = NaN;
+      for (const stop = Date.now() + 60_000; Date.now() < stop; ) {
+        uncommitted = metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_log_uncommitted_bytes');
+        if (uncommitted === 0) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(uncommitted).toBe(0);
+      expect((await fetch(`${sluice.url}/readyz`)).status).toBe(200);
+
+      // Committed means in silver, before any shutdown drain.
+      const lake = await openLakeReader(join(root, 'lake'));
+      try {
+        const ids = await lake.rows<{ message_id: string; n: bigint }>(`SELECT event_id AS message_id, count(*) AS n FROM ${lake.rel('events')} GROUP BY 1`);
+        const counts = new Map(ids.map((r) => [r.message_id, Number(r.n)]));
+        const missing = [...acked].filter((id) => counts.get(id) !== 1);
+        expect(missing.slice(0, 10), `${missing.length} of ${acked.size} acknowledged ids not exactly once in silver`).toEqual([]);
+        expect([...counts.values()].every((n) => n === 1)).toBe(true);
+      } finally {
+        lake.close();
+      }
+      const again = await fetch(`${sluice.url}/v1/batch`, {
+        method: 'POST',
+        headers: { authorization: AUTH, 'content-type': 'application/json' },
+        body: JSON.stringify({ batch: [{ type: 'track', event: 'Button Clicked', userId: 'u1', messageId: 'after', timestamp: new Date().toISOString() }] }),
+      });
+      expect(again.status).toBe(200);
+    } finally {
+      await sluice.close();
+    }
+  }, 120_000);
+});
