@@ -20,6 +20,11 @@ export interface BenchServerOptions {
   logFile: string;
   /** How long to wait for the listening line. */
   startTimeoutMs: number;
+  /**
+   * Extra node flags (e.g. `--cpu-prof`) for the serve process; the engine process inherits them
+   * (engine/engine-process.ts starts it with the parent's execArgv), and so do worker threads.
+   */
+  nodeArgs?: string[];
 }
 
 /**
@@ -58,8 +63,34 @@ function statCpu(path: string): number {
   return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
 }
 
+/** One thread of a process: its id, name (`comm`) and user + system CPU so far, s. */
+export interface ThreadCpu {
+  tid: number;
+  comm: string;
+  cpuS: number;
+}
+
+/** Every thread of `pid` (from /proc/<pid>/task; empty when the process is gone or not Linux). */
+export function threadCpu(pid: number): ThreadCpu[] {
+  const out: ThreadCpu[] = [];
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tids) {
+    try {
+      out.push({ tid: Number(t), comm: readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim(), cpuS: statCpu(`/proc/${pid}/task/${t}/stat`) });
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
+}
+
 /** Pids of the direct children of `pid` (from /proc; empty elsewhere). */
-function childrenOf(pid: number): number[] {
+export function childrenOf(pid: number): number[] {
   try {
     return readdirSync('/proc')
       .filter((d) => /^\d+$/.test(d))
@@ -124,6 +155,7 @@ export class BenchServer {
   static async start(o: BenchServerOptions): Promise<BenchServer> {
     const bin = fileURLToPath(new URL('../bin/sluice.js', import.meta.url));
     const args = [
+      ...(o.nodeArgs ?? []),
       bin,
       'serve',
       '--host', '127.0.0.1',
