@@ -83,6 +83,13 @@ export interface EngineOptions {
    * the log on disk and is read back from there (memory stays bounded whatever the lag). Default 32 MiB.
    */
   maxQueuedBytesPerShard: number;
+  /**
+   * Ship each shard's LMDB state (operator state, dedup index) to the lake with every checkpoint,
+   * a delta of what it changed plus a periodic full base, and restore a shard's state from there
+   * when its local copy is missing or behind (engine/state-snapshot.ts). What lets another node
+   * take a shard over; costs one extra object per checkpoint. Default false (one node).
+   */
+  stateInObjectStore: boolean;
 }
 
 export function defaultEngineOptions(): EngineOptions {
@@ -111,6 +118,7 @@ export function defaultEngineOptions(): EngineOptions {
     maxRangeRecords: 2_000,
     maxRangeBytes: 16 * 1024 * 1024,
     maxQueuedBytesPerShard: 32 * 1024 * 1024,
+    stateInObjectStore: false,
   };
 }
 
@@ -141,6 +149,7 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
   if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
   if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);
+  if (typeof o.stateInObjectStore !== 'boolean') throw userError('invalid_option', `stateInObjectStore must be true or false, got ${String(o.stateInObjectStore)}`);
   return o;
 }
 
