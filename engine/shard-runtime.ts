@@ -196,7 +196,7 @@ export class ShardRuntime {
       // Already covered (a replay overlapping the live stream): effects are in state or committed.
       return this.batchResult(offset, 0, 0, 0, 0);
     }
-    if (offset !== this.lastOffset + 1 && this.lastOffset !== -1) {
+    if (this.options.denseOffsets !== false && offset !== this.lastOffset + 1 && this.lastOffset !== -1) {
       throw internalError('offset_gap', `shard ${this.shard} expected log offset ${this.lastOffset + 1}, got ${offset}`);
     }
     // Run the pipeline over every batch before buffering anything, so a record that throws leaves no rows behind.

@@ -22,7 +22,12 @@ import type { SerializedError } from '../common/errors.js';
 import type { EngineOptions } from './options.js';
 
 /** Options a shard runtime needs (a serializable subset of EngineOptions). */
-export type ShardRuntimeOptions = Pick<
+/** What a shard runtime knows of its log: `denseOffsets` false when offsets have gaps (log/log.ts; then no `offset_gap` check). */
+export interface ShardLogShape {
+  denseOffsets?: boolean;
+}
+
+export type ShardRuntimeOptions = ShardLogShape & Pick<
   EngineOptions,
   | 'shards'
   | 'dataDir'

@@ -8,81 +8,66 @@
  *   sluice.events.s{n}      shard n's records (one Arrow IPC record per group commit)
  *   sluice.dlq              dead letters (the DLQ log, shard -1)
  *
- * Offsets stay dense per shard (the engine's contract: the shard runtime throws `offset_gap`
- * on a hole, and checkpoint file names come from offset ranges). The stream sequence of a
- * subject is not dense (other shards interleave), so every record carries its dense offset in
- * the `Sluice-Offset` header, and the append is an optimistic compare-and-set on the subject:
+ * A record's offset IS its stream sequence (the log declares `denseOffsets: false`): sparse per
+ * shard (other shards interleave), strictly increasing in stream order, assigned by the stream
+ * leader, so any number of writers may append to one shard at once and every reader sees the
+ * same total order, on every replay (checkpoint file names, which come from offset ranges, are
+ * deterministic):
  *
- *   stream seq:   1        2        3        4        5        6
- *   subject:      s0       s1       s0       s0       s1       s0
- *   offset hdr:   0        0        1        2        1        3
+ *   stream seq:   1     2     3     4     5     6     7
+ *   subject:      s0    s1    s0    s0    s1    s0    s1
+ *   writer:       A     A     B     A     B     B     A
+ *   shard 0's offsets: 1, 3, 4, 6          shard 1's: 2, 5, 7
  *
- *   append(p) on s0 knowing (last offset 2, its seq 4):
- *     publish s0, p, { Sluice-Offset: 3,
- *                      Nats-Expected-Last-Subject-Sequence: 4,     ← CAS: nobody appended since
- *                      Nats-Msg-Id: <writer>.s0.3 }                ← a retry is stored once
- *     ─▶ PubAck {seq 6}            (stored on a quorum of the replicas) → resolve(3), last = (3, 6)
- *     ─▶ PubAck {seq 6', dup}      (an earlier attempt of this very record was stored) → resolve(3)
- *     ─▶ 10071 wrong last sequence: if the subject's record after seq 4 carries our Msg-Id, an
- *                                   earlier attempt was stored (a clustered 2.9 server checks the
- *                                   expectation before the Msg-Id) → resolve(3); else another
- *                                   writer appended → re-read the subject's last record, take
- *                                   its offset + 1, publish again (new Msg-Id)
+ *   append(p) on s0 by writer A (its n-th append on this shard):
+ *     publish s0, p, { Nats-Msg-Id: A.s0.n }          ← a retry is stored once
+ *     ─▶ PubAck {seq 6}              (stored on a quorum of the replicas)      → resolve(6)
+ *     ─▶ PubAck {seq 6, duplicate}   (an earlier attempt was stored, its PubAck lost) → resolve(6)
  *     ─▶ timeout / no responders / connection lost → publish the same message again (same
- *                                   Msg-Id, same expectation) until `appendTimeoutMs`
+ *        Msg-Id) until `appendTimeoutMs`
  *
- * Why the Msg-Id is `writer id + shard + offset` and not a content hash: the id must name one
- * publish attempt chain of one writer. A content hash would merge two different appends of equal
- * bytes (then two offsets would point at one stored record), and `shard + offset` alone would let
- * a competing writer's publish of the same offset, once its expectation passed (the race below),
- * be answered "duplicate" with OUR record's sequence. The writer id is random per
- * opened log (per process), so ids never collide across writers or restarts, and the retries of
- * one append reuse it: a publish whose PubAck was lost is stored once (the duplicate window,
- * default 2 min, is far longer than `appendTimeoutMs`).
+ * No compare-and-set: nats-server 2.9 does not serialize a subject CAS against publishes still
+ * being replicated (two racing writers both passed it in 102 of 200 rounds,
+ * bench/jetstream-cas-race.ts), which is why the first version (dense offsets in a header)
+ * allowed one writer per shard only. The stream sequence needs no CAS: the leader assigns it.
  *
- * One publish is in flight per shard (the CAS needs the previous record's sequence); concurrent
- * appends queue and go out in call order, shards publish in parallel. Ingest's group commit
- * already sends one record per shard at a time, so this costs little (see docs/SCALE-OUT.md).
+ * Why the Msg-Id is `writer id + shard + the writer's own append counter`: it must name one
+ * append (all retries of it) of one writer. A content hash would merge two appends of equal bytes;
+ * anything shared between writers would let one writer's publish be answered "duplicate" with
+ * another's record. The writer id is random per opened log set (per process), so ids never collide
+ * across writers or restarts; the duplicate window (default 2 min) is longer than
+ * `appendTimeoutMs` (validated), so a retry is always inside it.
  *
- * ONE WRITER PER SHARD AT A TIME. The CAS makes a writer whose position is stale (another writer
- * appended since) move past the other's records, but nats-server 2.9 checks the expectation on
- * the stream leader against what is already applied, not against publishes still being
- * replicated: two writers publishing to one subject at the same instant both passed it and one
- * offset was stored twice (102 of 200 rounds on the 3-node test cluster, bench/jetstream-cas-race.ts;
- * only an expectation of 0, "subject empty", is serialized). A reader therefore never skips
- * such a record: it throws `log_conflict`. Several ingest nodes need per-shard write ownership
- * (a lease in JetStream KV, the next step of issue 10); see docs/SCALE-OUT.md.
- *
- * Durability: the PubAck of an R3 stream means the record is in the stream leader's and at
- * least one follower's store (a Raft quorum). nats-server 2.9 writes to the OS on store and
- * fsyncs periodically (`sync_interval`, not configurable before 2.10): a process crash (kill -9)
- * of any minority loses nothing acknowledged; a power loss of a quorum at once may.
+ * Durability: the PubAck of an R3 stream comes after a Raft quorum stored the record. Raft
+ * applies in order, so once a writer holds the PubAck of sequence S, no record below S can
+ * appear later: `durableNextOffset` = the highest sequence this log knows on its subject + 1
+ * (its own PubAcks, `sync()`, records it read). nats-server 2.9 fsyncs periodically
+ * (`sync_interval`, not configurable before 2.10): a kill -9 of any minority loses nothing
+ * acknowledged; a power loss of a quorum at once may.
  *
  * A failed append (no PubAck before `appendTimeoutMs`) rejects with `log_publish_failed`; the
- * record may still have been stored. The next append first re-reads the subject's last record,
- * so offsets stay dense, and such a record is read like any other (a duplicate at worst: the
- * client was told to retry; dedup by event_id downstream removes it), as with the local log.
+ * record may still be stored and is then read like any other (a duplicate at worst: the client
+ * was told to retry; dedup by event_id downstream removes it), as with the local log.
  *
  * Records above the server's `max_payload` (1 MiB by default; ingest's group commit can build
- * bigger ones) are stored as consecutive messages with the same offset and `Sluice-Chunk: i/n`,
- * each chained by the CAS and with its own Msg-Id (`….<offset>.<i>`); the append resolves after
- * the last chunk's PubAck. A reader yields the record once all n chunks are read, and drops an
- * incomplete one (the tail of a failed append: never acknowledged); the next append reuses the
- * offset of such a tail (`sync` sees it), so offsets stay dense.
+ * bigger ones) are stored as messages `Sluice-Chunk: i/n` (Msg-Id `….<counter>.<i>`), each chunk
+ * after the first naming its predecessor's sequence (`Sluice-Chunk-Prev`), since another writer's
+ * messages may interleave. The record's offset is its LAST chunk's sequence (the record exists
+ * from then on, so offsets stay in stream order); a reader that meets a chunk whose predecessors
+ * lie before its start fetches them by sequence. An incomplete record (the tail of a failed
+ * append, or one still being written) is never yielded. Truncation must not purge the first chunks
+ * of a record still being written: see `truncateBefore`.
  *
- * Reads: an ephemeral pull consumer (R1, memory, no acks) filtered on the shard's subject,
- * starting at the sequence of `fromOffset` (found from the last position this log knows, or by
- * a binary search over the subject with `next_by_subj` message gets), deleted when the read ends.
+ * Reads: an ephemeral pull consumer (R1, memory, no acks) filtered on the shard's subject from
+ * sequence `fromOffset`, deleted when the read ends; it ends once it has delivered the subject's
+ * message at `durableNextOffset - 1` (or later) and nothing is pending.
  *
- * Truncation purges the subject below the record of `offset` (JetStream purge with `filter` +
- * `seq`), never the subject's newest record, so a writer that opens the log later still finds
- * the last offset (as the segment log keeps its newest segment). The stream discards NEW
- * messages at its limits (`maxBytes`: appends fail with `log_full` until the engine truncates),
- * so unconsumed records are never dropped; `maxAgeMs` (off by default) would drop them, and if
- * it removed EVERY record of a shard while no writer has the log open, the next writer would
- * start that shard at offset 0 again (see docs/SCALE-OUT.md).
+ * Truncation purges the subject below a sequence (JetStream purge with `filter` + `seq`), never
+ * its newest message. The stream discards NEW messages at its limits (`maxBytes`: appends fail
+ * with `log_full` until the engines truncate), so unconsumed records are never dropped;
+ * `maxAgeMs` (off by default) would drop them.
  */
-import { connect, headers as natsHeaders, nuid, type NatsConnection } from '@nats-io/transport-node';
+import { connect, headers as natsHeaders, nuid, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -95,23 +80,20 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JetStreamPublishOptions,
-  type MsgRequest,
   type PubAck,
-  type StoredMsg,
 } from '@nats-io/jetstream';
 import { performance } from 'node:perf_hooks';
 import { externalError, internalError, userError, SluiceError } from '../common/errors.js';
 import type { LogRecord, ShardLog } from './log.js';
 
-/** Header holding a record's dense per-shard offset (decimal). */
-export const OFFSET_HEADER = 'Sluice-Offset';
 /** Header of a record stored as several messages: `i/n` (chunk i of n, 0-based). */
 export const CHUNK_HEADER = 'Sluice-Chunk';
+/** Header of chunk i > 0: the stream sequence of chunk i-1 (other writers' messages may lie between). */
+export const CHUNK_PREV_HEADER = 'Sluice-Chunk-Prev';
 /** Room left in a message for the headers when a record is cut into chunks of max_payload. */
 const HEADER_ROOM_BYTES = 4096;
 
 /** JetStream API error codes this log reacts to. */
-const WRONG_LAST_SEQUENCE = 10071;
 const STREAM_NOT_FOUND = 10059;
 const STREAM_NAME_IN_USE = 10058;
 const SUBJECTS_OVERLAP = 10065;
@@ -155,6 +137,12 @@ export interface JetStreamLogOptions {
   duplicateWindowMs?: number;
   /** How long (ms) one append keeps retrying (failover, reconnect) before it rejects. Default 30 s. */
   appendTimeoutMs?: number;
+  /**
+   * How long (ms) truncation keeps the first chunks of a record that may still be being written
+   * (see `truncateBefore`). Default 2 × appendTimeoutMs; 0 only where no chunked append can be in
+   * flight (tests).
+   */
+  truncateGraceMs?: number;
   /** How long (ms) one publish attempt waits for its PubAck. Default 5 s. */
   publishTimeoutMs?: number;
   /** Identifies this writer in `Nats-Msg-Id`s; default a random NUID per opened log set. */
@@ -182,6 +170,7 @@ export interface ResolvedJetStreamLogOptions {
   readonly maxBytes: number;
   readonly duplicateWindowMs: number;
   readonly appendTimeoutMs: number;
+  readonly truncateGraceMs: number;
   readonly publishTimeoutMs: number;
   readonly writerId: string;
   readonly publish: JetStreamPublish | undefined;
@@ -231,6 +220,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   const duplicateWindowMs = int('duplicateWindowMs', options.duplicateWindowMs ?? JETSTREAM_LOG_DEFAULTS.duplicateWindowMs, 1000, 24 * 3600 * 1000, 'ms; default 2 min');
   const appendTimeoutMs = int('appendTimeoutMs', options.appendTimeoutMs ?? JETSTREAM_LOG_DEFAULTS.appendTimeoutMs, 100, 3600 * 1000, 'ms; default 30 s');
   const publishTimeoutMs = int('publishTimeoutMs', options.publishTimeoutMs ?? JETSTREAM_LOG_DEFAULTS.publishTimeoutMs, 50, 600 * 1000, 'ms; default 5 s');
+  const truncateGraceMs = int('truncateGraceMs', options.truncateGraceMs ?? 2 * appendTimeoutMs, 0, 24 * 3600 * 1000, 'ms; default 2 × appendTimeoutMs');
   if (appendTimeoutMs >= duplicateWindowMs) {
     throw bad(`appendTimeoutMs (${appendTimeoutMs}) must be shorter than duplicateWindowMs (${duplicateWindowMs}), or a retried publish could be stored twice`);
   }
@@ -244,7 +234,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   }
   const name = options.name ?? JETSTREAM_LOG_DEFAULTS.name;
   return {
-    servers: [...servers], stream, subjectPrefix, replicas, maxAgeMs, maxBytes, duplicateWindowMs, appendTimeoutMs, publishTimeoutMs,
+    servers: [...servers], stream, subjectPrefix, replicas, maxAgeMs, maxBytes, duplicateWindowMs, appendTimeoutMs, truncateGraceMs, publishTimeoutMs,
     writerId, publish: options.publish, onPublish: options.onPublish, logger: options.logger, name,
   };
 }
@@ -284,15 +274,6 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function apiCode(err: unknown): number | undefined {
   return err instanceof JetStreamApiError ? err.code : undefined;
-}
-
-/** The offset a stored record carries; a record without one is not Sluice's: corruption. */
-function offsetOf(subject: string, seq: number, value: string | undefined): number {
-  const n = value === undefined ? NaN : Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw internalError('log_corrupt', `${subject} stream sequence ${seq} has no valid ${OFFSET_HEADER} header (${JSON.stringify(value)}); only Sluice may publish to its subjects`);
-  }
-  return n;
 }
 
 /** The `i/n` of a chunked record's message, or undefined for a record stored whole. */
@@ -431,7 +412,6 @@ export class JetStreamLogs {
     if (drained !== 'drained' && !this.nc.isClosed()) await this.nc.close().catch(() => undefined);
   }
 }
-
 interface QueuedAppend {
   readonly payload: Uint8Array;
   readonly resolve: (offset: number) => void;
@@ -440,36 +420,45 @@ interface QueuedAppend {
 
 /** Records per pull request of a read. */
 const READ_BATCH = 64;
-/** How long a read waits for records it knows are durable but a lagging replica has not yet delivered. */
+/** How long a read waits for a message it knows is stored but a lagging replica has not yet delivered. */
 const READ_CATCH_UP_MS = 10_000;
+
+/** A chunked record being reassembled by a read. */
+interface PartialRecord {
+  readonly n: number;
+  readonly parts: Array<Uint8Array | undefined>;
+  /** Stream sequence of chunk 0, if seen (the purge must stay below it until the record completes). */
+  firstSeq: number | undefined;
+}
 
 /**
  * One shard's log on JetStream (see the file comment for the design). Open with
  * {@link JetStreamLogs.open}. `append` does not copy the payload: the caller must not mutate it
  * until the append settled. Records yielded by `read` own their payload (a fresh buffer).
  *
- * As the engine's `ConsumedLog` on a node that does not append, `durableNextOffset` is what
- * this log last learned (open, `sync()`, its own appends); call `sync()` to learn other writers'.
+ * Offsets are stream sequences (`denseOffsets` false): strictly increasing per shard, with gaps.
+ * `nextOffset` is a lower bound of the next record's offset (= `durableNextOffset`).
+ * `durableNextOffset` is what this log last learned (open, `sync()`, its own appends, its reads);
+ * a node that does not write (an engine) calls `sync()` to learn other writers' records.
  */
 export class JetStreamLog implements ShardLog {
   readonly shard: number;
   readonly subject: string;
+  readonly denseOffsets = false;
   private readonly opts: ResolvedJetStreamLogOptions;
-  /** Next offset this writer will publish. */
-  private next = 0;
-  /** Stream sequence of the subject's last record (offset next-1); 0 when the subject is empty. */
-  private lastSeq = 0;
+  /** Highest stream sequence known on this subject + 1 (0: none known). */
   private durableNext = 0;
-  /** A known record: its offset, first message's sequence (if known) and last message's, to start reads without a search. */
-  private hint: { offset: number; seq: number | undefined; end: number } | undefined;
-  /** The last publish failed with an unknown outcome: resynchronise before the next. */
-  private needsSync = false;
+  /** This writer's appends to this shard: the last token of its Msg-Ids. */
+  private appends = 0;
   private queue: QueuedAppend[] = [];
   private pending = 0;
   private pumping: Promise<void> | undefined;
   private closing = false;
   private truncatedBefore = 0;
   private readCount = 0;
+  private readonly openedAt = performance.now();
+  /** Chunk-0 sequences of records a read saw incomplete, with when first seen (local ms): the purge stays below them. */
+  private readonly incomplete = new Map<string, { seq: number; seenAt: number }>();
 
   constructor(
     private readonly logs: JetStreamLogs,
@@ -480,8 +469,9 @@ export class JetStreamLog implements ShardLog {
     this.subject = shardSubject(this.opts.subjectPrefix, shard);
   }
 
+  /** A lower bound of the next record's offset (offsets are sparse): every offset below is taken or skipped. */
   get nextOffset(): number {
-    return this.next;
+    return this.durableNext;
   }
 
   /** Bytes of appends not yet acknowledged by the stream (for backpressure). */
@@ -494,30 +484,19 @@ export class JetStreamLog implements ShardLog {
   }
 
   /**
-   * Learns the subject's last record (its offset and stream sequence) from the stream leader:
-   * every record below the returned offset is durable. Retries transient failures until
+   * Learns the subject's last message from the stream leader: every record below the returned
+   * offset is stored (and none can appear there later). Retries transient failures until
    * `appendTimeoutMs`.
    */
   async sync(): Promise<number> {
     const last = await this.retrying('sync', () => this.logs.jsm.streams.getMessage(this.opts.stream, { last_by_subj: this.subject }));
-    if (last !== null) {
-      const offset = offsetOf(this.subject, last.seq, last.header.get(OFFSET_HEADER) || undefined);
-      const chunk = chunkOf(this.subject, last.seq, last.header.get(CHUNK_HEADER) || undefined);
-      // The tail of a failed chunked append (never acknowledged): the next record takes its offset.
-      const complete = chunk === undefined || chunk[0] === chunk[1] - 1;
-      const after = complete ? offset + 1 : offset;
-      // A live writer never goes back, even if stream limits removed every record.
-      if (after >= this.next) {
-        this.next = after;
-        this.lastSeq = last.seq;
-      }
-      if (complete) this.hint = { offset, seq: chunk === undefined ? last.seq : undefined, end: last.seq };
-    } else {
-      this.lastSeq = 0;
-    }
-    if (this.next > this.durableNext) this.durableNext = this.next;
-    this.needsSync = false;
+    if (last !== null) this.learned(last.seq);
     return this.durableNext;
+  }
+
+  /** Stream sequence `seq` holds a message of this subject: everything below it is stored. */
+  private learned(seq: number): void {
+    if (seq + 1 > this.durableNext) this.durableNext = seq + 1;
   }
 
   append(payload: Uint8Array): Promise<number> {
@@ -538,7 +517,10 @@ export class JetStreamLog implements ShardLog {
     });
   }
 
-  /** Publishes queued appends one at a time, in call order. */
+  /**
+   * Publishes queued appends one at a time, in call order (so one writer's offsets follow its
+   * call order; ingest's group commit sends one record per shard at a time anyway).
+   */
   private async pump(): Promise<void> {
     while (this.queue.length > 0) {
       const a = this.queue.shift()!;
@@ -553,101 +535,67 @@ export class JetStreamLog implements ShardLog {
   }
 
   /**
-   * One append: CAS-publish with retries (see the file comment), as one message or, above the
-   * server's max_payload, as chunks chained by the same CAS. Resolves with the offset.
+   * One append: publish with retries (see the file comment), as one message or, above the
+   * server's max_payload, as chunks. Resolves with the offset (the last message's sequence).
    */
   private async publishOne(payload: Uint8Array): Promise<number> {
     const started = performance.now();
     const tries = { attempts: 0, deadline: started + this.opts.appendTimeoutMs, lastErr: undefined as unknown };
-    if (this.needsSync) await this.sync();
+    const id = `${this.opts.writerId}.${this.shard < 0 ? 'dlq' : `s${this.shard}`}.${++this.appends}`;
     const chunkBytes = Math.max(1024, this.logs.maxPayload - HEADER_ROOM_BYTES);
     const n = Math.max(1, Math.ceil(payload.byteLength / chunkBytes));
+    let seq = 0;
     try {
-      for (let conflicts = 0; conflicts < 10_000 && performance.now() < tries.deadline; conflicts++) {
-        const offset = this.next;
-        let firstSeq = 0;
-        let conflict = false;
-        for (let i = 0; i < n && !conflict; i++) {
-          const part = n === 1 ? payload : payload.subarray(i * chunkBytes, Math.min(payload.byteLength, (i + 1) * chunkBytes));
-          const seq = await this.publishMessage(part, offset, n === 1 ? undefined : [i, n], tries);
-          if (seq === undefined) conflict = true;
-          else {
-            this.lastSeq = seq; // the next chunk's CAS chains after this one
-            if (i === 0) firstSeq = seq;
-          }
+      for (let i = 0; i < n; i++) {
+        const part = n === 1 ? payload : payload.subarray(i * chunkBytes, Math.min(payload.byteLength, (i + 1) * chunkBytes));
+        let h: MsgHdrs | undefined;
+        if (n > 1) {
+          h = natsHeaders();
+          h.set(CHUNK_HEADER, `${i}/${n}`);
+          if (i > 0) h.set(CHUNK_PREV_HEADER, String(seq));
         }
-        if (!conflict) return this.acked(offset, firstSeq, this.lastSeq, started, payload.byteLength, tries.attempts);
-        // Another writer appended to this shard: take the offset after its record.
-        this.opts.logger?.warn({ subject: this.subject, offset }, 'another writer appended to this shard; retrying at the next offset');
-        await this.sync();
+        seq = await this.publishMessage(part, n === 1 ? id : `${id}.${i}`, h, tries);
       }
     } catch (err) {
-      this.needsSync = true; // a chunked record may be partly stored
       if (!(err instanceof SluiceError && err.code === 'log_publish_failed')) throw err;
-      tries.lastErr = err.cause;
+      throw externalError(
+        'log_publish_failed',
+        `no PubAck for a record of ${this.subject} within ${this.opts.appendTimeoutMs} ms after ${tries.attempts} attempts: ${(tries.lastErr as Error)?.message ?? String(tries.lastErr)}; the record may or may not be stored (never acknowledge it)`,
+        tries.lastErr,
+      );
     }
-    this.needsSync = true;
-    throw externalError(
-      'log_publish_failed',
-      `no PubAck for a record of ${this.subject} within ${this.opts.appendTimeoutMs} ms after ${tries.attempts} attempts: ${(tries.lastErr as Error)?.message ?? String(tries.lastErr)}; the record may or may not be stored (never acknowledge it)`,
-      tries.lastErr,
-    );
+    this.learned(seq);
+    try {
+      this.opts.onPublish?.(performance.now() - started, payload.byteLength, tries.attempts);
+    } catch {
+      // metrics must not fail an append
+    }
+    return seq;
   }
 
   /**
-   * Publishes one message of a record (the same message again after a timeout or a lost
-   * connection). Resolves with its stream sequence, or undefined when another writer appended
-   * first (the CAS failed and the stored message is not ours). Throws `log_publish_failed` at
-   * the deadline.
+   * Publishes one message (the same message again after a timeout or a lost connection) and
+   * resolves with its stream sequence (the original's, when the answer is "duplicate").
+   * Throws `log_publish_failed` at the deadline, `log_full` when the stream is at its limits.
    */
-  private async publishMessage(
-    part: Uint8Array,
-    offset: number,
-    chunk: [number, number] | undefined,
-    tries: { attempts: number; deadline: number; lastErr: unknown },
-  ): Promise<number | undefined> {
+  private async publishMessage(part: Uint8Array, msgID: string, headers: MsgHdrs | undefined, tries: { attempts: number; deadline: number; lastErr: unknown }): Promise<number> {
     const publish = this.opts.publish ?? ((s, p, o) => this.logs.js.publish(s, p, o));
-    const h = natsHeaders();
-    h.set(OFFSET_HEADER, String(offset));
-    if (chunk !== undefined) h.set(CHUNK_HEADER, `${chunk[0]}/${chunk[1]}`);
-    const msgID = `${this.opts.writerId}.${this.shard < 0 ? 'dlq' : `s${this.shard}`}.${offset}${chunk === undefined ? '' : `.${chunk[0]}`}`;
     while (performance.now() < tries.deadline) {
       tries.attempts++;
       try {
         const timeout = Math.max(50, Math.min(this.opts.publishTimeoutMs, tries.deadline - performance.now()));
-        return (await publish(this.subject, part, { msgID, headers: h, expect: { lastSubjectSequence: this.lastSeq }, timeout })).seq;
+        return (await publish(this.subject, part, { msgID, timeout, ...(headers !== undefined ? { headers } : {}) })).seq;
       } catch (err) {
         tries.lastErr = err;
-        if (apiCode(err) === WRONG_LAST_SEQUENCE) {
-          // Either an earlier attempt of this very message was stored (its PubAck lost: a
-          // clustered 2.9 server checks the expectation before the Msg-Id), or another writer
-          // appended. Under the CAS our message can only be the subject's next after lastSeq.
-          const next = await this.nextBySubject(this.lastSeq + 1);
-          return next !== null && next.header.get('Nats-Msg-Id') === msgID ? next.seq : undefined;
-        }
         if (apiCode(err) === STREAM_FULL) {
-          throw externalError('log_full', `JetStream stream ${this.opts.stream} is full (maxBytes ${this.opts.maxBytes}): records are kept until the engine has checkpointed past them and truncated; retry later, or raise maxBytes`, err);
+          throw externalError('log_full', `JetStream stream ${this.opts.stream} is full (maxBytes ${this.opts.maxBytes}): records are kept until the engines have checkpointed past them and truncated; retry later, or raise maxBytes`, err);
         }
         if (apiCode(err) === STREAM_NOT_FOUND) break;
-        this.opts.logger?.warn({ subject: this.subject, offset, attempt: tries.attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');
+        this.opts.logger?.warn({ subject: this.subject, msgID, attempt: tries.attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');
         await sleep(Math.min(50 * tries.attempts, 500));
       }
     }
     throw externalError('log_publish_failed', 'deadline', tries.lastErr);
-  }
-
-  /** Records an acknowledged append at `offset`, stored as stream sequences `firstSeq` … `lastSeq`. */
-  private acked(offset: number, firstSeq: number, lastSeq: number, started: number, bytes: number, attempts: number): number {
-    this.next = offset + 1;
-    this.lastSeq = lastSeq;
-    this.hint = { offset, seq: firstSeq, end: lastSeq };
-    if (this.next > this.durableNext) this.durableNext = this.next;
-    try {
-      this.opts.onPublish?.(performance.now() - started, bytes, attempts);
-    } catch {
-      // metrics must not fail an append
-    }
-    return offset;
   }
 
   /** Runs a JetStream request, retrying transient failures (failover, reconnect) until the deadline. */
@@ -667,55 +615,25 @@ export class JetStreamLog implements ShardLog {
     }
   }
 
-  /** The first message of the subject at or after stream sequence `seq`, or null. */
-  private nextBySubject(seq: number): Promise<StoredMsg | null> {
-    // STREAM.MSG.GET takes next_by_subj since server 2.9 (the client types it for direct gets only);
-    // answered by the stream leader, unlike a direct get that a lagging replica may serve.
-    const query = { next_by_subj: this.subject, seq } as unknown as MsgRequest;
-    return this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, query));
-  }
-
   /**
-   * A stream sequence from which the subject's records with offset >= `from` start (records
-   * below `from` may follow it; the reader skips them). Binary search over the subject when no
-   * known position is close. With `exact`, every subject record below the returned sequence has
-   * an offset < `from` and the first at or after it has one >= `from` (the purge bound).
-   */
-  private async startSeqFor(from: number, exact = false): Promise<number> {
-    const h = this.hint;
-    if (!exact && h !== undefined && from > h.offset && from - h.offset <= READ_BATCH) return h.end + 1;
-    if (h !== undefined && from === h.offset && h.seq !== undefined) return h.seq;
-    // Smallest x such that the first subject message at or after x has offset >= from.
-    let lo = 1;
-    let hi = h !== undefined && from <= h.offset ? h.end : Math.max(1, this.lastSeq);
-    if (h !== undefined && from > h.offset) lo = h.end + 1;
-    for (let steps = 0; lo < hi && steps < 64; steps++) {
-      const mid = Math.floor((lo + hi) / 2);
-      const m = await this.nextBySubject(mid);
-      if (m === null || offsetOf(this.subject, m.seq, m.header.get(OFFSET_HEADER) || undefined) >= from) hi = mid;
-      else lo = m.seq + 1;
-    }
-    return lo;
-  }
-
-  /**
-   * Yields durable records with `offset >= fromOffset` in offset order, until it has caught up
-   * with `durableNextOffset` (records acknowledged while reading are included). Starts at the
-   * lowest stored offset if `fromOffset` was truncated away.
+   * Yields the subject's complete records with `offset >= fromOffset` in offset (stream) order,
+   * until it has delivered the message at `durableNextOffset - 1` (records stored while reading
+   * are included, and teach this log a higher `durableNextOffset`). Starts at the lowest stored
+   * offset if `fromOffset` was truncated away. Throws `log_unavailable` if a message known to be
+   * stored is not delivered within 10 s (a replica far behind): never ends early silently.
    */
   async *read(fromOffset: number): AsyncGenerator<LogRecord, void, undefined> {
     if (!Number.isSafeInteger(fromOffset) || fromOffset < 0) {
       throw userError('invalid_offset', `read(fromOffset) needs an integer offset >= 0, got ${String(fromOffset)}`);
     }
     if (fromOffset >= this.durableNext) return;
-    const startSeq = await this.startSeqFor(fromOffset);
     const jsm = this.logs.jsm;
     const ci = await this.retrying('consumer create', () =>
       jsm.consumers.add(this.opts.stream, {
         name: `sluice_read_${this.opts.writerId}_${this.shard < 0 ? 'dlq' : this.shard}_${++this.readCount}`,
         filter_subject: this.subject,
         deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: startSeq,
+        opt_start_seq: Math.max(1, fromOffset),
         ack_policy: AckPolicy.None,
         mem_storage: true,
         num_replicas: 1,
@@ -723,87 +641,112 @@ export class JetStreamLog implements ShardLog {
       }),
     );
     const consumer = await this.logs.js.consumers.get(this.opts.stream, ci.name);
-    let expected = fromOffset;
-    let yielded = false;
-    /** Chunks of the record being reassembled. */
-    let parts: { offset: number; n: number; bufs: Uint8Array[]; bytes: number; seq: number } | undefined;
+    /** Highest sequence delivered; what is pending behind it. */
+    let seen = fromOffset - 1;
+    let pending = ci.num_pending;
+    const partials = new Map<string, PartialRecord>();
     let stalledSince: number | undefined;
     try {
-      for (let rounds = 0; expected < this.durableNext && rounds < 1_000_000; rounds++) {
-        const want = Math.max(1, Math.min(READ_BATCH, this.durableNext - expected));
-        const batch = await consumer.fetch({ max_messages: want, expires: 1000 });
+      for (let rounds = 0; rounds < 1_000_000; rounds++) {
+        if (pending <= 0 && seen >= this.durableNext - 1) return;
+        const batch = await consumer.fetch({ max_messages: Math.max(1, Math.min(READ_BATCH, pending)), expires: 1000 });
         let got = 0;
         for await (const m of batch) {
           got++;
-          const offset = offsetOf(this.subject, m.seq, m.headers?.get(OFFSET_HEADER) || undefined);
-          if (offset >= this.durableNext) return;
-          if (offset < fromOffset && !yielded) continue; // before the start
+          seen = m.seq;
+          pending = m.info.pending;
+          this.learned(m.seq);
           const chunk = chunkOf(this.subject, m.seq, m.headers?.get(CHUNK_HEADER) || undefined);
-          let payload: Uint8Array;
-          let firstSeq = m.seq;
           if (chunk === undefined) {
-            parts = undefined; // a partial record before this one was never acknowledged
-            payload = new Uint8Array(m.data);
-          } else {
-            const [i, n] = chunk;
-            if (i === 0) parts = { offset, n, bufs: [], bytes: 0, seq: m.seq };
-            if (parts === undefined || parts.offset !== offset || parts.n !== n || parts.bufs.length !== i) {
-              parts = undefined; // the middle of a record whose start is not read, or a broken (never acknowledged) one
-              continue;
-            }
-            parts.bufs.push(new Uint8Array(m.data));
-            parts.bytes += m.data.byteLength;
-            if (parts.bufs.length < n) continue;
-            payload = new Uint8Array(parts.bytes);
-            let at = 0;
-            for (const b of parts.bufs) (payload.set(b, at), (at += b.byteLength));
-            firstSeq = parts.seq;
-            parts = undefined;
+            yield { offset: m.seq, payload: new Uint8Array(m.data) };
+            continue;
           }
-          if (yielded && offset !== expected) {
-            // Never skip or reorder silently: two records claim one offset (concurrent writers
-            // on a server that does not serialize the subject CAS), or one is missing.
-            throw internalError('log_conflict', `${this.subject}: stream sequence ${m.seq} holds offset ${offset} where offset ${expected} was expected; more than one writer appended to this shard at once (run one ingest writer per shard)`);
-          }
-          this.hint = { offset, seq: firstSeq, end: m.seq };
-          expected = offset + 1;
-          yielded = true;
-          yield { offset, payload };
-          if (expected >= this.durableNext) break;
+          const whole = await this.assemble(partials, m.seq, m.headers!, new Uint8Array(m.data), chunk, fromOffset);
+          if (whole !== undefined) yield { offset: m.seq, payload: whole };
         }
         if (got > 0) {
           stalledSince = undefined;
           continue;
         }
-        // Durable records not delivered yet: a replica behind the quorum, or truncated away.
+        if (seen >= this.durableNext - 1) return;
+        // A message known to be stored is not delivered yet: the consumer's replica is behind.
         stalledSince ??= performance.now();
-        if (performance.now() - stalledSince > READ_CATCH_UP_MS) return;
+        if (performance.now() - stalledSince > READ_CATCH_UP_MS) {
+          throw externalError('log_unavailable', `${this.subject}: the read from ${fromOffset} got no message up to sequence ${this.durableNext - 1} (known stored) within ${READ_CATCH_UP_MS} ms; a replica is far behind`);
+        }
       }
     } finally {
+      for (const [id, p] of partials) {
+        if (p.firstSeq !== undefined && !this.incomplete.has(id)) this.incomplete.set(id, { seq: p.firstSeq, seenAt: performance.now() });
+      }
       jsm.consumers.delete(this.opts.stream, ci.name).catch(() => undefined);
     }
   }
 
   /**
-   * Purges the subject's records below `offset` (every consumer is past them), except its
-   * newest record, which keeps the last offset for writers that open the log later.
+   * Adds chunk `i/n` (stream sequence `seq`) to its record; returns the whole record when this
+   * was its last chunk. Chunks stored before the read's start are fetched by their sequence
+   * (`Sluice-Chunk-Prev`). A missing first chunk (purged: the record was never acknowledged, its
+   * writer gave up long ago) leaves the record incomplete.
+   */
+  private async assemble(partials: Map<string, PartialRecord>, seq: number, h: MsgHdrs, data: Uint8Array, [i, n]: [number, number], from: number): Promise<Uint8Array | undefined> {
+    const msgId = h.get('Nats-Msg-Id') ?? '';
+    const id = msgId.slice(0, msgId.lastIndexOf('.'));
+    let p = partials.get(id);
+    if (p === undefined || p.n !== n) partials.set(id, (p = { n, parts: new Array<Uint8Array | undefined>(n).fill(undefined), firstSeq: undefined }));
+    p.parts[i] = data;
+    if (i === 0) p.firstSeq = seq;
+    // Predecessors before the read's start: fetch them (each names the previous one's sequence).
+    let prev = i > 0 ? Number(h.get(CHUNK_PREV_HEADER)) : 0;
+    for (let k = i - 1; k >= 0 && p.parts[k] === undefined && prev >= 1 && prev < from; k--) {
+      const got = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { seq: prev })).catch(() => null);
+      if (got === null || (got.header.get('Nats-Msg-Id') ?? '') !== `${id}.${k}`) break;
+      p.parts[k] = new Uint8Array(got.data);
+      if (k === 0) p.firstSeq = got.seq;
+      prev = Number(got.header.get(CHUNK_PREV_HEADER) ?? 0);
+    }
+    if (i !== n - 1) return undefined;
+    partials.delete(id);
+    this.incomplete.delete(id);
+    if (p.parts.some((b) => b === undefined)) {
+      this.opts.logger?.warn({ subject: this.subject, seq, msgId }, 'a chunked record misses chunks (the tail of a failed append); not read');
+      return undefined;
+    }
+    const whole = new Uint8Array(p.parts.reduce((s, b) => s + b!.byteLength, 0));
+    let at = 0;
+    for (const b of p.parts) (whole.set(b!, at), (at += b!.byteLength));
+    return whole;
+  }
+
+  /**
+   * Purges the subject's messages below `offset` (every consumer is past them), except its
+   * newest message, and except the chunks of a record still being written: below the first chunk
+   * of a record a read saw incomplete (until it completes, or `truncateGraceMs` passed: its
+   * writer gave up), and nothing at all during the first `truncateGraceMs` after open (a
+   * record begun before this log's first read may have its first chunks below it).
    */
   async truncateBefore(offset: number): Promise<void> {
     if (!Number.isSafeInteger(offset) || offset < 0) {
       throw userError('invalid_offset', `truncateBefore(offset) needs an integer offset >= 0, got ${String(offset)}`);
     }
     if (offset <= this.truncatedBefore) return;
+    const grace = this.opts.truncateGraceMs;
+    const now = performance.now();
+    if (now - this.openedAt < grace) return;
+    let seq = offset;
+    for (const [id, c] of this.incomplete) {
+      if (now - c.seenAt > grace) this.incomplete.delete(id);
+      else seq = Math.min(seq, c.seq);
+    }
     const last = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { last_by_subj: this.subject }));
     if (last === null) return;
-    const lastOffset = offsetOf(this.subject, last.seq, last.header.get(OFFSET_HEADER) || undefined);
-    if (this.hint === undefined || this.hint.offset < lastOffset) this.hint = { offset: lastOffset, seq: undefined, end: last.seq };
-    // Purge removes sequences below `seq`: exactly the records with lower offsets (see startSeqFor).
-    const seq = offset > lastOffset ? last.seq : Math.min(await this.startSeqFor(offset, true), last.seq);
+    this.learned(last.seq);
+    seq = Math.min(seq, last.seq);
     // Nothing is below sequence 1, and nats-server 2.9 reads a filtered purge's `seq` of 0 or 1 as
     // "no bound": it would purge the whole subject, newest record included (measured).
-    if (seq <= 1) return;
+    if (seq <= 1 || seq <= this.truncatedBefore) return;
     await this.retrying('purge', () => this.logs.jsm.streams.purge(this.opts.stream, { filter: this.subject, seq }));
-    this.truncatedBefore = Math.min(offset, lastOffset);
+    this.truncatedBefore = seq;
   }
 
   /** Waits for queued and in-flight appends; later appends reject with `log_closed`. */

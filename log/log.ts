@@ -6,8 +6,11 @@
  * (fsync'd segment files, `segment-reader.ts` reads them from another process); a replicated
  * stream (NATS JetStream) implements the same contract for scale-out.
  *
- * Offsets are per shard, dense and monotonic: the first record ever appended gets 0, the next 1,
- * and so on, across restarts and truncations.
+ * Offsets are per shard and strictly increasing in the order every reader sees, across restarts and
+ * truncations. A log with `denseOffsets` true (or absent: the local log) numbers them 0, 1, 2, …
+ * with no gap; one with `denseOffsets: false` (JetStream: the stream sequence, so several writers
+ * may append to one shard at once) leaves gaps, and a consumer must then expect any higher offset
+ * next, never `last + 1`.
  */
 export interface LogRecord {
   readonly offset: number;
@@ -17,11 +20,19 @@ export interface LogRecord {
 
 export interface ShardLog {
   readonly shard: number;
-  /** Offset the next appended record will get. */
+  /**
+   * False when offsets have gaps (see the file comment). Absent means true. Consumers check it
+   * instead of assuming `offset + 1` follows `offset`.
+   */
+  readonly denseOffsets?: boolean;
+  /** Offset the next appended record will get (dense); a lower bound of it (sparse). */
   readonly nextOffset: number;
   /** Bytes appended whose fsync has not completed yet (for backpressure). */
   readonly pendingBytes: number;
-  /** The durable mark: every record with a lower offset is durable and readable. */
+  /**
+   * The durable mark: every record with a lower offset is durable and readable, and no record
+   * with a lower offset can appear later.
+   */
   readonly durableNextOffset: number;
   /**
    * Appends one record. Resolves with its offset only after the record is durable (its bytes

@@ -1,13 +1,13 @@
 /**
  * JetStreamLog against a REAL 3-node JetStream cluster on loopback (nats-server processes with
  * routes, one store dir each): the shared ShardLog conformance suite, Msg-Id de-duplication of a
- * retried publish, two writers on one shard, kill -9 of a server (the stream leader) in the
+ * retried publish, two writers racing on the same shards, kill -9 of a server (the stream leader) in the
  * middle of appends, purge. Skipped only when nats-server is not installed (.ci/run installs it).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, headers as natsHeaders } from '@nats-io/transport-node';
+import { connect } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
-import { CHUNK_HEADER, JetStreamLogs, OFFSET_HEADER, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
+import { CHUNK_HEADER, JetStreamLogs, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
 import type { ShardLog } from '../../log/log.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { describeLogConformance, payload, readAll, type LogPlace } from './log-conformance.js';
@@ -78,7 +78,7 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       return {
         async open() {
           // A new connection and writer id each time: a reopen is a new process.
-          const logs = await JetStreamLogs.connect(options(stream));
+          const logs = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
           opened.push(logs);
           return logs.open(3);
         },
@@ -90,24 +90,26 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     },
   });
 
-  it('creates the stream R3 with per-shard subjects and the DLQ subject, dense offsets per shard', async () => {
+  it('creates the stream R3 with per-shard subjects and the DLQ subject; a record\'s offset is its stream sequence', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream));
     try {
       const { shards, dlq } = await logs.openAll(3);
+      expect(shards.every((l) => l.denseOffsets === false)).toBe(true);
       const info = await logs.jsm.streams.info(stream);
       expect(info.config.num_replicas).toBe(3);
       expect(info.config.subjects).toEqual([`${prefixOf(stream)}.events.*`, `${prefixOf(stream)}.dlq`]);
       expect(info.cluster?.replicas?.length).toBe(2);
-      // Interleaved appends: stream sequences interleave, offsets stay dense per shard.
+      // Interleaved appends: shard s's record of round i is stream sequence 3i + s + 1.
       for (let i = 0; i < 4; i++) {
-        for (const l of shards) expect(await l.append(payload(i * 10 + l.shard))).toBe(i);
+        for (const l of shards) expect(await l.append(payload(i * 10 + l.shard))).toBe(3 * i + l.shard + 1);
       }
-      expect(await dlq.append(payload(99))).toBe(0);
+      expect(await dlq.append(payload(99))).toBe(13);
       for (const l of shards) {
         const all = await readAll(l);
-        expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3]);
+        expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3].map((i) => 3 * i + l.shard + 1));
         all.forEach((r, i) => expect(r.payload).toEqual(payload(i * 10 + l.shard)));
+        expect(l.durableNextOffset).toBe(3 * 3 + l.shard + 2);
       }
       expect((await readAll(dlq)).map((r) => r.payload)).toEqual([payload(99)]);
       expect(dlq.subject).toBe(`${prefixOf(stream)}.dlq`);
@@ -133,24 +135,20 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     const logs = (setup = await JetStreamLogs.connect(options(stream, { publish })));
     try {
       const log = await logs.open(0);
-      expect(await log.append(payload(0))).toBe(0);
-      expect(await log.append(payload(1))).toBe(1); // stored by attempt 1, acked as a duplicate on attempt 2
-      expect(await log.append(payload(2))).toBe(2);
+      const offsets = [await log.append(payload(0)), await log.append(payload(1)), await log.append(payload(2))];
       expect(calls).toBe(4);
-      // The retry is answered "duplicate" (Msg-Id) or, on a clustered 2.9 server that checks the
-      // expectation first, "wrong last sequence" — then the log finds its own Msg-Id stored.
-      expect(acks.filter((a) => !a.duplicate)).toHaveLength(3);
-      expect(new Set(acks.map((a) => a.seq)).size).toBe(3);
+      // Attempt 2 of record 1 is answered "duplicate" with attempt 1's sequence.
+      expect(acks.map((a) => a.duplicate)).toEqual([false, false, true, false]);
+      expect(acks[2]!.seq).toBe(acks[1]!.seq);
+      expect(offsets).toEqual([acks[0]!.seq, acks[1]!.seq, acks[3]!.seq]);
       expect(await storedOnSubject(logs, log.subject)).toBe(3);
       const all = await readAll(log);
-      expect(all.map((r) => r.offset)).toEqual([0, 1, 2]);
+      expect(all.map((r) => r.offset)).toEqual(offsets);
       all.forEach((r, i) => expect(r.payload).toEqual(payload(i)));
       // The same message published again by hand (same Msg-Id) is still not stored twice.
-      const stored = await logs.jsm.streams.getMessage(stream, { seq: acks[1]!.seq });
-      const h = natsHeaders();
-      h.set(OFFSET_HEADER, '1');
-      const again = await logs.js.publish(log.subject, payload(1), { msgID: stored!.header.get('Nats-Msg-Id'), headers: h });
-      expect(again).toMatchObject({ duplicate: true, seq: acks[1]!.seq });
+      const stored = await logs.jsm.streams.getMessage(stream, { seq: offsets[1]! });
+      const again = await logs.js.publish(log.subject, payload(1), { msgID: stored!.header.get('Nats-Msg-Id') });
+      expect(again).toMatchObject({ duplicate: true, seq: offsets[1] });
       expect(await storedOnSubject(logs, log.subject)).toBe(3);
     } finally {
       await logs.close();
@@ -158,35 +156,60 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
-  it('a second writer on a shard takes the offset after the other\'s records (subject CAS), and a reader refuses a doubly claimed offset', async () => {
+  it('two writers on different nodes append concurrently to the same shards (with lost PubAcks): nothing lost, nothing stored twice, one total order', async () => {
+    const c = cluster!;
     const stream = freshStream();
-    const a = await JetStreamLogs.connect(options(stream, { writerId: 'ingestA' }));
-    const b = await JetStreamLogs.connect(options(stream, { writerId: 'ingestB' }));
-    try {
-      const [la, lb] = [await a.open(1), await b.open(1)];
-      const tagged = (w: number, i: number) => payload(w * 1000 + i, 40);
-      // Alternating turns: each writer's cached position is stale at every turn.
-      const got: Array<[number, number, number]> = [];
-      for (let turn = 0; turn < 6; turn++) {
-        const [w, log] = turn % 2 === 0 ? [1, la] : [2, lb];
-        for (let i = 0; i < 5; i++) got.push([await log.append(tagged(w, turn * 5 + i)), w, turn * 5 + i]);
+    let lostEvery = 0;
+    let aPublishes = 0;
+    let setupA: JetStreamLogs | undefined;
+    // Writer A loses every 7th PubAck after the record was stored: its retry must be stored once.
+    const publishA = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
+      const ack = await setupA!.js.publish(subject, data, o);
+      if (++aPublishes % 7 === 0) {
+        lostEvery++;
+        throw Object.assign(new Error('TIMEOUT: injected lost PubAck'), { code: 'TIMEOUT' });
       }
-      expect(got.map(([o]) => o)).toEqual(Array.from({ length: 30 }, (_, i) => i));
-      await la.sync();
-      const all = await readAll(la);
-      expect(all.map((r) => r.offset)).toEqual(Array.from({ length: 30 }, (_, i) => i));
-      for (const [o, w, i] of got) expect(all[o]!.payload).toEqual(tagged(w, i));
-      expect(await storedOnSubject(a, la.subject)).toBe(30);
-      // nats-server 2.9 does not serialize the CAS against in-flight publishes (measured:
-      // concurrent writers got one offset twice), so a reader must never skip such a record.
-      const h = natsHeaders();
-      h.set(OFFSET_HEADER, '29');
-      await a.js.publish(la.subject, payload(7), { headers: h });
-      expect(await la.append(payload(8))).toBe(30); // the CAS fails on the stray record; it resyncs after it
-      await expect(readAll(await b.open(1), 25)).rejects.toMatchObject({ code: 'log_conflict', domain: 'internal' });
+      return ack;
+    };
+    const a = (setupA = await JetStreamLogs.connect(options(stream, { servers: [c.urls[0]!], writerId: 'ingestA', publish: publishA })));
+    const b = await JetStreamLogs.connect(options(stream, { servers: [c.urls[1]!], writerId: 'ingestB' }));
+    const r = await JetStreamLogs.connect(options(stream, { servers: [c.urls[2]!] }));
+    try {
+      const shards = 3;
+      const perWriter = 120;
+      const [la, lb] = [(await a.openAll(shards)).shards, (await b.openAll(shards)).shards];
+      const tag = (w: number, s: number, i: number) => payload(w * 1_000_000 + s * 1000 + i, 48);
+      // Every shard gets both writers' appends at the same time, several in flight per writer.
+      const acked: Array<Map<number, Uint8Array>> = Array.from({ length: shards }, () => new Map());
+      const write = async (w: number, logs: typeof la, s: number) => {
+        for (let i = 0; i < perWriter; i += 4) {
+          const batch = [0, 1, 2, 3].map((k) => tag(w, s, i + k));
+          const offsets = await Promise.all(batch.map((p) => logs[s]!.append(p)));
+          offsets.forEach((o, k) => {
+            expect(acked[s]!.has(o)).toBe(false); // two appends never share an offset
+            acked[s]!.set(o, batch[k]!);
+          });
+        }
+      };
+      await Promise.all(Array.from({ length: shards }, (_, s) => [write(1, la, s), write(2, lb, s)]).flat());
+      expect(lostEvery).toBeGreaterThan(10);
+      for (let s = 0; s < shards; s++) {
+        expect(acked[s]!.size).toBe(2 * perWriter);
+        expect(await storedOnSubject(a, la[s]!.subject)).toBe(2 * perWriter); // nothing stored twice
+        const reader = await r.open(s);
+        expect(reader.durableNextOffset).toBe(Math.max(...acked[s]!.keys()) + 1);
+        const all = await readAll(reader);
+        // Exactly the acknowledged records, each at the offset its append resolved with, in stream order.
+        expect(all.map((x) => x.offset)).toEqual([...acked[s]!.keys()].sort((x, y) => x - y));
+        for (const x of all) expect(x.payload).toEqual(acked[s]!.get(x.offset));
+        // Both writers interleave on the subject (they did race).
+        const writers = all.map((x) => new DataView(x.payload.buffer).getUint32(0, true) >= 2_000_000);
+        expect(writers.some((w, i) => i > 0 && w !== writers[i - 1])).toBe(true);
+      }
     } finally {
       await a.close();
       await b.close();
+      await r.close();
       await deleteStream(stream);
     }
   });
@@ -221,9 +244,10 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       // Every append acked; each shard holds exactly its acked records, in offset order, byte-exact.
       for (const log of shards) {
         const mine = acked[log.shard]!;
-        expect([...mine.keys()].sort((x, y) => x - y)).toEqual(Array.from({ length: perShard }, (_, i) => i));
+        expect(mine.size).toBe(perShard);
         const all = await readAll(log);
-        expect(all.map((r) => r.offset)).toEqual(Array.from({ length: perShard }, (_, i) => i));
+        expect(all.map((r) => r.offset)).toEqual([...mine.keys()].sort((x, y) => x - y));
+        expect(all.map((r) => mine.get(r.offset))).toEqual(Array.from({ length: perShard }, (_, i) => i)); // call order
         all.forEach((r) => expect(r.payload).toEqual(payload(log.shard * 10_000 + mine.get(r.offset)!, 512)));
         expect(await storedOnSubject(logs, log.subject)).toBe(perShard);
       }
@@ -235,8 +259,9 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       const reader = await JetStreamLogs.connect({ ...options(stream), servers: [c.urls[killed]!] });
       try {
         const l = await reader.open(2);
-        expect(l.durableNextOffset).toBe(perShard);
-        expect((await readAll(l)).map((r) => r.offset)).toEqual(Array.from({ length: perShard }, (_, i) => i));
+        const offsets = [...acked[2]!.keys()].sort((x, y) => x - y);
+        expect(l.durableNextOffset).toBe(offsets.at(-1)! + 1);
+        expect((await readAll(l)).map((r) => r.offset)).toEqual(offsets);
       } finally {
         await reader.close();
       }
@@ -252,52 +277,65 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
 
   it('truncateBefore purges the subject below the offset only, other shards untouched, and reads from a purged offset start at the lowest kept one', async () => {
     const stream = freshStream();
-    const logs = await JetStreamLogs.connect(options(stream));
+    const logs = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
     try {
       const { shards } = await logs.openAll(2);
-      for (let i = 0; i < 300; i++) await shards[i % 2]!.append(payload(i));
+      const offsets: number[][] = [[], []];
+      for (let i = 0; i < 300; i++) offsets[i % 2]!.push(await shards[i % 2]!.append(payload(i)));
       const [s0, s1] = shards as [NonNullable<(typeof shards)[0]>, NonNullable<(typeof shards)[1]>];
-      // A fresh handle knows only the last record: the purge bound comes from a binary search.
-      const fresh = await JetStreamLogs.connect(options(stream));
+      const fresh = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
       try {
         const f0 = await fresh.open(0);
-        await f0.truncateBefore(97);
+        await f0.truncateBefore(offsets[0]![97]!);
         expect(await storedOnSubject(logs, s0.subject)).toBe(150 - 97);
         expect(await storedOnSubject(logs, s1.subject)).toBe(150);
-        expect((await readSettled(f0, 0, 97)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
-        expect((await readSettled(s0, 10, 97)).map((r) => r.offset)).toEqual(Array.from({ length: 53 }, (_, i) => 97 + i));
-        expect((await readAll(s0, 120))[0]!.payload).toEqual(payload(240));
+        expect((await readSettled(f0, 0, offsets[0]![97]!)).map((r) => r.offset)).toEqual(offsets[0]!.slice(97));
+        expect((await readSettled(s0, 10, offsets[0]![97]!)).map((r) => r.offset)).toEqual(offsets[0]!.slice(97));
+        expect((await readAll(s0, offsets[0]![120]!))[0]!.payload).toEqual(payload(240));
       } finally {
         await fresh.close();
       }
-      await s1.truncateBefore(150); // everything: the newest record stays
+      await s1.truncateBefore(offsets[1]![149]! + 1); // everything: the newest record stays
       expect(await storedOnSubject(logs, s1.subject)).toBe(1);
-      expect((await readSettled(s1, 0, 149)).map((r) => r.offset)).toEqual([149]);
-      expect(await s1.append(payload(1000))).toBe(150);
+      expect((await readSettled(s1, 0, offsets[1]![149]!)).map((r) => r.offset)).toEqual([offsets[1]![149]]);
+      expect(await s1.append(payload(1000))).toBeGreaterThan(offsets[1]![149]!);
+      // By default a log purges nothing in its first 2 × appendTimeoutMs (a chunked record begun before may lie below).
+      const late = await JetStreamLogs.connect(options(stream));
+      try {
+        const l0 = await late.open(0);
+        await l0.truncateBefore(offsets[0]![149]!);
+        expect(await storedOnSubject(logs, s0.subject)).toBe(150 - 97);
+      } finally {
+        await late.close();
+      }
     } finally {
       await logs.close();
       await deleteStream(stream);
     }
   });
 
-  it('reads records written by another process, via a binary search from a cold start', async () => {
+  it('reads records written by another process from a cold start; sync() learns new ones', async () => {
     const stream = freshStream();
     const w = await JetStreamLogs.connect(options(stream));
     const r = await JetStreamLogs.connect(options(stream));
     try {
       const [writer, other] = [await w.open(0), await w.open(1)];
-      for (let i = 0; i < 500; i++) await (i % 5 === 0 ? other : writer).append(payload(i, 16));
+      const mine: number[] = [];
+      for (let i = 0; i < 500; i++) {
+        const o = await (i % 5 === 0 ? other : writer).append(payload(i, 16));
+        if (i % 5 !== 0) mine.push(o);
+      }
       const reader = await r.open(0);
-      expect(reader.durableNextOffset).toBe(400);
-      const tail = await readAll(reader, 333);
-      expect(tail.map((x) => x.offset)).toEqual(Array.from({ length: 67 }, (_, i) => 333 + i));
-      // Offset o of shard 0 is the o-th i with i % 5 !== 0.
+      expect(reader.durableNextOffset).toBe(mine.at(-1)! + 1);
+      const tail = await readAll(reader, mine[333]!);
+      expect(tail.map((x) => x.offset)).toEqual(mine.slice(333));
+      // Record k of shard 0 is the k-th i with i % 5 !== 0.
       const shard0 = Array.from({ length: 500 }, (_, i) => i).filter((i) => i % 5 !== 0);
-      tail.forEach((x) => expect(x.payload).toEqual(payload(shard0[x.offset]!, 16)));
-      await writer.append(payload(9999, 16));
-      expect(reader.durableNextOffset).toBe(400);
-      expect(await reader.sync()).toBe(401);
-      expect((await readAll(reader, 400)).map((x) => x.payload)).toEqual([payload(9999, 16)]);
+      tail.forEach((x, k) => expect(x.payload).toEqual(payload(shard0[333 + k]!, 16)));
+      const next = await writer.append(payload(9999, 16));
+      expect(reader.durableNextOffset).toBe(mine.at(-1)! + 1);
+      expect(await reader.sync()).toBe(next + 1);
+      expect((await readAll(reader, mine.at(-1)! + 1)).map((x) => x.payload)).toEqual([payload(9999, 16)]);
     } finally {
       await w.close();
       await r.close();
@@ -307,68 +345,77 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
 
   it('at maxBytes the stream refuses appends (log_full) instead of dropping unconsumed records; truncation makes room', async () => {
     const stream = freshStream();
-    const logs = await JetStreamLogs.connect(options(stream, { maxBytes: 64 * 1024 }));
+    const logs = await JetStreamLogs.connect(options(stream, { maxBytes: 64 * 1024, truncateGraceMs: 0 }));
     try {
       const info = await logs.jsm.streams.info(stream);
       expect(info.config).toMatchObject({ discard: 'new', max_bytes: 64 * 1024, max_age: 0 });
       const log = await logs.open(0);
       let full: unknown;
-      let n = 0;
-      for (; n < 200; n++) {
+      const offsets: number[] = [];
+      for (let n = 0; n < 200; n++) {
         try {
-          expect(await log.append(payload(n, 1000))).toBe(n);
+          offsets.push(await log.append(payload(n, 1000)));
         } catch (err) {
           full = err;
           break;
         }
       }
+      const n = offsets.length;
       expect(full).toMatchObject({ code: 'log_full', domain: 'external', retry: 'backoff' });
       expect(n).toBeGreaterThan(10);
-      expect((await readAll(log)).map((r) => r.offset)).toEqual(Array.from({ length: n }, (_, i) => i)); // nothing dropped
-      await log.truncateBefore(n - 5);
-      expect(await log.append(payload(n, 1000))).toBe(n);
-      expect((await readSettled(log, 0, n - 5)).map((r) => r.offset)).toEqual(Array.from({ length: 6 }, (_, i) => n - 5 + i));
+      expect((await readAll(log)).map((r) => r.offset)).toEqual(offsets); // nothing dropped
+      await log.truncateBefore(offsets[n - 5]!);
+      const more = await log.append(payload(n, 1000));
+      expect((await readSettled(log, 0, offsets[n - 5]!)).map((r) => r.offset)).toEqual([...offsets.slice(n - 5), more]);
     } finally {
       await logs.close();
       await deleteStream(stream);
     }
   });
 
-  it('stores a record above max_payload as chunks and reads it back whole, also from a cold handle and after reopen', async () => {
+  it('stores a record above max_payload as chunks (offset = last chunk), reads it back whole with another writer\'s records interleaved, also from a read starting inside it', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream));
+    const other = await JetStreamLogs.connect(options(stream, { writerId: 'other' }));
     try {
       const log = await logs.open(0);
+      const small = await other.open(0);
       const big = (i: number) => payload(i, Math.floor(logs.maxPayload * 2.5));
-      expect(await log.append(payload(0))).toBe(0);
-      expect(await log.append(big(1))).toBe(1);
-      expect(await log.append(payload(2))).toBe(2);
-      expect(await log.append(big(3))).toBe(3); // the subject's last record is chunked
-      expect(await storedOnSubject(logs, log.subject)).toBe(2 + 3 + 3);
+      const expected = new Map<number, Uint8Array>();
+      const put = async (l: typeof log, p: Uint8Array) => expected.set(await l.append(p), p);
+      await put(log, payload(0));
+      // A big record while the other writer appends small ones to the same subject.
+      await Promise.all([put(log, big(1)), (async () => { for (let i = 0; i < 6; i++) await put(small, payload(100 + i)); })()]);
+      await put(log, big(3)); // the subject's last record is chunked
+      expect(await storedOnSubject(logs, log.subject)).toBe(1 + 3 + 6 + 3);
       const m = await logs.jsm.streams.getMessage(stream, { last_by_subj: shardSubject(prefixOf(stream), 0) });
-      expect([m!.header.get(OFFSET_HEADER), m!.header.get(CHUNK_HEADER)]).toEqual(['3', '2/3']);
-      const expectAll = (all: Array<{ offset: number; payload: Uint8Array }>, from: number) => {
-        expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3].slice(from));
-        all.forEach((r) => expect(sameBytes(r.payload, r.offset % 2 === 1 ? big(r.offset) : payload(r.offset))).toBe(true));
+      expect(m!.header.get(CHUNK_HEADER)).toBe('2/3');
+      expect(expected.has(m!.seq)).toBe(true);
+      const offsets = [...expected.keys()].sort((x, y) => x - y);
+      const check = (all: Array<{ offset: number; payload: Uint8Array }>, from: number) => {
+        expect(all.map((r) => r.offset)).toEqual(offsets.filter((o) => o >= from));
+        all.forEach((r) => expect(sameBytes(r.payload, expected.get(r.offset)!)).toBe(true));
       };
-      expectAll(await readAll(log), 0);
+      check(await readAll(log), 0);
       const cold = await JetStreamLogs.connect(options(stream));
       try {
         const l = await cold.open(0);
-        expect(l.nextOffset).toBe(4);
-        expectAll(await readAll(l, 1), 1); // binary search lands on the first chunk
-        expectAll(await readAll(l, 3), 3);
-        expect(await l.append(payload(4))).toBe(4);
+        expect(l.nextOffset).toBe(offsets.at(-1)! + 1);
+        // From the last chunk's sequence: chunks 0 and 1 lie before the read's start and are fetched by sequence.
+        check(await readAll(l, offsets.at(-1)!), offsets.at(-1)!);
+        check(await readAll(l, offsets[1]! - 1), offsets[1]! - 1);
+        expect(await l.append(payload(4))).toBeGreaterThan(offsets.at(-1)!);
       } finally {
         await cold.close();
       }
     } finally {
       await logs.close();
+      await other.close();
       await deleteStream(stream);
     }
   });
 
-  it('a chunked append that fails midway is never read; the next append takes its offset', async () => {
+  it('a chunked append that fails midway is never read, and records after it are', async () => {
     const stream = freshStream();
     let failSecondChunk = true;
     let setup: JetStreamLogs | undefined;
@@ -380,17 +427,15 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     const logs = (setup = await JetStreamLogs.connect(options(stream, { publish, appendTimeoutMs: 500 })));
     try {
       const log = await logs.open(0);
-      expect(await log.append(payload(0))).toBe(0);
+      const first = await log.append(payload(0));
       await expect(log.append(payload(1, Math.floor(logs.maxPayload * 1.5)))).rejects.toMatchObject({ code: 'log_publish_failed', domain: 'external' });
       expect(await storedOnSubject(logs, log.subject)).toBe(2); // record 0 and the first chunk of the failed one
-      expect(log.durableNextOffset).toBe(1);
       failSecondChunk = false;
-      expect(await log.append(payload(11))).toBe(1);
       const big = payload(12, Math.floor(logs.maxPayload * 1.5));
-      expect(await log.append(big)).toBe(2);
+      const offsets = [first, await log.append(payload(11)), await log.append(big)];
       for (const l of [log, await logs.open(0)]) {
         const all = await readAll(l);
-        expect(all.map((r) => r.offset)).toEqual([0, 1, 2]);
+        expect(all.map((r) => r.offset)).toEqual(offsets);
         expect(all.map((r) => r.payload.byteLength)).toEqual([32, 32, big.byteLength]);
         all.forEach((r, i) => expect(sameBytes(r.payload, [payload(0), payload(11), big][i]!)).toBe(true));
       }
@@ -409,7 +454,7 @@ describeNats('JetStreamLog on a single server', () => {
       const logs = await JetStreamLogs.connect({ servers: single.urls, replicas: 1 });
       try {
         const log = await logs.open(0);
-        expect(await log.append(payload(0))).toBe(0);
+        expect(await log.append(payload(0))).toBe(1); // the stream's first message
         expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
       } finally {
         await logs.close();

@@ -36,6 +36,24 @@ export async function readAll(log: Pick<ShardLog, 'read'>, from = 0): Promise<Ar
 
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => from + k);
 
+/**
+ * Whether offsets are dense (0, 1, 2, …) for this log; a sparse log (JetStream: stream sequences)
+ * gives strictly increasing offsets with gaps, so the suite checks what `append` returned.
+ */
+const dense = (log: ShardLog) => log.denseOffsets !== false;
+
+/** Offsets strictly increasing. */
+function increasing(offsets: number[]): void {
+  for (let i = 1; i < offsets.length; i++) expect(offsets[i]).toBeGreaterThan(offsets[i - 1]!);
+}
+
+/** Appends payloads `from … to-1` one after another; the offsets `append` resolved with. */
+async function appendSeq(log: ShardLog, from: number, to: number, size?: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = from; i < to; i++) out.push(await log.append(payload(i, size)));
+  return out;
+}
+
 export function describeLogConformance(target: LogConformanceTarget): void {
   describe(`${target.name} conforms to the ShardLog contract`, () => {
     const places: LogPlace[] = [];
@@ -48,26 +66,35 @@ export function describeLogConformance(target: LogConformanceTarget): void {
       for (const p of places.splice(0)) await p.cleanup();
     });
 
-    it('appends, reads back byte-exact, reads from the middle, keeps offsets dense across reopen', async () => {
+    it('appends, reads back byte-exact, reads from the middle, keeps offsets increasing (dense if declared) across reopen', async () => {
       const at = await place();
       let log = await at.open();
       expect(log.nextOffset).toBe(0);
       expect(log.durableNextOffset).toBe(0);
       expect(await readAll(log)).toEqual([]);
-      for (let i = 0; i < 5; i++) expect(await log.append(payload(i, 10 + i))).toBe(i);
+      const offsets: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        offsets.push(await log.append(payload(i, 10 + i)));
+        expect(log.durableNextOffset).toBe(offsets[i]! + 1);
+      }
+      increasing(offsets);
+      if (dense(log)) expect(offsets).toEqual([0, 1, 2, 3, 4]);
       expect(log.pendingBytes).toBe(0);
-      expect(log.durableNextOffset).toBe(5);
       await log.close();
       log = await at.open();
-      expect(log.nextOffset).toBe(5);
-      expect(log.durableNextOffset).toBe(5);
-      expect(await log.append(payload(5, 15))).toBe(5);
+      expect(log.nextOffset).toBe(offsets[4]! + 1);
+      expect(log.durableNextOffset).toBe(offsets[4]! + 1);
+      offsets.push(await log.append(payload(5, 15)));
+      expect(offsets[5]).toBeGreaterThan(offsets[4]!);
+      if (dense(log)) expect(offsets[5]).toBe(5);
       const all = await readAll(log);
-      expect(all.map((r) => r.offset)).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(all.map((r) => r.offset)).toEqual(offsets);
       all.forEach((r, i) => expect(r.payload).toEqual(payload(i, 10 + i)));
-      expect((await readAll(log, 3)).map((r) => r.offset)).toEqual([3, 4, 5]);
-      expect(await readAll(log, 6)).toEqual([]);
-      expect(await readAll(log, 100)).toEqual([]);
+      expect((await readAll(log, offsets[3]!)).map((r) => r.offset)).toEqual(offsets.slice(3));
+      // From an offset between two records (a sparse log's gap, or the next record's): the next record on.
+      expect((await readAll(log, offsets[2]! + 1)).map((r) => r.offset)).toEqual(offsets.slice(3));
+      expect(await readAll(log, offsets[5]! + 1)).toEqual([]);
+      expect(await readAll(log, offsets[5]! + 100)).toEqual([]);
       await log.close();
     });
 
@@ -86,54 +113,60 @@ export function describeLogConformance(target: LogConformanceTarget): void {
     it('accepts empty payloads', async () => {
       const at = await place();
       let log = await at.open();
-      expect(await log.append(new Uint8Array(0))).toBe(0);
-      expect(await log.append(payload(1))).toBe(1);
+      const first = await log.append(new Uint8Array(0));
+      if (dense(log)) expect(first).toBe(0);
+      expect(await log.append(payload(1))).toBeGreaterThan(first);
       await log.close();
       log = await at.open();
       expect((await readAll(log)).map((r) => r.payload.length)).toEqual([0, 32]);
       await log.close();
     });
 
-    it('concurrent appends get dense offsets in call order, each holding its own payload', async () => {
+    it('concurrent appends get increasing offsets in call order, each holding its own payload', async () => {
       const at = await place();
       let log = await at.open();
       const offsets = await Promise.all(range(0, 200).map((i) => log.append(payload(i, 64))));
-      expect(offsets).toEqual(range(0, 200));
+      increasing(offsets);
+      if (dense(log)) expect(offsets).toEqual(range(0, 200));
       await log.close();
       log = await at.open();
       const all = await readAll(log);
-      expect(all.map((r) => r.offset)).toEqual(range(0, 200));
+      expect(all.map((r) => r.offset)).toEqual(offsets);
       all.forEach((r, i) => expect(r.payload).toEqual(payload(i, 64)));
       await log.close();
     });
 
-    it('truncateBefore drops nothing at or above the offset, keeps the newest record, offsets stay monotonic after reopen', async () => {
+    it('truncateBefore drops nothing at or above the offset, keeps the newest record, offsets stay increasing after reopen', async () => {
       const at = await place();
       let log = await at.open();
-      for (let i = 0; i < 40; i++) await log.append(payload(i, 200));
-      await log.truncateBefore(30);
+      const offsets = await appendSeq(log, 0, 40, 200);
+      /** The offsets of records i … 39. */
+      const from = (i: number) => offsets.slice(i);
+      await log.truncateBefore(offsets[30]!);
       const after = (await readAll(log, 0)).map((r) => r.offset);
-      expect(after[0]).toBeLessThanOrEqual(30);
-      expect(after).toEqual(range(after[0]!, 40));
-      expect((await readAll(log, 30)).map((r) => r.offset)).toEqual(range(30, 40));
-      await log.truncateBefore(10); // below an earlier truncation: nothing at or above 30 goes
+      expect(after[0]).toBeLessThanOrEqual(offsets[30]!);
+      expect(after).toEqual(from(offsets.indexOf(after[0]!)));
+      expect((await readAll(log, offsets[30]!)).map((r) => r.offset)).toEqual(from(30));
+      await log.truncateBefore(offsets[10]!); // below an earlier truncation: nothing at or above record 30 goes
       // (A replicated log may apply the first truncation to a read's replica a moment later: the first offset only grows.)
       const again = (await readAll(log, 0)).map((r) => r.offset);
       expect(again[0]).toBeGreaterThanOrEqual(after[0]!);
-      expect(again[0]).toBeLessThanOrEqual(30);
-      expect(again).toEqual(range(again[0]!, 40));
-      await log.truncateBefore(1000); // everything is below, yet the newest record stays
+      expect(again[0]).toBeLessThanOrEqual(offsets[30]!);
+      expect(again).toEqual(from(offsets.indexOf(again[0]!)));
+      await log.truncateBefore(offsets[39]! + 1000); // everything is below, yet the newest record stays
       const left = (await readAll(log, 0)).map((r) => r.offset);
-      expect(left.at(-1)).toBe(39);
-      expect(left).toEqual(range(left[0]!, 40));
+      expect(left.at(-1)).toBe(offsets[39]);
+      expect(left).toEqual(from(offsets.indexOf(left[0]!)));
       await log.close();
       log = await at.open();
-      expect(log.nextOffset).toBe(40);
-      expect(await log.append(payload(40))).toBe(40);
+      expect(log.nextOffset).toBe(offsets[39]! + 1);
+      const next = await log.append(payload(40));
+      expect(next).toBeGreaterThan(offsets[39]!);
+      if (dense(log)) expect(next).toBe(40);
       const last = await readAll(log, 0);
       // Truncation may take effect later on a replicated log's replicas: the first offset is at most what was seen.
-      expect(last[0]!.offset).toBeLessThanOrEqual(39);
-      expect(last.map((r) => r.offset)).toEqual(range(last[0]!.offset, 41));
+      expect(last[0]!.offset).toBeLessThanOrEqual(offsets[39]!);
+      expect(last.map((r) => r.offset)).toEqual([...from(offsets.indexOf(last[0]!.offset)), next]);
       expect(last.at(-1)!.payload).toEqual(payload(40));
       await log.close();
     });
@@ -141,41 +174,43 @@ export function describeLogConformance(target: LogConformanceTarget): void {
     it('truncateBefore past the only record keeps it (the first record ever written)', async () => {
       const at = await place();
       let log = await at.open();
-      expect(await log.append(payload(0))).toBe(0);
-      await log.truncateBefore(1);
-      await log.truncateBefore(5);
+      const first = await log.append(payload(0));
+      if (dense(log)) expect(first).toBe(0);
+      await log.truncateBefore(first + 1);
+      await log.truncateBefore(first + 5);
       expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
       await log.close();
       log = await at.open();
-      expect(log.nextOffset).toBe(1);
+      expect(log.nextOffset).toBe(first + 1);
       expect((await readAll(log)).map((r) => r.payload)).toEqual([payload(0)]);
       await log.close();
     });
 
     it('a reader started earlier also yields records made durable while it reads', async () => {
       const log = await (await place()).open();
-      await log.append(payload(0, 900));
+      const offsets = [await log.append(payload(0, 900))];
       const seen: number[] = [];
       for await (const r of log.read(0)) {
         seen.push(r.offset);
-        if (r.offset < 5) await log.append(payload(r.offset + 1, 900));
+        if (seen.length < 6) offsets.push(await log.append(payload(seen.length, 900)));
       }
-      expect(seen).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(offsets).toHaveLength(6);
+      expect(seen).toEqual(offsets);
       await log.close();
     });
 
     it('a reader that stops early leaves the log readable from where it stopped', async () => {
       const log = await (await place()).open();
-      for (let i = 0; i < 10; i++) await log.append(payload(i));
+      const offsets = await appendSeq(log, 0, 10);
       const firstThree: number[] = [];
       for await (const r of log.read(0)) {
         firstThree.push(r.offset);
         if (firstThree.length === 3) break;
       }
-      expect(firstThree).toEqual([0, 1, 2]);
-      const rest = await readAll(log, 3);
-      expect(rest.map((r) => r.offset)).toEqual(range(3, 10));
-      rest.forEach((r) => expect(r.payload).toEqual(payload(r.offset)));
+      expect(firstThree).toEqual(offsets.slice(0, 3));
+      const rest = await readAll(log, offsets[2]! + 1);
+      expect(rest.map((r) => r.offset)).toEqual(offsets.slice(3));
+      rest.forEach((r, i) => expect(r.payload).toEqual(payload(3 + i)));
       await log.close();
     });
 
@@ -183,7 +218,9 @@ export function describeLogConformance(target: LogConformanceTarget): void {
       const log = await (await place()).open();
       const inFlight = Promise.all(range(0, 20).map((i) => log.append(payload(i))));
       await log.close();
-      expect(await inFlight).toEqual(range(0, 20));
+      const offsets = await inFlight;
+      increasing(offsets);
+      if (dense(log)) expect(offsets).toEqual(range(0, 20));
       await expect(log.append(payload(99))).rejects.toMatchObject({ code: 'log_closed' });
       await log.close(); // idempotent
     });
