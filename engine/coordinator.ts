@@ -145,6 +145,11 @@ export interface EngineLogs {
   cluster?: ClusterRole;
   /** Failure episodes of the logs (local logs only; the engine process has none). */
   episodes?: FailureEpisodes;
+  /**
+   * Seals a segment log's active segment (shard −1: the DLQ log) and resolves with the first offset
+   * after it (erasure). Absent for logs that are not segment logs (JetStream: truncation is exact).
+   */
+  roll?(shard: number): Promise<number>;
 }
 
 export class Coordinator {
@@ -153,6 +158,7 @@ export class Coordinator {
   readonly dlqLog: ConsumedLog;
   /** The local logs ingest appends to, when the coordinator opened them (in-process engine). */
   readonly local: LocalLogs | undefined;
+  private readonly rollLog: EngineLogs['roll'];
   private readonly pool: ShardPool;
   private readonly store: ObjectStore;
   private readonly env: RootDatabase;
@@ -199,6 +205,7 @@ export class Coordinator {
     this.logEpisodes = logs.episodes;
     this.logs = logs.shards;
     this.dlqLog = logs.dlq;
+    this.rollLog = logs.roll;
     this.local = local;
     this.pool = pool;
     this.store = store;
@@ -255,7 +262,7 @@ export class Coordinator {
     if (given === undefined) await sealErasedLogs(options.dataDir, erasures);
     await compactErasedState(options.dataDir, erasures);
     const local = given === undefined ? await openLocalLogs(options, log, prefix, (shard, fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve()) : undefined;
-    const logs: EngineLogs = given ?? { shards: local!.logs, dlq: local!.dlqLog, episodes: local!.episodes };
+    const logs: EngineLogs = given ?? { shards: local!.logs, dlq: local!.dlqLog, episodes: local!.episodes, roll: (s) => (s < 0 ? local!.dlqLog : local!.logs[s]!).segmentLog.roll() };
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
     const env = openLmdb({ path: join(options.dataDir, 'coordinator.mdb'), compression: false });
     const pool = new ShardPool(options.workers);
@@ -683,6 +690,8 @@ export class Coordinator {
       checkpointed: (s) => this.shards[s]!.checkpointed,
       dlqFlushed: () => (this.meta.get('dlq-offset') as number | undefined) ?? -1,
       purge: async (s, users) => (await this.pool.purgeUsers(s, users)).openSessions,
+      compactState: (s) => this.pool.compactState(s),
+      rollLog: this.rollLog,
       frontier: () => ({ hourly: Math.min(...this.shards.map((st) => st.emittedWatermarkMs)), daily: Math.min(...this.shards.map((st) => st.emittedDailyMs)) }),
       truncateLogs: async () => {
         for (let s = 0; s < this.shards.length; s++) if (this.shards[s]!.checkpointed >= 0) await this.logs[s]!.truncateBefore(this.shards[s]!.checkpointed + 1);

@@ -63,6 +63,27 @@ const { options } = init;
 const shards = init.marks.map((mark, s) => new RemoteLog(logDir(options.dataDir, s), mark, (before) => send({ kind: 'truncate', shard: s, before })));
 const dlq = new RemoteLog(logDir(options.dataDir, -1), init.dlqMark, (before) => send({ kind: 'truncate', shard: -1, before }));
 
+// Erasure asks ingest (the logs' writer) to seal a log's active segment; answers match by id.
+const ROLL_TIMEOUT_MS = 30_000;
+const rolls = new Map<number, { resolve: (first: number) => void; reject: (err: Error) => void }>();
+let rollIds = 0;
+const roll = (shard: number): Promise<number> =>
+  new Promise<number>((resolve, reject) => {
+    const id = ++rollIds;
+    const timer = setTimeout(() => {
+      rolls.delete(id);
+      reject(new Error(`ingest did not answer a roll of log ${shard} within ${ROLL_TIMEOUT_MS} ms`));
+    }, ROLL_TIMEOUT_MS);
+    timer.unref();
+    const done = <T,>(f: (v: T) => void) => (v: T): void => {
+      clearTimeout(timer);
+      rolls.delete(id);
+      f(v);
+    };
+    rolls.set(id, { resolve: done(resolve), reject: done(reject) });
+    send({ kind: 'roll', id, shard });
+  });
+
 // Marks that arrive while the coordinator recovers are applied once it runs.
 let coordinator: Coordinator | undefined;
 const early: Array<[number, number, number]> = [];
@@ -100,6 +121,12 @@ process.on('message', (m: ToEngine) => {
     case 'close':
       void close();
       break;
+    case 'rolled': {
+      const waiter = rolls.get(m.id);
+      if (m.error !== undefined || m.first === undefined) waiter?.reject(new Error(`ingest could not seal the log: ${m.error ?? 'no answer'}`));
+      else waiter?.resolve(m.first);
+      break;
+    }
   }
 });
 // Ingest is gone (killed): stop at once, as in a crash — the next `serve` starts a new engine that
@@ -113,7 +140,7 @@ process.on('disconnect', () => {
 const engineMetricNames = Object.values(engineMetrics).map((m) => (m as unknown as { name: string }).name);
 
 await takeOver(join(options.dataDir, 'engine.pid'));
-coordinator = await Coordinator.start(options, logger, { shards, dlq });
+coordinator = await Coordinator.start(options, logger, { shards, dlq, roll });
 for (const [shard, next, rows] of early.splice(0)) coordinator.durable(shard, next, rows);
 send({ kind: 'started' });
 const c = coordinator;

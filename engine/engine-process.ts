@@ -191,6 +191,15 @@ export class EngineProcess {
             void log?.truncateBefore(m.before).catch((err: unknown) => this.log.warn({ err, shard: m.shard }, 'log truncation failed; retried at the next checkpoint'));
             break;
           }
+          case 'roll': {
+            const log = m.shard < 0 ? this.logs.dlqLog : this.logs.logs[m.shard];
+            if (log === undefined) this.send({ kind: 'rolled', id: m.id, error: `no log for shard ${m.shard}` });
+            else log.segmentLog.roll().then(
+              (first) => this.send({ kind: 'rolled', id: m.id, first }),
+              (err: unknown) => this.send({ kind: 'rolled', id: m.id, error: (err as Error)?.message ?? String(err) }),
+            );
+            break;
+          }
           case 'closed':
             this.closed?.(m.error);
             break;

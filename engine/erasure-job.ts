@@ -16,11 +16,12 @@
  *   │           two-phase commit per file; the plan marks it done
  *   ├─▶ gold-done: each touched hourly/daily window, once merged, recomputed from silver
  *   │           (gold-sql.ts, as reconciliation does) and overwritten
- *   ├─▶ waiting-log: their shard logs (and the DLQ log) no longer hold a record at or below the
- *   │           marks: truncation after a checkpoint deletes sealed segments; the active segment
- *   │           goes when it rolls or when `sluice serve` / `sluice erase` seal it at start
- *   │           (engine/erasure-offline.ts), which also compacts the shard's LMDB file so no freed
- *   │           page keeps an old session
+ *   ├─▶ waiting-log: the shards' LMDB files are compacted online (checkpoint, close, compacting
+ *   │           copy, reopen: no freed page keeps a purged session); a log whose active segment
+ *   │           holds records at or below the marks is rolled (sealed, on the log's writer:
+ *   │           ingest, over IPC from the engine process); then it waits until truncation after
+ *   │           the checkpoint (or DLQ flush) covering the sealed segments has deleted them —
+ *   │           the next checkpoint round when the engine keeps up
  *   └─▶ done: audit record `_sluice/audit/<id>.json`, ids in clear deleted
  */
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -63,6 +64,13 @@ export interface ErasureHost {
   frontier(): { hourly: number; daily: number };
   /** Truncates the logs below what is committed (sealed segments only). */
   truncateLogs(): Promise<void>;
+  /**
+   * Seals a segment log's active segment (shard −1: the DLQ log), so truncation can delete it once
+   * its records are committed; resolves with the first offset after it. Absent: not segment logs.
+   */
+  rollLog?(shard: number): Promise<number>;
+  /** The shard checkpoints, closes, compacts its LMDB file (freed pages may hold purged sessions) and reopens. */
+  compactState?(shard: number): Promise<void>;
 }
 
 /** Tables whose rows name a user, and how: columns equal to the id, columns holding it in JSON text. */
@@ -143,11 +151,18 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     await save(erasures, job, 'gold-done');
   }
   if (job.phase === 'gold-done' || job.phase === 'waiting-log') {
+    if (!job.stateCompacted && host.compactState) {
+      for (const s of shards) await host.compactState(s);
+      job.stateCompacted = true;
+      await erasures.saveJob(job);
+    }
+    // A sealed segment goes at the truncation after the checkpoint that covers it; the active one is sealed now.
+    if (host.rollLog) for (const s of await activeHolding(host.dataDir, request)) await host.rollLog(s);
     await host.truncateLogs();
     const held = await logsHolding(host.dataDir, request);
     if (!job.stateCompacted) held.push('the LMDB state files of the shards (compacted at the next start)');
     if (held.length > 0) {
-      const why = `${held.join(', ')}; a log segment goes when it rolls or at the next start of sluice serve / sluice erase, which seals it`;
+      const why = `${held.join(', ')}; sealed, deleted by the truncation after the checkpoint that covers it`;
       if (job.phase !== 'waiting-log' || job.waitingFor !== why) await save(erasures, job, 'waiting-log', why);
       return false;
     }
@@ -162,6 +177,27 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     return true;
   }
   return false;
+}
+
+/** The logs (shard, −1: the DLQ log) whose active (newest) segment may hold records of the request's users. */
+async function activeHolding(dataDir: string, request: ErasureRequest): Promise<number[]> {
+  const out: number[] = [];
+  const marks: Array<[number, number]> = [...new Set(request.shards)].map((s) => [s, request.marks.shards[String(s)] ?? -1]);
+  marks.push([-1, request.marks.dlq]);
+  for (const [s, mark] of marks) {
+    if (mark < 0) continue;
+    const names = await segmentNames(dataDir, s < 0 ? 'dlq' : `shard-${s}`);
+    if (names.length > 0 && Number(names[names.length - 1]!.slice(0, 20)) <= mark) out.push(s);
+  }
+  return out;
+}
+
+async function segmentNames(dataDir: string, dir: string): Promise<string[]> {
+  try {
+    return (await readdir(join(dataDir, 'log', dir))).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+  } catch {
+    return [];
+  }
 }
 
 /** Which log directories still hold a segment whose records may include the request's users. */

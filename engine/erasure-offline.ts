@@ -12,7 +12,7 @@
  * Both are idempotent; the job (engine/erasure-job.ts) waits for their effect before it completes.
  */
 import { open as openFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { SegmentLog } from '../log/segment-log.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
@@ -26,6 +26,31 @@ async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Replaces the LMDB file at `path` (closed by everyone in this process) by a compacting copy of
+ * it: live pages only, so no freed page keeps bytes of deleted entries. The copy is fsync'd and
+ * renamed over the file (a crash leaves the old file or the new one, and at worst a stray copy,
+ * removed next time). False when there is no file.
+ */
+export async function compactLmdbFile(path: string): Promise<boolean> {
+  if (!(await stat(path).catch(() => undefined))) return false;
+  const copy = `${path}.compact`;
+  await rm(copy, { force: true });
+  const env = openLmdb({ path, maxDbs: 4096, compression: false });
+  try {
+    await env.backup(copy, true);
+  } finally {
+    await env.close();
+  }
+  const fh = await openFile(copy, 'r+');
+  await fh.sync();
+  await fh.close();
+  await rename(copy, path);
+  await rm(`${path}-lock`, { force: true });
+  await fsyncDir(dirname(path));
+  return true;
 }
 
 /** Jobs past their purge (their state is purged, their log records committed). */
@@ -70,24 +95,7 @@ export async function compactErasedState(dataDir: string, erasures: ErasureStore
     if (job.stateCompacted) continue;
     for (const s of new Set(request.shards)) {
       if (done.includes(s)) continue;
-      const dir = join(dataDir, 'shards', String(s));
-      const path = join(dir, 'state.mdb');
-      if (!(await stat(path).catch(() => undefined))) continue;
-      const copy = join(dir, 'state.mdb.compact');
-      await rm(copy, { force: true });
-      const env = openLmdb({ path, maxDbs: 4096, compression: false });
-      try {
-        await env.backup(copy, true);
-      } finally {
-        await env.close();
-      }
-      const fh = await openFile(copy, 'r+');
-      await fh.sync();
-      await fh.close();
-      await rename(copy, path);
-      await rm(`${path}-lock`, { force: true });
-      await fsyncDir(dir);
-      done.push(s);
+      if (await compactLmdbFile(join(dataDir, 'shards', String(s), 'state.mdb'))) done.push(s);
     }
     job.stateCompacted = true;
     await erasures.saveJob(job);

@@ -11,6 +11,8 @@
  *        ◀──────────────────────────────────────────── status{backlog, reasons, live} (every 200 ms)
  *        ◀──────────────────────────────────────────── metrics{text} (every second)
  *        ◀──────────────────────────────────────────── truncate{shard, before}  (after a checkpoint)
+ *        ◀──────────────────────────────────────────── roll{id, shard}  (erasure: seal the active segment)
+ *   rolled{id, first | error} ───────────────────────▶
  *   close ───────────────────────────────────────────▶ drain, final checkpoint
  *        ◀──────────────────────────────────────────── closed{error?}, then the process exits
  *   (the IPC channel closes: ingest is gone) ─────────▶ drain, final checkpoint, exit
@@ -33,7 +35,9 @@ export type ToEngine =
       /** [shard (−1: the DLQ log), durable next offset, events made durable since the last message]. */
       marks: Array<[number, number, number]>;
     }
-  | { kind: 'close' };
+  | { kind: 'close' }
+  /** Answer to `roll`: the first offset after the sealed segment, or why sealing failed. */
+  | { kind: 'rolled'; id: number; first?: number; error?: string };
 
 export type FromEngine =
   | { kind: 'started' }
@@ -49,4 +53,6 @@ export type FromEngine =
     }
   | { kind: 'metrics'; text: string }
   | { kind: 'truncate'; shard: number; before: number }
+  /** Erasure: seal the log's active segment (shard −1: the DLQ log); answered by `rolled`. */
+  | { kind: 'roll'; id: number; shard: number }
   | { kind: 'closed'; error?: string };

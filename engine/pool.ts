@@ -127,6 +127,11 @@ export class ShardPool {
     return this.run({ kind: 'purge-users', shard, users });
   }
 
+  /** Erasure: the shard checkpoints, closes, compacts its LMDB file and reopens (engine/erasure-offline.ts). */
+  compactState(shard: number): Promise<void> {
+    return this.run({ kind: 'compact-state', shard });
+  }
+
   close(shard: number): Promise<void> {
     return this.run({ kind: 'close', shard });
   }

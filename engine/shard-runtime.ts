@@ -500,6 +500,25 @@ export class ShardRuntime {
   purgeUsers(users: string[]): PurgeResult {
     let openSessions = 0;
     for (const key of userKeys(users)) openSessions += this.pipeline.removeUser(key, this.env);
+    // Their sessions that closed since the last checkpoint are still buffered (the job scans committed files only).
+    const ids = new Set(users);
+    for (const [k, b] of this.buffers) {
+      if (!k.startsWith('sessions@')) continue;
+      b.batches = b.batches.map((batch) => {
+        const col = batch.getChild('user_id');
+        const keep = new Uint8Array(batch.numRows);
+        for (let i = 0; i < batch.numRows; i++) keep[i] = ids.has(col?.get(i) as string) ? 0 : 1;
+        const idx = maskToIndices(keep);
+        if (idx.length === batch.numRows) return batch;
+        openSessions += batch.numRows - idx.length;
+        b.rows -= batch.numRows - idx.length;
+        return takeRows(batch, idx);
+      });
+      if (b.rows === 0) {
+        this.buffers.delete(k);
+        this.bufferedBytes -= b.bytes;
+      }
+    }
     return { shard: this.shard, openSessions };
   }
 

@@ -12,11 +12,15 @@
  *     shard stops: skipping a batch would break exactly-once, so only a restart may go on.
  */
 import { setPriority } from 'node:os';
+import { join } from 'node:path';
 import { assertNever, classifyError, internalError, serializeError } from '../common/errors.js';
+import { compactLmdbFile } from './erasure-offline.js';
 import { ShardRuntime } from './shard-runtime.js';
-import type { ShardResult, ShardTask, TaskFailure } from './types.js';
+import type { ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
 
 const runtimes = new Map<number, ShardRuntime>();
+/** Each shard's open options (a compact-state task reopens the runtime with them). */
+const opened = new Map<number, ShardRuntimeOptions>();
 const chains = new Map<number, Promise<unknown>>();
 /** A shard whose task failed stays failed: skipping a batch would break exactly-once, so only a restart (recovery) may go on. */
 const failures = new Map<number, unknown>();
@@ -28,6 +32,7 @@ async function execute(task: ShardTask): Promise<ShardResult> {
     setPriority(task.options.workerNice);
     const runtime = await ShardRuntime.open(task.shard, task.options);
     runtimes.set(task.shard, runtime);
+    opened.set(task.shard, task.options);
     return runtime.openResult;
   }
   const runtime = runtimes.get(task.shard);
@@ -43,6 +48,15 @@ async function execute(task: ShardTask): Promise<ShardResult> {
       return runtime.live();
     case 'purge-users':
       return runtime.purgeUsers(task.users);
+    case 'compact-state': {
+      // A failed checkpoint (in close) leaves the runtime open; past it, a failure leaves the shard without one (stopped).
+      await runtime.close();
+      runtimes.delete(task.shard);
+      const options = opened.get(task.shard)!;
+      await compactLmdbFile(join(options.dataDir, 'shards', String(task.shard), 'state.mdb'));
+      runtimes.set(task.shard, await ShardRuntime.open(task.shard, options));
+      return undefined;
+    }
     case 'close':
       await runtime.close();
       runtimes.delete(task.shard);
@@ -55,7 +69,7 @@ async function execute(task: ShardTask): Promise<ShardResult> {
 /** True when a failure of `task` leaves the shard able to go on. */
 function survivable(task: ShardTask, err: unknown): boolean {
   if (task.kind === 'live') return true;
-  return (task.kind === 'checkpoint' || task.kind === 'close') && classifyError(err).retry === 'backoff';
+  return (task.kind === 'checkpoint' || task.kind === 'close' || task.kind === 'compact-state') && classifyError(err).retry === 'backoff';
 }
 
 export default function handle(task: ShardTask): Promise<ShardResult> {

@@ -64,7 +64,9 @@ export type ShardTask =
   | { kind: 'live'; shard: number }
   | { kind: 'close'; shard: number }
   /** Erasure: forget these users' open sessions (memory and LMDB). */
-  | { kind: 'purge-users'; shard: number; users: string[] };
+  | { kind: 'purge-users'; shard: number; users: string[] }
+  /** Erasure: checkpoint, close, compact the shard's LMDB file (no freed page keeps purged bytes), reopen. */
+  | { kind: 'compact-state'; shard: number };
 
 /** A shard's event-time progress: its watermark, or idle when it has seen nothing to go on. */
 export type ShardWatermark = { kind: 'event-time'; timeMs: number } | { kind: 'idle' };
