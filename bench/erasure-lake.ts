@@ -9,12 +9,14 @@
  * counts are unchanged, and exits 1 on any difference.
  *
  *   node --import tsx bench/erasure-lake.ts [--events N] [--users U] [--shards S] [--runs R]
- *     [--ratio 10] [--span-hours 20] [--work DIR] [--reuse] [--keep] [--out FILE.json]
+ *     [--ratio 10] [--span-hours 20] [--work DIR] [--reuse] [--compact] [--keep] [--out FILE.json]
  *   node --import tsx bench/erasure-lake.ts --lake DIR --data DIR --reuse [--shards S] [--runs R]
  *
  * `--work DIR --reuse` keeps the lakes under DIR/events-<N>/ and builds only the missing ones;
  * `--lake/--data` times erasures on one existing lake (no small lake, no build). Erased users stay
  * erased, so a reused lake loses R users per run of this script (a few hundred events of millions).
+ * `--compact` runs `sluice compact --older-than 1s` over each lake first: every partition merged
+ * across shards into `part-c…` files, the steady state of a lake older than the current hour.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -91,6 +93,9 @@ interface EraseRun {
   phases: Record<string, number>;
   layers: Record<string, { files: number; rowsRemoved: number }>;
   filesRewritten: number;
+  /** Bytes (before the erase) of the files rewritten or deleted, gold windows included, and the lake's bytes then. */
+  bytesRewritten: number;
+  lakeBytes: number;
   rowsRemoved: number;
   verifyS: number;
 }
@@ -109,6 +114,7 @@ function parse() {
       data: { type: 'string' },
       reuse: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      compact: { type: 'boolean', default: false },
       out: { type: 'string' },
     },
   });
@@ -129,6 +135,7 @@ function parse() {
     lake: values.lake === undefined ? undefined : resolve(values.lake),
     data: values.data === undefined ? undefined : resolve(values.data),
     reuse: values.reuse!,
+    compact: values.compact!,
     keep: values.keep! || values.work !== undefined || values.lake !== undefined,
     out: values.out,
   };
@@ -358,6 +365,7 @@ function runErase(dirs: LakeDirs, user: string, shards: number, reason: string):
 
 async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; events: number; hours: number }, o: Options, base: Baseline, erased: string[]): Promise<EraseRun> {
   log(`${dirs.name}: round ${round}: erasing ${pick.user} (${pick.events} events over ${pick.hours} hours, shard ${shardOfUser(pick.user, o.shards)})`);
+  const sizes = new Map(walk(dirs.lake).map((f) => [f.path, f.size]));
   const r = await runErase(dirs, pick.user, o.shards, `bench round ${round}`);
   const result = JSON.parse(r.stdout) as { requests: Array<{ id: string; state: string }> };
   const fresh = result.requests.find((q) => q.id === r.ids[0]);
@@ -382,10 +390,12 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
     phases: r.phases,
     layers,
     filesRewritten: Object.entries(layers).filter(([k]) => k !== 'state' && k !== 'log').reduce((a, [, l]) => a + l.files, 0),
+    bytesRewritten: Object.values(audit.layers).flatMap((l) => l.files).reduce((a, key) => a + (sizes.get(join(dirs.lake, key)) ?? 0), 0),
+    lakeBytes: [...sizes.values()].reduce((a, b) => a + b, 0),
     rowsRemoved: Object.entries(layers).filter(([k]) => k !== 'state').reduce((a, [, l]) => a + l.rowsRemoved, 0),
     verifyS,
   };
-  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${run.rowsRemoved} rows; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
+  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
   return run;
 }
 
@@ -422,6 +432,14 @@ async function main(): Promise<void> {
     builds[l.dirs.name] = await buildLake(l.dirs, l.events, l.users, o);
   }
 
+  if (o.compact) {
+    for (const l of lakes) {
+      const t0 = performance.now();
+      const out = execFileSync(process.execPath, [join(ROOT, 'bin', 'sluice.js'), 'compact', '--lake', l.dirs.lake, '--older-than', '1s', '--json'], { encoding: 'utf8', timeout: MAX_ERASE_MS });
+      log(`${l.dirs.name}: sluice compact in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${out.trim().replace(/\s+/g, ' ').slice(0, 300)}`);
+    }
+  }
+
   const state = new Map<string, { base: Baseline; stats: LakeStats; picks: Array<{ user: string; events: number; hours: number }>; erased: string[] }>();
   for (const l of lakes) {
     const base = await snapshot(l.dirs.lake);
@@ -455,11 +473,11 @@ async function main(): Promise<void> {
 }
 
 function summarize(lakes: Array<{ name: string; silverRows: number; users: number; stats: LakeStats }>, runs: EraseRun[]): string {
-  const lines = ['| lake | silver rows | users | lake files (compacted / per-shard) | lake bytes | erase wall s median (min–max) | CPU s median | files rewritten (median) | rows removed (median) | user events (median) |', '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'];
+  const lines = ['| lake | silver rows | users | lake files (compacted / per-shard) | lake bytes | erase wall s median (min–max) | CPU s median | files rewritten (median) | MB rewritten (median, % of lake) | rows removed (median) | user events (median) |', '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'];
   for (const l of lakes) {
     const r = runs.filter((x) => x.lake === l.name);
     const wall = r.map((x) => x.wallS);
-    lines.push(`| ${l.name} | ${l.silverRows} | ${l.users} | ${l.stats.files} (${l.stats.compactedFiles} / ${l.stats.shardFiles}) | ${mb(l.stats.bytes)} | **${fmt(median(wall))}** (${fmt(Math.min(...wall))}–${fmt(Math.max(...wall))}) | ${fmt(median(r.map((x) => x.cpuUserS + x.cpuSysS)))} | ${median(r.map((x) => x.filesRewritten))} | ${median(r.map((x) => x.rowsRemoved))} | ${median(r.map((x) => x.userEvents))} |`);
+    lines.push(`| ${l.name} | ${l.silverRows} | ${l.users} | ${l.stats.files} (${l.stats.compactedFiles} / ${l.stats.shardFiles}) | ${mb(l.stats.bytes)} | **${fmt(median(wall))}** (${fmt(Math.min(...wall))}–${fmt(Math.max(...wall))}) | ${fmt(median(r.map((x) => x.cpuUserS + x.cpuSysS)))} | ${median(r.map((x) => x.filesRewritten))} | ${fmt(median(r.map((x) => x.bytesRewritten)) / 1e6)} (${fmt(median(r.map((x) => (100 * x.bytesRewritten) / x.lakeBytes)))} %) | ${median(r.map((x) => x.rowsRemoved))} | ${median(r.map((x) => x.userEvents))} |`);
   }
   if (lakes.length === 2) {
     const rounds = [...new Set(runs.map((r) => r.round))];
