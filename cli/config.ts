@@ -21,6 +21,7 @@
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
  * | log              | --log                | SLUICE_LOG                | (local segment log under DATA); nats://h:4222[,…][?replicas=N] |
+ * | role             | --role               | SLUICE_ROLE               | all (ingest + engine); ingest (needs log nats://…) |
  * | maxMemory        | --max-memory         | SLUICE_MAX_MEMORY         | 75 % of RAM (ingest.maxMemoryBytes) |
  * | maxBacklog       | --max-backlog        | SLUICE_MAX_BACKLOG        | ¼ of free disk, 256 MiB–64 GiB (ingest.maxBacklogBytes) |
  * | rateLimit        | --rate-limit         | SLUICE_RATE_LIMIT         | 1 M events/s per write key, burst 2 s (ingest.rateLimit) |
@@ -55,6 +56,11 @@ export interface ServeConfig {
   logServers?: string[];
   /** Replicas of the JetStream stream (`--log nats://…?replicas=N`); default 3. */
   logReplicas?: number;
+  /**
+   * What this node runs: 'all' (default: ingest and the engine) or 'ingest' (an ingest node
+   * appending to the JetStream log, no engine; needs `logServers`).
+   */
+  role?: 'all' | 'ingest';
 }
 
 /** Raw settings as strings/numbers, keyed like the table above. */
@@ -82,7 +88,8 @@ type SettingName =
   | 'maxMemory'
   | 'maxBacklog'
   | 'rateLimit'
-  | 'log';
+  | 'log'
+  | 'role';
 
 const ENV: Record<SettingName, string[]> = {
   port: ['SLUICE_PORT'],
@@ -107,6 +114,7 @@ const ENV: Record<SettingName, string[]> = {
   maxBacklog: ['SLUICE_MAX_BACKLOG'],
   rateLimit: ['SLUICE_RATE_LIMIT'],
   log: ['SLUICE_LOG'],
+  role: ['SLUICE_ROLE'],
 };
 
 function fromEnv(env: NodeJS.ProcessEnv): RawSettings {
@@ -182,7 +190,13 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   if (logServers !== undefined && engineMode !== 'inline') {
     throw userError('invalid_option', '--log nats://… runs the engine inline for now; drop --engine-mode process (or use --engine-mode inline)');
   }
+  const role = has('role') ? String(pick('role')) : 'all';
+  if (role !== 'all' && role !== 'ingest') throw userError('invalid_option', `--role must be all or ingest, got "${role}"`);
+  if (role === 'ingest' && logServers === undefined) {
+    throw userError('invalid_option', '--role ingest needs a shared log: add --log nats://host:4222[,…] (an ingest node keeps no local log; engines consume the stream)');
+  }
   return {
+    role,
     ...(natsLog !== undefined ? { logServers: natsLog.servers, ...(natsLog.replicas !== undefined ? { logReplicas: natsLog.replicas } : {}) } : {}),
     engineMode,
     host: has('host') ? String(pick('host')) : '127.0.0.1',

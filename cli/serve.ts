@@ -12,7 +12,8 @@ import { startIngestServer, type IngestDeps, type IngestServer } from '../ingest
 import { EngineProcess } from '../engine/engine-process.js';
 import { openLocalLogs, type LocalLogs } from '../engine/local-logs.js';
 import type { ShardLog } from '../log/log.js';
-import { JetStreamLogs } from '../log/jetstream-log.js';
+import { JetStreamLogs, type JetStreamLog } from '../log/jetstream-log.js';
+import { JetStreamBacklog, observePublish } from '../ingest/jetstream-backlog.js';
 import { ErasureStore } from '../storage/erasure-store.js';
 import { sealErasedLogs } from '../engine/erasure-offline.js';
 import { Suppression } from '../ingest/erasures.js';
@@ -55,7 +56,8 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const suppression = new Suppression(erasureStore);
   await suppression.load();
   const engine = await startEngine(config, logger);
-  const maxBacklogBytes = (config.ingest.maxBacklogBytes as number | undefined) ?? (await defaultMaxBacklogBytes(config.engine.dataDir));
+  const maxBacklogBytes =
+    (config.ingest.maxBacklogBytes as number | undefined) ?? (config.logServers !== undefined ? JETSTREAM_MAX_BACKLOG_BYTES : await defaultMaxBacklogBytes(config.engine.dataDir));
   let server: IngestServer;
   try {
     server = await startIngestServer(
@@ -80,6 +82,14 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
       })()),
   };
 }
+
+/**
+ * Default bound of the stream's untruncated bytes on JetStream (ingest.maxBacklogBytes): the
+ * stream lives on the NATS nodes' disks, not this node's; about a minute of R3 input on the
+ * machine of docs/SCALE-OUT.md (the engines truncate after every checkpoint, and hold back for
+ * 2 × appendTimeoutMs after they start).
+ */
+const JETSTREAM_MAX_BACKLOG_BYTES = 4 * 2 ** 30;
 
 /**
  * Default bound of the uncommitted log (ingest.maxBacklogBytes): a quarter of the data
@@ -122,17 +132,18 @@ async function startEngine(
   config: ServeConfig,
   logger: Logger,
 ): Promise<{ logs: readonly ShardLog[]; dlqLog: ShardLog; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
+  if (config.role === 'ingest') return startIngestNode(config, logger);
   if ((config.engineMode ?? 'inline') === 'inline') {
-    // --log nats://…: ingest appends to and the engine consumes from JetStream (one writer per shard: this process).
-    const js = config.logServers !== undefined ? await JetStreamLogs.connect({ servers: config.logServers, ...(config.logReplicas !== undefined ? { replicas: config.logReplicas } : {}), logger }) : undefined;
-    const jsLogs = js !== undefined ? await js.openAll(config.engine.shards).catch(async (err: unknown) => (await js.close(), Promise.reject(err))) : undefined;
-    const coordinator = await Coordinator.start(config.engine, logger, jsLogs !== undefined ? { shards: jsLogs.shards, dlq: jsLogs.dlq } : undefined)
-      .catch(async (err: unknown) => (await js?.close(), Promise.reject(err)));
-    // The local log's uncommitted bytes are bounded here; JetStream bounds its stream itself (log_full).
-    const uncommitted = jsLogs === undefined ? await trackUncommitted(config.engine.dataDir, coordinator.local!.logs) : undefined;
+    // --log nats://…: ingest appends to and the engine consumes from JetStream, where other ingest nodes may append to the same shards.
+    const jetstream = config.logServers !== undefined ? await openJetStream(config, logger) : undefined;
+    const coordinator = await Coordinator.start(config.engine, logger, jetstream !== undefined ? { shards: jetstream.shards, dlq: jetstream.dlq } : undefined)
+      .catch(async (err: unknown) => (await jetstream?.close(), Promise.reject(err)));
+    const following = jetstream !== undefined ? followOtherWriters(jetstream, coordinator, logger) : undefined;
+    // The local log's uncommitted bytes are counted here; JetStream's are the stream's, polled.
+    const uncommitted = jetstream === undefined ? await trackUncommitted(config.engine.dataDir, coordinator.local!.logs) : undefined;
     return {
-      logs: jsLogs?.shards ?? coordinator.local!.logs,
-      dlqLog: jsLogs?.dlq ?? coordinator.local!.dlqLog,
+      logs: jetstream?.shards ?? coordinator.local!.logs,
+      dlqLog: jetstream?.dlq ?? coordinator.local!.dlqLog,
       coordinator,
       deps: {
         onDurable: (shard, offset, payload, rows) => {
@@ -141,12 +152,14 @@ async function startEngine(
         },
         backlog: () => coordinator.backlog(),
         ...(uncommitted !== undefined ? { uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }) } : {}),
+        ...(jetstream !== undefined ? { uncommitted: () => jetstream.backlog.uncommitted() } : {}),
         live: () => coordinator.live(),
         ready: () => coordinator.failure === undefined,
       },
       close: async () => {
+        await following?.stop();
         await coordinator.close();
-        await js?.close();
+        await jetstream?.close();
       },
     };
   }
@@ -213,6 +226,97 @@ async function startEngine(
   };
 }
 
+/** A node's JetStream log: every shard and the DLQ, publish latency into /metrics, the stream's backlog polled. */
+interface JetStreamNodeLog {
+  readonly logs: JetStreamLogs;
+  readonly shards: JetStreamLog[];
+  readonly dlq: JetStreamLog;
+  readonly backlog: JetStreamBacklog;
+  close(): Promise<void>;
+}
+
+async function openJetStream(config: ServeConfig, logger: Logger): Promise<JetStreamNodeLog> {
+  const logs = await JetStreamLogs.connect({
+    servers: config.logServers!,
+    ...(config.logReplicas !== undefined ? { replicas: config.logReplicas } : {}),
+    onPublish: observePublish,
+    logger,
+  });
+  try {
+    const { shards, dlq } = await logs.openAll(config.engine.shards);
+    const backlog = await JetStreamBacklog.start(logs, { shards: config.engine.shards, logger });
+    return {
+      logs,
+      shards,
+      dlq,
+      backlog,
+      close: async () => {
+        await backlog.close();
+        await logs.close();
+      },
+    };
+  } catch (err) {
+    await logs.close();
+    throw err;
+  }
+}
+
+/**
+ * `--role ingest`: an ingest node, no engine at all — it appends to JetStream (ack after the
+ * PubAck) and refuses with 503 while the stream holds more than maxBacklogBytes that the engines
+ * have not truncated. Engine nodes (or a `serve --log` node) consume the same shards.
+ */
+async function startIngestNode(config: ServeConfig, logger: Logger): ReturnType<typeof startEngine> {
+  const jetstream = await openJetStream(config, logger);
+  return {
+    logs: jetstream.shards,
+    dlqLog: jetstream.dlq,
+    coordinator: undefined,
+    deps: {
+      uncommitted: () => jetstream.backlog.uncommitted(),
+      ready: () => !jetstream.logs.nc.isClosed(),
+    },
+    close: () => jetstream.close(),
+  };
+}
+
+/** How often an inline engine on JetStream asks for other writers' records (ms). */
+const FOLLOW_INTERVAL_MS = 250;
+
+/**
+ * Other ingest nodes append to the same shards: an inline engine learns of their records only by
+ * asking the stream (`sync`: the subject's last sequence), every FOLLOW_INTERVAL_MS, and hands the
+ * new marks to the coordinator, whose pumps read the records from the stream.
+ */
+function followOtherWriters(jetstream: JetStreamNodeLog, coordinator: Coordinator, logger: Logger): { stop(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  let failing = false;
+  const tick = async (): Promise<void> => {
+    try {
+      for (const log of jetstream.shards) {
+        const before = log.durableNextOffset;
+        const after = await log.sync();
+        if (after > before) coordinator.durable(log.shard, after, 0);
+      }
+      await jetstream.dlq.sync();
+      failing = false;
+    } catch (err) {
+      if (!failing) logger.warn({ err }, 'cannot learn other writers\' records from JetStream; retrying');
+      failing = true;
+    }
+  };
+  const timer = setInterval(() => {
+    running ??= tick().finally(() => (running = undefined));
+  }, FOLLOW_INTERVAL_MS);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
 async function closeLogs(logs: LocalLogs): Promise<void> {
   for (const l of logs.logs) await l.close();
   await logs.dlqLog.close();
@@ -244,6 +348,7 @@ export function register(program: Command): void {
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')
     .option('--log <nats://host:4222,…>', 'append to and consume from NATS JetStream instead of the local log (engine inline for now)')
+    .option('--role <role>', 'all (default: ingest and engine) | ingest (an ingest node on --log nats://…: no engine)')
     .option('--config <file>', 'JSON config file')
     .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; adminKey?: string[]; config?: string }) => {
       const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey, adminKeys: flags.adminKey });

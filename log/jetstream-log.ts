@@ -384,6 +384,20 @@ export class JetStreamLogs {
     }
   }
 
+  /**
+   * What the stream holds, i.e. what the engines have not truncated yet (one stream-info request,
+   * answered by the stream leader): bytes and messages of the whole stream, messages per shard
+   * subject (index = shard; chunks count one each). For backpressure and metrics: poll it, do not
+   * call it per request.
+   */
+  async backlog(shards: number): Promise<{ bytes: number; messages: number; perShard: number[] }> {
+    const o = this.options;
+    const info = await this.jsm.streams.info(o.stream, { subjects_filter: `${o.subjectPrefix}.events.*` });
+    const perShard = new Array<number>(shards).fill(0);
+    for (let s = 0; s < shards; s++) perShard[s] = info.state.subjects?.[shardSubject(o.subjectPrefix, s)] ?? 0;
+    return { bytes: info.state.bytes, messages: info.state.messages, perShard };
+  }
+
   /** Opens shard `shard`'s log (-1: the DLQ): finds the subject's last offset. */
   async open(shard: number): Promise<JetStreamLog> {
     if (!Number.isSafeInteger(shard) || shard < -1) throw userError('invalid_option', `shard must be an integer >= 0 (or -1 for the DLQ), got ${String(shard)}`);
