@@ -20,13 +20,49 @@ import { REALISTIC_MIX } from '../loadgen/options.js';
 import { runLoadgen, type LoadgenProgress, type LoadgenProtocol, type LoadgenSummary } from '../loadgen/run.js';
 import { ackLags, fetchServerMetrics, Monitor, quantile, type MonitorSample, type ServerMetrics } from './e2e-monitor.js';
 import { protocolShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
-import { BenchServer, type ProcStats } from './e2e-server.js';
+import { BenchServer, machineLoad, machineUsage, type ProcStats } from './e2e-server.js';
 
 const WRITE_KEY = 'bench-key';
-/** Lag and latency statistics skip the first seconds of a load (thread start-up, JIT warm-up). */
-const WARMUP_MS = 2_000;
 
 export type RunKind = 'max' | 'rate';
+
+export type BoundBy = 'offered rate' | 'server CPU' | 'server ack thread' | 'client CPU' | 'other processes' | 'disk' | 'round trips';
+
+/** What a run's load used, for boundOf: cores and fractions over the load. */
+export interface RunUsage {
+  /** Open loop: the offered rate (events/s); undefined for a closed loop. */
+  offeredPerSec: number | undefined;
+  ackedPerSec: number;
+  serverCores: number;
+  /** Of serverCores: ingest's main thread, which alone can saturate (one core at most). */
+  serverMainCores: number;
+  loadgenCores: number;
+  /** Busy cores of the whole machine (server, loadgen and anything else running). */
+  machineBusyCores: number;
+  /** Busiest disk's utilisation, 0–1. */
+  diskBusy: number;
+  cores: number;
+}
+
+/**
+ * What bounded a run's figure: 'offered rate' when an open loop got ≥ 95 % of what it offered;
+ * otherwise the resource that ran out, first the disk (≥ 90 % busy), then the machine's CPU
+ * (≥ 90 % of its cores busy: whichever of server, client and other processes used most), then
+ * the ack thread (≥ 90 % of one core); none of these: 'round trips' (in-flight requests × batch
+ * per ack latency bound a closed loop).
+ */
+export function boundOf(u: RunUsage): BoundBy {
+  if (u.offeredPerSec !== undefined && u.ackedPerSec >= 0.95 * u.offeredPerSec) return 'offered rate';
+  if (u.diskBusy >= 0.9) return 'disk';
+  const machine = Number.isFinite(u.machineBusyCores) ? u.machineBusyCores : u.serverCores + u.loadgenCores;
+  if (machine >= 0.9 * u.cores) {
+    const others = Math.max(0, machine - u.serverCores - u.loadgenCores);
+    if (others > u.serverCores && others > u.loadgenCores) return 'other processes';
+    return u.serverCores >= u.loadgenCores ? 'server CPU' : 'client CPU';
+  }
+  if (u.serverMainCores >= 0.9) return 'server ack thread';
+  return 'round trips';
+}
 
 /** What one run asked for. */
 export interface RunSpec {
@@ -63,7 +99,10 @@ export interface RunResult extends RunSpec {
   throttled: number;
   failed: number;
   ackedPerSec: number;
+  /** Ack latency after the warm-up (`warmupMs`). */
   latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; requests: number };
+  /** Ack latency of the warm-up's requests, apart. */
+  warmupLatencyMs: { p50: number; p99: number; max: number; requests: number };
   /** Events the shards processed during the load, per second of load. */
   processedPerSec: number;
   /** Acked events ÷ time from the load's start until the last of them was committed in silver. */
@@ -79,12 +118,11 @@ export interface RunResult extends RunSpec {
   /** Of it: the ack thread (ingest's main thread), and the engine process (0 with --engine-mode inline). */
   serverMainCores: number;
   engineCores: number;
-  /**
-   * What bounded the figure: the offered rate (open loop), or for a closed loop the resource that
-   * ran out — 'server CPU' or 'client CPU' when together they used ≥ 90 % of the machine's cores
-   * (whichever used more), else 'round trips' (connections × batch per ack latency: not CPU-bound).
-   */
-  boundBy: 'offered rate' | 'server CPU' | 'client CPU' | 'round trips';
+  /** What bounded the figure (see boundOf). */
+  boundBy: BoundBy;
+  /** The whole machine during the load: busy cores (every tenant) and the busiest disk's utilisation (0–1). */
+  machineBusyCores: number;
+  diskBusy: number;
   /** Acked events per second of server CPU: the per-core throughput. */
   eventsPerServerCoreS: number;
   /** This process's CPU during the load (load generator threads), in cores. */
@@ -184,6 +222,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
       }
     }, 250);
     const cpu0 = server.stats();
+    const machine0 = machineUsage();
     const self0 = process.cpuUsage();
     const t0 = performance.now();
     let summary: LoadgenSummary;
@@ -194,6 +233,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
         protocol: spec.protocol,
         rate: spec.rate,
         durationMs: o.durationMs,
+        warmupMs: o.warmupMs,
         users: spec.users,
         seed: o.seed,
         workers: o.loadgenWorkers,
@@ -210,6 +250,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     }
     const t1 = performance.now();
     const cpu1 = server.stats();
+    const machine1 = machineUsage();
     const self = process.cpuUsage(self0);
     const serverMetrics = await fetchServerMetrics(server.url);
     const atEnd = await monitor.sampleOnce();
@@ -251,8 +292,10 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     const acked = summary.acked;
     const serverCores = serverCpuS / loadS;
     const loadgenCores = (self.user + self.system) / 1e6 / loadS;
-    const boundBy: RunResult['boundBy'] =
-      spec.kind !== 'max' ? 'offered rate' : serverCores + loadgenCores >= 0.9 * cpus().length ? (serverCores >= loadgenCores ? 'server CPU' : 'client CPU') : 'round trips';
+    const serverMainCores = cpuS(cpu0, cpu1, 'mainCpuS') / loadS;
+    const { busyCores: machineBusyCores, diskBusy } = machineLoad(machine0, machine1, loadS);
+    const boundBy = boundOf({ offeredPerSec: spec.kind === 'max' ? undefined : spec.rate, ackedPerSec: summary.eventsPerSecond, serverCores, serverMainCores, loadgenCores, machineBusyCores, diskBusy, cores: cpus().length });
+    const w = summary.warmupLatencyMs;
     return {
       ...spec,
       shards: o.shards,
@@ -266,16 +309,19 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
       failed: summary.failed,
       ackedPerSec: summary.eventsPerSecond,
       latencyMs: { p50: summary.latencyMs.p50, p90: summary.latencyMs.p90, p99: summary.latencyMs.p99, p999: summary.latencyMs.p999, max: summary.latencyMs.max, requests: summary.latencyMs.count },
+      warmupLatencyMs: { p50: w.p50, p99: w.p99, max: w.max, requests: w.count },
       processedPerSec: processedInLoad / loadS,
       silverPerSec: committedAt === undefined ? NaN : ackedFinal / ((committedAt - t0) / 1000),
       drainS: processedAt === undefined ? NaN : Math.max(0, processedAt - t1) / 1000,
       commitS: committedAt === undefined ? NaN : Math.max(0, committedAt - t1) / 1000,
-      ackToLiveS: lagStats(samples, (s) => s.processed, t0 + WARMUP_MS, t1),
-      ackToSilverS: lagStats(samples, (s) => s.committed, t0 + WARMUP_MS, t1),
+      ackToLiveS: lagStats(samples, (s) => s.processed, t0 + o.warmupMs, t1),
+      ackToSilverS: lagStats(samples, (s) => s.committed, t0 + o.warmupMs, t1),
       serverCores,
-      serverMainCores: cpuS(cpu0, cpu1, 'mainCpuS') / loadS,
+      serverMainCores,
       engineCores: cpuS(cpu0, cpu1, 'engineCpuS') / loadS,
       boundBy,
+      machineBusyCores,
+      diskBusy,
       eventsPerServerCoreS: acked / serverCpuS,
       loadgenCores,
       server: serverMetrics,
@@ -342,7 +388,7 @@ export async function runE2eBench(input: Partial<E2eBenchOptions>, hooks: E2eBen
     memo.set(key, runs.length - 1);
     log(
       `      acked ${fmtInt(r.ackedPerSec)} ev/s, processed ${fmtInt(r.processedPerSec)} ev/s, p50/p99 ${fmt(r.latencyMs.p50)}/${fmt(r.latencyMs.p99)} ms, ` +
-        `server ${fmt(r.serverCores, 2)} cores (ack thread ${fmt(r.serverMainCores, 2)}, engine ${fmt(r.engineCores, 2)}; ${fmtInt(r.eventsPerServerCoreS)} ev/core-s), loadgen ${fmt(r.loadgenCores, 2)} cores, bound by ${r.boundBy}, ` +
+        `server ${fmt(r.serverCores, 2)} cores (ack thread ${fmt(r.serverMainCores, 2)}, engine ${fmt(r.engineCores, 2)}; ${fmtInt(r.eventsPerServerCoreS)} ev/core-s), loadgen ${fmt(r.loadgenCores, 2)} cores, bound by ${bound(r)}, ` +
         `peak RSS ${mib(r.peakRssBytes)}, silver +${fmt(r.commitS)} s after the load` +
         (r.notes.length ? `\n      note: ${r.notes.join('; ')}` : ''),
     );
@@ -425,6 +471,8 @@ function table(head: string[], rows: string[][]): string {
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
+const bound = (x: RunResult): string => `${x.boundBy} (${fmt(x.machineBusyCores, 2)}, ${Number.isFinite(x.diskBusy) ? `${Math.round(x.diskBusy * 100)} %` : 'n/a'})`;
+
 /** The human-readable report. */
 export function formatE2eReport(r: E2eBenchReport): string {
   const o = r.options;
@@ -446,8 +494,9 @@ export function formatE2eReport(r: E2eBenchReport): string {
     fmt(x.loadgenCores, 2),
     `${fmt(x.latencyMs.p50)} / ${fmt(x.latencyMs.p99)}`,
     mib(x.peakRssBytes),
+    bound(x),
   ];
-  const head = ['protocol', 'batch×conns', 'acked ev/s', 'processed ev/s', 'in silver ev/s', 'server cores', 'ev/s per server core', 'loadgen cores', 'ack p50/p99 ms', 'peak RSS'];
+  const head = ['protocol', 'batch×conns', 'acked ev/s', 'processed ev/s', 'in silver ev/s', 'server cores', 'ev/s per server core', 'loadgen cores', 'ack p50/p99 ms', 'peak RSS', 'bound by (machine busy cores, disk busy)'];
   const spread = (x: RunResult): string => (x.repeats ? x.repeats.ackedPerSec.map((v) => fmtInt(v / 1000)).join(' / ') + ' K' : '');
   if (o.runs > 1) head.push('acked ev/s of each repeat');
   out.push('\nThroughput, closed loop (max):');
@@ -466,14 +515,18 @@ export function formatE2eReport(r: E2eBenchReport): string {
         fmt(x.latencyMs.p99),
         fmt(x.latencyMs.p999),
         fmt(x.latencyMs.max),
+        x.warmupLatencyMs.requests > 0 ? `${fmt(x.warmupLatencyMs.p50)} / ${fmt(x.warmupLatencyMs.p99)} (${fmtInt(x.warmupLatencyMs.requests)} req)` : '—',
         `${fmt(x.ackToLiveS.p50, 2)} / ${fmt(x.ackToLiveS.p99, 2)}`,
         `${fmt(x.ackToSilverS.p50, 2)} / ${fmt(x.ackToSilverS.p99, 2)}`,
         fmt(x.commitS),
+        x.boundBy,
       ]);
     }
   }
-  out.push('\nAck latency (ms, from intended send time: no coordinated omission) and freshness (s, p50 / p99 over 100 ms samples):');
-  out.push(table(['protocol', 'load', 'target ev/s', 'acked ev/s', 'p50', 'p99', 'p99.9', 'max', 'ack→live', 'ack→silver', 'silver done after stop'], latRows));
+  out.push(
+    `\nAck latency (ms, from intended send time: no coordinated omission; percentiles after the first ${o.warmupMs / 1000} s of each load, whose p50 / p99 are shown apart as warm-up) and freshness (s, p50 / p99 over 100 ms samples):`,
+  );
+  out.push(table(['protocol', 'load', 'target ev/s', 'acked ev/s', 'p50', 'p99', 'p99.9', 'max', 'warm-up p50 / p99', 'ack→live', 'ack→silver', 'silver done after stop', 'bound by'], latRows));
 
   const srvRows = r.protocols.flatMap((p) =>
     [p.max, ...p.rates].map((i) => {

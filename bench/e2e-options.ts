@@ -17,6 +17,11 @@ export interface E2eBenchOptions {
   runs: number;
   /** Length of every load (closed and open loop). */
   durationMs: number;
+  /**
+   * The first part of every load, kept out of the ack-latency percentiles and the lag statistics
+   * (thread start-up, JIT warm-up); its ack latency is reported apart.
+   */
+  warmupMs: number;
   /** Open-loop runs at these fractions of the protocol's closed-loop max (latency percentiles). */
   rateFractions: number[];
   /** Distinct users of the per-protocol runs and of the worker-scaling runs. */
@@ -58,6 +63,7 @@ export const E2E_BENCH_DEFAULTS = {
   protocols: [...LOADGEN_PROTOCOLS],
   runs: 1,
   durationMs: 20_000,
+  warmupMs: 3_000,
   rateFractions: [0.5, 0.9],
   users: 100_000,
   workerScale: [1, 2],
@@ -104,6 +110,7 @@ export function validateE2eBenchOptions(input: Partial<E2eBenchOptions>): E2eBen
   if (!LOADGEN_PROTOCOLS.includes(o.scalingProtocol)) bad(`--scaling-protocol must be http, ndjson or arrow-ws, got ${JSON.stringify(o.scalingProtocol)}`);
   if (!posInt(o.runs) || o.runs > 9) bad(`--runs must be an integer in 1..9, got ${o.runs}`);
   if (!(Number.isFinite(o.durationMs) && o.durationMs >= 1_000 && o.durationMs <= 3_600_000)) bad(`--duration must be between 1s and 1h, got ${o.durationMs} ms`);
+  if (!(Number.isFinite(o.warmupMs) && o.warmupMs >= 0 && o.warmupMs < o.durationMs)) bad(`--warmup must be ≥ 0 and shorter than --duration (${o.durationMs} ms), got ${o.warmupMs} ms`);
   for (const f of o.rateFractions) if (!(f > 0 && f <= 1)) bad(`--rates must be fractions of the max in (0, 1], e.g. 0.5,0.9; got ${f}`);
   if (!posInt(o.users) || o.users > MAX_BENCH_USERS) bad(`--users must be an integer in 1..${MAX_BENCH_USERS}, got ${o.users}`);
   for (const u of o.userScale) if (!posInt(u) || u > MAX_BENCH_USERS) bad(`--user-scale must list integers in 1..${MAX_BENCH_USERS}, got ${u}`);

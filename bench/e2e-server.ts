@@ -63,6 +63,39 @@ function statCpu(path: string): number {
   return (Number(f[11]) + Number(f[12])) / ticksPerSecond();
 }
 
+/** The whole machine at one instant: CPU seconds busy (all tenants) and each disk's busy time. */
+export interface MachineUsage {
+  /** Busy CPU time summed over the cores (user, nice, system, irq, softirq, steal), s. */
+  busyS: number;
+  /** Milliseconds each whole disk (/sys/block, loop and ram devices excluded) has spent doing I/O (io_ticks). */
+  diskBusyMs: Map<string, number>;
+}
+
+/** /proc/stat and /proc/diskstats now, or undefined off Linux. */
+export function machineUsage(): MachineUsage | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const busy = f.slice(0, 8).reduce((a, x) => a + x, 0) - f[3]! - f[4]!;
+    const disks = new Set(readdirSync('/sys/block').filter((d) => !/^(loop|ram|zram)/.test(d)));
+    const diskBusyMs = new Map<string, number>();
+    for (const line of readFileSync('/proc/diskstats', 'utf8').split('\n')) {
+      const x = line.trim().split(/\s+/);
+      if (disks.has(x[2]!)) diskBusyMs.set(x[2]!, Number(x[12]));
+    }
+    return { busyS: busy / ticksPerSecond(), diskBusyMs };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy cores of the machine and the busiest disk's utilisation (0–1) between two readings over `seconds`. */
+export function machineLoad(a: MachineUsage | undefined, b: MachineUsage | undefined, seconds: number): { busyCores: number; diskBusy: number } {
+  if (!a || !b || !(seconds > 0)) return { busyCores: NaN, diskBusy: NaN };
+  let disk = 0;
+  for (const [d, ms] of b.diskBusyMs) disk = Math.max(disk, (ms - (a.diskBusyMs.get(d) ?? ms)) / 1000 / seconds);
+  return { busyCores: (b.busyS - a.busyS) / seconds, diskBusy: Math.min(1, disk) };
+}
+
 /** One thread of a process: its id, name (`comm`) and user + system CPU so far, s. */
 export interface ThreadCpu {
   tid: number;

@@ -16,6 +16,7 @@ interface Flags {
   protocols: string;
   runs: string;
   duration: string;
+  warmup: string;
   rates: string;
   users: string;
   workerScale: string;
@@ -57,6 +58,7 @@ export function benchOptionsFromFlags(f: Flags): Partial<E2eBenchOptions> {
     protocols: parseList(f.protocols, '--protocols', (p) => p as LoadgenProtocol),
     runs: integer(f.runs, '--runs'),
     durationMs: parseDuration(f.duration, '--duration'),
+    warmupMs: parseDuration(f.warmup, '--warmup'),
     rateFractions: parseList(f.rates, '--rates', (x) => fraction(x, '--rates')),
     users: parseCount(f.users, '--users'),
     workerScale: parseList(f.workerScale, '--worker-scale', (x) => integer(x, '--worker-scale')!),
@@ -81,6 +83,7 @@ export const BENCH_FLAG_DEFAULTS = {
   protocols: 'http,ndjson,arrow-ws',
   runs: '1',
   duration: '20s',
+  warmup: '3s',
   rates: '0.5,0.9',
   users: '100K',
   workerScale: '1,2',
@@ -100,6 +103,7 @@ export function register(program: Command): void {
     .description('end-to-end benchmark: start a server, drive it with the load generator per protocol, report throughput, latency, freshness, memory, disk and scaling')
     .option('--protocols <list>', 'protocols to measure, comma-separated: http, ndjson, arrow-ws', d.protocols)
     .option('--duration <d>', 'load per run', d.duration)
+    .option('--warmup <d>', 'first part of each load kept out of the latency percentiles (reported apart)', d.warmup)
     .option('--runs <n>', 'repeat every run n times and report the median one', d.runs)
     .option('--rates <list>', 'open-loop runs at these fractions of the closed-loop max (none = skip)', d.rates)
     .option('--users <n>', 'distinct users of the protocol and worker-scaling runs (10K, 1M…)', d.users)

@@ -31,13 +31,25 @@ export interface LoadgenSummary extends PartitionCounters {
   eventsPerSecond: number;
   /** Request bytes per second (retries included), MB = 10^6 B. */
   mbPerSecond: number;
-  /** Ack latency, ms; `count` = acknowledged requests. */
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number; count: number };
+  /** Ack latency after the warm-up, ms; `count` = acknowledged requests it covers. */
+  latencyMs: LatencyMs;
+  /** Ack latency of the warm-up's requests (`warmupMs`), ms; count 0 without a warm-up. */
+  warmupLatencyMs: LatencyMs;
   generator: GeneratorStats;
   /** Rows in the truth file, when one was written. */
   truthRows?: number;
   truthFile?: string;
   errors: string[];
+}
+
+export interface LatencyMs {
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+  count: number;
 }
 
 const ZERO_STATS: GeneratorStats = { valid: 0, duplicates: 0, invalid: 0, late: 0, tooLate: 0, sessions: 0, compressed: 0, extended: 0 };
@@ -101,7 +113,7 @@ function runInWorker(plan: PartitionPlan, onProgress: (p: PartitionProgress) => 
   return { done, stop: () => w.postMessage({ kind: 'stop' }) };
 }
 
-function percentiles(h: hdr.Histogram): LoadgenSummary['latencyMs'] {
+function percentiles(h: hdr.Histogram): LatencyMs {
   const ms = (us: number): number => us / 1000;
   return {
     p50: ms(h.getValueAtPercentile(50)),
@@ -201,12 +213,15 @@ export async function runLoadgen(input: Partial<LoadgenOptions>): Promise<Loadge
   }
 
   const hist = hdr.build();
+  const warmHist = hdr.build();
   const total = emptyCounters();
   const generator: GeneratorStats = { ...ZERO_STATS };
   for (const r of results) {
-    const part = hdr.decodeFromCompressedBase64(r.histogram);
-    hist.add(part);
-    part.destroy();
+    for (const [into, encoded] of [[hist, r.histogram], [warmHist, r.warmupHistogram]] as const) {
+      const part = hdr.decodeFromCompressedBase64(encoded);
+      into.add(part);
+      part.destroy();
+    }
     for (const k of Object.keys(total) as Array<keyof PartitionCounters>) total[k] += r[k];
     for (const k of Object.keys(generator) as Array<keyof GeneratorStats>) generator[k] += r.generator[k];
   }
@@ -219,10 +234,12 @@ export async function runLoadgen(input: Partial<LoadgenOptions>): Promise<Loadge
     eventsPerSecond: (total.acked + total.rejected) / elapsedS,
     mbPerSecond: total.bytesSent / elapsedS / 1e6,
     latencyMs: percentiles(hist),
+    warmupLatencyMs: percentiles(warmHist),
     generator,
     errors: [...new Set(results.flatMap((r) => r.errors))].slice(0, 10),
   };
   hist.destroy();
+  warmHist.destroy();
   if (o.truth !== undefined && spoolDir !== undefined) {
     try {
       summary.truthRows = await writeTruthParquet(o.truth, plans.map((p) => p.truthSpool!));

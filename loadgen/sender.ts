@@ -77,7 +77,10 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
     invalidRate: o.invalidRate,
     clockSkewMs: o.protocol === 'http' ? o.clockSkewMs : 0,
   });
-  const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  const histogram = (): hdr.Histogram => hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  const hist = histogram();
+  const warmHist = histogram();
+  const warmUntil = startedAt + o.warmupMs;
   const c: PartitionCounters = emptyCounters();
   const errors = new Set<string>();
   const spool = plan.truthSpool === undefined ? undefined : new TruthSpool(plan.truthSpool);
@@ -108,7 +111,7 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
   };
 
   const acknowledged = (b: Batch, a: Answer): void => {
-    hist.recordValue(Math.max(1, Math.round((nowMs() - b.intended) * 1000)));
+    (b.intended < warmUntil ? warmHist : hist).recordValue(Math.max(1, Math.round((nowMs() - b.intended) * 1000)));
     c.requests++;
     c.acked += a.accepted;
     c.rejected += a.rejected.length;
@@ -228,7 +231,7 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
     if (link) (await link.catch(() => undefined))?.close();
   };
 
-  const progress = (): PartitionProgress => ({ ...c, histogram: hdr.encodeIntoCompressedBase64(hist) });
+  const progress = (): PartitionProgress => ({ ...c, histogram: hdr.encodeIntoCompressedBase64(hist), warmupHistogram: hdr.encodeIntoCompressedBase64(warmHist) });
   const timer = onProgress ? setInterval(() => onProgress(progress()), 1000) : undefined;
   timer?.unref();
   try {
@@ -240,6 +243,7 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
   if (fatal !== undefined) throw fatal;
   const result: PartitionResult = { ...progress(), generator: { ...gen.stats }, startedAt, endedAt: nowMs(), truthRows: spool?.rows ?? 0, errors: [...errors] };
   hist.destroy();
+  warmHist.destroy();
   return result;
 }
 

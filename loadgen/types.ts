@@ -53,8 +53,10 @@ export interface PartitionCounters {
 }
 
 export interface PartitionProgress extends PartitionCounters {
-  /** Ack latency so far (µs), compressed base64 HDR histogram. */
+  /** Ack latency so far (µs) after the warm-up, compressed base64 HDR histogram. */
   histogram: string;
+  /** Ack latency (µs) of the warm-up's batches (see LoadgenOptions.warmupMs), same encoding. */
+  warmupHistogram: string;
 }
 
 export interface PartitionResult extends PartitionProgress {

@@ -17,6 +17,7 @@ describe('validateE2eBenchOptions', () => {
     [{ protocols: ['grpc'] }, '--protocols must be a comma-separated list of http, ndjson, arrow-ws, got "grpc"'],
     [{ protocols: ['http', 'http'] }, '--protocols lists a protocol twice: http,http'],
     [{ durationMs: 500 }, '--duration must be between 1s and 1h, got 500 ms'],
+    [{ warmupMs: 20_000 }, '--warmup must be ≥ 0 and shorter than --duration (20000 ms), got 20000 ms'],
     [{ rateFractions: [1.5] }, '--rates must be fractions of the max in (0, 1], e.g. 0.5,0.9; got 1.5'],
     [{ users: 0 }, '--users must be an integer in 1..50000000, got 0'],
     [{ userScale: [100_000_000] }, '--user-scale must list integers in 1..50000000, got 100000000'],
