@@ -373,6 +373,17 @@ export class Coordinator {
     this.checkpoints.succeeded(`shard-${shard}`);
   }
 
+  /**
+   * Engine node: the shard's lease is lost — stop feeding it at once and commit nothing more (its
+   * runtime stays open and idle until the process restarts; its fence refuses any publish).
+   */
+  abandonShard(shard: number): void {
+    const st = this.shards[shard]!;
+    st.owned = false;
+    st.queue = [];
+    st.queuedBytes = 0;
+  }
+
   /** Shards this coordinator runs now. */
   get ownedShards(): number[] {
     return this.shards.flatMap((st, s) => (st.owned ? [s] : []));
@@ -803,7 +814,7 @@ export class Coordinator {
         );
         const batch = mergeWindowPartials(granularity, partials);
         const windowStart = Number(start);
-        const committer = new TwoPhaseCommitter(this.store, gold === undefined ? {} : { beforePublish: () => checkFence(this.store, gold) });
+        const committer = new TwoPhaseCommitter(this.store, gold === undefined ? {} : { guard: () => checkFence(this.store, gold) });
         const pending = await committer.stage(
           [{ key: goldWindowKey(granularity, windowStart), body: encodeParquet([batch], { compression: this.options.compression }), rows: batch.numRows }],
           { id: `gold-${granularity}-${windowStart}`, kind: 'flush' },
@@ -826,7 +837,7 @@ export class Coordinator {
   private async flushDlq(): Promise<void> {
     const fence = this.cluster?.role('dlq');
     if (this.cluster && fence === undefined) return;
-    const committer = new TwoPhaseCommitter(this.store, fence === undefined ? {} : { beforePublish: () => checkFence(this.store, fence) });
+    const committer = new TwoPhaseCommitter(this.store, fence === undefined ? {} : { guard: () => checkFence(this.store, fence) });
     // Engine node: offset and recorded flush in the lake (a new `dlq` owner finishes it); else in the LMDB.
     const state = this.cluster ? await readDlqState(this.store) : undefined;
     const save = async (offset: number, pending: PendingCommit | null): Promise<void> => {

@@ -545,7 +545,7 @@ function checkIngestSchema(table: Table): void {
 /** The shard's committer; on an engine node every publish first checks the shard's lease fence. */
 function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
   const fence = options.fence;
-  return new TwoPhaseCommitter(store, fence === undefined ? {} : { beforePublish: () => checkFence(store, fence) });
+  return new TwoPhaseCommitter(store, fence === undefined ? {} : { guard: () => checkFence(store, fence) });
 }
 
   const got = table.schema.fields;

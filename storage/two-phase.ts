@@ -39,16 +39,17 @@ export interface TwoPhaseCommitterOptions {
   /** How many files to stage or publish at once. Default 8. */
   concurrency?: number;
   /**
-   * Runs right before every publish (recovery's included) and refuses it by throwing: an engine
-   * node's fencing check (engine/lease-fence.ts). Nothing of the commit is visible when it throws.
+   * Runs right before every stage and every publish (recovery's included) and refuses them by
+   * throwing: an engine node's fencing check (engine/lease-fence.ts). Nothing of the commit is
+   * visible when it throws (and before a stage, nothing is written).
    */
-  beforePublish?: (pending: PendingCommit) => Promise<void>;
+  guard?: () => Promise<void>;
 }
 
 export class TwoPhaseCommitter {
   private readonly now: () => number;
   private readonly concurrency: number;
-  private readonly beforePublish: ((pending: PendingCommit) => Promise<void>) | undefined;
+  private readonly guard: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -56,7 +57,7 @@ export class TwoPhaseCommitter {
   ) {
     this.now = options.now ?? Date.now;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
-    this.beforePublish = options.beforePublish;
+    this.guard = options.guard;
   }
 
   /**
@@ -64,6 +65,7 @@ export class TwoPhaseCommitter {
    * record is a 'flush' with an id hashed from the keys (deterministic for the same files).
    */
   async stage(files: StageFile[], draft?: CommitDraft): Promise<PendingCommit> {
+    await this.guard?.();
     const staged = await mapLimit(files, this.concurrency, (f) => this.store.stage(f.key, f.body));
     const d: CommitDraft = draft ?? { id: `files-${createHash('sha1').update(files.map((f) => f.key).sort().join('\n')).digest('hex').slice(0, 16)}`, kind: 'flush' };
     return {
@@ -83,7 +85,7 @@ export class TwoPhaseCommitter {
    * (staged and final copies both gone): the existing commit record proves it was published.
    */
   async publish(pending: PendingCommit): Promise<void> {
-    await this.beforePublish?.(pending);
+    await this.guard?.();
     try {
       await mapLimit(pending.staged, this.concurrency, (s) => this.store.publish(s));
     } catch (err) {
