@@ -1,11 +1,15 @@
 /**
  * The append path on JetStream vs the local segment log, the way ingest drives it: S shards, each
- * with ONE append in flight (group commit: the next record of a shard goes out when the previous
- * one is acknowledged), fixed-size records. Reports records/s, events/s (records × the given
+ * with ONE append in flight per writer (group commit: the next record of a shard goes out when the
+ * previous one is acknowledged), fixed-size records. `--writers 1,2`: writers per shard — on
+ * JetStream each writer is its own connection (to another node of the cluster, as separate ingest
+ * nodes would be) appending to the same shards at once (offsets are stream sequences, no CAS); on
+ * the segment log (one writer per directory) the same number of appends in flight per shard go
+ * through its one log, i.e. the same load. Reports records/s, events/s (records × the given
  * events per record), MB/s, and append→ack latency p50/p99 (for JetStream: publish → PubAck of
  * the quorum, retries included; for the segment log: append → fdatasync done).
  *
- *   node --import tsx bench/jetstream-append.ts [--targets segment,r1,r3] [--shards 8]
+ *   node --import tsx bench/jetstream-append.ts [--targets segment,r1,r3] [--writers 1,2] [--shards 8]
  *        [--record-bytes 12000] [--events-per-record 50] [--seconds 5] [--runs 3] [--json]
  *
  * `r3` starts a 3-node nats-server cluster on loopback (test/helpers/nats-cluster.ts), `r1` one
@@ -26,6 +30,7 @@ import { startNatsCluster, type NatsCluster } from '../test/helpers/nats-cluster
 const { values } = parseArgs({
   options: {
     targets: { type: 'string', default: 'segment,r1,r3' },
+    writers: { type: 'string', default: '1' },
     shards: { type: 'string', default: '8' },
     'record-bytes': { type: 'string', default: '12000' },
     'events-per-record': { type: 'string', default: '50' },
@@ -44,6 +49,7 @@ const maxRecords = Number(values['max-records']);
 
 interface RunResult {
   target: string;
+  appends: number;
   recordsPerSec: number;
   eventsPerSec: number;
   mbPerSec: number;
@@ -54,14 +60,15 @@ interface RunResult {
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? 0;
 
-async function drive(target: string, logs: ShardLog[], retries: () => number): Promise<RunResult> {
+/** `writers[w][s]`: writer w's log of shard s (the same object for every writer of a segment log). */
+async function drive(target: string, writers: ShardLog[][], retries: () => number): Promise<RunResult> {
   const payload = new Uint8Array(recordBytes);
   for (let i = 0; i < payload.length; i++) payload[i] = (i * 131) & 0xff;
   const lat: number[] = [];
   let started = 0;
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
-  await Promise.all(logs.map(async (log) => {
+  await Promise.all(writers.flat().map(async (log) => {
     while (started < maxRecords && performance.now() < deadline) {
       started++;
       const a = performance.now();
@@ -72,16 +79,16 @@ async function drive(target: string, logs: ShardLog[], retries: () => number): P
   const elapsed = (performance.now() - t0) / 1000;
   lat.sort((a, b) => a - b);
   return {
-    target, recordsPerSec: lat.length / elapsed, eventsPerSec: (lat.length * eventsPerRecord) / elapsed,
+    target, appends: lat.length, recordsPerSec: lat.length / elapsed, eventsPerSec: (lat.length * eventsPerRecord) / elapsed,
     mbPerSec: (lat.length * recordBytes) / 1e6 / elapsed, p50Ms: pct(lat, 50), p99Ms: pct(lat, 99), retries: retries(),
   };
 }
 
-async function runSegment(): Promise<RunResult> {
+async function runSegment(target: string, writers: number): Promise<RunResult> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-js-bench-'));
   try {
     const logs = await Promise.all(Array.from({ length: shards }, (_, s) => SegmentLog.open({ dir: join(dir, `shard-${s}`), shard: s })));
-    const r = await drive('segment', logs, () => 0);
+    const r = await drive(target, Array.from({ length: writers }, () => logs), () => 0);
     await Promise.all(logs.map((l) => l.close()));
     return r;
   } finally {
@@ -89,34 +96,47 @@ async function runSegment(): Promise<RunResult> {
   }
 }
 
-async function runJetStream(target: string, cluster: NatsCluster, replicas: number, run: number): Promise<RunResult> {
+async function runJetStream(target: string, cluster: NatsCluster, replicas: number, run: number, writers: number): Promise<RunResult> {
   let retries = 0;
-  const stream = `BENCH_${target}_${run}`;
-  const logs = await JetStreamLogs.connect({
-    servers: cluster.urls, stream, subjectPrefix: `bench${run}.${target}`, replicas,
-    onPublish: (_ms, _bytes, attempts) => (retries += attempts - 1),
-  });
+  const name = target.replace(/\W/g, '_');
+  const stream = `BENCH_${name}_${run}`;
+  const connections: JetStreamLogs[] = [];
   try {
-    const { shards: shardLogs } = await logs.openAll(shards);
-    return await drive(target, shardLogs, () => retries);
+    for (let w = 0; w < writers; w++) {
+      // Writer w connects to node w first (another node than the other writers, when there are several).
+      const servers = cluster.urls.map((_, i) => cluster.urls[(w + i) % cluster.urls.length]!);
+      connections.push(await JetStreamLogs.connect({
+        servers, stream, subjectPrefix: `bench${run}.${name}`, replicas,
+        onPublish: (_ms, _bytes, attempts) => (retries += attempts - 1),
+      }));
+    }
+    const logs = await Promise.all(connections.map(async (c) => (await c.openAll(shards)).shards));
+    const r = await drive(target, logs, () => retries);
+    // Nothing lost, nothing stored twice: the stream holds exactly the acknowledged appends.
+    const stored = (await connections[0]!.jsm.streams.info(stream)).state.messages;
+    if (stored !== r.appends) throw new Error(`${target}: the stream holds ${stored} messages for ${r.appends} acknowledged appends`);
+    return r;
   } finally {
-    await logs.jsm.streams.delete(stream).catch(() => undefined);
-    await logs.close();
+    await connections[0]?.jsm.streams.delete(stream).catch(() => undefined);
+    for (const c of connections) await c.close();
   }
 }
 
-const targets = values.targets.split(',').map((t) => t.trim());
+const logTargets = values.targets.split(',').map((t) => t.trim());
+const writerCounts = values.writers.split(',').map((w) => Number(w));
+const targets = logTargets.flatMap((t) => writerCounts.map((w) => `${t}×${w}w`));
 const results: RunResult[] = [];
 const clusters = new Map<string, NatsCluster>();
 try {
-  if (targets.includes('r1')) clusters.set('r1', await startNatsCluster({ nodes: 1 }));
-  if (targets.includes('r3')) clusters.set('r3', await startNatsCluster({ nodes: 3 }));
+  if (logTargets.includes('r1')) clusters.set('r1', await startNatsCluster({ nodes: 1 }));
+  if (logTargets.includes('r3')) clusters.set('r3', await startNatsCluster({ nodes: 3 }));
   for (let run = 1; run <= runs; run++) {
-    for (const t of targets) {
-      const r = t === 'segment' ? await runSegment() : await runJetStream(t, clusters.get(t)!, t === 'r3' ? 3 : 1, run);
+    for (const target of targets) {
+      const [t, w] = [target.split('×')[0]!, Number(target.split('×')[1]!.slice(0, -1))];
+      const r = t === 'segment' ? await runSegment(target, w) : await runJetStream(target, clusters.get(t)!, t === 'r3' ? 3 : 1, run, w);
       results.push(r);
       if (!values.json) {
-        console.log(`run ${run} ${t.padEnd(7)}: ${r.recordsPerSec.toFixed(0)} records/s = ${r.eventsPerSec.toFixed(0)} events/s, ${r.mbPerSec.toFixed(1)} MB/s, append→ack p50 ${r.p50Ms.toFixed(2)} ms p99 ${r.p99Ms.toFixed(2)} ms, retries ${r.retries}`);
+        console.log(`run ${run} ${target.padEnd(12)}: ${r.recordsPerSec.toFixed(0)} records/s = ${r.eventsPerSec.toFixed(0)} events/s, ${r.mbPerSec.toFixed(1)} MB/s, append→ack p50 ${r.p50Ms.toFixed(2)} ms p99 ${r.p99Ms.toFixed(2)} ms, retries ${r.retries}`);
       }
     }
   }
@@ -134,8 +154,8 @@ const summary = targets.map((t) => {
 });
 if (values.json) console.log(JSON.stringify({ shards, recordBytes, eventsPerRecord, seconds, runs, results, summary }));
 else {
-  console.log(`median of ${runs} (${shards} shards × 1 append in flight, ${recordBytes} B records, ${eventsPerRecord} events/record):`);
+  console.log(`median of ${runs} (${shards} shards × 1 append in flight per writer, ${recordBytes} B records, ${eventsPerRecord} events/record):`);
   for (const s of summary) {
-    console.log(`  ${s.target.padEnd(7)} ${s.recordsPerSec.toFixed(0)} records/s = ${s.eventsPerSec.toFixed(0)} events/s, ${s.mbPerSec.toFixed(1)} MB/s, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms`);
+    console.log(`  ${s.target.padEnd(12)} ${s.recordsPerSec.toFixed(0)} records/s = ${s.eventsPerSec.toFixed(0)} events/s, ${s.mbPerSec.toFixed(1)} MB/s, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms`);
   }
 }
