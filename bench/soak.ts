@@ -1,0 +1,288 @@
+/**
+ * Soak: does the server hold a steady load for minutes with flat memory, bounded checkpoints and
+ * bounded file counts — and under 2× overload, refuse (503 + Retry-After) within its memory
+ * budget and still commit everything it acknowledged? (issue 14; a benchmark, not a test.)
+ *
+ *   node --import tsx bench/soak.ts [--rate N | --find 60s] [--fraction 0.8] [--overload 2]
+ *     [--duration 10m] [--sample 5s] [--max-memory 3GiB] [--max-backlog 1GiB] [--flush-interval 10s]
+ *     [--protocol http] [--workers 2] [--out FILE.json]
+ *
+ * Starts `sluice serve` (compiled: `npm run build` first; the engine in its own process) in a
+ * temp directory. Without --rate it first finds the sustainable committed rate: the load generator
+ * closed-loop (as fast as acks return) for --find, the rate is the engine's processed events/s
+ * over its second half (ingest acks faster than the engine commits; the backlog waits in the log),
+ * then it waits until the engine has committed everything. Then the soak offers
+ * `rate × fraction` (or `rate × overload` with --overload) open-loop for --duration, writing the
+ * load generator's ground truth (every acknowledged valid event once), and samples every --sample:
+ * RSS of ingest and of the engine process, checkpoints (count and mean duration since the last
+ * sample, from sluice_engine_checkpoint_seconds; the largest bucket reached), the uncommitted log
+ * and the engine backlog, 503s by reason and 429s, and Parquet file counts per table (the current
+ * hour's partition, the largest partition, all). After the load: waits for the engine to commit
+ * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
+ * Prints a table per sample and a summary; --out writes everything as JSON.
+ */
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { parseBytes, parseDuration } from '../common/duration.js';
+import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
+import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
+import type { LoadgenProtocol } from '../loadgen/options.js';
+import { metricValue, startServe, type ServeChild } from './serve-child.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    rate: { type: 'string' },
+    find: { type: 'string', default: '60s' },
+    fraction: { type: 'string', default: '0.8' },
+    overload: { type: 'string' },
+    duration: { type: 'string', default: '10m' },
+    sample: { type: 'string', default: '5s' },
+    'max-memory': { type: 'string' },
+    'max-backlog': { type: 'string' },
+    'flush-interval': { type: 'string', default: '10s' },
+    protocol: { type: 'string', default: 'http' },
+    workers: { type: 'string', default: '2' },
+    keep: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+const KEY = 'wk_soak';
+const DURATION_MS = parseDuration(flags.duration!, '--duration');
+const SAMPLE_MS = parseDuration(flags.sample!, '--sample');
+const PROTOCOL = flags.protocol as LoadgenProtocol;
+const WORKERS = Number(flags.workers);
+/** Bound of the wait for the engine to commit everything after a load. */
+const DRAIN_MS = 10 * 60_000;
+const TABLE_NAMES: TableName[] = ['events', 'bronze_events', 'hourly_metrics', 'sessions', 'daily_metrics', 'late_events', 'dlq'];
+
+interface Sample {
+  t: number;
+  rssIngestMiB: number;
+  rssEngineMiB: number;
+  rssTotalMiB: number;
+  ackedPerS: number;
+  processedPerS: number;
+  uncommittedMiB: number;
+  backlogEvents: number;
+  checkpoints: number;
+  checkpointMeanS: number;
+  /** Upper bound of the largest histogram bucket a checkpoint since the last sample fell in (Infinity past 30 s). */
+  checkpointMaxLeS: number;
+  refused503: Record<string, number>;
+  refused429: number;
+  /** Parquet files per table: current hour's (or day's) partition / largest partition / all. */
+  files: Record<string, { current: number; largest: number; total: number; partitions: number }>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const mib = (b: number): number => Math.round(b / 2 ** 20);
+
+async function scrape(server: ServeChild): Promise<string> {
+  try {
+    return await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
+  } catch {
+    return '';
+  }
+}
+
+/** Histogram buckets `le → cumulative count` of a metric. */
+function buckets(text: string, name: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) out.set(m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2]));
+  return out;
+}
+
+function sumOf(text: string, name: string, labels = ''): number {
+  let total = 0;
+  for (const line of text.split('\n')) if (line.startsWith(`${name}{`) && line.includes(labels)) total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  const bare = metricValue(text, name);
+  return total > 0 ? total : Number.isNaN(bare) ? 0 : bare;
+}
+
+function walk(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    let st;
+    try {
+      st = statSync(p);
+    } catch {
+      continue; // compaction deleted it meanwhile
+    }
+    if (st.isDirectory()) out.push(...walk(p));
+    else if (name.endsWith('.parquet')) out.push(p);
+  }
+  return out;
+}
+
+function fileCounts(lake: string): Sample['files'] {
+  const out: Sample['files'] = {};
+  const now = Date.now();
+  for (const t of TABLE_NAMES) {
+    const spec = TABLES[t];
+    const root = join(lake, spec.prefix);
+    const byPartition = new Map<string, number>();
+    for (const f of walk(root)) {
+      const part = f.slice(root.length + 1, f.lastIndexOf('/'));
+      byPartition.set(part, (byPartition.get(part) ?? 0) + 1);
+    }
+    out[t] = {
+      current: byPartition.get(partitionOf(now, spec.granularity)) ?? 0,
+      largest: Math.max(0, ...byPartition.values()),
+      total: [...byPartition.values()].reduce((a, b) => a + b, 0),
+      partitions: byPartition.size,
+    };
+  }
+  return out;
+}
+
+/** Samples every SAMPLE_MS until `until` resolves. */
+async function sampleWhile(server: ServeChild, lake: string, until: Promise<unknown>, samples: Sample[], t0: number): Promise<void> {
+  let done = false;
+  void until.finally(() => (done = true));
+  let prev = await scrape(server);
+  let prevAt = performance.now();
+  while (!done) {
+    await Promise.race([sleep(SAMPLE_MS), until.catch(() => undefined)]);
+    const text = await scrape(server);
+    const at = performance.now();
+    const dt = (at - prevAt) / 1000;
+    const rss = server.rss();
+    const cp = buckets(text, 'sluice_engine_checkpoint_seconds');
+    const cpPrev = buckets(prev, 'sluice_engine_checkpoint_seconds');
+    const count = metricValue(text, 'sluice_engine_checkpoint_seconds_count') - (metricValue(prev, 'sluice_engine_checkpoint_seconds_count') || 0);
+    const sum = metricValue(text, 'sluice_engine_checkpoint_seconds_sum') - (metricValue(prev, 'sluice_engine_checkpoint_seconds_sum') || 0);
+    let maxLe = 0;
+    let below = 0;
+    for (const [le, n] of [...cp].sort((a, b) => a[0] - b[0])) {
+      const grew = n - (cpPrev.get(le) ?? 0);
+      if (grew > below) maxLe = le;
+      below = grew;
+    }
+    const reasons: Record<string, number> = {};
+    for (const r of ['uncommitted', 'backlog', 'memory', 'log']) {
+      const d = sumOf(text, 'sluice_ingest_backpressure_total', `reason="${r}"`) - sumOf(prev, 'sluice_ingest_backpressure_total', `reason="${r}"`);
+      if (d > 0) reasons[r] = d;
+    }
+    const s: Sample = {
+      t: Math.round((Date.now() - t0) / 1000),
+      rssIngestMiB: mib(rss.ingest),
+      rssEngineMiB: mib(rss.engine),
+      rssTotalMiB: mib(rss.ingest + rss.engine),
+      ackedPerS: Math.round((sumOf(text, 'sluice_ingest_events_total') - sumOf(prev, 'sluice_ingest_events_total')) / dt),
+      processedPerS: Math.round((metricValue(text, 'sluice_engine_events_processed_total') - (metricValue(prev, 'sluice_engine_events_processed_total') || 0)) / dt),
+      uncommittedMiB: Math.round((metricValue(text, 'sluice_log_uncommitted_bytes') / 2 ** 20) * 10) / 10,
+      backlogEvents: metricValue(text, 'sluice_engine_queue_depth_events'),
+      checkpoints: count,
+      checkpointMeanS: count > 0 ? Math.round((sum / count) * 100) / 100 : 0,
+      checkpointMaxLeS: count > 0 ? maxLe : 0,
+      refused503: reasons,
+      refused429: (metricValue(text, 'sluice_ingest_rate_limited_total') || 0) - (metricValue(prev, 'sluice_ingest_rate_limited_total') || 0),
+      files: fileCounts(lake),
+    };
+    samples.push(s);
+    const f = s.files;
+    process.stdout.write(
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}\n`,
+    );
+    prev = text;
+    prevAt = at;
+  }
+}
+
+/** Waits until the engine has committed everything acknowledged (uncommitted log 0 and no backlog). */
+async function drain(server: ServeChild): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < DRAIN_MS) {
+    const text = await scrape(server);
+    if (metricValue(text, 'sluice_log_uncommitted_bytes') === 0 && metricValue(text, 'sluice_engine_queue_depth_events') === 0) return (Date.now() - started) / 1000;
+    await sleep(1000);
+  }
+  return NaN;
+}
+
+async function main(): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), 'sluice-soak-'));
+  const lake = join(root, 'lake');
+  const args = ['--data', join(root, 'data'), '--lake', lake, '--write-key', KEY, '--flush-interval', flags['flush-interval']!];
+  if (flags['max-memory']) args.push('--max-memory', flags['max-memory']);
+  if (flags['max-backlog']) args.push('--max-backlog', flags['max-backlog']);
+  const server = await startServe(args, join(root, 'serve.log'));
+  process.stderr.write(`soak: sluice serve ${args.join(' ')} (data in ${root})\n`);
+  const t0 = Date.now();
+  const out: Record<string, unknown> = { args, protocol: PROTOCOL, workers: WORKERS, durationMs: DURATION_MS, sampleMs: SAMPLE_MS };
+  let failed = false;
+  try {
+    let sustainable = flags.rate !== undefined ? Number(flags.rate) : NaN;
+    if (Number.isNaN(sustainable)) {
+      const findMs = parseDuration(flags.find!, '--find');
+      const samples: Sample[] = [];
+      const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: 20_000, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100 });
+      await sampleWhile(server, lake, run, samples, t0);
+      const max = await run;
+      const half = samples.slice(Math.floor(samples.length / 2));
+      sustainable = Math.round(half.reduce((a, s) => a + s.processedPerS, 0) / Math.max(1, half.length));
+      const drainS = await drain(server);
+      out.find = { durationMs: findMs, ackedPerS: Math.round(max.eventsPerSecond), processedPerS: sustainable, drainS, samples };
+      process.stdout.write(`find: closed loop acked ${Math.round(max.eventsPerSecond)} ev/s, engine processed ${sustainable} ev/s over the second half (the sustainable committed rate); drained in ${drainS} s\n`);
+    }
+    const factor = flags.overload !== undefined ? Number(flags.overload) : Number(flags.fraction);
+    const rate = Math.round(sustainable * factor);
+    out.sustainable = sustainable;
+    out.offered = rate;
+    process.stdout.write(`soak: offering ${rate} ev/s (${factor} × ${sustainable}) for ${DURATION_MS / 1000} s, ${PROTOCOL}, ${WORKERS} loadgen workers\n`);
+    const truth = join(root, 'truth.parquet');
+    const samples: Sample[] = [];
+    const started = Date.now();
+    const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, rate, durationMs: DURATION_MS, users: 20_000, seed: 2, workers: WORKERS, connections: 16, batchSize: 100, maxRetries: 1000, truth });
+    await sampleWhile(server, lake, run, samples, started);
+    const summary: LoadgenSummary = await run;
+    const drainS = await drain(server);
+    process.stdout.write(`load done: ${JSON.stringify({ sent: summary.sent, acked: summary.acked, rejected: summary.rejected, retried: summary.retried, failed: summary.failed, throttled: (summary as unknown as { throttled?: number }).throttled, eventsPerSecond: Math.round(summary.eventsPerSecond), latencyMs: summary.latencyMs })}; committed everything in ${drainS} s after\n`);
+    // Silver against the truth (every acknowledged valid event, once).
+    const db = await DuckDBInstance.create(':memory:');
+    const conn = await db.connect();
+    const silver = `read_parquet('${join(lake, TABLES.events.prefix)}/**/*.parquet', hive_partitioning = false, union_by_name = true)`;
+    const one = async (sql: string): Promise<number> => Number((await conn.runAndReadAll(sql)).getRowObjectsJS()[0]!.n as bigint);
+    const check = {
+      truthRows: await one(`SELECT count(*) AS n FROM '${truth}'`),
+      silverRows: await one(`SELECT count(*) AS n FROM ${silver}`),
+      missing: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM '${truth}' EXCEPT SELECT event_id FROM ${silver})`),
+      duplicated: await one(`SELECT count(*) - count(DISTINCT event_id) AS n FROM ${silver}`),
+      extra: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM ${silver} EXCEPT SELECT event_id FROM '${truth}')`),
+    };
+    conn.closeSync();
+    db.closeSync();
+    process.stdout.write(`silver vs truth: ${JSON.stringify(check)}\n`);
+    const rss = samples.map((s) => s.rssTotalMiB);
+    const cps = samples.filter((s) => s.checkpoints > 0);
+    const refused = samples.reduce((a, s) => a + Object.values(s.refused503).reduce((x, y) => x + y, 0), 0);
+    const summaryOut = {
+      rssTotalMiB: { first: rss[0], min: Math.min(...rss), max: Math.max(...rss), last: rss.at(-1) },
+      rssIngestMaxMiB: Math.max(...samples.map((s) => s.rssIngestMiB)),
+      rssEngineMaxMiB: Math.max(...samples.map((s) => s.rssEngineMiB)),
+      checkpointMeanS: { min: Math.min(...cps.map((s) => s.checkpointMeanS)), max: Math.max(...cps.map((s) => s.checkpointMeanS)) },
+      checkpointMaxLeS: Math.max(...cps.map((s) => s.checkpointMaxLeS)),
+      uncommittedMaxMiB: Math.max(...samples.map((s) => s.uncommittedMiB)),
+      refused503: refused,
+      refused429: samples.reduce((a, s) => a + s.refused429, 0),
+      filesEnd: samples.at(-1)?.files,
+      filesLargestMax: Object.fromEntries(TABLE_NAMES.map((t) => [t, Math.max(...samples.map((s) => s.files[t]!.largest))])),
+    };
+    process.stdout.write(`summary: ${JSON.stringify(summaryOut)}\n`);
+    Object.assign(out, { loadgen: summary, drainS, check, summary: summaryOut, samples });
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    out.exitCode = await server.stop(300_000);
+    if (flags.out) writeFileSync(flags.out, `${JSON.stringify(out, null, 2)}\n`);
+    if (!flags.keep && !failed) rmSync(root, { recursive: true, force: true });
+  }
+}
+
+await main();
