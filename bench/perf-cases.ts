@@ -30,7 +30,9 @@
  * measures (its data, row count or code path) also needs `--update`, with the reason in the
  * commit message. Do not change {@link REFERENCE}: every ratio in the baseline is relative to it.
  */
-import { makeData, Utf8, type Data } from 'apache-arrow';
+import { makeData, tableFromIPC, Utf8, type Data } from 'apache-arrow';
+import type { RootDatabase } from 'lmdb';
+import { ShardPipeline } from '../engine/operators/shard-pipeline.js';
 import { DedupTable } from '../engine/kernels/dedup-table.js';
 import { fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
 import { IngestBatchBuilder, type IngestRow } from '../ingest/batch-builder.js';
@@ -372,4 +374,68 @@ export const PERF_CASES: readonly PerfCase[] = [
     },
     run: (c) => c.run(),
   }),
+  ...rangeCases(),
 ];
+
+/**
+ * A fresh shard's LMDB as the pipeline sees it while processing: every database empty, writes
+ * dropped. A fresh shard reads nothing from LMDB between checkpoints (no cold dedup buckets, no
+ * restored state), so the range cases time CPU only; their checkpoint writes are not run.
+ */
+function emptyLmdb(): RootDatabase {
+  const db = {
+    get: () => undefined,
+    getBinary: () => undefined,
+    getBinaryFast: () => undefined,
+    getRange: () => [],
+    putSync: () => true,
+    removeSync: () => true,
+    dropSync: () => undefined,
+    transactionSync: <T>(f: () => T): T => f(),
+    openDB: () => db,
+  };
+  return db as unknown as RootDatabase;
+}
+
+/**
+ * The engine's range consumer (ShardRuntime.processRecords without its buffering): for each log
+ * record of a range, `tableFromIPC` of the bytes ingest appended (IngestBatchBuilder.toIPC) and
+ * ShardPipeline.processBatch (dedup, watermark, sessionize, aggregate, silver batch). The same
+ * 250 Segment events as 10 records of 25 (the small group commits of SDK traffic, where the
+ * fixed cost per record shows) and as one record of 250 (a range under load); the ratio of the
+ * two is the per-record overhead. A fresh pipeline per call (its construction is timed: a
+ * 64 K-entry hot dedup table, empty session and aggregate state), or every event would be a
+ * duplicate from the second call on.
+ */
+function rangeCases(): PerfCase[] {
+  const shape = [
+    { name: 'engine.range-small-records', records: 10, perRecord: 25 },
+    { name: 'engine.range-large-record', records: 1, perRecord: 250 },
+  ];
+  return shape.map(({ name, records, perRecord }) =>
+    defineCase({
+      name,
+      rows: records * perRecord,
+      what: `range consumer: tableFromIPC + ShardPipeline.processBatch over ${records} log record${records === 1 ? '' : 's'} of ${perRecord} Segment events (IngestBatchBuilder.toIPC, seed 15), fresh pipeline per call, LMDB empty (no I/O)`,
+      setup: () => {
+        const rows = segmentState(records * perRecord, 15).rows;
+        const builder = new IngestBatchBuilder(perRecord);
+        const payloads: Uint8Array[] = [];
+        for (let r = 0; r < records; r++) {
+          builder.reset();
+          for (let i = r * perRecord; i < (r + 1) * perRecord; i++) builder.push(rows[i]!);
+          payloads.push(builder.toIPC());
+        }
+        return { payloads, silverRows: 0 };
+      },
+      run: (s) => {
+        const pipeline = new ShardPipeline({ shard: 0, db: emptyLmdb(), allowedLatenessMs: 2 * 3_600_000, sessionGapMs: 1_800_000, dedupTtlMs: 48 * 3_600_000 });
+        let silver = 0;
+        for (const bytes of s.payloads) for (const batch of tableFromIPC(bytes).batches) silver += pipeline.processBatch(batch).silver.numRows;
+        if (silver === 0) throw new Error('range case: no silver rows (every event dropped?)');
+        s.silverRows = silver;
+      },
+    }),
+  );
+}
+

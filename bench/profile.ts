@@ -4,6 +4,7 @@
  *   npm run bench:profile -- [--case http:8000 --case arrow-ws:35000] [--runs 3]
  *     [--duration 40s] [--warmup 10s] [--users 20000] [--shards 4] [--workers 2]
  *     [--flush-interval 5s] [--interval 1000] [--top 10] [--json out.json] [--keep]
+ *   npm run bench:profile -- --report out.json     (the tables of a saved run again)
  *
  * Each run starts the real `sluice serve` (compiled, dist/) with `--cpu-prof` — the engine process
  * inherits the flag (it is started with the parent's execArgv), and so does every worker thread —
@@ -56,6 +57,8 @@ interface ProfileOptions {
   top: number;
   keep: boolean;
   json?: string;
+  /** Print the tables of a saved --json file instead of running. */
+  report?: string;
 }
 
 /**
@@ -407,6 +410,7 @@ function parseOptions(argv: string[]): ProfileOptions {
       interval: { type: 'string', default: '1000' },
       top: { type: 'string', default: '10' },
       json: { type: 'string' },
+      report: { type: 'string' },
       keep: { type: 'boolean', default: false },
     },
   });
@@ -436,6 +440,7 @@ function parseOptions(argv: string[]): ProfileOptions {
     top: int(values.top, '--top'),
     keep: values.keep,
     json: values.json,
+    report: values.report,
   };
 }
 
@@ -451,6 +456,11 @@ function commit(): string {
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
+  if (o.report !== undefined) {
+    const saved = JSON.parse(readFileSync(o.report, 'utf8')) as { header: string; runs: ProfileRun[] };
+    process.stdout.write(`${saved.header}\n\n${formatTable(saved.runs)}\n\n${saved.runs.map(formatTop).join('\n\n')}\n`);
+    return;
+  }
   const runs: ProfileRun[] = [];
   const header = `sluice profile: ${commit()}, node ${process.version}, ${o.shards} shards, ${o.workers} workers, flush ${o.flushIntervalMs} ms, window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s warm-up, sampling every ${o.intervalUs} µs`;
   process.stderr.write(`${header}\n`);
