@@ -10,6 +10,7 @@ type Register = (program: Command) => void;
 /** Subcommand modules; each exports `register(program)`. */
 const COMMANDS: Array<() => Promise<{ register: Register }>> = [
   () => import('./serve.js'),
+  () => import('./engine.js'),
   () => import('./reconcile.js'),
   () => import('./erase.js'),
   () => import('./loadgen.js'),
