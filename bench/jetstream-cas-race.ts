@@ -3,8 +3,12 @@
  * clients racing on one subject — the question behind "one writer per shard" and behind KV
  * leases (docs/SCALE-OUT.md). On a 3-node R3 loopback cluster, `--rounds` times each:
  *
- *   log:       two JetStreamLogs (two writers) append to one fresh shard at the same instant;
- *              counts rounds in which one offset was stored twice (the reader's log_conflict).
+ *   subject CAS: two clients publish to one subject at the same instant, both expecting the
+ *              subject's last sequence (> 0) — what the first, dense-offset JetStreamLog did;
+ *              counts rounds in which both succeeded (one offset would be stored twice).
+ *   log:       two JetStreamLogs (two writers, offsets = stream sequences, no CAS) append to one
+ *              shard at the same instant; counts rounds in which they got the same offset or the
+ *              subject does not hold both records (expected 0).
  *   kv create: two clients `create` one fresh KV key at once (expected last subject seq 0);
  *              counts rounds in which both succeeded.
  *   kv update: two clients `update` one key from the same revision (expected seq > 0);
@@ -24,19 +28,23 @@ const { values } = parseArgs({ options: { rounds: { type: 'string', default: '20
 const rounds = Number(values.rounds);
 
 const cluster = await startNatsCluster({ nodes: 3 });
-const result = { server: '', rounds, logDuplicateOffsetRounds: 0, kvCreateBoth: 0, kvUpdateBoth: 0 };
+const result = { server: '', rounds, subjectCasBoth: 0, logDuplicateOffsetRounds: 0, kvCreateBoth: 0, kvUpdateBoth: 0 };
 try {
   const opts = { servers: cluster.urls, stream: 'RACE', subjectPrefix: 'race', replicas: 3 };
   const a = await JetStreamLogs.connect({ ...opts, servers: [cluster.urls[0]!], writerId: 'A' });
   const b = await JetStreamLogs.connect({ ...opts, servers: [cluster.urls[1]!], writerId: 'B' });
   result.server = a.nc.info?.version ?? '';
   for (let r = 0; r < rounds; r++) {
+    const subject = `race.events.s${r % 1000}`;
+    const first = await a.js.publish(subject, new Uint8Array(8)); // both then expect its sequence
+    const cas = await Promise.allSettled([a.js.publish(subject, new Uint8Array(8), { expect: { lastSubjectSequence: first.seq } }), b.js.publish(subject, new Uint8Array(8), { expect: { lastSubjectSequence: first.seq } })]);
+    if (cas.every((x) => x.status === 'fulfilled')) result.subjectCasBoth++;
+    await a.jsm.streams.purge('RACE', { filter: subject });
     const [la, lb] = [await a.open(r % 1000), await b.open(r % 1000)];
-    await la.append(new Uint8Array(8)); // offset 0; both writers then know seq of offset 0
-    await lb.sync();
     const [oa, ob] = await Promise.allSettled([la.append(new Uint8Array(8)), lb.append(new Uint8Array(8))]);
-    if (oa.status === 'fulfilled' && ob.status === 'fulfilled' && oa.value === ob.value) result.logDuplicateOffsetRounds++;
-    await a.jsm.streams.purge('RACE', { filter: la.subject });
+    const stored = (await a.jsm.streams.info('RACE', { subjects_filter: subject })).state.subjects?.[subject] ?? 0;
+    if (oa.status !== 'fulfilled' || ob.status !== 'fulfilled' || oa.value === ob.value || stored !== 2) result.logDuplicateOffsetRounds++;
+    await a.jsm.streams.purge('RACE', { filter: subject });
   }
   await a.close();
   await b.close();
@@ -60,7 +68,8 @@ try {
 if (values.json) console.log(JSON.stringify(result));
 else {
   console.log(`nats-server ${result.server}, R3 on loopback, ${rounds} rounds each:`);
-  console.log(`  log: two writers appended the same offset in ${result.logDuplicateOffsetRounds} rounds`);
+  console.log(`  subject CAS (expected last subject seq > 0): both succeeded in ${result.subjectCasBoth} rounds`);
+  console.log(`  log (offset = stream sequence): same offset or a record missing in ${result.logDuplicateOffsetRounds} rounds`);
   console.log(`  kv create (expected seq 0): both succeeded in ${result.kvCreateBoth} rounds`);
   console.log(`  kv update (same revision, expected seq > 0): both succeeded in ${result.kvUpdateBoth} rounds`);
 }
