@@ -284,6 +284,9 @@ async function profileRun(o: ProfileOptions, protocol: LoadgenProtocol, rate: nu
     const mine = threads.filter((t) => t.pid === pid);
     const workers = mine.filter((t) => t.threadId !== 0).sort((x, y) => x.threadId - y.threadId);
     const cpu = processCpu(pid, role, workers.length, a, b);
+    // A worker paired with a thread that barely ran while its profile shows work was paired with
+    // the wrong thread (a libuv or V8 thread started between it and its profiler): estimate instead.
+    if (cpu.workersS?.some((s, i) => workers[i]!.busy >= 100 && s < (0.1 * workers[i]!.busy * o.intervalUs) / 1e6)) cpu.workersS = undefined;
     const cpuOf = (t: ThreadProfile): number => (t.threadId === 0 ? cpu.mainS : (cpu.workersS?.[workers.indexOf(t)] ?? (t.busy * o.intervalUs) / 1e6)) * 1e6;
     let jsUs = 0;
     for (const t of mine) {
