@@ -302,6 +302,7 @@ export class Coordinator {
       encodeChunkRows: this.options.encodeChunkRows,
       encodeChunkBytes: this.options.encodeChunkBytes,
       denseOffsets: this.logs.every((l) => l.denseOffsets !== false),
+      stateInObjectStore: this.options.stateInObjectStore,
     };
     this.runtimeOptions = runtimeOptions;
     const opened = await Promise.all(this.shards.flatMap((st, s) => (st.owned ? [this.pool.open(s, this.shardOptions(s))] : [])));

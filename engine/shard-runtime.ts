@@ -52,6 +52,7 @@ import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { userKeys } from './erasure-keys.js';
 import { checkFence } from './lease-fence.js';
+import { ShardStateSync } from './state-snapshot.js';
 
 /** Key prefix of a window's per-shard partial aggregates (merged into gold by the coordinator). */
 export const PARTIALS_PREFIX = `${META_PREFIX}/partials`;
@@ -110,6 +111,8 @@ export class ShardRuntime {
   /** The same for daily windows (they may wait for their day's sessions to close). */
   private emittedDaily: number;
   private committedEmittedDaily: number;
+  /** Ships each checkpoint's state delta with its commit (options.stateInObjectStore), else undefined. */
+  private stateSync: ShardStateSync | undefined;
 
   private constructor(
     shard: number,
@@ -140,22 +143,28 @@ export class ShardRuntime {
   static async open(shard: number, options: ShardRuntimeOptions): Promise<ShardRuntime> {
     const dir = join(options.dataDir, 'shards', String(shard));
     await mkdir(dir, { recursive: true });
-    const env = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 4096, compression: false });
-    const meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
+    // State in the object store (failover): restores state.mdb first when it is missing or behind.
+    const sync = options.stateInObjectStore ? await ShardStateSync.prepare({ shard, shardDir: dir, store, options: options.stateInObjectStore === true ? {} : options.stateInObjectStore }) : undefined;
+    const lmdbEnv = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 4096, compression: false });
+    const env = sync ? sync.attach(lmdbEnv) : lmdbEnv;
+    const meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     const committer = fencedCommitter(store, options);
     const pending = (meta.get(CHECKPOINT_KEYS.pending) as PendingCommit | null | undefined) ?? null;
-    const owns = (stagingKey: string): boolean => stagingKey.includes(`/part-s${shard}-`) || stagingKey.endsWith(`/s${shard}.json`);
-    const recovered = await committer.recover(pending ? [pending] : [], owns);
+    const owns = (stagingKey: string): boolean => stagingKey.includes(`/part-s${shard}-`) || stagingKey.endsWith(`/s${shard}.json`) || sync?.owns(stagingKey) === true;
+    const recorded = pending && sync ? await sync.complete(pending) : pending;
+    const recovered = await committer.recover(recorded ? [recorded] : [], owns);
     // Synchronous LMDB writes only: a failed async commit also rejects lmdb-js's `commitError`
     // promise, which nobody awaits (an unhandled rejection that ends the process on a full disk).
     if (pending) env.transactionSync(() => meta.putSync(CHECKPOINT_KEYS.pending, null));
+    if (pending && sync) await sync.published(pending);
     const pipeline = new ShardPipeline({
       shard,
       db: env,
       allowedLatenessMs: options.allowedLatenessMs,
       sessionGapMs: options.sessionGapMs,
       dedupTtlMs: options.dedupTtlMs,
+      dedupHotCapacity: options.dedupHotCapacity,
       metricEventTypes: options.metricEventTypes,
     });
     const state = meta.get(CHECKPOINT_KEYS.state) as Uint8Array | undefined;
@@ -170,6 +179,7 @@ export class ShardRuntime {
       emittedWatermarkMs: emitted,
       emittedDailyMs: (meta.get(CHECKPOINT_KEYS.emittedDaily) as number | undefined) ?? emitted,
     });
+    runtime.stateSync = sync;
     return runtime;
   }
 
@@ -317,14 +327,16 @@ export class ShardRuntime {
         stats: { ...this.stats },
       });
       const state = this.pipeline.checkpoint();
-      this.env.transactionSync(() => {
+      const write = (): void => {
         this.pipeline.onCheckpointTxn();
         this.meta.putSync(CHECKPOINT_KEYS.state, state);
         this.meta.putSync(CHECKPOINT_KEYS.offset, last);
         this.meta.putSync(CHECKPOINT_KEYS.emitted, this.emittedWatermark);
         this.meta.putSync(CHECKPOINT_KEYS.emittedDaily, this.emittedDaily);
         this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
-      });
+      };
+      if (this.stateSync) this.stateSync.checkpointTransaction(pending.record.id, last, write);
+      else this.env.transactionSync(write);
     } catch (err) {
       // Nothing recorded: the buffers stay for the retry; this attempt's temps would only wait for the next restart.
       await this.committer.recover([], (k) => this.ownsStaged(k)).catch(() => undefined);
@@ -369,8 +381,9 @@ export class ShardRuntime {
 
   /** Phase two of a recorded commit: publish its files, then clear `pending` (idempotent, retried until it succeeds). */
   private async finishPublish(pending: PendingCommit): Promise<void> {
-    await this.committer.publish(pending);
+    await this.committer.publish(this.stateSync ? await this.stateSync.complete(pending) : pending);
     this.env.transactionSync(() => this.meta.putSync(CHECKPOINT_KEYS.pending, null));
+    await this.stateSync?.published(pending);
   }
 
   private ownsStaged(stagingKey: string): boolean {
@@ -527,6 +540,12 @@ export class ShardRuntime {
   }
 }
 
+/** The shard's committer; on an engine node every publish first checks the shard's lease fence. */
+function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
+  const fence = options.fence;
+  return new TwoPhaseCommitter(store, fence === undefined ? {} : { guard: () => checkFence(store, fence) });
+}
+
 function batchBytes(batch: RecordBatch): number {
   let bytes = 0;
   for (const child of batch.data.children) {
@@ -542,12 +561,6 @@ function batchBytes(batch: RecordBatch): number {
  * its checkpoint, so it is quarantined before it touches anything.
  */
 function checkIngestSchema(table: Table): void {
-/** The shard's committer; on an engine node every publish first checks the shard's lease fence. */
-function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
-  const fence = options.fence;
-  return new TwoPhaseCommitter(store, fence === undefined ? {} : { guard: () => checkFence(store, fence) });
-}
-
   const got = table.schema.fields;
   const want = ingestSchema.fields;
   const same =

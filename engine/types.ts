@@ -18,6 +18,7 @@
  *   close ──────────────────────────────────────▶ final checkpoint, close LMDB
  */
 import type { LeaseFence } from './lease-fence.js';
+import type { StateSnapshotOptions } from './state-snapshot.js';
 import type { SerializedError } from '../common/errors.js';
 import type { EngineOptions } from './options.js';
 
@@ -47,6 +48,14 @@ export type ShardRuntimeOptions = ShardLogShape & Pick<
 > & {
   /** On an engine node: the shard's lease, checked right before every publish (engine/lease-fence.ts). */
   fence?: LeaseFence;
+  /**
+   * Ship the shard's LMDB state to the object store with every checkpoint and restore it from
+   * there when the local copy is missing or behind (engine/state-snapshot.ts; an engine node
+   * sets it for failover). `true`: default base cadence. Default off.
+   */
+  stateInObjectStore?: boolean | StateSnapshotOptions;
+  /** Entries the dedup hot table keeps before cold buckets are merged and searched in LMDB (tests). Default 4 M. */
+  dedupHotCapacity?: number;
 };
 
 export type ShardTask =
