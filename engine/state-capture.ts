@@ -14,7 +14,10 @@
  *   drop/clear ──▶ journal [(db, drop)]          reads the txn's own writes
  *
  * Raw key bytes are what lmdb-js writes: the key itself for `keyEncoding: 'binary'`, its
- * ordered-binary form (`keyValueToBuffer`) for the default key encoding. Other key encodings and
+ * ordered-binary form (`keyValueToBuffer`) for the default key encoding. A twin has the same key
+ * type as its database (lmdb-js gives ordered-binary keys their own LMDB comparator, so a lookup
+ * under the other one misses keys) and takes raw key bytes either way: ordered-binary writes a
+ * Buffer key as is. Other key encodings and
  * LMDB flags (dupSort, integerKey, …) are refused at `openDB`: their bytes would not round-trip.
  * The root (unnamed) database is not journalled: the shard keeps nothing in it.
  */
@@ -42,10 +45,13 @@ export class StateCapture {
   private readonly twins = new Map<string, Database>();
   private readonly openRaw: OpenDb;
   private readonly excluded: Set<string>;
+  /** Key type of each database opened through the environment (true: binary keys). */
+  private readonly binaryKeys = new Map<string, boolean>();
 
   private constructor(
     readonly env: RootDatabase,
     excluded: Array<{ db: string; key: string }>,
+    private readonly binaryKeyFallback: (db: string) => boolean,
   ) {
     this.openRaw = (env.openDB as OpenDb).bind(env);
     this.excluded = new Set(excluded.map((e) => touchId(e.db, Buffer.from(keyValueToBuffer(e.key)))));
@@ -54,10 +60,11 @@ export class StateCapture {
   /**
    * Starts journalling the writes of every database opened through `env.openDB` from now on
    * (databases opened earlier are not journalled). `excluded` keys (node-local bookkeeping,
-   * e.g. the runtime's recorded pending commit) are never journalled.
+   * e.g. the runtime's recorded pending commit) are never journalled. `binaryKeyFallback` says
+   * whether a database not opened in this process has binary keys (a base lists every database).
    */
-  static attach(env: RootDatabase, excluded: Array<{ db: string; key: string }> = []): StateCapture {
-    const capture = new StateCapture(env, excluded);
+  static attach(env: RootDatabase, excluded: Array<{ db: string; key: string }> = [], binaryKeyFallback: (db: string) => boolean = () => false): StateCapture {
+    const capture = new StateCapture(env, excluded, binaryKeyFallback);
     const openDB: OpenDb = (nameOrOptions, maybeOptions) => {
       const options = (typeof nameOrOptions === 'object' ? nameOrOptions : { ...maybeOptions, name: nameOrOptions }) as Record<string, unknown>;
       const db = capture.openRaw(nameOrOptions as never, maybeOptions);
@@ -113,14 +120,26 @@ export class StateCapture {
     this.journal.length = 0;
   }
 
-  /** A handle on database `name` that reads and writes raw bytes (keys and values). */
+  /** Whether database `name` has binary keys (else ordered-binary). */
+  isBinaryKey = (name: string): boolean => this.binaryKeys.get(name) ?? this.binaryKeyFallback(name);
+
+  /**
+   * A handle on database `name` with its key type that takes raw key bytes and returns raw
+   * values. Keys it yields from ranges are raw for binary-key databases, decoded otherwise
+   * (`rawKey` turns them back).
+   */
   twin(name: string): Database {
     let db = this.twins.get(name);
     if (!db) {
-      db = this.openRaw({ name, keyEncoding: 'binary', encoding: 'binary' });
+      db = this.openRaw(this.isBinaryKey(name) ? { name, keyEncoding: 'binary', encoding: 'binary' } : { name, encoding: 'binary' });
       this.twins.set(name, db);
     }
     return db;
+  }
+
+  /** Raw bytes of a key of database `name` as a twin's range yields it. */
+  rawKey(name: string, key: unknown): Buffer {
+    return this.isBinaryKey(name) ? Buffer.from(key as Uint8Array) : Buffer.from(keyValueToBuffer(key));
   }
 
   /** Whether (db, raw key) is node-local bookkeeping that never leaves the node. */
@@ -140,6 +159,7 @@ export class StateCapture {
     if (keyEncoding !== undefined && keyEncoding !== 'binary' && keyEncoding !== 'ordered-binary') {
       throw internalError('state_capture_unsupported', `database "${name}" uses keyEncoding ${String(keyEncoding)}: the shard state capture supports binary and ordered-binary keys`);
     }
+    this.binaryKeys.set(name, keyEncoding === 'binary');
     const rawKey = keyEncoding === 'binary' ? (k: unknown): Buffer => Buffer.from(k as Uint8Array) : (k: unknown): Buffer => Buffer.from(keyValueToBuffer(k));
     const touch = (key: unknown): void => {
       const raw = rawKey(key);

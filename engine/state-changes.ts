@@ -13,6 +13,11 @@
  *
  * Records apply in order; a delta lists, per database, its drop (if any) before its puts and
  * removes, so a database dropped and written again in one round ends with exactly the new keys.
+ *
+ * `header.binaryKeys` names the databases whose keys are binary (`keyEncoding: 'binary'`); the
+ * others use lmdb-js's default ordered-binary keys. Whoever applies the records must open each
+ * database with the same key type: lmdb-js gives the two different LMDB comparators, and a
+ * B-tree written under one is not searchable under the other.
  */
 import { internalError } from '../common/errors.js';
 
@@ -28,6 +33,8 @@ export interface ChangesHeader {
   seq: number;
   /** Names of the databases the records refer to, by index. */
   dbs: string[];
+  /** Those of `dbs` with binary keys (the rest: ordered-binary). */
+  binaryKeys: string[];
   /** Delta: the commit record id it is published with (it is valid only once that record exists). */
   commitId?: string;
   /** Delta: the last log offset of its checkpoint. */
@@ -43,9 +50,9 @@ export interface ChangesHeader {
 }
 
 export type Change =
-  | { op: 'put'; db: string; key: Uint8Array; value: Uint8Array }
-  | { op: 'remove'; db: string; key: Uint8Array }
-  | { op: 'drop'; db: string };
+  | { op: 'put'; db: string; binaryKey: boolean; key: Uint8Array; value: Uint8Array }
+  | { op: 'remove'; db: string; binaryKey: boolean; key: Uint8Array }
+  | { op: 'drop'; db: string; binaryKey: boolean };
 
 const OP = { put: 1, remove: 2, drop: 3 } as const;
 
@@ -60,7 +67,11 @@ export class ChangesWriter {
   private readonly dbs: string[] = [];
   records = 0;
 
-  constructor(initialBytes = 64 * 1024) {
+  /** `binaryKey(db)`: whether database `db` has binary keys (recorded in the header). */
+  constructor(
+    private readonly binaryKey: (db: string) => boolean,
+    initialBytes = 64 * 1024,
+  ) {
     this.buf = new Uint8Array(Math.max(64, initialBytes));
   }
 
@@ -84,8 +95,8 @@ export class ChangesWriter {
     this.head(OP.drop, db);
   }
 
-  finish(header: Omit<ChangesHeader, 'dbs'>): Uint8Array {
-    const json = new TextEncoder().encode(JSON.stringify({ ...header, dbs: this.dbs }));
+  finish(header: Omit<ChangesHeader, 'dbs' | 'binaryKeys'>): Uint8Array {
+    const json = new TextEncoder().encode(JSON.stringify({ ...header, dbs: this.dbs, binaryKeys: this.dbs.filter((d) => this.binaryKey(d)) }));
     const out = new Uint8Array(9 + json.length + this.at);
     const view = new DataView(out.buffer);
     view.setUint32(0, MAGIC, true);
@@ -170,15 +181,17 @@ export function* readChanges(blob: Uint8Array): Generator<Change> {
     at += n;
     return out;
   };
+  const binary = new Set(header.binaryKeys);
   while (at < blob.length) {
     const op = blob[at++]!;
     const db = header.dbs[varint()];
     if (db === undefined) throw internalError('state_changes_corrupt', 'state changes record names an unknown database');
+    const binaryKey = binary.has(db);
     if (op === OP.put) {
       const key = bytes();
-      yield { op: 'put', db, key, value: bytes() };
-    } else if (op === OP.remove) yield { op: 'remove', db, key: bytes() };
-    else if (op === OP.drop) yield { op: 'drop', db };
+      yield { op: 'put', db, binaryKey, key, value: bytes() };
+    } else if (op === OP.remove) yield { op: 'remove', db, binaryKey, key: bytes() };
+    else if (op === OP.drop) yield { op: 'drop', db, binaryKey };
     else throw internalError('state_changes_corrupt', `state changes record has unknown op ${op}`);
   }
 }

@@ -50,6 +50,12 @@ const NODE_LOCAL = [
   { db: META_DB, key: 'pending' },
   { db: META_DB, key: DELTA_KEY },
 ];
+/**
+ * Key type of a database the base lists but this process never opened: the dedup operator's hour
+ * buckets have binary keys (operators/dedup-operator.ts `bucketDb`); every other shard database
+ * uses the default ordered-binary keys.
+ */
+const isDedupBucket = (db: string): boolean => /^dedup-\d+$/.test(db);
 /** How the runtime opens a shard's environment (restore must open it the same way). */
 const LMDB_OPTIONS = { maxDbs: 4096, compression: false } as const;
 
@@ -200,7 +206,7 @@ export async function restoreShardState(store: ObjectStore, shard: number, shard
         for (const c of readChanges(blob)) {
           result.records++;
           let db = handles.get(c.db);
-          if (!db) handles.set(c.db, (db = env.openDB({ name: c.db, keyEncoding: 'binary', encoding: 'binary' })));
+          if (!db) handles.set(c.db, (db = env.openDB(c.binaryKey ? { name: c.db, keyEncoding: 'binary', encoding: 'binary' } : { name: c.db, encoding: 'binary' })));
           if (c.op === 'put') db.putSync(c.key, c.value);
           else if (c.op === 'remove') db.removeSync(c.key);
           else {
@@ -343,7 +349,7 @@ export class ShardStateSync {
   /** Journals every write to databases opened through `env` from now on; returns `env`. */
   attach(env: RootDatabase): RootDatabase {
     this.env = env;
-    this.capture = StateCapture.attach(env, NODE_LOCAL);
+    this.capture = StateCapture.attach(env, NODE_LOCAL, isDedupBucket);
     this.meta = env.openDB({ name: META_DB, encoding: 'msgpack' });
     return env;
   }
@@ -368,7 +374,7 @@ export class ShardStateSync {
         write();
         const seq = ((meta.get(SEQ_KEY) as number | undefined) ?? 0) + 1;
         meta.putSync(SEQ_KEY, seq);
-        const out = new ChangesWriter();
+        const out = new ChangesWriter(capture.isBinaryKey);
         capture.collect(out);
         const bytes = out.finish({ kind: 'delta', shard: this.shard, seq, commitId, lastOffset, complete: this.covering });
         recorded = { commitId, seq, key: deltaKey(this.shard, seq, commitId), bytes };
@@ -446,7 +452,7 @@ export class ShardStateSync {
       let records = 0;
       let at = { db: 0, after: undefined as Buffer | undefined };
       while (at.db < names.length || part === 0) {
-        const out = new ChangesWriter(Math.min(this.options.basePartBytes, 1 << 20));
+        const out = new ChangesWriter(capture.isBinaryKey, Math.min(this.options.basePartBytes, 1 << 20));
         at = fillPart(out, names, handles, at, txn, this.options.basePartBytes, capture);
         const blob = out.finish({ kind: 'base', shard: this.shard, seq, part });
         await this.store.put(basePartKey(this.shard, seq, part), blob);
@@ -510,11 +516,11 @@ function fillPart(
   while (db < names.length) {
     const name = names[db]!;
     for (const { key, value } of handles[db]!.getRange({ start: after, transaction: txn } as never)) {
-      const k = key as Buffer;
+      const k = capture.rawKey(name, key);
       if (after !== undefined && Buffer.compare(k, after) === 0) continue;
       if (capture.isExcluded(name, k)) continue;
       out.put(name, k, value as Buffer);
-      after = Buffer.from(k);
+      after = k;
       if (out.bytes >= partBytes) return { db, after };
     }
     db++;
