@@ -187,7 +187,7 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
     const drainStart = performance.now();
     // serve kills an engine that has not drained 2 min after SIGTERM (the rest stays in the log):
     // on a loaded machine the backlog is larger, so wait until the engine has processed it first.
-    await waitForEngine(server.url, drainStart + MAX_DRAIN_MS);
+    await waitForEngine(server.url, s.acked, drainStart + MAX_DRAIN_MS);
     await server.stop(MAX_DRAIN_MS);
     const info: BuildInfo = { eventsSent: s.sent, users, shards: o.shards, spanHours: o.spanHours, acked: s.acked, rejected: s.rejected, failed: s.failed, loadS, ackedPerS: s.acked / loadS, drainS: (performance.now() - drainStart) / 1000 };
     writeFileSync(join(dirs.lake, '..', 'build.json'), `${JSON.stringify(info, null, 1)}\n`);
@@ -198,15 +198,18 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
   }
 }
 
-/** Polls /metrics until the engine's queue is empty twice in a row (bounded by `deadline`, a performance.now() time). */
-async function waitForEngine(url: string, deadline: number): Promise<void> {
-  let empty = 0;
-  while (empty < 2) {
-    if (performance.now() > deadline) throw new Error(`the engine did not catch up within ${MAX_DRAIN_MS / 60_000} min`);
-    await new Promise((r) => setTimeout(r, 2000));
+/**
+ * Polls /metrics until the engine has processed every acknowledged event (bounded by `deadline`,
+ * a performance.now() time). Not sluice_engine_queue_depth_events: it kept its last value (430 778)
+ * after the engine had processed everything.
+ */
+async function waitForEngine(url: string, acked: number, deadline: number): Promise<void> {
+  for (;;) {
     const text = await (await fetch(`${url}/metrics`)).text();
-    const depth = Number(/^sluice_engine_queue_depth_events (\S+)$/m.exec(text)?.[1] ?? NaN);
-    empty = depth === 0 ? empty + 1 : 0;
+    const processed = Number(/^sluice_engine_events_processed_total (\S+)$/m.exec(text)?.[1] ?? NaN);
+    if (processed >= acked) return;
+    if (performance.now() > deadline) throw new Error(`the engine processed ${processed} of ${acked} events within ${MAX_DRAIN_MS / 60_000} min`);
+    await new Promise((r) => setTimeout(r, 2000));
   }
 }
 
