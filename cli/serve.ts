@@ -280,41 +280,15 @@ async function startIngestNode(config: ServeConfig, logger: Logger): ReturnType<
   };
 }
 
-/** How often an inline engine on JetStream asks for other writers' records (ms). */
-const FOLLOW_INTERVAL_MS = 250;
-
 /**
  * Other ingest nodes append to the same shards: an inline engine learns of their records only by
- * asking the stream (`sync`: the subject's last sequence), every FOLLOW_INTERVAL_MS, and hands the
- * new marks to the coordinator, whose pumps read the records from the stream.
+ * asking the stream (`JetStreamLogs.follow`: each subject's last sequence, every 250 ms) and hands
+ * the new marks to the coordinator, whose pumps read the records from the stream.
  */
 function followOtherWriters(jetstream: JetStreamNodeLog, coordinator: Coordinator, logger: Logger): { stop(): Promise<void> } {
-  let running: Promise<void> | undefined;
-  let failing = false;
-  const tick = async (): Promise<void> => {
-    try {
-      for (const log of jetstream.shards) {
-        const before = log.durableNextOffset;
-        const after = await log.sync();
-        if (after > before) coordinator.durable(log.shard, after, 0);
-      }
-      await jetstream.dlq.sync();
-      failing = false;
-    } catch (err) {
-      if (!failing) logger.warn({ err }, 'cannot learn other writers\' records from JetStream; retrying');
-      failing = true;
-    }
-  };
-  const timer = setInterval(() => {
-    running ??= tick().finally(() => (running = undefined));
-  }, FOLLOW_INTERVAL_MS);
-  timer.unref();
-  return {
-    stop: async () => {
-      clearInterval(timer);
-      await running;
-    },
-  };
+  return jetstream.logs.follow([...jetstream.shards, jetstream.dlq], (shard, next) => {
+    if (shard >= 0) coordinator.durable(shard, next, 0); // the DLQ flush reads up to the DLQ log's own mark
+  }, { onError: (err) => logger.warn({ err }, 'cannot learn other writers\' records from JetStream; retrying') });
 }
 
 async function closeLogs(logs: LocalLogs): Promise<void> {

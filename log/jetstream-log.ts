@@ -398,6 +398,42 @@ export class JetStreamLogs {
     return { bytes: info.state.bytes, messages: info.state.messages, perShard };
   }
 
+  /**
+   * Learns other writers' records: every `intervalMs` (default 250), `sync()` of each of `logs`
+   * (one `last_by_subj` get each, answered by the stream leader); `onMark(shard, next)` when a
+   * log's `durableNextOffset` grew to `next` (not for growth from this process's own appends
+   * seen at the same time: harmless, the mark is the same). A consumer that does not append (an
+   * engine) or shares shards with other ingest nodes needs this; failures are retried at the next
+   * tick (`onError` once per outage). `stop()` waits for a tick in progress.
+   */
+  follow(logs: readonly JetStreamLog[], onMark: (shard: number, next: number) => void, options: { intervalMs?: number; onError?: (err: unknown) => void } = {}): { stop(): Promise<void> } {
+    let running: Promise<void> | undefined;
+    let failing = false;
+    const tick = async (): Promise<void> => {
+      try {
+        for (const log of logs) {
+          const before = log.durableNextOffset;
+          const after = await log.sync();
+          if (after > before) onMark(log.shard, after);
+        }
+        failing = false;
+      } catch (err) {
+        if (!failing) options.onError?.(err);
+        failing = true;
+      }
+    };
+    const timer = setInterval(() => {
+      running ??= tick().finally(() => (running = undefined));
+    }, options.intervalMs ?? 250);
+    timer.unref();
+    return {
+      stop: async () => {
+        clearInterval(timer);
+        await running;
+      },
+    };
+  }
+
   /** Opens shard `shard`'s log (-1: the DLQ): finds the subject's last offset. */
   async open(shard: number): Promise<JetStreamLog> {
     if (!Number.isSafeInteger(shard) || shard < -1) throw userError('invalid_option', `shard must be an integer >= 0 (or -1 for the DLQ), got ${String(shard)}`);
