@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { externalError, internalError } from '../common/errors.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
+import { readFlatIpc } from '../common/ipc-read.js';
 import type { Logger } from 'pino';
 import { partKey } from '../common/lake-layout.js';
 import type { ShardLog } from '../log/log.js';
@@ -859,7 +860,7 @@ export class Coordinator {
     const batches: RecordBatch[] = [];
     let last = from - 1;
     for await (const record of this.dlqLog.read(from)) {
-      for (const b of tableFromIPC(record.payload).batches) batches.push(b);
+      for (const b of (readFlatIpc(record.payload) ?? tableFromIPC(record.payload)).batches) batches.push(b);
       last = record.offset;
     }
     if (last < from) return;

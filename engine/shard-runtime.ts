@@ -38,8 +38,9 @@
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC, type Table } from 'apache-arrow';
+import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC } from 'apache-arrow';
 import { coalesceBatches } from '../common/arrow-concat.js';
+import { readFlatIpc, type IpcRecord } from '../common/ipc-read.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
 import { classifyError, internalError, userError } from '../common/errors.js';
 import { dlqSchema, ingestSchema } from '../common/schema.js';
@@ -211,9 +212,10 @@ export class ShardRuntime {
     }
     // Run the pipeline over every batch before buffering anything, so a record that throws leaves no rows behind.
     let outputs: Array<{ batch: RecordBatch; out: ReturnType<ShardPipeline['processBatch']> }>;
-    let table: Table;
+    let table: IpcRecord;
     try {
-      table = tableFromIPC(bytes);
+      // The lean reader takes every record ingest writes; anything else (and a broken record's error) goes through Arrow JS.
+      table = readFlatIpc(bytes) ?? tableFromIPC(bytes);
     } catch (err) {
       return this.quarantine(offset, bytes, userError('undecodable_record', `not an Arrow IPC stream: ${(err as Error)?.message ?? String(err)}`, err));
     }
@@ -504,7 +506,7 @@ export class ShardRuntime {
     const shardCol = makeData({ type: new Int32(), length: n, nullCount: 0, data: new Int32Array(n).fill(this.shard) });
     const offsetCol = makeData({ type: new Int64(), length: n, nullCount: 0, data: new BigInt64Array(n).fill(BigInt(offset)) });
     const children = [...batch.data.children, shardCol, offsetCol];
-    const schema = new Schema([...batch.schema.fields, new Field('shard', new Int32(), false), new Field('log_offset', new Int64(), false)]);
+    const schema = bronzeSchema(batch.schema);
     const data = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children });
     this.addByTime('bronze_events', new RecordBatch(schema, data), 'received_at');
   }
@@ -546,6 +548,17 @@ function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoP
   return new TwoPhaseCommitter(store, fence === undefined ? {} : { guard: () => checkFence(store, fence) });
 }
 
+/** Bronze's schema per record schema (the lean IPC reader hands out one Schema while ingest's schema bytes repeat). */
+const bronzeSchemas = new WeakMap<Schema, Schema>();
+function bronzeSchema(schema: Schema): Schema {
+  let bronze = bronzeSchemas.get(schema);
+  if (bronze === undefined) {
+    bronze = new Schema([...schema.fields, new Field('shard', new Int32(), false), new Field('log_offset', new Int64(), false)]);
+    bronzeSchemas.set(schema, bronze);
+  }
+  return bronze;
+}
+
 function batchBytes(batch: RecordBatch): number {
   let bytes = 0;
   for (const child of batch.data.children) {
@@ -560,7 +573,7 @@ function batchBytes(batch: RecordBatch): number {
  * aside): a record of another shape would break the shard's buffers and every Parquet file of
  * its checkpoint, so it is quarantined before it touches anything.
  */
-function checkIngestSchema(table: Table): void {
+function checkIngestSchema(table: IpcRecord): void {
   const got = table.schema.fields;
   const want = ingestSchema.fields;
   const same =

@@ -311,15 +311,29 @@ export class ShardPipeline {
   }
 }
 
+const SILVER_SESSION_ID = silverSchema.fields.findIndex((f) => f.name === 'session_id');
+
+/** Silver's schema for batches of one record schema, and where each silver column is in such a batch. */
+const silverSchemas = new WeakMap<Schema, { schema: Schema; fields: Field[]; columns: number[] }>();
+function silverOf(recordSchema: Schema): { schema: Schema; fields: Field[]; columns: number[] } {
+  let s = silverSchemas.get(recordSchema);
+  if (s === undefined) {
+    // Keep the batch's own dictionary types (their ids) so encoders see consistent schemas.
+    const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : recordSchema.fields.find((g) => g.name === f.name)!));
+    const columns = silverSchema.fields.map((f) => recordSchema.fields.findIndex((g) => g.name === f.name));
+    s = { schema: new Schema(fields), fields, columns };
+    silverSchemas.set(recordSchema, s);
+  }
+  return s;
+}
+
 /**
  * Kept rows in silver column order (ingest's `raw` is not copied), with session_id replaced by the
  * stamped ids (16 bytes per kept row in `sessionIds`; null where `noSession[j]` is set).
  */
 function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, noSession: Uint8Array): RecordBatch {
-  // Keep the batch's own dictionary types (their ids) so encoders see consistent schemas.
-  const fields = silverSchema.fields.map((f) => (f.name === 'session_id' ? f : batch.schema.fields.find((g) => g.name === f.name)!));
-  const schema = new Schema(fields);
-  const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: fields.map((f) => batch.getChild(f.name)!.data[0]!) }));
+  const { schema, fields, columns } = silverOf(batch.schema);
+  const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: columns.map((k) => batch.data.children[k]!) }));
   // Without duplicates every row stays: reuse the columns (bronze holds the same buffers anyway).
   const picked = kept.length === batch.numRows ? source : takeRows(source, kept);
   const n = kept.length;
@@ -343,8 +357,8 @@ function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, 
       offsets[j + 1] = end;
     }
   }
-  const ids = makeData({ type: fields.find((f) => f.name === 'session_id')!.type as Utf8, length: n, nullCount: nulls, nullBitmap: validity, valueOffsets: offsets, data: values });
-  const children = fields.map((f, k) => (f.name === 'session_id' ? ids : picked.data.children[k]!));
+  const ids = makeData({ type: fields[SILVER_SESSION_ID]!.type as Utf8, length: n, nullCount: nulls, nullBitmap: validity, valueOffsets: offsets, data: values });
+  const children = picked.data.children.map((c, k) => (k === SILVER_SESSION_ID ? ids : c));
   return new RecordBatch(schema, makeData({ type: new Struct(fields), length: n, nullCount: 0, children }));
 }
 

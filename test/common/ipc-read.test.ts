@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { Field, Float64, Int32, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
+import { readFlatIpc } from '../../common/ipc-read.js';
+import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import type { CanonicalEvent } from '../../ingest/normalize.js';
+
+const rowsOf = (n: number, seed: number): CanonicalEvent[] =>
+  Array.from({ length: n }, (_, i) => ({
+    event_id: `e${seed}-${i}`,
+    user_id: `user-${(i * 7) % 5}`,
+    anonymous_id: i % 3 === 0 ? null : `anon-${i}`,
+    event_type: ['screen_view', 'Product Viewed', 'Größe ändern'][i % 3]!,
+    event_time: 1_764_000_000_000 + i * 1000,
+    received_at: 1_764_000_100_000 + i,
+    device_type: i % 4 === 0 ? null : 'ios',
+    os: 'iOS',
+    app_version: i % 2 ? '4.1.0' : null,
+    country: 'DE',
+    source: 'http',
+    properties: i % 5 === 0 ? null : `{"i":${i},"s":"é😀"}`,
+    raw: `{"messageId":"e${seed}-${i}"}`,
+  }));
+
+/** Every row as JSON (BigInts as strings) plus the schema's names, types and nullability. */
+const dump = (t: { schema: Schema; batches: RecordBatch[] }): unknown => ({
+  fields: t.schema.fields.map((f) => `${f.name}: ${String(f.type)} ${f.nullable}`),
+  batches: t.batches.map((b) => b.numRows),
+  rows: JSON.parse(JSON.stringify(t.batches.flatMap((b) => b.toArray().map((r) => r.toJSON())), (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v))),
+});
+
+describe('readFlatIpc', () => {
+  it('decodes the log records ingest writes exactly as tableFromIPC does (nulls, dictionaries, timestamps, UTF-8), one schema object across records', () => {
+    const b = new IngestBatchBuilder(4);
+    const schemas = new Set<Schema>();
+    for (const [n, seed] of [[1, 1], [37, 2], [300, 3]] as const) {
+      for (const row of rowsOf(n, seed)) b.push(row);
+      const bytes = b.toIPC();
+      b.reset();
+      const got = readFlatIpc(bytes);
+      expect(got, `${n} rows`).toBeDefined();
+      expect(dump(got!)).toEqual(dump(tableFromIPC(bytes)));
+      schemas.add(got!.schema);
+    }
+    expect(schemas.size).toBe(1);
+  });
+
+  it('decodes Arrow JS streams of flat types, with several batches', () => {
+    const schema = new Schema([new Field('s', new Utf8(), true), new Field('x', new Float64(), false), new Field('i', new Int32(), true)]);
+    const batch = (k: number): RecordBatch =>
+      new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: 3, nullCount: 0, children: [vectorFromArray(['a', null, `c${k}`], new Utf8()).data[0]!, vectorFromArray([1.5, k, 3], new Float64()).data[0]!, vectorFromArray([null, 2, k], new Int32()).data[0]!] }));
+    const bytes = tableToIPC(new Table([batch(1), batch(2)]), 'stream');
+    const got = readFlatIpc(bytes);
+    expect(got).toBeDefined();
+    expect(dump(got!)).toEqual(dump(tableFromIPC(bytes)));
+  });
+
+  it('leaves what it does not handle to the caller: nested types, truncated or foreign bytes', () => {
+    const nested = new Schema([new Field('l', new List(new Field('item', new Int32(), true)), true)]);
+    const list = vectorFromArray([[1, 2], [3]], nested.fields[0]!.type);
+    const nestedBytes = tableToIPC(new Table([new RecordBatch(nested, makeData({ type: new Struct(nested.fields), length: 2, nullCount: 0, children: [list.data[0]!] }))]), 'stream');
+    expect(readFlatIpc(nestedBytes)).toBeUndefined();
+    const b = new IngestBatchBuilder(4);
+    for (const row of rowsOf(5, 9)) b.push(row);
+    const bytes = b.toIPC();
+    expect(readFlatIpc(bytes.subarray(0, bytes.byteLength - 100))).toBeUndefined();
+    expect(readFlatIpc(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]))).toBeUndefined();
+    expect(readFlatIpc(new Uint8Array(0))).toBeUndefined();
+  });
+});
