@@ -30,6 +30,8 @@ import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import type { Table } from 'apache-arrow';
 import type { Logger } from 'pino';
+import { internalError } from '../common/errors.js';
+import { faultPoint } from '../common/fault.js';
 import { META_PREFIX, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
 import type { ObjectStore } from '../storage/object-store.js';
@@ -127,20 +129,36 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     }
     let purged = 0;
     for (const s of shards) purged += await host.purge(s, users.filter((_, i) => request.shards[i] === s));
-    job.openSessionsPurged = purged;
+    // Accumulated: a purge redone after a crash finds nothing left.
+    job.openSessionsPurged = (job.openSessionsPurged ?? 0) + purged;
+    await erasures.saveJob(job);
+    faultPoint('erasure:purged');
     await scan(host, job, users, shards);
     await save(erasures, job, 'scanned');
   }
   if (job.phase === 'scanned') {
-    for (const entry of job.plan ?? []) {
-      if (entry.done) continue;
-      const r = await rewriteWithout(host.store, entry.key, (t) => dropMask(t, entry.table as TableName | 'session_aliases', users, job.sessionIds ?? []), `erase-${request.id}`, { compression: host.compression });
-      entry.done = true;
-      const l = layer(job, entry.table);
-      l.files.push(entry.key);
-      // The scan's count: a file rewritten before a crash has nothing left to drop when redone.
-      l.rowsRemoved += entry.rows;
-      if (r.rowsBefore - r.rowsAfter !== entry.rows && r.rowsBefore !== r.rowsAfter) host.log.warn({ key: entry.key, planned: entry.rows, dropped: r.rowsBefore - r.rowsAfter }, 'erasure dropped another row count than its scan found');
+    // A planned file another writer replaced meanwhile (compaction, reconciliation: possible only when
+    // the job was interrupted after its scan) moved its rows elsewhere: scan again (bounded).
+    for (let round = 0; ; round++) {
+      let stale = false;
+      for (const entry of job.plan ?? []) {
+        if (entry.done) continue;
+        const r = await rewriteWithout(host.store, entry.key, (t) => dropMask(t, entry.table as TableName | 'session_aliases', users, job.sessionIds ?? []), `erase-${request.id}`, { compression: host.compression }, entry.rows);
+        entry.done = true;
+        if (r.missing && !r.missing.ours) stale = true;
+        else {
+          const l = layer(job, entry.table);
+          l.files.push(entry.key);
+          // The scan's count: a file rewritten before a crash has nothing left to drop when redone.
+          l.rowsRemoved += entry.rows;
+        }
+        if (r.rowsBefore - r.rowsAfter !== entry.rows && r.rowsBefore !== r.rowsAfter) host.log.warn({ key: entry.key, planned: entry.rows, dropped: r.rowsBefore - r.rowsAfter }, 'erasure dropped another row count than its scan found');
+        faultPoint('erasure:mid-rewrite');
+        await erasures.saveJob(job);
+      }
+      if (!stale) break;
+      if (round >= 3) throw internalError('erasure_plan_stale', `erasure ${request.id}: the files it planned to rewrite keep being replaced; retried after the next checkpoint`);
+      await scan(host, job, users, shards);
       await erasures.saveJob(job);
     }
     await save(erasures, job, 'rewritten');
@@ -158,6 +176,7 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     }
     // A sealed segment goes at the truncation after the checkpoint that covers it; the active one is sealed now.
     if (host.rollLog) for (const s of await activeHolding(host.dataDir, request)) await host.rollLog(s);
+    faultPoint('erasure:rolled');
     await host.truncateLogs();
     const held = await logsHolding(host.dataDir, request);
     if (!job.stateCompacted) held.push('the LMDB state files of the shards (compacted at the next start)');
@@ -169,7 +188,9 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     layer(job, 'log').files = [];
     job.completedAt ??= new Date().toISOString();
     await erasures.saveJob(job);
+    faultPoint('erasure:before-audit');
     await writeAudit(host.store, request, job);
+    faultPoint('erasure:audited');
     await erasures.forgetUsers(request.id);
     job.sessionIds = [];
     await save(erasures, job, 'done');
@@ -260,8 +281,9 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
   const db = await DuckDBInstance.create(':memory:');
   const conn = await db.connect();
   const plan: NonNullable<ErasureJob['plan']> = [];
-  const sessionIds = new Set<string>();
-  const hours = new Set<number>();
+  // A rescan (see the rewrite step) keeps what the first scan found in files rewritten since.
+  const sessionIds = new Set<string>(job.sessionIds ?? []);
+  const hours = new Set<number>(job.windows?.hourly ?? []);
   try {
     await conn.run("SET TimeZone = 'UTC'");
     for (const m of MATCH) {
@@ -302,7 +324,7 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
   }
   job.plan = plan;
   job.sessionIds = [...sessionIds];
-  const days = new Set([...hours].map((h) => Math.floor(h / DAY) * DAY));
+  const days = new Set([...hours].map((h) => Math.floor(h / DAY) * DAY).concat(job.windows?.daily ?? []));
   job.windows = { hourly: [...hours].sort((a, b) => a - b), daily: [...days].sort((a, b) => a - b) };
   layer(job, 'state').rowsRemoved = job.openSessionsPurged ?? 0;
 }

@@ -14,6 +14,7 @@
 import { open as openFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
+import { faultPoint } from '../common/fault.js';
 import { SegmentLog } from '../log/segment-log.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
 
@@ -47,6 +48,7 @@ export async function compactLmdbFile(path: string): Promise<boolean> {
   const fh = await openFile(copy, 'r+');
   await fh.sync();
   await fh.close();
+  faultPoint('erasure:state-copied');
   await rename(copy, path);
   await rm(`${path}-lock`, { force: true });
   await fsyncDir(dirname(path));
