@@ -132,6 +132,7 @@ export async function readStateHead(store: ObjectStore, shard: number): Promise<
   const listed = await store.list(prefix);
   const committed = new Set(
     (await store.list(`${COMMITS_PREFIX}s${shard}-`))
+      .filter((o) => o.key.endsWith('.json'))
       .map((o) => o.key.slice(COMMITS_PREFIX.length, -'.json'.length))
       .filter((id) => id.startsWith(`s${shard}-`)),
   );
