@@ -44,11 +44,29 @@ function workerFile(): { filename: string; execArgv: string[] } {
   const here = import.meta.url;
   const ts = here.endsWith('.ts');
   const filename = new URL(ts ? './shard-worker.ts' : './shard-worker.js', here).href;
-  if (!ts || process.execArgv.some((a) => a.includes('tsx'))) return { filename, execArgv: [...process.execArgv] };
+  // Heap-size flags are per process: a Worker refuses them in its execArgv (ERR_WORKER_INVALID_EXEC_ARGV);
+  // the young generation's size reaches the workers through resourceLimits instead (workerHeapLimits).
+  const execArgv = process.execArgv.filter((a) => !HEAP_FLAG.test(a));
+  if (!ts || process.execArgv.some((a) => a.includes('tsx'))) return { filename, execArgv };
   // From sources, workers need the main thread's loader. `--import` resolves a bare name against
   // the working directory, so give it tsx's loader by absolute URL, found from this module.
   const tsx = pathToFileURL(createRequire(here).resolve('tsx')).href;
-  return { filename, execArgv: [...process.execArgv, '--import', tsx] };
+  return { filename, execArgv: [...execArgv, '--import', tsx] };
+}
+
+const HEAP_FLAG = /^--(max-semi-space-size|min-semi-space-size|max-old-space-size|max-young-generation-size)(=|$)/;
+
+/**
+ * The workers' young generation follows the process's `--max-semi-space-size` (MiB; V8's young
+ * generation is three semi-spaces: two for copying plus the new large-object space), so one flag
+ * sizes every heap of the engine.
+ */
+function workerHeapLimits(): { maxYoungGenerationSizeMb: number } | undefined {
+  for (const a of process.execArgv) {
+    const m = /^--max-semi-space-size=(\d+)$/.exec(a);
+    if (m) return { maxYoungGenerationSizeMb: 3 * Number(m[1]) };
+  }
+  return undefined;
 }
 
 export class ShardPool {
@@ -62,6 +80,7 @@ export class ShardPool {
     this.pool = new Piscina({
       filename,
       execArgv,
+      resourceLimits: workerHeapLimits(),
       minThreads: workers,
       maxThreads: workers,
       idleTimeout: Number.MAX_SAFE_INTEGER,
