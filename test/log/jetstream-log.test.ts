@@ -415,6 +415,50 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
+  it('truncation keeps the first chunk of a record still being written (another writer\'s records after it), so the record is read whole once complete', async () => {
+    const stream = freshStream();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let setup: JetStreamLogs | undefined;
+    // The big record's last chunk waits for the gate: the record is being written while others append and the engine truncates.
+    const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
+      if (o.headers?.get(CHUNK_HEADER) === '1/2') await gate;
+      return setup!.js.publish(subject, data, o);
+    };
+    const graceMs = 3000;
+    const reader = await JetStreamLogs.connect(options(stream, { truncateGraceMs: graceMs }));
+    const openedAt = Date.now();
+    const w = (setup = await JetStreamLogs.connect(options(stream, { publish })));
+    const other = await JetStreamLogs.connect(options(stream));
+    try {
+      const [r0, w0, o0] = [await reader.open(0), await w.open(0), await other.open(0)];
+      await o0.append(payload(0));
+      const big = payload(1, Math.floor(w.maxPayload * 1.5));
+      const bigAppend = w0.append(big);
+      for (let i = 0; i < 100 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const after = [await o0.append(payload(2)), await o0.append(payload(3))];
+      await r0.sync();
+      // The engine's read: it sees the first chunk, incomplete, and yields the other records.
+      expect((await readAll(r0)).map((r) => r.payload)).toEqual([payload(0), payload(2), payload(3)]);
+      await new Promise((r) => setTimeout(r, Math.max(0, openedAt + graceMs + 100 - Date.now()))); // past the grace after open
+      await r0.truncateBefore(after[1]! + 1); // "committed" through the last record it read
+      expect(await storedOnSubject(reader, r0.subject)).toBe(3); // record 0 purged; the first chunk and what follows it stay
+      release();
+      const offset = await bigAppend;
+      expect(offset).toBeGreaterThan(after[1]!);
+      await r0.sync(); // as an engine's follow() would
+      const rest = await readAll(r0, after[1]! + 1);
+      expect(rest.map((r) => r.offset)).toEqual([offset]);
+      expect(sameBytes(rest[0]!.payload, big)).toBe(true);
+    } finally {
+      release();
+      await reader.close();
+      await w.close();
+      await other.close();
+      await deleteStream(stream);
+    }
+  });
+
   it('a chunked append that fails midway is never read, and records after it are', async () => {
     const stream = freshStream();
     let failSecondChunk = true;
@@ -468,7 +512,8 @@ describeNats('JetStreamLog on a single server', () => {
 describe('JetStreamLog options', () => {
   it('fills defaults and validates', () => {
     const o = validateJetStreamLogOptions({ servers: ['nats://127.0.0.1:4222'] });
-    expect(o).toMatchObject({ stream: 'SLUICE', subjectPrefix: 'sluice', replicas: 3, maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, appendTimeoutMs: 30_000 });
+    expect(o).toMatchObject({ stream: 'SLUICE', subjectPrefix: 'sluice', replicas: 3, maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, appendTimeoutMs: 30_000, truncateGraceMs: 60_000 });
+    expect(validateJetStreamLogOptions({ servers: ['nats://127.0.0.1:4222'], appendTimeoutMs: 1000 }).truncateGraceMs).toBe(2000);
     expect(o.writerId).toMatch(/^[A-Za-z0-9]+$/);
     const bad: Array<Partial<JetStreamLogOptions>> = [
       { servers: [] },
@@ -478,6 +523,7 @@ describe('JetStreamLog options', () => {
       { servers: ['nats://x:1'], subjectPrefix: 'a.*' },
       { servers: ['nats://x:1'], appendTimeoutMs: 200_000 },
       { servers: ['nats://x:1'], maxBytes: 0 },
+      { servers: ['nats://x:1'], truncateGraceMs: -1 },
     ];
     for (const b of bad) expect(() => validateJetStreamLogOptions(b as JetStreamLogOptions)).toThrow(expect.objectContaining({ code: 'invalid_option' }));
   });
