@@ -32,6 +32,7 @@ import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../common/duration.js';
 import { userError } from '../common/errors.js';
@@ -485,4 +486,5 @@ async function main(): Promise<void> {
   process.stdout.write(`${header}\n\n${formatTable(runs)}\n\n${runs.map(formatTop).join('\n\n')}\n`);
 }
 
-await main();
+// Only as a script: tests import the helpers above.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) await main();
