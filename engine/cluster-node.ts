@@ -62,8 +62,6 @@ export class ClusterNode {
   readonly coordinator: Coordinator;
   readonly leases: LeaseTable;
   private readonly held = new Map<string, Held>();
-  /** Shards whose lease this node lost while running them: their runtime may not commit again; not retaken before a restart. */
-  private readonly abandoned = new Set<number>();
   private readonly store: ObjectStore;
   private scanTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
@@ -74,6 +72,8 @@ export class ClusterNode {
   /** Closed: nothing runs any more. Stopping: the final checkpoints run, only renewals go on. */
   private closed = false;
   private stopping = false;
+  /** halt() (tests: a frozen node): no renewals, no scans; close() still closes the coordinator. */
+  private halted = false;
   private acquired = 0;
 
   private constructor(
@@ -160,7 +160,8 @@ export class ClusterNode {
     const holders = await this.leases.holders();
     for (let s = 0; s < S && mine().length < target && !this.closed && !this.stopping; s++) {
       const name = `s${s}`;
-      if (holders.has(name) || this.held.has(name) || this.abandoned.has(s)) continue;
+      // A shard stopped here (a refused commit, a bug) is left to other nodes until this one restarts.
+      if (holders.has(name) || this.held.has(name) || this.coordinator.stoppedShards.includes(s)) continue;
       const held = await this.take(name);
       if (held === undefined) continue;
       try {
@@ -224,7 +225,6 @@ export class ClusterNode {
     this.log.error({ lease: name }, 'lease lost (not renewed within ttl − margin); this node stops committing it');
     if (name.startsWith('s')) {
       const s = Number(name.slice(1));
-      this.abandoned.add(s);
       this.coordinator.abandonShard(s);
     }
     await this.drop(name, false);
@@ -283,9 +283,11 @@ export class ClusterNode {
    * heartbeat so the others take over at once.
    */
   async close(): Promise<void> {
-    if (this.closed || this.stopping) return;
-    await this.scanning;
-    await this.sync();
+    if (this.closed) return;
+    if (!this.halted) {
+      await this.scanning;
+      await this.sync();
+    }
     this.stopping = true; // no more rebalancing or syncing; renewals go on
     clearInterval(this.scanTimer);
     clearInterval(this.syncTimer);
@@ -298,16 +300,17 @@ export class ClusterNode {
     this.closed = true;
     clearInterval(this.renewTimer);
     while (this.renewing) await new Promise((r) => setTimeout(r, 10));
-    // Leases of shards whose final checkpoint failed are left to expire (their records stay in the stream).
+    // Leases of shards whose final checkpoint failed are left to expire (their records stay in the stream); `release` skips overdue ones.
     if (failure === undefined) for (const name of [...this.held.keys()]) await this.drop(name, true);
-    await this.leases.leave();
+    if (!this.halted) await this.leases.leave();
     await this.store.close();
     if (failure !== undefined) throw failure;
   }
 
   /** A crash for tests: timers stop, nothing is committed or released (leases expire). */
   halt(): void {
-    this.closed = true;
+    this.halted = true;
+    this.stopping = true;
     clearInterval(this.renewTimer);
     clearInterval(this.scanTimer);
     clearInterval(this.syncTimer);

@@ -630,6 +630,8 @@ export class Coordinator {
         try {
           r = await this.pool.checkpoint(s);
         } catch (err) {
+          // Engine node: a shard given up meanwhile (lease lost) was refused by its own fence — expected, not a stop.
+          if (!st.owned) return;
           if (err instanceof ShardTaskError && err.stopped) this.stopShard(s, err);
           else this.checkpoints.failed(target, err);
           return;

@@ -440,6 +440,12 @@ export class ShardRuntime {
     return files;
   }
 
+  /** Engine node, lease lost: closes WITHOUT a checkpoint (the shard's next owner redoes the uncommitted work from the lake). */
+  async discard(): Promise<void> {
+    await this.store.close().catch(() => undefined);
+    await this.env.close();
+  }
+
   async close(): Promise<void> {
     await this.checkpoint();
     await this.store.close();

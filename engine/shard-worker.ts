@@ -27,7 +27,14 @@ const failures = new Map<number, unknown>();
 
 async function execute(task: ShardTask): Promise<ShardResult> {
   if (task.kind === 'open') {
-    if (runtimes.has(task.shard)) throw internalError('shard_already_open', `shard ${task.shard} is already open on this worker`);
+    const stale = runtimes.get(task.shard);
+    if (stale !== undefined && task.options.fence === undefined) throw internalError('shard_already_open', `shard ${task.shard} is already open on this worker`);
+    // Engine node: a shard whose lease was lost, retaken later — its old runtime (uncommitted, fenced) is dropped; the new one restores from the lake.
+    if (stale !== undefined) {
+      runtimes.delete(task.shard);
+      await stale.discard().catch(() => undefined);
+    }
+    failures.delete(task.shard);
     // On Linux this sets the calling thread's niceness only (the main thread keeps its own).
     setPriority(task.options.workerNice);
     const runtime = await ShardRuntime.open(task.shard, task.options);
@@ -75,7 +82,7 @@ function survivable(task: ShardTask, err: unknown): boolean {
 export default function handle(task: ShardTask): Promise<ShardResult> {
   const previous = chains.get(task.shard) ?? Promise.resolve();
   const next = previous.then(() => {
-    if (failures.has(task.shard)) {
+    if (failures.has(task.shard) && !(task.kind === 'open' && task.options.fence !== undefined)) {
       throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, failures.get(task.shard));
     }
     return execute(task);
