@@ -332,7 +332,7 @@ export function register(program: Command): void {
         `Sluice listening on ${sluice.url}\n` +
           `  write key: ${sluice.writeKey}\n` +
           `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
-          `  lake:      ${config.engine.lake}\n` +
+          (config.role === 'ingest' ? `  role:      ingest node (no engine), log ${config.logServers!.join(',')}\n` : `  lake:      ${config.engine.lake}\n`) +
           `  data:      ${config.engine.dataDir}\n` +
           `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
           `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
