@@ -11,6 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { composeServeConfig } from '../../cli/config.js';
 import { startSluice } from '../../cli/serve.js';
+import { validateIngestOptions } from '../../ingest/options.js';
+import { UncommittedLog } from '../../ingest/uncommitted-log.js';
 import { openLakeReader } from '../helpers/lake.js';
 
 const KEY = 'wk_overload';
@@ -27,6 +29,39 @@ afterAll(() => {
 });
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+
+describe('overload settings', () => {
+  it.each([
+    ['flag', { maxBacklog: '64MiB', rateLimit: '500' }, {}],
+    ['environment', {}, { SLUICE_MAX_BACKLOG: '64MiB', SLUICE_RATE_LIMIT: '500' }],
+  ])('--max-backlog and --rate-limit from the %s', (_, flags, env) => {
+    const c = composeServeConfig(flags, env);
+    expect(c.ingest.maxBacklogBytes).toBe(64 * 2 ** 20);
+    expect(c.ingest.rateLimit).toEqual({ eventsPerSecond: 500, burst: 1000 });
+    expect(validateIngestOptions({ writeKeys: [{ key: 'k' }], ...c.ingest }).maxBacklogBytes).toBe(64 * 2 ** 20);
+  });
+
+  it('pins the messages of invalid bounds', () => {
+    expect(() => composeServeConfig({ rateLimit: '0' }, {})).toThrow('--rate-limit must be a number of events per second > 0, got "0"');
+    expect(() => validateIngestOptions({ writeKeys: [{ key: 'k' }], maxBacklogBytes: -1 })).toThrow('maxBacklogBytes must be a whole number of bytes ≥ 0 (0 = no bound), got -1');
+  });
+
+  it('counts durable records until the engine commits past them (its truncation), and what was in the log at start until the first commit past it', () => {
+    const u = new UncommittedLog(2);
+    u.existing(0, 9, 1000);
+    u.durable(0, 10, 5, 84);
+    u.durable(1, 0, 3, 34);
+    u.durable(0, 11, 2, 184);
+    expect([u.bytes, u.events]).toEqual([1000 + 100 + 50 + 200, 10]);
+    u.committed(0, 11);
+    expect([u.bytes, u.events]).toEqual([50 + 200, 5]);
+    u.committed(1, 1);
+    u.committed(0, 12);
+    expect([u.bytes, u.events]).toEqual([0, 0]);
+    u.committed(0, 5); // a lower mark changes nothing
+    expect(u.bytes).toBe(0);
+  });
+});
 
 describe('overload: the uncommitted log is bounded', () => {
   it('answers 503 + Retry-After past --max-backlog while the engine has not committed, names it in /readyz and /metrics, and commits every acknowledged event after the load', async () => {
