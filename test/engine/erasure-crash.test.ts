@@ -11,19 +11,15 @@
  * no byte of either id in any file of the lake or the data directory, every acknowledged event of
  * the other users in silver exactly once, and sluice quality's files and completeness checks pass.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runQualityChecks } from '../../analytics/quality.js';
-import { KEY, stop, userEnv, type Served } from '../helpers/served.js';
+import { serveFromSources } from '../helpers/serve-sources.js';
+import { KEY, stop } from '../helpers/served.js';
 import { openLakeReader } from '../helpers/lake.js';
 
-const REPO = join(import.meta.dirname, '..', '..');
-const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const ADMIN = 'admin-crash-key';
 const A = 'crash-alpha-W4p';
 const B = 'crash-bravo-K8m';
@@ -41,39 +37,6 @@ afterAll(() => {
 });
 
 type Mode = 'inline' | 'process';
-
-/**
- * `sluice serve …` from the sources (tsx) as a child process; resolves with its URL, rejects with
- * its exit (`exited at start with SIGKILL`: a fault point fired during recovery). Bounded at 240 s:
- * a start on a shared, loaded 2-core machine (tsx transpiling, recovery) can pass test/helpers'
- * 60 s.
- */
-function serveFromSources(cwd: string, args: string[], env: Record<string, string>): Promise<Served> {
-  const main = pathToFileURL(join(REPO, 'cli', 'main.ts')).href;
-  const child = spawn(process.execPath, ['--import', TSX, '-e', `import(${JSON.stringify(main)}).then((m) => m.main(process.argv.slice(1)))`, 'serve', '--port', '0', '--write-key', KEY, ...args], { cwd, env: userEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  let out = '';
-  child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-20_000)));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return new Promise<Served>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`serve did not start within 240 s:\n${err}`));
-    }, 240_000);
-    child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ url: m[1]!, pid: child.pid!, exited, stderr: () => err });
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`serve exited at start with ${code}:\n${err}`));
-    });
-  });
-}
 
 let seq = 0;
 const ev = (userId: string, t: number, extra: Record<string, unknown> = {}) => ({
