@@ -4,10 +4,11 @@
  * records.
  *
  * Offline it runs the engine over the data directory as `serve` would (replaying and committing
- * the logs), records the request with the logs' marks, runs the job through a checkpoint, then
- * restarts the engine once so the logs' segments holding the users are sealed and truncated and
- * the shards' LMDB files compacted (engine/erasure-offline.ts). A request interrupted (kill -9)
- * resumes at the next `sluice erase` or `sluice serve`.
+ * the logs), records the request with the logs' marks and runs the job through checkpoints: as on
+ * a running server, the job compacts the shards' LMDB files and seals the log segments holding the
+ * users, which the next checkpoint's truncation deletes. A second pass (the engine restarted) only
+ * runs if a request is still open. A request interrupted (kill -9) resumes at the next
+ * `sluice erase` or `sluice serve`.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
