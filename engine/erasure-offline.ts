@@ -1,5 +1,8 @@
 /**
- * The two erasure steps that need the files closed, run at start (before anything opens them):
+ * The two erasure steps that need the files closed. A running engine does both online (the job:
+ * SegmentLog.roll on the log's writer, and the shard task compact-state, which closes the shard's
+ * LMDB environment and calls `compactLmdbFile`); these run them at start, before anything opens
+ * the files, for a request a crash interrupted:
  *
  * - `sealErasedLogs` (before the logs open: `sluice serve`, `sluice erase`): a log's active
  *   segment is never deleted by truncation, so one holding records at or below a request's mark
