@@ -545,7 +545,8 @@ export class Coordinator {
   /** A failure that cannot be retried: this shard stops (reported), the others go on. */
   private stopShard(shard: number, err: unknown): void {
     const st = this.shards[shard]!;
-    if (st.stopped) return;
+    // Engine node: a shard given up (lease lost) fails on its fenced runtime — expected; it may be retaken.
+    if (st.stopped || (this.cluster && !st.owned)) return;
     st.stopped = true;
     this.checkpoints.stop(`shard-${shard}`, err);
     engineMetrics.ready.set(0);
