@@ -521,6 +521,8 @@ export class ShardRuntime {
   purgeUsers(users: string[]): PurgeResult {
     let openSessions = 0;
     for (const key of userKeys(users)) openSessions += this.pipeline.removeUser(key, this.env);
+    // The lake's state deltas and base still hold their sessions: the next checkpoint writes a base and deletes those.
+    this.stateSync?.requestBase();
     // Their sessions that closed since the last checkpoint are still buffered (the job scans committed files only).
     const ids = new Set(users);
     for (const [k, b] of this.buffers) {

@@ -432,6 +432,14 @@ export class ShardStateSync {
     }
   }
 
+  /**
+   * Erasure: the next checkpoint's publish writes a base and deletes every older delta and base,
+   * so no state object in the lake keeps what was purged from LMDB since.
+   */
+  requestBase(): void {
+    this.needBase = true;
+  }
+
   get stats(): StateSyncStats {
     return { ...this.counters };
   }

@@ -81,7 +81,7 @@ const TYPES = ['Application Opened', 'Screen Viewed', 'Button Tapped', 'Notifica
  * of event time (two days in all). About 6 % of each record re-sends earlier events (same id,
  * later received_at), some from several records back.
  */
-function stream(records: number, perRecord: number, users: number, seed = 7): Uint8Array[] {
+function stream(records: number, perRecord: number, users: number, seed = 7, skipUser?: string): Uint8Array[] {
   const rand = rng(seed);
   const sent: IngestRow[] = [];
   const out: Uint8Array[] = [];
@@ -96,9 +96,10 @@ function stream(records: number, perRecord: number, users: number, seed = 7): Ui
       }
       const t = base + Math.floor(rand() * 40 * MIN) - (rand() < 0.03 ? 90 * MIN : 0);
       const type = TYPES[Math.floor(rand() * TYPES.length)]!;
+      const user = `user-${Math.floor(rand() * users)}`;
       const e: IngestRow = {
         event_id: `e-${r}-${i}`,
-        user_id: `user-${Math.floor(rand() * users)}`,
+        user_id: user === skipUser ? 'user-0' : user,
         anonymous_id: null,
         event_type: type,
         event_time: t,
@@ -298,6 +299,32 @@ describe('state snapshot: restore on another node', () => {
     const fresh = await ShardRuntime.open(0, options('recover-data-b2'));
     expect(fresh.openResult.checkpointOffset).toBe(7);
     await die(fresh);
+    await store.close();
+  }, 60_000);
+});
+
+describe('state snapshot: erasure', () => {
+  it("after purgeUsers the next checkpoint leaves no state object in the lake with the users' sessions", async () => {
+    const records = stream(12, 200, 40, 5);
+    const lake = dir('erase-lake');
+    const rt = await ShardRuntime.open(0, runtimeOptions(dir('erase-data'), lake, { stateInObjectStore: true }));
+    const store = await openObjectStore(lake);
+    // msgpack's fixstr of the user id (0xa6 = 6 bytes): not a prefix of user-70 … (0xa7).
+    const needle = Buffer.concat([Buffer.from([0xa6]), Buffer.from('user-7')]);
+    const holding = async (): Promise<string[]> => {
+      const keys: string[] = [];
+      for (const o of await store.list(`${STATE_PREFIX}/s0/`)) if (Buffer.from((await store.get(o.key))!).includes(needle)) keys.push(o.key);
+      return keys;
+    };
+    await run(rt, records, 0, 8);
+    expect((await holding()).length).toBeGreaterThan(0);
+    rt.purgeUsers(['user-7']);
+    // The same stream without user-7 from here on.
+    await run(rt, stream(12, 200, 40, 5, 'user-7'), 8, 12);
+    expect(await holding()).toEqual([]);
+    const head = await readStateHead(store, 0);
+    expect(head).toMatchObject({ seq: 3, base: { seq: 3 }, deltas: [] });
+    await die(rt);
     await store.close();
   }, 60_000);
 });
