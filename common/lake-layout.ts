@@ -65,6 +65,18 @@ export function partName(shard: number, firstOffset: number, lastOffset: number,
   return `part-s${shard}-${firstOffset}-${lastOffset}${suffix}.parquet`;
 }
 
+/**
+ * The shard whose rows a part file holds, from its name: a flush's `part-s{shard}-…` or a
+ * compaction's `part-c{hash}-s{shard}` (compaction merges one shard's files at a time, so a user,
+ * who lives in one shard, stays in that shard's files: erasure rewrites only those). Undefined for
+ * files of no single shard (dlq/, gold windows, compactions of lakes written before that rule).
+ */
+export function shardOfPart(key: string): number | undefined {
+  const m = /\/part-(?:s(\d+)-|c[0-9a-f]+-s(\d+)\.parquet$)/.exec(key);
+  if (!m) return undefined;
+  return Number(m[1] ?? m[2]);
+}
+
 /** Full key of a part file. */
 export function partKey(table: TableName, timeMs: number, name: string): string {
   const spec = TABLES[table];

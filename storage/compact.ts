@@ -10,8 +10,12 @@
  *   3. publish the merged file               visible              crash → finishCompactions deletes the inputs
  *   4. delete the inputs
  *
- * The merged file's name is a hash of its inputs (`part-c{hash}.parquet`) and the record id is
- * `compact-{hash}`, so re-running any step writes the same objects again.
+ * The merged file's name is a hash of its inputs (`part-c{hash}-s{shard}.parquet`, or
+ * `part-c{hash}.parquet` for files of no single shard such as dlq/) and the record id is
+ * `compact-{hash}`, so re-running any step writes the same objects again. Files of different
+ * shards are never merged together: a user lives in one shard, so erasing a user rewrites only
+ * that shard's files, however much the lake holds (engine/erasure-job.ts). A partition keeps at
+ * least one file per shard that wrote to it.
  *
  * Readers: `liveFiles` (used by `sluice query` and `sluice quality`) treats a compact record as
  * not yet applied while its merged file is invisible and its inputs still exist, and as applied
@@ -33,7 +37,7 @@ import { rmdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as pq from 'parquet-wasm/node';
 import { internalError, userError } from '../common/errors.js';
-import { partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
+import { partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
 import { foldCommitRecords, listCommitRecords, writeCommitRecord, type CommitFile, type CommitRecord } from './commit-record.js';
 import { STAGING_PREFIX } from './local-store.js';
 import type { ObjectStore } from './object-store.js';
@@ -104,7 +108,35 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   const records = options.records ?? (await listCommitRecords(store));
   const listed = (await store.list(dir)).filter((o) => o.key.endsWith('.parquet') && o.key.lastIndexOf('/') === dir.length - 1);
   const live = foldCommitRecords(records, dir, new Set(listed.map((o) => o.key)));
-  const candidates = convergent(listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key))));
+  const eligible = listed.filter((o) => o.size < small && (records.length === 0 || live.has(o.key)));
+  // One shard's files at a time (undefined: files of no single shard, merged among themselves).
+  const byShard = new Map<number | undefined, typeof eligible>();
+  for (const o of eligible) {
+    const shard = shardOfPart(o.key);
+    let files = byShard.get(shard);
+    if (!files) byShard.set(shard, (files = []));
+    files.push(o);
+  }
+  const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
+  for (const [shard, files] of [...byShard].sort(([a], [b]) => (a ?? -1) - (b ?? -1))) {
+    const r = await compactShardFiles(store, dir, convergent(files), shard, target, live, options);
+    result.inputs += r.inputs;
+    result.outputs += r.outputs;
+    result.rows += r.rows;
+  }
+  return result;
+}
+
+/** Packs one shard's candidate files (see `compactPartition`) into merged files. */
+async function compactShardFiles(
+  store: ObjectStore,
+  dir: string,
+  candidates: Array<{ key: string; size: number }>,
+  shard: number | undefined,
+  target: number,
+  live: ReadonlyMap<string, number>,
+  options: CompactOptions,
+): Promise<CompactResult> {
   if (candidates.length < 2) return { inputs: 0, outputs: 0, rows: 0 };
 
   // Pack files in key order greedily up to target bytes, starting a new group whenever the Arrow
@@ -115,7 +147,7 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   let groupSchema = '';
   const flush = async (): Promise<void> => {
     if (group.length >= 2) {
-      const r = await mergeFiles(store, dir, group, live, options);
+      const r = await mergeFiles(store, dir, group, shard, live, options);
       result.inputs += r.inputs;
       result.outputs += r.outputs;
       result.rows += r.rows;
@@ -161,6 +193,7 @@ async function mergeFiles(
   store: ObjectStore,
   dir: string,
   inputs: Array<{ key: string; bytes: Uint8Array }>,
+  shard: number | undefined,
   live: ReadonlyMap<string, number>,
   options: CompactOptions,
 ): Promise<CompactResult> {
@@ -198,7 +231,7 @@ async function mergeFiles(
   });
 
   const hash = createHash('sha1').update(inputs.map((f) => f.key).join('\n')).digest('hex').slice(0, 16);
-  const key = `${dir}part-c${hash}.parquet`;
+  const key = `${dir}part-c${hash}${shard === undefined ? '' : `-s${shard}`}.parquet`;
   const staged = await store.stage(key, body);
   if (options.stopAfter === 'stage') return { inputs: 0, outputs: 0, rows: 0 };
   const record: CommitRecord = {
@@ -283,7 +316,7 @@ export async function finishCompactions(store: ObjectStore, options: { graceMs?:
   // Merged files staged by a compactor that died before writing its record: nobody will publish them.
   const recorded = new Set(records.filter((r) => r.kind === 'compact').flatMap((r) => r.added.map((f) => `${STAGING_PREFIX}${f.key}`)));
   for (const o of await store.list(STAGING_PREFIX)) {
-    if (/\/part-c[0-9a-f]+\.parquet$/.test(o.key) && !recorded.has(o.key) && o.mtimeMs <= now - grace) await store.delete(o.key);
+    if (/\/part-c[0-9a-f]+(?:-s\d+)?\.parquet$/.test(o.key) && !recorded.has(o.key) && o.mtimeMs <= now - grace) await store.delete(o.key);
   }
   return result;
 }

@@ -117,25 +117,27 @@ describe('late trickle', () => {
     expect(await liveCount(pristine, store)).toEqual([SECONDS, SECONDS]);
   });
 
-  it('compacts the partition to ≤ 2 files keeping every row exactly once', async () => {
+  it('compacts the partition to one file per shard keeping every row exactly once', async () => {
     const { dir, store } = freshLake();
     const before = await lateFiles(store);
     const r = await compactPartition(store, TABLES.events.prefix, LATE_PATH, { now: endMs + 1 });
-    expect(r).toEqual({ inputs: before.length, outputs: 1, rows: SECONDS });
+    // Shards are never merged together (a user's rows stay in their shard's files: erasure).
+    expect(r).toEqual({ inputs: before.length, outputs: SHARDS, rows: SECONDS });
     const after = await lateFiles(store);
-    expect(after.length).toBeLessThanOrEqual(2);
-    expect(after[0]).toMatch(/\/part-c[0-9a-f]{16}\.parquet$/);
+    expect(after).toHaveLength(SHARDS);
+    expect(after.map((k) => /\/part-c[0-9a-f]{16}-s(\d+)\.parquet$/.exec(k)?.[1]).sort()).toEqual(Array.from({ length: SHARDS }, (_, i) => String(i)));
     expect(await globCount(dir)).toEqual([SECONDS, SECONDS]);
     expect(await liveCount(dir, store)).toEqual([SECONDS, SECONDS]);
-    expect([...(await liveFiles(store, LATE_DIR)).values()]).toEqual([SECONDS]);
+    expect([...(await liveFiles(store, LATE_DIR)).values()].reduce((n, rows) => n + rows, 0)).toBe(SECONDS);
     // Running it again has nothing left to merge.
     expect(await compactPartition(store, TABLES.events.prefix, LATE_PATH, { now: endMs + 2 })).toEqual({ inputs: 0, outputs: 0, rows: 0 });
     // The merged file is readable and sorted rows survived: ids are the originals.
     const records = await listCommitRecords(store);
     const compact = records.filter((x) => x.kind === 'compact');
-    expect(compact).toHaveLength(1);
-    expect(compact[0]!.removed.map((f) => f.key).sort()).toEqual(before.sort());
-    expect(compact[0]!.removed.reduce((n, f) => n + f.rows, 0)).toBe(SECONDS);
+    expect(compact).toHaveLength(SHARDS);
+    const removed = compact.flatMap((c) => c.removed);
+    expect(removed.map((f) => f.key).sort()).toEqual(before.sort());
+    expect(removed.reduce((n, f) => n + f.rows, 0)).toBe(SECONDS);
   });
 
   it('splits into target-size files when the partition is bigger than the target', async () => {
@@ -162,15 +164,15 @@ describe('late trickle', () => {
 
     const finished = await finishCompactions(store);
     expect(finished.lost).toEqual([]);
-    expect(finished.finished).toBe(step === 'stage' ? 0 : 1);
+    expect(finished.finished).toBe(step === 'stage' ? 0 : SHARDS);
     expect(await globCount(dir)).toEqual([SECONDS, SECONDS]);
     expect(await liveCount(dir, store)).toEqual([SECONDS, SECONDS]);
     const files = await lateFiles(store);
-    expect(files.length).toBe(step === 'stage' ? inputs.length : 1);
+    expect(files.length).toBe(step === 'stage' ? inputs.length : SHARDS);
     // Nothing staged is left behind, and a later compaction run converges to the same state.
     expect(await store.list('_sluice/staging/')).toEqual([]);
     await compactPartition(store, TABLES.events.prefix, LATE_PATH, { now: endMs + 2 });
-    expect(await lateFiles(store)).toHaveLength(1);
+    expect(await lateFiles(store)).toHaveLength(SHARDS);
     expect(await globCount(dir)).toEqual([SECONDS, SECONDS]);
     expect(await liveCount(dir, store)).toEqual([SECONDS, SECONDS]);
   });
@@ -180,7 +182,8 @@ describe('late trickle', () => {
     const [first] = await lateFiles(store);
     await writeCommitRecord(store, { id: 'compact-rival', time: new Date(endMs).toISOString(), kind: 'compact', added: [{ key: `${LATE_DIR}part-crival.parquet`, rows: 1 }], removed: [{ key: first!, rows: 1 }] });
     const r = await compactPartition(store, TABLES.events.prefix, LATE_PATH, { now: endMs + 1 });
-    expect(r.outputs).toBe(0);
+    // The rival's shard backs off; the other shards' files are merged.
+    expect(r.outputs).toBe(SHARDS - 1);
     expect((await listCommitRecords(store)).filter((x) => x.kind === 'compact' && x.aborted)).toHaveLength(1);
     expect(await globCount(dir)).toEqual([SECONDS, SECONDS]);
     expect(await liveCount(dir, store)).toEqual([SECONDS, SECONDS]);
@@ -192,7 +195,7 @@ describe('late trickle', () => {
     const beforeCurrent = await Promise.all(currentHours.map(async (d) => (await store.list(d)).length));
     const r = await compactAll(store, { olderThanMs: H, now: endMs, tables: ['events'] });
     expect(r.partitions).toBe(1);
-    expect(await lateFiles(store)).toHaveLength(1);
+    expect(await lateFiles(store)).toHaveLength(SHARDS);
     expect(await Promise.all(currentHours.map(async (d) => (await store.list(d)).length))).toEqual(beforeCurrent);
 
     const removed = await applyRetention(store, { silver: 1 }, LATE_HOUR + 25 * H);
