@@ -43,17 +43,25 @@ export class SegmentLogReader {
     const out: LogRecord[] = [];
     let bytes = 0;
     let offset = from;
+    // The segment's size, stat'ed once per read and segment (again only when a frame does not fit:
+    // the file grew since): one fstat per record was a visible share of the engine's CPU.
+    let sized: Open | undefined;
+    let size = 0;
     while (offset < until && out.length < maxRecords && (out.length === 0 || bytes < maxBytes)) {
       const seg = await this.segmentFor(offset);
-      let size = (await seg.fh.stat()).size;
+      if (sized !== seg) {
+        size = (await seg.fh.stat()).size;
+        sized = seg;
+      }
       let check = await checkFrame(seg.cur, seg.pos, seg.next, size);
       if (!check.ok) {
+        size = (await seg.fh.stat()).size;
         // The end of this segment: the record is in the next one (the writer rolled).
         if (seg.pos >= size) {
           await this.moveTo(offset, true);
+          sized = undefined;
           continue;
         }
-        size = (await seg.fh.stat()).size;
         check = await checkFrame(seg.cur, seg.pos, seg.next, size);
         if (!check.ok) throw internalError('log_corrupt', `${seg.path}: record ${seg.next} at byte ${seg.pos} below the durable mark ${until} is damaged (${check.reason})`);
       }
