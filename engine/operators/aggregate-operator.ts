@@ -246,9 +246,21 @@ export class AggregateOperator {
     return { hourly, daily };
   }
 
-  /** Totals of the open daily windows (the live view: closed sessions and bounces so far). */
-  openDaily(): WindowPartial[] {
-    return [...this.daily].map(([windowStart, w]) => ({ granularity: 'daily' as const, windowStart, rows: rollUp(w, true) }));
+  /**
+   * Closed sessions and bounces so far in the open daily windows (the live view, every second).
+   * Counters only: uniting a day's user sets, the costly part of a roll-up (a day may hold a
+   * million users per shard), is left to the emitted window.
+   */
+  openDailySessions(): Array<{ windowStart: number; sessionsClosed: number; bounces: number }> {
+    return [...this.daily].map(([windowStart, w]) => {
+      let sessionsClosed = 0;
+      let bounces = 0;
+      for (const a of w.values()) {
+        sessionsClosed += a.n[C.sessionsClosed]!;
+        bounces += a.n[C.bounces]!;
+      }
+      return { windowStart, sessionsClosed, bounces };
+    });
   }
 
   /** Roll-ups of the open hourly windows (the live view). */

@@ -223,7 +223,7 @@ export class ShardPipeline {
     openSessions: number;
   } {
     return {
-      daily: this.aggregate.openDaily().map((p) => ({ windowStart: p.windowStart, sessionsClosed: p.rows[0]!.sessions_closed, bounces: p.rows[0]!.bounces })),
+      daily: this.aggregate.openDailySessions(),
       hourly: this.aggregate.openHourly().map((p) => {
         const r = p.rows[0]!;
         return {
