@@ -157,6 +157,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   const sampleMemory = (): void => {
     memory = deps.memoryBytes?.() ?? process.memoryUsage.rss();
     ingestMetrics.memoryBytes.set(memory);
+    // Also here, not only per request: with no traffic the gauge kept its last loaded value.
+    ingestMetrics.queueDepth.set(deps.backlog?.() ?? 0);
     const u = deps.uncommitted?.();
     if (u !== undefined) {
       ingestMetrics.uncommittedBytes.set(u.bytes);
