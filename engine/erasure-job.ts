@@ -32,7 +32,7 @@ import type { Table } from 'apache-arrow';
 import type { Logger } from 'pino';
 import { internalError } from '../common/errors.js';
 import { faultPoint } from '../common/fault.js';
-import { META_PREFIX, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
+import { META_PREFIX, partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeParquet, type ParquetCompression } from '../storage/parquet.js';
@@ -239,13 +239,18 @@ export async function logsHolding(dataDir: string, request: ErasureRequest): Pro
   return out;
 }
 
-/** The tables' candidate files: the users' shards' own files, compacted files, and all of dlq/. */
+/**
+ * The tables' candidate files: the users' shards' own files (flushed `part-s{n}-…` and compacted
+ * `part-c…-s{n}`), compacted files of no single shard (lakes compacted before compaction kept
+ * shards apart), and all of dlq/. So the cost follows the users' shards, not the lake.
+ */
 async function candidates(store: ObjectStore, table: TableName, shards: number[]): Promise<string[]> {
   const keys = (await store.list(`${TABLES[table].prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
   if (table === 'dlq') return keys;
   return keys.filter((k) => {
-    const name = k.slice(k.lastIndexOf('/') + 1);
-    return name.startsWith('part-c') || shards.some((s) => name.startsWith(`part-s${s}-`));
+    const shard = shardOfPart(k);
+    if (shard !== undefined) return shards.includes(shard);
+    return k.slice(k.lastIndexOf('/') + 1).startsWith('part-c');
   });
 }
 

@@ -22,7 +22,7 @@ import { takeRows, maskToIndices } from '../common/arrow-take.js';
 import { faultPoint } from '../common/fault.js';
 import { commitRecordKey, writeCommitRecord } from './commit-record.js';
 import type { ObjectStore } from './object-store.js';
-import { decodeParquet, encodeParquet, type ParquetOptions } from './parquet.js';
+import { decodeParquet, encodeParquetAsync, type ParquetOptions } from './parquet.js';
 import { TwoPhaseCommitter } from './two-phase.js';
 
 export interface RewriteResult {
@@ -81,7 +81,8 @@ export async function rewriteWithout(
     const idx = maskToIndices(keep);
     if (idx.length > 0) kept.push(idx.length === batch.numRows ? batch : takeRows(batch, idx));
   }
-  const body = encodeParquet(kept, parquet);
+  // Async: a compacted file may hold more rows than one synchronous encode call takes (maxRowsPerCall).
+  const body = await encodeParquetAsync(kept, parquet);
   const committer = new TwoPhaseCommitter(store);
   const pending = await committer.stage([{ key, body, rows: before - dropped }], { id, kind: 'erase', removed: [{ key, rows: before, bytes: bytes.byteLength }] });
   faultPoint('erasure:rewrite-staged');
