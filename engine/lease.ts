@@ -105,8 +105,19 @@ export class LeaseTable {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const kvm = new Kvm(js);
-    const leases = await kvm.create(bucket, { ttl: ttlMs, history: 1, replicas });
-    const nodes = await kvm.create(options.nodesBucket ?? LEASE_DEFAULTS.nodesBucket, { ttl: ttlMs, history: 1, replicas });
+    // Retried for a while: at start-up the cluster may still elect leaders, and nodes create the buckets at once.
+    const create = async (name: string): Promise<KV> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await kvm.create(name, { ttl: ttlMs, history: 1, replicas });
+        } catch (err) {
+          if (attempt >= 10) throw err;
+          await new Promise((r) => setTimeout(r, Math.min(250 * attempt, 2000)));
+        }
+      }
+    };
+    const leases = await create(bucket);
+    const nodes = await create(options.nodesBucket ?? LEASE_DEFAULTS.nodesBucket);
     return new LeaseTable({ ...options, ttlMs, marginMs }, js, jsm, leases, nodes, bucket, options.nodesBucket ?? LEASE_DEFAULTS.nodesBucket);
   }
 
