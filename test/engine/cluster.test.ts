@@ -1,0 +1,200 @@
+/**
+ * Acceptance of issue 10's engine nodes on a REAL 3-node JetStream cluster: two ingest nodes
+ * (`serve --role ingest`) and two engine nodes (`sluice engine`), all child processes run from
+ * the sources, share one stream and one lake. Traffic goes to both ingest nodes (with a client
+ * retry of one batch on the other node, and rejected events); mid-load one NATS server and one
+ * engine node are killed with SIGKILL, the NATS server comes back. Then: every acknowledged valid
+ * event is in silver exactly once, every rejected one in dlq/, each gold hourly window equals
+ * DuckDB's recomputation from silver, and the surviving engine took over the dead node's shards
+ * (restored from the lake: the dead node's disk is never read). Skipped only when nats-server
+ * is missing.
+ */
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { goldMetricsSql } from '../../engine/gold-sql.js';
+import { reconcileLate } from '../../engine/reconcile.js';
+import { openObjectStore } from '../../storage/open-store.js';
+import { openLakeReader } from '../helpers/lake.js';
+import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
+import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+
+const REPO = join(import.meta.dirname, '..', '..');
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+const MAIN = pathToFileURL(join(REPO, 'cli', 'main.ts')).href;
+const FROM_SOURCES = ['--import', TSX, '-e', `import(${JSON.stringify(MAIN)}).then((m) => m.main(process.argv.slice(1)))`];
+const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
+const SHARDS = 4;
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `sluice engine …` as a child process from the sources; resolves once it prints its URL. */
+async function engineNode(cwd: string, args: string[]): Promise<Served> {
+  const child = spawn(process.execPath, [...FROM_SOURCES, 'engine', '--port', '0', '--host', '127.0.0.1', ...args], { cwd, env: userEnv({ SLUICE_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-200_000)));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`engine did not start within 90 s:\n${err}`)), 90_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /Sluice engine node listening on (http:\/\/\S+)/.exec(out);
+      if (m) (clearTimeout(timer), resolve(m[1]!));
+    });
+    void exited.then((code) => (clearTimeout(timer), reject(new Error(`engine exited at start with ${code}:\n${err}`))));
+  });
+  return { url, pid: child.pid!, exited, stderr: () => err };
+}
+
+interface ClusterView {
+  node: string;
+  leases: string[];
+  shards: number[];
+}
+const view = async (e: Served): Promise<ClusterView> => (await (await fetch(`${e.url}/v1/cluster`)).json()) as ClusterView;
+
+async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await delay(250);
+  }
+  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
+}
+
+async function post(url: string, batch: unknown[]): Promise<{ status: number; body: { ok?: boolean; rejected?: Array<{ code: string }> } }> {
+  const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+  return { status: res.status, body: (await res.json()) as never };
+}
+
+async function silverCounts(lake: string): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const r = await openLakeReader(lake);
+  try {
+    if (r.files('events').length === 0) return counts;
+    for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
+  } finally {
+    r.close();
+  }
+  return counts;
+}
+
+const describeNats = natsServerPath() === undefined ? describe.skip : describe;
+if (natsServerPath() === undefined) console.warn('test/engine/cluster.test.ts: SKIPPED — nats-server is not installed (apt-get install -y nats-server)');
+
+describeNats('engine nodes on JetStream: leases, failover, gold across nodes (3 NATS servers, 2 ingest, 2 engine nodes)', () => {
+  let nats: NatsCluster | undefined;
+  let dir: string;
+  const children: Served[] = [];
+  beforeAll(async () => {
+    nats = await startNatsCluster({ nodes: 3 });
+    dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
+  }, 60_000);
+  afterAll(async () => {
+    for (const c of children) {
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    await nats?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('kill -9 of a NATS server and of an engine node mid-load: exactly once in silver, rejects in dlq/, gold = DuckDB over silver, the survivor took the dead node’s shards', async () => {
+    const c = nats!;
+    const lake = join(dir, 'lake');
+    const engineArgs = (name: string) => ['--log', c.urls.join(','), '--data', join(dir, name, 'data'), '--lake', lake, '--shards', String(SHARDS), '--workers', '1', '--flush-interval', '1s', '--allowed-lateness', '10m', '--lease-ttl', '8s', '--node-id', name];
+    const ingestArgs = (name: string, urls: string[]) => ['--role', 'ingest', '--log', urls.join(','), '--data', join(dir, name, 'data'), '--shards', String(SHARDS)];
+    const [e1, e2, i1, i2] = await Promise.all([
+      engineNode(dir, engineArgs('e1')),
+      engineNode(dir, engineArgs('e2')),
+      serveWith(FROM_SOURCES, dir, ingestArgs('i1', c.urls), userEnv({})),
+      serveWith(FROM_SOURCES, dir, ingestArgs('i2', [...c.urls].reverse()), userEnv({})),
+    ]);
+    children.push(e1!, e2!, i1!, i2!);
+    // Balanced: ceil(4 / 2) shards each.
+    await until('two shards per engine node', async () => (await view(e1!)).shards.length === 2 && (await view(e2!)).shards.length === 2, 60_000);
+    const e1Shards = (await view(e1!)).shards;
+    const e1Metrics = await (await fetch(`${e1!.url}/metrics`)).text();
+    for (const s of e1Shards) {
+      expect(e1Metrics).toContain(`sluice_engine_lease_held{lease="s${s}"} 1`);
+      expect(e1Metrics).toMatch(new RegExp(`sluice_engine_consumer_lag_records\\{shard="${s}"\\} \\d+`));
+    }
+
+    const traffic = new Traffic();
+    const loadEnds = delay(9000);
+    const load = Promise.all([traffic.run(i1!.url, 'viaA', loadEnds), traffic.run(i2!.url, 'viaB', loadEnds)]);
+    // A client whose answer was lost retries the batch on the other ingest node: stored twice in the stream, once in silver.
+    const t0 = Date.now() - 3_600_000;
+    const retried = Array.from({ length: 40 }, (_, i) => ({ type: 'track', event: 'Button Clicked', userId: `u${i}`, messageId: `retry-${i}`, timestamp: new Date(t0 + i).toISOString() }));
+    expect((await post(i1!.url, retried)).status).toBe(200);
+    expect((await post(i2!.url, retried)).status).toBe(200);
+    for (const e of retried) (traffic.sent.add(e.messageId), traffic.acked.add(e.messageId));
+    const bad = [0, 1, 2].map((i) => ({ type: 'track', userId: `bad${i}`, messageId: `bad-${i}`, timestamp: new Date().toISOString() }));
+    const rejected = await post(i2!.url, bad);
+    expect(rejected.body.rejected!.map((r) => r.code)).toEqual(['missing_event', 'missing_event', 'missing_event']);
+
+    await delay(2500);
+    const ackedBefore = traffic.acked.size;
+    await c.kill(1); // a NATS server
+    await delay(1000);
+    process.kill(e1!.pid, 'SIGKILL'); // an engine node: its leases expire, its shards move
+    expect(await e1!.exited).toBe('SIGKILL');
+    await delay(2500);
+    await c.restart(1);
+    await load;
+    expect(traffic.acked.size).toBeGreaterThan(ackedBefore);
+
+    // The survivor takes every shard (the dead node's leases expire after 8 s) and the DLQ and gold leases.
+    await until('e2 to own every shard and the dlq and gold leases', async () => {
+      const v = await view(e2!);
+      return v.shards.length === SHARDS && v.leases.includes('dlq') && v.leases.includes('gold');
+    }, 90_000).catch((err: Error) => {
+      throw new Error(`${err.message}\n${e2!.stderr().slice(-6000)}`);
+    });
+    const after = await view(e2!);
+    for (const s of e1Shards) expect(after.shards).toContain(s);
+    expect(after.leases).toEqual(expect.arrayContaining(['dlq', 'gold']));
+    expect(e2!.stderr()).toContain('took over shard');
+
+    await until('silver to hold every acknowledged event', async () => {
+      const counts = await silverCounts(lake);
+      return [...traffic.acked].every((id) => counts.has(id));
+    }, 90_000);
+    expect(await stop(i1!, 'SIGTERM')).toBe(0);
+    expect(await stop(i2!, 'SIGTERM')).toBe(0);
+    expect(await stop(e2!, 'SIGTERM')).toBe(0); // final checkpoint and gold merge
+
+    expectExactlyOnce(await silverCounts(lake), traffic);
+    // Late events of the kill (retried requests) reach gold by reconciliation, as they do on one node.
+    const store = await openObjectStore(lake);
+    try {
+      await reconcileLate(store);
+    } finally {
+      await store.close();
+    }
+    const r = await openLakeReader(lake);
+    try {
+      const dlq = await r.rows<{ code: string; raw: string }>(`SELECT code, raw FROM ${r.rel('dlq')} ORDER BY raw`);
+      expect(dlq.map((d) => d.code)).toEqual(['missing_event', 'missing_event', 'missing_event']);
+      dlq.forEach((d, i) => expect(d.raw).toContain(`bad-${i}`));
+      const windows = await r.rows<{ w: number }>(`SELECT DISTINCT epoch_ms(window_start) AS w FROM ${r.rel('hourly_metrics')} ORDER BY w`);
+      expect(windows.length).toBeGreaterThanOrEqual(1);
+      const norm = (rows: Array<Record<string, unknown>>): string[] =>
+        rows.map((x) => JSON.stringify(Object.fromEntries(Object.entries(x).filter(([k]) => !['year', 'month', 'day', 'hour'].includes(k)).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.getTime() : v])))).sort();
+      for (const { w } of windows) {
+        const gold = await r.rows(`SELECT * EXCLUDE (year, month, day, hour) FROM ${r.rel('hourly_metrics')} WHERE epoch_ms(window_start) = ${Number(w)}`);
+        const recomputed = await r.rows(goldMetricsSql('hourly', r.rel('events'), Number(w), Number(w) + 3_600_000));
+        expect(norm(gold), `hour ${new Date(Number(w)).toISOString()}`).toEqual(norm(recomputed));
+      }
+    } finally {
+      r.close();
+    }
+  }, 420_000);
+});
