@@ -16,6 +16,7 @@ import { ClusterNode } from '../engine/cluster-node.js';
 import { LeaseTable, LEASE_DEFAULTS } from '../engine/lease.js';
 import { JetStreamLogs } from '../log/jetstream-log.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
+import { untilSignal } from './until-signal.js';
 
 export interface EngineNodeSettings {
   /** Lease time-to-live, ms (a dead node's shards are taken over within about ttl + ttl/3). Default 15 s. */
@@ -115,20 +116,6 @@ export function register(program: Command): void {
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
       const running = await startEngineNode(config, { ...(leaseTtl !== undefined ? { leaseTtlMs: parseDuration(leaseTtl, '--lease-ttl') } : {}), ...(nodeId !== undefined ? { nodeId } : {}) }, logger);
       process.stdout.write(`Sluice engine node listening on ${running.url}\n  lake: ${config.engine.lake}\n  data: ${config.engine.dataDir}\n  shards: ${config.engine.shards} (owned now: ${running.node.coordinator.ownedShards.join(', ') || 'none'})\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          logger.info({ signal }, 'stopping: final checkpoint of the owned shards, then the leases are released');
-          running.close().then(
-            () => resolve(),
-            (err: unknown) => {
-              logger.error({ err }, 'shutdown failed');
-              process.exitCode = 1;
-              resolve();
-            },
-          );
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      await untilSignal(() => running.close(), logger, 'stopping: final checkpoint of the owned shards, then the leases are released');
     });
 }

@@ -20,6 +20,7 @@ import { Suppression } from '../ingest/erasures.js';
 import { reportCommits, UncommittedLog } from '../ingest/uncommitted-log.js';
 import { logDir } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
+import { untilSignal } from './until-signal.js';
 
 export interface RunningSluice {
   readonly port: number;
@@ -338,20 +339,6 @@ export function register(program: Command): void {
           `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
           `-d '{"userId":"u1","event":"Application Opened"}'\n`,
       );
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string): void => {
-          logger.info({ signal }, 'stopping: draining and committing everything acknowledged');
-          sluice.close().then(
-            () => resolve(),
-            (err: unknown) => {
-              logger.error({ err }, 'shutdown failed');
-              process.exitCode = 1;
-              resolve();
-            },
-          );
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
+      await untilSignal(() => sluice.close(), logger, 'stopping: draining and committing everything acknowledged');
     });
 }

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IngestBatchBuilder, type IngestRow } from '../../ingest/batch-builder.js';
+import { rng } from '../../loadgen/random.js';
 import { ShardRuntime } from '../../engine/shard-runtime.js';
 import type { ShardRuntimeOptions } from '../../engine/types.js';
 import { ChangesWriter, readChanges, readChangesHeader } from '../../engine/state-changes.js';
@@ -59,18 +60,6 @@ function runtimeOptions(dataDir: string, lake: string, extra: Partial<ShardRunti
     encodeChunkRows: 1 << 20,
     encodeChunkBytes: 256 << 20,
     ...extra,
-  };
-}
-
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
