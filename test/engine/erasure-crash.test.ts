@@ -11,13 +11,14 @@
  * no byte of either id in any file of the lake or the data directory, every acknowledged event of
  * the other users in silver exactly once, and sluice quality's files and completeness checks pass.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runQualityChecks } from '../../analytics/quality.js';
 import { serveFromSources } from '../helpers/serve-sources.js';
 import { KEY, stop } from '../helpers/served.js';
+import { filesHolding, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader } from '../helpers/lake.js';
 
 const ADMIN = 'admin-crash-key';
@@ -38,17 +39,8 @@ afterAll(() => {
 
 type Mode = 'inline' | 'process';
 
-let seq = 0;
-const ev = (userId: string, t: number, extra: Record<string, unknown> = {}) => ({
-  messageId: `c-${seq++}`,
-  userId,
-  type: 'track',
-  event: seq % 3 === 0 ? 'Push Notification Received' : 'Application Opened',
-  timestamp: new Date(t).toISOString(),
-  context: { device: { type: seq % 2 ? 'ios' : 'android' }, app: { version: '1.0' }, location: { country: 'DE' } },
-  properties: { n: seq },
-  ...extra,
-});
+const ev = segmentEvents('c-');
+
 
 const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
 
@@ -71,22 +63,6 @@ async function admin(url: string, path: string, init: RequestInit = {}): Promise
     return undefined;
   }
 }
-
-const gone = <T,>(f: () => T, otherwise: T): T => {
-  try {
-    return f();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return otherwise;
-    throw err;
-  }
-};
-const walk = (dir: string): string[] =>
-  gone(() => readdirSync(dir), [] as string[]).flatMap((n) => (gone(() => statSync(join(dir, n)).isDirectory(), false) ? walk(join(dir, n)) : [join(dir, n)]));
-const filesHolding = (roots: string[], ids: string[]): string[] =>
-  roots.flatMap(walk).filter((f) => {
-    const bytes = gone(() => readFileSync(f), Buffer.alloc(0));
-    return ids.some((id) => bytes.includes(Buffer.from(id)));
-  });
 
 describe.each<Mode>(['inline', 'process'])('erasure killed at every step (engine %s)', (mode) => {
   it('resumes after each kill -9 and completes exactly once', async () => {

@@ -7,7 +7,7 @@
  * either id is in any file of the lake or the data directory, every other user's events are
  * intact, gold equals its recomputation from silver, and `sluice quality`'s accounting holds.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,10 @@ import { composeServeConfig } from '../../cli/config.js';
 import { startSluice, type RunningSluice } from '../../cli/serve.js';
 import { runQualityChecks } from '../../analytics/quality.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
+import { filesHolding, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader } from '../helpers/lake.js';
+
+const ev = segmentEvents('m-');
 
 const A = 'erase-alpha-Q7x';
 const B = 'erase-bravo-Z3k';
@@ -58,17 +61,6 @@ async function until(cond: () => Promise<boolean>, what: string, tries = 120): P
   throw new Error(`timed out waiting for ${what}`);
 }
 
-let seq = 0;
-const ev = (userId: string, t: number, extra: Record<string, unknown> = {}) => ({
-  messageId: `m-${seq++}`,
-  userId,
-  type: 'track',
-  event: seq % 3 === 0 ? 'Push Notification Received' : 'Application Opened',
-  timestamp: new Date(t).toISOString(),
-  context: { device: { type: seq % 2 ? 'ios' : 'android' }, app: { version: '1.0' }, location: { country: 'DE' } },
-  properties: { n: seq },
-  ...extra,
-});
 
 async function post(s: RunningSluice, batch: unknown[]): Promise<{ status: number; body: { accepted: number; rejected: Array<{ code: string }> } }> {
   const res = await fetch(`${s.url}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.writeKey}` }, body: JSON.stringify({ batch }) });
@@ -80,34 +72,8 @@ async function admin(s: RunningSluice, path: string, init: RequestInit = {}, key
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-/** Reads what exists now: a running server deletes files (staged, partials, truncated segments) while the scan walks. */
-function gone<T>(f: () => T, otherwise: T): T {
-  try {
-    return f();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return otherwise;
-    throw err;
-  }
-}
 
-function walk(dir: string): string[] {
-  const out: string[] = [];
-  for (const name of gone(() => readdirSync(dir), [])) {
-    const p = join(dir, name);
-    if (gone(() => statSync(p).isDirectory(), false)) out.push(...walk(p));
-    else out.push(p);
-  }
-  return out;
-}
 
-/** Files holding the bytes of any of `ids`. */
-function filesHolding(roots: string[], ids: string[]): string[] {
-  const needles = ids.map((id) => Buffer.from(id, 'utf8'));
-  return roots.flatMap(walk).filter((f) => {
-    const bytes = gone(() => readFileSync(f), Buffer.alloc(0));
-    return needles.some((n) => bytes.includes(n));
-  });
-}
 
 const others = Array.from({ length: 40 }, (_, i) => `user-${i}`);
 
