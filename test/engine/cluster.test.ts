@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import { reconcileLate } from '../../engine/reconcile.js';
 import { openObjectStore } from '../../storage/open-store.js';
-import { openLakeReader } from '../helpers/lake.js';
+import { openLakeReader, silverCounts } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
@@ -69,18 +69,6 @@ async function until(what: string, check: () => Promise<boolean>, ms: number): P
 async function post(url: string, batch: unknown[]): Promise<{ status: number; body: { ok?: boolean; rejected?: Array<{ code: string }> } }> {
   const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
   return { status: res.status, body: (await res.json()) as never };
-}
-
-async function silverCounts(lake: string): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  const r = await openLakeReader(lake);
-  try {
-    if (r.files('events').length === 0) return counts;
-    for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
-  } finally {
-    r.close();
-  }
-  return counts;
 }
 
 const describeNats = natsServerPath() === undefined ? describe.skip : describe;

@@ -55,3 +55,15 @@ export async function openLakeReader(lakeDir: string): Promise<LakeReader> {
     },
   };
 }
+
+/** event_id → times it appears in the lake's silver events (empty before the first commit). */
+export async function silverCounts(lakeDir: string): Promise<Map<string, number>> {
+  const r = await openLakeReader(lakeDir);
+  try {
+    if (r.files('events').length === 0) return new Map();
+    const rows = await r.rows<{ event_id: string; n: bigint | number }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY event_id`);
+    return new Map(rows.map((x) => [x.event_id, Number(x.n)]));
+  } finally {
+    r.close();
+  }
+}

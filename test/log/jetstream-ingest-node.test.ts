@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { composeServeConfig } from '../../cli/config.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
-import { openLakeReader } from '../helpers/lake.js';
+import { openLakeReader, silverCounts } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
@@ -36,18 +36,6 @@ async function post(url: string, batch: unknown[]): Promise<{ status: number; re
 }
 
 const track = (messageId: string, userId: string, t: number) => ({ type: 'track', event: 'Button Clicked', userId, messageId, timestamp: new Date(t).toISOString() });
-
-async function silverCounts(lake: string): Promise<Map<string, number>> {
-  const counts = new Map<string, number>();
-  const r = await openLakeReader(lake);
-  try {
-    if (r.files('events').length === 0) return counts;
-    for (const row of await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
-  } finally {
-    r.close();
-  }
-  return counts;
-}
 
 async function metric(url: string, line: RegExp): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
