@@ -199,7 +199,7 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
 }
 
 /**
- * Polls /metrics until the engine has processed every acknowledged event (bounded by `deadline`,
+ * Polls /metrics until the engine has processed and committed every acknowledged event (bounded by `deadline`,
  * a performance.now() time). Not sluice_engine_queue_depth_events: it kept its last value (430 778)
  * after the engine had processed everything.
  */
@@ -207,8 +207,11 @@ async function waitForEngine(url: string, acked: number, deadline: number): Prom
   for (;;) {
     const text = await (await fetch(`${url}/metrics`)).text();
     const processed = Number(/^sluice_engine_events_processed_total (\S+)$/m.exec(text)?.[1] ?? NaN);
-    if (processed >= acked) return;
-    if (performance.now() > deadline) throw new Error(`the engine processed ${processed} of ${acked} events within ${MAX_DRAIN_MS / 60_000} min`);
+    const committed = Number(/^sluice_engine_events_committed_total (\S+)$/m.exec(text)?.[1] ?? NaN);
+    // Committed too: serve SIGKILLs an engine whose close (the final checkpoint) takes over 2 min,
+    // and a 3 M-event backlog's final checkpoint did (exit 1, the lake short of the log's events).
+    if (processed >= acked && committed >= processed) return;
+    if (performance.now() > deadline) throw new Error(`the engine processed ${processed} and committed ${committed} of ${acked} events within ${MAX_DRAIN_MS / 60_000} min`);
     await new Promise((r) => setTimeout(r, 2000));
   }
 }
