@@ -435,7 +435,10 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       await o0.append(payload(0));
       const big = payload(1, Math.floor(w.maxPayload * 1.5));
       const bigAppend = w0.append(big);
-      for (let i = 0; i < 100 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      // The first chunk must be stored before the other writer's records (so its sequence is below
+      // theirs); on a loaded machine that took more than 5 s once, which broke the setup, not the log.
+      for (let i = 0; i < 600 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await storedOnSubject(w, w0.subject)).toBe(2);
       const after = [await o0.append(payload(2)), await o0.append(payload(3))];
       await r0.sync();
       // The engine's read: it sees the first chunk, incomplete, and yields the other records.
