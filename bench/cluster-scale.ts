@@ -27,11 +27,9 @@
  *
  * Everything runs on the machine's cores together (client, Sluice processes, nats-servers).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { TABLES } from '../common/lake-layout.js';
@@ -39,7 +37,7 @@ import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
 import type { LoadgenProtocol } from '../loadgen/options.js';
 import { startNatsCluster, type NatsCluster } from '../test/helpers/nats-cluster.js';
 import { childrenOf } from './e2e-server.js';
-import { startServe, type ServeChild } from './serve-child.js';
+import { startServe, startSluiceChild, type ServeChild } from './serve-child.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -63,7 +61,6 @@ const KEY = 'wk_cluster_scale';
 const DRAIN_BOUND_MS = 150_000;
 const START_BOUND_MS = 120_000;
 const TICK_HZ = 100; // USER_HZ on Linux
-const BIN = fileURLToPath(new URL('../bin/sluice.js', import.meta.url));
 
 type ConfigName = 'a' | 'b' | 'c' | 'd';
 const DESCRIPTION: Record<ConfigName, string> = {
@@ -100,50 +97,6 @@ const commOf = (pid: number): string => {
     return '';
   }
 };
-
-/** `sluice engine …` (compiled) in its own process group; resolves once it prints its URL. */
-async function startEngine(args: string[], logFile: string): Promise<Proc> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_')));
-  env.SLUICE_LOG_LEVEL = 'warn';
-  const err = openSync(logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(process.execPath, [BIN, 'engine', '--host', '127.0.0.1', '--port', '0', ...args], { env, stdio: ['ignore', 'pipe', err], detached: true });
-  } finally {
-    closeSync(err);
-  }
-  const orphan = (): void => void child.kill('SIGKILL');
-  process.once('exit', orphan);
-  const exited = new Promise<number>((resolve) => child.once('exit', (code) => (process.off('exit', orphan), resolve(code ?? -1))));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => (child.kill('SIGKILL'), reject(new Error(`sluice engine did not listen within ${START_BOUND_MS} ms; see ${logFile}`))), START_BOUND_MS);
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      out += chunk;
-      const m = /Sluice engine node listening on (http:\/\/\S+)/.exec(out);
-      if (m) (clearTimeout(timer), resolve(m[1]!));
-    });
-    void exited.then((code) => (clearTimeout(timer), reject(new Error(`sluice engine exited with ${code} before listening; see ${logFile}`))));
-  });
-  child.stdout!.resume();
-  return {
-    role: 'engine',
-    url,
-    pid: child.pid!,
-    stop: async (timeoutMs) => {
-      if (child.exitCode !== null) return child.exitCode;
-      child.kill('SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      const r = await Promise.race([exited, new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)))]);
-      clearTimeout(timer);
-      if (r !== 'timeout') return r;
-      child.kill('SIGKILL');
-      await exited;
-      return -1;
-    },
-  };
-}
 
 const asProc = (role: string, s: ServeChild): Proc => ({ role, url: s.url, pid: s.pid, stop: (ms) => s.stop(ms) });
 
@@ -247,7 +200,7 @@ async function runOne(config: ConfigName, run: number): Promise<RunResult> {
           asProc(`ingest${i + 1}`, await startServe(['--role', 'ingest', '--log', (i === 0 ? urls : [...urls].reverse()).join(','), '--data', join(root, `i${i + 1}`), '--write-key', KEY, ...common], join(root, `i${i + 1}.log`), START_BOUND_MS)),
         ),
         ...Array.from({ length: engineCount }, async (_, i) => {
-          const e = await startEngine(['--log', urls.join(','), '--data', join(root, `e${i + 1}`), '--lake', lake, '--node-id', `e${i + 1}`, ...common], join(root, `e${i + 1}.log`));
+          const e = asProc('engine', await startSluiceChild('engine', ['--log', urls.join(','), '--data', join(root, `e${i + 1}`), '--lake', lake, '--node-id', `e${i + 1}`, ...common], join(root, `e${i + 1}.log`), START_BOUND_MS));
           return { ...e, role: `engine${i + 1}` };
         }),
       ]);

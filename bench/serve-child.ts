@@ -29,14 +29,22 @@ const rssOf = (pid: number): number => {
 };
 
 /** Starts `node bin/sluice.js serve --host 127.0.0.1 --port 0 …args`; resolves once it listens. */
-export async function startServe(args: string[], logFile: string, startTimeoutMs = 120_000): Promise<ServeChild> {
+export function startServe(args: string[], logFile: string, startTimeoutMs = 120_000): Promise<ServeChild> {
+  return startSluiceChild('serve', args, logFile, startTimeoutMs);
+}
+
+/**
+ * Starts `node bin/sluice.js <command> --host 127.0.0.1 --port 0 …args` (`serve`, or an engine
+ * node's `engine`) in its own process group; resolves once it prints "listening on <url>".
+ */
+export async function startSluiceChild(command: 'serve' | 'engine', args: string[], logFile: string, startTimeoutMs = 120_000): Promise<ServeChild> {
   const bin = fileURLToPath(new URL('../bin/sluice.js', import.meta.url));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_')));
   env.SLUICE_LOG_LEVEL = 'warn';
   const err = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [bin, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], { env, stdio: ['ignore', 'pipe', err], detached: true });
+    child = spawn(process.execPath, [bin, command, '--host', '127.0.0.1', '--port', '0', ...args], { env, stdio: ['ignore', 'pipe', err], detached: true });
   } finally {
     closeSync(err);
   }
@@ -52,12 +60,12 @@ export async function startServe(args: string[], logFile: string, startTimeoutMs
     let out = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`sluice serve did not listen within ${startTimeoutMs} ms; see ${logFile}`));
+      reject(new Error(`sluice ${command} did not listen within ${startTimeoutMs} ms; see ${logFile}`));
     }, startTimeoutMs);
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
       out += chunk;
-      const m = /Sluice listening on (http:\/\/\S+)/.exec(out);
+      const m = /listening on (http:\/\/\S+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]!);
@@ -65,7 +73,7 @@ export async function startServe(args: string[], logFile: string, startTimeoutMs
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`sluice serve exited with ${code} before listening; see ${logFile}`));
+      reject(new Error(`sluice ${command} exited with ${code} before listening; see ${logFile}`));
     });
   });
   child.stdout!.resume();
