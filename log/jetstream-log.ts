@@ -60,7 +60,9 @@
  *
  * Reads: an ephemeral pull consumer (R1, memory, no acks) filtered on the shard's subject from
  * sequence `fromOffset`, deleted when the read ends; it ends once it has delivered the subject's
- * message at `durableNextOffset - 1` (or later) and nothing is pending.
+ * message at `durableNextOffset - 1` (or later) and nothing is pending. The consumer lives on one
+ * server: when that server dies mid-read (heartbeats missed), the read goes on from a new consumer
+ * at the next sequence, for up to 30 s, then fails with `log_unavailable`.
  *
  * Truncation purges the subject below a sequence (JetStream purge with `filter` + `seq`), never
  * its newest message. The stream discards NEW messages at its limits (`maxBytes`: appends fail
@@ -77,8 +79,10 @@ import {
   jetstreamManager,
   RetentionPolicy,
   StorageType,
+  type Consumer,
   type JetStreamClient,
   type JetStreamManager,
+  type JsMsg,
   type JetStreamPublishOptions,
   type PubAck,
 } from '@nats-io/jetstream';
@@ -472,6 +476,8 @@ interface QueuedAppend {
 const READ_BATCH = 64;
 /** How long a read waits for a message it knows is stored but a lagging replica has not yet delivered. */
 const READ_CATCH_UP_MS = 10_000;
+/** How long a read retries on new consumers after its consumer failed (its server died: a failover takes seconds). */
+const READ_RECOVER_MS = 30_000;
 
 /** A chunked record being reassembled by a read. */
 interface PartialRecord {
@@ -634,7 +640,11 @@ export class JetStreamLog implements ShardLog {
       tries.attempts++;
       try {
         const timeout = Math.max(50, Math.min(this.opts.publishTimeoutMs, tries.deadline - performance.now()));
-        return (await publish(this.subject, part, { msgID, timeout, ...(headers !== undefined ? { headers } : {}) })).seq;
+        const ack = await publish(this.subject, part, { msgID, timeout, ...(headers !== undefined ? { headers } : {}) });
+        if (ack.seq > 0) return ack.seq;
+        // Sequences start at 1: a PubAck naming sequence 0 (a "duplicate" answer for a message a
+        // clustered leader has staged but not yet stored) proves nothing. Ask again until it names one.
+        tries.lastErr = new Error(`PubAck of ${msgID} names no sequence (duplicate of a message in flight)`);
       } catch (err) {
         tries.lastErr = err;
         if (apiCode(err) === STREAM_FULL) {
@@ -642,8 +652,8 @@ export class JetStreamLog implements ShardLog {
         }
         if (apiCode(err) === STREAM_NOT_FOUND) break;
         this.opts.logger?.warn({ subject: this.subject, msgID, attempt: tries.attempts, err: (err as Error)?.message }, 'JetStream publish failed; retrying the same message');
-        await sleep(Math.min(50 * tries.attempts, 500));
       }
+      await sleep(Math.min(50 * tries.attempts, 500));
     }
     throw externalError('log_publish_failed', 'deadline', tries.lastErr);
   }
@@ -677,32 +687,40 @@ export class JetStreamLog implements ShardLog {
       throw userError('invalid_offset', `read(fromOffset) needs an integer offset >= 0, got ${String(fromOffset)}`);
     }
     if (fromOffset >= this.durableNext) return;
-    const jsm = this.logs.jsm;
-    const ci = await this.retrying('consumer create', () =>
-      jsm.consumers.add(this.opts.stream, {
-        name: `sluice_read_${this.opts.writerId}_${this.shard < 0 ? 'dlq' : this.shard}_${++this.readCount}`,
-        filter_subject: this.subject,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: Math.max(1, fromOffset),
-        ack_policy: AckPolicy.None,
-        mem_storage: true,
-        num_replicas: 1,
-        inactive_threshold: 60_000 * 1e6,
-      }),
-    );
-    const consumer = await this.logs.js.consumers.get(this.opts.stream, ci.name);
-    /** Highest sequence delivered; what is pending behind it. */
+    /** Highest sequence delivered; what is pending behind it (as the consumer last said). */
     let seen = fromOffset - 1;
-    let pending = ci.num_pending;
+    let pending = 0;
+    let reader: { name: string; consumer: Consumer } | undefined;
     const partials = new Map<string, PartialRecord>();
     let stalledSince: number | undefined;
+    /** Since when reading fails (the consumer's node died, a failover): retried on a new consumer until READ_RECOVER_MS. */
+    let failingSince: number | undefined;
     try {
       for (let rounds = 0; rounds < 1_000_000; rounds++) {
         if (pending <= 0 && seen >= this.durableNext - 1) return;
-        const batch = await consumer.fetch({ max_messages: Math.max(1, Math.min(READ_BATCH, pending)), expires: 1000 });
-        let got = 0;
-        for await (const m of batch) {
-          got++;
+        let batch: JsMsg[];
+        try {
+          if (reader === undefined) {
+            const opened = await this.openReader(seen + 1);
+            reader = opened;
+            pending = opened.pending;
+          }
+          batch = await this.fetchSome(reader.consumer, pending);
+          failingSince = undefined;
+        } catch (err) {
+          if (err instanceof SluiceError) throw err;
+          failingSince ??= performance.now();
+          if (performance.now() - failingSince > READ_RECOVER_MS) {
+            throw externalError('log_unavailable', `${this.subject}: reading from sequence ${seen + 1} failed for ${READ_RECOVER_MS} ms: ${(err as Error)?.message ?? String(err)}`, err);
+          }
+          // The consumer lives on one server (R1): when that server dies, read on from a new one.
+          this.opts.logger?.warn({ subject: this.subject, from: seen + 1, err: (err as Error)?.message }, 'JetStream read failed; reading on from a new consumer');
+          if (reader !== undefined) this.dropReader(reader.name);
+          reader = undefined;
+          await sleep(250);
+          continue;
+        }
+        for (const m of batch) {
           seen = m.seq;
           pending = m.info.pending;
           this.learned(m.seq);
@@ -714,7 +732,7 @@ export class JetStreamLog implements ShardLog {
           const whole = await this.assemble(partials, m.seq, m.headers!, new Uint8Array(m.data), chunk, fromOffset);
           if (whole !== undefined) yield { offset: m.seq, payload: whole };
         }
-        if (got > 0) {
+        if (batch.length > 0) {
           stalledSince = undefined;
           continue;
         }
@@ -729,8 +747,37 @@ export class JetStreamLog implements ShardLog {
       for (const [id, p] of partials) {
         if (p.firstSeq !== undefined && !this.incomplete.has(id)) this.incomplete.set(id, { seq: p.firstSeq, seenAt: performance.now() });
       }
-      jsm.consumers.delete(this.opts.stream, ci.name).catch(() => undefined);
+      if (reader !== undefined) this.dropReader(reader.name);
     }
+  }
+
+  /** An ephemeral pull consumer (R1, memory, no acks) of this subject from sequence `from`, and what it has pending. */
+  private async openReader(from: number): Promise<{ name: string; consumer: Consumer; pending: number }> {
+    const ci = await this.retrying('consumer create', () =>
+      this.logs.jsm.consumers.add(this.opts.stream, {
+        name: `sluice_read_${this.opts.writerId}_${this.shard < 0 ? 'dlq' : this.shard}_${++this.readCount}`,
+        filter_subject: this.subject,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Math.max(1, from),
+        ack_policy: AckPolicy.None,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: 60_000 * 1e6,
+      }),
+    );
+    return { name: ci.name, consumer: await this.logs.js.consumers.get(this.opts.stream, ci.name), pending: ci.num_pending };
+  }
+
+  /** One pull: up to READ_BATCH messages (no more than `pending`, at least 1), or none after 1 s. Throws if the consumer's server is gone. */
+  private async fetchSome(consumer: Consumer, pending: number): Promise<JsMsg[]> {
+    const out: JsMsg[] = [];
+    for await (const m of await consumer.fetch({ max_messages: Math.max(1, Math.min(READ_BATCH, pending)), expires: 1000 })) out.push(m);
+    return out;
+  }
+
+  /** Deletes a read's consumer (best effort: its inactive threshold removes it otherwise). */
+  private dropReader(name: string): void {
+    this.logs.jsm.consumers.delete(this.opts.stream, name).catch(() => undefined);
   }
 
   /**

@@ -124,7 +124,8 @@ export class Traffic {
 /** Every acknowledged id exactly once; nothing twice, nothing that was never sent. */
 export function expectExactlyOnce(counts: Map<string, number>, t: Traffic): void {
   const missing = [...t.acked].filter((id) => counts.get(id) !== 1);
-  expect(missing.slice(0, 10), `${missing.length} acknowledged ids not exactly once in silver`).toEqual([]);
+  const absent = missing.filter((id) => !counts.has(id)).length;
+  expect(missing.slice(0, 10), `${missing.length} acknowledged ids not exactly once in silver (${absent} absent, ${missing.length - absent} more than once)`).toEqual([]);
   const twice = [...counts].filter(([, n]) => n !== 1);
   expect(twice.slice(0, 10), 'ids more than once in silver').toEqual([]);
   const unknown = [...counts.keys()].filter((id) => !t.sent.has(id));

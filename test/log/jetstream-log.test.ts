@@ -275,6 +275,40 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   }, 120_000);
 
+  it('kill -9 of the server holding a read\'s consumer mid-read: the read goes on from a new consumer, every record once, in order', async () => {
+    const c = cluster!;
+    const stream = freshStream();
+    const logs = await JetStreamLogs.connect(options(stream));
+    let killed: number | undefined;
+    try {
+      const log = await logs.open(0);
+      const n = 300;
+      const offsets: number[] = [];
+      for (let i = 0; i < n; i++) offsets.push(await log.append(payload(i, 256)));
+      const got: Array<{ offset: number; payload: Uint8Array }> = [];
+      for await (const r of log.read(1)) {
+        got.push(r);
+        if (got.length !== 10) continue;
+        // The read's consumer (R1) lives on one server: kill that one.
+        const consumers = await logs.jsm.consumers.list(stream).next();
+        const mine = consumers.find((ci) => ci.name.startsWith('sluice_read_'));
+        expect(mine?.cluster?.leader).toMatch(/^n\d$/);
+        killed = Number(mine!.cluster!.leader!.slice(1)) - 1;
+        await c.kill(killed);
+      }
+      expect(killed).toBeDefined();
+      expect(got.map((r) => r.offset)).toEqual(offsets);
+      got.forEach((r, i) => expect(sameBytes(r.payload, payload(i, 256))).toBe(true));
+    } finally {
+      if (killed !== undefined && !c.running(killed)) {
+        await c.restart(killed);
+        await c.waitForMetaLeader();
+      }
+      await logs.close();
+      await deleteStream(stream);
+    }
+  }, 120_000);
+
   it('truncateBefore purges the subject below the offset only, other shards untouched, and reads from a purged offset start at the lowest kept one', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
