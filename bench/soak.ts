@@ -21,8 +21,9 @@
  * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
  * Prints a table per sample and a summary; --out writes everything as JSON.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -30,6 +31,7 @@ import { parseBytes, parseDuration } from '../common/duration.js';
 import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
 import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
 import type { LoadgenProtocol } from '../loadgen/options.js';
+import { childrenOf } from './e2e-server.js';
 import { metricValue, startServe, type ServeChild } from './serve-child.js';
 
 const { values: flags } = parseArgs({
@@ -58,11 +60,35 @@ const WORKERS = Number(flags.workers);
 const DRAIN_MS = 10 * 60_000;
 const TABLE_NAMES: TableName[] = ['events', 'bronze_events', 'hourly_metrics', 'sessions', 'daily_metrics', 'late_events', 'dlq'];
 
+/** What a process's RSS is made of (/proc/<pid>/status, MiB): anonymous, file-backed (page cache: LMDB's map, code), shared memory. */
+interface RssParts {
+  anon: number;
+  file: number;
+  shmem: number;
+}
+
+/** V8 heaps of one process (MiB), from the heap probe: the main thread's, and the worker threads' summed. */
+interface Heaps {
+  mainUsed: number;
+  mainTotal: number;
+  workersUsed: number;
+  workersTotal: number;
+  workers: number;
+  /** Off-heap memory V8 knows of (ArrayBuffers, wasm memories, …), all isolates summed. */
+  external: number;
+}
+
 interface Sample {
   t: number;
   rssIngestMiB: number;
   rssEngineMiB: number;
   rssTotalMiB: number;
+  ingest: RssParts;
+  engine: RssParts;
+  ingestHeap: Heaps | undefined;
+  engineHeap: Heaps | undefined;
+  /** Bytes of the data directory (the log's segments and LMDB's files), MiB. */
+  dataMiB: number;
   ackedPerS: number;
   processedPerS: number;
   uncommittedMiB: number;
@@ -79,6 +105,88 @@ interface Sample {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const mib = (b: number): number => Math.round(b / 2 ** 20);
+
+const spread = (xs: number[]): { first: number | undefined; max: number; last: number | undefined } => ({ first: xs[0], max: Math.max(...xs), last: xs.at(-1) });
+
+function rssParts(pids: number[]): RssParts {
+  const out = { anon: 0, file: 0, shmem: 0 };
+  for (const pid of pids) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+    out.anon += kb('RssAnon');
+    out.file += kb('RssFile');
+    out.shmem += kb('RssShmem');
+  }
+  return { anon: mib(out.anon), file: mib(out.file), shmem: mib(out.shmem) };
+}
+
+/**
+ * The heap probe: preloaded into every isolate of the server (NODE_OPTIONS --import, so the
+ * engine process and its shard workers get it too), it writes its isolate's V8 heap figures to
+ * SOAK_HEAP_DIR every second. Bench-only: the server exports no per-isolate heap figures.
+ */
+const HEAP_PROBE = `import { getHeapStatistics } from 'node:v8';
+import { isMainThread, threadId } from 'node:worker_threads';
+import { renameSync, writeFileSync } from 'node:fs';
+const dir = process.env.SOAK_HEAP_DIR;
+if (dir) {
+  const file = dir + '/heap-' + process.pid + '-' + threadId + '.json';
+  const write = () => {
+    const h = getHeapStatistics();
+    writeFileSync(file + '.tmp', JSON.stringify({ pid: process.pid, main: isMainThread, at: Date.now(), used: h.used_heap_size, total: h.total_heap_size, limit: h.heap_size_limit, external: h.external_memory }));
+    renameSync(file + '.tmp', file);
+  };
+  write();
+  setInterval(write, 1000).unref();
+}
+`;
+
+function heapsOf(dir: string, pids: number[]): Heaps | undefined {
+  const out: Heaps = { mainUsed: 0, mainTotal: 0, workersUsed: 0, workersTotal: 0, workers: 0, external: 0 };
+  let found = false;
+  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
+    const m = /^heap-(\d+)-\d+\.json$/.exec(name);
+    if (!m || !pids.includes(Number(m[1]))) continue;
+    let h: { main: boolean; at: number; used: number; total: number; external: number };
+    try {
+      h = JSON.parse(readFileSync(join(dir, name), 'utf8')) as typeof h;
+    } catch {
+      continue;
+    }
+    if (Date.now() - h.at > 10_000) continue; // a worker that has exited
+    found = true;
+    if (h.main) {
+      out.mainUsed += h.used;
+      out.mainTotal += h.total;
+    } else {
+      out.workersUsed += h.used;
+      out.workersTotal += h.total;
+      out.workers++;
+    }
+    out.external += h.external;
+  }
+  if (!found) return undefined;
+  return { mainUsed: mib(out.mainUsed), mainTotal: mib(out.mainTotal), workersUsed: mib(out.workersUsed), workersTotal: mib(out.workersTotal), workers: out.workers, external: mib(out.external) };
+}
+
+function bytesUnder(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let total = 0;
+  for (const name of readdirSync(dir)) {
+    try {
+      const st = statSync(join(dir, name));
+      total += st.isDirectory() ? bytesUnder(join(dir, name)) : st.blocks * 512;
+    } catch {
+      // deleted meanwhile
+    }
+  }
+  return total;
+}
 
 async function scrape(server: ServeChild): Promise<string> {
   try {
@@ -143,7 +251,8 @@ function fileCounts(lake: string): Sample['files'] {
 }
 
 /** Samples every SAMPLE_MS until `until` resolves. */
-async function sampleWhile(server: ServeChild, lake: string, until: Promise<unknown>, samples: Sample[], t0: number): Promise<void> {
+async function sampleWhile(server: ServeChild, root: string, until: Promise<unknown>, samples: Sample[], t0: number): Promise<void> {
+  const lake = join(root, 'lake');
   let done = false;
   void until.finally(() => (done = true));
   let prev = await scrape(server);
@@ -154,6 +263,7 @@ async function sampleWhile(server: ServeChild, lake: string, until: Promise<unkn
     const at = performance.now();
     const dt = (at - prevAt) / 1000;
     const rss = server.rss();
+    const enginePids = childrenOf(server.pid);
     const cp = buckets(text, 'sluice_engine_checkpoint_seconds');
     const cpPrev = buckets(prev, 'sluice_engine_checkpoint_seconds');
     const count = metricValue(text, 'sluice_engine_checkpoint_seconds_count') - (metricValue(prev, 'sluice_engine_checkpoint_seconds_count') || 0);
@@ -175,6 +285,11 @@ async function sampleWhile(server: ServeChild, lake: string, until: Promise<unkn
       rssIngestMiB: mib(rss.ingest),
       rssEngineMiB: mib(rss.engine),
       rssTotalMiB: mib(rss.ingest + rss.engine),
+      ingest: rssParts([server.pid]),
+      engine: rssParts(enginePids),
+      ingestHeap: heapsOf(join(root, 'heap'), [server.pid]),
+      engineHeap: heapsOf(join(root, 'heap'), enginePids),
+      dataMiB: mib(bytesUnder(join(root, 'data'))),
       ackedPerS: Math.round((sumOf(text, 'sluice_ingest_events_total') - sumOf(prev, 'sluice_ingest_events_total')) / dt),
       processedPerS: Math.round((metricValue(text, 'sluice_engine_events_processed_total') - (metricValue(prev, 'sluice_engine_events_processed_total') || 0)) / dt),
       uncommittedMiB: Math.round((metricValue(text, 'sluice_log_uncommitted_bytes') / 2 ** 20) * 10) / 10,
@@ -188,8 +303,9 @@ async function sampleWhile(server: ServeChild, lake: string, until: Promise<unkn
     };
     samples.push(s);
     const f = s.files;
+    const eh = s.engineHeap;
     process.stdout.write(
-      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}\n`,
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}\n`,
     );
     prev = text;
     prevAt = at;
@@ -213,7 +329,17 @@ async function main(): Promise<void> {
   const args = ['--data', join(root, 'data'), '--lake', lake, '--write-key', KEY, '--flush-interval', flags['flush-interval']!];
   if (flags['max-memory']) args.push('--max-memory', flags['max-memory']);
   if (flags['max-backlog']) args.push('--max-backlog', flags['max-backlog']);
-  const server = await startServe(args, join(root, 'serve.log'));
+  const heapDir = join(root, 'heap');
+  mkdirSync(heapDir);
+  writeFileSync(join(root, 'heap-probe.mjs'), HEAP_PROBE);
+  // The serve child and every process and worker it starts inherit the probe (and a heap snapshot on SIGUSR2, into root).
+  const nodeOptions = process.env.NODE_OPTIONS;
+  process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --import ${pathToFileURL(join(root, 'heap-probe.mjs')).href} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${root}`.trim();
+  process.env.SOAK_HEAP_DIR = heapDir;
+  const server = await startServe(args, join(root, 'serve.log')).finally(() => {
+    if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = nodeOptions;
+  });
   process.stderr.write(`soak: sluice serve ${args.join(' ')} (data in ${root})\n`);
   const t0 = Date.now();
   const out: Record<string, unknown> = { args, protocol: PROTOCOL, workers: WORKERS, durationMs: DURATION_MS, sampleMs: SAMPLE_MS };
@@ -224,7 +350,7 @@ async function main(): Promise<void> {
       const findMs = parseDuration(flags.find!, '--find');
       const samples: Sample[] = [];
       const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: 20_000, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100 });
-      await sampleWhile(server, lake, run, samples, t0);
+      await sampleWhile(server, root, run, samples, t0);
       const max = await run;
       const half = samples.slice(Math.floor(samples.length / 2));
       sustainable = Math.round(half.reduce((a, s) => a + s.processedPerS, 0) / Math.max(1, half.length));
@@ -241,7 +367,7 @@ async function main(): Promise<void> {
     const samples: Sample[] = [];
     const started = Date.now();
     const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, rate, durationMs: DURATION_MS, users: 20_000, seed: 2, workers: WORKERS, connections: 16, batchSize: 100, maxRetries: 1000, truth });
-    await sampleWhile(server, lake, run, samples, started);
+    await sampleWhile(server, root, run, samples, started);
     const summary: LoadgenSummary = await run;
     const drainS = await drain(server);
     // Stopped before reading the lake, so that no compaction rewrites files under DuckDB (everything acknowledged was committed above).
@@ -269,6 +395,19 @@ async function main(): Promise<void> {
       rssTotalMiB: { first: rss[0], min: Math.min(...rss), max: Math.max(...rss), last: rss.at(-1) },
       rssIngestMaxMiB: Math.max(...samples.map((s) => s.rssIngestMiB)),
       rssEngineMaxMiB: Math.max(...samples.map((s) => s.rssEngineMiB)),
+      // first / max / last (MiB) of what each process's RSS is made of, and of its V8 heaps.
+      parts: {
+        ingestAnon: spread(samples.map((s) => s.ingest.anon)),
+        ingestFile: spread(samples.map((s) => s.ingest.file)),
+        ingestHeapUsed: spread(samples.map((s) => s.ingestHeap?.mainUsed ?? NaN)),
+        engineAnon: spread(samples.map((s) => s.engine.anon)),
+        engineFile: spread(samples.map((s) => s.engine.file)),
+        engineShmem: spread(samples.map((s) => s.engine.shmem)),
+        engineMainHeapUsed: spread(samples.map((s) => s.engineHeap?.mainUsed ?? NaN)),
+        engineWorkersHeapUsed: spread(samples.map((s) => s.engineHeap?.workersUsed ?? NaN)),
+        engineExternal: spread(samples.map((s) => s.engineHeap?.external ?? NaN)),
+        dataMiB: spread(samples.map((s) => s.dataMiB)),
+      },
       checkpointMeanS: { min: Math.min(...cps.map((s) => s.checkpointMeanS)), max: Math.max(...cps.map((s) => s.checkpointMeanS)) },
       checkpointMaxLeS: Math.max(...cps.map((s) => s.checkpointMaxLeS)),
       uncommittedMaxMiB: Math.max(...samples.map((s) => s.uncommittedMiB)),
