@@ -85,6 +85,8 @@ interface ShardState {
   uncommittedEvents: number;
   /** Stopped by a failure that cannot be retried: records stay in the log for a restart. */
   stopped: boolean;
+  /** Set while the shard's log read failed and its pump waits for the retry (backoff of `reads`). */
+  readRetry: NodeJS.Timeout | undefined;
   /** This coordinator runs the shard (always, except on an engine node that does not hold its lease). */
   owned: boolean;
 }
@@ -174,6 +176,8 @@ export class Coordinator {
   /** Checkpoint targets (`shard-N`, `coordinator`) whose last attempt failed. */
   private readonly checkpoints: FailureEpisodes;
   private readonly logEpisodes: FailureEpisodes | undefined;
+  /** Shards whose log read failed (JetStream: the stream unavailable for longer than a read retries): retried with backoff. */
+  private readonly reads: FailureEpisodes;
   private checkpointing: Promise<void> | undefined;
   /** The running gold merge (merges are serialized). */
   private merging: Promise<unknown> = Promise.resolve();
@@ -205,6 +209,15 @@ export class Coordinator {
   ) {
     this.options = options;
     this.checkpoints = checkpoints;
+    this.reads = new FailureEpisodes({
+      log,
+      what: 'log read',
+      readinessPrefix: `${checkpoints.prefix}reads:`,
+      baseMs: options.retryBaseMs,
+      maxMs: options.retryMaxMs,
+      onAttemptFailed: (target, code) => engineMetrics.logReadFailures.inc({ target, code }),
+      onStateChanged: () => undefined,
+    });
     this.logEpisodes = logs.episodes;
     this.logs = logs.shards;
     this.dlqLog = logs.dlq;
@@ -234,6 +247,7 @@ export class Coordinator {
       submittedNext: 0,
       uncommittedEvents: 0,
       stopped: false,
+      readRetry: undefined,
       owned: logs.cluster === undefined || logs.cluster.owned.includes(s),
     }));
   }
@@ -447,11 +461,21 @@ export class Coordinator {
   /** Starts the shard's pump unless it runs: ranges of durable records to the worker, one at a time. */
   private pump(shard: number): void {
     const st = this.shards[shard]!;
-    if (st.pumping || st.stopped || !st.owned || this.fatal || !this.opened) return;
+    if (st.pumping || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
     st.pumping = true;
     void this.runPump(shard)
-      .catch((err: unknown) => this.fail(err))
+      .then(() => this.reads.succeeded(`shard-${shard}`))
+      .catch((err: unknown) => {
+        if (!(err instanceof LogReadFailed) || this.closed) return this.fail(err instanceof LogReadFailed ? err.cause : err);
+        // The log is unavailable for now (a failover longer than the read's own retries): read again later, nothing is skipped.
+        const delay = this.reads.failed(`shard-${shard}`, err.cause);
+        st.readRetry = setTimeout(() => {
+          st.readRetry = undefined;
+          this.pump(shard);
+        }, delay);
+        st.readRetry.unref();
+      })
       .finally(() => {
         st.pumping = false;
         // Records that became durable after the last range was read.
@@ -496,11 +520,18 @@ export class Coordinator {
     }
     if (out.length > 0 || st.submittedNext >= st.durableNext) return out;
     const dense = this.logs[shard]!.denseOffsets !== false;
-    for await (const r of this.logs[shard]!.read(st.submittedNext)) {
-      if (dense ? r.offset !== st.submittedNext + out.length : r.offset < (out.at(-1)?.offset ?? st.submittedNext - 1) + 1) break;
-      out.push(r);
-      bytes += r.payload.byteLength;
-      if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) break;
+    try {
+      for await (const r of this.logs[shard]!.read(st.submittedNext)) {
+        if (dense ? r.offset !== st.submittedNext + out.length : r.offset < (out.at(-1)?.offset ?? st.submittedNext - 1) + 1) break;
+        out.push(r);
+        bytes += r.payload.byteLength;
+        if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) break;
+      }
+    } catch (err) {
+      // What was read is processed; the failure comes back at the next read. A read that failed
+      // must not count as "saw everything up to the mark" (below): that would skip records.
+      if (out.length > 0) return out;
+      throw new LogReadFailed(err);
     }
     if (out.length === 0 && !dense) {
       // A sparse log's read that ends has seen everything below its durable mark (>= ours): no whole
@@ -663,7 +694,7 @@ export class Coordinator {
     }
     await this.runErasureJobs();
     engineMetrics.checkpointFailing.set(this.checkpoints.failingCount());
-    engineMetrics.ready.set(this.checkpoints.size + (this.logEpisodes?.size ?? 0) === 0 ? 1 : 0);
+    engineMetrics.ready.set(this.checkpoints.size + this.reads.size + (this.logEpisodes?.size ?? 0) === 0 ? 1 : 0);
     if (this.checkpoints.failingCount() === 0) this.lastCheckpointAt = Date.now();
     this.scheduleRetry();
     engineMetrics.checkpointSeconds.observe((performance.now() - started) / 1000);
@@ -1012,6 +1043,12 @@ export class Coordinator {
     if (this.timer) clearInterval(this.timer);
     if (this.liveTimer) clearInterval(this.liveTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    for (const st of this.shards) {
+      if (st.readRetry === undefined) continue;
+      clearTimeout(st.readRetry);
+      st.readRetry = undefined;
+      this.pump(this.shards.indexOf(st)); // the drain below reads what is left, once more
+    }
     let failure: unknown;
     try {
       if (!this.fatal) {
@@ -1039,6 +1076,7 @@ export class Coordinator {
       await this.store.close();
       await this.env.close();
       this.checkpoints.clear();
+      this.reads.clear();
       this.logEpisodes?.clear();
     }
     if (failure !== undefined) throw failure;
@@ -1057,7 +1095,7 @@ export class Coordinator {
    */
   get failure(): Error | undefined {
     if (this.fatal) return this.fatal;
-    const conditions = [...this.checkpoints.describe(), ...(this.logEpisodes?.describe() ?? [])];
+    const conditions = [...this.checkpoints.describe(), ...this.reads.describe(), ...(this.logEpisodes?.describe() ?? [])];
     return conditions.length === 0 ? undefined : externalError('engine_not_ready', conditions.join('; '));
   }
 
@@ -1078,4 +1116,12 @@ export class Coordinator {
  */
 export function windowEmissionPoint(granularity: 'hourly' | 'daily', windowStart: number, sessionGapMs: number): number {
   return granularity === 'hourly' ? windowStart + 3_600_000 : windowStart + 86_400_000 + sessionGapMs;
+}
+
+/** A shard's log read failed (the log is unavailable): the pump retries with backoff instead of failing the engine. */
+class LogReadFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`log read failed: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'LogReadFailed';
+  }
 }

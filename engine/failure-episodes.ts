@@ -142,6 +142,11 @@ export class FailureEpisodes {
     readiness.clearPrefix(this.deps.readinessPrefix);
   }
 
+  /** Prefix of this owner's readiness keys (another owner's episodes can nest under it). */
+  get prefix(): string {
+    return this.deps.readinessPrefix;
+  }
+
   private key(target: string): string {
     return `${this.deps.readinessPrefix}${this.deps.what}:${target}`;
   }
