@@ -11,11 +11,13 @@
  *   ├─▶ purge: their open sessions leave the shards' state (memory + LMDB)
  *   ├─▶ scanned: DuckDB finds the files holding their rows (bronze, silver, late, sessions,
  *   │           session_aliases, dlq; only their shards' `part-s{n}-…` files, compacted files and
- *   │           dlq/), their session ids and the gold windows they touched → the plan, recorded
+ *   │           dlq/), their session ids, the gold windows they touched and their part of each
+ *   │           (gold-sql.ts over their own silver rows) → the plan, recorded
  *   ├─▶ rewritten: each planned file rewritten without their rows (storage/rewrite.ts), one
  *   │           two-phase commit per file; the plan marks it done
- *   ├─▶ gold-done: each touched hourly/daily window, once merged, recomputed from silver
- *   │           (gold-sql.ts, as reconciliation does) and overwritten
+ *   ├─▶ gold-done: each touched hourly/daily window, once merged, has their part subtracted
+ *   │           (correctGold: the cost follows their rows, not the lake) and is overwritten; a
+ *   │           window the subtraction cannot correct exactly is recomputed from silver instead
  *   ├─▶ waiting-log: the shards' LMDB files are compacted online (checkpoint, close, compacting
  *   │           copy, reopen: no freed page keeps a purged session); a log whose active segment
  *   │           holds records at or below the marks is rolled (sealed, on the log's writer:
@@ -24,6 +26,7 @@
  *   │           the next checkpoint round when the engine keeps up
  *   └─▶ done: audit record `_sluice/audit/<id>.json`, ids in clear deleted
  */
+import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,10 +38,10 @@ import { faultPoint } from '../common/fault.js';
 import { META_PREFIX, partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import { encodeParquet, type ParquetCompression } from '../storage/parquet.js';
+import { decodeParquet, encodeParquet, type ParquetCompression } from '../storage/parquet.js';
 import { rewriteWithout } from '../storage/rewrite.js';
-import type { ErasureJob, ErasureRequest, ErasureStore } from '../storage/erasure-store.js';
-import { metricRowsToBatch } from './gold-merge.js';
+import type { ErasureJob, ErasureRequest, ErasureStore, GoldWindowCorrection } from '../storage/erasure-store.js';
+import { metricRowsToBatch, type MetricRow } from './gold-merge.js';
 import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, NO_SESSION_ALIASES, resolveSessionIds, type MetricEventTypes } from './gold-sql.js';
 import { goldWindowKey } from './reconcile.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
@@ -94,7 +97,7 @@ export async function runErasures(host: ErasureHost, erasures: ErasureStore): Pr
   for (const request of await erasures.requests()) {
     const job = await erasures.job(request.id);
     if (job?.phase !== 'done' || (job.windows?.hourly.length ?? 0) + (job.windows?.daily.length ?? 0) === 0) continue;
-    await recomputeGold(host, job, request.id);
+    await correctGold(host, job, request.id, () => erasures.saveJob(job));
     await erasures.saveJob(job);
   }
   for (const { request, job } of await erasures.open()) {
@@ -164,8 +167,8 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     await save(erasures, job, 'rewritten');
   }
   if (job.phase === 'rewritten') {
-    // Windows still open hold counts only (no id): they are recomputed once merged, also after the job is done.
-    await recomputeGold(host, job, request.id);
+    // Windows still open hold counts only (no id): they are corrected once merged, also after the job is done.
+    await correctGold(host, job, request.id, () => erasures.saveJob(job));
     await save(erasures, job, 'gold-done');
   }
   if (job.phase === 'gold-done' || job.phase === 'waiting-log') {
@@ -289,6 +292,11 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
   // A rescan (see the rewrite step) keeps what the first scan found in files rewritten since.
   const sessionIds = new Set<string>(job.sessionIds ?? []);
   const hours = new Set<number>(job.windows?.hourly ?? []);
+  // Only the first scan sees every row of theirs: a rescan comes after rewrites (their part is kept from the first).
+  const first = job.plan === undefined;
+  let silver: { rel: string; where: string } | undefined;
+  let aliases = NO_SESSION_ALIASES;
+  const lateHours = new Set<number>();
   try {
     await conn.run("SET TimeZone = 'UTC'");
     for (const m of MATCH) {
@@ -300,15 +308,20 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
       for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${where} GROUP BY filename`)) {
         plan.push({ table: m.table, key: paths.get(String(r.filename))!, rows: Number(r.n), done: false });
       }
+      if (m.table === 'events') silver = { rel, where };
       if (m.table === 'events' || m.table === 'sessions') {
         for (const r of await rows(conn, `SELECT DISTINCT session_id FROM ${rel} WHERE (${where}) AND session_id IS NOT NULL`)) sessionIds.add(String(r.session_id));
       }
       if (m.table === 'events' || m.table === 'late_events') {
-        for (const r of await rows(conn, `SELECT DISTINCT epoch_ms(date_trunc('hour', event_time::TIMESTAMP))::BIGINT AS h FROM ${rel} WHERE ${where}`)) hours.add(Number(r.h));
+        for (const r of await rows(conn, `SELECT DISTINCT epoch_ms(date_trunc('hour', event_time::TIMESTAMP))::BIGINT AS h FROM ${rel} WHERE ${where}`)) {
+          hours.add(Number(r.h));
+          if (m.table === 'late_events') lateHours.add(Number(r.h));
+        }
       }
     }
     const ids = [...sessionIds];
     const aliasPaths = await localPaths(host.store, await candidates(host.store, 'session_aliases', shards), scratch);
+    if (aliasPaths.size > 0) aliases = `read_parquet(${parquetList(aliasPaths.keys())}, union_by_name = true)`;
     if (aliasPaths.size > 0 && ids.length > 0) {
       // An alias row names the session's final id and an earlier one: either may be what silver holds.
       const rel = `read_parquet(${parquetList(aliasPaths.keys())}, filename = true, union_by_name = true)`;
@@ -322,6 +335,7 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
         plan.push({ table: 'session_aliases', key: aliasPaths.get(String(r.filename))!, rows: Number(r.n), done: false });
       }
     }
+    if (first) job.gold = silver ? await goldParts(host, conn, silver, aliases, users, hours, lateHours) : {};
   } finally {
     conn.closeSync();
     db.closeSync();
@@ -369,58 +383,209 @@ export function dropMask(t: Table, table: TableName | 'session_aliases', users: 
   return mask;
 }
 
-/**
- * Recomputes the job's remaining gold windows that are merged (every shard's partials committed
- * past them and merged); returns the ones still waiting.
- */
-async function recomputeGold(host: ErasureHost, job: ErasureJob, id: string): Promise<string[]> {
-  const windows = job.windows ?? { hourly: [], daily: [] };
-  if (windows.hourly.length + windows.daily.length === 0) return [];
+type Grain = 'hourly' | 'daily';
+
+const windowLength = (g: Grain): number => (g === 'hourly' ? HOUR : DAY);
+const fingerprint = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+/** Whether a gold window is merged: no partial of it pending, every shard committed past it. */
+async function readiness(host: ErasureHost): Promise<(g: Grain, start: number) => boolean> {
   const frontier = host.frontier();
   const partials = new Set((await host.store.list(`${PARTIALS_PREFIX}/`)).map((o) => o.key.split('/').slice(2, 4).join('/')));
-  const ready = (g: 'hourly' | 'daily', start: number): boolean =>
-    !partials.has(`${g}/${start}`) && (g === 'hourly' ? frontier.hourly >= start + HOUR : frontier.daily >= start + DAY + host.sessionGapMs);
-  const todo = [...windows.hourly.map((s) => ['hourly', s] as const), ...windows.daily.map((s) => ['daily', s] as const)].filter(([g, s]) => ready(g, s));
-  if (todo.length > 0) {
-    const silverKeys = (await host.store.list(`${TABLES.events.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
-    const lo = Math.min(...todo.map(([, s]) => s)) - DAY;
-    const hi = Math.max(...todo.map(([, s]) => s)) + 2 * DAY;
-    const scratch = await mkdtemp(join(tmpdir(), 'sluice-erase-gold-'));
-    const db = await DuckDBInstance.create(':memory:');
-    const conn = await db.connect();
-    try {
-      const silverPaths = await localPaths(host.store, silverKeys.filter((k) => {
-        const t = partitionTimeOfKey(k);
-        return t !== undefined && t >= lo && t < hi;
-      }), scratch);
-      const aliasKeys = (await host.store.list(`${TABLES.session_aliases.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
-      const aliasPaths = await localPaths(host.store, aliasKeys, join(scratch));
-      const parquet = (p: Iterable<string>): string => `read_parquet(${parquetList(p)}, union_by_name = true)`;
-      const silver =
-        silverPaths.size === 0
-          ? undefined
-          : `(${resolveSessionIds(`(SELECT * FROM ${parquet(silverPaths.keys())})`, aliasPaths.size > 0 ? parquet(aliasPaths.keys()) : NO_SESSION_ALIASES)})`;
-      const types = { ...DEFAULT_METRIC_EVENT_TYPES, ...host.metricEventTypes };
-      for (const [g, start] of todo) {
-        const out = silver ? await rows(conn, goldMetricsSql(g, silver, start, start + (g === 'hourly' ? HOUR : DAY), types)) : [];
-        const key = goldWindowKey(g, start);
-        const batch = metricRowsToBatch(g, out);
-        const body = encodeParquet([batch], { compression: host.compression });
-        await host.store.put(key, body);
-        await writeCommitRecord(host.store, { id: `erase-${id}-gold-${g}-${start}`, time: new Date().toISOString(), kind: 'reconcile', added: [{ key, rows: batch.numRows, bytes: body.byteLength }], removed: [] });
-        const l = layer(job, g === 'hourly' ? 'hourly_metrics' : 'daily_metrics');
-        if (!l.files.includes(key)) l.files.push(key);
-        if (g === 'hourly') windows.hourly = windows.hourly.filter((s) => s !== start);
-        else windows.daily = windows.daily.filter((s) => s !== start);
-      }
-    } finally {
-      conn.closeSync();
-      db.closeSync();
-      await rm(scratch, { recursive: true, force: true });
+  return (g, start) => !partials.has(`${g}/${start}`) && (g === 'hourly' ? frontier.hourly >= start + HOUR : frontier.daily >= start + DAY + host.sessionGapMs);
+}
+
+/** Gold metric count columns: what a user's rows add to a cell, and what erasing them subtracts. */
+const COUNTS = ['events', 'active_users', 'installs', 'sessions', 'screen_views', 'notification_views', 'notification_opens'] as const;
+
+const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : typeof v === 'number' ? v : Number(v ?? 0));
+
+/**
+ * The users' part of each gold window they touched (hours in `hours`, their days): gold-sql's rows
+ * over their own silver rows alone (`silver.where` of the candidate files, read before any
+ * rewrite), with session_ms and bounces for the daily ratios. Every count of a cell is a sum over
+ * rows or sessions, and active_users counts each of them once per cell, so the part subtracts
+ * exactly when what the erasure drops is whole users and whole sessions, all counted in gold. Where
+ * it is not — a row of another user that names them (properties, anonymous_id), a session some of
+ * whose events stay, a too-late event of theirs still in late/ (`lateHours`: whether its window was
+ * reconciled already is not known) — the window is marked to be recomputed, and so are the windows
+ * of those sessions' remaining events (their first event may move), which `hours` gains. The window's gold file is
+ * fingerprinted now (null when not merged yet: then it is recomputed once merged): the
+ * subtraction applies only to that same file.
+ */
+async function goldParts(
+  host: ErasureHost,
+  conn: DuckDBConnection,
+  silver: { rel: string; where: string },
+  aliases: string,
+  users: string[],
+  hours: Set<number>,
+  lateHours: ReadonlySet<number>,
+): Promise<Record<string, GoldWindowCorrection>> {
+  await conn.run(`CREATE OR REPLACE TEMP TABLE erased AS SELECT * EXCLUDE (filename) FROM ${silver.rel} WHERE ${silver.where}`);
+  const erased = `(${resolveSessionIds('erased', aliases)})`;
+  const kept = `(${resolveSessionIds(`(SELECT * EXCLUDE (filename) FROM ${silver.rel} WHERE NOT coalesce((${silver.where}), false))`, aliases)})`;
+  const hourOf = "epoch_ms(date_trunc('hour', event_time::TIMESTAMP))::BIGINT";
+  const inexact = new Set<number>(lateHours);
+  for (const r of await rows(conn, `SELECT DISTINCT ${hourOf} AS h FROM erased WHERE user_id IS NOT NULL AND user_id NOT IN (${users.map(q).join(', ')})`)) inexact.add(Number(r.h));
+  const split = `SELECT session_id FROM ${erased} WHERE session_id IS NOT NULL INTERSECT SELECT session_id FROM ${kept} WHERE session_id IS NOT NULL`;
+  for (const r of await rows(conn, `SELECT DISTINCT ${hourOf} AS h FROM (SELECT session_id, event_time FROM ${erased} UNION ALL SELECT session_id, event_time FROM ${kept}) WHERE session_id IN (${split})`)) inexact.add(Number(r.h));
+  for (const h of inexact) hours.add(h);
+  const types = { ...DEFAULT_METRIC_EVENT_TYPES, ...host.metricEventTypes };
+  const ready = await readiness(host);
+  const days = new Set([...hours].map((h) => Math.floor(h / DAY) * DAY));
+  const out: Record<string, GoldWindowCorrection> = {};
+  for (const [g, start] of [...[...hours].map((h) => ['hourly', h] as const), ...[...days].map((d) => ['daily', d] as const)]) {
+    const end = start + windowLength(g);
+    const recompute = [...inexact].some((h) => h >= start && h < end);
+    let base: string | null = null;
+    if (ready(g, start)) {
+      const bytes = await host.store.get(goldWindowKey(g, start));
+      base = bytes ? fingerprint(bytes) : null;
+    }
+    const parts = recompute || base === null ? [] : await rows(conn, goldMetricsSql(g, erased, start, end, types, { sums: g === 'daily' }));
+    out[`${g}/${start}`] = {
+      base,
+      rows: parts.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => k !== 'window_start').map(([k, v]) => [k, typeof v === 'string' ? v : num(v)]))),
+      ...(recompute ? { recompute: true } : {}),
+    };
+  }
+  return out;
+}
+
+/**
+ * `gold` (a merged window's rows) without the users' `part`; undefined when the part does not fit
+ * (a cell missing or a count going negative: the file is not the one the part was taken against).
+ * Daily ratios are re-derived from the remaining integer sums the way gold-sql computes them, so
+ * the result has the same bits as a recomputation: Σ duration ms = avg_session_s × 1000 × sessions
+ * and bounces = bounce_rate × sessions, rounded (exact while Σ ms < 2^50). A cell left with no
+ * event disappears.
+ */
+export function subtractPart(g: Grain, gold: MetricRow[], part: ReadonlyArray<Record<string, string | number>>): MetricRow[] | undefined {
+  const key = (r: Record<string, unknown>): string => `${String(r.device_type)}\u0001${String(r.app_version)}\u0001${String(r.country)}`;
+  const cells = new Map(gold.map((r) => [key(r), { ...r }]));
+  for (const p of part) {
+    const r = cells.get(key(p));
+    if (!r) return undefined;
+    const started = num(r.sessions);
+    for (const f of COUNTS) {
+      r[f] = num(r[f]) - num(p[f]);
+      if ((r[f] as number) < 0) return undefined;
+    }
+    if (g === 'daily') {
+      const left = r.sessions as number;
+      const ms = started === 0 ? 0 : Math.round(num(r.avg_session_s) * 1000 * started) - num(p.session_ms);
+      const bounces = started === 0 ? 0 : Math.round(num(r.bounce_rate) * started) - num(p.bounces);
+      if (ms < 0 || bounces < 0 || bounces > left) return undefined;
+      r.avg_session_s = left === 0 ? null : ms / left / 1000;
+      r.bounce_rate = left === 0 ? null : bounces / left;
+      r.notification_ctr = (r.notification_views as number) === 0 ? null : (r.notification_opens as number) / (r.notification_views as number);
     }
   }
-  job.windows = windows;
-  return [...windows.hourly.map((s) => `hourly ${new Date(s).toISOString()}`), ...windows.daily.map((s) => `daily ${new Date(s).toISOString().slice(0, 10)}`)];
+  return gold.map((r) => cells.get(key(r))!).filter((r) => num(r.events) > 0);
+}
+
+/** The rows of a gold window file (low volume: one per grouping-set cell). */
+function goldRows(bytes: Uint8Array): MetricRow[] {
+  return decodeParquet(bytes).toArray().map((r) => (r as { toJSON(): MetricRow }).toJSON());
+}
+
+/**
+ * Corrects the job's remaining gold windows that are merged: each has the users' part subtracted
+ * (read the window's file, subtract, overwrite it, commit record), at a cost that follows their
+ * rows; a window whose part is missing or marked, or whose file changed since the scan (another
+ * writer — reconciliation, a merge — rewrote it: whether it still counts them is unknown), is
+ * recomputed from silver instead (recomputeWindows). Windows not merged yet stay in `job.windows`.
+ * Crash-safe: the corrected file's fingerprint is saved (`save`) before it is written, so a redo
+ * that finds it in place does not subtract twice.
+ */
+async function correctGold(host: ErasureHost, job: ErasureJob, id: string, save: () => Promise<void>): Promise<void> {
+  const windows = job.windows ?? { hourly: [], daily: [] };
+  if (windows.hourly.length + windows.daily.length === 0) return;
+  const ready = await readiness(host);
+  const todo = [...windows.hourly.map((s) => ['hourly', s] as const), ...windows.daily.map((s) => ['daily', s] as const)].filter(([g, s]) => ready(g, s));
+  const recompute: Array<readonly [Grain, number]> = [];
+  for (const [g, start] of todo) {
+    const part = job.gold?.[`${g}/${start}`];
+    if (!part || part.recompute || part.base === null) {
+      recompute.push([g, start]);
+      continue;
+    }
+    const key = goldWindowKey(g, start);
+    let bytes = await host.store.get(key);
+    const now = bytes ? fingerprint(bytes) : null;
+    if (now !== part.next || now === null) {
+      const left = now === part.base && bytes ? subtractPart(g, goldRows(bytes), part.rows) : undefined;
+      if (!left) {
+        host.log.info({ id, window: `${g}/${start}` }, 'gold window changed since the erasure scan; recomputed from silver');
+        recompute.push([g, start]);
+        continue;
+      }
+      bytes = encodeParquet([metricRowsToBatch(g, left)], { compression: host.compression });
+      part.next = fingerprint(bytes);
+      await save();
+      faultPoint('erasure:gold-recorded');
+      await host.store.put(key, bytes);
+      faultPoint('erasure:gold-written');
+    }
+    // Also when redone after a crash that came after the write (same id: the record is rewritten, not added).
+    await writeCommitRecord(host.store, { id: `erase-${id}-gold-${g}-${start}`, time: new Date().toISOString(), kind: 'reconcile', added: [{ key, rows: decodeParquet(bytes!).numRows, bytes: bytes!.byteLength }], removed: [] });
+    part.how = 'subtracted';
+    windowCorrected(job, g, start, key);
+    await save();
+  }
+  if (recompute.length > 0) await recomputeWindows(host, job, id, recompute);
+}
+
+function windowCorrected(job: ErasureJob, g: Grain, start: number, key: string): void {
+  const l = layer(job, g === 'hourly' ? 'hourly_metrics' : 'daily_metrics');
+  if (!l.files.includes(key)) l.files.push(key);
+  const windows = job.windows!;
+  if (g === 'hourly') windows.hourly = windows.hourly.filter((s) => s !== start);
+  else windows.daily = windows.daily.filter((s) => s !== start);
+}
+
+/**
+ * The fallback: recomputes merged windows from the silver of every shard around them (the
+ * windows' days ± 1), as reconciliation does — a cost that follows the lake, for the windows
+ * correctGold cannot subtract from exactly.
+ */
+async function recomputeWindows(host: ErasureHost, job: ErasureJob, id: string, todo: ReadonlyArray<readonly [Grain, number]>): Promise<void> {
+  const silverKeys = (await host.store.list(`${TABLES.events.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+  const lo = Math.min(...todo.map(([, s]) => s)) - DAY;
+  const hi = Math.max(...todo.map(([, s]) => s)) + 2 * DAY;
+  const scratch = await mkdtemp(join(tmpdir(), 'sluice-erase-gold-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  try {
+    const silverPaths = await localPaths(host.store, silverKeys.filter((k) => {
+      const t = partitionTimeOfKey(k);
+      return t !== undefined && t >= lo && t < hi;
+    }), scratch);
+    const aliasKeys = (await host.store.list(`${TABLES.session_aliases.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+    const aliasPaths = await localPaths(host.store, aliasKeys, join(scratch));
+    const parquet = (p: Iterable<string>): string => `read_parquet(${parquetList(p)}, union_by_name = true)`;
+    const silver =
+      silverPaths.size === 0
+        ? undefined
+        : `(${resolveSessionIds(`(SELECT * FROM ${parquet(silverPaths.keys())})`, aliasPaths.size > 0 ? parquet(aliasPaths.keys()) : NO_SESSION_ALIASES)})`;
+    const types = { ...DEFAULT_METRIC_EVENT_TYPES, ...host.metricEventTypes };
+    for (const [g, start] of todo) {
+      const out = silver ? await rows(conn, goldMetricsSql(g, silver, start, start + windowLength(g), types)) : [];
+      const key = goldWindowKey(g, start);
+      const batch = metricRowsToBatch(g, out);
+      const body = encodeParquet([batch], { compression: host.compression });
+      await host.store.put(key, body);
+      await writeCommitRecord(host.store, { id: `erase-${id}-gold-${g}-${start}`, time: new Date().toISOString(), kind: 'reconcile', added: [{ key, rows: batch.numRows, bytes: body.byteLength }], removed: [] });
+      const part = job.gold?.[`${g}/${start}`];
+      if (part) part.how = 'recomputed';
+      windowCorrected(job, g, start, key);
+    }
+  } finally {
+    conn.closeSync();
+    db.closeSync();
+    await rm(scratch, { recursive: true, force: true });
+  }
 }
 
 /** The audit record: append-only, one object per request, never an id in clear. */

@@ -12,6 +12,11 @@
  *   day) falls in the window, grouped by the dimensions of that first event;
  * - daily avg_session_s / bounce_rate over those sessions (duration = last − first event time);
  *   notification_ctr = notification_opens / notification_views (null when no views).
+ *
+ * The daily ratios are computed from exact integer sums, in a fixed order of double operations —
+ * avg_session_s = (Σ duration ms / sessions) / 1000, bounce_rate = bounces / sessions — not with
+ * avg() (whose double sum depends on the scan order, and over DECIMAL divides in long double): so
+ * anyone holding the sums (erasure's gold subtraction, engine/erasure-job.ts) gets the same bits.
  */
 import { ALL, UNKNOWN } from '../common/schema.js';
 
@@ -48,19 +53,34 @@ const list = (xs: string[]): string => xs.map(quote).join(', ');
 /**
  * SQL computing hourly or daily metric rows for windows starting in [fromMs, toMs), over a
  * relation (view or `read_parquet(...)`) of silver events named by `silver`, whose session ids are
- * resolved (the `events` view, or `(${'${resolveSessionIds(…)}'})`).
+ * resolved (the `events` view, or `(${'${resolveSessionIds(…)}'})`). `sums` adds, per row,
+ * session_ms (Σ duration in ms of the sessions counted in `sessions`) and bounces (those of them
+ * with one event): the integers the daily ratios derive from.
  */
-export function goldMetricsSql(granularity: 'hourly' | 'daily', silver: string, fromMs: number, toMs: number, types: MetricEventTypes = DEFAULT_METRIC_EVENT_TYPES): string {
+export function goldMetricsSql(
+  granularity: 'hourly' | 'daily',
+  silver: string,
+  fromMs: number,
+  toMs: number,
+  types: MetricEventTypes = DEFAULT_METRIC_EVENT_TYPES,
+  options: { sums?: boolean } = {},
+): string {
   const unit = granularity === 'hourly' ? 'hour' : 'day';
   const dim = (c: string): string => `coalesce(${c}, ${quote(UNKNOWN)})`;
   const roll = (c: string): string => `CASE WHEN grouping(${c}) = 1 THEN ${quote(ALL)} ELSE ${c} END`;
   const from = `epoch_ms(${fromMs})`;
   const to = `epoch_ms(${toMs})`;
+  const starts = 'count(*) FILTER (WHERE s.is_start)';
+  const sums = options.sums
+    ? `,
+    coalesce(sum(s.duration_ms) FILTER (WHERE s.is_start), 0)::BIGINT AS session_ms,
+    count(*) FILTER (WHERE s.is_start AND s.bounce) AS bounces`
+    : '';
   const daily =
     granularity === 'daily'
       ? `,
-    avg(s.duration_s) FILTER (WHERE s.is_start) AS avg_session_s,
-    avg(CASE WHEN s.bounce THEN 1.0 ELSE 0.0 END) FILTER (WHERE s.is_start) AS bounce_rate,
+    CASE WHEN ${starts} = 0 THEN NULL ELSE (sum(s.duration_ms) FILTER (WHERE s.is_start))::DOUBLE / ${starts} / 1000.0::DOUBLE END AS avg_session_s,
+    CASE WHEN ${starts} = 0 THEN NULL ELSE (count(*) FILTER (WHERE s.is_start AND s.bounce))::DOUBLE / ${starts} END AS bounce_rate,
     CASE WHEN count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) = 0 THEN NULL
          ELSE (count(*) FILTER (WHERE event_type IN (${list(types.notification_opens)})))::DOUBLE
               / count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) END AS notification_ctr`
@@ -79,7 +99,7 @@ sess AS (
 ),
 s AS (
   SELECT ev.*, (sess.first_event_id = ev.event_id) AS is_start,
-         date_diff('millisecond', sess.first_t, sess.last_t) / 1000.0 AS duration_s, sess.n = 1 AS bounce
+         date_diff('millisecond', sess.first_t, sess.last_t) AS duration_ms, sess.n = 1 AS bounce
   FROM ev LEFT JOIN sess USING (session_id)
   WHERE ev.t >= ${from}::TIMESTAMP AND ev.t < ${to}::TIMESTAMP
 )
@@ -94,7 +114,7 @@ SELECT
     count(*) FILTER (WHERE s.is_start) AS sessions,
     count(*) FILTER (WHERE event_type IN (${list(types.screen_views)})) AS screen_views,
     count(*) FILTER (WHERE event_type IN (${list(types.notification_views)})) AS notification_views,
-    count(*) FILTER (WHERE event_type IN (${list(types.notification_opens)})) AS notification_opens${daily}
+    count(*) FILTER (WHERE event_type IN (${list(types.notification_opens)})) AS notification_opens${daily}${sums}
 FROM s
 GROUP BY GROUPING SETS (
   (window_start, device_type, app_version, country),

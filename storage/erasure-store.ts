@@ -46,6 +46,20 @@ export interface LayerReport {
 }
 
 /** The job's progress, replaced after every step (engine/erasure-job.ts). */
+/** The erased users' part of one gold window, subtracted from it once it is merged; no user id. */
+export interface GoldWindowCorrection {
+  /** sha256 (hex) of the window's gold file at the scan; null: not merged then (it is recomputed once merged). */
+  base: string | null;
+  /** sha256 of the corrected file, recorded before it is written (a redo after a crash finds it in place). */
+  next?: string;
+  /** The scan dropped rows the users' counts do not cover (another user's, part of a session that stays): recompute. */
+  recompute?: boolean;
+  /** Per grouping-set row (dimensions, 'ALL' roll-ups): the users' counts; daily rows also session_ms and bounces. */
+  rows: Array<Record<string, string | number>>;
+  /** How the window was corrected, once it was. */
+  how?: 'subtracted' | 'recomputed';
+}
+
 export interface ErasureJob {
   id: string;
   phase: ErasurePhase;
@@ -57,8 +71,10 @@ export interface ErasureJob {
   plan?: Array<{ table: string; key: string; rows: number; done: boolean }>;
   /** Session ids of the users (murmur3 hashes, needed to match session_aliases); cleared when done. */
   sessionIds?: string[];
-  /** Gold windows (start ms) the users' events fell in, still to recompute. */
+  /** Gold windows (start ms) the users' events fell in, still to correct. */
   windows?: { hourly: number[]; daily: number[] };
+  /** Per gold window (`hourly/<start>`, `daily/<start>`): the users' part, found by the scan (engine/erasure-job.ts). */
+  gold?: Record<string, GoldWindowCorrection>;
   /** The users' shards' LMDB files were compacted after the purge (engine/erasure-offline.ts). */
   stateCompacted?: boolean;
   /** Open sessions dropped from the shards' state. */
