@@ -2,14 +2,16 @@
  * kill -9 during an erasure, at every step of the job, on the real server (`sluice serve` run from
  * the sources as a child process): after the purge, between a rewrite's stage and publish, between
  * a deleted file's commit record and its deletion, after a rewrite before the job records it, with
- * the compacted LMDB copy written but not renamed, after the logs were sealed, before and after the
+ * a gold window's corrected fingerprint recorded but the file not written and with it written but
+ * not recorded done, with the compacted LMDB copy written but not renamed, after the logs were sealed, before and after the
  * audit record. The fault hook (common/fault.ts: SLUICE_FAULT, each point once per SLUICE_FAULT_DIR)
  * makes the process SIGKILL itself there, so every point is hit, in order, one per life.
  *   inline: the serve process dies; the test starts it again.
  *   process: the engine process dies; ingest starts it again (serve stays up, acks go on).
  * Afterwards the request is done exactly once: one audit record, the rows removed counted once,
  * no byte of either id in any file of the lake or the data directory, every acknowledged event of
- * the other users in silver exactly once, and sluice quality's files and completeness checks pass.
+ * the other users in silver exactly once, gold equals its recomputation from silver (no window
+ * corrected twice), and sluice quality's files and completeness checks pass.
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +21,7 @@ import { runQualityChecks } from '../../analytics/quality.js';
 import { serveFromSources } from '../helpers/serve-sources.js';
 import { KEY, stop } from '../helpers/served.js';
 import { filesHolding, segmentEvents } from '../helpers/erasure.js';
+import { goldMetricsSql } from '../../engine/gold-sql.js';
 import { openLakeReader } from '../helpers/lake.js';
 
 const ADMIN = 'admin-crash-key';
@@ -29,7 +32,7 @@ const HOUR = 3_600_000;
 const DAY = 86_400_000;
 const D = Math.floor(Date.now() / DAY) * DAY - 2 * DAY;
 /** Every fault point of an erasure, in the order the job reaches them. */
-const POINTS = ['erasure:purged', 'erasure:rewrite-staged', 'erasure:mid-rewrite', 'erasure:rewrite-recorded', 'erasure:state-copied', 'erasure:rolled', 'erasure:before-audit', 'erasure:audited'];
+const POINTS = ['erasure:purged', 'erasure:rewrite-staged', 'erasure:mid-rewrite', 'erasure:rewrite-recorded', 'erasure:gold-recorded', 'erasure:gold-written', 'erasure:state-copied', 'erasure:rolled', 'erasure:before-audit', 'erasure:audited'];
 const others = Array.from({ length: 20 }, (_, i) => `other-${i}`);
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-erase-crash-'));
@@ -157,6 +160,16 @@ describe.each<Mode>(['inline', 'process'])('erasure killed at every step (engine
       expect(missing.slice(0, 10), `${missing.length} acknowledged events of other users not exactly once in silver`).toEqual([]);
       expect([...counts].filter(([, n]) => n !== 1).slice(0, 10)).toEqual([]);
       expect([...counts.keys()].filter((m) => !sent.has(m)).slice(0, 10)).toEqual([]);
+      // Gold of day D equals its recomputation from silver: a window killed mid-correction was not corrected twice.
+      const norm = (rs: Array<Record<string, unknown>>): string[] =>
+        rs.map((r) => JSON.stringify(Object.fromEntries(Object.entries(r).filter(([k]) => !['year', 'month', 'day', 'hour'].includes(k)).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.getTime() : v])))).sort();
+      for (let h = 1; h <= 4; h++) {
+        const w = D + h * HOUR;
+        const gold = await lake.rows(`SELECT * FROM ${lake.rel('hourly_metrics')} WHERE epoch_ms(window_start) = ${w}`);
+        expect(norm(gold), `hour ${h}`).toEqual(norm(await lake.rows(goldMetricsSql('hourly', lake.rel('events'), w, w + HOUR))));
+      }
+      const daily = await lake.rows(`SELECT * FROM ${lake.rel('daily_metrics')} WHERE epoch_ms(window_start) = ${D}`);
+      expect(norm(daily)).toEqual(norm(await lake.rows(goldMetricsSql('daily', lake.rel('events'), D, D + DAY))));
     } finally {
       lake.close();
     }

@@ -45,12 +45,13 @@ function traffic(): Array<ReturnType<typeof ev>> {
     for (let h = 1; h <= 4; h++) {
       const t = D + h * HOUR + (i % 7) * MIN;
       const minutes = i % 3 === 0 && h === 4 ? [0] : [0, 5, 10 + i];
-      minutes.forEach((m, k) => out.push(ev(u, t + m * MIN, { ...c, event: k === 1 ? 'Push Notification Tapped' : k === 2 && i % 4 === 0 ? 'Application Installed' : 'Push Notification Received' })));
+      // Odd milliseconds: session durations whose mean is not a round number (the daily ratio's bits matter).
+      minutes.forEach((m, k) => out.push(ev(u, t + m * MIN + k * (1_337 + 211 * i), { ...c, event: k === 1 ? 'Push Notification Tapped' : k === 2 && i % 4 === 0 ? 'Application Installed' : 'Push Notification Received' })));
     }
   });
   // A: shares ios/DE cells in hours 1 and 2 (one session each), alone in hour 3 (tablet, FR: a one-event session).
   const ios = ctx('ios', 'DE');
-  for (const m of [2, 7, 12]) out.push(ev(A, D + HOUR + m * MIN, { ...ios, event: m === 7 ? 'Push Notification Tapped' : 'Push Notification Received' }));
+  for (const m of [2, 7, 12]) out.push(ev(A, D + HOUR + m * MIN + m * 977, { ...ios, event: m === 7 ? 'Push Notification Tapped' : 'Push Notification Received' }));
   for (const m of [3, 8]) out.push(ev(A, D + 2 * HOUR + m * MIN, { ...ios, event: 'Application Installed' }));
   out.push(ev(A, D + 3 * HOUR + 20 * MIN, ctx('tablet', 'FR')));
   return out;
