@@ -444,7 +444,9 @@ export function mergePartials(granularity: 'hourly' | 'daily', partials: WindowP
       notification_opens: r.notification_opens,
     };
     if (granularity === 'daily') {
-      row.avg_session_s = r.sessions_closed > 0 ? r.session_seconds / r.sessions_closed : null;
+      // Σ duration in whole ms (event times are ms; the float sum of seconds stays well within 0.5 ms of it),
+      // divided as engine/gold-sql.ts does: the same bits as a recomputation from silver.
+      row.avg_session_s = r.sessions_closed > 0 ? Math.round(r.session_seconds * 1000) / r.sessions_closed / 1000 : null;
       row.bounce_rate = r.sessions_closed > 0 ? r.bounces / r.sessions_closed : null;
       row.notification_ctr = r.notification_views > 0 ? r.notification_opens / r.notification_views : null;
     }
