@@ -1,15 +1,19 @@
 /**
  * Erasure cost against lake size (issue 12: "cost proportional to the user's data, not to the
  * lake"). Builds two lakes with the real server — `sluice serve` (compiled, bin/sluice.js) driven
- * by the project's load generator at max over Arrow WS — one of `--events` and one `--ratio`
+ * by the project's load generator over Arrow WS, at max or (`--rate R`) open loop at R events/s, a
+ * rate the engine sustains (at max a 10 M build outran the engine's checkpoints: 146 s each, 4.9 GB
+ * RSS, and serve's close timeout killed it) — one of `--events` and one `--ratio`
  * times smaller (same event-time span, `--ratio` times fewer users, so a typical user holds about
  * as many events in both), stops the server, then times the offline `sluice erase` of one typical
  * user per run, alternating small and large lake, a different user each run. After each erase it
  * checks with DuckDB over every view that the erased users' rows are gone and every other user's
- * counts are unchanged, and exits 1 on any difference.
+ * counts are unchanged, and exits 1 on any difference. Per erase it also reports how the job
+ * corrected each gold window (engine/erasure-job.ts: subtracted, recomputed from silver, or left
+ * to correct once merged), from the job file.
  *
  *   node --import tsx bench/erasure-lake.ts [--events N] [--users U] [--shards S] [--runs R]
- *     [--ratio 10] [--span-hours 20] [--work DIR] [--reuse] [--compact] [--keep] [--out FILE.json]
+ *     [--ratio 10] [--span-hours 20] [--rate EV_PER_S] [--work DIR] [--reuse] [--compact] [--keep] [--out FILE.json]
  *   node --import tsx bench/erasure-lake.ts --lake DIR --data DIR --reuse [--shards S] [--runs R]
  *
  * `--work DIR --reuse` keeps the lakes under DIR/events-<N>/ and builds only the missing ones;
@@ -57,6 +61,8 @@ interface BuildInfo {
   loadS: number;
   ackedPerS: number;
   drainS: number;
+  /** Target rate of the load (events/s), or undefined: closed loop at max. */
+  rate?: number;
 }
 
 interface LakeStats {
@@ -98,6 +104,8 @@ interface EraseRun {
   lakeBytes: number;
   rowsRemoved: number;
   verifyS: number;
+  /** Gold windows the job subtracted from, recomputed from silver, and left to correct once merged. */
+  gold: { subtracted: number; recomputed: number; waiting: number };
 }
 
 function parse() {
@@ -109,6 +117,7 @@ function parse() {
       runs: { type: 'string', default: '3' },
       ratio: { type: 'string', default: '10' },
       'span-hours': { type: 'string', default: '20' },
+      rate: { type: 'string' },
       work: { type: 'string' },
       lake: { type: 'string' },
       data: { type: 'string' },
@@ -131,6 +140,7 @@ function parse() {
     runs: int('runs', values.runs, 1),
     ratio: int('ratio', values.ratio, 0),
     spanHours: int('span-hours', values['span-hours'], 1),
+    rate: values.rate === undefined ? undefined : int('rate', values.rate, 1),
     work: resolve(values.work ?? join(tmpdir(), `sluice-erasure-bench-${process.pid}`)),
     lake: values.lake === undefined ? undefined : resolve(values.lake),
     data: values.data === undefined ? undefined : resolve(values.data),
@@ -160,6 +170,13 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
     const startTime = Math.floor((Date.now() - (o.spanHours + 4) * HOUR) / HOUR) * HOUR;
     const started = performance.now();
     let lastLog = 0;
+    // Whether the engine keeps up: what it has processed and committed, next to what was acked.
+    const lag = setInterval(() => {
+      void engineCounts(server.url).then(
+        (c) => log(`${dirs.name}: engine processed ${c.processed}, committed ${c.committed}`),
+        () => undefined,
+      );
+    }, 30_000);
     const s = await runLoadgen({
       url: server.url,
       writeKey: WRITE_KEY,
@@ -175,6 +192,7 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
       ...REALISTIC_MIX,
       startTime,
       stepMs: (o.spanHours * HOUR) / events,
+      ...(o.rate === undefined ? {} : { rate: o.rate }),
       maxRetries: 200,
       onProgress: (p) => {
         if (p.elapsedS - lastLog < 15) return;
@@ -182,6 +200,7 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
         log(`${dirs.name}: ${p.elapsedS.toFixed(0)} s, acked ${p.acked}, ${Math.round(p.rate)} ev/s, retried ${p.retried}, failed ${p.failed}`);
       },
     });
+    clearInterval(lag);
     const loadS = (performance.now() - started) / 1000;
     log(`${dirs.name}: load done, acked ${s.acked} + rejected ${s.rejected} in ${loadS.toFixed(0)} s; draining`);
     const drainStart = performance.now();
@@ -189,7 +208,7 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
     // on a loaded machine the backlog is larger, so wait until the engine has processed it first.
     await waitForEngine(server.url, s.acked, drainStart + MAX_DRAIN_MS);
     await server.stop(MAX_DRAIN_MS);
-    const info: BuildInfo = { eventsSent: s.sent, users, shards: o.shards, spanHours: o.spanHours, acked: s.acked, rejected: s.rejected, failed: s.failed, loadS, ackedPerS: s.acked / loadS, drainS: (performance.now() - drainStart) / 1000 };
+    const info: BuildInfo = { eventsSent: s.sent, users, shards: o.shards, spanHours: o.spanHours, acked: s.acked, rejected: s.rejected, failed: s.failed, loadS, ackedPerS: s.acked / loadS, drainS: (performance.now() - drainStart) / 1000, rate: o.rate };
     writeFileSync(join(dirs.lake, '..', 'build.json'), `${JSON.stringify(info, null, 1)}\n`);
     return info;
   } catch (err) {
@@ -203,11 +222,17 @@ async function buildLake(dirs: LakeDirs, events: number, users: number, o: Optio
  * a performance.now() time). Not sluice_engine_queue_depth_events: it kept its last value (430 778)
  * after the engine had processed everything.
  */
+async function engineCounts(url: string): Promise<{ processed: number; committed: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return {
+    processed: Number(/^sluice_engine_events_processed_total (\S+)$/m.exec(text)?.[1] ?? NaN),
+    committed: Number(/^sluice_engine_events_committed_total (\S+)$/m.exec(text)?.[1] ?? NaN),
+  };
+}
+
 async function waitForEngine(url: string, acked: number, deadline: number): Promise<void> {
   for (;;) {
-    const text = await (await fetch(`${url}/metrics`)).text();
-    const processed = Number(/^sluice_engine_events_processed_total (\S+)$/m.exec(text)?.[1] ?? NaN);
-    const committed = Number(/^sluice_engine_events_committed_total (\S+)$/m.exec(text)?.[1] ?? NaN);
+    const { processed, committed } = await engineCounts(url);
     // Committed too: serve SIGKILLs an engine whose close (the final checkpoint) takes over 2 min,
     // and a 3 M-event backlog's final checkpoint did (exit 1, the lake short of the log's events).
     if (processed >= acked && committed >= processed) return;
@@ -397,6 +422,9 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
   await verify(dirs.lake, base, erased);
   const verifyS = (performance.now() - v0) / 1000;
   const layers = Object.fromEntries(Object.entries(audit.layers).map(([k, l]) => [k, { files: l.files.length, rowsRemoved: l.rowsRemoved }]));
+  const job = JSON.parse(readFileSync(join(dirs.data, 'erasure', 'jobs', `${fresh.id}.json`), 'utf8')) as { gold?: Record<string, { how?: string }> };
+  const hows = Object.values(job.gold ?? {}).map((w) => w.how);
+  const gold = { subtracted: hows.filter((h) => h === 'subtracted').length, recomputed: hows.filter((h) => h === 'recomputed').length, waiting: hows.filter((h) => h === undefined).length };
   const run: EraseRun = {
     lake: dirs.name,
     round,
@@ -415,8 +443,9 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
     lakeBytes: [...sizes.values()].reduce((a, b) => a + b, 0),
     rowsRemoved: Object.entries(layers).filter(([k]) => k !== 'state').reduce((a, [, l]) => a + l.rowsRemoved, 0),
     verifyS,
+    gold,
   };
-  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
+  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; gold windows ${JSON.stringify(gold)}; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
   return run;
 }
 
@@ -505,11 +534,11 @@ function summarize(lakes: Array<{ name: string; silverRows: number; users: numbe
     const ratios = rounds.map((k) => runs.find((r) => r.round === k && r.lake === lakes[1]!.name)!.wallS / runs.find((r) => r.round === k && r.lake === lakes[0]!.name)!.wallS);
     lines.push('', `erase time ratio ${lakes[1]!.name}/${lakes[0]!.name} per round: ${ratios.map((x) => fmt(x, 2)).join(' / ')}; median **${fmt(median(ratios), 2)}** (lake rows ratio ${fmt(lakes[1]!.silverRows / lakes[0]!.silverRows, 2)})`);
   }
-  lines.push('', '| lake | round | user | shard | user events / hours | wall s | CPU s | max RSS MB | phase first seen at s | per layer files/rows | verify s |', '|---|--:|---|--:|--:|--:|--:|--:|---|---|--:|');
+  lines.push('', '| lake | round | user | shard | user events / hours | wall s | CPU s | max RSS MB | phase first seen at s | gold windows subtracted / recomputed / waiting | per layer files/rows | verify s |', '|---|--:|---|--:|--:|--:|--:|--:|---|--:|---|--:|');
   for (const r of runs) {
     const phases = Object.entries(r.phases).map(([p, t]) => `${p} ${fmt(t)}`).join(', ');
     const layers = Object.entries(r.layers).map(([k, l]) => `${k} ${l.files}/${l.rowsRemoved}`).join(', ');
-    lines.push(`| ${r.lake} | ${r.round} | ${r.user} | ${r.shard} | ${r.userEvents} / ${r.userHours} | ${fmt(r.wallS)} | ${fmt(r.cpuUserS + r.cpuSysS)} | ${fmt(r.maxRssMB, 0)} | ${phases} | ${layers} | ${fmt(r.verifyS)} |`);
+    lines.push(`| ${r.lake} | ${r.round} | ${r.user} | ${r.shard} | ${r.userEvents} / ${r.userHours} | ${fmt(r.wallS)} | ${fmt(r.cpuUserS + r.cpuSysS)} | ${fmt(r.maxRssMB, 0)} | ${phases} | ${r.gold.subtracted} / ${r.gold.recomputed} / ${r.gold.waiting} | ${layers} | ${fmt(r.verifyS)} |`);
   }
   return lines.join('\n');
 }
