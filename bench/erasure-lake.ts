@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openLakeQuery } from '../analytics/query.js';
 import { shardOfUser } from '../common/hash.js';
+import { goldMetricsSql } from '../engine/gold-sql.js';
 import { runLoadgen } from '../loadgen/run.js';
 import { REALISTIC_MIX } from '../loadgen/options.js';
 import { BenchServer } from './e2e-server.js';
@@ -106,6 +107,9 @@ interface EraseRun {
   verifyS: number;
   /** Gold windows the job subtracted from, recomputed from silver, and left to correct once merged. */
   gold: { subtracted: number; recomputed: number; waiting: number };
+  /** Of the windows it corrected: cells (of all of them) differing from a DuckDB recomputation from silver after the erase. */
+  goldCellsChecked: number;
+  goldCellsDiffering: number;
 }
 
 function parse() {
@@ -344,6 +348,39 @@ async function verify(lake: string, base: Baseline, erased: string[]): Promise<v
   if (problems.length > 0) throw new Error(`erasure verification failed on ${lake}:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
 }
 
+/**
+ * The gold windows (`hourly/<start>`, `daily/<start>`) against a DuckDB recomputation from silver
+ * through `sluice query`'s views: cells in either, and cells not equal in both (every column).
+ */
+async function goldAgainstSilver(lake: string, windows: string[]): Promise<{ cells: number; differing: number }> {
+  const q = await openLakeQuery({ lake });
+  let cells = 0;
+  let differing = 0;
+  try {
+    for (const w of windows) {
+      const [g, s] = w.split('/') as ['hourly' | 'daily', string];
+      const start = Number(s);
+      const key = (cols: string[], row: unknown[]): [string, string] => {
+        const o = Object.fromEntries(cols.map((c, i) => [c, typeof row[i] === 'bigint' ? Number(row[i]) : row[i] instanceof Date ? (row[i] as Date).getTime() : row[i]]));
+        const cell = `${String(o.device_type)}/${String(o.app_version)}/${String(o.country)}`;
+        delete o.window_start;
+        return [cell, JSON.stringify(Object.keys(o).sort().filter((k) => !['year', 'month', 'day', 'hour'].includes(k)).map((k) => [k, o[k]]))];
+      };
+      const gold = await q.run(`SELECT * FROM ${g}_metrics WHERE epoch_ms(window_start) = ${start}`);
+      const silver = await q.run(goldMetricsSql(g, 'events', start, start + (g === 'hourly' ? HOUR : 24 * HOUR)));
+      const a = new Map(gold.rows.map((r) => key(gold.columns, r)));
+      const b = new Map(silver.rows.map((r) => key(silver.columns, r)));
+      for (const c of new Set([...a.keys(), ...b.keys()])) {
+        cells++;
+        if (a.get(c) !== b.get(c)) differing++;
+      }
+    }
+  } finally {
+    await q.close();
+  }
+  return { cells, differing };
+}
+
 /** Job phases seen in <data>/erasure/jobs/ while `running` lasts (ids not in `before`). */
 function watchPhases(data: string, before: Set<string>, t0: number): { stop: () => Record<string, number> } {
   const dir = join(data, 'erasure', 'jobs');
@@ -425,6 +462,7 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
   const job = JSON.parse(readFileSync(join(dirs.data, 'erasure', 'jobs', `${fresh.id}.json`), 'utf8')) as { gold?: Record<string, { how?: string }> };
   const hows = Object.values(job.gold ?? {}).map((w) => w.how);
   const gold = { subtracted: hows.filter((h) => h === 'subtracted').length, recomputed: hows.filter((h) => h === 'recomputed').length, waiting: hows.filter((h) => h === undefined).length };
+  const check = await goldAgainstSilver(dirs.lake, Object.entries(job.gold ?? {}).filter(([, w]) => w.how !== undefined).map(([k]) => k));
   const run: EraseRun = {
     lake: dirs.name,
     round,
@@ -444,8 +482,10 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
     rowsRemoved: Object.entries(layers).filter(([k]) => k !== 'state').reduce((a, [, l]) => a + l.rowsRemoved, 0),
     verifyS,
     gold,
+    goldCellsChecked: check.cells,
+    goldCellsDiffering: check.differing,
   };
-  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; gold windows ${JSON.stringify(gold)}; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
+  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; gold windows ${JSON.stringify(gold)}, cells differing from silver recomputed ${check.differing} of ${check.cells}; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
   return run;
 }
 
@@ -534,11 +574,11 @@ function summarize(lakes: Array<{ name: string; silverRows: number; users: numbe
     const ratios = rounds.map((k) => runs.find((r) => r.round === k && r.lake === lakes[1]!.name)!.wallS / runs.find((r) => r.round === k && r.lake === lakes[0]!.name)!.wallS);
     lines.push('', `erase time ratio ${lakes[1]!.name}/${lakes[0]!.name} per round: ${ratios.map((x) => fmt(x, 2)).join(' / ')}; median **${fmt(median(ratios), 2)}** (lake rows ratio ${fmt(lakes[1]!.silverRows / lakes[0]!.silverRows, 2)})`);
   }
-  lines.push('', '| lake | round | user | shard | user events / hours | wall s | CPU s | max RSS MB | phase first seen at s | gold windows subtracted / recomputed / waiting | per layer files/rows | verify s |', '|---|--:|---|--:|--:|--:|--:|--:|---|--:|---|--:|');
+  lines.push('', '| lake | round | user | shard | user events / hours | wall s | CPU s | max RSS MB | phase first seen at s | gold windows subtracted / recomputed / waiting | gold cells ≠ silver recomputed / checked | per layer files/rows | verify s |', '|---|--:|---|--:|--:|--:|--:|--:|---|--:|--:|---|--:|');
   for (const r of runs) {
     const phases = Object.entries(r.phases).map(([p, t]) => `${p} ${fmt(t)}`).join(', ');
     const layers = Object.entries(r.layers).map(([k, l]) => `${k} ${l.files}/${l.rowsRemoved}`).join(', ');
-    lines.push(`| ${r.lake} | ${r.round} | ${r.user} | ${r.shard} | ${r.userEvents} / ${r.userHours} | ${fmt(r.wallS)} | ${fmt(r.cpuUserS + r.cpuSysS)} | ${fmt(r.maxRssMB, 0)} | ${phases} | ${r.gold.subtracted} / ${r.gold.recomputed} / ${r.gold.waiting} | ${layers} | ${fmt(r.verifyS)} |`);
+    lines.push(`| ${r.lake} | ${r.round} | ${r.user} | ${r.shard} | ${r.userEvents} / ${r.userHours} | ${fmt(r.wallS)} | ${fmt(r.cpuUserS + r.cpuSysS)} | ${fmt(r.maxRssMB, 0)} | ${phases} | ${r.gold.subtracted} / ${r.gold.recomputed} / ${r.gold.waiting} | ${r.goldCellsDiffering} / ${r.goldCellsChecked} | ${layers} | ${fmt(r.verifyS)} |`);
   }
   return lines.join('\n');
 }
