@@ -85,6 +85,8 @@ interface ShardState {
   uncommittedEvents: number;
   /** Stopped by a failure that cannot be retried: records stay in the log for a restart. */
   stopped: boolean;
+  /** At maxUncommittedBytesPerShard: takes no range until a checkpoint commits what it holds. */
+  held: boolean;
   /** Set while the shard's log read failed and its pump waits for the retry (backoff of `reads`). */
   readRetry: NodeJS.Timeout | undefined;
   /** This coordinator runs the shard (always, except on an engine node that does not hold its lease). */
@@ -248,6 +250,7 @@ export class Coordinator {
       uncommittedEvents: 0,
       stopped: false,
       readRetry: undefined,
+      held: false,
       owned: logs.cluster === undefined || logs.cluster.owned.includes(s),
     }));
   }
@@ -360,7 +363,7 @@ export class Coordinator {
   async addShard(shard: number): Promise<void> {
     const st = this.shards[shard]!;
     if (st.owned || this.closed) return;
-    Object.assign(st, { inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0 });
+    Object.assign(st, { inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
     this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
     st.owned = true;
     st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
@@ -407,9 +410,11 @@ export class Coordinator {
     return this.shards.flatMap((st, s) => (st.owned ? [s] : []));
   }
 
-  /** Per owned shard: the durable mark and the next offset to process (consumer lag = the difference). */
-  progress(): Array<{ shard: number; durableNext: number; submittedNext: number; checkpointed: number }> {
-    return this.shards.flatMap((st, s) => (st.owned ? [{ shard: s, durableNext: st.durableNext, submittedNext: st.submittedNext, checkpointed: st.checkpointed }] : []));
+  /** Per owned shard: the durable mark and the next offset to process (consumer lag = the difference), what it holds uncommitted. */
+  progress(): Array<{ shard: number; durableNext: number; submittedNext: number; checkpointed: number; uncommittedBytes: number; held: boolean }> {
+    return this.shards.flatMap((st, s) =>
+      st.owned ? [{ shard: s, durableNext: st.durableNext, submittedNext: st.submittedNext, checkpointed: st.checkpointed, uncommittedBytes: st.bufferedBytes, held: st.held }] : [],
+    );
   }
 
   /**
@@ -461,7 +466,7 @@ export class Coordinator {
   /** Starts the shard's pump unless it runs: ranges of durable records to the worker, one at a time. */
   private pump(shard: number): void {
     const st = this.shards[shard]!;
-    if (st.pumping || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
+    if (st.pumping || st.held || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
     st.pumping = true;
     void this.runPump(shard)
@@ -486,6 +491,13 @@ export class Coordinator {
   private async runPump(shard: number): Promise<void> {
     const st = this.shards[shard]!;
     while (!st.stopped && st.owned && !this.fatal) {
+      if (st.bufferedBytes >= this.options.maxUncommittedBytesPerShard) {
+        // Memory is bounded by configuration: the rest waits in the log until a checkpoint commits this.
+        st.held = true;
+        engineMetrics.shardHeld.inc();
+        if (!this.checkpoints.waiting(`shard-${shard}`)) void this.checkpointNow().catch((err) => this.fail(err));
+        return;
+      }
       const range = await this.nextRange(shard);
       if (range.length === 0) return;
       st.submittedNext = range[range.length - 1]!.offset + 1;
@@ -671,6 +683,12 @@ export class Coordinator {
           return;
         }
         this.checkpoints.succeeded(target);
+        // A checkpoint commits everything the shard held (its tasks run one after another).
+        st.bufferedBytes = 0;
+        if (st.held) {
+          st.held = false;
+          this.pump(s);
+        }
         st.emittedWatermarkMs = r.emittedWatermarkMs;
         st.emittedDailyMs = r.emittedDailyMs;
         this.totals.committed += st.uncommittedEvents;

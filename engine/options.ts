@@ -84,6 +84,14 @@ export interface EngineOptions {
    */
   maxQueuedBytesPerShard: number;
   /**
+   * Processed rows a shard holds in memory until a checkpoint commits them (its buffers and
+   * encoded chunks). At this bound the shard stops taking ranges and asks for a checkpoint; the
+   * backlog waits in the log on disk meanwhile (ingest answers 503 once that is full), so a slow or
+   * failing checkpoint (object store down, a long gold merge) cannot grow memory with the traffic.
+   * Default 2 × targetFileBytes (a checkpoint starts at targetFileBytes).
+   */
+  maxUncommittedBytesPerShard: number;
+  /**
    * Ship each shard's LMDB state (operator state, dedup index) to the lake with every checkpoint,
    * a delta of what it changed plus a periodic full base, and restore a shard's state from there
    * when its local copy is missing or behind (engine/state-snapshot.ts). What lets another node
@@ -118,6 +126,7 @@ export function defaultEngineOptions(): EngineOptions {
     maxRangeRecords: 2_000,
     maxRangeBytes: 16 * 1024 * 1024,
     maxQueuedBytesPerShard: 32 * 1024 * 1024,
+    maxUncommittedBytesPerShard: 2 * 128 * 1024 * 1024,
     stateInObjectStore: false,
   };
 }
@@ -126,7 +135,9 @@ const positiveInt = (v: number): boolean => Number.isInteger(v) && v > 0;
 
 /** Fills defaults and checks every field; throws a user error naming the option and what it must be. */
 export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOptions {
-  const o: EngineOptions = { ...defaultEngineOptions(), ...stripUndefined(partial) };
+  const given = stripUndefined(partial);
+  const o: EngineOptions = { ...defaultEngineOptions(), ...given };
+  if (given.maxUncommittedBytesPerShard === undefined) o.maxUncommittedBytesPerShard = 2 * o.targetFileBytes;
   if (!positiveInt(o.shards) || o.shards > 4096) throw userError('invalid_option', `shards must be an integer in 1..4096, got ${o.shards}`);
   if (!positiveInt(o.workers) || o.workers > 256) throw userError('invalid_option', `workers must be an integer in 1..256, got ${o.workers}`);
   if (o.workers > o.shards) o.workers = o.shards;
@@ -149,6 +160,9 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
   if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
   if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);
+  if (!(Number.isFinite(o.maxUncommittedBytesPerShard) && o.maxUncommittedBytesPerShard >= o.targetFileBytes)) {
+    throw userError('invalid_option', `maxUncommittedBytesPerShard must be ≥ targetFileBytes (${o.targetFileBytes}), got ${o.maxUncommittedBytesPerShard}`);
+  }
   if (typeof o.stateInObjectStore !== 'boolean') throw userError('invalid_option', `stateInObjectStore must be true or false, got ${String(o.stateInObjectStore)}`);
   return o;
 }

@@ -34,6 +34,7 @@ export const engineMetrics = {
   checkpointFailing: gauge('sluice_engine_checkpoint_failing', 'Checkpoint targets (shards, the coordinator) whose last attempt failed.'),
   shardStopped: gauge('sluice_engine_shard_stopped', '1 while a shard is stopped by a failure that cannot be retried (restart to recover; other shards go on).', ['shard']),
   quarantined: counter('sluice_engine_quarantined_records_total', 'Log records that could not be processed and went to the DLQ instead (poison quarantine), by error code.', ['code']),
+  shardHeld: counter('sluice_engine_shard_held_total', 'Times a shard stopped taking log ranges because it held maxUncommittedBytesPerShard of processed rows not yet committed (it goes on after the next checkpoint; the backlog waits in the log).'),
   logReadFailures: counter('sluice_engine_log_read_failures_total', 'Failed reads of a shard\'s log by the engine (e.g. JetStream unavailable longer than a read retries on its own), by target and error code; each is retried with backoff.', ['target', 'code']),
   logFailures: counter('sluice_log_failures_total', 'Failed log appends (the request got 503), by log (shard-N, dlq) and error code.', ['log', 'code']),
   logFailed: gauge('sluice_log_failed', '1 while a log is failed (e.g. disk full) and appends get 503 until it is reopened.', ['log']),

@@ -11,8 +11,11 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { startSluice } from '../../cli/serve.js';
+import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
+import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { captureLogger, eventually, exactlyOnce, metric, postEvents, readyz, silverCounts } from './fixtures/engine-http.js';
 
 const KEY = 'wk-disk';
@@ -111,6 +114,68 @@ describe('disk full', () => {
     expect(failing.length).toBeGreaterThan(0);
     expect(failing.some((l) => l.code === 'disk_full')).toBe(true);
     const { missing, doubled } = exactlyOnce(acked, await silverCounts(lake));
+    expect(missing).toEqual([]);
+    expect(doubled).toEqual([]);
+  }, 120_000);
+
+  it.skipIf(!mounted)('(lake full) a shard whose checkpoints fail holds at most maxUncommittedBytesPerShard in memory; the rest waits in the log, and all of it is committed once space returns', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'sluice-held-data-')); // the log has room: only the lake is full
+    const lake = join(mountPoint, 'lake-held');
+    mkdirSync(lake, { recursive: true });
+    const bound = 256 * 1024;
+    const options = validateEngineOptions({
+      dataDir: data, lake, shards: 1, workers: 1, flushIntervalMs: 200, targetFileBytes: 64 * 1024, maxUncommittedBytesPerShard: bound,
+      maxRangeBytes: 16 * 1024, reconcileIntervalMs: 0, compactAfterMs: 0, retryBaseMs: 40, retryMaxMs: 300,
+    });
+    const c = await Coordinator.start(options, pino({ level: 'silent' }));
+    const filler = join(mountPoint, 'filler-held');
+    const ids: string[] = [];
+    const send = async (batches: number): Promise<void> => {
+      for (let b = 0; b < batches; b++) {
+        const builder = new IngestBatchBuilder(100);
+        for (let i = 0; i < 100; i++) {
+          const id = `h-${ids.length}`;
+          ids.push(id);
+          const t = Date.UTC(2026, 2, 1, 10) + ids.length * 1000;
+          builder.push({ event_id: id, user_id: `u${ids.length % 50}`, anonymous_id: null, event_type: 'Screen Viewed', event_time: t, received_at: t, device_type: 'ios', os: 'iOS', app_version: '1.0', country: 'DE', source: 'test', properties: null, raw: `{"pad":"${'x'.repeat(400)}${id}"}` });
+        }
+        const payload = builder.toIPC();
+        const offset = await c.shardLogs[0]!.append(payload);
+        c.submit(0, offset, payload, 100);
+      }
+    };
+    try {
+      await send(2);
+      await c.drain();
+      await c.checkpointNow();
+      expect(await fill(filler)).toBeGreaterThan(0);
+      // ~100 × 100 rows of ~0.5 KB: about 20 × the bound, while every checkpoint fails on the full lake.
+      await send(100);
+      let most = 0;
+      const held = await eventually(async () => {
+        const p = c.progress()[0]!;
+        most = Math.max(most, p.uncommittedBytes);
+        return p.held && p.submittedNext < p.durableNext;
+      });
+      expect(held).toBe(true);
+      for (let i = 0; i < 20; i++) {
+        most = Math.max(most, c.progress()[0]!.uncommittedBytes);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // At the bound it takes no more ranges: at most one range's rows beyond it.
+      expect(most).toBeGreaterThanOrEqual(bound);
+      expect(most).toBeLessThan(2 * bound);
+      expect(c.progress()[0]!.submittedNext).toBeLessThan(c.progress()[0]!.durableNext);
+      rmSync(filler);
+      await c.drain();
+      await c.checkpointNow(true);
+    } finally {
+      rmSync(filler, { force: true });
+      await c.close();
+      rmSync(data, { recursive: true, force: true });
+    }
+    const counts = await silverCounts(lake);
+    const { missing, doubled } = exactlyOnce(new Set(ids), counts);
     expect(missing).toEqual([]);
     expect(doubled).toEqual([]);
   }, 120_000);
