@@ -47,6 +47,13 @@ export interface S3StoreOptions {
   publishAttempts?: number;
   /** First backoff delay of those publish retries, ms (doubles, capped at 5 s, jittered). Default 200. */
   retryBaseMs?: number;
+  /** A connection not established within this long fails (and is retried). Default 5 s. */
+  connectTimeoutMs?: number;
+  /**
+   * A request whose socket is idle this long fails (and is retried): an endpoint that accepts
+   * connections but never answers does not hang a checkpoint forever. Default 60 s.
+   */
+  requestTimeoutMs?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -58,6 +65,8 @@ export const S3_STORE_DEFAULTS = {
   maxAttempts: 6,
   publishAttempts: 5,
   retryBaseMs: 200,
+  connectTimeoutMs: 5_000,
+  requestTimeoutMs: 60_000,
 } as const;
 
 type ValidS3StoreOptions = S3StoreOptions & Required<Pick<S3StoreOptions, keyof typeof S3_STORE_DEFAULTS>>;
@@ -73,6 +82,9 @@ export function validateS3StoreOptions(options: S3StoreOptions): ValidS3StoreOpt
     if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw userError('invalid_option', `S3 ${k} must be a positive integer, got ${o[k]}`);
   }
   if (!(o.retryBaseMs >= 0)) throw userError('invalid_option', `S3 retryBaseMs must be ≥ 0 ms, got ${o.retryBaseMs}`);
+  for (const k of ['connectTimeoutMs', 'requestTimeoutMs'] as const) {
+    if (!(Number.isFinite(o[k]) && o[k] >= 1)) throw userError('invalid_option', `S3 ${k} must be at least 1 ms, got ${o[k]}`);
+  }
   return o;
 }
 
@@ -123,6 +135,7 @@ export class S3ObjectStore implements ObjectStore {
       retryMode: 'standard',
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: { connectionTimeout: options.connectTimeoutMs, socketTimeout: options.requestTimeoutMs },
     });
   }
 

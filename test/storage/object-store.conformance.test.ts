@@ -4,7 +4,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -218,6 +218,26 @@ describe('S3 store specifics', () => {
       await store.close();
     } finally {
       await new Promise<void>((r) => proxy.close(() => r()));
+    }
+  });
+  it('an endpoint that accepts connections but never answers fails the request after requestTimeoutMs (retried), instead of hanging a checkpoint', async () => {
+    const sockets = new Set<Socket>();
+    const silent = createNetServer((sock) => {
+      sockets.add(sock);
+      sock.on('error', () => undefined);
+      sock.resume(); // reads the request, never answers
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const port = (silent.address() as AddressInfo).port;
+      const store = new S3ObjectStore({ bucket: 'big', prefix: 'silent', endpoint: `http://127.0.0.1:${port}`, maxAttempts: 2, requestTimeoutMs: 300 });
+      const err = await store.put('silver/x.parquet', bytes('never stored')).then(() => undefined, (e: unknown) => e as Error);
+      expect(err?.message).toMatch(/S3 put silver\/x\.parquet on s3:\/\/big\/silent failed/);
+      expect(sockets.size).toBe(2); // the SDK's retry came on a new connection
+      await store.close();
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
     }
   });
 });
