@@ -47,7 +47,7 @@ import { dlqSchema, ingestSchema } from '../common/schema.js';
 import { partKey, partName, partitionStart, TABLES, META_PREFIX, type TableName } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
-import { encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
+import { decodeParquet, encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
@@ -525,23 +525,41 @@ export class ShardRuntime {
     this.stateSync?.requestBase();
     // Their sessions that closed since the last checkpoint are still buffered (the job scans committed files only).
     const ids = new Set(users);
+    const without = (batch: RecordBatch): RecordBatch => {
+      const col = batch.getChild('user_id');
+      const keep = new Uint8Array(batch.numRows);
+      for (let i = 0; i < batch.numRows; i++) keep[i] = ids.has(col?.get(i) as string) ? 0 : 1;
+      const idx = maskToIndices(keep);
+      return idx.length === batch.numRows ? batch : takeRows(batch, idx);
+    };
     for (const [k, b] of this.buffers) {
       if (!k.startsWith('sessions@')) continue;
       b.batches = b.batches.map((batch) => {
-        const col = batch.getChild('user_id');
-        const keep = new Uint8Array(batch.numRows);
-        for (let i = 0; i < batch.numRows; i++) keep[i] = ids.has(col?.get(i) as string) ? 0 : 1;
-        const idx = maskToIndices(keep);
-        if (idx.length === batch.numRows) return batch;
-        openSessions += batch.numRows - idx.length;
-        b.rows -= batch.numRows - idx.length;
-        return takeRows(batch, idx);
+        const kept = without(batch);
+        openSessions += batch.numRows - kept.numRows;
+        b.rows -= batch.numRows - kept.numRows;
+        return kept;
       });
       if (b.rows === 0) {
         this.buffers.delete(k);
         this.bufferedBytes -= b.bytes;
       }
     }
+    // …or already encoded into a chunk (a big backlog between checkpoints): decoded, filtered, encoded again.
+    const sessionsPrefix = `${TABLES.sessions.prefix}/`;
+    this.encoded = this.encoded.flatMap((f) => {
+      if (!f.key.startsWith(sessionsPrefix)) return [f];
+      const batches = decodeParquet(f.body).batches;
+      const kept = batches.map(without);
+      const removed = batches.reduce((n, b) => n + b.numRows, 0) - kept.reduce((n, b) => n + b.numRows, 0);
+      if (removed === 0) return [f];
+      openSessions += removed;
+      this.encodedBytes -= f.body.byteLength;
+      if (removed === f.rows) return [];
+      const body = encodeParquet(kept.filter((b) => b.numRows > 0), this.parquet);
+      this.encodedBytes += body.byteLength;
+      return [{ key: f.key, body, rows: f.rows - removed }];
+    });
     return { shard: this.shard, openSessions };
   }
 

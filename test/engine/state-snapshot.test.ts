@@ -28,7 +28,9 @@ import type { ShardRuntimeOptions } from '../../engine/types.js';
 import { ChangesWriter, readChanges, readChangesHeader } from '../../engine/state-changes.js';
 import { StateCapture } from '../../engine/state-capture.js';
 import { readStateHead, restoreShardState, STATE_PREFIX } from '../../engine/state-snapshot.js';
+import { TABLES } from '../../common/lake-layout.js';
 import { COMMITS_PREFIX } from '../../storage/commit-record.js';
+import { decodeParquet } from '../../storage/parquet.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import type { ObjectStore } from '../../storage/object-store.js';
 import { startS3rver } from '../helpers/s3rver.js';
@@ -315,6 +317,46 @@ describe('state snapshot: erasure', () => {
     expect(head).toMatchObject({ seq: 3, base: { seq: 3 }, deltas: [] });
     await die(rt);
     await store.close();
+  }, 60_000);
+});
+
+describe('erasure: purgeUsers and incremental encoding', () => {
+  it("filters the users' closed sessions out of chunks already encoded between checkpoints, and keeps everyone else's", async () => {
+    const records = stream(8, 200, 40, 11);
+    /** Sessions per user in the lake (every sessions file, decoded). */
+    const sessionsByUser = async (store: ObjectStore): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const o of await store.list(`${TABLES.sessions.prefix}/`)) {
+        const users = decodeParquet((await store.get(o.key))!).getChild('user_id')!;
+        for (let i = 0; i < users.length; i++) out.set(users.get(i) as string, (out.get(users.get(i) as string) ?? 0) + 1);
+      }
+      return out;
+    };
+    const go = async (name: string, purge?: string): Promise<Map<string, number>> => {
+      const lake = dir(`${name}-lake`);
+      // Every buffer is encoded as a chunk at the end of each record: closed sessions sit in chunks, not buffers.
+      const rt = await ShardRuntime.open(0, runtimeOptions(dir(`${name}-data`), lake, { encodeChunkRows: 1 }));
+      for (let r = 0; r < records.length; r++) rt.processRecords([r], [toBuffer(records[r]!)]);
+      if (purge !== undefined) {
+        const chunks = (rt as unknown as { encoded: Array<{ key: string }> }).encoded.filter((f) => f.key.startsWith(`${TABLES.sessions.prefix}/`));
+        expect(chunks.length).toBeGreaterThan(0);
+        expect(rt.purgeUsers([purge]).openSessions).toBeGreaterThan(0);
+      }
+      await rt.checkpoint();
+      const store = await openObjectStore(lake);
+      const got = await sessionsByUser(store);
+      await store.close();
+      await die(rt);
+      return got;
+    };
+    const all = await go('chunk-purge-ref');
+    // A user with closed sessions (in chunks by the end of the records).
+    const victim = [...all.keys()].sort()[0]!;
+    const purged = await go('chunk-purge', victim);
+    expect(purged.get(victim)).toBeUndefined();
+    all.delete(victim);
+    expect(purged.size).toBeGreaterThan(10);
+    expect(purged).toEqual(all);
   }, 60_000);
 });
 
