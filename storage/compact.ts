@@ -35,6 +35,7 @@
 import { createHash } from 'node:crypto';
 import { rmdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { Schema } from 'apache-arrow';
 import * as pq from 'parquet-wasm/node';
 import { internalError, userError } from '../common/errors.js';
 import { partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
@@ -127,6 +128,11 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   return result;
 }
 
+/** An input of a merge: read (again) when the merge reaches it. */
+interface MergeInput {
+  key: string;
+}
+
 /** Packs one shard's candidate files (see `compactPartition`) into merged files. */
 async function compactShardFiles(
   store: ObjectStore,
@@ -140,14 +146,16 @@ async function compactShardFiles(
   if (candidates.length < 2) return { inputs: 0, outputs: 0, rows: 0 };
 
   // Pack files in key order greedily up to target bytes, starting a new group whenever the Arrow
-  // schema changes. Only one group's input bytes are held at a time.
+  // schema changes. A group holds keys, not bytes: each input is read again when it is merged
+  // (see `mergeFiles`), so memory does not grow with the group (up to targetBytes of input).
   const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
-  let group: Array<{ key: string; bytes: Uint8Array }> = [];
+  let group: MergeInput[] = [];
   let groupBytes = 0;
   let groupSchema = '';
+  let schema: Schema | undefined;
   const flush = async (): Promise<void> => {
     if (group.length >= 2) {
-      const r = await mergeFiles(store, dir, group, shard, live, options);
+      const r = await mergeFiles(store, dir, group, schema!, shard, live, options);
       result.inputs += r.inputs;
       result.outputs += r.outputs;
       result.rows += r.rows;
@@ -158,16 +166,16 @@ async function compactShardFiles(
   for (const o of candidates.sort((x, y) => (x.key < y.key ? -1 : 1))) {
     const bytes = await store.get(o.key);
     if (bytes === undefined) continue; // removed meanwhile
-    const schema = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
-    if (group.length > 0 && (schema !== groupSchema || groupBytes + o.size > target)) await flush();
-    group.push({ key: o.key, bytes });
+    const hash = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
+    if (group.length > 0 && (hash !== groupSchema || groupBytes + o.size > target)) await flush();
+    if (group.length === 0) schema = parquetSchema(bytes);
+    group.push({ key: o.key });
     groupBytes += o.size;
-    groupSchema = schema;
+    groupSchema = hash;
   }
   await flush();
   return result;
 }
-
 /**
  * The files worth merging: drops the biggest while it is more than twice all the others together,
  * so a partition that keeps receiving small files (a late trickle, the current hour) does not
@@ -188,11 +196,21 @@ function convergent<T extends { size: number }>(files: T[]): T[] {
   return files.filter((f) => keep.has(f));
 }
 
-/** One merged file: encode (streaming, bounded wasm heap) → stage → record → publish → delete. */
+/**
+ * One merged file: encode (streaming) → stage → record → publish → delete.
+ *
+ * Memory: the inputs are read one at a time and decoded one row group at a time (from a Blob:
+ * parquet-wasm copies only that row group's column chunks into its heap), and the writer holds
+ * at most one row group of output. parquet-wasm's heap grows to its biggest call and never
+ * shrinks, so decoding a whole input at once made it grow with the biggest file compaction ever
+ * read (up to smallFileBytes of Parquet, several times that decoded): memory set by traffic
+ * (how much of an hour a merged file holds), not by configuration (the row group size).
+ */
 async function mergeFiles(
   store: ObjectStore,
   dir: string,
-  inputs: Array<{ key: string; bytes: Uint8Array }>,
+  inputs: readonly MergeInput[],
+  schema: Schema,
   shard: number | undefined,
   live: ReadonlyMap<string, number>,
   options: CompactOptions,
@@ -200,28 +218,48 @@ async function mergeFiles(
   const po = validateParquetOptions({ ...options.parquet, compression: options.compression ?? options.parquet?.compression });
   const rows: number[] = [];
   let next = 0;
-  // Feed the streaming writer one input file at a time, straight from wasm (no JS Arrow copy).
+  let file: pq.ParquetFile | undefined;
+  let rowGroup = 0;
+  let rowGroups = 0;
+  const closeFile = (): void => {
+    file?.free();
+    file = undefined;
+  };
+  // Feed the streaming writer one row group at a time, straight from wasm (no JS Arrow copy).
   const source = new ReadableStream<pq.RecordBatch>({
-    pull(controller) {
-      const input = inputs[next++];
-      if (input === undefined) {
-        controller.close();
-        return;
-      }
-      const table = pq.readParquet(input.bytes);
+    async pull(controller) {
       try {
-        let n = 0;
-        for (const b of table.recordBatches()) {
-          n += b.numRows;
-          controller.enqueue(b);
+        while (file === undefined || rowGroup === rowGroups) {
+          closeFile();
+          const input = inputs[next];
+          if (input === undefined) {
+            controller.close();
+            return;
+          }
+          const bytes = await store.get(input.key);
+          if (bytes === undefined) throw internalError('compaction_input_missing', `compaction of ${dir}: ${input.key} disappeared while it was merged`);
+          file = await pq.ParquetFile.fromFile(new Blob([bytes]));
+          rowGroups = file.metadata().numRowGroups();
+          rowGroup = 0;
+          rows[next++] = 0;
         }
-        rows.push(n);
-      } finally {
-        table.free();
+        const table = await file.read({ rowGroups: [rowGroup++] });
+        try {
+          for (const b of table.recordBatches()) {
+            rows[next - 1]! += b.numRows;
+            controller.enqueue(b);
+          }
+        } finally {
+          table.free();
+        }
+      } catch (err) {
+        closeFile();
+        throw err;
       }
     },
+    cancel: closeFile,
   });
-  const body = await writeParquetStream(source, writerProperties(parquetSchema(inputs[0]!.bytes), po));
+  const body = await writeParquetStream(source, writerProperties(schema, po)).finally(closeFile);
   const mergedRows = rows.reduce((a, b) => a + b, 0);
   inputs.forEach((f, i) => {
     const recorded = live.get(f.key);
