@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/soak.ts [--rate N | --find 60s] [--fraction 0.8] [--overload 2]
  *     [--duration 10m] [--sample 5s] [--max-memory 3GiB] [--max-backlog 1GiB] [--flush-interval 10s]
- *     [--protocol http] [--workers 2] [--out FILE.json]
+ *     [--protocol http] [--workers 2] [--malloc-mmap-threshold 128KiB] [--keep] [--out FILE.json]
  *
  * Starts `sluice serve` (compiled: `npm run build` first; the engine in its own process) in a
  * temp directory. Without --rate it first finds the sustainable committed rate: the load generator
@@ -14,7 +14,9 @@
  * then it waits until the engine has committed everything. Then the soak offers
  * `rate × fraction` (or `rate × overload` with --overload) open-loop for --duration, writing the
  * load generator's ground truth (every acknowledged valid event once), and samples every --sample:
- * RSS of ingest and of the engine process, checkpoints (count and mean duration since the last
+ * RSS of ingest and of the engine process — each split into RssAnon / RssFile / RssShmem, every
+ * isolate's V8 heap and external memory (a probe preloaded through NODE_OPTIONS), the engine's
+ * anonymous memory by mapping (parquet-wasm heaps, brk heap, the rest) — checkpoints (count and mean duration since the last
  * sample, from sluice_engine_checkpoint_seconds; the largest bucket reached), the uncommitted log
  * and the engine backlog, 503s by reason and 429s, and Parquet file counts per table (the current
  * hour's partition, the largest partition, all). After the load: waits for the engine to commit
@@ -48,6 +50,8 @@ const { values: flags } = parseArgs({
     protocol: { type: 'string', default: 'http' },
     workers: { type: 'string', default: '2' },
     keep: { type: 'boolean', default: false },
+    /** glibc's MALLOC_MMAP_THRESHOLD_ for the server's processes (bytes): allocations this big or bigger are mmap'd and returned on free. */
+    'malloc-mmap-threshold': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -386,7 +390,9 @@ async function main(): Promise<void> {
   const nodeOptions = process.env.NODE_OPTIONS;
   process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --import ${pathToFileURL(join(root, 'heap-probe.mjs')).href} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${root}`.trim();
   process.env.SOAK_HEAP_DIR = heapDir;
+  if (flags['malloc-mmap-threshold']) process.env.MALLOC_MMAP_THRESHOLD_ = String(parseBytes(flags['malloc-mmap-threshold'], '--malloc-mmap-threshold'));
   const server = await startServe(args, join(root, 'serve.log')).finally(() => {
+    delete process.env.MALLOC_MMAP_THRESHOLD_;
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
   });
