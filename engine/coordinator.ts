@@ -185,6 +185,8 @@ export class Coordinator {
   private merging: Promise<unknown> = Promise.resolve();
   private queuedCheckpoint: Promise<void> | undefined;
   private closed = false;
+  /** Shutdown after the drain bound: no shard takes another range; the rest of the backlog stays in the log. */
+  private stopPumps = false;
   /** All shards are open (checkpoints may run). */
   private opened = false;
   private fatal: Error | undefined;
@@ -466,7 +468,7 @@ export class Coordinator {
   /** Starts the shard's pump unless it runs: ranges of durable records to the worker, one at a time. */
   private pump(shard: number): void {
     const st = this.shards[shard]!;
-    if (st.pumping || st.held || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
+    if (st.pumping || st.held || this.stopPumps || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
     st.pumping = true;
     void this.runPump(shard)
@@ -490,7 +492,7 @@ export class Coordinator {
 
   private async runPump(shard: number): Promise<void> {
     const st = this.shards[shard]!;
-    while (!st.stopped && st.owned && !this.fatal) {
+    while (!st.stopped && st.owned && !this.fatal && !this.stopPumps) {
       if (st.bufferedBytes >= this.options.maxUncommittedBytesPerShard) {
         // Memory is bounded by configuration: the rest waits in the log until a checkpoint commits this.
         st.held = true;
@@ -1051,7 +1053,29 @@ export class Coordinator {
   }
 
   /**
-   * Drains, checkpoints and merges everything, closes shards, pool, logs and stores. When the
+   * Shutdown's drain, bounded by shutdownDrainMs: what is not processed by then stays in the log
+   * (durable) for the next start, and what was processed is committed by the final checkpoint. So
+   * a SIGTERM with a large backlog ends in bounded time, losing nothing.
+   */
+  private async drainForShutdown(): Promise<void> {
+    const busy = (st: ShardState): boolean => st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+    const deadline = Date.now() + this.options.shutdownDrainMs;
+    while (this.shards.some(busy) && Date.now() < deadline) {
+      if (this.fatal) throw this.fatal;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    if (!this.shards.some(busy)) return;
+    this.stopPumps = true;
+    while (this.shards.some((st) => st.pumping || st.inFlight > 0)) {
+      if (this.fatal) throw this.fatal;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const left = this.shards.reduce((n, st) => n + (st.owned && !st.stopped ? Math.max(0, st.pendingEvents) : 0), 0);
+    this.log.warn({ events: left, drainMs: this.options.shutdownDrainMs }, 'shutdown: the backlog was not processed within the drain bound; committing what was, the rest stays in the log for the next start');
+  }
+
+  /**
+   * Drains (up to shutdownDrainMs), checkpoints and merges everything, closes shards, pool, logs and stores. When the
    * final checkpoint still fails (after a few attempts), everything is closed anyway and this
    * throws: acknowledged events stay in the logs and are committed at the next start.
    */
@@ -1070,7 +1094,7 @@ export class Coordinator {
     let failure: unknown;
     try {
       if (!this.fatal) {
-        await this.drain();
+        await this.drainForShutdown();
         for (let attempt = 0; attempt < 3; attempt++) {
           if (attempt > 0) await new Promise((r) => setTimeout(r, this.options.retryBaseMs * 2 ** (attempt - 1)));
           await this.checkpointNow(true);

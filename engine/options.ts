@@ -92,6 +92,11 @@ export interface EngineOptions {
    */
   maxUncommittedBytesPerShard: number;
   /**
+   * At shutdown (SIGTERM), how long the engine goes on processing the backlog before it commits
+   * what it processed and leaves the rest in the log for the next start. Default 60 s.
+   */
+  shutdownDrainMs: number;
+  /**
    * Ship each shard's LMDB state (operator state, dedup index) to the lake with every checkpoint,
    * a delta of what it changed plus a periodic full base, and restore a shard's state from there
    * when its local copy is missing or behind (engine/state-snapshot.ts). What lets another node
@@ -127,6 +132,7 @@ export function defaultEngineOptions(): EngineOptions {
     maxRangeBytes: 16 * 1024 * 1024,
     maxQueuedBytesPerShard: 32 * 1024 * 1024,
     maxUncommittedBytesPerShard: 2 * 128 * 1024 * 1024,
+    shutdownDrainMs: 60_000,
     stateInObjectStore: false,
   };
 }
@@ -163,6 +169,7 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(Number.isFinite(o.maxUncommittedBytesPerShard) && o.maxUncommittedBytesPerShard >= o.targetFileBytes)) {
     throw userError('invalid_option', `maxUncommittedBytesPerShard must be ≥ targetFileBytes (${o.targetFileBytes}), got ${o.maxUncommittedBytesPerShard}`);
   }
+  if (!(Number.isFinite(o.shutdownDrainMs) && o.shutdownDrainMs >= 0)) throw userError('invalid_option', `shutdownDrainMs must be ≥ 0 ms, got ${o.shutdownDrainMs}`);
   if (typeof o.stateInObjectStore !== 'boolean') throw userError('invalid_option', `stateInObjectStore must be true or false, got ${String(o.stateInObjectStore)}`);
   return o;
 }
