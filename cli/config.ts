@@ -29,7 +29,8 @@
 import { readFileSync } from 'node:fs';
 import { userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
-import { validateEngineOptions, type EngineOptions } from '../engine/options.js';
+import { engineMemoryLimits, validateEngineOptions, type EngineOptions } from '../engine/options.js';
+import { defaultIngestOptions } from '../ingest/options.js';
 import { parseNatsLog } from '../log/jetstream-log.js';
 
 export interface ServeConfig {
@@ -164,7 +165,8 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   const envSettings = fromEnv(env);
   const pick = <K extends SettingName>(k: K): RawSettings[K] => flags[k] ?? envSettings[k] ?? file.settings[k];
   const has = (k: SettingName): boolean => pick(k) !== undefined;
-  const engine = validateEngineOptions({
+  const maxMemoryBytes = has('maxMemory') ? parseBytes(String(pick('maxMemory')), '--max-memory') : typeof file.ingest.maxMemoryBytes === 'number' ? file.ingest.maxMemoryBytes : defaultIngestOptions().maxMemoryBytes;
+  const sized = validateEngineOptions({
     dataDir: has('data') ? String(pick('data')) : undefined,
     lake: has('lake') ? String(pick('lake')) : undefined,
     s3Endpoint: has('s3Endpoint') ? String(pick('s3Endpoint')) : undefined,
@@ -178,6 +180,8 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
     workerNice: has('workerNice') ? int(pick('workerNice'), '--worker-nice') : undefined,
   });
+  // The engine's per-shard bounds follow the memory budget (0 = no budget: the defaults).
+  const engine = maxMemoryBytes > 0 ? validateEngineOptions({ ...sized, ...engineMemoryLimits(maxMemoryBytes, sized.shards, sized.targetFileBytes) }) : sized;
   const port = has('port') ? int(pick('port'), '--port') : 8080;
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
   const keys = pick('writeKeys');
@@ -207,7 +211,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     engine,
     ingest: {
       ...file.ingest,
-      ...(has('maxMemory') ? { maxMemoryBytes: parseBytes(String(pick('maxMemory')), '--max-memory') } : {}),
+      ...(has('maxMemory') ? { maxMemoryBytes } : {}),
       ...(has('maxBacklog') ? { maxBacklogBytes: parseBytes(String(pick('maxBacklog')), '--max-backlog') } : {}),
       ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit')) } : {}),
     },

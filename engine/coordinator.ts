@@ -320,6 +320,7 @@ export class Coordinator {
       metricEventTypes: this.options.metricEventTypes,
       workerNice: this.options.workerNice,
       maxRowsPerParquetCall: this.options.maxRowsPerParquetCall,
+      dedupHotCapacity: this.options.dedupHotCapacity,
       maxBytesPerParquetCall: this.options.maxBytesPerParquetCall,
       encodeChunkRows: this.options.encodeChunkRows,
       encodeChunkBytes: this.options.encodeChunkBytes,

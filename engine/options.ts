@@ -97,6 +97,11 @@ export interface EngineOptions {
    */
   shutdownDrainMs: number;
   /**
+   * Entries of each shard's in-memory dedup table (recent event ids; older ones are looked up in
+   * LMDB): 24–48 bytes each. Default 4 M (see `engineMemoryLimits` for what a memory budget sets).
+   */
+  dedupHotCapacity: number;
+  /**
    * Ship each shard's LMDB state (operator state, dedup index) to the lake with every checkpoint,
    * a delta of what it changed plus a periodic full base, and restore a shard's state from there
    * when its local copy is missing or behind (engine/state-snapshot.ts). What lets another node
@@ -133,6 +138,7 @@ export function defaultEngineOptions(): EngineOptions {
     maxQueuedBytesPerShard: 32 * 1024 * 1024,
     maxUncommittedBytesPerShard: 2 * 128 * 1024 * 1024,
     shutdownDrainMs: 60_000,
+    dedupHotCapacity: 4_000_000,
     stateInObjectStore: false,
   };
 }
@@ -166,9 +172,10 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
   if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
   if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);
-  if (!(Number.isFinite(o.maxUncommittedBytesPerShard) && o.maxUncommittedBytesPerShard >= o.targetFileBytes)) {
-    throw userError('invalid_option', `maxUncommittedBytesPerShard must be ≥ targetFileBytes (${o.targetFileBytes}), got ${o.maxUncommittedBytesPerShard}`);
+  if (!(Number.isFinite(o.maxUncommittedBytesPerShard) && o.maxUncommittedBytesPerShard >= 64 * 1024)) {
+    throw userError('invalid_option', `maxUncommittedBytesPerShard must be at least 64 KiB, got ${o.maxUncommittedBytesPerShard}`);
   }
+  if (!(Number.isInteger(o.dedupHotCapacity) && o.dedupHotCapacity >= 1000)) throw userError('invalid_option', `dedupHotCapacity must be an integer ≥ 1000, got ${o.dedupHotCapacity}`);
   if (!(Number.isFinite(o.shutdownDrainMs) && o.shutdownDrainMs >= 0)) throw userError('invalid_option', `shutdownDrainMs must be ≥ 0 ms, got ${o.shutdownDrainMs}`);
   if (typeof o.stateInObjectStore !== 'boolean') throw userError('invalid_option', `stateInObjectStore must be true or false, got ${String(o.stateInObjectStore)}`);
   return o;
@@ -176,4 +183,23 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Worst-case bytes of one dedup hot-table entry: 12 bytes a slot, load factor 0.25–0.5. */
+const DEDUP_ENTRY_BYTES = 48;
+
+/**
+ * The engine's per-shard memory bounds for a memory budget (`--max-memory`, ingest and engine
+ * together): half of the budget is shared out to the shards, and each shard's half of that goes
+ * to rows held until a checkpoint (maxUncommittedBytesPerShard, at most 2 × targetFileBytes),
+ * the other half to its dedup hot table (at most 4 M entries). The other half of the budget is
+ * left for what does not scale with shards: V8 heaps, Parquet encoders, ingest. With the 75 %-of-RAM
+ * default on a machine of a few GiB or more, these are the defaults; a small budget shrinks them.
+ */
+export function engineMemoryLimits(budgetBytes: number, shards: number, targetFileBytes: number): Pick<EngineOptions, 'maxUncommittedBytesPerShard' | 'dedupHotCapacity'> {
+  const perShard = budgetBytes / 2 / Math.max(1, shards);
+  return {
+    maxUncommittedBytesPerShard: Math.max(64 * 1024, Math.min(2 * targetFileBytes, Math.floor(perShard / 2))),
+    dedupHotCapacity: Math.max(100_000, Math.min(4_000_000, Math.floor(perShard / 2 / DEDUP_ENTRY_BYTES))),
+  };
 }

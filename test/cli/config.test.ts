@@ -34,6 +34,22 @@ describe('composeServeConfig', () => {
     expect(c.engine.dedupTtlMs).toBe(86_400_000); // default
   });
 
+  it('derives the engine\'s per-shard memory bounds from --max-memory (rows held until a checkpoint, dedup hot table)', () => {
+    const small = composeServeConfig({ maxMemory: '1GiB', shards: '4' }, {});
+    expect(small.ingest.maxMemoryBytes).toBe(2 ** 30);
+    // Half of 1 GiB over 4 shards = 128 MiB a shard: 64 MiB of rows, 64 MiB / 48 B of dedup entries.
+    expect(small.engine.maxUncommittedBytesPerShard).toBe(64 * 2 ** 20);
+    expect(small.engine.dedupHotCapacity).toBe(Math.floor((64 * 2 ** 20) / 48));
+    // A budget of 64 GiB: the defaults are the ceilings.
+    const big = composeServeConfig({ maxMemory: '64GiB', shards: '4' }, {});
+    expect(big.engine.maxUncommittedBytesPerShard).toBe(2 * big.engine.targetFileBytes);
+    expect(big.engine.dedupHotCapacity).toBe(4_000_000);
+    // No budget (0): the defaults.
+    const none = composeServeConfig({ maxMemory: '0', shards: '4' }, {});
+    expect(none.engine.dedupHotCapacity).toBe(4_000_000);
+    expect(() => validateEngineOptions({ dedupHotCapacity: 10 })).toThrow(/dedupHotCapacity must be an integer ≥ 1000/);
+  });
+
   it('takes the worker niceness from --worker-nice or SLUICE_WORKER_NICE, default 10', () => {
     expect(composeServeConfig({}, {}).engine.workerNice).toBe(10);
     expect(composeServeConfig({}, { SLUICE_WORKER_NICE: '0' }).engine.workerNice).toBe(0);
