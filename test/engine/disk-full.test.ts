@@ -16,6 +16,7 @@ import { startSluice } from '../../cli/serve.js';
 import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { ingestRow } from '../helpers/batches.js';
 import { captureLogger, eventually, exactlyOnce, metric, postEvents, readyz, silverCounts } from './fixtures/engine-http.js';
 
 const KEY = 'wk-disk';
@@ -137,7 +138,7 @@ describe('disk full', () => {
           const id = `h-${ids.length}`;
           ids.push(id);
           const t = Date.UTC(2026, 2, 1, 10) + ids.length * 1000;
-          builder.push({ event_id: id, user_id: `u${ids.length % 50}`, anonymous_id: null, event_type: 'Screen Viewed', event_time: t, received_at: t, device_type: 'ios', os: 'iOS', app_version: '1.0', country: 'DE', source: 'test', properties: null, raw: `{"pad":"${'x'.repeat(400)}${id}"}` });
+          builder.push(ingestRow(id, `u${ids.length % 50}`, t, { raw: `{"pad":"${'x'.repeat(400)}${id}"}` }));
         }
         const payload = builder.toIPC();
         const offset = await c.shardLogs[0]!.append(payload);

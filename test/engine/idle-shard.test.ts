@@ -12,6 +12,7 @@ import { shardOfUser } from '../../common/hash.js';
 import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { ingestRow as row } from '../helpers/batches.js';
 import { openObjectStore } from '../../storage/open-store.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -71,21 +72,3 @@ describe('idle shard', () => {
     }
   });
 });
-
-function row(id: string, user: string, t: number): Parameters<IngestBatchBuilder['push']>[0] {
-  return {
-    event_id: id,
-    user_id: user,
-    anonymous_id: null,
-    event_type: 'Application Opened',
-    event_time: t,
-    received_at: t,
-    device_type: 'ios',
-    os: 'iOS',
-    app_version: '4.0',
-    country: 'DE',
-    source: 'test',
-    properties: null,
-    raw: null,
-  };
-}

@@ -16,6 +16,7 @@ import { shardOfUser } from '../../common/hash.js';
 import { Coordinator, type ConsumedLog } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { ingestRow as row } from '../helpers/batches.js';
 import type { LogRecord } from '../../log/log.js';
 import { SegmentLog } from '../../log/segment-log.js';
 import { openLakeReader } from '../helpers/lake.js';
@@ -109,21 +110,3 @@ describe('a shard log that cannot be read for a while', () => {
     }
   }, 60_000);
 });
-
-function row(id: string, user: string, t: number): Parameters<IngestBatchBuilder['push']>[0] {
-  return {
-    event_id: id,
-    user_id: user,
-    anonymous_id: null,
-    event_type: 'Application Opened',
-    event_time: t,
-    received_at: t,
-    device_type: 'ios',
-    os: 'iOS',
-    app_version: '4.0',
-    country: 'DE',
-    source: 'test',
-    properties: null,
-    raw: null,
-  };
-}

@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { ingestRow } from '../helpers/batches.js';
 import { silverCounts } from '../helpers/lake.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-shutdown-drain-'));
@@ -28,7 +29,7 @@ describe('shutdown drain bound', () => {
         const id = `d-${r}-${i}`;
         ids.push(id);
         const t = Date.UTC(2026, 2, 1, 10) + ids.length * 1000;
-        b.push({ event_id: id, user_id: `u${i % 20}`, anonymous_id: null, event_type: 'Screen Viewed', event_time: t, received_at: t, device_type: 'ios', os: 'iOS', app_version: '1.0', country: 'DE', source: 'test', properties: null, raw: null });
+        b.push(ingestRow(id, `u${i % 20}`, t));
       }
       const payload = b.toIPC();
       first.submit(0, await first.shardLogs[0]!.append(payload), payload, 100);

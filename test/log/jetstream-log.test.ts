@@ -39,6 +39,13 @@ async function deleteStream(stream: string): Promise<void> {
   }
 }
 
+/** Brings node `killed` (if any) back and waits for the cluster's meta leader. */
+async function restartIfKilled(killed: number | undefined): Promise<void> {
+  if (killed === undefined || cluster!.running(killed)) return;
+  await cluster!.restart(killed);
+  await cluster!.waitForMetaLeader();
+}
+
 /** Byte equality of big payloads (vitest's deep equality is slow on megabytes). */
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
@@ -266,10 +273,7 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
         await reader.close();
       }
     } finally {
-      if (killed !== undefined && !c.running(killed)) {
-        await c.restart(killed);
-        await c.waitForMetaLeader();
-      }
+      await restartIfKilled(killed);
       await logs.close();
       await deleteStream(stream);
     }
@@ -300,10 +304,7 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       expect(got.map((r) => r.offset)).toEqual(offsets);
       got.forEach((r, i) => expect(sameBytes(r.payload, payload(i, 256))).toBe(true));
     } finally {
-      if (killed !== undefined && !c.running(killed)) {
-        await c.restart(killed);
-        await c.waitForMetaLeader();
-      }
+      await restartIfKilled(killed);
       await logs.close();
       await deleteStream(stream);
     }
