@@ -8,7 +8,9 @@
  * as many events in both), stops the server, then times the offline `sluice erase` of one typical
  * user per run, alternating small and large lake, a different user each run. After each erase it
  * checks with DuckDB over every view that the erased users' rows are gone and every other user's
- * counts are unchanged, and exits 1 on any difference. Per erase it also reports how the job
+ * counts are unchanged, and that in the gold windows of their events every cell changed exactly as
+ * its DuckDB recomputation from silver did (gold is compared to silver before and after the erase:
+ * too-late events not yet reconciled make them differ before), and exits 1 on any difference. Per erase it also reports how the job
  * corrected each gold window (engine/erasure-job.ts: subtracted, recomputed from silver, or left
  * to correct once merged), from the job file.
  *
@@ -110,6 +112,8 @@ interface EraseRun {
   /** Of the windows it corrected: cells (of all of them) differing from a DuckDB recomputation from silver after the erase. */
   goldCellsChecked: number;
   goldCellsDiffering: number;
+  /** Cells of the user's windows in which gold changed exactly as its recomputation from silver did (all of them, or the bench fails). */
+  goldCellsChangedAsSilver: number;
 }
 
 function parse() {
@@ -348,6 +352,77 @@ async function verify(lake: string, base: Baseline, erased: string[]): Promise<v
   if (problems.length > 0) throw new Error(`erasure verification failed on ${lake}:\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … ${problems.length - 20} more` : ''}`);
 }
 
+/** The hourly and daily gold windows holding the user's silver events. */
+async function userWindows(lake: string, user: string): Promise<string[]> {
+  const q = await openLakeQuery({ lake });
+  try {
+    const r = await q.run(`SELECT DISTINCT epoch_ms(date_trunc('hour', event_time))::BIGINT, epoch_ms(date_trunc('day', event_time))::BIGINT FROM events WHERE user_id = '${user}'`);
+    const hours = new Set(r.rows.map((x) => `hourly/${Number(x[0])}`));
+    const days = new Set(r.rows.map((x) => `daily/${Number(x[1])}`));
+    return [...hours, ...days];
+  } finally {
+    await q.close();
+  }
+}
+
+/** Per window (`hourly/<start>`, `daily/<start>`), per cell: the gold row and the row recomputed from silver (either may be absent). */
+type GoldVsSilver = Map<string, Map<string, { gold?: Record<string, unknown>; silver?: Record<string, unknown> }>>;
+
+const COUNT_COLUMNS = ['events', 'active_users', 'installs', 'sessions', 'screen_views', 'notification_views', 'notification_opens'];
+
+async function goldVsSilver(lake: string, windows: string[]): Promise<GoldVsSilver> {
+  const q = await openLakeQuery({ lake });
+  const out: GoldVsSilver = new Map();
+  try {
+    for (const w of windows) {
+      const [g, s] = w.split('/') as ['hourly' | 'daily', string];
+      const start = Number(s);
+      const cells = new Map<string, { gold?: Record<string, unknown>; silver?: Record<string, unknown> }>();
+      const add = (side: 'gold' | 'silver', r: { columns: string[]; rows: unknown[][] }): void => {
+        for (const row of r.rows) {
+          const o = Object.fromEntries(r.columns.map((c, i) => [c, typeof row[i] === 'bigint' ? Number(row[i]) : row[i]]).filter(([c]) => !['year', 'month', 'day', 'hour', 'window_start'].includes(c as string)));
+          const key = `${String(o.device_type)}/${String(o.app_version)}/${String(o.country)}`;
+          const c = cells.get(key) ?? {};
+          c[side] = o;
+          cells.set(key, c);
+        }
+      };
+      add('gold', await q.run(`SELECT * FROM ${g}_metrics WHERE epoch_ms(window_start) = ${start}`));
+      add('silver', await q.run(goldMetricsSql(g, 'events', start, start + (g === 'hourly' ? HOUR : 24 * HOUR))));
+      out.set(w, cells);
+    }
+  } finally {
+    await q.close();
+  }
+  return out;
+}
+
+/**
+ * Whether the erase changed gold exactly as it changed silver, window by window and cell by cell
+ * (gold may differ from silver before the erase — too-late events not yet reconciled — so gold is
+ * compared to silver before and after, not only after): a cell equal to its recomputation before
+ * is equal (or gone from both) after; a cell that differed differs by the same counts after.
+ * Returns the cells compared and those that break this.
+ */
+function goldChangedAsSilver(before: GoldVsSilver, after: GoldVsSilver): { cells: number; broken: string[] } {
+  let cells = 0;
+  const broken: string[] = [];
+  const counts = (c: { gold?: Record<string, unknown>; silver?: Record<string, unknown> } | undefined): string =>
+    JSON.stringify(COUNT_COLUMNS.map((f) => Number(c?.gold?.[f] ?? 0) - Number(c?.silver?.[f] ?? 0)));
+  for (const [w, b] of before) {
+    const a = after.get(w)!;
+    for (const key of new Set([...b.keys(), ...a.keys()])) {
+      cells++;
+      const x = b.get(key);
+      const y = a.get(key);
+      const equalBefore = JSON.stringify(x?.gold) === JSON.stringify(x?.silver);
+      const ok = equalBefore ? JSON.stringify(y?.gold) === JSON.stringify(y?.silver) : counts(x) === counts(y);
+      if (!ok) broken.push(`${w} ${key}: before gold ${JSON.stringify(x?.gold)} silver ${JSON.stringify(x?.silver)}; after gold ${JSON.stringify(y?.gold)} silver ${JSON.stringify(y?.silver)}`);
+    }
+  }
+  return { cells, broken };
+}
+
 /**
  * The gold windows (`hourly/<start>`, `daily/<start>`) against a DuckDB recomputation from silver
  * through `sluice query`'s views: cells in either, and cells not equal in both (every column).
@@ -449,6 +524,8 @@ function runErase(dirs: LakeDirs, user: string, shards: number, reason: string):
 async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; events: number; hours: number }, o: Options, base: Baseline, erased: string[]): Promise<EraseRun> {
   log(`${dirs.name}: round ${round}: erasing ${pick.user} (${pick.events} events over ${pick.hours} hours, shard ${shardOfUser(pick.user, o.shards)})`);
   const sizes = new Map(walk(dirs.lake).map((f) => [f.path, f.size]));
+  const windows = await userWindows(dirs.lake, pick.user);
+  const goldBefore = await goldVsSilver(dirs.lake, windows);
   const r = await runErase(dirs, pick.user, o.shards, `bench round ${round}`);
   const result = JSON.parse(r.stdout) as { requests: Array<{ id: string; state: string }> };
   const fresh = result.requests.find((q) => q.id === r.ids[0]);
@@ -463,6 +540,11 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
   const hows = Object.values(job.gold ?? {}).map((w) => w.how);
   const gold = { subtracted: hows.filter((h) => h === 'subtracted').length, recomputed: hows.filter((h) => h === 'recomputed').length, waiting: hows.filter((h) => h === undefined).length };
   const check = await goldAgainstSilver(dirs.lake, Object.entries(job.gold ?? {}).filter(([, w]) => w.how !== undefined).map(([k]) => k));
+  // Only the windows the job corrected: one not merged yet has no gold (it is corrected once merged).
+  const corrected = new Set(Object.entries(job.gold ?? {}).filter(([, w]) => w.how !== undefined).map(([k]) => k));
+  for (const w of goldBefore.keys()) if (!corrected.has(w)) goldBefore.delete(w);
+  const changed = goldChangedAsSilver(goldBefore, await goldVsSilver(dirs.lake, [...goldBefore.keys()]));
+  if (changed.broken.length > 0) throw new Error(`gold did not change as silver did on ${dirs.name} (${changed.broken.length} of ${changed.cells} cells):\n  ${changed.broken.slice(0, 5).join('\n  ')}`);
   const run: EraseRun = {
     lake: dirs.name,
     round,
@@ -484,8 +566,9 @@ async function eraseOnce(dirs: LakeDirs, round: number, pick: { user: string; ev
     gold,
     goldCellsChecked: check.cells,
     goldCellsDiffering: check.differing,
+    goldCellsChangedAsSilver: changed.cells,
   };
-  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; gold windows ${JSON.stringify(gold)}, cells differing from silver recomputed ${check.differing} of ${check.cells}; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
+  log(`${dirs.name}: round ${round}: ${run.wallS.toFixed(1)} s wall, ${(run.cpuUserS + run.cpuSysS).toFixed(1)} s CPU, ${run.filesRewritten} files / ${mb(run.bytesRewritten)} / ${run.rowsRemoved} rows; gold windows ${JSON.stringify(gold)}, cells differing from silver recomputed ${check.differing} of ${check.cells}, cells changed as silver did ${changed.cells} of ${changed.cells}; verified in ${verifyS.toFixed(1)} s; phases ${JSON.stringify(run.phases)}`);
   return run;
 }
 
