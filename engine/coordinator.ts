@@ -195,6 +195,8 @@ export class Coordinator {
   private lastCompactAt = Date.now();
   /** The background compaction run while one runs (see `compact`). */
   private compacting: Promise<void> | undefined;
+  /** Aborted by close(): a running compaction stops after its current partition. */
+  private readonly compactAbort = new AbortController();
   /** Erasure requests of the data directory (engine/erasure-job.ts runs them after a checkpoint round). */
   private erasures: ErasureStore | undefined;
   private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
@@ -759,7 +761,7 @@ export class Coordinator {
   private async compact(): Promise<void> {
     try {
       // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
-      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2 });
+      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2, signal: this.compactAbort.signal });
       if (c.files > 0) this.log.info(c, 'compacted small files');
       this.checkpoints.succeeded('compaction');
     } catch (err) {
@@ -1086,6 +1088,7 @@ export class Coordinator {
     if (this.timer) clearInterval(this.timer);
     if (this.liveTimer) clearInterval(this.liveTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.compactAbort.abort();
     for (const st of this.shards) {
       if (st.readRetry === undefined) continue;
       clearTimeout(st.readRetry);

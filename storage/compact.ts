@@ -375,6 +375,8 @@ export async function compactAll(
      * only merges files that outweigh the big one (`convergent`).
      */
     openPartitions?: boolean;
+    /** Stops between partitions once aborted (each partition's compaction is atomic): a closing engine does not wait for a whole run. */
+    signal?: AbortSignal;
   },
 ): Promise<{ partitions: number; files: number; outputs: number; rows: number; finished: FinishResult }> {
   const now = options.now ?? Date.now();
@@ -384,6 +386,7 @@ export async function compactAll(
   for (const table of options.tables ?? COMPACTED_TABLES) {
     const prefix = TABLES[table].prefix;
     for (const [dir, files] of await partitionsOf(store, table)) {
+      if (options.signal?.aborted) return total;
       const start = partitionTimeOfKey(dir);
       if (start === undefined || (!options.openPartitions && start + stepOf(table) > now - options.olderThanMs)) continue;
       if (files.length < 2) continue;

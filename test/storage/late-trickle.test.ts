@@ -209,6 +209,21 @@ describe('late trickle', () => {
     expect((await partitionsOf(store, 'events')).size).toBe(currentHours.length);
   });
 
+  it('compactAll stops between partitions once its signal is aborted (a closing engine does not wait for a whole run)', async () => {
+    const { store } = freshLake();
+    const before = (await lateFiles(store)).length;
+    expect(before).toBeGreaterThan(SHARDS);
+    const aborted = new AbortController();
+    aborted.abort();
+    const none = await compactAll(store, { olderThanMs: H, now: endMs, tables: ['events'], signal: aborted.signal });
+    expect(none.partitions).toBe(0);
+    expect(await lateFiles(store)).toHaveLength(before);
+    const live = new AbortController();
+    const r = await compactAll(store, { olderThanMs: H, now: endMs, tables: ['events'], signal: live.signal });
+    expect(r.partitions).toBe(1);
+    expect(await lateFiles(store)).toHaveLength(SHARDS);
+  });
+
   it('never merges files of different schemas together', async () => {
     const dir = join(root, 'mixed');
     const store = new LocalObjectStore(dir);
