@@ -23,6 +23,9 @@ describe('shutdown drain bound', () => {
     const base = { dataDir: join(root, 'data'), lake: join(root, 'lake'), shards: 1, workers: 1, flushIntervalMs: 3_600_000, maxRangeRecords: 1, reconcileIntervalMs: 0, compactAfterMs: 0 };
     const first = await Coordinator.start(validateEngineOptions({ ...base, shutdownDrainMs: 0 }), pino({ level: 'silent' }));
     const ids: string[] = [];
+    // Every record is in the log before the engine hears of any, then close() follows in the same tick:
+    // the backlog cannot be processed before the (zero) drain bound, whatever the machine's speed.
+    const records: Array<{ offset: number; payload: Uint8Array }> = [];
     for (let r = 0; r < 40; r++) {
       const b = new IngestBatchBuilder(100);
       for (let i = 0; i < 100; i++) {
@@ -32,8 +35,9 @@ describe('shutdown drain bound', () => {
         b.push(ingestRow(id, `u${i % 20}`, t));
       }
       const payload = b.toIPC();
-      first.submit(0, await first.shardLogs[0]!.append(payload), payload, 100);
+      records.push({ offset: await first.shardLogs[0]!.append(payload), payload });
     }
+    for (const { offset, payload } of records) first.submit(0, offset, payload, 100);
     await first.close(); // resolves: no 'timed out draining'
     const afterFirst = await silverCounts(base.lake).catch(() => new Map<string, number>());
     expect(afterFirst.size).toBeLessThan(ids.length); // a backlog was left in the log
