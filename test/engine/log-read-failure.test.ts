@@ -63,7 +63,7 @@ describe('a shard log that cannot be read for a while', () => {
   it('is retried with backoff and named in /readyz; the engine goes on, and every record is processed once', async () => {
     const dataDir = join(root, 'data');
     const lake = join(root, 'lake');
-    const options = validateEngineOptions({ dataDir, lake, shards: 2, workers: 1, flushIntervalMs: 100, retryBaseMs: 50, retryMaxMs: 200, reconcileIntervalMs: 0, compactAfterMs: 0 });
+    const options = validateEngineOptions({ dataDir, lake, shards: 2, workers: 1, flushIntervalMs: 100, retryBaseMs: 200, retryMaxMs: 1000, reconcileIntervalMs: 0, compactAfterMs: 0 });
     const logs = await Promise.all([0, 1].map(async (shard) => new UnavailableForAWhile(await SegmentLog.open({ dir: join(dataDir, 'test-log', `shard-${shard}`), shard }))));
     const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
     const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), { shards: logs, dlq });
