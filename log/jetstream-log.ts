@@ -721,8 +721,13 @@ export class JetStreamLog implements ShardLog {
           continue;
         }
         for (const m of batch) {
-          seen = m.seq;
           pending = m.info.pending;
+          // Only what was asked for, each message once: in CI a read from a start sequence got the
+          // subject's first (purged) record right after a node restart (a consumer on a replica still
+          // catching up), and a consumer recreated after a failure may deliver again what the last
+          // one did.
+          if (m.seq <= seen) continue;
+          seen = m.seq;
           this.learned(m.seq);
           const chunk = chunkOf(this.subject, m.seq, m.headers?.get(CHUNK_HEADER) || undefined);
           if (chunk === undefined) {
