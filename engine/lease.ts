@@ -192,10 +192,13 @@ export class LeaseTable {
 
   /** Ids of the nodes whose heartbeat is younger than ttl (this one included once it beat). */
   async liveNodes(): Promise<string[]> {
+    const now = this.now();
     const ids: string[] = [];
     for await (const key of await this.nodes.keys()) {
       const e = await this.nodes.get(key);
-      if (e !== null && e.operation === 'PUT') ids.push(key);
+      // Younger than ttl by its own time as well: a replica still catching up (a NATS server just
+      // restarted) may answer with a beat the others have expired, and a dead node would count as live.
+      if (e !== null && e.operation === 'PUT' && (key === this.nodeId || now - e.created.getTime() <= this.ttlMs)) ids.push(key);
     }
     return ids.sort();
   }
