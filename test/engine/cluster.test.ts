@@ -109,7 +109,12 @@ describeNats('engine nodes on JetStream: leases, failover, gold across nodes (3 
     // Balanced: ceil(4 / 2) shards each.
     await until('two shards per engine node', async () => (await view(e1!)).shards.length === 2 && (await view(e2!)).shards.length === 2, 60_000);
     const e1Shards = (await view(e1!)).shards;
-    const e1Metrics = await (await fetch(`${e1!.url}/metrics`)).text();
+    // The lag gauges are set by the node's next durable-mark sync after it took a shard.
+    let e1Metrics = '';
+    await until('e1 reports the lag of its shards', async () => {
+      e1Metrics = await (await fetch(`${e1!.url}/metrics`)).text();
+      return e1Shards.every((s) => e1Metrics.includes(`sluice_engine_consumer_lag_records{shard="${s}"}`));
+    }, 30_000);
     for (const s of e1Shards) {
       expect(e1Metrics).toContain(`sluice_engine_lease_held{lease="s${s}"} 1`);
       expect(e1Metrics).toMatch(new RegExp(`sluice_engine_consumer_lag_records\\{shard="${s}"\\} \\d+`));
