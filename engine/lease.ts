@@ -168,7 +168,7 @@ export class LeaseTable {
   /** Every lease held now, by name. */
   async holders(): Promise<Map<string, LeaseHolder>> {
     const out = new Map<string, LeaseHolder>();
-    for await (const key of await this.leases.keys()) {
+    for (const key of await keysWithin(this.leases, this.ttlMs)) {
       const e = await this.leases.get(key);
       if (e === null || e.operation !== 'PUT') continue;
       try {
@@ -194,7 +194,7 @@ export class LeaseTable {
   async liveNodes(): Promise<string[]> {
     const now = this.now();
     const ids: string[] = [];
-    for await (const key of await this.nodes.keys()) {
+    for (const key of await keysWithin(this.nodes, this.ttlMs)) {
       const e = await this.nodes.get(key);
       // Younger than ttl by its own time as well: a replica still catching up (a NATS server just
       // restarted) may answer with a beat the others have expired, and a dead node would count as live.
@@ -205,5 +205,34 @@ export class LeaseTable {
 
   private value(): Uint8Array {
     return encoder.encode(JSON.stringify({ node: this.nodeId, at: new Date(this.now()).toISOString() }));
+  }
+}
+
+/**
+ * A bucket's keys, or an error after `ms`: listing runs an ordered consumer, and a lease round
+ * must not wait on it forever while a NATS server is down (suspected in CI: after a NATS server
+ * and an engine node were killed, the survivor logged nothing more and never took the dead node's
+ * shards). The round fails instead and the next one retries.
+ */
+async function keysWithin(kv: { keys(): Promise<AsyncIterable<string> & { stop?(): void }> }, ms: number): Promise<string[]> {
+  const iter = await kv.keys();
+  const out: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`listing a lease bucket's keys took over ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([
+      (async () => {
+        for await (const key of iter) out.push(key);
+      })(),
+      expired,
+    ]);
+    return out;
+  } catch (err) {
+    iter.stop?.();
+    throw err;
+  } finally {
+    clearTimeout(timer);
   }
 }
