@@ -1047,7 +1047,7 @@ export class Coordinator {
   /** Resolves when every durable record has been processed (or its shard stopped). */
   async drain(timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    const busy = (st: ShardState): boolean => st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+    const busy = (st: ShardState): boolean => this.busy(st);
     while (this.shards.some(busy)) {
       if (this.fatal) throw this.fatal;
       if (Date.now() > deadline) throw new Error('timed out draining shard queues');
@@ -1060,8 +1060,13 @@ export class Coordinator {
    * (durable) for the next start, and what was processed is committed by the final checkpoint. So
    * a SIGTERM with a large backlog ends in bounded time, losing nothing.
    */
+  /** A running shard with work left: a range in flight or records durable but not yet taken. */
+  private busy(st: ShardState): boolean {
+    return st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+  }
+
   private async drainForShutdown(): Promise<void> {
-    const busy = (st: ShardState): boolean => st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
+    const busy = (st: ShardState): boolean => this.busy(st);
     const deadline = Date.now() + this.options.shutdownDrainMs;
     while (this.shards.some(busy) && Date.now() < deadline) {
       if (this.fatal) throw this.fatal;
@@ -1089,12 +1094,12 @@ export class Coordinator {
     if (this.liveTimer) clearInterval(this.liveTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.compactAbort.abort();
-    for (const st of this.shards) {
-      if (st.readRetry === undefined) continue;
+    this.shards.forEach((st, s) => {
+      if (st.readRetry === undefined) return;
       clearTimeout(st.readRetry);
       st.readRetry = undefined;
-      this.pump(this.shards.indexOf(st)); // the drain below reads what is left, once more
-    }
+      this.pump(s); // the drain below reads what is left, once more
+    });
     let failure: unknown;
     try {
       if (!this.fatal) {
