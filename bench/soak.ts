@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/soak.ts [--rate N | --find 60s] [--fraction 0.8] [--overload 2]
  *     [--duration 10m] [--sample 5s] [--max-memory 3GiB] [--max-backlog 1GiB] [--flush-interval 10s]
- *     [--protocol http] [--workers 2] [--malloc-mmap-threshold 128KiB] [--keep] [--out FILE.json]
+ *     [--protocol http] [--workers 2] [--malloc-mmap-threshold 128KiB] [--malloc-arena-max 2] [--keep] [--out FILE.json]
  *
  * Starts `sluice serve` (compiled: `npm run build` first; the engine in its own process) in a
  * temp directory. Without --rate it first finds the sustainable committed rate: the load generator
@@ -21,15 +21,18 @@
  * and the engine backlog, 503s by reason and 429s, and Parquet file counts per table (the current
  * hour's partition, the largest partition, all). After the load: waits for the engine to commit
  * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
- * Prints a table per sample and a summary; --out writes everything as JSON.
+ * Each sample also records the machine's 1-minute load average (the machine is shared). Prints a
+ * table per sample and a summary; --out writes everything as JSON (with the engine's memory bounds
+ * that --max-memory derives, engineMemoryLimits).
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { parseBytes, parseDuration } from '../common/duration.js';
+import { composeServeConfig } from '../cli/config.js';
 import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
 import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
 import type { LoadgenProtocol } from '../loadgen/options.js';
@@ -52,6 +55,8 @@ const { values: flags } = parseArgs({
     keep: { type: 'boolean', default: false },
     /** glibc's MALLOC_MMAP_THRESHOLD_ for the server's processes (bytes): allocations this big or bigger are mmap'd and returned on free. */
     'malloc-mmap-threshold': { type: 'string' },
+    /** glibc's MALLOC_ARENA_MAX for the server's processes: at most this many malloc arenas (threads share them; fewer arenas, less retained memory). */
+    'malloc-arena-max': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -118,6 +123,8 @@ interface Sample {
   checkpointMaxLeS: number;
   refused503: Record<string, number>;
   refused429: number;
+  /** The machine's 1-minute load average when sampled (shared machine: what else ran). */
+  load1: number;
   /** Parquet files per table: current hour's (or day's) partition / largest partition / all. */
   files: Record<string, { current: number; largest: number; total: number; partitions: number }>;
 }
@@ -354,12 +361,13 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       refused503: reasons,
       refused429: (metricValue(text, 'sluice_ingest_rate_limited_total') || 0) - (metricValue(prev, 'sluice_ingest_rate_limited_total') || 0),
       files: fileCounts(lake),
+      load1: Math.round(loadavg()[0]! * 100) / 100,
     };
     samples.push(s);
     const f = s.files;
     const eh = s.engineHeap;
     process.stdout.write(
-      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}\n`,
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
     );
     prev = text;
     prevAt = at;
@@ -391,14 +399,40 @@ async function main(): Promise<void> {
   process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --import ${pathToFileURL(join(root, 'heap-probe.mjs')).href} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${root}`.trim();
   process.env.SOAK_HEAP_DIR = heapDir;
   if (flags['malloc-mmap-threshold']) process.env.MALLOC_MMAP_THRESHOLD_ = String(parseBytes(flags['malloc-mmap-threshold'], '--malloc-mmap-threshold'));
+  if (flags['malloc-arena-max']) {
+    const arenas = Number(flags['malloc-arena-max']);
+    if (!Number.isInteger(arenas) || arenas < 1) throw new Error(`--malloc-arena-max must be a positive integer, got ${flags['malloc-arena-max']}`);
+    process.env.MALLOC_ARENA_MAX = String(arenas);
+  }
   const server = await startServe(args, join(root, 'serve.log')).finally(() => {
     delete process.env.MALLOC_MMAP_THRESHOLD_;
+    delete process.env.MALLOC_ARENA_MAX;
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
   });
   process.stderr.write(`soak: sluice serve ${args.join(' ')} (data in ${root})\n`);
   const t0 = Date.now();
-  const out: Record<string, unknown> = { args, protocol: PROTOCOL, workers: WORKERS, durationMs: DURATION_MS, sampleMs: SAMPLE_MS };
+  // The engine's bounds as the server composes them from these flags (no environment, no config file).
+  const e = composeServeConfig({ maxMemory: flags['max-memory'] }, {}).engine;
+  const engineBounds = {
+    shards: e.shards,
+    workers: e.workers,
+    maxUncommittedBytesPerShard: e.maxUncommittedBytesPerShard,
+    dedupHotCapacity: e.dedupHotCapacity,
+    encodeChunkBytes: e.encodeChunkBytes,
+    maxBytesPerParquetCall: e.maxBytesPerParquetCall,
+  };
+  const out: Record<string, unknown> = {
+    args,
+    protocol: PROTOCOL,
+    workers: WORKERS,
+    durationMs: DURATION_MS,
+    sampleMs: SAMPLE_MS,
+    malloc: { mmapThreshold: flags['malloc-mmap-threshold'], arenaMax: flags['malloc-arena-max'] },
+    engineBounds,
+    loadBefore: loadavg(),
+  };
+  process.stderr.write(`soak: engine bounds ${JSON.stringify(engineBounds)}\n`);
   let failed = false;
   try {
     let sustainable = flags.rate !== undefined ? Number(flags.rate) : NaN;

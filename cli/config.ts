@@ -180,7 +180,8 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
     workerNice: has('workerNice') ? int(pick('workerNice'), '--worker-nice') : undefined,
   });
-  // The engine's per-shard bounds follow the memory budget (0 = no budget: the defaults).
+  // The engine's per-shard bounds (rows held until a checkpoint, dedup hot table, Parquet encode chunk
+  // and call sizes) follow the memory budget (0 = no budget: the defaults; engineMemoryLimits).
   const engine = maxMemoryBytes > 0 ? validateEngineOptions({ ...sized, ...engineMemoryLimits(maxMemoryBytes, sized.shards, sized.targetFileBytes) }) : sized;
   const port = has('port') ? int(pick('port'), '--port') : 8080;
   if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);

@@ -188,6 +188,9 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 /** Worst-case bytes of one dedup hot-table entry: 12 bytes a slot, load factor 0.25–0.5. */
 const DEDUP_ENTRY_BYTES = 48;
 
+/** Floor of the derived encode bounds: below about 1 MiB a chunk is a handful of rows and each file costs more in footers than it holds. */
+const MIN_ENCODE_BYTES = 1024 * 1024;
+
 /**
  * The engine's per-shard memory bounds for a memory budget (`--max-memory`, ingest and engine
  * together): half of the budget is shared out to the shards, and each shard's half of that goes
@@ -195,11 +198,34 @@ const DEDUP_ENTRY_BYTES = 48;
  * the other half to its dedup hot table (at most 4 M entries). The other half of the budget is
  * left for what does not scale with shards: V8 heaps, Parquet encoders, ingest. With the 75 %-of-RAM
  * default on a machine of a few GiB or more, these are the defaults; a small budget shrinks them.
+ *
+ * The Parquet encode sizes follow the same per-shard share (`perShard` = budget ÷ 2 ÷ shards),
+ * because parquet-wasm's heap (one per worker thread, one on the main thread) grows to the
+ * biggest call it ever got and never shrinks, so the biggest call, not the traffic, must be
+ * what configuration sets:
+ * - encodeChunkBytes = perShard ÷ 16 (⅛ of maxUncommittedBytesPerShard), within [1 MiB, 32 MiB]:
+ *   a shard buffers several partitions at once (silver, bronze, sessions, late events, …), each up
+ *   to a chunk before it is encoded, and all of that must fit under its uncommitted bound;
+ * - maxBytesPerParquetCall = perShard ÷ 8 (2 × encodeChunkBytes below the ceilings), within
+ *   [1 MiB, 256 MiB]: a chunk overshoots encodeChunkBytes by at most the last record's rows, so it
+ *   still is one call, and a checkpoint's or compaction's bigger buffers are split into calls of
+ *   this size.
+ * The ceilings are the defaults (32 MiB, 256 MiB), reached from 512 MiB (chunk) and 2 GiB (call) per
+ * shard, i.e. a budget of 4 GiB / 16 GiB with 4 shards. `--max-memory 1GiB` with 4 shards gives
+ * 8 MiB chunks and 16 MiB calls.
  */
-export function engineMemoryLimits(budgetBytes: number, shards: number, targetFileBytes: number): Pick<EngineOptions, 'maxUncommittedBytesPerShard' | 'dedupHotCapacity'> {
+export function engineMemoryLimits(
+  budgetBytes: number,
+  shards: number,
+  targetFileBytes: number,
+): Pick<EngineOptions, 'maxUncommittedBytesPerShard' | 'dedupHotCapacity' | 'encodeChunkBytes' | 'maxBytesPerParquetCall'> {
   const perShard = budgetBytes / 2 / Math.max(1, shards);
+  const defaults = defaultEngineOptions();
+  const within = (v: number, lo: number, hi: number): number => Math.max(lo, Math.min(hi, Math.floor(v)));
   return {
     maxUncommittedBytesPerShard: Math.max(64 * 1024, Math.min(2 * targetFileBytes, Math.floor(perShard / 2))),
     dedupHotCapacity: Math.max(100_000, Math.min(4_000_000, Math.floor(perShard / 2 / DEDUP_ENTRY_BYTES))),
+    encodeChunkBytes: within(perShard / 16, MIN_ENCODE_BYTES, defaults.encodeChunkBytes),
+    maxBytesPerParquetCall: within(perShard / 8, MIN_ENCODE_BYTES, defaults.maxBytesPerParquetCall),
   };
 }
