@@ -53,7 +53,7 @@ import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { userKeys } from './erasure-keys.js';
 import { checkFence } from './lease-fence.js';
-import { ShardStateSync } from './state-snapshot.js';
+import { publishIntentKey, ShardStateSync } from './state-snapshot.js';
 
 /** Key prefix of a window's per-shard partial aggregates (merged into gold by the coordinator). */
 export const PARTIALS_PREFIX = `${META_PREFIX}/partials`;
@@ -128,7 +128,7 @@ export class ShardRuntime {
     this.env = env;
     this.meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     this.store = store;
-    this.committer = fencedCommitter(store, options);
+    this.committer = fencedCommitter(shard, store, options);
     this.pipeline = pipeline;
     this.openResult = openResult;
     this.committedOffset = openResult.checkpointOffset;
@@ -145,12 +145,13 @@ export class ShardRuntime {
     const dir = join(options.dataDir, 'shards', String(shard));
     await mkdir(dir, { recursive: true });
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
-    // State in the object store (failover): restores state.mdb first when it is missing or behind.
-    const sync = options.stateInObjectStore ? await ShardStateSync.prepare({ shard, shardDir: dir, store, options: options.stateInObjectStore === true ? {} : options.stateInObjectStore }) : undefined;
+    const committer = fencedCommitter(shard, store, options);
+    // State in the object store (failover): finishes a commit a previous owner left half published,
+    // then restores state.mdb when it is missing or behind.
+    const sync = options.stateInObjectStore ? await ShardStateSync.prepare({ shard, shardDir: dir, store, committer, options: options.stateInObjectStore === true ? {} : options.stateInObjectStore }) : undefined;
     const lmdbEnv = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 4096, compression: false });
     const env = sync ? sync.attach(lmdbEnv) : lmdbEnv;
     const meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
-    const committer = fencedCommitter(store, options);
     const pending = (meta.get(CHECKPOINT_KEYS.pending) as PendingCommit | null | undefined) ?? null;
     const owns = (stagingKey: string): boolean => stagingKey.includes(`/part-s${shard}-`) || stagingKey.endsWith(`/s${shard}.json`) || sync?.owns(stagingKey) === true;
     const recorded = pending && sync ? await sync.complete(pending) : pending;
@@ -175,7 +176,7 @@ export class ShardRuntime {
     const runtime = new ShardRuntime(shard, options, env, store, pipeline, {
       shard,
       checkpointOffset: offset,
-      recoveredPublished: recovered.published,
+      recoveredPublished: recovered.published + (sync?.rolledForward ?? 0),
       recoveredDiscarded: recovered.discarded,
       emittedWatermarkMs: emitted,
       emittedDailyMs: (meta.get(CHECKPOINT_KEYS.emittedDaily) as number | undefined) ?? emitted,
@@ -568,10 +569,17 @@ export class ShardRuntime {
   }
 }
 
-/** The shard's committer; on an engine node every publish first checks the shard's lease fence. */
-function fencedCommitter(store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
+/**
+ * The shard's committer. On an engine node every publish first checks the shard's lease fence;
+ * with state in the object store (a shard another node may take over) each publish keeps its
+ * intent there, so the next owner finishes a publish cut halfway (ShardStateSync.prepare).
+ */
+function fencedCommitter(shard: number, store: ObjectStore, options: ShardRuntimeOptions): TwoPhaseCommitter {
   const fence = options.fence;
-  return new TwoPhaseCommitter(store, fence === undefined ? {} : { guard: () => checkFence(store, fence) });
+  return new TwoPhaseCommitter(store, {
+    ...(fence === undefined ? {} : { guard: () => checkFence(store, fence) }),
+    ...(options.stateInObjectStore ? { intentKey: publishIntentKey(shard) } : {}),
+  });
 }
 
 /** Bronze's schema per record schema (the lean IPC reader hands out one Schema while ingest's schema bytes repeat). */

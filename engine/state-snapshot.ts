@@ -37,7 +37,7 @@ import { META_PREFIX } from '../common/lake-layout.js';
 import { externalError, internalError, userError } from '../common/errors.js';
 import { COMMITS_PREFIX } from '../storage/commit-record.js';
 import type { ObjectStore } from '../storage/object-store.js';
-import type { PendingCommit } from '../storage/two-phase.js';
+import type { PendingCommit, TwoPhaseCommitter } from '../storage/two-phase.js';
 import { ChangesWriter, readChanges, readChangesHeader } from './state-changes.js';
 import { StateCapture } from './state-capture.js';
 
@@ -82,6 +82,14 @@ export function validateStateSnapshotOptions(o: StateSnapshotOptions = {}): Requ
 const pad = (n: number, width = 12): string => String(n).padStart(width, '0');
 const shardPrefix = (shard: number): string => `${STATE_PREFIX}/s${shard}/`;
 export const deltaKey = (shard: number, seq: number, commitId: string): string => `${shardPrefix(shard)}d-${pad(seq)}-${commitId}.bin`;
+/** Where a shard's publish in progress keeps its PendingCommit (storage/two-phase.ts `intentKey`). */
+export const publishIntentKey = (shard: number): string => `${META_PREFIX}/intents/s${shard}.json`;
+/** The state seq of the delta a shard's commit carries (undefined: none). */
+function deltaSeqOf(pending: PendingCommit, shard: number): number | undefined {
+  const prefix = `${shardPrefix(shard)}d-`;
+  const key = pending.staged.find((s) => s.key.startsWith(prefix))?.key;
+  return key === undefined ? undefined : Number(key.slice(prefix.length, prefix.length + 12));
+}
 const baseManifestKey = (shard: number, seq: number): string => `${shardPrefix(shard)}b-${pad(seq)}.json`;
 const basePartKey = (shard: number, seq: number, part: number): string => `${shardPrefix(shard)}b-${pad(seq)}/p-${pad(part, 6)}.bin`;
 
@@ -287,6 +295,15 @@ export interface StateSyncStats {
   restored?: RestoreResult;
 }
 
+interface SyncInit {
+  complete: boolean;
+  needBase: boolean;
+  head: StateHead;
+  restored?: RestoreResult;
+  seq: number;
+  rolledForward: number;
+}
+
 /**
  * One shard's state shipping, used by ShardRuntime when `stateInObjectStore` is on:
  *
@@ -311,9 +328,12 @@ export class ShardStateSync {
   private deltaBytesSinceBase: number;
   private baseBytes: number;
   private readonly counters: StateSyncStats;
+  /** Files of a previous owner's half-published commit that `prepare` published. */
+  readonly rolledForward: number;
 
-  private constructor(shard: number, store: ObjectStore, options: Required<StateSnapshotOptions>, init: { complete: boolean; needBase: boolean; head: StateHead; restored?: RestoreResult; seq: number }) {
+  private constructor(shard: number, store: ObjectStore, options: Required<StateSnapshotOptions>, init: SyncInit) {
     this.shard = shard;
+    this.rolledForward = init.rolledForward;
     this.store = store;
     this.options = options;
     this.covering = init.complete;
@@ -330,21 +350,25 @@ export class ShardStateSync {
    * whether a base must be written soon (the local env is ahead of the store's chain, e.g. the
    * option was just switched on).
    */
-  static async prepare(args: { shard: number; shardDir: string; store: ObjectStore; options?: StateSnapshotOptions }): Promise<ShardStateSync> {
+  static async prepare(args: { shard: number; shardDir: string; store: ObjectStore; committer?: TwoPhaseCommitter; options?: StateSnapshotOptions }): Promise<ShardStateSync> {
     const { shard, shardDir, store } = args;
     const options = validateStateSnapshotOptions(args.options);
+    // A publish the previous owner began (its intent, storage/two-phase.ts) is finished first, so
+    // the head below includes it — unless a newer commit of the same state seq superseded it.
+    const rolledForward = (await args.committer?.finishIntent(async (p) => deltaSeqOf(p, shard) === (await readStateHead(store, shard)).seq + 1)) ?? 0;
     const head = await readStateHead(store, shard);
     const local = await readLocalState(join(shardDir, 'state.mdb'));
+    const sync = (init: Omit<SyncInit, 'rolledForward'>): ShardStateSync => new ShardStateSync(shard, store, options, { ...init, rolledForward });
     if (head.seq > 0 && (local === undefined || local.seq < head.seq)) {
       const restored = await restoreShardState(store, shard, shardDir, head);
-      return new ShardStateSync(shard, store, options, { complete: true, needBase: false, head, restored, seq: restored.seq });
+      return sync({ complete: true, needBase: false, head, restored, seq: restored.seq });
     }
-    if (local === undefined) return new ShardStateSync(shard, store, options, { complete: true, needBase: false, head, seq: 0 });
+    if (local === undefined) return sync({ complete: true, needBase: false, head, seq: 0 });
     const ahead = local.seq - head.seq;
     const untracked = local.seq === 0 && local.hasState;
     // One ahead with a recorded commit: recovery publishes that commit and its delta, and the store catches up.
     const needBase = untracked || ahead > 1 || (ahead === 1 && !local.pending);
-    return new ShardStateSync(shard, store, options, { complete: !untracked, needBase, head, seq: local.seq });
+    return sync({ complete: !untracked, needBase, head, seq: local.seq });
   }
 
   /** Journals every write to databases opened through `env` from now on; returns `env`. */

@@ -10,6 +10,17 @@
  * staging the same key again overwrites it, publishing an already published file is a no-op, and
  * the commit record has a deterministic id. So recovery publishes every recorded PendingCommit
  * again and discards the staged files no record names — no file is lost or doubled.
+ *
+ * Recovery needs the record of the PendingCommit, which the caller keeps on its own disk. When
+ * another process may have to finish the commit (an engine node taking a dead node's shard over
+ * knows nothing of its disk), `intentKey` also keeps it in the store for the publish's duration:
+ *
+ *   publish: guard ─▶ put intent (the PendingCommit) ─▶ publish files ─▶ commit record ─▶ delete intent
+ *   the next owner: `finishIntent` — record exists: delete the intent; else publish it (roll forward)
+ *
+ * Without it, a publish cut halfway by a crash leaves visible files that no commit record names
+ * and that the next owner, replaying the same offsets in other ranges, writes again under other
+ * names: the same rows twice for every reader that lists files.
  */
 import { createHash } from 'node:crypto';
 import { commitRecordKey, writeCommitRecord, type CommitRecord } from './commit-record.js';
@@ -44,12 +55,18 @@ export interface TwoPhaseCommitterOptions {
    * visible when it throws (and before a stage, nothing is written).
    */
   guard?: () => Promise<void>;
+  /** Keeps each PendingCommit at this key while it is published, for `finishIntent` by another process (see the file comment). */
+  intentKey?: string;
 }
+
+const intentEncoder = new TextEncoder();
+const intentDecoder = new TextDecoder();
 
 export class TwoPhaseCommitter {
   private readonly now: () => number;
   private readonly concurrency: number;
   private readonly guard: (() => Promise<void>) | undefined;
+  private readonly intentKey: string | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -58,6 +75,7 @@ export class TwoPhaseCommitter {
     this.now = options.now ?? Date.now;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
     this.guard = options.guard;
+    this.intentKey = options.intentKey;
   }
 
   /**
@@ -86,13 +104,35 @@ export class TwoPhaseCommitter {
    */
   async publish(pending: PendingCommit): Promise<void> {
     await this.guard?.();
+    if (this.intentKey !== undefined) await this.store.put(this.intentKey, intentEncoder.encode(JSON.stringify(pending)));
     try {
       await mapLimit(pending.staged, this.concurrency, (s) => this.store.publish(s));
+      await writeCommitRecord(this.store, pending.record);
     } catch (err) {
-      if ((await this.store.get(commitRecordKey(pending.record.id))) !== undefined) return;
-      throw err;
+      // Published earlier (compaction or retention may have removed its files since): the record proves it.
+      if ((await this.store.get(commitRecordKey(pending.record.id))) === undefined) throw err;
     }
-    await writeCommitRecord(this.store, pending.record);
+    if (this.intentKey !== undefined) await this.store.delete(this.intentKey);
+  }
+
+  /**
+   * A new owner's first step (before it restores anything from the store): finishes the commit
+   * whose publish a previous process began and did not end. Its intent is deleted when the commit
+   * record exists or when `current` says it no longer continues what is committed (an ex-owner's
+   * that lost to a newer commit); otherwise it is published, under this committer's guard.
+   * Returns the number of files it published.
+   */
+  async finishIntent(current: (pending: PendingCommit) => Promise<boolean>): Promise<number> {
+    if (this.intentKey === undefined) return 0;
+    const body = await this.store.get(this.intentKey);
+    if (body === undefined) return 0;
+    const pending = JSON.parse(intentDecoder.decode(body)) as PendingCommit;
+    if ((await this.store.get(commitRecordKey(pending.record.id))) !== undefined || !(await current(pending))) {
+      await this.store.delete(this.intentKey);
+      return 0;
+    }
+    await this.publish(pending);
+    return pending.staged.length;
   }
 
   /**

@@ -265,6 +265,51 @@ describe('state snapshot: restore on another node', () => {
     await store.close();
   }, 60_000);
 
+  it('a node that dies halfway through a publish: the next owner finishes that commit (files, delta, record) before it restores, so no row is in two files', async () => {
+    const lake = dir('cut-lake');
+    const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { stateInObjectStore: true });
+    const b1 = await ShardRuntime.open(0, options('cut-data-b1'));
+    await run(b1, records, 0, 8); // seq 2, offset 7
+    // The commit record of 8 … 11 cannot be written: its files and delta become visible, then the node dies.
+    const obstacle = join(lake, '_sluice', 'commits', 's0-8-11.json');
+    mkdirSync(obstacle);
+    b1.processRecords([8, 9, 10, 11], [8, 9, 10, 11].map((r) => toBuffer(records[r]!)));
+    await expect(b1.checkpoint()).rejects.toThrow();
+    await die(b1);
+    rmSync(obstacle, { recursive: true });
+    const store = await openObjectStore(lake);
+    expect(await store.get('_sluice/intents/s0.json')).toBeDefined();
+    expect((await store.list('silver/events/')).some((o) => o.key.includes('part-s0-8-11'))).toBe(true); // visible, named by no record
+
+    // Another node, a fresh data dir: it finds the intent, publishes the rest of that commit, then restores up to it.
+    const b2 = await ShardRuntime.open(0, options('cut-data-b2'));
+    expect(b2.openResult.checkpointOffset).toBe(11);
+    expect(b2.openResult.recoveredPublished).toBeGreaterThan(0);
+    expect(await store.get('_sluice/intents/s0.json')).toBeUndefined();
+    expect(await store.get(`${COMMITS_PREFIX}s0-8-11.json`)).toBeDefined();
+    // It cuts other ranges than b1 did (a checkpoint every 6 records): replaying 8 … 11 would name them differently.
+    for (let r = 12; r < N; r++) {
+      b2.processRecords([r], [toBuffer(records[r]!)]);
+      if ((r - 12) % 6 === 5 || r === N - 1) await b2.checkpoint();
+    }
+    await b2.close();
+
+    const named = new Set<string>();
+    for (const o of await store.list(COMMITS_PREFIX)) {
+      const rec = JSON.parse(new TextDecoder().decode((await store.get(o.key))!)) as { added: Array<{ key: string }> };
+      for (const f of rec.added) named.add(f.key);
+    }
+    const ids: string[] = [];
+    for (const o of await store.list(`${TABLES.events.prefix}/`)) {
+      expect(named.has(o.key), `${o.key} is named by a commit record`).toBe(true);
+      ids.push(...(decodeParquet((await store.get(o.key))!).getChild('event_id')!.toArray() as string[]));
+    }
+    expect(ids.length).toBeGreaterThan(N * 200);
+    expect(ids.length - new Set(ids).size, 'events in silver twice').toBe(0);
+    expect(await store.list('_sluice/intents/')).toEqual([]);
+    await store.close();
+  }, 60_000);
+
   it('a crash after the checkpoint transaction: the same node recovers and publishes the commit with its delta', async () => {
     const lake = dir('recover-lake');
     const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { stateInObjectStore: true });
