@@ -91,6 +91,13 @@ interface ShardState {
   readRetry: NodeJS.Timeout | undefined;
   /** This coordinator runs the shard (always, except on an engine node that does not hold its lease). */
   owned: boolean;
+  /**
+   * Engine node: bumped when the shard is abandoned or (re)added. A pump, batch or checkpoint
+   * begun under an earlier ownership drops its result instead of moving this one's offsets: a
+   * lease lost and retaken restarts from the lake's checkpoint, and a range the old runtime read
+   * must not be handed to the new one.
+   */
+  epoch: number;
 }
 
 let instances = 0;
@@ -253,6 +260,7 @@ export class Coordinator {
       submittedNext: 0,
       uncommittedEvents: 0,
       stopped: false,
+      epoch: 0,
       readRetry: undefined,
       held: false,
       owned: logs.cluster === undefined || logs.cluster.owned.includes(s),
@@ -368,7 +376,8 @@ export class Coordinator {
   async addShard(shard: number): Promise<void> {
     const st = this.shards[shard]!;
     if (st.owned || this.closed) return;
-    Object.assign(st, { inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
+    clearTimeout(st.readRetry);
+    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
     this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
     st.owned = true;
     st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
@@ -406,6 +415,9 @@ export class Coordinator {
   abandonShard(shard: number): void {
     const st = this.shards[shard]!;
     st.owned = false;
+    st.epoch++;
+    clearTimeout(st.readRetry);
+    st.readRetry = undefined;
     st.queue = [];
     st.queuedBytes = 0;
   }
@@ -474,9 +486,11 @@ export class Coordinator {
     if (st.pumping || st.held || this.stopPumps || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
     st.pumping = true;
-    void this.runPump(shard)
+    const epoch = st.epoch;
+    void this.runPump(shard, epoch)
       .then(() => this.reads.succeeded(`shard-${shard}`))
       .catch((err: unknown) => {
+        if (st.epoch !== epoch) return; // the shard changed hands meanwhile: nothing of this pump counts
         if (!(err instanceof LogReadFailed) || this.closed) return this.fail(err instanceof LogReadFailed ? err.cause : err);
         // The log is unavailable for now (a failover longer than the read's own retries): read again later, nothing is skipped.
         const delay = this.reads.failed(`shard-${shard}`, err.cause);
@@ -487,15 +501,16 @@ export class Coordinator {
         st.readRetry.unref();
       })
       .finally(() => {
+        if (st.epoch !== epoch) return;
         st.pumping = false;
         // Records that became durable after the last range was read.
         if (st.submittedNext < st.durableNext && !st.stopped) this.pump(shard);
       });
   }
 
-  private async runPump(shard: number): Promise<void> {
+  private async runPump(shard: number, epoch: number): Promise<void> {
     const st = this.shards[shard]!;
-    while (!st.stopped && st.owned && !this.fatal && !this.stopPumps) {
+    while (!st.stopped && st.owned && st.epoch === epoch && !this.fatal && !this.stopPumps) {
       if (st.bufferedBytes >= this.options.maxUncommittedBytesPerShard) {
         // Memory is bounded by configuration: the rest waits in the log until a checkpoint commits this.
         st.held = true;
@@ -504,16 +519,17 @@ export class Coordinator {
         return;
       }
       const range = await this.nextRange(shard);
-      if (range.length === 0) return;
+      if (range.length === 0 || st.epoch !== epoch) return;
       st.submittedNext = range[range.length - 1]!.offset + 1;
       st.inFlight++;
       try {
-        this.onBatch(await this.pool.batch(shard, range));
+        const result = await this.pool.batch(shard, range);
+        if (st.epoch === epoch) this.onBatch(result);
       } catch (err) {
         if (!(err instanceof ShardTaskError && err.stopped)) throw err;
-        this.stopShard(shard, err);
+        if (st.epoch === epoch) this.stopShard(shard, err);
       } finally {
-        st.inFlight--;
+        if (st.epoch === epoch) st.inFlight--;
       }
     }
   }
@@ -677,16 +693,19 @@ export class Coordinator {
       this.shards.map(async (st, s) => {
         if (!due[s]) return;
         const target = `shard-${s}`;
+        const epoch = st.epoch;
         let r: CheckpointResult;
         try {
           r = await this.pool.checkpoint(s);
         } catch (err) {
           // Engine node: a shard given up meanwhile (lease lost) was refused by its own fence — expected, not a stop.
-          if (!st.owned) return;
+          if (!st.owned || st.epoch !== epoch) return;
           if (err instanceof ShardTaskError && err.stopped) this.stopShard(s, err);
           else this.checkpoints.failed(target, err);
           return;
         }
+        // Given up (and maybe retaken) meanwhile: the new ownership restored its own offsets from the lake.
+        if (st.epoch !== epoch) return;
         this.checkpoints.succeeded(target);
         // A checkpoint commits everything the shard held (its tasks run one after another).
         st.bufferedBytes = 0;
@@ -700,7 +719,7 @@ export class Coordinator {
         st.uncommittedEvents = 0;
         // Engine node: the gold owner (maybe another node) learns this shard's committed frontier from the lake.
         if (this.cluster) await writeShardFrontier(this.store, s, { offset: r.offset, emittedMs: r.emittedWatermarkMs, emittedDailyMs: r.emittedDailyMs }).catch((err: unknown) => this.log.warn({ err, shard: s }, 'writing the shard frontier failed; retried at the next checkpoint'));
-        if (r.offset > st.checkpointed) {
+        if (r.offset > st.checkpointed && st.epoch === epoch) {
           st.checkpointed = r.offset;
           // Only disk space is at stake: a failed truncation is redone by the next checkpoint.
           await this.logs[s]!.truncateBefore(r.offset + 1).catch((err: unknown) => this.log.warn({ err, shard: s }, 'log truncation failed; retried at the next checkpoint'));
