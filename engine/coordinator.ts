@@ -25,7 +25,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { externalError, internalError } from '../common/errors.js';
+import { externalError, internalError, SluiceError } from '../common/errors.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import { readFlatIpc } from '../common/ipc-read.js';
 import type { Logger } from 'pino';
@@ -613,6 +613,14 @@ export class Coordinator {
     const st = this.shards[shard]!;
     // Engine node: a shard given up (lease lost) fails on its fenced runtime — expected; it may be retaken.
     if (st.stopped || (this.cluster && !st.owned)) return;
+    if (this.cluster && err instanceof SluiceError && err.code === 'fenced') {
+      // The fence refused a commit before the lease loss reached this node's renewals (a NATS
+      // outage: the lease went overdue first). Not a bug: the shard is given up here, as a lost
+      // lease is, and whoever takes the lease next — this node too — restores it from the lake.
+      this.log.warn({ shard, err }, 'a commit of this shard was fenced; the shard is given up until its lease is taken again');
+      this.abandonShard(shard);
+      return;
+    }
     st.stopped = true;
     this.checkpoints.stop(`shard-${shard}`, err);
     engineMetrics.ready.set(0);

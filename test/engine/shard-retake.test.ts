@@ -71,29 +71,34 @@ async function eventually(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-describe('a shard whose lease is lost and retaken while its log read hangs', () => {
-  it('resumes from the lake checkpoint; the stale read is dropped: every record in silver and bronze exactly once', async () => {
-    const dataDir = join(root, 'data');
-    const lake = join(root, 'lake');
-    const options = validateEngineOptions({ dataDir, lake, shards: 1, workers: 1, flushIntervalMs: 3_600_000, reconcileIntervalMs: 0, compactAfterMs: 0, stateInObjectStore: true });
-    const log = new StallingLog(await SegmentLog.open({ dir: join(dataDir, 'test-log', 'shard-0'), shard: 0 }));
-    const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
-    const store = await openObjectStore(lake);
-    const fences = new Map<string, LeaseFence>();
-    const lease = async (token: number): Promise<ReturnType<typeof validityCell>> => {
+/** One engine node's coordinator with shard 0 on a stalling log, and leases raised as fences in the lake. */
+async function node(name: string) {
+  const dataDir = join(root, name, 'data');
+  const lake = join(root, name, 'lake');
+  const options = validateEngineOptions({ dataDir, lake, shards: 1, workers: 1, flushIntervalMs: 3_600_000, reconcileIntervalMs: 0, compactAfterMs: 0, stateInObjectStore: true });
+  const log = new StallingLog(await SegmentLog.open({ dir: join(dataDir, 'test-log', 'shard-0'), shard: 0 }));
+  const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
+  const store = await openObjectStore(lake);
+  const fences = new Map<string, LeaseFence>();
+  const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), {
+    shards: [log],
+    dlq,
+    cluster: { owned: [], fence: (s) => fences.get(`s${s}`), role: () => undefined },
+  });
+  const ids: string[] = [];
+  return {
+    c,
+    log,
+    ids,
+    /** Takes the lease with `token` (its fence in the lake); returns its validity cell. */
+    async lease(token: number): Promise<ReturnType<typeof validityCell>> {
       const cell = validityCell(Date.now() + 3_600_000);
-      const fence: LeaseFence = { name: 's0', token, node: 'n1', validUntil: cell.buffer };
+      const fence: LeaseFence = { name: 's0', token, node: name, validUntil: cell.buffer };
       await writeFence(store, fence);
       fences.set('s0', fence);
       return cell;
-    };
-    const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), {
-      shards: [log],
-      dlq,
-      cluster: { owned: [], fence: (s) => fences.get(`s${s}`), role: () => undefined },
-    });
-    const ids: string[] = [];
-    const append = async (n: number): Promise<void> => {
+    },
+    async append(n: number): Promise<void> {
       const b = new IngestBatchBuilder(n);
       for (let i = 0; i < n; i++) {
         const id = `e${ids.length}`;
@@ -102,48 +107,76 @@ describe('a shard whose lease is lost and retaken while its log read hangs', () 
       }
       await log.inner.append(b.toIPC());
       c.durable(0, log.inner.durableNextOffset, n);
-    };
-    let closed = false;
-    try {
-      const first = await lease(1);
-      await c.addShard(0);
-      for (let i = 0; i < 5; i++) await append(10);
-      await c.drain();
-      await c.checkpointNow(true); // committed: offsets 0 … 4
-      for (let i = 0; i < 5; i++) await append(10);
-      await c.drain(); // processed, not committed: 5 … 9
-      log.stall();
-      await append(10); // offset 10: its read hangs
-      expect(await eventually(() => log.stalledAt === 10, 10_000)).toBe(true);
-
-      // The lease is lost (renewals failed): the shard is abandoned, its fence drops.
-      first.set(0);
-      c.abandonShard(0);
-      // Retaken (a higher token): the runtime reopens from the checkpoint, offset 4, and reads from 5.
-      await lease(2);
-      await c.addShard(0);
-      expect(c.progress()[0]).toMatchObject({ shard: 0, checkpointed: 4 });
-      await append(10);
-      await c.drain(15_000); // the retaken shard does not wait for the stale read
-      log.release(); // the stale read returns offsets 10 … now
-      await new Promise((r) => setTimeout(r, 500));
-      await append(10);
-      await c.drain();
-      await c.close();
-      closed = true;
-    } finally {
-      if (!closed) await c.close().catch(() => undefined);
-      await store.close();
-    }
-    const r = await openLakeReader(lake);
-    try {
-      for (const table of ['events', 'bronze_events'] as const) {
-        const got = await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel(table)} GROUP BY 1`);
-        expect(got.filter((x) => x.n !== 1n), `${table}: ids more than once`).toEqual([]);
-        expect(got.map((x) => x.event_id).sort(), `${table}: every id`).toEqual([...ids].sort());
+    },
+    /** Closes, then asserts every id once in silver and in bronze (DuckDB over the lake). */
+    async closeAndCheck(): Promise<void> {
+      try {
+        await c.close();
+      } finally {
+        await store.close();
       }
-    } finally {
-      r.close();
-    }
+      const r = await openLakeReader(lake);
+      try {
+        for (const table of ['events', 'bronze_events'] as const) {
+          const got = await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel(table)} GROUP BY 1`);
+          expect(got.filter((x) => x.n !== 1n), `${table}: ids more than once`).toEqual([]);
+          expect(got.map((x) => x.event_id).sort(), `${table}: every id`).toEqual([...ids].sort());
+        }
+      } finally {
+        r.close();
+      }
+    },
+  };
+}
+
+describe('a shard whose lease is lost and retaken', () => {
+  it('while its log read hangs: resumes from the lake checkpoint, the stale read is dropped; every record in silver and bronze exactly once', async () => {
+    const n = await node('stalled-read');
+    const first = await n.lease(1);
+    await n.c.addShard(0);
+    for (let i = 0; i < 5; i++) await n.append(10);
+    await n.c.drain();
+    await n.c.checkpointNow(true); // committed: offsets 0 … 4
+    for (let i = 0; i < 5; i++) await n.append(10);
+    await n.c.drain(); // processed, not committed: 5 … 9
+    n.log.stall();
+    await n.append(10); // offset 10: its read hangs
+    expect(await eventually(() => n.log.stalledAt === 10, 10_000)).toBe(true);
+
+    // The lease is lost (renewals failed): the shard is abandoned, its fence drops.
+    first.set(0);
+    n.c.abandonShard(0);
+    // Retaken (a higher token): the runtime reopens from the checkpoint, offset 4, and reads from 5.
+    await n.lease(2);
+    await n.c.addShard(0);
+    expect(n.c.progress()[0]).toMatchObject({ shard: 0, checkpointed: 4 });
+    await n.append(10);
+    await n.c.drain(15_000); // the retaken shard does not wait for the stale read
+    n.log.release(); // the stale read returns offsets 10 … now
+    await new Promise((r) => setTimeout(r, 500));
+    await n.append(10);
+    await n.c.drain();
+    await n.closeAndCheck();
+  }, 60_000);
+
+  it('after its commit was fenced (the lease went overdue before the node saw it lost): given up, not stopped; retaken, it commits everything once', async () => {
+    const n = await node('fenced-commit');
+    const first = await n.lease(1);
+    await n.c.addShard(0);
+    for (let i = 0; i < 3; i++) await n.append(10);
+    await n.c.drain();
+    await n.c.checkpointNow(true);
+    for (let i = 0; i < 3; i++) await n.append(10);
+    await n.c.drain();
+    first.set(Date.now() - 1); // overdue: the next commit is refused by the fence
+    await n.c.checkpointNow(true);
+    expect(n.c.stoppedShards).toEqual([]);
+    expect(n.c.ownedShards).toEqual([]);
+    await n.lease(2);
+    await n.c.addShard(0);
+    expect(n.c.progress()[0]).toMatchObject({ shard: 0, checkpointed: 2 });
+    await n.append(10);
+    await n.c.drain();
+    await n.closeAndCheck();
   }, 60_000);
 });
