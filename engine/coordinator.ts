@@ -617,7 +617,7 @@ export class Coordinator {
       // The fence refused a commit before the lease loss reached this node's renewals (a NATS
       // outage: the lease went overdue first). Not a bug: the shard is given up here, as a lost
       // lease is, and whoever takes the lease next — this node too — restores it from the lake.
-      this.log.warn({ shard, err }, 'a commit of this shard was fenced; the shard is given up until its lease is taken again');
+      this.log.warn({ shard, code: 'fenced', err }, 'a commit of this shard was fenced; the shard is given up until its lease is taken again');
       this.abandonShard(shard);
       return;
     }

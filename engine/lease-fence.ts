@@ -8,7 +8,7 @@
  *     restore state from the lake, start            before publishing: checkFence
  *                                                     Date.now() ≥ validUntil  → refuse (lease overdue)
  *                                                     _sluice/fences/s3 = 42 > 17 → refuse (taken over)
- *                                                   refused: `fenced` (retry none) — the shard stops
+ *                                                   refused: `fenced` (retry none) — the node gives the shard up
  *
  * The residual window (docs/SCALE-OUT.md, "Fencing"): an ex-owner that passed both checks just
  * before its lease went overdue still publishes that one commit. A new owner can only acquire
@@ -53,7 +53,7 @@ export async function readFence(store: ObjectStore, name: string): Promise<Fence
 
 /** The error of a refused commit: not retried (the shard stops on this node). */
 export function fencedError(fence: Pick<LeaseFence, 'name' | 'token' | 'node'>, why: string): Error {
-  return externalError('fenced', `node ${fence.node} may no longer commit ${fence.name} (its lease token ${fence.token}): ${why}; the commit was not published and the shard stops here (its new owner resumes from the last committed checkpoint)`, undefined, 'none');
+  return externalError('fenced', `node ${fence.node} may no longer commit ${fence.name} (its lease token ${fence.token}): ${why}; the commit was not published and this node gives the shard up (its next owner resumes from the last committed checkpoint)`, undefined, 'none');
 }
 
 /**
