@@ -13,28 +13,24 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { externalError } from '../../common/errors.js';
 import { shardOfUser } from '../../common/hash.js';
-import { Coordinator, type ConsumedLog } from '../../engine/coordinator.js';
+import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import type { LogRecord } from '../../log/log.js';
 import { SegmentLog } from '../../log/segment-log.js';
 import { openLakeReader } from '../helpers/lake.js';
+import { eventually, WrappedSegmentLog } from '../helpers/wrapped-log.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
 const root = mkdtempSync(join(tmpdir(), 'sluice-read-failure-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** A segment log whose next `failures` reads throw `log_unavailable` before yielding anything. */
-class UnavailableForAWhile implements ConsumedLog {
-  readonly denseOffsets = false;
+class UnavailableForAWhile extends WrappedSegmentLog {
   failures = 0;
   failed = 0;
-  constructor(readonly inner: SegmentLog) {}
-  get durableNextOffset(): number {
-    return this.inner.durableNextOffset;
-  }
-  async *read(fromOffset: number): AsyncGenerator<LogRecord> {
+  override async *read(fromOffset: number): AsyncGenerator<LogRecord> {
     if (this.failures > 0) {
       this.failures--;
       this.failed++;
@@ -42,21 +38,6 @@ class UnavailableForAWhile implements ConsumedLog {
     }
     yield* this.inner.read(fromOffset);
   }
-  truncateBefore(offset: number): Promise<void> {
-    return this.inner.truncateBefore(offset);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-async function eventually(check: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return check();
 }
 
 describe('a shard log that cannot be read for a while', () => {

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Coordinator, type ConsumedLog } from '../../engine/coordinator.js';
+import { Coordinator } from '../../engine/coordinator.js';
 import { validityCell, writeFence, type LeaseFence } from '../../engine/lease-fence.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
@@ -24,28 +24,24 @@ import { SegmentLog } from '../../log/segment-log.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { openLakeReader } from '../helpers/lake.js';
+import { eventually, WrappedSegmentLog } from '../helpers/wrapped-log.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
 const root = mkdtempSync(join(tmpdir(), 'sluice-retake-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** A segment log whose next read, once `stall()` was called, waits until `release()`. */
-class StallingLog implements ConsumedLog {
-  readonly denseOffsets = false;
+class StallingLog extends WrappedSegmentLog {
   private gate: Promise<void> | undefined;
   private open: (() => void) | undefined;
   stalledAt: number | undefined;
-  constructor(readonly inner: SegmentLog) {}
-  get durableNextOffset(): number {
-    return this.inner.durableNextOffset;
-  }
   stall(): void {
     this.gate = new Promise((r) => (this.open = r));
   }
   release(): void {
     this.open?.();
   }
-  async *read(fromOffset: number): AsyncGenerator<LogRecord> {
+  override async *read(fromOffset: number): AsyncGenerator<LogRecord> {
     const gate = this.gate;
     if (gate !== undefined) {
       this.gate = undefined; // one read hangs; later ones go through
@@ -54,21 +50,6 @@ class StallingLog implements ConsumedLog {
     }
     yield* this.inner.read(fromOffset);
   }
-  truncateBefore(offset: number): Promise<void> {
-    return this.inner.truncateBefore(offset);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-async function eventually(check: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return check();
 }
 
 /** One engine node's coordinator with shard 0 on a stalling log, and leases raised as fences in the lake. */

@@ -1,0 +1,36 @@
+/**
+ * Test helpers for coordinator tests that put a fault in front of a real segment log: a
+ * ConsumedLog that delegates everything to the log (subclasses override `read`), and a bounded
+ * poll.
+ */
+import type { ConsumedLog } from '../../engine/coordinator.js';
+import type { LogRecord } from '../../log/log.js';
+import type { SegmentLog } from '../../log/segment-log.js';
+
+export class WrappedSegmentLog implements ConsumedLog {
+  /** Sparse, as the JetStream log declares: the coordinator reads rather than trusting its queue. */
+  readonly denseOffsets = false;
+  constructor(readonly inner: SegmentLog) {}
+  get durableNextOffset(): number {
+    return this.inner.durableNextOffset;
+  }
+  async *read(fromOffset: number): AsyncGenerator<LogRecord> {
+    yield* this.inner.read(fromOffset);
+  }
+  truncateBefore(offset: number): Promise<void> {
+    return this.inner.truncateBefore(offset);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/** Polls `check` every 20 ms until it holds or `ms` passed; returns its last answer. */
+export async function eventually(check: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return check();
+}
