@@ -415,7 +415,10 @@ export class Coordinator {
   abandonShard(shard: number): void {
     const st = this.shards[shard]!;
     st.owned = false;
+    // A pump or batch still running belongs to the old epoch now and touches none of these.
     st.epoch++;
+    st.pumping = false;
+    st.inFlight = 0;
     clearTimeout(st.readRetry);
     st.readRetry = undefined;
     st.queue = [];
