@@ -107,11 +107,13 @@ export class TwoPhaseCommitter {
     if (this.intentKey !== undefined) await this.store.put(this.intentKey, intentEncoder.encode(JSON.stringify(pending)));
     try {
       await mapLimit(pending.staged, this.concurrency, (s) => this.store.publish(s));
-      await writeCommitRecord(this.store, pending.record);
     } catch (err) {
       // Published earlier (compaction or retention may have removed its files since): the record proves it.
       if ((await this.store.get(commitRecordKey(pending.record.id))) === undefined) throw err;
+      if (this.intentKey !== undefined) await this.store.delete(this.intentKey);
+      return;
     }
+    await writeCommitRecord(this.store, pending.record);
     if (this.intentKey !== undefined) await this.store.delete(this.intentKey);
   }
 
