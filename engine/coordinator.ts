@@ -1134,6 +1134,9 @@ export class Coordinator {
     try {
       if (!this.fatal) {
         await this.drainForShutdown();
+        // The final round also reconciles late events into gold, whenever the last run was: after a
+        // graceful stop gold holds every committed event (the interval alone could leave a minute's).
+        this.lastReconcileAt = 0;
         for (let attempt = 0; attempt < 3; attempt++) {
           if (attempt > 0) await new Promise((r) => setTimeout(r, this.options.retryBaseMs * 2 ** (attempt - 1)));
           await this.checkpointNow(true);

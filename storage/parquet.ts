@@ -37,8 +37,6 @@ import { userError } from '../common/errors.js';
 import { arrowBytes } from './partition-buffer.js';
 
 export type ParquetCompression = 'zstd' | 'snappy' | 'none';
-/** A per-column codec: the file-wide ones plus LZ4_RAW (the Parquet 2.9 LZ4 block format DuckDB, Spark, Trino and Polars read). */
-export type ParquetColumnCompression = ParquetCompression | 'lz4_raw';
 export type ParquetStatistics = 'page' | 'chunk' | 'none';
 
 /** Encoder options. Every field is optional; `PARQUET_DEFAULTS` says what an omitted one means. */
@@ -59,19 +57,10 @@ export interface ParquetOptions {
    * `properties` or `raw`) reach the heap bound long before the row bound. Default 256 MiB.
    */
   maxBytesPerCall?: number;
-  /**
-   * Codec per column name, overriding `compression` for the columns named (any table that has
-   * them). Given, it replaces the default map entirely (`{}`: every column at `compression`).
-   * Default `COLUMN_COMPRESSION_DEFAULTS`.
-   */
-  columnCompression?: Readonly<Record<string, ParquetColumnCompression>>;
 }
 
 /** Columns whose values are (nearly) unique per row or free text: dictionary encoding is wasted on them. */
 export const PLAIN_COLUMNS: readonly string[] = ['event_id', 'user_id', 'anonymous_id', 'session_id', 'properties', 'raw', 'message', 'first_event_id'];
-
-/** Per-column codecs by default. */
-export const COLUMN_COMPRESSION_DEFAULTS: Readonly<Record<string, ParquetColumnCompression>> = {};
 
 export const PARQUET_DEFAULTS: Readonly<Required<ParquetOptions>> = {
   compression: 'zstd',
@@ -80,7 +69,6 @@ export const PARQUET_DEFAULTS: Readonly<Required<ParquetOptions>> = {
   plainColumns: PLAIN_COLUMNS,
   maxRowsPerCall: 1_000_000,
   maxBytesPerCall: 256 * 1024 * 1024,
-  columnCompression: COLUMN_COMPRESSION_DEFAULTS,
 };
 
 const CODECS: Record<ParquetCompression, pq.Compression> = {
@@ -88,8 +76,6 @@ const CODECS: Record<ParquetCompression, pq.Compression> = {
   snappy: pq.Compression.SNAPPY,
   none: pq.Compression.UNCOMPRESSED,
 };
-
-const COLUMN_CODECS: Record<ParquetColumnCompression, pq.Compression> = { ...CODECS, lz4_raw: pq.Compression.LZ4_RAW };
 
 const STATS: Record<ParquetStatistics, pq.EnabledStatistics> = {
   page: pq.EnabledStatistics.Page,
@@ -105,12 +91,6 @@ export function validateParquetOptions(options: ParquetOptions = {}): Required<P
   if (!Number.isInteger(o.rowGroupRows) || o.rowGroupRows < 1) throw userError('invalid_option', `parquet rowGroupRows must be a positive integer, got ${o.rowGroupRows}`);
   if (!Number.isInteger(o.maxRowsPerCall) || o.maxRowsPerCall < 1) throw userError('invalid_option', `parquet maxRowsPerCall must be a positive integer, got ${o.maxRowsPerCall}`);
   if (!(Number.isFinite(o.maxBytesPerCall) && o.maxBytesPerCall >= 1)) throw userError('invalid_option', `parquet maxBytesPerCall must be a positive number of bytes, got ${o.maxBytesPerCall}`);
-  if (typeof o.columnCompression !== 'object' || o.columnCompression === null || Array.isArray(o.columnCompression)) {
-    throw userError('invalid_option', `parquet columnCompression must be an object of column name → codec, got ${String(o.columnCompression)}`);
-  }
-  for (const [col, codec] of Object.entries(o.columnCompression)) {
-    if (!Object.hasOwn(COLUMN_CODECS, codec)) throw userError('invalid_option', `parquet columnCompression.${col} must be zstd, snappy, lz4_raw or none, got ${String(codec)}`);
-  }
   return o;
 }
 
@@ -150,8 +130,6 @@ export function writerProperties(schema: Schema, o: Required<ParquetOptions>): p
     } else {
       builder = builder.setColumnDictionaryEnabled(f.name, false);
     }
-    const codec = o.columnCompression[f.name];
-    if (codec !== undefined) builder = builder.setColumnCompression(f.name, COLUMN_CODECS[codec]);
   }
   return builder.build();
 }
