@@ -81,8 +81,10 @@ export interface IngestOptions {
   maxLogPendingBytes: number;
   /**
    * Memory budget of the server: 503 + Retry-After while the resident memory of its processes
-   * (ingest and the engine process, deps.memoryBytes) is above it, so it refuses before it swells.
-   * Default 75 % of the machine's memory; 0 = no budget.
+   * (ingest and the engine process, deps.memoryBytes) is above it, so it refuses before it swells;
+   * when memory at rest is already above it (a budget too small for this server), it warns and
+   * refuses only growth past that rest (ingest/memory-budget.ts). Default 75 % of the machine's
+   * memory; 0 = no budget.
    */
   maxMemoryBytes: number;
   pii: PiiOptions;

@@ -19,6 +19,7 @@ import type { IngestRow } from './batch-builder.js';
 import { encodeDeadLetters } from './dead-letters.js';
 import type { ShardLog } from '../log/log.js';
 import { mountDashboard } from './dashboard/mount.js';
+import { MemoryBudget } from './memory-budget.js';
 import { ingestMetrics, readiness } from './metrics.js';
 import type { NormalizeContext } from './normalize.js';
 import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, type WriteKey } from './options.js';
@@ -154,16 +155,27 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
 
   // Resident memory, sampled (a syscall per request would cost the ack thread).
   let memory = 0;
+  const budget = new MemoryBudget(options.maxMemoryBytes);
   const sampleMemory = (): void => {
     memory = deps.memoryBytes?.() ?? process.memoryUsage.rss();
     ingestMetrics.memoryBytes.set(memory);
     // Also here, not only per request: with no traffic the gauge kept its last loaded value.
-    ingestMetrics.queueDepth.set(deps.backlog?.() ?? 0);
+    const backlog = deps.backlog?.() ?? 0;
+    ingestMetrics.queueDepth.set(backlog);
     const u = deps.uncommitted?.();
     if (u !== undefined) {
       ingestMetrics.uncommittedBytes.set(u.bytes);
       ingestMetrics.uncommittedEvents.set(u.events);
     }
+    // At rest: the engine holds nothing acknowledged (unknown without an engine attached).
+    if (budget.observe(memory, u === undefined ? undefined : u.bytes === 0 && backlog === 0)) {
+      const mib = (b: number): number => Math.round(b / 2 ** 20);
+      log.warn(
+        { code: 'memory_budget_too_small', memoryBytes: memory, budgetBytes: options.maxMemoryBytes, markBytes: budget.markBytes },
+        `memory at rest (${mib(memory)} MiB) is above the budget (${mib(options.maxMemoryBytes)} MiB), and refusing events cannot lower it: admitting up to ${mib(budget.markBytes)} MiB; raise --max-memory`,
+      );
+    }
+    ingestMetrics.memoryMarkBytes.set(budget.markBytes);
   };
   sampleMemory();
   const memoryTimer = setInterval(sampleMemory, 100);
@@ -193,8 +205,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     if (pending > options.maxLogPendingBytes) {
       return { reason: 'log', reply: failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' }) };
     }
-    if (options.maxMemoryBytes > 0 && memory > options.maxMemoryBytes) {
-      return { reason: 'memory', reply: failure(503, 'overloaded', `Sluice is at its memory budget (${Math.round(memory / 2 ** 20)} of ${Math.round(options.maxMemoryBytes / 2 ** 20)} MiB); retry later`, { 'Retry-After': '1' }) };
+    if (budget.over(memory)) {
+      return { reason: 'memory', reply: failure(503, 'overloaded', `Sluice is at its memory budget (${Math.round(memory / 2 ** 20)} of ${Math.round(budget.markBytes / 2 ** 20)} MiB); retry later`, { 'Retry-After': '1' }) };
     }
     return undefined;
   };

@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeBuilder, makeData, RecordBatch, Struct, Table, tableToIPC } from 'apache-arrow';
 import { WebSocket } from 'ws';
+import { pino } from 'pino';
 import { ingestSchema } from '../../common/schema.js';
 import { shardOfUser } from '../../common/hash.js';
 import { basic, post, readLogRows, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
@@ -273,6 +274,47 @@ describe('ingest limits and durability', () => {
       await new Promise((r) => setTimeout(r, 250));
       expect((await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(3)] }), { authorization: basic() })).status).toBe(200);
       expect((await s.loggedEvents()).map((x) => x.event_id)).not.toContain('msg-2');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('over its memory budget at rest (nothing uncommitted) it admits again, warns once, and still refuses growth past the rest', async () => {
+    const MiB = 2 ** 20;
+    let rss = 300 * MiB;
+    let uncommitted = { bytes: 4096, events: 10 };
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const s = await startTestIngest({ maxMemoryBytes: 200 * MiB, logger }, { memoryBytes: () => rss, uncommitted: () => uncommitted, backlog: () => 0 });
+    const send = async (n: number): Promise<number> => (await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(n)] }), { authorization: basic() })).status;
+    const sampled = (): Promise<void> => new Promise((r) => setTimeout(r, 250)); // memory is sampled every 100 ms
+    try {
+      // Over the budget with work in hand: refusing lets the engine commit it.
+      await sampled();
+      expect(await send(1)).toBe(503);
+      // The engine caught up and memory stayed: refusing could only refuse for ever.
+      uncommitted = { bytes: 0, events: 0 };
+      await sampled();
+      expect(await send(2)).toBe(200);
+      const warnings = lines.filter((l) => l.code === 'memory_budget_too_small');
+      expect(warnings).toHaveLength(1);
+      expect(String(warnings[0]!.msg)).toMatch(/memory at rest \(300 MiB\) is above the budget \(200 MiB\).*admitting up to 350 MiB; raise --max-memory/);
+      expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/sluice_memory_admission_mark_bytes 367001600/);
+      // Growth past rest + a quarter of the budget is refused again, with the mark in the message.
+      uncommitted = { bytes: 4096, events: 10 };
+      rss = 400 * MiB;
+      await sampled();
+      const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(3)] }), { authorization: basic() });
+      expect(r.status).toBe(503);
+      expect(String(r.json.message)).toMatch(/memory budget \(400 of 350 MiB\)/);
+      // Back under the budget at rest: the budget is the mark again, and the warning was not repeated.
+      uncommitted = { bytes: 0, events: 0 };
+      rss = 150 * MiB;
+      await sampled();
+      expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/sluice_memory_admission_mark_bytes 209715200/);
+      expect(await send(4)).toBe(200);
+      expect(lines.filter((l) => l.code === 'memory_budget_too_small')).toHaveLength(1);
+      expect((await s.loggedEvents()).map((x) => x.event_id).sort()).toEqual(['msg-2', 'msg-4']);
     } finally {
       await s.close();
     }
