@@ -791,7 +791,7 @@ export class Coordinator {
   private async compact(): Promise<void> {
     try {
       // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
-      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2, signal: this.compactAbort.signal });
+      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2, parquet: { maxBytesPerCall: this.options.maxBytesPerParquetCall }, signal: this.compactAbort.signal });
       if (c.files > 0) this.log.info(c, 'compacted small files');
       this.checkpoints.succeeded('compaction');
     } catch (err) {

@@ -131,6 +131,36 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
 /** An input of a merge: read (again) when the merge reaches it. */
 interface MergeInput {
   key: string;
+  /** Its widest row group's uncompressed bytes per row (footer's total_byte_size ÷ rows). */
+  bytesPerRow: number;
+}
+
+/** The widest row group's uncompressed bytes per row of a Parquet file, from its footer. */
+async function bytesPerRow(bytes: Uint8Array): Promise<number> {
+  const file = await pq.ParquetFile.fromFile(new Blob([bytes]));
+  try {
+    const meta = file.metadata();
+    let widest = 0;
+    for (let i = 0; i < meta.numRowGroups(); i++) {
+      const g = meta.rowGroup(i);
+      if (g.numRows() > 0) widest = Math.max(widest, g.totalByteSize() / g.numRows());
+    }
+    return widest;
+  } finally {
+    file.free();
+  }
+}
+
+/**
+ * Rows per row group of a merged file: the encoder's `rowGroupRows`, fewer when that many of the
+ * widest input's rows would be more than `maxBytesPerCall`. A merged file's row group is what the
+ * next merge of its partition decodes in one call (the open hour's big file is merged again with
+ * each batch of new files), so rows alone let parquet-wasm's heap grow with the row width —
+ * 131,072 rows of raw Segment JSON is ~100 MiB — instead of with the configured byte bound.
+ */
+function rowGroupRowsFor(inputs: readonly MergeInput[], o: Required<ParquetOptions>): number {
+  const widest = Math.max(1, ...inputs.map((i) => i.bytesPerRow));
+  return Math.min(o.rowGroupRows, Math.max(1024, Math.floor(o.maxBytesPerCall / widest)));
 }
 
 /** Packs one shard's candidate files (see `compactPartition`) into merged files. */
@@ -169,7 +199,7 @@ async function compactShardFiles(
     const hash = createHash('sha1').update(pq.readSchema(bytes).intoIPCStream()).digest('hex');
     if (group.length > 0 && (hash !== groupSchema || groupBytes + o.size > target)) await flush();
     if (group.length === 0) schema = parquetSchema(bytes);
-    group.push({ key: o.key });
+    group.push({ key: o.key, bytesPerRow: await bytesPerRow(bytes) });
     groupBytes += o.size;
     groupSchema = hash;
   }
@@ -201,7 +231,7 @@ function convergent<T extends { size: number }>(files: T[]): T[] {
  *
  * Memory: the inputs are read one at a time and decoded one row group at a time (from a Blob:
  * parquet-wasm copies only that row group's column chunks into its heap), and the writer holds
- * at most one row group of output. parquet-wasm's heap grows to its biggest call and never
+ * at most one row group of output, of at most `maxBytesPerCall` uncompressed (`rowGroupRowsFor`). parquet-wasm's heap grows to its biggest call and never
  * shrinks, so decoding a whole input at once made it grow with the biggest file compaction ever
  * read (up to smallFileBytes of Parquet, several times that decoded): memory set by traffic
  * (how much of an hour a merged file holds), not by configuration (the row group size).
@@ -216,6 +246,7 @@ async function mergeFiles(
   options: CompactOptions,
 ): Promise<CompactResult> {
   const po = validateParquetOptions({ ...options.parquet, compression: options.compression ?? options.parquet?.compression });
+  po.rowGroupRows = rowGroupRowsFor(inputs, po);
   const rows: number[] = [];
   let next = 0;
   let file: pq.ParquetFile | undefined;

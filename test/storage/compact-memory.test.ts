@@ -56,4 +56,31 @@ describe('compaction memory', () => {
       lake.close();
     }
   });
+
+  it('sizes merged row groups by maxBytesPerCall, not rows alone: the next merge of the partition decodes one at a time', async () => {
+    const store = new LocalObjectStore(join(root, 'lake-bytes'));
+    const partition = 'year=2026/month=05/day=10/hour=01';
+    const rows = 40_000;
+    for (let k = 0; k < FILES; k++) {
+      const body = await encodeParquetAsync(silverRows({ rows, seed: 700 + k, batchRows: GROUP }), { rowGroupRows: GROUP, maxRowsPerCall: GROUP });
+      const key = `${TABLES.events.prefix}/${partition}/part-s0-${k}-${k}.parquet`;
+      await store.put(key, body);
+      await writeCommitRecord(store, { id: `s0-${k}-${k}-b`, time: new Date(Date.UTC(2026, 4, 10, 2) + k * 1000).toISOString(), kind: 'flush', shard: 0, added: [{ key, rows, bytes: body.byteLength }], removed: [] });
+    }
+    const bound = 1024 * 1024;
+    // The default rowGroupRows (131,072) would put all 120,000 rows in one row group of tens of MiB.
+    const r = await compactPartition(store, TABLES.events.prefix, partition, { now: Date.UTC(2026, 4, 10, 3), parquet: { maxBytesPerCall: bound } });
+    expect(r).toEqual({ inputs: FILES, outputs: 1, rows: FILES * rows });
+    const [merged] = (await store.list(`${TABLES.events.prefix}/${partition}/`)).filter((o) => o.key.endsWith('.parquet'));
+    const file = await pq.ParquetFile.fromFile(new Blob([(await store.get(merged!.key))!]));
+    try {
+      const meta = file.metadata();
+      const groups = Array.from({ length: meta.numRowGroups() }, (_, i) => meta.rowGroup(i));
+      expect(groups.reduce((n, g) => n + g.numRows(), 0)).toBe(FILES * rows);
+      expect(groups.length).toBeGreaterThan(4);
+      for (const g of groups) expect(g.totalByteSize(), `row group of ${g.numRows()} rows`).toBeLessThan(1.25 * bound);
+    } finally {
+      file.free();
+    }
+  });
 });
