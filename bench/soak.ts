@@ -16,9 +16,9 @@
  * load generator's ground truth (every acknowledged valid event once), and samples every --sample:
  * RSS of ingest and of the engine process — each split into RssAnon / RssFile / RssShmem, every
  * isolate's V8 heap and external memory (a probe preloaded through NODE_OPTIONS), the engine's
- * anonymous memory by mapping (parquet-wasm heaps, brk heap, the rest) — checkpoints (count and mean duration since the last
+ * anonymous memory by mapping (parquet-wasm heaps, each and summed; brk heap; the rest) — checkpoints (count and mean duration since the last
  * sample, from sluice_engine_checkpoint_seconds; the largest bucket reached), the uncommitted log
- * and the engine backlog, 503s by reason and 429s, and Parquet file counts per table (the current
+ * and the engine backlog, 503s by reason and 429s, ingest's memory admission mark, and Parquet file counts per table (the current
  * hour's partition, the largest partition, all). After the load: waits for the engine to commit
  * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
  * Each sample also records the machine's 1-minute load average (the machine is shared). Prints a
@@ -85,6 +85,8 @@ interface RssParts {
 interface AnonMaps {
   wasm: number;
   wasmCount: number;
+  /** Each WebAssembly memory's resident anonymous MiB, in address order (which heap is which thread's is not known). */
+  wasmHeaps: number[];
   brk: number;
   other: number;
 }
@@ -123,6 +125,8 @@ interface Sample {
   checkpointMaxLeS: number;
   refused503: Record<string, number>;
   refused429: number;
+  /** Ingest's memory admission mark (sluice_memory_admission_mark_bytes), MiB: the budget, or memory at rest + ¼ budget when the rest is over it; NaN without the metric. */
+  admissionMarkMiB: number;
   /** The machine's 1-minute load average when sampled (shared machine: what else ran). */
   load1: number;
   /** Parquet files per table: current hour's (or day's) partition / largest partition / all. */
@@ -157,6 +161,7 @@ function rssParts(pids: number[]): RssParts {
 
 function anonMaps(pids: number[]): AnonMaps {
   const out = { wasm: 0, wasmCount: 0, brk: 0, other: 0 };
+  const heaps: number[] = [];
   for (const pid of pids) {
     let text = '';
     try {
@@ -178,10 +183,11 @@ function anonMaps(pids: number[]): AnonMaps {
       else if (m.perm.startsWith('rw') && m.name === '' && next !== undefined && next.start === m.end && next.perm.startsWith('---') && next.end - next.start >= 2 ** 30) {
         out.wasm += m.anon;
         out.wasmCount++;
+        heaps.push(mib(m.anon));
       } else out.other += m.anon;
     });
   }
-  return { wasm: mib(out.wasm), wasmCount: out.wasmCount, brk: mib(out.brk), other: mib(out.other) };
+  return { wasm: mib(out.wasm), wasmCount: out.wasmCount, wasmHeaps: heaps, brk: mib(out.brk), other: mib(out.other) };
 }
 
 /**
@@ -360,6 +366,7 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       checkpointMaxLeS: count > 0 ? maxLe : 0,
       refused503: reasons,
       refused429: (metricValue(text, 'sluice_ingest_rate_limited_total') || 0) - (metricValue(prev, 'sluice_ingest_rate_limited_total') || 0),
+      admissionMarkMiB: mib(metricValue(text, 'sluice_memory_admission_mark_bytes')),
       files: fileCounts(lake),
       load1: Math.round(loadavg()[0]! * 100) / 100,
     };
@@ -367,7 +374,7 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
     const f = s.files;
     const eh = s.engineHeap;
     process.stdout.write(
-      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} [${s.engineMaps.wasmHeaps.join(',')}] brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)} mark ${s.admissionMarkMiB}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
     );
     prev = text;
     prevAt = at;
