@@ -4,12 +4,16 @@
  * s3rver on loopback), driven with Segment batches over HTTP. The lake's live files (per its
  * commit records) are read back from the bucket with DuckDB: every acknowledged event id is in
  * silver exactly once, and the gold hourly totals add up to silver. Second test: kill -9 mid-load
- * twice, restart on the same data directory, SIGTERM — still exactly once on S3.
+ * twice, restart on the same data directory, SIGTERM — still exactly once on S3. Third: S3 fails
+ * for a while (throttling, then dropped connections, through a fault proxy) and recovers — the
+ * server rides it out without a restart, exactly once.
  *
  * Event times come from one shared counter (250 ms of event time per event, starting a day ago) so
  * no event is ever too late: every acknowledged event belongs in silver.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -136,6 +140,57 @@ async function checkLake(local: string): Promise<LakeCheck> {
   }
 }
 
+/**
+ * An HTTP proxy in front of s3rver that can answer as a failing S3 does: `slowdown` answers every
+ * request 503 with S3's SlowDown error (throttling), `reset` drops each connection without an
+ * answer; `ok` forwards byte for byte (the Host header too, so SigV4 signatures still match).
+ */
+interface FaultProxy {
+  endpoint: string;
+  mode: 'ok' | 'slowdown' | 'reset';
+  /** Requests answered with a fault so far. */
+  faults: number;
+  stop(): Promise<void>;
+}
+
+async function startFaultProxy(target: string): Promise<FaultProxy> {
+  const to = new URL(target);
+  const proxy: FaultProxy = { endpoint: '', mode: 'ok', faults: 0, stop: async () => undefined };
+  const server = createServer((req, res) => {
+    if (proxy.mode !== 'ok') {
+      proxy.faults++;
+      req.resume();
+      if (proxy.mode === 'reset') {
+        req.socket.destroy();
+        return;
+      }
+      res.writeHead(503, { 'content-type': 'application/xml' });
+      res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>');
+      return;
+    }
+    const upstream = request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  proxy.stop = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return proxy;
+}
+
+/** Polls `probe` every 250 ms until it returns true, for at most `ms`; returns whether it did. */
+async function eventually(probe: () => Promise<boolean>, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await delay(250)) if (await probe().catch(() => false)) return true;
+  return false;
+}
+
 /** Threads of a process, from /proc (Linux). */
 const threadsOf = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
@@ -188,4 +243,43 @@ describe('sluice serve (compiled) with an S3 lake', () => {
     // restart from only some of its shards' partials), not silver's.
     expect(goldMismatches, 'gold hourly windows that differ from silver after kill -9 and restart').toEqual([]);
   }, 120_000);
+
+  it('rides out an S3 outage (503 SlowDown, then dropped connections) without a restart: acks go on into the log, /readyz names the failing checkpoint, and once S3 answers every acknowledged event is in silver exactly once', async () => {
+    const proxy = await startFaultProxy(s3.endpoint);
+    try {
+      const cwd = tempDir('cwd');
+      const lake = 's3://lake/outage';
+      const server = await serve(join(REPO, 'dist', 'bin', 'sluice.js'), cwd, [...SERVE_ARGS, '--lake', lake, '--s3-endpoint', proxy.endpoint], userEnv({}));
+      const traffic = new Traffic();
+      await traffic.run(server.url, 'before', delay(1000));
+
+      proxy.mode = 'slowdown';
+      const before = traffic.acked.size;
+      await traffic.run(server.url, 'slowdown', delay(2000));
+      expect(traffic.acked.size, 'ingest acknowledges into the local log while S3 refuses').toBeGreaterThan(before);
+      const failing = await eventually(async () => {
+        const r = await fetch(`${server.url}/readyz`);
+        return r.status === 503 && /checkpoint of shard-\d+ failing/.test(await r.text());
+      }, 45_000);
+      expect(failing, '/readyz names the failing checkpoint').toBe(true);
+      // The engine process sends its metrics every second.
+      const counted = await eventually(async () => /sluice_engine_checkpoint_failures_total\{target="shard-\d+",code="[^"]+"\} [1-9]/.test(await (await fetch(`${server.url}/metrics`)).text()), 5_000);
+      expect(counted, '/metrics counts the failed checkpoint attempts').toBe(true);
+
+      proxy.mode = 'reset';
+      await traffic.run(server.url, 'reset', delay(1500));
+      proxy.mode = 'ok';
+      const recovered = await eventually(async () => (await fetch(`${server.url}/readyz`)).status === 200, 60_000);
+      expect(recovered, `/readyz back to 200 once S3 answers, without a restart (${proxy.faults} requests failed meanwhile)`).toBe(true);
+      expect(proxy.faults).toBeGreaterThan(0);
+      await traffic.run(server.url, 'after', delay(1000));
+      expect(await stop(server, 'SIGTERM')).toBe(0);
+
+      const { silverCounts, goldMismatches } = await checkLake(await download(lake, s3.endpoint));
+      expectExactlyOnce(silverCounts, traffic);
+      expect(goldMismatches, 'gold hourly windows that differ from silver after the outage').toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+  }, 180_000);
 });
