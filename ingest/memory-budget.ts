@@ -12,6 +12,10 @@
  * from the same budget in engineMemoryLimits, let load add). Being over the budget at rest is the
  * budget being too small for this server: reported (a log line, sluice_memory_admission_mark_bytes
  * above the budget), not refused.
+ *
+ * "At rest" is the local log's uncommitted count at zero and no backlog. A JetStream stream keeps
+ * each shard subject's newest record (log/jetstream-log.ts truncateBefore), so its backlog never
+ * reads zero: with `--log nats://…` the budget stays the mark, as before.
  */
 
 /** Growth above memory at rest still admitted when the rest is over the budget: this fraction of the budget. */
