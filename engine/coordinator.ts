@@ -89,6 +89,9 @@ interface ShardState {
   held: boolean;
   /** Set while the shard's log read failed and its pump waits for the retry (backoff of `reads`). */
   readRetry: NodeJS.Timeout | undefined;
+  /** Set while the shard lingers for more records before its next range (rangeLingerMs); `lingered`: it did, take what is there. */
+  linger: NodeJS.Timeout | undefined;
+  lingered: boolean;
   /** This coordinator runs the shard (always, except on an engine node that does not hold its lease). */
   owned: boolean;
   /**
@@ -101,6 +104,9 @@ interface ShardState {
 }
 
 let instances = 0;
+
+/** Records waiting that end a linger whatever their events (a replay from the log knows no event counts). */
+const LINGER_MAX_RECORDS = 64;
 
 export interface LiveSnapshot {
   time: string;
@@ -262,6 +268,8 @@ export class Coordinator {
       stopped: false,
       epoch: 0,
       readRetry: undefined,
+      linger: undefined,
+      lingered: false,
       held: false,
       owned: logs.cluster === undefined || logs.cluster.owned.includes(s),
     }));
@@ -377,7 +385,8 @@ export class Coordinator {
     const st = this.shards[shard]!;
     if (st.owned || this.closed) return;
     clearTimeout(st.readRetry);
-    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
+    clearTimeout(st.linger);
+    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, linger: undefined, lingered: false, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
     this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
     st.owned = true;
     st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
@@ -421,6 +430,8 @@ export class Coordinator {
     st.inFlight = 0;
     clearTimeout(st.readRetry);
     st.readRetry = undefined;
+    clearTimeout(st.linger);
+    st.linger = undefined;
     st.queue = [];
     st.queuedBytes = 0;
   }
@@ -488,6 +499,7 @@ export class Coordinator {
     const st = this.shards[shard]!;
     if (st.pumping || st.held || this.stopPumps || st.readRetry !== undefined || st.stopped || !st.owned || this.fatal || !this.opened) return;
     if (st.submittedNext >= st.durableNext && st.queue.length === 0) return;
+    if (this.lingering(shard)) return;
     st.pumping = true;
     const epoch = st.epoch;
     void this.runPump(shard, epoch)
@@ -509,6 +521,30 @@ export class Coordinator {
         // Records that became durable after the last range was read.
         if (st.submittedNext < st.durableNext && !st.stopped) this.pump(shard);
       });
+  }
+
+  /**
+   * True while the shard waits (at most rangeLingerMs, then its pump starts) for more records
+   * before its next range: while few are waiting, not while closing (the drain takes everything).
+   */
+  private lingering(shard: number): boolean {
+    const st = this.shards[shard]!;
+    const few = st.pendingEvents < this.options.rangeMinEvents && st.durableNext - st.submittedNext < LINGER_MAX_RECORDS;
+    if (this.options.rangeLingerMs === 0 || this.closed || !few || st.lingered) {
+      clearTimeout(st.linger);
+      st.linger = undefined;
+      st.lingered = false;
+      return false;
+    }
+    if (st.linger === undefined) {
+      st.linger = setTimeout(() => {
+        st.linger = undefined;
+        st.lingered = true;
+        this.pump(shard);
+      }, this.options.rangeLingerMs);
+      st.linger.unref();
+    }
+    return true;
   }
 
   private async runPump(shard: number, epoch: number): Promise<void> {
@@ -1125,10 +1161,10 @@ export class Coordinator {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.compactAbort.abort();
     this.shards.forEach((st, s) => {
-      if (st.readRetry === undefined) return;
+      if (st.readRetry === undefined && st.linger === undefined) return;
       clearTimeout(st.readRetry);
       st.readRetry = undefined;
-      this.pump(s); // the drain below reads what is left, once more
+      this.pump(s); // the drain below reads what is left, once more (no lingering once closed)
     });
     let failure: unknown;
     try {

@@ -79,6 +79,18 @@ export interface EngineOptions {
   maxRangeRecords: number;
   maxRangeBytes: number;
   /**
+   * Linger, like Flink's buffer timeout or Kafka's fetch.max.wait.ms: a range costs the engine a
+   * fixed ≈ 0.5–1 ms whatever it holds (a worker task, a log read, Arrow decoding, one more batch
+   * to coalesce), and under light load records arrive one by one, so each was a range of its own
+   * (1.5 records per range at 8 K Segment events/s: bench/results/profile-2026-12-03-quiet.md).
+   * A shard with fewer than `rangeMinEvents` events (and fewer than 64 records) waiting waits up
+   * to this long for more before it takes a range. It delays a record's processing by at most
+   * this, against a flush interval of seconds. 0 = take every record at once. Default 50 ms.
+   */
+  rangeLingerMs: number;
+  /** Events waiting that end the linger at once. Default 1 000. */
+  rangeMinEvents: number;
+  /**
    * Durable records a shard keeps in memory for its next ranges; past it, the backlog waits in
    * the log on disk and is read back from there (memory stays bounded whatever the lag). Default 32 MiB.
    */
@@ -135,6 +147,8 @@ export function defaultEngineOptions(): EngineOptions {
     retryMaxMs: 30_000,
     maxRangeRecords: 2_000,
     maxRangeBytes: 16 * 1024 * 1024,
+    rangeLingerMs: 50,
+    rangeMinEvents: 1_000,
     maxQueuedBytesPerShard: 32 * 1024 * 1024,
     maxUncommittedBytesPerShard: 2 * 128 * 1024 * 1024,
     shutdownDrainMs: 60_000,
@@ -171,6 +185,8 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(Number.isFinite(o.encodeChunkBytes) && o.encodeChunkBytes >= 1024)) throw userError('invalid_option', `encodeChunkBytes must be at least 1 KiB, got ${o.encodeChunkBytes}`);
   if (!positiveInt(o.maxRangeRecords)) throw userError('invalid_option', `maxRangeRecords must be a positive integer, got ${o.maxRangeRecords}`);
   if (!(Number.isFinite(o.maxRangeBytes) && o.maxRangeBytes >= 1024)) throw userError('invalid_option', `maxRangeBytes must be at least 1 KiB, got ${o.maxRangeBytes}`);
+  if (!(Number.isFinite(o.rangeLingerMs) && o.rangeLingerMs >= 0 && o.rangeLingerMs <= 10_000)) throw userError('invalid_option', `rangeLingerMs must be between 0 and 10 000 ms, got ${o.rangeLingerMs}`);
+  if (!positiveInt(o.rangeMinEvents)) throw userError('invalid_option', `rangeMinEvents must be a positive integer, got ${o.rangeMinEvents}`);
   if (!(Number.isFinite(o.maxQueuedBytesPerShard) && o.maxQueuedBytesPerShard >= 0)) throw userError('invalid_option', `maxQueuedBytesPerShard must be ≥ 0, got ${o.maxQueuedBytesPerShard}`);
   if (!(Number.isFinite(o.maxUncommittedBytesPerShard) && o.maxUncommittedBytesPerShard >= 64 * 1024)) {
     throw userError('invalid_option', `maxUncommittedBytesPerShard must be at least 64 KiB, got ${o.maxUncommittedBytesPerShard}`);
