@@ -20,6 +20,7 @@
  * | dedupTtl         | --dedup-ttl          | SLUICE_DEDUP_TTL          | 24h                          |
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
+ * | rangeLinger      | --range-linger       | SLUICE_RANGE_LINGER       | 50ms (engine.rangeLingerMs; 0 = off) |
  * | log              | --log                | SLUICE_LOG                | (local segment log under DATA); nats://h:4222[,…][?replicas=N] |
  * | role             | --role               | SLUICE_ROLE               | all (ingest + engine); ingest (needs log nats://…) |
  * | maxMemory        | --max-memory         | SLUICE_MAX_MEMORY         | 75 % of RAM (ingest.maxMemoryBytes) |
@@ -85,6 +86,7 @@ type SettingName =
   | 'targetFileSize'
   | 'compression'
   | 'workerNice'
+  | 'rangeLinger'
   | 'engineMode'
   | 'maxMemory'
   | 'maxBacklog'
@@ -110,6 +112,7 @@ const ENV: Record<SettingName, string[]> = {
   targetFileSize: ['SLUICE_TARGET_FILE_SIZE'],
   compression: ['SLUICE_COMPRESSION'],
   workerNice: ['SLUICE_WORKER_NICE'],
+  rangeLinger: ['SLUICE_RANGE_LINGER'],
   engineMode: ['SLUICE_ENGINE_MODE'],
   maxMemory: ['SLUICE_MAX_MEMORY'],
   maxBacklog: ['SLUICE_MAX_BACKLOG'],
@@ -179,6 +182,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     targetFileBytes: has('targetFileSize') ? parseBytes(pick('targetFileSize') as string, '--target-file-size') : undefined,
     compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
     workerNice: has('workerNice') ? int(pick('workerNice'), '--worker-nice') : undefined,
+    rangeLingerMs: has('rangeLinger') ? parseDuration(String(pick('rangeLinger')), '--range-linger') : undefined,
   });
   // The engine's per-shard bounds (rows held until a checkpoint, dedup hot table, Parquet encode chunk
   // and call sizes) follow the memory budget (0 = no budget: the defaults; engineMemoryLimits).

@@ -73,6 +73,13 @@ describe('composeServeConfig', () => {
     expect(composeServeConfig({ workerNice: '19' }, { SLUICE_WORKER_NICE: '0' }).engine.workerNice).toBe(19);
   });
 
+  it('takes the range linger from --range-linger or SLUICE_RANGE_LINGER, default 50 ms, 0 turns it off, bounded at 10 s', () => {
+    expect(composeServeConfig({}, {}).engine.rangeLingerMs).toBe(50);
+    expect(composeServeConfig({}, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(0);
+    expect(composeServeConfig({ rangeLinger: '200ms' }, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(200);
+    expect(() => composeServeConfig({ rangeLinger: '1m' }, {})).toThrow(/rangeLingerMs must be between 0 and 10 000 ms/);
+  });
+
   it('reads the S3 endpoint from SLUICE_S3_ENDPOINT or the standard AWS_ENDPOINT_URL_S3', () => {
     expect(composeServeConfig({}, { AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:9' }).engine.s3Endpoint).toBe('http://127.0.0.1:9');
     expect(composeServeConfig({}, { SLUICE_S3_ENDPOINT: 'http://a', AWS_ENDPOINT_URL_S3: 'http://b' }).engine.s3Endpoint).toBe('http://a');
