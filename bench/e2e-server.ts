@@ -25,6 +25,8 @@ export interface BenchServerOptions {
    * (engine/engine-process.ts starts it with the parent's execArgv), and so do worker threads.
    */
   nodeArgs?: string[];
+  /** More `serve` flags, appended after the ones above (e.g. `--range-linger 0ms`). */
+  serveArgs?: string[];
 }
 
 /**
@@ -199,6 +201,7 @@ export class BenchServer {
       '--shards', String(o.shards),
       '--workers', String(o.workers),
       '--flush-interval', `${o.flushIntervalMs}ms`,
+      ...(o.serveArgs ?? []),
     ];
     // Only the flags configure it: no SLUICE_* setting or config file of the caller leaks in.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && k !== 'AWS_ENDPOINT_URL_S3'));
