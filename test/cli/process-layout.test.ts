@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLakeReader } from '../helpers/lake.js';
-import { expectExactlyOnce, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
@@ -21,7 +21,8 @@ beforeAll(() => {
   if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
 }, 240_000);
 
-afterAll(() => {
+afterAll(async () => {
+  await killServed();
   if (!process.env.KEEP_LAKE) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 

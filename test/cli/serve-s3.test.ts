@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveFiles } from '../../storage/commit-record.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { expectExactlyOnce, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -74,6 +74,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
+  await killServed();
   await s3?.stop();
   if (!process.env.KEEP_LAKE) for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });

@@ -34,6 +34,29 @@ export function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: 'warn', ...extra };
 }
 
+/** Servers started here that have not exited: {@link killServed} ends them when a test failed before stopping its own. */
+const running = new Set<ChildProcess>();
+
+/**
+ * SIGKILLs every server (and its engine process) this file's tests started that is still running
+ * — for `afterAll`: a test that fails before its `stop()` would otherwise leave them running
+ * after vitest exits (seen: four orphaned serve + engine pairs costing a benchmark CPU).
+ */
+export async function killServed(): Promise<void> {
+  await Promise.all(
+    [...running].map(async (child) => {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        // Its engine process exits on its own once ingest is gone (engine/engine-host.ts).
+        child.kill('SIGKILL');
+      } catch {
+        return;
+      }
+      await exited;
+    }),
+  );
+}
+
 /** Starts `node <entry> serve …` in `cwd` and resolves once it prints its URL. */
 export function serve(entry: string, cwd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Served> {
   return serveWith([entry], cwd, args, env);
@@ -45,7 +68,13 @@ export async function serveWith(node: string[], cwd: string, args: string[], env
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  running.add(child);
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      resolve(code ?? signal ?? -1);
+    }),
+  );
   const url = await new Promise<string>((resolve, reject) => {
     // Start-up includes the engine's recovery: replaying the log since the last checkpoint (to S3, on a busy machine).
     const timer = setTimeout(() => reject(new Error(`serve did not start within 60 s:\n${err}`)), 60_000);

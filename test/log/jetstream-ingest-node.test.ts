@@ -17,7 +17,7 @@ import { composeServeConfig } from '../../cli/config.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
 import { openLakeReader, silverCounts } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
-import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { expectExactlyOnce, killServed, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -64,6 +64,7 @@ describeNats('ingest nodes on JetStream (3-node cluster)', () => {
     dir = mkdtempSync(join(tmpdir(), 'sluice-js-ingest-'));
   }, 60_000);
   afterAll(async () => {
+    await killServed();
     await cluster?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });

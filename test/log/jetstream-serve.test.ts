@@ -17,7 +17,7 @@ import { startSluice } from '../../cli/serve.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
 import { openLakeReader } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
-import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { expectExactlyOnce, killServed, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 /** tsx's loader by absolute URL: the child runs in another working directory. */
@@ -41,6 +41,7 @@ describeNats('sluice serve --log nats://… (3-node JetStream, inline engine)', 
     dir = mkdtempSync(join(tmpdir(), 'sluice-js-serve-'));
   }, 60_000);
   afterAll(async () => {
+    await killServed();
     await cluster?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
