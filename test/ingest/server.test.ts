@@ -279,7 +279,7 @@ describe('ingest limits and durability', () => {
     }
   });
 
-  it('over its memory budget at rest (nothing uncommitted) it admits again, warns once, and still refuses growth past the rest', async () => {
+  it('over its memory budget at rest (nothing uncommitted) it admits again, warns as the rest grows, and still refuses growth past the rest', async () => {
     const MiB = 2 ** 20;
     let rss = 300 * MiB;
     let uncommitted = { bytes: 4096, events: 10 };
@@ -300,20 +300,30 @@ describe('ingest limits and durability', () => {
       expect(warnings).toHaveLength(1);
       expect(String(warnings[0]!.msg)).toMatch(/memory at rest \(300 MiB\) is above the budget \(200 MiB\).*admitting up to 350 MiB; raise --max-memory/);
       expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/sluice_memory_admission_mark_bytes 367001600/);
+      // Memory at rest that keeps growing moves the mark with it, and is reported again once the
+      // mark rose by an eighth of the budget (25 MiB) since the last report: 370 MiB is not, 390 is.
+      rss = 320 * MiB;
+      await sampled();
+      expect(lines.filter((l) => l.code === 'memory_budget_too_small')).toHaveLength(1);
+      rss = 340 * MiB;
+      await sampled();
+      const again = lines.filter((l) => l.code === 'memory_budget_too_small');
+      expect(again).toHaveLength(2);
+      expect(String(again[1]!.msg)).toMatch(/memory at rest \(340 MiB\).*admitting up to 390 MiB/);
       // Growth past rest + a quarter of the budget is refused again, with the mark in the message.
       uncommitted = { bytes: 4096, events: 10 };
       rss = 400 * MiB;
       await sampled();
       const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(3)] }), { authorization: basic() });
       expect(r.status).toBe(503);
-      expect(String(r.json.message)).toMatch(/memory budget \(400 of 350 MiB\)/);
-      // Back under the budget at rest: the budget is the mark again, and the warning was not repeated.
+      expect(String(r.json.message)).toMatch(/memory budget \(400 of 390 MiB\)/);
+      // Back under the budget at rest: the budget is the mark again, and no further warning.
       uncommitted = { bytes: 0, events: 0 };
       rss = 150 * MiB;
       await sampled();
       expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/sluice_memory_admission_mark_bytes 209715200/);
       expect(await send(4)).toBe(200);
-      expect(lines.filter((l) => l.code === 'memory_budget_too_small')).toHaveLength(1);
+      expect(lines.filter((l) => l.code === 'memory_budget_too_small')).toHaveLength(2);
       expect((await s.loggedEvents()).map((x) => x.event_id).sort()).toEqual(['msg-2', 'msg-4']);
     } finally {
       await s.close();
