@@ -20,6 +20,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveFiles } from '../../storage/commit-record.js';
 import { openObjectStore } from '../../storage/open-store.js';
+import { eventually } from '../helpers/eventually.js';
 import { openLakeReader } from '../helpers/lake.js';
 import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
@@ -186,12 +187,6 @@ async function startFaultProxy(target: string): Promise<FaultProxy> {
   return proxy;
 }
 
-/** Polls `probe` every 250 ms until it returns true, for at most `ms`; returns whether it did. */
-async function eventually(probe: () => Promise<boolean>, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await delay(250)) if (await probe().catch(() => false)) return true;
-  return false;
-}
-
 /** Threads of a process, from /proc (Linux). */
 const threadsOf = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
@@ -270,7 +265,7 @@ describe('sluice serve (compiled) with an S3 lake', () => {
       proxy.mode = 'reset';
       await traffic.run(server.url, 'reset', delay(1500));
       proxy.mode = 'ok';
-      const recovered = await eventually(async () => (await fetch(`${server.url}/readyz`)).status === 200, 60_000);
+      const recovered = await eventually(async () => (await fetch(`${server.url}/readyz`).catch(() => undefined))?.status === 200, 60_000);
       expect(recovered, `/readyz back to 200 once S3 answers, without a restart (${proxy.faults} requests failed meanwhile)`).toBe(true);
       expect(proxy.faults).toBeGreaterThan(0);
       await traffic.run(server.url, 'after', delay(1000));

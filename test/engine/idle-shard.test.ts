@@ -14,6 +14,7 @@ import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { openObjectStore } from '../../storage/open-store.js';
+import { eventually } from '../helpers/eventually.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
 const HOUR = 3_600_000;
@@ -21,15 +22,6 @@ const HOUR = 3_600_000;
 const root = mkdtempSync(join(tmpdir(), 'sluice-idle-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** Polls `check` every 50 ms until it returns true or `ms` passes. */
-async function eventually(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
-}
 
 describe('idle shard', () => {
   // idleTimeoutMs 1: the shard with data has gone quiet too by the time a checkpoint tick looks

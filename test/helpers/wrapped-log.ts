@@ -25,12 +25,4 @@ export class WrappedSegmentLog implements ConsumedLog {
   }
 }
 
-/** Polls `check` every 20 ms until it holds or `ms` passed; returns its last answer. */
-export async function eventually(check: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return check();
-}
+export { eventually } from './eventually.js';
