@@ -48,7 +48,7 @@ import { openLocalLogs, type LocalLogs } from './local-logs.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
 import { ErasureStore } from '../storage/erasure-store.js';
-import { runErasures, type ErasureHost } from './erasure-job.js';
+import { erasureWorkPending, runErasures, type ErasureHost } from './erasure-job.js';
 import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
 import type { BatchResult, CheckpointResult, OpenResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { checkFence, type LeaseFence } from './lease-fence.js';
@@ -839,6 +839,10 @@ export class Coordinator {
   private async runErasureJobs(): Promise<void> {
     // Erasure requests are per data directory: not run by engine nodes (docs/SCALE-OUT.md).
     if (!this.erasures || this.fatal || this.cluster) return;
+    // The usual round has nothing to erase, and must not wait for a background compaction: it did,
+    // so every checkpoint round that overlapped a compaction lasted as long as the compaction
+    // (rounds of 10–30 s and more at 2,500 ev/s, bench/results/soak-2026-12-03.md).
+    if (!(await erasureWorkPending(this.erasures))) return;
     // A compaction started before the request was accepted finishes first (none starts while one is open).
     if (this.compacting) await this.compacting;
     const host: ErasureHost = {

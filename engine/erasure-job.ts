@@ -96,7 +96,7 @@ export async function runErasures(host: ErasureHost, erasures: ErasureStore): Pr
   const done: string[] = [];
   for (const request of await erasures.requests()) {
     const job = await erasures.job(request.id);
-    if (job?.phase !== 'done' || (job.windows?.hourly.length ?? 0) + (job.windows?.daily.length ?? 0) === 0) continue;
+    if (!goldCorrectionDue(job)) continue;
     await correctGold(host, job, request.id, () => erasures.saveJob(job));
     await erasures.saveJob(job);
   }
@@ -109,6 +109,18 @@ export async function runErasures(host: ErasureHost, erasures: ErasureStore): Pr
     if (await step(host, erasures, request, job, users)) done.push(request.id);
   }
   return done;
+}
+
+/** A done job whose gold windows are still to be corrected. */
+const goldCorrectionDue = (job: ErasureJob | undefined): job is ErasureJob => job?.phase === 'done' && (job.windows?.hourly.length ?? 0) + (job.windows?.daily.length ?? 0) > 0;
+
+/** Whether {@link runErasures} has anything to do: a request not done, or a done one whose gold is still to correct. */
+export async function erasureWorkPending(erasures: ErasureStore): Promise<boolean> {
+  for (const request of await erasures.requests()) {
+    const job = await erasures.job(request.id);
+    if (job?.phase !== 'done' || goldCorrectionDue(job)) return true;
+  }
+  return false;
 }
 
 async function save(erasures: ErasureStore, job: ErasureJob, phase: ErasureJob['phase'], waitingFor?: string): Promise<void> {
