@@ -109,6 +109,9 @@ export function uwsIsNative(): boolean {
   return typeof m.SSLApp === 'function' && typeof m.us_socket_local_port === 'function' && Object.keys(m).length > 10;
 }
 
+/** Bytes as whole MiB, for messages. */
+const mib = (bytes: number): number => Math.round(bytes / 2 ** 20);
+
 /** Retry-After (s) while the uncommitted log is past its bound: about a checkpoint away. */
 const UNCOMMITTED_RETRY_AFTER_S = 2;
 
@@ -169,7 +172,6 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     }
     // At rest: the engine holds nothing acknowledged (unknown without an engine attached).
     if (budget.observe(memory, u === undefined ? undefined : u.bytes === 0 && backlog === 0)) {
-      const mib = (b: number): number => Math.round(b / 2 ** 20);
       log.warn(
         { code: 'memory_budget_too_small', memoryBytes: memory, budgetBytes: options.maxMemoryBytes, markBytes: budget.markBytes },
         `memory at rest (${mib(memory)} MiB) is above the budget (${mib(options.maxMemoryBytes)} MiB), and refusing events cannot lower it: admitting up to ${mib(budget.markBytes)} MiB; raise --max-memory`,
@@ -194,7 +196,6 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     }
     if (uncommitted !== undefined && options.maxBacklogBytes > 0 && uncommitted.bytes > options.maxBacklogBytes) {
       // The engine frees the log at its next checkpoint: retrying sooner only adds load.
-      const mib = (b: number): number => Math.round(b / 2 ** 20);
       return {
         reason: 'uncommitted',
         reply: failure(503, 'overloaded', `Sluice is behind committing (${mib(uncommitted.bytes)} MiB of acknowledged events not yet committed, bound ${mib(options.maxBacklogBytes)} MiB); retry later`, {
@@ -206,7 +207,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       return { reason: 'log', reply: failure(503, 'overloaded', 'the event log is behind on fsync; retry later', { 'Retry-After': '1' }) };
     }
     if (budget.over(memory)) {
-      return { reason: 'memory', reply: failure(503, 'overloaded', `Sluice is at its memory budget (${Math.round(memory / 2 ** 20)} of ${Math.round(budget.markBytes / 2 ** 20)} MiB); retry later`, { 'Retry-After': '1' }) };
+      return { reason: 'memory', reply: failure(503, 'overloaded', `Sluice is at its memory budget (${mib(memory)} of ${mib(budget.markBytes)} MiB); retry later`, { 'Retry-After': '1' }) };
     }
     return undefined;
   };

@@ -231,10 +231,11 @@ function convergent<T extends { size: number }>(files: T[]): T[] {
  *
  * Memory: the inputs are read one at a time and decoded one row group at a time (from a Blob:
  * parquet-wasm copies only that row group's column chunks into its heap), and the writer holds
- * at most one row group of output, of at most `maxBytesPerCall` uncompressed (`rowGroupRowsFor`). parquet-wasm's heap grows to its biggest call and never
- * shrinks, so decoding a whole input at once made it grow with the biggest file compaction ever
- * read (up to smallFileBytes of Parquet, several times that decoded): memory set by traffic
- * (how much of an hour a merged file holds), not by configuration (the row group size).
+ * at most one row group of output, of at most `maxBytesPerCall` uncompressed (`rowGroupRowsFor`).
+ * parquet-wasm's heap grows to its biggest call and never shrinks, so decoding a whole input at
+ * once made it grow with the biggest file compaction ever read (up to smallFileBytes of Parquet,
+ * several times that decoded): memory set by traffic (how much of an hour a merged file holds),
+ * not by configuration (the row group size).
  */
 async function mergeFiles(
   store: ObjectStore,
