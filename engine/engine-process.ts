@@ -34,6 +34,17 @@ function hostCommand(nice: number): { command: string; args: string[] } {
   return nice > 0 ? { command: 'nice', args: ['-n', String(nice), process.execPath, ...node] } : { command: process.execPath, args: node };
 }
 
+/**
+ * glibc's mmap threshold for the engine process (bytes; the operator's MALLOC_MMAP_THRESHOLD_
+ * wins). glibc raises its default threshold (128 KiB) each time a big mmap'd block is freed, up
+ * to 32 MiB; from then on the engine's big short-lived buffers (Arrow ranges, Parquet bodies,
+ * lmdb-js and parquet-wasm copies) come from the malloc arenas, and their freed pages are kept:
+ * under steady load the engine's anonymous memory grew ~10 MiB a minute with no plateau. Fixed
+ * at 128 KiB, big blocks go back to the kernel when freed (soak 2026-12-03, run B: the brk heap
+ * flat at 48–52 MiB against 50 → 147; checkpoints no slower; bench/results/memory-2026-12-03.md).
+ */
+const ENGINE_MALLOC_MMAP_THRESHOLD = String(128 * 1024);
+
 export interface EngineProcessOptions {
   /** Niceness of the whole engine process (0–19). */
   nice: number;
@@ -160,7 +171,12 @@ export class EngineProcess {
     const { command, args } = hostCommand(this.host.nice);
     const child = spawn(command, args, {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...process.env, SLUICE_ENGINE_HOST: JSON.stringify(init), UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '32' },
+      env: {
+        ...process.env,
+        SLUICE_ENGINE_HOST: JSON.stringify(init),
+        UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '32',
+        MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? ENGINE_MALLOC_MMAP_THRESHOLD,
+      },
     });
     this.child = child;
     // Marks reported before the spawn are in `init`; later ones queue until it is up.

@@ -62,11 +62,40 @@ export class DedupTable {
     }
   }
 
-  /** Removes every entry whose bucket fails `keep`; O(capacity), run once per expiry, not per row. */
+  /**
+   * Removes every entry whose bucket fails `keep`; O(capacity), run once per checkpoint, not per
+   * row. New arrays only when something is removed: most checkpoints expire nothing, and a
+   * rebuild's three full-size arrays (12 B per slot, up to tens of MiB) became garbage that
+   * glibc kept (bench/results/memory-2026-12-03.md).
+   */
   retain(keep: (bucket: number) => boolean): number {
+    if (!this.anyFails(keep)) return 0;
     const before = this.size;
     this.rebuild(this.capacity, keep);
     return before - this.size;
+  }
+
+  /** Entries per bucket (hour number), read in place. */
+  bucketCounts(): Map<number, number> {
+    const counts = new Map<number, number>();
+    const { hi, lo, bucket } = this;
+    for (let i = 0; i < hi.length; i++) {
+      if (hi[i] !== 0 || lo[i] !== 0) counts.set(bucket[i]!, (counts.get(bucket[i]!) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  private anyFails(keep: (bucket: number) => boolean): boolean {
+    const { hi, lo, bucket } = this;
+    let last = NaN;
+    for (let i = 0; i < hi.length; i++) {
+      if (hi[i] === 0 && lo[i] === 0) continue;
+      const b = bucket[i]!;
+      if (b === last) continue; // runs of one bucket are common: ask `keep` once per run
+      if (!keep(b)) return true;
+      last = b;
+    }
+    return false;
   }
 
   private rebuild(capacity: number, keep: (bucket: number) => boolean): void {

@@ -250,11 +250,7 @@ export class DedupOperator {
     if (this.hot.size > this.hotCapacity) {
       // Evict oldest buckets (all committed now) until three quarters full; LMDB still has them.
       let cutoff = oldest;
-      const counts = new Map<number, number>();
-      this.hot.retain((b) => {
-        counts.set(b, (counts.get(b) ?? 0) + 1);
-        return true;
-      });
+      const counts = this.hot.bucketCounts();
       let size = this.hot.size;
       for (const b of [...counts.keys()].sort((x, y) => x - y)) {
         if (size <= this.hotCapacity * 0.75) break;

@@ -75,6 +75,8 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     let server = await serve(entry, cwd, ARGS, env);
     const engine = await engineOf(server);
     expect(statOf(engine)!.nice).toBe(10); // niced as a whole (--worker-nice default)
+    // glibc returns the engine's big freed buffers to the kernel (engine/engine-process.ts).
+    expect(readFileSync(`/proc/${engine}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=131072');
     let traffic = t.run(server.url, 'a', delay(2500));
     await delay(600);
     process.kill(engine, 'SIGKILL');

@@ -98,6 +98,18 @@ describe('DedupTable', () => {
     expect(t.has(1, 0)).toBe(false);
     expect(t.has(3, 2)).toBe(true);
   });
+
+  it('counts entries per bucket in place, and a retain that drops nothing changes nothing', () => {
+    const t = new DedupTable();
+    for (let i = 0; i < 300; i++) t.add(i + 1, i * 7, i < 200 ? 5 : 3 + (i % 2));
+    expect(Object.fromEntries(t.bucketCounts())).toEqual({ 5: 200, 3: 50, 4: 50 });
+    expect(t.retain((b) => b >= 3)).toBe(0);
+    expect(t.size).toBe(300);
+    // Bucket 3 only after long runs of kept buckets: still found and dropped.
+    expect(t.retain((b) => b >= 4)).toBe(50);
+    expect(Object.fromEntries(t.bucketCounts())).toEqual({ 5: 200, 4: 50 });
+    for (let i = 0; i < 300; i++) expect(t.has(i + 1, i * 7)).toBe(i < 200 || i % 2 === 1);
+  });
 });
 
 describe('DedupOperator', () => {
