@@ -754,6 +754,8 @@ export class Coordinator {
         // Given up (and maybe retaken) meanwhile: the new ownership restored its own offsets from the lake.
         if (st.epoch !== epoch) return;
         this.checkpoints.succeeded(target);
+        engineMetrics.dedupHotBytes.set({ shard: String(s) }, r.dedupHot.bytes);
+        engineMetrics.dedupHotIds.set({ shard: String(s) }, r.dedupHot.ids);
         // A checkpoint commits everything the shard held (its tasks run one after another).
         st.bufferedBytes = 0;
         if (st.held) {

@@ -313,7 +313,7 @@ export class ShardRuntime {
     const nothingNew =
       this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.encoded.length === 0 && this.emittedWatermark === this.committedEmitted && this.emittedDaily === this.committedEmittedDaily;
     if (nothingNew) {
-      return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0 };
+      return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0, dedupHot: this.pipeline.dedupHotTable };
     }
     const first = Math.max(0, this.firstOffset);
     const last = this.lastOffset;
@@ -379,6 +379,7 @@ export class ShardRuntime {
       emittedWatermarkMs: this.committedEmitted,
       emittedDailyMs: this.committedEmittedDaily,
       durationMs: performance.now() - started,
+      dedupHot: this.pipeline.dedupHotTable,
     };
   }
 

@@ -46,5 +46,8 @@ export const engineMetrics = {
       help: 'Log records per worker task: a shard consumes its log in ranges that grow with the lag.',
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
     }),
+  /** Per shard, after its last checkpoint: the dedup hot table grows by doublings to a cap derived from --max-memory, then stays. */
+  dedupHotBytes: gauge('sluice_engine_dedup_hot_bytes', 'Bytes of a shard\'s in-memory dedup id table after its last checkpoint: it grows by doublings up to a bound derived from --max-memory (engine.dedupHotCapacity ids), then stays.', ['shard']),
+  dedupHotIds: gauge('sluice_engine_dedup_hot_ids', 'Event ids in a shard\'s in-memory dedup table after its last checkpoint (older ones are in LMDB only).', ['shard']),
   ready: gauge('sluice_engine_ready', '1 when the engine has no failing checkpoint, stopped shard or failed log (GET /readyz says why not).'),
 };

@@ -151,6 +151,8 @@ export interface CheckpointResult {
   emittedWatermarkMs: number;
   emittedDailyMs: number;
   durationMs: number;
+  /** The dedup hot table after the checkpoint: ids held and bytes (memory that grows to a cap by design). */
+  dedupHot: { ids: number; bytes: number };
 }
 
 /** Counts of the shard's still-open current windows, for the live view. */

@@ -26,7 +26,7 @@ export class DedupTable {
     return this.mask + 1;
   }
 
-  /** Bytes held by the table's arrays. */
+  /** Bytes held by the table's arrays (12 per slot; the slots double at load factor ½). */
   get bytes(): number {
     return this.capacity * 12;
   }

@@ -243,6 +243,11 @@ export class DedupOperator {
     return out;
   }
 
+  /** The hot table's size: ids held and bytes of its arrays (bounded by hotCapacity; grows by doublings). */
+  get hotTable(): { ids: number; bytes: number } {
+    return { ids: this.hot.size, bytes: this.hot.bytes };
+  }
+
   /** After the checkpoint committed: forget pending ids, expire and bound the hot table. */
   afterCheckpoint(): void {
     this.pendingCount = 0;

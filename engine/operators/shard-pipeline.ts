@@ -302,6 +302,11 @@ export class ShardPipeline {
     return n;
   }
 
+  /** The dedup operator's in-memory id table (reported with each checkpoint). */
+  get dedupHotTable(): { ids: number; bytes: number } {
+    return this.dedup.hotTable;
+  }
+
   /** After the checkpoint transaction committed. */
   afterCheckpoint(): void {
     // Memory only first; the dedup index then merges cold runs (LMDB writes that may fail and are redone).
