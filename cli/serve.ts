@@ -21,6 +21,7 @@ import { reportCommits, UncommittedLog } from '../ingest/uncommitted-log.js';
 import { logDir } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 import { untilSignal } from './until-signal.js';
+import { anonymousResidentBytes } from '../common/resident-memory.js';
 
 export interface RunningSluice {
   readonly port: number;
@@ -214,7 +215,7 @@ async function startEngine(
       live: () => e.live() ?? {},
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
-      memoryBytes: () => process.memoryUsage.rss() + e.rssBytes(),
+      memoryBytes: () => anonymousResidentBytes() + e.rssBytes(),
     },
     close: async () => {
       try {

@@ -15,6 +15,7 @@ import type { EngineHostInit, FromEngine, ToEngine } from './host-protocol.js';
 import { logDir } from './local-logs.js';
 import { RemoteLog } from './remote-log.js';
 import { engineMetrics } from './telemetry.js';
+import { anonymousResidentBytes } from '../common/resident-memory.js';
 
 const STATUS_EVERY_MS = 200;
 const TAKEOVER_WAIT_MS = 30_000;
@@ -147,7 +148,7 @@ const c = coordinator;
 setInterval(() => {
   const failure = c.failure;
   const reasons = failure === undefined ? [] : readiness.reasons().length > 0 ? readiness.reasons() : [failure.message];
-  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), rssBytes: process.memoryUsage.rss() });
+  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), rssBytes: anonymousResidentBytes() });
 }, STATUS_EVERY_MS).unref();
 setInterval(() => {
   void Promise.all(engineMetricNames.map((n) => register.getSingleMetricAsString(n).catch(() => ''))).then((parts) =>

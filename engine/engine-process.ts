@@ -95,7 +95,7 @@ export class EngineProcess {
     return this.status.backlog + this.sinceStatus;
   }
 
-  /** Resident memory of the engine process as it last reported (0 while it is down). */
+  /** Anonymous resident memory of the engine process as it last reported (0 while it is down). */
   rssBytes(): number {
     return this.child === undefined ? 0 : this.status.rssBytes;
   }

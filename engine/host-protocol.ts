@@ -48,7 +48,7 @@ export type FromEngine =
       /** Why the engine is not ready (empty when it is). */
       reasons: string[];
       live: LiveSnapshot;
-      /** Resident memory of the engine process. */
+      /** Anonymous resident memory of the engine process (common/resident-memory.ts). */
       rssBytes: number;
     }
   | { kind: 'metrics'; text: string }

@@ -59,7 +59,7 @@ export const ingestMetrics = {
   ),
   uncommittedBytes: once('sluice_log_uncommitted_bytes', () => new Gauge({ name: 'sluice_log_uncommitted_bytes', help: 'Bytes of the shard logs (framing included) acknowledged but not yet committed by the engine, against ingest.maxBacklogBytes.' })),
   uncommittedEvents: once('sluice_log_uncommitted_events', () => new Gauge({ name: 'sluice_log_uncommitted_events', help: 'Events acknowledged into the shard logs since this start and not yet committed by the engine.' })),
-  memoryBytes: once('sluice_memory_resident_bytes', () => new Gauge({ name: 'sluice_memory_resident_bytes', help: 'Resident memory of the server (ingest and engine processes), against ingest.maxMemoryBytes.' })),
+  memoryBytes: once('sluice_memory_resident_bytes', () => new Gauge({ name: 'sluice_memory_resident_bytes', help: 'Anonymous resident memory of the server (ingest and engine processes: heaps, buffers; not file pages such as LMDB\'s map, which the kernel reclaims), against ingest.maxMemoryBytes.' })),
   memoryMarkBytes: once('sluice_memory_admission_mark_bytes', () => new Gauge({ name: 'sluice_memory_admission_mark_bytes', help: 'Resident memory above which ingest answers 503: ingest.maxMemoryBytes, or memory at rest plus a quarter of it when the rest is already over the budget (ingest/memory-budget.ts).' })),
   inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };

@@ -32,6 +32,7 @@ import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
 import { dropErased, mountAdmin, type Suppression } from './erasures.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
+import { anonymousResidentBytes } from '../common/resident-memory.js';
 
 export interface IngestDeps {
   /** One log per shard; shard count = logs.length; shard = murmur3(utf8(user_id)) mod shards (common/hash.ts). */
@@ -160,7 +161,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   let memory = 0;
   const budget = new MemoryBudget(options.maxMemoryBytes);
   const sampleMemory = (): void => {
-    memory = deps.memoryBytes?.() ?? process.memoryUsage.rss();
+    memory = deps.memoryBytes?.() ?? anonymousResidentBytes();
     ingestMetrics.memoryBytes.set(memory);
     // Also here, not only per request: with no traffic the gauge kept its last loaded value.
     const backlog = deps.backlog?.() ?? 0;
