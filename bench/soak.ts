@@ -18,7 +18,7 @@
  * isolate's V8 heap and external memory (a probe preloaded through NODE_OPTIONS), the engine's
  * anonymous memory by mapping (parquet-wasm heaps, each and summed; brk heap; the rest) — checkpoints (count and mean duration since the last
  * sample, from sluice_engine_checkpoint_seconds; the largest bucket reached), the uncommitted log
- * and the engine backlog, 503s by reason and 429s, ingest's memory admission mark, and Parquet file counts per table (the current
+ * and the engine backlog, 503s by reason and 429s, ingest's memory admission mark, the shards' dedup hot tables (memory that grows by design to a bound: the summary's engineAnonLessDedup is the rest), and Parquet file counts per table (the current
  * hour's partition, the largest partition, all). After the load: waits for the engine to commit
  * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
  * Each sample also records the machine's 1-minute load average (the machine is shared). Prints a
@@ -127,6 +127,8 @@ interface Sample {
   refused429: number;
   /** Ingest's memory admission mark (sluice_memory_admission_mark_bytes), MiB: the budget, or memory at rest + ¼ budget when the rest is over it; NaN without the metric. */
   admissionMarkMiB: number;
+  /** The shards' dedup hot tables after their last checkpoints, MiB (sluice_engine_dedup_hot_bytes summed): engine memory that grows with traffic by design, to a bound; NaN without the metric. */
+  dedupHotMiB: number;
   /** The machine's 1-minute load average when sampled (shared machine: what else ran). */
   load1: number;
   /** Parquet files per table: current hour's (or day's) partition / largest partition / all. */
@@ -367,6 +369,7 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       refused503: reasons,
       refused429: (metricValue(text, 'sluice_ingest_rate_limited_total') || 0) - (metricValue(prev, 'sluice_ingest_rate_limited_total') || 0),
       admissionMarkMiB: mib(metricValue(text, 'sluice_memory_admission_mark_bytes')),
+      dedupHotMiB: text.includes('sluice_engine_dedup_hot_bytes{') ? mib(sumOf(text, 'sluice_engine_dedup_hot_bytes')) : NaN,
       files: fileCounts(lake),
       load1: Math.round(loadavg()[0]! * 100) / 100,
     };
@@ -374,7 +377,7 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
     const f = s.files;
     const eh = s.engineHeap;
     process.stdout.write(
-      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} [${s.engineMaps.wasmHeaps.join(',')}] brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)} mark ${s.admissionMarkMiB}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} [${s.engineMaps.wasmHeaps.join(',')}] brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)} mark ${s.admissionMarkMiB} dedup ${s.dedupHotMiB}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
     );
     prev = text;
     prevAt = at;
@@ -508,6 +511,9 @@ async function main(): Promise<void> {
         engineWasm: spread(samples.map((s) => s.engineMaps.wasm)),
         engineBrk: spread(samples.map((s) => s.engineMaps.brk)),
         engineOtherAnon: spread(samples.map((s) => s.engineMaps.other)),
+        engineDedupHot: spread(samples.map((s) => s.dedupHotMiB)),
+        // What is left when the dedup table (growing by design to its bound) is taken out: should be flat.
+        engineAnonLessDedup: spread(samples.map((s) => s.engine.anon - s.dedupHotMiB)),
         dataMiB: spread(samples.map((s) => s.dataMiB)),
       },
       checkpointMeanS: { min: Math.min(...cps.map((s) => s.checkpointMeanS)), max: Math.max(...cps.map((s) => s.checkpointMeanS)) },
