@@ -215,7 +215,7 @@ async function startEngine(
       live: () => e.live() ?? {},
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
-      memoryBytes: () => anonymousResidentBytes() + e.rssBytes(),
+      memoryBytes: () => anonymousResidentBytes() + e.anonBytes(),
     },
     close: async () => {
       try {

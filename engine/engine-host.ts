@@ -148,7 +148,7 @@ const c = coordinator;
 setInterval(() => {
   const failure = c.failure;
   const reasons = failure === undefined ? [] : readiness.reasons().length > 0 ? readiness.reasons() : [failure.message];
-  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), rssBytes: anonymousResidentBytes() });
+  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), anonBytes: anonymousResidentBytes() });
 }, STATUS_EVERY_MS).unref();
 setInterval(() => {
   void Promise.all(engineMetricNames.map((n) => register.getSingleMetricAsString(n).catch(() => ''))).then((parts) =>

@@ -60,7 +60,7 @@ export class EngineProcess {
   private marks = new Map<number, [number, number]>();
   private flushScheduled = false;
   private sinceStatus = 0;
-  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined; rssBytes: number } = { backlog: 0, reasons: [], live: undefined, rssBytes: 0 };
+  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined; anonBytes: number } = { backlog: 0, reasons: [], live: undefined, anonBytes: 0 };
   private metrics = '';
   private metricNames = new Set<string>();
   private closed: ((error: string | undefined) => void) | undefined;
@@ -96,8 +96,8 @@ export class EngineProcess {
   }
 
   /** Anonymous resident memory of the engine process as it last reported (0 while it is down). */
-  rssBytes(): number {
-    return this.child === undefined ? 0 : this.status.rssBytes;
+  anonBytes(): number {
+    return this.child === undefined ? 0 : this.status.anonBytes;
   }
 
   live(): LiveSnapshot | undefined {
@@ -193,7 +193,7 @@ export class EngineProcess {
             resolve();
             break;
           case 'status':
-            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live, rssBytes: m.rssBytes };
+            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live, anonBytes: m.anonBytes };
             this.sinceStatus = 0;
             readiness.clearPrefix(`${READINESS_KEY}engine`);
             m.reasons.forEach((r, i) => readiness.set(`${READINESS_KEY}engine-${i}`, r));

@@ -49,7 +49,7 @@ export type FromEngine =
       reasons: string[];
       live: LiveSnapshot;
       /** Anonymous resident memory of the engine process (common/resident-memory.ts). */
-      rssBytes: number;
+      anonBytes: number;
     }
   | { kind: 'metrics'; text: string }
   | { kind: 'truncate'; shard: number; before: number }
