@@ -478,6 +478,15 @@ const READ_BATCH = 64;
 const READ_CATCH_UP_MS = 10_000;
 /** How long a read retries on new consumers after its consumer failed (its server died: a failover takes seconds). */
 const READ_RECOVER_MS = 30_000;
+/** How long one pull request waits for messages on the server. */
+const FETCH_EXPIRES_MS = 1_000;
+/**
+ * A pull that has not ended this long after it expired has lost its consumer: the client's own
+ * server died with the consumer on it, and after the reconnect the client library waits for the
+ * consumer's info (which a dead node cannot give) before it watches heartbeats again — with no
+ * end of its own (seen in CI: a read hung until the test's 120 s timeout).
+ */
+const FETCH_STALL_MS = FETCH_EXPIRES_MS + 5_000;
 
 /** A chunked record being reassembled by a read. */
 interface PartialRecord {
@@ -776,7 +785,14 @@ export class JetStreamLog implements ShardLog {
   /** One pull: up to READ_BATCH messages (no more than `pending`, at least 1), or none after 1 s. Throws if the consumer's server is gone. */
   private async fetchSome(consumer: Consumer, pending: number): Promise<JsMsg[]> {
     const out: JsMsg[] = [];
-    for await (const m of await consumer.fetch({ max_messages: Math.max(1, Math.min(READ_BATCH, pending)), expires: 1000 })) out.push(m);
+    const messages = await consumer.fetch({ max_messages: Math.max(1, Math.min(READ_BATCH, pending)), expires: FETCH_EXPIRES_MS });
+    // Ends a stalled pull with an error: the read then goes on from a new consumer (see FETCH_STALL_MS).
+    const stall = setTimeout(() => messages.stop(new Error(`a pull got no answer within ${FETCH_STALL_MS} ms (its consumer is gone)`)), FETCH_STALL_MS);
+    try {
+      for await (const m of messages) out.push(m);
+    } finally {
+      clearTimeout(stall);
+    }
     return out;
   }
 
