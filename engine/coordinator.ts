@@ -802,9 +802,10 @@ export class Coordinator {
     const frontier = await this.frontiers();
     await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
     const now = Date.now();
-    if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs) {
-      const r = await reconcileLate(this.store, { compression: this.options.compression });
-      if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
+    // Not beside a compaction: reconciliation reads silver by listing it, and a compaction moves
+    // rows between files meanwhile (a listing could see them twice, or not at all). Next round.
+    if (this.options.reconcileIntervalMs > 0 && now - this.lastReconcileAt >= this.options.reconcileIntervalMs && this.compacting === undefined) {
+      await this.reconcile();
       this.lastReconcileAt = now;
     }
     // Compaction starts one interval after the engine did (not while it recovers and replays), then every interval.
@@ -816,6 +817,12 @@ export class Coordinator {
         this.compacting = undefined;
       });
     }
+  }
+
+  /** Folds committed too-late events into their gold windows (engine/reconcile.ts). */
+  private async reconcile(): Promise<void> {
+    const r = await reconcileLate(this.store, { compression: this.options.compression });
+    if (r.lateFilesRemoved > 0) this.log.info(r, 'reconciled late events into gold');
   }
 
   /**
@@ -886,24 +893,31 @@ export class Coordinator {
     this.retryTimer.unref();
   }
 
-  /** Shards without input for idleTimeout do not hold back gold: move them to the global watermark. */
+  /**
+   * Shards without input for idleTimeout do not hold back gold: move them to the global watermark.
+   * A shard is idle when it has processed every durable record of its log and none came for
+   * idleTimeout. One that is quiet only because it cannot keep up (its log unreadable, held by a
+   * failing checkpoint, its range in flight) is busy, not idle: records wait in its log, and moving
+   * its watermark would close its windows without them and make every one of them too late. A busy
+   * shard's watermark holds the idle ones back like an active shard's does.
+   */
   private async advanceIdleShards(): Promise<void> {
     const now = Date.now();
+    const idle = (st: ShardState): boolean => now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
     let active: number | undefined;
     let any: number | undefined;
     for (const st of this.shards) {
       if (st.watermark.kind !== 'event-time' || !st.owned) continue;
       any = any === undefined ? st.watermark.timeMs : Math.min(any, st.watermark.timeMs);
-      if (now - st.lastActivityMs < this.options.idleTimeoutMs) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
+      if (!idle(st)) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
     }
     // When every shard with data has gone quiet too, the shards that never had any still follow them.
     active ??= any;
     if (active === undefined) return;
     await Promise.all(
       this.shards.map(async (st, s) => {
-        const idle = now - st.lastActivityMs >= this.options.idleTimeoutMs;
         const behind = st.watermark.kind === 'idle' || st.watermark.timeMs < active!;
-        if (!idle || !behind || st.stopped || !st.owned) return;
+        if (!idle(st) || !behind || st.stopped || !st.owned) return;
         try {
           await this.pool.advance(s, active!);
         } catch (err) {
@@ -1176,9 +1190,6 @@ export class Coordinator {
     try {
       if (!this.fatal) {
         await this.drainForShutdown();
-        // The final round also reconciles late events into gold, whenever the last run was: after a
-        // graceful stop gold holds every committed event (the interval alone could leave a minute's).
-        this.lastReconcileAt = 0;
         for (let attempt = 0; attempt < 3; attempt++) {
           if (attempt > 0) await new Promise((r) => setTimeout(r, this.options.retryBaseMs * 2 ** (attempt - 1)));
           await this.checkpointNow(true);
@@ -1190,7 +1201,10 @@ export class Coordinator {
         await Promise.all(
           this.shards.map((st, s) => (st.stopped || !st.owned ? undefined : this.pool.close(s).catch((err: unknown) => (failure ??= err)))),
         );
-        if (failure === undefined) await this.mergeCompleteWindows();
+        if (failure === undefined) {
+          await this.mergeCompleteWindows();
+          await this.finalReconcile();
+        }
       }
     } catch (err) {
       failure ??= err;
@@ -1206,6 +1220,22 @@ export class Coordinator {
       this.logEpisodes?.clear();
     }
     if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * After a graceful stop gold holds every committed event: once every shard has committed its
+   * last files and the windows are merged, the frontier is written and late events are folded in,
+   * whenever the last periodic run was. (It used to ride on the final checkpoint round, which a
+   * round already in flight could run first — its reconciliation then saw none of the late files
+   * the final round committed, and the interval skipped the final one; gold stayed short.)
+   */
+  private async finalReconcile(): Promise<void> {
+    if (this.options.reconcileIntervalMs <= 0) return;
+    if (this.cluster && this.cluster.role('gold') === undefined) return;
+    await this.compacting;
+    const frontier = await this.frontiers();
+    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
+    await this.reconcile();
   }
 
   private fail(err: unknown): void {

@@ -2,6 +2,11 @@
  * An idle shard must not hold back gold (R9): with two shards and traffic for shard 0's users
  * only, shard 1 never has a watermark of its own; after the idle timeout the coordinator moves it
  * to the active shards' watermark, so the hour shard 0 closed is merged into gold.
+ *
+ * And a shard that is only quiet because it cannot keep up (its log unreadable for a while, its
+ * checkpoints failing) is not idle: records wait in its log. Moving its watermark would close its
+ * windows without them and make them too late — on-time events left out of sessions and gold
+ * (found by the S3-outage test of test/cli/serve-s3.test.ts, one shard short in five gold hours).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +20,11 @@ import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { eventually } from '../helpers/eventually.js';
+import { externalError } from '../../common/errors.js';
+import type { LogRecord } from '../../log/log.js';
+import { SegmentLog } from '../../log/segment-log.js';
+import { openLakeReader } from '../helpers/lake.js';
+import { WrappedSegmentLog } from '../helpers/wrapped-log.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
 const HOUR = 3_600_000;
@@ -63,4 +73,71 @@ describe('idle shard', () => {
       await store.close();
     }
   });
+
+  it('is not a shard that falls behind: records waiting in its log keep it out of the idle advance, so none of them becomes too late', async () => {
+    /** A segment log whose reads fail while `failing` is set (the shard can read nothing, as in an outage of its log). */
+    class Unreadable extends WrappedSegmentLog {
+      failing = false;
+      failed = 0;
+      override async *read(fromOffset: number): AsyncGenerator<LogRecord> {
+        if (this.failing) {
+          this.failed++;
+          throw externalError('log_unavailable', 'injected: the log cannot be read');
+        }
+        yield* this.inner.read(fromOffset);
+      }
+    }
+    const dataDir = join(root, 'data-behind');
+    const lake = join(root, 'lake-behind');
+    const options = validateEngineOptions({ dataDir, lake, shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 300, allowedLatenessMs: 60_000, retryBaseMs: 100, retryMaxMs: 300, reconcileIntervalMs: 0, compactAfterMs: 0 });
+    const logs = await Promise.all([0, 1].map(async (shard) => new Unreadable(await SegmentLog.open({ dir: join(dataDir, 'test-log', `shard-${shard}`), shard }))));
+    const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
+    const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), { shards: logs, dlq });
+    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 5);
+    let n = 0;
+    /** Events for `shard`'s users at `times` (ms), appended and reported durable. */
+    const append = async (shard: number, times: number[]): Promise<void> => {
+      const users = usersOf(shard);
+      const b = new IngestBatchBuilder(times.length);
+      for (const t of times) b.push(row(`e-${n++}`, users[n % users.length]!, t));
+      await logs[shard]!.inner.append(b.toIPC());
+      c.durable(shard, logs[shard]!.inner.durableNextOffset, times.length);
+    };
+    const minutes = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => T0 + (from + i) * 60_000);
+    let closed = false;
+    try {
+      await append(0, minutes(0, 10));
+      await append(1, minutes(0, 10));
+      await c.drain();
+      // Shard 0's log cannot be read while both shards receive hours 10–13; shard 1 stays busy far past the idle timeout.
+      logs[0]!.failing = true;
+      await append(0, minutes(10, 200));
+      for (let m = 10; m < 210; m += 10) {
+        await append(1, minutes(m, 10));
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      expect(await eventually(() => logs[0]!.failed >= 3, 10_000)).toBe(true);
+      expect(c.globalWatermark(), 'shard 0 holds the global watermark back while it cannot read its records').toBe(T0 + 8 * 60_000); // its last event, 10:09, less the allowed lateness
+      logs[0]!.failing = false;
+      await c.drain();
+      expect(c.live().tooLateTotal, 'no event became too late: every one was on time when it was acknowledged').toBe(0);
+      await c.close();
+      closed = true;
+    } finally {
+      if (!closed) await c.close().catch(() => undefined);
+    }
+    // Gold's hourly totals are silver's (DuckDB over the lake's files).
+    const r = await openLakeReader(lake);
+    try {
+      const hours = await r.rows<{ w: unknown; g: bigint | null; s: bigint }>(`
+        WITH s AS (SELECT date_trunc('hour', event_time) AS w, count(*) AS s FROM ${r.rel('events')} GROUP BY 1),
+             g AS (SELECT window_start AS w, sum(events) AS g FROM ${r.rel('hourly_metrics')} WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' GROUP BY 1)
+        SELECT s.w, g, s FROM s LEFT JOIN g USING (w) ORDER BY 1`);
+      expect(hours.length).toBeGreaterThanOrEqual(3);
+      const complete = hours.filter((h) => new Date(String(h.w)).getTime() < T0 + 3 * HOUR);
+      expect(complete.filter((h) => h.g !== h.s).map((h) => `${String(h.w)}: gold ${h.g}, silver ${h.s}`)).toEqual([]);
+    } finally {
+      r.close();
+    }
+  }, 60_000);
 });

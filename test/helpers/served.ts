@@ -4,6 +4,8 @@
  * exactly-once check of silver against them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { expect } from 'vitest';
 
 export const KEY = 'wk_serve_s3';
@@ -68,6 +70,8 @@ export async function serveWith(node: string[], cwd: string, args: string[], env
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
+  // SLUICE_TEST_SERVER_LOG=<dir>: every served process's whole stderr goes to <dir>/serve-<pid>.log as well (for debugging a flaky run).
+  if (process.env.SLUICE_TEST_SERVER_LOG) child.stderr!.pipe(createWriteStream(join(process.env.SLUICE_TEST_SERVER_LOG, `serve-${child.pid}.log`)));
   running.add(child);
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => {
