@@ -4,7 +4,11 @@
  * - Credentials and region from the standard AWS chain; a custom endpoint switches to
  *   path-style addressing (MinIO, s3rver, …).
  * - Retries with exponential backoff on 5xx and throttling: the SDK's standard retry strategy
- *   per request (`maxAttempts` 6), and our own around a whole publish (copy + delete).
+ *   per request (`maxAttempts` 3), and our own around a whole publish (copy + delete, 3 attempts).
+ *   Short on purpose: they ride out a blip of a second or two; a longer outage fails the
+ *   checkpoint, which the engine retries with its own backoff (nothing is lost: the events wait in
+ *   the log) and reports in /readyz and /metrics. With 6 SDK attempts × 5 publish attempts, a
+ *   checkpoint caught by S3 throttling kept retrying for 30–80 s before anyone could see it.
  * - Bodies above `multipartThreshold` (16 MiB) go up as multipart uploads (@aws-sdk/lib-storage,
  *   16 MiB parts, 4 in flight); smaller ones as one PutObject (atomic: visible whole or not at all).
  * - Checksums only when required: some S3-compatible servers (s3rver) store aws-chunked framing otherwise.
@@ -41,9 +45,9 @@ export interface S3StoreOptions {
   partSize?: number;
   /** Parts uploaded at once by a multipart upload. Default 4. */
   queueSize?: number;
-  /** Attempts per request inside the SDK (standard retry mode, backoff on 5xx/throttling). Default 6. */
+  /** Attempts per request inside the SDK (standard retry mode, backoff on 5xx/throttling). Default 3. */
   maxAttempts?: number;
-  /** Attempts of a whole publish (copy + delete) on transient errors, on top of the SDK's. Default 5. */
+  /** Attempts of a whole publish (copy + delete) on transient errors, on top of the SDK's. Default 3. */
   publishAttempts?: number;
   /** First backoff delay of those publish retries, ms (doubles, capped at 5 s, jittered). Default 200. */
   retryBaseMs?: number;
@@ -62,8 +66,8 @@ export const S3_STORE_DEFAULTS = {
   multipartThreshold: 16 * MiB,
   partSize: 16 * MiB,
   queueSize: 4,
-  maxAttempts: 6,
-  publishAttempts: 5,
+  maxAttempts: 3,
+  publishAttempts: 3,
   retryBaseMs: 200,
   connectTimeoutMs: 5_000,
   requestTimeoutMs: 60_000,

@@ -172,7 +172,7 @@ describe('S3 store specifics', () => {
       [{ publishAttempts: 0 }, 'S3 publishAttempts must be a positive integer, got 0'],
     ];
     for (const [o, message] of cases) expect(() => validateS3StoreOptions({ bucket: 'lake', prefix: '', ...o })).toThrow(message);
-    expect(validateS3StoreOptions({ bucket: 'lake', prefix: 'p' })).toMatchObject({ multipartThreshold: 16 * 1024 * 1024, partSize: 16 * 1024 * 1024, maxAttempts: 6, publishAttempts: 5 });
+    expect(validateS3StoreOptions({ bucket: 'lake', prefix: 'p' })).toMatchObject({ multipartThreshold: 16 * 1024 * 1024, partSize: 16 * 1024 * 1024, maxAttempts: 3, publishAttempts: 3 });
   });
 
   it('uploads large bodies as multipart and pages long listings', async () => {
