@@ -114,6 +114,14 @@ export class AggregateOperator {
   private epoch = 1;
   /** Start of the latest daily window emitted (sessions of earlier days can no longer count). */
   dailyEmittedThrough = -Infinity;
+  /**
+   * The live view's distinct users of the latest hourly window, kept as events arrive (a user is
+   * added when it is new to one of the window's accumulators). Uniting the window's user sets
+   * every second instead cost 36 ms per call at 100 K users per window and 120 ms at 300 K (three
+   * open windows), on the shard's worker, in its task queue, and the same in garbage.
+   */
+  private liveHour = -Infinity;
+  private liveUsers = new Set<number>();
 
   constructor(sessionGapMs: number) {
     this.sessionGapMs = sessionGapMs;
@@ -190,8 +198,35 @@ export class AggregateOperator {
   addEvent(hourAcc: Acc, dayAcc: Acc, userKey: number, metrics: number): void {
     if (hourAcc.epoch !== this.epoch) this.touch(hourAcc);
     if (dayAcc.epoch !== this.epoch) this.touch(dayAcc);
-    count(hourAcc, userKey, metrics);
+    if (count(hourAcc, userKey, metrics) && hourAcc.windowStart >= this.liveHour) {
+      if (hourAcc.windowStart > this.liveHour) {
+        // A newer hour than any event so far: none of its users has been seen yet.
+        this.liveHour = hourAcc.windowStart;
+        this.liveUsers = new Set();
+      }
+      this.liveUsers.add(userKey);
+    }
     count(dayAcc, userKey, metrics);
+  }
+
+  /**
+   * The live view's figures of the latest open hourly window (about once a second): its counters
+   * summed over its accumulators and its distinct users (kept by `addEvent`); undefined when no
+   * hourly window is open.
+   */
+  liveHourly(): { windowStart: number; events: number; activeUsers: number; sessions: number; notificationViews: number; notificationOpens: number } | undefined {
+    const w = this.hourly.get(this.liveHour);
+    if (w === undefined) return undefined;
+    const n = new Float64Array(SLOTS);
+    for (const a of w.values()) for (let k = 0; k < SLOTS; k++) n[k]! += a.n[k]!;
+    return { windowStart: this.liveHour, events: n[C.events]!, activeUsers: this.liveUsers.size, sessions: n[C.sessions]!, notificationViews: n[C.notificationViews]!, notificationOpens: n[C.notificationOpens]! };
+  }
+
+  /** After a restore: the latest hourly window's distinct users, united once. */
+  private rebuildLive(): void {
+    this.liveHour = this.hourly.size > 0 ? Math.max(...this.hourly.keys()) : -Infinity;
+    this.liveUsers = new Set();
+    for (const a of this.hourly.get(this.liveHour)?.values() ?? []) for (const u of a.users) this.liveUsers.add(u);
   }
 
   /**
@@ -331,6 +366,7 @@ export class AggregateOperator {
     }
     this.dirty = [];
     this.epoch++;
+    this.rebuildLive();
   }
 
   /** Restores a checkpoint of the earlier whole-state JSON format; everything is dirty, so the next checkpoint writes it all. */
@@ -349,6 +385,7 @@ export class AggregateOperator {
         }
       }
     }
+    this.rebuildLive();
   }
 }
 
@@ -357,11 +394,13 @@ function runBytes(users: Iterable<number>): Buffer {
   return Buffer.from(f.buffer, f.byteOffset, f.byteLength);
 }
 
-function count(a: Acc, userKey: number, metrics: number): void {
+/** Counts one event into `a`; true when its user is new to `a`. */
+function count(a: Acc, userKey: number, metrics: number): boolean {
   const users = a.users;
   const before = users.size;
   users.add(userKey);
-  if (users.size !== before) a.fresh.push(userKey);
+  const isNew = users.size !== before;
+  if (isNew) a.fresh.push(userKey);
   const n = a.n;
   n[C.events]!++;
   if (metrics !== 0) {
@@ -370,6 +409,7 @@ function count(a: Acc, userKey: number, metrics: number): void {
     if (metrics & M.notificationView) n[C.notificationViews]!++;
     if (metrics & M.notificationOpen) n[C.notificationOpens]!++;
   }
+  return isNew;
 }
 
 /** All 8 grouping sets of a window: counters summed, user sets united (sizes only). */

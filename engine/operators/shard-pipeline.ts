@@ -224,17 +224,8 @@ export class ShardPipeline {
   } {
     return {
       daily: this.aggregate.openDailySessions(),
-      hourly: this.aggregate.openHourly().map((p) => {
-        const r = p.rows[0]!;
-        return {
-          windowStart: p.windowStart,
-          events: r.events,
-          activeUsers: r.active_users,
-          sessions: r.sessions,
-          notificationViews: r.notification_views,
-          notificationOpens: r.notification_opens,
-        };
-      }),
+      // The latest open hour only: the live view shows the current hour (the coordinator sums it over shards).
+      hourly: [this.aggregate.liveHourly()].filter((h) => h !== undefined),
       openSessions: this.sessions.openCount,
     };
   }
