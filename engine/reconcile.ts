@@ -7,6 +7,13 @@
  * under their deterministic names (an atomic overwrite), a 'reconcile' commit record is written,
  * and only then are the late/ files removed. A crash at any step leaves late/ files behind, and
  * the next run recomputes the same windows with the same result.
+ *
+ * An hour is rewritten as soon as it is merged, but its late files stay until its day is ready
+ * too (up to a day): `_sluice/reconciled.json` names the late files already folded into their
+ * hours, so a run rewrites only the hours that got new ones. (Without it every run — once a
+ * minute in `serve` — rewrote every hour holding late files, reading up to three days of silver
+ * each time: under a steady trickle of late events from phones that were offline, most of a day.)
+ * The list is written after the gold files; a crash before it only repeats the same rewrite.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -51,6 +58,14 @@ export async function readFrontier(store: ObjectStore): Promise<Frontier | undef
   return b ? (JSON.parse(new TextDecoder().decode(b)) as Frontier) : undefined;
 }
 
+/** Late files already folded into their hourly gold windows (they stay in late/ until their day is rewritten). */
+export const RECONCILED_KEY = '_sluice/reconciled.json';
+
+async function readReconciled(store: ObjectStore): Promise<Set<string>> {
+  const b = await store.get(RECONCILED_KEY);
+  return new Set(b ? (JSON.parse(new TextDecoder().decode(b)) as { hourly: string[] }).hourly : []);
+}
+
 export async function reconcileLate(
   store: ObjectStore,
   options: { compression?: 'zstd' | 'snappy' | 'none'; types?: MetricEventTypes; now?: number; frontier?: Frontier } = {},
@@ -61,6 +76,7 @@ export async function reconcileLate(
   const frontier = options.frontier ?? (await readFrontier(store));
   if (!frontier) return result;
   const pendingPartials = new Set((await store.list('_sluice/partials/')).map((o) => o.key.split('/').slice(2, 4).join('/')));
+  const applied = await readReconciled(store);
   const hours = new Map<number, string[]>();
   for (const o of late) {
     const h = partitionTimeOfKey(o.key);
@@ -71,17 +87,15 @@ export async function reconcileLate(
   }
   // A window is ready once every shard has committed past it (so no partial of it can still come)
   // and its partials, if any, are merged. A window with no gold yet (all its rows were too late) is ready too.
-  const ready = async (g: 'hourly' | 'daily', start: number): Promise<boolean> =>
+  const ready = (g: 'hourly' | 'daily', start: number): boolean =>
     !pendingPartials.has(`${g}/${start}`) &&
     (g === 'hourly' ? frontier.emittedMs >= start + HOUR : (frontier.emittedDailyMs ?? frontier.emittedMs) >= start + DAY + frontier.sessionGapMs);
-  // Hourly windows are rewritten as soon as they are merged; a late file goes once its day is rewritten too.
-  const readyHours: number[] = [];
-  for (const hour of hours.keys()) if (await ready('hourly', hour)) readyHours.push(hour);
-  const readyDays: number[] = [];
-  for (const day of new Set([...hours.keys()].map((h) => Math.floor(h / DAY) * DAY))) if (await ready('daily', day)) readyDays.push(day);
-  const work = [...hours]
-    .filter(([hour]) => readyHours.includes(hour) && readyDays.includes(Math.floor(hour / DAY) * DAY))
-    .map(([hour, keys]) => ({ hour, keys }));
+  // Hourly windows are rewritten as soon as they are merged and hold late files not folded in yet;
+  // a late file goes once its day is rewritten too (its hour was, now or before: readiness only grows).
+  const readyHours = [...hours].filter(([hour, keys]) => keys.some((k) => !applied.has(k)) && ready('hourly', hour)).map(([hour]) => hour);
+  const readyDays = [...new Set([...hours.keys()].map((h) => Math.floor(h / DAY) * DAY))].filter((day) => ready('daily', day));
+  const folded = (hour: number, keys: string[]): boolean => readyHours.includes(hour) || keys.every((k) => applied.has(k));
+  const work = [...hours].filter(([hour, keys]) => folded(hour, keys) && readyDays.includes(Math.floor(hour / DAY) * DAY)).map(([hour, keys]) => ({ hour, keys }));
   if (readyHours.length === 0 && readyDays.length === 0) return result;
 
   const silverKeys = (await store.list(`${TABLES.events.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
@@ -143,6 +157,10 @@ export async function reconcileLate(
     });
     for (const r of removed) await store.delete(r.key);
     result.lateFilesRemoved = removed.length;
+    // What stays in late/ and is in gold now: the files of every hour rewritten, and those folded before.
+    const gone = new Set(removed.map((r) => r.key));
+    const nowApplied = [...hours].flatMap(([hour, keys]) => (readyHours.includes(hour) ? keys : keys.filter((k) => applied.has(k)))).filter((k) => !gone.has(k));
+    await store.put(RECONCILED_KEY, new TextEncoder().encode(JSON.stringify({ hourly: nowApplied.sort() })));
     return result;
   } finally {
     conn.closeSync();
