@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { composeServeConfig } from '../../cli/config.js';
 import { startSluice, type RunningSluice } from '../../cli/serve.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
-import { reconcileLate } from '../../engine/reconcile.js';
+import { readFrontier, reconcileLate } from '../../engine/reconcile.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { openLakeReader } from '../helpers/lake.js';
 
@@ -137,6 +137,13 @@ describe('pipeline end to end', () => {
     await store.put(lateFiles[0]!.replace(/part-[^/]+$/, 'part-s9-0-0.parquet'), (await store.get(lateFiles[0]!))!);
     expect(await reconcileLate(store)).toEqual({ hourlyWindows: [T0], dailyWindows: [], lateFilesRemoved: 0 });
     expect((await reconcileLate(store)).hourlyWindows).toEqual([]);
+    // Once the day is ready too (a frontier past its end), the day is rewritten and the late files
+    // go, the hour's having been folded in by earlier runs.
+    const frontier = (await readFrontier(store))!;
+    const dayStart = T0 - (T0 % 86_400_000);
+    const lateLeft = (await store.list('late/')).filter((o) => o.key.endsWith('.parquet')).length;
+    expect(await reconcileLate(store, { frontier: { ...frontier, emittedMs: dayStart + 2 * 86_400_000, emittedDailyMs: dayStart + 2 * 86_400_000 } })).toEqual({ hourlyWindows: [], dailyWindows: [dayStart], lateFilesRemoved: lateLeft });
+    expect((await store.list('late/')).filter((o) => o.key.endsWith('.parquet'))).toEqual([]);
     await store.close();
 
     const lake = await openLakeReader(d.lake);
