@@ -75,14 +75,12 @@ export interface OpenSession {
   gone: boolean;
   /** The change epoch in which the session was last marked changed (see `changedUsers`). */
   epoch: number;
-  /** UTF-8 bytes of `id`, made on first use; not part of snapshots. */
-  idBytes: Uint8Array | undefined;
 }
 
 export type ClosedSession = OpenSession;
 
 /** A snapshot of one open session (JSON-safe: no list links or caches; dimensions by value). */
-export type SessionSnapshot = Omit<OpenSession, 'dims' | 'prev' | 'next' | 'gone' | 'epoch' | 'idBytes'> & { dims: [string, string, string] };
+export type SessionSnapshot = Omit<OpenSession, 'dims' | 'prev' | 'next' | 'gone' | 'epoch'> & { dims: [string, string, string] };
 
 /**
  * Journal of changes to where sessions count: entry k says "add `delta[k]` sessions to the
@@ -100,6 +98,8 @@ const WHEEL_MS = 60_000;
 const DAY = 86_400_000;
 
 const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
+/** Length of a session id: two 8-digit hex hashes. */
+export const SESSION_ID_CHARS = 16;
 
 export function sessionIdOf(user: string, start: number): string {
   const key = encoder.encode(`${user}:${start}`);
@@ -228,9 +228,14 @@ export class SessionTable {
     return out;
   }
 
-  /** UTF-8 bytes of a session's id (cached per open session). */
-  static idBytesOf(s: OpenSession): Uint8Array {
-    return (s.idBytes ??= encoder.encode(s.id));
+  /**
+   * Writes a session's id (16 hex characters, ASCII: `sessionIdOf`) as bytes at `offset`. Not
+   * cached per session: a cached Uint8Array cost ≈ 200 B per open session (typed array, buffer,
+   * backing store), a third of the session table's memory (bench/results/state-per-user-2026-12-03.md).
+   */
+  static writeId(s: OpenSession, out: Uint8Array, offset: number): void {
+    const id = s.id;
+    for (let k = 0; k < SESSION_ID_CHARS; k++) out[offset + k] = id.charCodeAt(k);
   }
 
   /**
@@ -281,7 +286,7 @@ export class SessionTable {
     const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
     let last: OpenSession | null = null;
     for (const x of sorted) {
-      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, epoch: 0, idBytes: undefined };
+      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, epoch: 0 };
       if (last !== null && last.key === s.key) {
         last.next = s;
         s.prev = last;
@@ -316,7 +321,6 @@ export class SessionTable {
       next,
       gone: false,
       epoch: this.epoch,
-      idBytes: undefined,
     };
     this.changed.push(key);
     if (prev !== null) prev.next = s;
@@ -374,7 +378,6 @@ export class SessionTable {
   private rename(s: OpenSession, id: string): void {
     (s.aliases ??= []).push(s.id);
     s.id = id;
-    s.idBytes = undefined;
   }
 
   private journal(time: number, dims: DimValues, delta: number): void {

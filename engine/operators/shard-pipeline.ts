@@ -17,14 +17,14 @@ import { epochMillis } from '../kernels/epoch-millis.js';
 import { markTooLate } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
-import { SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
+import { SESSION_ID_CHARS, SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
 import { AggregateOperator, M, type Acc, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
 /** Session ids are 16 ASCII hex digits (kernels/session-table `sessionIdOf`). */
-const SESSION_ID_LENGTH = 16;
+const SESSION_ID_LENGTH = SESSION_ID_CHARS;
 /** How long past its usual emission point a daily window may wait for its day's sessions to close. */
 export const MAX_DAILY_HOLD_MS = DAY;
 
@@ -162,7 +162,7 @@ export class ShardPipeline {
       const b = bits[typeIdx[i]!]!;
       const combo = combos[j]!;
       const session = this.sessions.assign(userKey, users, eventIds, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!);
-      sessionIds.set(SessionTable.idBytesOf(session), j * SESSION_ID_LENGTH);
+      SessionTable.writeId(session, sessionIds, j * SESSION_ID_LENGTH);
       const hour = t - (((t % HOUR) + HOUR) % HOUR);
       const day = t - (((t % DAY) + DAY) % DAY);
       if (hour !== hourStart || combo !== lastCombo) {

@@ -309,9 +309,9 @@ describe('SessionTable', () => {
     put(s, 0, T + 10 * MIN);
     put(s, 0, T, 'Home'); // alias of T + 10 min
     put(s, 0, T + 60 * MIN, null, other);
-    SessionTable.idBytesOf(put(s, 0, T + 60 * MIN));
+    put(s, 0, T + 60 * MIN);
     const snap = JSON.parse(JSON.stringify(s.snapshot())) as ReturnType<SessionTable['snapshot']>;
-    expect(snap.every((x) => !('idBytes' in x) && !('next' in x))).toBe(true);
+    expect(snap.every((x) => !('next' in x) && !('prev' in x))).toBe(true);
     const r = new SessionTable(GAP);
     r.restore(snap, (d, v, c) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!);
     expect(r.openCount).toBe(2);
