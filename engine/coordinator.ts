@@ -799,8 +799,7 @@ export class Coordinator {
     await this.flushDlq();
     // Engine node: the lake-wide steps belong to the `gold` lease's owner.
     if (this.cluster && this.cluster.role('gold') === undefined) return;
-    const frontier = await this.frontiers();
-    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
+    await this.publishFrontier();
     const now = Date.now();
     // Not beside a compaction: reconciliation reads silver by listing it, and a compaction moves
     // rows between files meanwhile (a listing could see them twice, or not at all). Next round.
@@ -1233,9 +1232,14 @@ export class Coordinator {
     if (this.options.reconcileIntervalMs <= 0) return;
     if (this.cluster && this.cluster.role('gold') === undefined) return;
     await this.compacting;
+    await this.publishFrontier();
+    await this.reconcile();
+  }
+
+  /** Writes every shard's committed frontier to the lake, where reconciliation reads it. */
+  private async publishFrontier(): Promise<void> {
     const frontier = await this.frontiers();
     await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
-    await this.reconcile();
   }
 
   private fail(err: unknown): void {

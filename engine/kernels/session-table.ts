@@ -98,7 +98,7 @@ const WHEEL_MS = 60_000;
 const DAY = 86_400_000;
 
 const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
-/** Length of a session id: two 8-digit hex hashes. */
+/** Length of a session id: two 8-digit hex hashes, ASCII (`sessionIdOf`). */
 export const SESSION_ID_CHARS = 16;
 
 export function sessionIdOf(user: string, start: number): string {

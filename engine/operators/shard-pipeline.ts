@@ -23,8 +23,6 @@ import { DedupOperator } from './dedup-operator.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
-/** Session ids are 16 ASCII hex digits (kernels/session-table `sessionIdOf`). */
-const SESSION_ID_LENGTH = SESSION_ID_CHARS;
 /** How long past its usual emission point a daily window may wait for its day's sessions to close. */
 export const MAX_DAILY_HOLD_MS = DAY;
 
@@ -147,7 +145,7 @@ export class ShardPipeline {
     const comboValues = this.aggregate.combos;
     const props = col('properties') as Data<Utf8>;
 
-    const sessionIds = new Uint8Array(kept.length * SESSION_ID_LENGTH);
+    const sessionIds = new Uint8Array(kept.length * SESSION_ID_CHARS);
     let hourStart = NaN;
     let dayStart = NaN;
     let lastCombo = -1;
@@ -162,7 +160,7 @@ export class ShardPipeline {
       const b = bits[typeIdx[i]!]!;
       const combo = combos[j]!;
       const session = this.sessions.assign(userKey, users, eventIds, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!);
-      SessionTable.writeId(session, sessionIds, j * SESSION_ID_LENGTH);
+      SessionTable.writeId(session, sessionIds, j * SESSION_ID_CHARS);
       const hour = t - (((t % HOUR) + HOUR) % HOUR);
       const day = t - (((t % DAY) + DAY) % DAY);
       if (hour !== hourStart || combo !== lastCombo) {
@@ -339,15 +337,15 @@ function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, 
   let values = sessionIds;
   for (let j = 0; j < n; j++) if (noSession[j]) nulls++;
   if (nulls === 0) {
-    for (let j = 0; j <= n; j++) offsets[j] = j * SESSION_ID_LENGTH;
+    for (let j = 0; j <= n; j++) offsets[j] = j * SESSION_ID_CHARS;
   } else {
     validity = new Uint8Array(((n + 63) >> 6) << 3);
-    values = new Uint8Array((n - nulls) * SESSION_ID_LENGTH);
+    values = new Uint8Array((n - nulls) * SESSION_ID_CHARS);
     let end = 0;
     for (let j = 0; j < n; j++) {
       if (!noSession[j]) {
-        values.set(sessionIds.subarray(j * SESSION_ID_LENGTH, (j + 1) * SESSION_ID_LENGTH), end);
-        end += SESSION_ID_LENGTH;
+        values.set(sessionIds.subarray(j * SESSION_ID_CHARS, (j + 1) * SESSION_ID_CHARS), end);
+        end += SESSION_ID_CHARS;
         validity[j >> 3]! |= 1 << (j & 7);
       }
       offsets[j + 1] = end;
