@@ -87,6 +87,8 @@ const roll = (shard: number): Promise<number> =>
 
 // Marks that arrive while the coordinator recovers are applied once it runs.
 let coordinator: Coordinator | undefined;
+/** The coordinator's start (recovery: replaying the logs since the last checkpoint); set below. */
+let starting: Promise<Coordinator> | undefined;
 const early: Array<[number, number, number]> = [];
 let closing: Promise<void> | undefined;
 
@@ -94,7 +96,9 @@ const close = (): Promise<void> =>
   (closing ??= (async () => {
     let error: string | undefined;
     try {
-      await coordinator?.close();
+      // A stop during recovery waits for it: the close drains and commits what ingest acknowledged
+      // (it used to exit at once with success, leaving those events to the next start).
+      await (coordinator ?? (await starting))?.close();
     } catch (err) {
       error = (err as Error)?.message ?? String(err);
       logger.error({ err }, 'engine close failed; acknowledged events stay in the log for the next start');
@@ -140,11 +144,15 @@ process.on('disconnect', () => {
 
 const engineMetricNames = Object.values(engineMetrics).map((m) => (m as unknown as { name: string }).name);
 
-await takeOver(join(options.dataDir, 'engine.pid'));
-coordinator = await Coordinator.start(options, logger, { shards, dlq, roll });
-for (const [shard, next, rows] of early.splice(0)) coordinator.durable(shard, next, rows);
+starting = (async () => {
+  await takeOver(join(options.dataDir, 'engine.pid'));
+  const started = await Coordinator.start(options, logger, { shards, dlq, roll });
+  for (const [shard, next, rows] of early.splice(0)) started.durable(shard, next, rows);
+  coordinator = started;
+  return started;
+})();
+const c = await starting;
 send({ kind: 'started' });
-const c = coordinator;
 setInterval(() => {
   const failure = c.failure;
   const reasons = failure === undefined ? [] : readiness.reasons().length > 0 ? readiness.reasons() : [failure.message];

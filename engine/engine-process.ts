@@ -123,7 +123,18 @@ export class EngineProcess {
   /** Asks the engine to drain and commit everything, waits for it to exit. */
   async close(): Promise<void> {
     this.closing = true;
+    const down = this.restartTimer !== undefined;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    if (down) {
+      // Down between restarts: start it once more, so that the stop drains and commits what ingest
+      // acknowledged meanwhile (a stop used to leave those events to the next start, and exit 0).
+      try {
+        await this.spawn();
+      } catch (err) {
+        throw externalError('engine_close_failed', `the engine process was down and did not start again to drain (${(err as Error)?.message ?? String(err)}); acknowledged events stay in the log and are committed at the next start`);
+      }
+    }
     this.flushMarks();
     const child = this.child;
     if (child === undefined || child.exitCode !== null) return;
@@ -144,6 +155,7 @@ export class EngineProcess {
     readiness.set(`${READINESS_KEY}down`, `${why}; restarting in ${delay} ms`);
     this.log.error({ why, delayMs: delay }, 'the engine process exited; restarting it (it recovers from its last checkpoint)');
     this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
       this.spawn().catch((err: unknown) => this.log.error({ err }, 'restarting the engine process failed'));
     }, delay);
     this.restartTimer.unref();

@@ -5,6 +5,7 @@
  * loaded machine (tsx transpiling, the engine's recovery) can pass test/helpers/served's 60 s.
  */
 import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,6 +21,8 @@ export function serveFromSources(cwd: string, args: string[], env: Record<string
   let err = '';
   let out = '';
   child.stderr!.on('data', (b: Buffer) => (err = (err + b.toString()).slice(-20_000)));
+  // SLUICE_TEST_SERVER_LOG=<dir>: the whole stderr goes to <dir>/serve-<pid>.log as well (as in ./served.ts).
+  if (process.env.SLUICE_TEST_SERVER_LOG) child.stderr!.pipe(createWriteStream(join(process.env.SLUICE_TEST_SERVER_LOG, `serve-${child.pid}.log`)));
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   return new Promise<Served>((resolve, reject) => {
     const timer = setTimeout(() => {

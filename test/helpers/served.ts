@@ -30,10 +30,13 @@ export interface Served {
   readonly stderr: () => string;
 }
 
-/** Environment of a user who set only AWS credentials (plus `extra`): nothing of this process's SLUICE_* leaks in. */
+/**
+ * Environment of a user who set only AWS credentials (plus `extra`): nothing of this process's SLUICE_* leaks in.
+ * The servers log warnings only, or at SLUICE_TEST_SERVER_LOG_LEVEL (for debugging a flaky run, with SLUICE_TEST_SERVER_LOG).
+ */
 export function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && !k.startsWith('AWS_') && k !== 'UV_THREADPOOL_SIZE'));
-  return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: 'warn', ...extra };
+  return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: process.env.SLUICE_TEST_SERVER_LOG_LEVEL ?? 'warn', ...extra };
 }
 
 /** Servers started here that have not exited: {@link killServed} ends them when a test failed before stopping its own. */
