@@ -33,6 +33,7 @@ import { readFlatIpc } from '../common/ipc-read.js';
 import { tableFromIPC } from 'apache-arrow';
 import { IngestBatchBuilder } from '../ingest/batch-builder.js';
 import { ShardPipeline } from '../engine/operators/shard-pipeline.js';
+import { SessionTable } from '../engine/kernels/session-table.js';
 import { defaultEngineOptions } from '../engine/options.js';
 
 const { values } = parseArgs({
@@ -269,7 +270,7 @@ try {
   // (`p` is the same object: it is dropped with `pipeline` below, or the pipeline would stay reachable.)
   type Internals = {
     aggregate: { hourly: Map<number, unknown>; daily: Map<number, unknown>; dirty: unknown[]; emittedAccs: unknown[] };
-    sessions: { tails: Map<number, unknown>; wheel: Map<number, unknown>; changed: number[] };
+    sessions: SessionTable;
   };
   let p: Internals | null = pipeline as unknown as Internals;
   p.aggregate.hourly.clear();
@@ -277,9 +278,7 @@ try {
   p.aggregate.dirty = [];
   p.aggregate.emittedAccs = [];
   const noAggregate = await measure();
-  p.sessions.tails = new Map();
-  p.sessions.wheel = new Map();
-  p.sessions.changed = [];
+  p.sessions = new SessionTable(defaults.sessionGapMs); // the whole table (its slot arrays, maps, wheel), for an empty one
   const noSessions = await measure();
   p = null;
   pipeline = null;

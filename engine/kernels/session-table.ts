@@ -36,6 +36,12 @@
  * Users are keyed by a 53-bit fingerprint of user_id (kernels/fingerprint `fingerprintKey`), so
  * the per-row path never decodes the id: strings are decoded only when a session opens or its
  * first event changes.
+ *
+ * Memory: an open session is a slot in parallel typed arrays (times, counts, list links, its id's
+ * 16 bytes) plus four references (user, first event id, dimensions, screens), ≈ 130 B before its
+ * strings; as one object per session (18 fields, four boxed doubles, its id as a string) it was
+ * ≈ 400 B (bench/state-per-user.ts). Callers hold a session by its slot number while it is open;
+ * closed sessions and snapshots come out as plain objects.
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
@@ -48,7 +54,8 @@ export interface DimValues {
   readonly c: string;
 }
 
-export interface OpenSession {
+/** A session as a plain object: a closed one (`close`), or an open one's view (`session`). */
+export interface ClosedSession {
   /** Fingerprint key of user_id. */
   key: number;
   /** Current id: sessionIdOf(user, start). */
@@ -68,19 +75,10 @@ export interface OpenSession {
   lastScreenTime: number;
   /** Ids this session had before (earlier starts, merged sessions); null when none. */
   aliases: string[] | null;
-  /** The user's previous (earlier start) and next (later start) open sessions, or null. */
-  prev: OpenSession | null;
-  next: OpenSession | null;
-  /** Set when the session was merged into another or closed (its wheel entries are stale). */
-  gone: boolean;
-  /** The change epoch in which the session was last marked changed (see `changedUsers`). */
-  epoch: number;
 }
 
-export type ClosedSession = OpenSession;
-
-/** A snapshot of one open session (JSON-safe: no list links or caches; dimensions by value). */
-export type SessionSnapshot = Omit<OpenSession, 'dims' | 'prev' | 'next' | 'gone' | 'epoch'> & { dims: [string, string, string] };
+/** A snapshot of one open session (JSON-safe; dimensions by value). The stored format of open sessions. */
+export type SessionSnapshot = Omit<ClosedSession, 'dims'> & { dims: [string, string, string] };
 
 /**
  * Journal of changes to where sessions count: entry k says "add `delta[k]` sessions to the
@@ -96,18 +94,34 @@ const encoder = new TextEncoder();
 /** Width of a close-wheel slot. */
 const WHEEL_MS = 60_000;
 const DAY = 86_400_000;
+/** No session (a list link's end). */
+const NONE = -1;
+/** Distinct screen names shared between sessions (beyond it, each session keeps its own string). */
+const SCREEN_INTERN_MAX = 10_000;
 
-const hex8 = (h: number): string => h.toString(16).padStart(8, '0');
 /** Length of a session id: two 8-digit hex hashes, ASCII (`sessionIdOf`). */
 export const SESSION_ID_CHARS = 16;
+const HEX = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+
+/** Writes sessionIdOf(user, start) as 16 ASCII bytes at `offset`. */
+function writeSessionId(user: string, start: number, out: Uint8Array, offset: number): void {
+  const key = encoder.encode(`${user}:${start}`);
+  const a = murmur3(key, 0, key.length, 0x5e55);
+  const b = murmur3(key, 0, key.length, 0x10ad);
+  for (let k = 0; k < 8; k++) {
+    out[offset + k] = HEX[(a >>> (28 - 4 * k)) & 15]!;
+    out[offset + 8 + k] = HEX[(b >>> (28 - 4 * k)) & 15]!;
+  }
+}
 
 export function sessionIdOf(user: string, start: number): string {
-  const key = encoder.encode(`${user}:${start}`);
-  return hex8(murmur3(key, 0, key.length, 0x5e55)) + hex8(murmur3(key, 0, key.length, 0x10ad));
+  const out = new Uint8Array(SESSION_ID_CHARS);
+  writeSessionId(user, start, out, 0);
+  return String.fromCharCode(...out);
 }
 
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
-export const byStartThenId = (a: OpenSession, b: OpenSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+export const byStartThenId = (a: ClosedSession, b: ClosedSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 const decoder = new TextDecoder();
 const utf8At = (col: Data<Utf8>, row: number): string => decoder.decode(col.values.subarray(col.valueOffsets[row]!, col.valueOffsets[row + 1]!));
@@ -127,35 +141,56 @@ function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
   return to - from - s.length;
 }
 
-function snapshotOf(s: OpenSession): SessionSnapshot {
-  return {
-    key: s.key,
-    id: s.id,
-    user: s.user,
-    start: s.start,
-    end: s.end,
-    count: s.count,
-    firstEventId: s.firstEventId,
-    dims: [s.dims.d, s.dims.v, s.dims.c],
-    firstScreen: s.firstScreen,
-    firstScreenTime: s.firstScreenTime,
-    lastScreen: s.lastScreen,
-    lastScreenTime: s.lastScreenTime,
-    aliases: s.aliases,
-  };
+/** Grows a typed array to `n` elements, keeping its contents. */
+function grown<T extends Float64Array | Int32Array | Uint8Array>(a: T, n: number): T {
+  const b = new (a.constructor as new (n: number) => T)(n);
+  b.set(a);
+  return b;
 }
 
 export class SessionTable {
   readonly gapMs: number;
-  /** User key → the user's latest open session (the tail of its list: in-order events find theirs at once). */
-  private tails = new Map<number, OpenSession>();
+  // ---- open sessions, one slot each (parallel arrays; free slots are reused) ----
+  private cap = 0;
+  /** Slots ever used (the high-water mark); free ones below it are in `free`. */
+  private used = 0;
+  private free: number[] = [];
+  private keyOf = new Float64Array(0);
+  private startOf = new Float64Array(0);
+  private endOf = new Float64Array(0);
+  private firstScreenTimeOf = new Float64Array(0);
+  private lastScreenTimeOf = new Float64Array(0);
+  private countOf = new Int32Array(0);
+  /** The user's previous (earlier start) and next (later start) open session's slot, or NONE. */
+  private prevOf = new Int32Array(0);
+  private nextOf = new Int32Array(0);
+  /** The change epoch in which the session was last marked changed (see `changedUsers`). */
+  private epochOf = new Int32Array(0);
+  /** The wheel minute the session is filed under (an entry under another minute is stale). */
+  private filedOf = new Int32Array(0);
+  /** 1 while the slot holds an open session. */
+  private liveOf = new Uint8Array(0);
+  /** The current id's 16 ASCII bytes. */
+  private idBytes = new Uint8Array(0);
+  private userOf: string[] = [];
+  private firstEventIdOf: string[] = [];
+  private dimsOf: DimValues[] = [];
+  private firstScreenOf: Array<string | null> = [];
+  private lastScreenOf: Array<string | null> = [];
+  /** Earlier ids (renames, merged sessions), for the few sessions that have any. */
+  private aliasesOf = new Map<number, string[]>();
+  private screens = new Map<string, string>();
+
+  /** User key → the slot of the user's latest open session (the tail of its list: in-order events find theirs at once). */
+  private tails = new Map<number, number>();
   private count = 0;
   /**
-   * Timer wheel of close deadlines: minute → sessions filed under that minute of end + gap when
-   * opened (or last refiled). A session that grew since is refiled when its minute comes due, one
-   * that is gone (merged) is dropped then, so `close` touches only sessions whose minute is due.
+   * Timer wheel of close deadlines: minute → slots filed under that minute of end + gap when
+   * opened (or last refiled). A session that grew since is refiled when its minute comes due, an
+   * entry whose slot was freed (merged, closed) or filed elsewhere since is dropped then, so
+   * `close` touches only sessions whose minute is due.
    */
-  private wheel = new Map<number, OpenSession[]>();
+  private wheel = new Map<number, number[]>();
   /** Lower bound of the wheel's minutes. */
   private firstMinute = Infinity;
   private changes: StartChanges = { time: [], dims: [], delta: [] };
@@ -174,30 +209,57 @@ export class SessionTable {
   }
 
   /**
-   * Assigns an event to its session and returns that session (whose id the caller stamps on the
-   * event): user fingerprint `key`; row `row` of `users` and `eventIds` (read only when a
-   * session opens or its first event changes); event time `t` (ms, never behind the last
-   * watermark given to `close`); screen name or null; the event's interned dimensions.
+   * Assigns an event to its session and returns that session's slot (valid while it is open: the
+   * caller stamps its id with `writeId`): user fingerprint `key`; row `row` of `users` and
+   * `eventIds` (read only when a session opens or its first event changes); event time `t` (ms,
+   * never behind the last watermark given to `close`); screen name or null; the event's
+   * interned dimensions.
    */
-  assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): OpenSession {
+  assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): number {
     const gap = this.gapMs;
     // The latest session whose window (start − gap, …) reaches back before t; later ones start ≥ a gap after t.
-    let s = this.tails.get(key) ?? null;
-    let after: OpenSession | null = null;
-    while (s !== null && t <= s.start - gap) {
+    let s = this.tails.get(key) ?? NONE;
+    let after = NONE;
+    while (s !== NONE && t <= this.startOf[s]! - gap) {
       after = s;
-      s = s.prev;
+      s = this.prevOf[s]!;
     }
-    if (s === null || t >= s.end + gap) return this.open(key, users, eventIds, row, t, screen, dims, s, after);
+    if (s === NONE || t >= this.endOf[s]! + gap) return this.open(key, users, eventIds, row, t, screen, dims, s, after);
     // Sessions are ≥ gap apart, so only the one before can also be within the gap: t bridges them.
-    const p = s.prev;
-    if (p !== null && t < p.end + gap) {
+    const p = this.prevOf[s]!;
+    if (p !== NONE && t < this.endOf[p]! + gap) {
       this.join(p, eventIds, row, t, screen, dims);
       this.merge(p, s);
       s = p;
     } else this.join(s, eventIds, row, t, screen, dims);
-    if (s.epoch !== this.epoch) this.mark(s);
+    if (this.epochOf[s] !== this.epoch) this.mark(s);
     return s;
+  }
+
+  /** Writes the id of the open session in `slot` (16 ASCII characters: `sessionIdOf`) at `offset`. */
+  writeId(slot: number, out: Uint8Array, offset: number): void {
+    const ids = this.idBytes;
+    const from = slot * SESSION_ID_CHARS;
+    for (let k = 0; k < SESSION_ID_CHARS; k++) out[offset + k] = ids[from + k]!;
+  }
+
+  /** The open session in `slot` as a plain object. */
+  session(slot: number): ClosedSession {
+    return {
+      key: this.keyOf[slot]!,
+      id: this.idOf(slot),
+      user: this.userOf[slot]!,
+      start: this.startOf[slot]!,
+      end: this.endOf[slot]!,
+      count: this.countOf[slot]!,
+      firstEventId: this.firstEventIdOf[slot]!,
+      dims: this.dimsOf[slot]!,
+      firstScreen: (this.firstScreenOf[slot] ?? null),
+      firstScreenTime: this.firstScreenTimeOf[slot]!,
+      lastScreen: (this.lastScreenOf[slot] ?? null),
+      lastScreenTime: this.lastScreenTimeOf[slot]!,
+      aliases: this.aliasesOf.get(slot) ?? null,
+    };
   }
 
   /**
@@ -217,7 +279,7 @@ export class SessionTable {
   /** Snapshots of one user's open sessions, by start (empty when none). */
   userSessions(key: number): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (let s = this.tails.get(key) ?? null; s !== null; s = s.prev) out.unshift(snapshotOf(s));
+    for (let s = this.tails.get(key) ?? NONE; s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
     return out;
   }
 
@@ -226,16 +288,6 @@ export class SessionTable {
     const out = this.changes;
     this.changes = { time: [], dims: [], delta: [] };
     return out;
-  }
-
-  /**
-   * Writes a session's id (16 hex characters, ASCII: `sessionIdOf`) as bytes at `offset`. Not
-   * cached per session: a cached Uint8Array cost ≈ 200 B per open session (typed array, buffer,
-   * backing store), a third of the session table's memory (bench/results/state-per-user-2026-12-03.md).
-   */
-  static writeId(s: OpenSession, out: Uint8Array, offset: number): void {
-    const id = s.id;
-    for (let k = 0; k < SESSION_ID_CHARS; k++) out[offset + k] = id.charCodeAt(k);
   }
 
   /**
@@ -251,11 +303,11 @@ export class SessionTable {
       const list = this.wheel.get(minute)!;
       this.wheel.delete(minute);
       for (const s of list) {
-        if (s.gone) continue;
-        if (s.end + this.gapMs <= watermarkMs) {
+        if (this.liveOf[s] !== 1 || this.filedOf[s] !== minute) continue; // freed, or filed again since
+        if (this.endOf[s]! + this.gapMs <= watermarkMs) {
+          out.push(this.session(s));
+          this.countDay(this.startOf[s]!, -1);
           this.unlink(s);
-          this.countDay(s.start, -1);
-          out.push(s);
         } else this.file(s); // grew since it was filed
       }
     }
@@ -276,6 +328,7 @@ export class SessionTable {
    * `changed`, every restored user counts as changed (a checkpoint in an older format is rewritten).
    */
   restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues, changed = false): void {
+    this.clearSlots();
     this.tails = new Map();
     this.wheel = new Map();
     this.firstMinute = Infinity;
@@ -283,48 +336,83 @@ export class SessionTable {
     this.changes = { time: [], dims: [], delta: [] };
     this.changed = [];
     this.openByDay = new Map();
+    this.reserve(state.length);
     const sorted = [...state].sort((a, b) => a.key - b.key || a.start - b.start);
-    let last: OpenSession | null = null;
+    let last = NONE;
     for (const x of sorted) {
-      const s: OpenSession = { ...x, dims: intern(...x.dims), prev: null, next: null, gone: false, epoch: 0 };
-      if (last !== null && last.key === s.key) {
-        last.next = s;
-        s.prev = last;
+      const s = this.allocate();
+      this.keyOf[s] = x.key;
+      this.userOf[s] = last !== NONE && this.keyOf[last] === x.key ? this.userOf[last]! : x.user;
+      this.startOf[s] = x.start;
+      this.endOf[s] = x.end;
+      this.countOf[s] = x.count;
+      this.firstEventIdOf[s] = x.firstEventId;
+      this.dimsOf[s] = intern(...x.dims);
+      this.firstScreenOf[s] = this.screen(x.firstScreen);
+      this.firstScreenTimeOf[s] = x.firstScreenTime;
+      this.lastScreenOf[s] = this.screen(x.lastScreen);
+      this.lastScreenTimeOf[s] = x.lastScreenTime;
+      if (x.aliases !== null && x.aliases.length > 0) this.aliasesOf.set(s, [...x.aliases]);
+      for (let k = 0; k < SESSION_ID_CHARS; k++) this.idBytes[s * SESSION_ID_CHARS + k] = x.id.charCodeAt(k);
+      this.epochOf[s] = 0;
+      this.prevOf[s] = NONE;
+      this.nextOf[s] = NONE;
+      if (last !== NONE && this.keyOf[last] === x.key) {
+        this.nextOf[last] = s;
+        this.prevOf[s] = last;
       }
-      this.tails.set(s.key, s);
+      this.tails.set(x.key, s);
       last = s;
       this.count++;
       this.file(s);
-      this.countDay(s.start, 1);
-      if (changed) this.changed.push(s.key);
+      this.countDay(x.start, 1);
+      if (changed) this.changed.push(x.key);
     }
   }
 
-  /** Opens a session for the event between `prev` and `next` (the user's neighbouring sessions, or null). */
-  private open(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues, prev: OpenSession | null, next: OpenSession | null): OpenSession {
-    const user = (prev ?? next)?.user ?? utf8At(users, row);
-    const s: OpenSession = {
-      key,
-      id: sessionIdOf(user, t),
-      user,
-      start: t,
-      end: t,
-      count: 1,
-      firstEventId: utf8At(eventIds, row),
-      dims,
-      firstScreen: screen,
-      firstScreenTime: screen === null ? 0 : t,
-      lastScreen: screen,
-      lastScreenTime: screen === null ? 0 : t,
-      aliases: null,
-      prev,
-      next,
-      gone: false,
-      epoch: this.epoch,
-    };
+  /**
+   * Erasure: drops every open session of user `key` (journalling −1 for each start, so open
+   * windows stop counting them) and returns how many there were. The caller persists the removal.
+   */
+  removeUser(key: number): number {
+    let n = 0;
+    for (let s = this.tails.get(key) ?? NONE; s !== NONE; s = this.tails.get(key) ?? NONE) {
+      this.journal(this.startOf[s]!, this.dimsOf[s]!, -1); // also counts its day down, as a merge does
+      this.unlink(s);
+      n++;
+    }
+    return n;
+  }
+
+  /** Starts (ms) of the UTC days in which open sessions start, ascending (a handful). */
+  openDays(): number[] {
+    return [...this.openByDay.keys()].sort((a, b) => a - b);
+  }
+
+  /** Opens a session for the event between `prev` and `next` (the user's neighbouring sessions' slots, or NONE). */
+  private open(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues, prev: number, next: number): number {
+    const neighbour = prev !== NONE ? prev : next;
+    const user = neighbour !== NONE ? this.userOf[neighbour]! : utf8At(users, row);
+    const s = this.allocate();
+    this.keyOf[s] = key;
+    this.userOf[s] = user;
+    writeSessionId(user, t, this.idBytes, s * SESSION_ID_CHARS);
+    this.startOf[s] = t;
+    this.endOf[s] = t;
+    this.countOf[s] = 1;
+    this.firstEventIdOf[s] = utf8At(eventIds, row);
+    this.dimsOf[s] = dims;
+    const name = this.screen(screen);
+    this.firstScreenOf[s] = name;
+    this.lastScreenOf[s] = name;
+    this.firstScreenTimeOf[s] = name === null ? 0 : t;
+    this.lastScreenTimeOf[s] = name === null ? 0 : t;
+    this.epochOf[s] = this.epoch;
+    this.prevOf[s] = prev;
+    this.nextOf[s] = next;
     this.changed.push(key);
-    if (prev !== null) prev.next = s;
-    if (next !== null) next.prev = s;
+    if (prev !== NONE) this.nextOf[prev] = s;
+    if (next !== NONE) this.prevOf[next] = s;
     else this.tails.set(key, s);
     this.count++;
     this.file(s);
@@ -332,52 +420,93 @@ export class SessionTable {
     return s;
   }
 
-  private join(s: OpenSession, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): void {
-    s.count++;
-    if (t < s.start || (t === s.start && compareUtf8(eventIds, row, s.firstEventId) < 0)) {
-      this.journal(s.start, s.dims, -1);
+  private join(s: number, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): void {
+    this.countOf[s]!++;
+    const start = this.startOf[s]!;
+    if (t < start || (t === start && compareUtf8(eventIds, row, this.firstEventIdOf[s]!) < 0)) {
+      this.journal(start, this.dimsOf[s]!, -1);
       this.journal(t, dims, 1);
-      if (t < s.start) {
-        this.rename(s, sessionIdOf(s.user, t));
-        s.start = t;
+      if (t < start) {
+        this.addAlias(s, this.idOf(s));
+        writeSessionId(this.userOf[s]!, t, this.idBytes, s * SESSION_ID_CHARS);
+        this.startOf[s] = t;
       }
-      s.firstEventId = utf8At(eventIds, row);
-      s.dims = dims;
+      this.firstEventIdOf[s] = utf8At(eventIds, row);
+      this.dimsOf[s] = dims;
     }
-    if (t > s.end) s.end = t;
+    if (t > this.endOf[s]!) this.endOf[s] = t;
     if (screen !== null) {
-      if (s.firstScreen === null || t < s.firstScreenTime || (t === s.firstScreenTime && screen < s.firstScreen)) {
-        s.firstScreen = screen;
-        s.firstScreenTime = t;
+      const first = (this.firstScreenOf[s] ?? null);
+      const firstTime = this.firstScreenTimeOf[s]!;
+      if (first === null || t < firstTime || (t === firstTime && screen < first)) {
+        this.firstScreenOf[s] = this.screen(screen);
+        this.firstScreenTimeOf[s] = t;
       }
-      if (s.lastScreen === null || t > s.lastScreenTime || (t === s.lastScreenTime && screen > s.lastScreen)) {
-        s.lastScreen = screen;
-        s.lastScreenTime = t;
+      const lastName = (this.lastScreenOf[s] ?? null);
+      const lastTime = this.lastScreenTimeOf[s]!;
+      if (lastName === null || t > lastTime || (t === lastTime && screen > lastName)) {
+        this.lastScreenOf[s] = this.screen(screen);
+        this.lastScreenTimeOf[s] = t;
       }
     }
   }
 
   /** Folds `n` (the next session of the same user, all of whose events are later) into `s`. */
-  private merge(s: OpenSession, n: OpenSession): void {
-    s.count += n.count;
-    if (n.end > s.end) s.end = n.end;
-    if (s.firstScreen === null && n.firstScreen !== null) {
-      s.firstScreen = n.firstScreen;
-      s.firstScreenTime = n.firstScreenTime;
+  private merge(s: number, n: number): void {
+    this.countOf[s]! += this.countOf[n]!;
+    if (this.endOf[n]! > this.endOf[s]!) this.endOf[s] = this.endOf[n]!;
+    if (this.firstScreenOf[s] === null && this.firstScreenOf[n] !== null) {
+      this.firstScreenOf[s] = (this.firstScreenOf[n] ?? null);
+      this.firstScreenTimeOf[s] = this.firstScreenTimeOf[n]!;
     }
-    if (n.lastScreen !== null) {
-      s.lastScreen = n.lastScreen;
-      s.lastScreenTime = n.lastScreenTime;
+    if (this.lastScreenOf[n] !== null) {
+      this.lastScreenOf[s] = (this.lastScreenOf[n] ?? null);
+      this.lastScreenTimeOf[s] = this.lastScreenTimeOf[n]!;
     }
-    (s.aliases ??= []).push(n.id);
-    if (n.aliases !== null) s.aliases.push(...n.aliases);
-    this.journal(n.start, n.dims, -1);
+    this.addAlias(s, this.idOf(n));
+    const older = this.aliasesOf.get(n);
+    if (older !== undefined) this.aliasesOf.get(s)!.push(...older);
+    this.journal(this.startOf[n]!, this.dimsOf[n]!, -1);
     this.unlink(n);
   }
 
-  private rename(s: OpenSession, id: string): void {
-    (s.aliases ??= []).push(s.id);
-    s.id = id;
+  private addAlias(s: number, id: string): void {
+    const list = this.aliasesOf.get(s);
+    if (list === undefined) this.aliasesOf.set(s, [id]);
+    else list.push(id);
+  }
+
+  private idOf(s: number): string {
+    const from = s * SESSION_ID_CHARS;
+    return String.fromCharCode(...this.idBytes.subarray(from, from + SESSION_ID_CHARS));
+  }
+
+  private snapshotOf(s: number): SessionSnapshot {
+    const dims = this.dimsOf[s]!;
+    return {
+      key: this.keyOf[s]!,
+      id: this.idOf(s),
+      user: this.userOf[s]!,
+      start: this.startOf[s]!,
+      end: this.endOf[s]!,
+      count: this.countOf[s]!,
+      firstEventId: this.firstEventIdOf[s]!,
+      dims: [dims.d, dims.v, dims.c],
+      firstScreen: (this.firstScreenOf[s] ?? null),
+      firstScreenTime: this.firstScreenTimeOf[s]!,
+      lastScreen: (this.lastScreenOf[s] ?? null),
+      lastScreenTime: this.lastScreenTimeOf[s]!,
+      aliases: this.aliasesOf.get(s) ?? null,
+    };
+  }
+
+  /** One string per distinct screen name (up to SCREEN_INTERN_MAX of them), shared by the sessions. */
+  private screen(name: string | null): string | null {
+    if (name === null) return null;
+    const known = this.screens.get(name);
+    if (known !== undefined) return known;
+    if (this.screens.size < SCREEN_INTERN_MAX) this.screens.set(name, name);
+    return name;
   }
 
   private journal(time: number, dims: DimValues, delta: number): void {
@@ -394,44 +523,81 @@ export class SessionTable {
     else this.openByDay.set(day, n);
   }
 
-  /**
-   * Erasure: drops every open session of user `key` (journalling −1 for each start, so open
-   * windows stop counting them) and returns how many there were. The caller persists the removal.
-   */
-  removeUser(key: number): number {
-    let n = 0;
-    for (let s = this.tails.get(key) ?? null; s !== null; s = this.tails.get(key) ?? null) {
-      this.journal(s.start, s.dims, -1); // also counts its day down, as a merge does
-      this.unlink(s);
-      n++;
-    }
-    return n;
+  private mark(s: number): void {
+    this.epochOf[s] = this.epoch;
+    this.changed.push(this.keyOf[s]!);
   }
 
-  /** Starts (ms) of the UTC days in which open sessions start, ascending (a handful). */
-  openDays(): number[] {
-    return [...this.openByDay.keys()].sort((a, b) => a - b);
-  }
-
-  private mark(s: OpenSession): void {
-    s.epoch = this.epoch;
-    this.changed.push(s.key);
-  }
-
-  private unlink(s: OpenSession): void {
-    this.changed.push(s.key);
-    s.gone = true;
+  /** Takes the session out of its user's list and frees its slot. */
+  private unlink(s: number): void {
+    const key = this.keyOf[s]!;
+    const prev = this.prevOf[s]!;
+    const next = this.nextOf[s]!;
+    this.changed.push(key);
     this.count--;
-    if (s.prev !== null) s.prev.next = s.next;
-    if (s.next !== null) s.next.prev = s.prev;
-    else if (s.prev !== null) this.tails.set(s.key, s.prev);
-    else this.tails.delete(s.key);
-    s.prev = null;
-    s.next = null;
+    if (prev !== NONE) this.nextOf[prev] = next;
+    if (next !== NONE) this.prevOf[next] = prev;
+    else if (prev !== NONE) this.tails.set(key, prev);
+    else this.tails.delete(key);
+    this.liveOf[s] = 0;
+    this.aliasesOf.delete(s);
+    // Drop the references (the strings may be all that is left of the user); the slot is reused.
+    this.userOf[s] = '';
+    this.firstEventIdOf[s] = '';
+    this.firstScreenOf[s] = null;
+    this.lastScreenOf[s] = null;
+    this.free.push(s);
   }
 
-  private file(s: OpenSession): void {
-    const minute = Math.floor((s.end + this.gapMs) / WHEEL_MS);
+  private clearSlots(): void {
+    this.cap = 0;
+    this.used = 0;
+    this.free = [];
+    for (const a of ['keyOf', 'startOf', 'endOf', 'firstScreenTimeOf', 'lastScreenTimeOf'] as const) this[a] = new Float64Array(0);
+    for (const a of ['countOf', 'prevOf', 'nextOf', 'epochOf', 'filedOf'] as const) this[a] = new Int32Array(0);
+    this.liveOf = new Uint8Array(0);
+    this.idBytes = new Uint8Array(0);
+    this.userOf = [];
+    this.firstEventIdOf = [];
+    this.dimsOf = [];
+    this.firstScreenOf = [];
+    this.lastScreenOf = [];
+    this.aliasesOf = new Map();
+    this.screens = new Map();
+  }
+
+  private allocate(): number {
+    let s = this.free.pop();
+    if (s === undefined) {
+      if (this.used === this.cap) this.reserve(this.used + 1);
+      s = this.used++;
+    }
+    this.liveOf[s] = 1;
+    return s;
+  }
+
+  /** Room for at least `n` slots (growing by half, so a large table wastes at most a third). */
+  private reserve(n: number): void {
+    if (n <= this.cap) return;
+    const cap = Math.max(n, Math.ceil(this.cap * 1.5), 1024);
+    this.keyOf = grown(this.keyOf, cap);
+    this.startOf = grown(this.startOf, cap);
+    this.endOf = grown(this.endOf, cap);
+    this.firstScreenTimeOf = grown(this.firstScreenTimeOf, cap);
+    this.lastScreenTimeOf = grown(this.lastScreenTimeOf, cap);
+    this.countOf = grown(this.countOf, cap);
+    this.prevOf = grown(this.prevOf, cap);
+    this.nextOf = grown(this.nextOf, cap);
+    this.epochOf = grown(this.epochOf, cap);
+    this.filedOf = grown(this.filedOf, cap);
+    this.liveOf = grown(this.liveOf, cap);
+    this.idBytes = grown(this.idBytes, cap * SESSION_ID_CHARS);
+    this.cap = cap;
+  }
+
+  private file(s: number): void {
+    const minute = Math.floor((this.endOf[s]! + this.gapMs) / WHEEL_MS);
+    this.filedOf[s] = minute;
     let list = this.wheel.get(minute);
     if (list === undefined) this.wheel.set(minute, (list = []));
     list.push(s);

@@ -160,7 +160,7 @@ export class ShardPipeline {
       const b = bits[typeIdx[i]!]!;
       const combo = combos[j]!;
       const session = this.sessions.assign(userKey, users, eventIds, i, t, b & M.screen ? screenName(props, i) : null, comboValues[combo]!);
-      SessionTable.writeId(session, sessionIds, j * SESSION_ID_CHARS);
+      this.sessions.writeId(session, sessionIds, j * SESSION_ID_CHARS);
       const hour = t - (((t % HOUR) + HOUR) % HOUR);
       const day = t - (((t % DAY) + DAY) % DAY);
       if (hour !== hourStart || combo !== lastCombo) {

@@ -14,6 +14,7 @@ import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
+import { murmur3 } from '../../common/hash.js';
 import { AggregateOperator, M, mergePartials } from '../../engine/operators/aggregate-operator.js';
 import { DedupOperator } from '../../engine/operators/dedup-operator.js';
 
@@ -208,18 +209,19 @@ describe('SessionTable', () => {
   ])('$name', ({ second, joins }) => {
     const s = new SessionTable(GAP);
     const first = put(s, 0, T);
-    expect(first.id).toBe(sessionIdOf('u1', T));
+    expect(s.session(first).id).toBe(sessionIdOf('u1', T));
     const then = put(s, 0, second);
     if (joins) {
       expect(then).toBe(first);
-      expect([first.start, first.end, first.count]).toEqual([Math.min(T, second), Math.max(T, second), 2]);
+      const x = s.session(first);
+      expect([x.start, x.end, x.count]).toEqual([Math.min(T, second), Math.max(T, second), 2]);
       // The id follows the start; an earlier id stays as an alias.
-      expect(first.id).toBe(sessionIdOf('u1', first.start));
-      expect(first.aliases).toEqual(second < T ? [sessionIdOf('u1', T)] : null);
+      expect(x.id).toBe(sessionIdOf('u1', x.start));
+      expect(x.aliases).toEqual(second < T ? [sessionIdOf('u1', T)] : null);
     } else {
       expect(then).not.toBe(first);
       expect(s.openCount).toBe(2); // both stay open: neither is closed by the other
-      expect(then.id).toBe(sessionIdOf('u1', second));
+      expect(s.session(then).id).toBe(sessionIdOf('u1', second));
     }
   });
 
@@ -302,6 +304,36 @@ describe('SessionTable', () => {
     ]);
     expect(s.openCount).toBe(0);
     expect(s.close(Infinity)).toEqual([]);
+  });
+
+  it('a session merged away frees its slot; a new session reusing it closes once, at its own deadline', () => {
+    const s = new SessionTable(GAP);
+    const a = put(s, 0, T);
+    const b = put(s, 0, T + GAP + 10 * MIN); // a second session of u1, due at T + 2 gap + 10 min
+    expect(put(s, 0, T + GAP - MIN)).toBe(a); // bridges both: b is merged into a
+    expect(s.openCount).toBe(1);
+    const c = put(s, 1, T + GAP + 10 * MIN); // u2's first session: same deadline as b, and b's slot
+    expect(c).toBe(b);
+    expect(s.session(c)).toMatchObject({ user: 'u2', start: T + GAP + 10 * MIN, count: 1, aliases: null });
+    expect(s.close(T + 2 * GAP + 10 * MIN - 1)).toEqual([]);
+    const closed = s.close(T + 2 * GAP + 10 * MIN);
+    expect(closed.map((x) => [x.user, x.start, x.end, x.count])).toEqual([
+      ['u1', T, T + GAP + 10 * MIN, 3],
+      ['u2', T + GAP + 10 * MIN, T + GAP + 10 * MIN, 1],
+    ]);
+    expect(closed[0]!.aliases).toEqual([sessionIdOf('u1', T + GAP + 10 * MIN)]);
+    expect(s.openCount).toBe(0);
+    expect(s.close(Infinity)).toEqual([]);
+  });
+
+  it('session ids: two murmur3 hashes of "user:start" as 8 hex digits each', () => {
+    const bytes = new TextEncoder().encode(`u1:${T}`);
+    const hex = (h: number): string => h.toString(16).padStart(8, '0');
+    expect(sessionIdOf('u1', T)).toBe(hex(murmur3(bytes, 0, bytes.length, 0x5e55)) + hex(murmur3(bytes, 0, bytes.length, 0x10ad)));
+    const s = new SessionTable(GAP);
+    const out = new Uint8Array(20);
+    s.writeId(put(s, 0, T), out, 4);
+    expect(Buffer.from(out.subarray(4)).toString('latin1')).toBe(sessionIdOf('u1', T));
   });
 
   it('snapshots and restores open sessions (several per user, aliases, dimensions by value)', () => {
