@@ -17,6 +17,7 @@ import { epochMillis } from '../kernels/epoch-millis.js';
 import { markTooLate } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
+import { packSessions, unpackSessions } from '../kernels/session-record.js';
 import { SESSION_ID_CHARS, SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
 import { AggregateOperator, M, type Acc, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
@@ -253,7 +254,7 @@ export class ShardPipeline {
       this.aggregate.load(this.state);
       this.aggregate.dailyEmittedThrough = s.dailyEmittedThrough ?? -Infinity;
       const sessions: SessionSnapshot[] = [];
-      for (const { value } of this.state.sessions.getRange()) sessions.push(...(value as SessionSnapshot[]));
+      for (const { key, value } of this.state.sessions.getRange()) sessions.push(...unpackSessions(key as number, value));
       this.sessions.restore(sessions, intern);
       return;
     }
@@ -275,7 +276,7 @@ export class ShardPipeline {
     this.dedup.onCheckpoint();
     for (const key of this.sessions.changedUsers()) {
       const list = this.sessions.userSessions(key);
-      if (list.length > 0) this.state.sessions.putSync(key, list);
+      if (list.length > 0) this.state.sessions.putSync(key, packSessions(list));
       else this.state.sessions.removeSync(key);
     }
     this.aggregate.checkpoint(this.state);

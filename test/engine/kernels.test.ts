@@ -13,6 +13,7 @@ import { epochMillis } from '../../engine/kernels/epoch-millis.js';
 import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
+import { packSessions, unpackSessions } from '../../engine/kernels/session-record.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
 import { murmur3 } from '../../common/hash.js';
 import { AggregateOperator, M, mergePartials } from '../../engine/operators/aggregate-operator.js';
@@ -324,6 +325,39 @@ describe('SessionTable', () => {
     expect(closed[0]!.aliases).toEqual([sessionIdOf('u1', T + GAP + 10 * MIN)]);
     expect(s.openCount).toBe(0);
     expect(s.close(Infinity)).toEqual([]);
+  });
+
+  it('stored form of open sessions: positional records round-trip through LMDB; values of the object form are still read', () => {
+    const s = new SessionTable(GAP);
+    put(s, 0, T + 10 * MIN, 'Home');
+    put(s, 0, T); // moves the start: an alias; no screen
+    put(s, 0, T + 3 * GAP, null, other); // a second open session of u1
+    put(s, 0, T + 3 * GAP + 5 * MIN, 'Cart');
+    put(s, 1, T + 7 * MIN);
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-session-record-'));
+    const env = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 8 });
+    try {
+      const db = env.openDB({ name: 'state-sessions', encoding: 'msgpack' });
+      const k0 = key(0);
+      const k1 = key(1);
+      db.putSync(k0, packSessions(s.userSessions(k0)));
+      db.putSync(k1, s.userSessions(k1)); // the object form, as written before
+      const read = new Map(db.getRange().map(({ key: k, value }) => [k as number, unpackSessions(k as number, value)] as const));
+      expect(read.get(k0)).toEqual(s.userSessions(k0));
+      expect(read.get(k0)!.map((x) => [x.start - T, x.count, x.firstScreen, x.lastScreen, x.aliases?.length ?? 0])).toEqual([
+        [0, 2, 'Home', 'Home', 1],
+        [3 * GAP, 2, 'Cart', 'Cart', 0],
+      ]);
+      expect(read.get(k1)).toEqual(s.userSessions(k1));
+      // Restored from them, the table goes on as the original does.
+      const r = new SessionTable(GAP);
+      r.restore([...read.values()].flat(), (d, v, c) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!);
+      for (const t of [s, r]) put(t, 0, T + 2 * GAP - MIN); // a third session of u1, between the two
+      expect(r.close(Infinity)).toEqual(s.close(Infinity));
+    } finally {
+      env.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('session ids: two murmur3 hashes of "user:start" as 8 hex digits each', () => {
