@@ -15,6 +15,7 @@ import type { Data, Dictionary, Utf8, Vector } from 'apache-arrow';
 import type { Database } from 'lmdb';
 import { ALL, UNKNOWN } from '../../common/schema.js';
 import type { DimValues, StartChanges } from '../kernels/session-table.js';
+import { KeySet } from '../kernels/key-set.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -49,7 +50,7 @@ export interface Acc {
   c: string;
   n: Float64Array;
   /** Fingerprint keys of the users seen (kernels/fingerprint `fingerprintKey`). */
-  users: Set<number>;
+  users: KeySet;
   /** Users added since the last checkpoint (the next run of the incremental user set). */
   fresh: number[];
   /** Runs of users in the checkpoint store; whether the counters are there at all. */
@@ -121,7 +122,7 @@ export class AggregateOperator {
    * open windows), on the shard's worker, in its task queue, and the same in garbage.
    */
   private liveHour = -Infinity;
-  private liveUsers = new Set<number>();
+  private liveUsers = new KeySet();
 
   constructor(sessionGapMs: number) {
     this.sessionGapMs = sessionGapMs;
@@ -183,7 +184,7 @@ export class AggregateOperator {
     let a = w.get(combo);
     if (!a) {
       const { d, v, c } = this.combos[combo]!;
-      w.set(combo, (a = { granularity, windowStart, d, v, c, n: new Float64Array(SLOTS), users: new Set(), fresh: [], runs: 0, persisted: false, epoch: 0, emitted: false }));
+      w.set(combo, (a = { granularity, windowStart, d, v, c, n: new Float64Array(SLOTS), users: new KeySet(), fresh: [], runs: 0, persisted: false, epoch: 0, emitted: false }));
     }
     if (a.epoch !== this.epoch) this.touch(a);
     return a;
@@ -202,7 +203,7 @@ export class AggregateOperator {
       if (hourAcc.windowStart > this.liveHour) {
         // A newer hour than any event so far: none of its users has been seen yet.
         this.liveHour = hourAcc.windowStart;
-        this.liveUsers = new Set();
+        this.liveUsers = new KeySet();
       }
       this.liveUsers.add(userKey);
     }
@@ -225,8 +226,8 @@ export class AggregateOperator {
   /** After a restore: the latest hourly window's distinct users, united once. */
   private rebuildLive(): void {
     this.liveHour = this.hourly.size > 0 ? Math.max(...this.hourly.keys()) : -Infinity;
-    this.liveUsers = new Set();
-    for (const a of this.hourly.get(this.liveHour)?.values() ?? []) for (const u of a.users) this.liveUsers.add(u);
+    this.liveUsers = new KeySet();
+    for (const a of this.hourly.get(this.liveHour)?.values() ?? []) this.liveUsers.addAll(a.users);
   }
 
   /**
@@ -326,10 +327,10 @@ export class AggregateOperator {
       const key = keyOf(a);
       if (a.runs + 1 > MAX_RUNS) {
         for (let k = 1; k < a.runs; k++) dbs.users.removeSync([...key, k]);
-        dbs.users.putSync([...key, 0], runBytes(a.users));
+        dbs.users.putSync([...key, 0], runBytes(a.users.toFloat64Array()));
         dbs.accs.putSync(key, { n: Array.from(a.n), runs: 1 });
       } else {
-        if (a.fresh.length > 0) dbs.users.putSync([...key, a.runs], runBytes(a.fresh));
+        if (a.fresh.length > 0) dbs.users.putSync([...key, a.runs], runBytes(Float64Array.from(a.fresh)));
         dbs.accs.putSync(key, { n: Array.from(a.n), runs: a.runs + (a.fresh.length > 0 ? 1 : 0) });
       }
     }
@@ -389,17 +390,13 @@ export class AggregateOperator {
   }
 }
 
-function runBytes(users: Iterable<number>): Buffer {
-  const f = Float64Array.from(users);
+function runBytes(f: Float64Array): Buffer {
   return Buffer.from(f.buffer, f.byteOffset, f.byteLength);
 }
 
 /** Counts one event into `a`; true when its user is new to `a`. */
 function count(a: Acc, userKey: number, metrics: number): boolean {
-  const users = a.users;
-  const before = users.size;
-  users.add(userKey);
-  const isNew = users.size !== before;
+  const isNew = a.users.add(userKey);
   if (isNew) a.fresh.push(userKey);
   const n = a.n;
   n[C.events]!++;
@@ -414,7 +411,7 @@ function count(a: Acc, userKey: number, metrics: number): boolean {
 
 /** All 8 grouping sets of a window: counters summed, user sets united (sizes only). */
 function rollUp(w: Window, totalOnly = false): PartialRow[] {
-  const groups = new Map<string, { d: string; v: string; c: string; n: Float64Array; users: Set<number> }>();
+  const groups = new Map<string, { d: string; v: string; c: string; n: Float64Array; users: KeySet }>();
   const masks = totalOnly ? [7] : [0, 1, 2, 3, 4, 5, 6, 7];
   for (const a of w.values()) {
     for (const mask of masks) {
@@ -423,10 +420,10 @@ function rollUp(w: Window, totalOnly = false): PartialRow[] {
       const c = mask & 4 ? ALL : a.c;
       const key = `${d}\u0001${v}\u0001${c}`;
       let g = groups.get(key);
-      if (!g) groups.set(key, (g = { d, v, c, n: new Float64Array(SLOTS), users: new Set() }));
+      if (!g) groups.set(key, (g = { d, v, c, n: new Float64Array(SLOTS), users: new KeySet() }));
       for (let k = 0; k < SLOTS; k++) g.n[k]! += a.n[k]!;
       if (mask === 0) g.users = a.users;
-      else for (const u of a.users) g.users.add(u);
+      else g.users.addAll(a.users);
     }
   }
   return [...groups.values()].map((g) => ({

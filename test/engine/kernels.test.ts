@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Int64, makeData, TimestampMillisecond, Utf8, vectorFromArray, type Data } from 'apache-arrow';
+import fc from 'fast-check';
 import { open as openLmdb } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DedupTable } from '../../engine/kernels/dedup-table.js';
@@ -13,6 +14,7 @@ import { epochMillis } from '../../engine/kernels/epoch-millis.js';
 import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
+import { KeySet } from '../../engine/kernels/key-set.js';
 import { packSessions, unpackSessions } from '../../engine/kernels/session-record.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
 import { murmur3 } from '../../common/hash.js';
@@ -385,6 +387,33 @@ describe('SessionTable', () => {
     const [x] = r.close(Infinity);
     expect(x).toMatchObject({ start: T, end: T + 60 * MIN, count: 5, firstScreen: 'Home', dims });
     expect(x!.aliases).toEqual([sessionIdOf('u1', T + 10 * MIN), sessionIdOf('u1', T + 60 * MIN)]);
+  });
+});
+
+describe('KeySet', () => {
+  it('holds the same keys as a Set, through growth, with colliding low bits and key 0', () => {
+    const key = fc.oneof(
+      fc.integer({ min: 0, max: 2 ** 53 - 1 }),
+      fc.integer({ min: 0, max: 15 }).map((lo) => lo + 2 ** 32 * 7), // same low 32 bits as others below
+      fc.integer({ min: 0, max: 15 }),
+    );
+    fc.assert(
+      fc.property(fc.array(key, { maxLength: 400 }), (keys) => {
+        const set = new KeySet();
+        const oracle = new Set<number>();
+        for (const k of keys) expect(set.add(k)).toBe(!oracle.has(k) && oracle.add(k) !== undefined);
+        expect(set.size).toBe(oracle.size);
+        expect([...set].sort((a, b) => a - b)).toEqual([...oracle].sort((a, b) => a - b));
+        expect([...set.toFloat64Array()].sort((a, b) => a - b)).toEqual([...oracle].sort((a, b) => a - b));
+        for (const k of keys) expect(set.has(k)).toBe(true);
+        expect(set.has(2 ** 53 - 3) && !oracle.has(2 ** 53 - 3)).toBe(false);
+        const union = new KeySet();
+        union.addAll(set);
+        union.add(2 ** 40);
+        expect(union.size).toBe(oracle.size + (oracle.has(2 ** 40) ? 0 : 1));
+      }),
+      { numRuns: 200, seed: 1203 },
+    );
   });
 });
 
