@@ -250,6 +250,14 @@ export class DedupOperator {
 
   /** After the checkpoint committed: forget pending ids, expire and bound the hot table. */
   afterCheckpoint(): void {
+    // A burst (a replay after a restart, a long interval) grew the pending arrays: keep room for
+    // twice this interval's ids, not for the burst (12 B an id; 2 M ids held 24 MiB for good).
+    const keep = Math.max(1024, 2 ** Math.ceil(Math.log2(2 * this.pendingCount + 1)));
+    if (this.pendingHi.length > 2 * keep) {
+      this.pendingHi = new Uint32Array(keep);
+      this.pendingLo = new Uint32Array(keep);
+      this.pendingBucket = new Int32Array(keep);
+    }
     this.pendingCount = 0;
     const oldest = this.maxBucket - this.ttlBuckets;
     if (this.hot.size > this.hotCapacity) {
@@ -308,8 +316,9 @@ export class DedupOperator {
     }
   }
 
-  get stats(): { hotEntries: number; hotBytes: number; buckets: number; complete: boolean } {
-    return { hotEntries: this.hot.size, hotBytes: this.hot.bytes, buckets: this.buckets.length, complete: this.coldBelow === -Infinity };
+  get stats(): { hotEntries: number; hotBytes: number; pendingBytes: number; buckets: number; complete: boolean } {
+    const pendingBytes = this.pendingHi.byteLength + this.pendingLo.byteLength + this.pendingBucket.byteLength;
+    return { hotEntries: this.hot.size, hotBytes: this.hot.bytes, pendingBytes, buckets: this.buckets.length, complete: this.coldBelow === -Infinity };
   }
 }
 

@@ -157,6 +157,25 @@ describe('DedupOperator', () => {
     env.close();
   });
 
+  it('gives back the pending-id arrays a burst grew, at the next checkpoint of a usual interval', () => {
+    const env = openLmdb({ path: join(dir, 'pending.mdb'), maxDbs: 256 });
+    const op = new DedupOperator(env, { ttlMs: 24 * HOUR });
+    const checkpoint = (): void => {
+      env.transactionSync(() => op.onCheckpoint());
+      op.afterCheckpoint();
+    };
+    const burst = Array.from({ length: 20_000 }, (_, i) => `burst-${i}`);
+    expect(run(op, burst, T).every((k) => k === 1)).toBe(true);
+    expect(op.stats.pendingBytes).toBeGreaterThanOrEqual(20_000 * 12);
+    checkpoint(); // the burst's own checkpoint keeps room for it
+    expect(run(op, ['calm-1', 'calm-2', 'burst-7'], T + MIN)).toEqual([1, 1, 0]);
+    checkpoint();
+    expect(op.stats.pendingBytes).toBe(1024 * 12);
+    expect(run(op, ['burst-19999', 'calm-2', 'calm-3'], T + 2 * MIN)).toEqual([0, 0, 1]);
+    checkpoint();
+    env.close();
+  });
+
   it('reopens with a hot table smaller than the index: cold buckets are merged and searched', () => {
     const path = join(dir, 'reopen.mdb');
     let env = openLmdb({ path, maxDbs: 256 });
