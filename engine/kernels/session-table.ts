@@ -45,6 +45,7 @@
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
+import { KeyMap } from './key-map.js';
 
 /** Dimension values of an event, interned (one object per distinct combination, `id` its index). */
 export interface DimValues {
@@ -186,8 +187,8 @@ export class SessionTable {
   private aliasesOf = new Map<number, string[]>();
   private screens = new Map<string, string>();
 
-  /** User key → the slot of the user's latest open session (the tail of its list: in-order events find theirs at once). */
-  private tails = new Map<number, number>();
+  /** User key → the slot of the user's latest open session (the tail of its list: in-order events find theirs at once); −1 (NONE) for none. */
+  private tails = new KeyMap();
   private count = 0;
   /**
    * Timer wheel of close deadlines: minute → slots filed under that minute of end + gap when
@@ -223,7 +224,7 @@ export class SessionTable {
   assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): number {
     const gap = this.gapMs;
     // The latest session whose window (start − gap, …) reaches back before t; later ones start ≥ a gap after t.
-    let s = this.tails.get(key) ?? NONE;
+    let s = this.tails.get(key);
     let after = NONE;
     while (s !== NONE && t <= this.startOf[s]! - gap) {
       after = s;
@@ -284,7 +285,7 @@ export class SessionTable {
   /** Snapshots of one user's open sessions, by start (empty when none). */
   userSessions(key: number): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (let s = this.tails.get(key) ?? NONE; s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
+    for (let s = this.tails.get(key); s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
     return out;
   }
 
@@ -324,7 +325,7 @@ export class SessionTable {
   /** Snapshots of every open session. */
   snapshot(): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (const key of this.tails.keys()) out.push(...this.userSessions(key));
+    for (const key of this.tails.keysOf()) out.push(...this.userSessions(key));
     return out;
   }
 
@@ -334,7 +335,7 @@ export class SessionTable {
    */
   restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues, changed = false): void {
     this.clearSlots();
-    this.tails = new Map();
+    this.tails = new KeyMap();
     this.wheel = new Map();
     this.firstMinute = Infinity;
     this.count = 0;
@@ -381,7 +382,7 @@ export class SessionTable {
    */
   removeUser(key: number): number {
     let n = 0;
-    for (let s = this.tails.get(key) ?? NONE; s !== NONE; s = this.tails.get(key) ?? NONE) {
+    for (let s = this.tails.get(key); s !== NONE; s = this.tails.get(key)) {
       this.journal(this.startOf[s]!, this.dimsOf[s]!, -1); // also counts its day down, as a merge does
       this.unlink(s);
       n++;

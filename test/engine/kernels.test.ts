@@ -14,6 +14,7 @@ import { epochMillis } from '../../engine/kernels/epoch-millis.js';
 import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
+import { KeyMap } from '../../engine/kernels/key-map.js';
 import { KeySet } from '../../engine/kernels/key-set.js';
 import { packSessions, unpackSessions } from '../../engine/kernels/session-record.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
@@ -417,7 +418,7 @@ describe('KeySet', () => {
       fc.integer({ min: 0, max: 15 }),
     );
     fc.assert(
-      fc.property(fc.array(key, { maxLength: 400 }), (keys) => {
+      fc.property(fc.array(key, { maxLength: 400, size: 'large' }), (keys) => {
         const set = new KeySet();
         const oracle = new Set<number>();
         for (const k of keys) expect(set.add(k)).toBe(!oracle.has(k) && oracle.add(k) !== undefined);
@@ -432,6 +433,35 @@ describe('KeySet', () => {
         expect(union.size).toBe(oracle.size + (oracle.has(2 ** 40) ? 0 : 1));
       }),
       { numRuns: 200, seed: 1203 },
+    );
+  });
+});
+
+describe('KeyMap', () => {
+  it('behaves as a Map through sets, overwrites, deletes (backward shift), growth and shrinking', () => {
+    const key = fc.oneof(
+      fc.integer({ min: 0, max: 2 ** 53 - 1 }),
+      fc.integer({ min: 0, max: 40 }).map((k) => (k % 8) + 2 ** 32 * (k >> 3)), // runs of equal low bits
+      fc.integer({ min: 0, max: 40 }),
+    );
+    const op = fc.tuple(fc.constantFrom('set', 'set', 'delete'), key, fc.nat(1_000_000));
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 600, size: 'large' }), (ops) => {
+        const map = new KeyMap();
+        const oracle = new Map<number, number>();
+        for (const [kind, k, v] of ops) {
+          if (kind === 'set') {
+            map.set(k, v);
+            oracle.set(k, v);
+          } else expect(map.delete(k)).toBe(oracle.delete(k));
+          expect(map.get(k)).toBe(oracle.get(k) ?? -1);
+        }
+        expect(map.size).toBe(oracle.size);
+        for (const [k, v] of oracle) expect(map.get(k)).toBe(v);
+        for (const [, k] of ops) expect(map.get(k)).toBe(oracle.get(k) ?? -1);
+        expect([...map.keysOf()].sort((a, b) => a - b)).toEqual([...oracle.keys()].sort((a, b) => a - b));
+      }),
+      { numRuns: 300, seed: 1204 },
     );
   });
 });
