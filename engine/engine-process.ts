@@ -129,10 +129,15 @@ export class EngineProcess {
     if (down) {
       // Down between restarts: start it once more, so that the stop drains and commits what ingest
       // acknowledged meanwhile (a stop used to leave those events to the next start, and exit 0).
+      const starting = this.spawn();
+      // Bounded as the close itself: a recovery that does not end is killed (and the stop fails).
+      const timer = setTimeout(() => this.child?.kill('SIGKILL'), CLOSE_TIMEOUT_MS);
       try {
-        await this.spawn();
+        await starting;
       } catch (err) {
         throw externalError('engine_close_failed', `the engine process was down and did not start again to drain (${(err as Error)?.message ?? String(err)}); acknowledged events stay in the log and are committed at the next start`);
+      } finally {
+        clearTimeout(timer);
       }
     }
     this.flushMarks();
