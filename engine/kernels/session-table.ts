@@ -147,6 +147,10 @@ function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
   return to - from - s.length;
 }
 
+/** Below this many slots ever used, freed slots are not worth giving back (`compact`). */
+const COMPACT_MIN_SLOTS = 65_536;
+const dimsKey = (x: DimValues): string => `${x.d}\u0001${x.v}\u0001${x.c}`;
+
 /** Grows a typed array to `n` elements, keeping its contents. */
 function grown<T extends Float64Array | Int32Array | Uint8Array>(a: T, n: number): T {
   const b = new (a.constructor as new (n: number) => T)(n);
@@ -206,7 +210,11 @@ export class SessionTable {
   private changed: number[] = [];
   private epoch = 1;
 
-  constructor(gapMs: number) {
+  /** `compact`: give back the slots of a closed burst (`clearChanged`); off only to compare with a table that keeps them. */
+  constructor(
+    gapMs: number,
+    private readonly options: { compact?: boolean } = {},
+  ) {
     this.gapMs = gapMs;
   }
 
@@ -276,10 +284,27 @@ export class SessionTable {
     return [...new Set(this.changed)];
   }
 
-  /** After the changes were checkpointed. */
+  /** After the changes were checkpointed. Also gives back the slots of a burst that has closed (see `compact`). */
   clearChanged(): void {
     this.changed = [];
     this.epoch++;
+    if (this.options.compact !== false && this.used > COMPACT_MIN_SLOTS && this.count * 4 < this.used && this.changes.time.length === 0) this.compact();
+  }
+
+  /** Slots allocated (open sessions plus free slots below the high-water mark). */
+  get slotCount(): number {
+    return this.cap;
+  }
+
+  /**
+   * Rebuilds the slot arrays for the open sessions only. Freed slots are reused but never given
+   * back, so after a burst of users (a replay, a spike) most of them would stay allocated; run when
+   * fewer than a quarter are in use, between checkpoints (nothing journalled, nothing changed).
+   */
+  private compact(): void {
+    const byValue = new Map<string, DimValues>();
+    for (let s = 0; s < this.used; s++) if (this.liveOf[s] === 1) byValue.set(dimsKey(this.dimsOf[s]!), this.dimsOf[s]!);
+    this.restore(this.snapshot(), (d, v, c) => byValue.get(`${d}\u0001${v}\u0001${c}`)!);
   }
 
   /** Snapshots of one user's open sessions, by start (empty when none). */

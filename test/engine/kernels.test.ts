@@ -382,6 +382,42 @@ describe('SessionTable', () => {
     }
   });
 
+  it('gives back the slots of a burst once most of its sessions closed, and goes on as a table that kept them', () => {
+    const n = 100_000;
+    const userCol = utf8(Array.from({ length: n }, (_, i) => `burst-${i}`));
+    const idCol = utf8(Array.from({ length: n }, (_, i) => `e-${i}`));
+    const bh = new Uint32Array(n);
+    const bl = new Uint32Array(n);
+    fingerprintUtf8(userCol, bh, bl);
+    const burst = (t: SessionTable): void => {
+      // 100 K users, one event each; every tenth one comes back 20 min later (still open after the rest close).
+      for (let i = 0; i < n; i++) t.assign(fingerprintKey(bh[i]!, bl[i]!), userCol, idCol, i, T + (i % 600) * 1000, i % 3 === 0 ? 'Home' : null, i % 2 ? dims : other);
+      for (let i = 0; i < n; i += 10) t.assign(fingerprintKey(bh[i]!, bl[i]!), userCol, idCol, i, T + 20 * MIN + i, null, dims);
+      // … and half of those had an earlier event too: their start moved (an alias each).
+      for (let i = 0; i < n; i += 20) t.assign(fingerprintKey(bh[i]!, bl[i]!), userCol, idCol, i, T + (i % 600) * 1000 - MIN, 'Feed', other);
+      t.takeStartChanges();
+    };
+    const kept = new SessionTable(GAP, { compact: false });
+    const compacted = new SessionTable(GAP);
+    for (const t of [kept, compacted]) burst(t);
+    const closedFirst = compacted.close(T + 10 * MIN + GAP);
+    expect(kept.close(T + 10 * MIN + GAP)).toEqual(closedFirst);
+    expect(closedFirst.length).toBe(n - n / 10);
+    kept.clearChanged();
+    compacted.clearChanged();
+    expect(compacted.openCount).toBe(n / 10);
+    expect(kept.slotCount).toBeGreaterThanOrEqual(n);
+    expect(compacted.slotCount).toBeLessThan(n / 4);
+    // The compacted table behaves exactly as before: new events, a merge, the rest closing.
+    for (const t of [kept, compacted]) {
+      put(t, 0, T + 25 * MIN);
+      t.assign(fingerprintKey(bh[10]!, bl[10]!), userCol, idCol, 10, T + 20 * MIN + 5, 'Cart', other);
+    }
+    expect(compacted.takeStartChanges()).toEqual(kept.takeStartChanges());
+    expect(compacted.snapshot().sort((a, b) => a.key - b.key || a.start - b.start)).toEqual(kept.snapshot().sort((a, b) => a.key - b.key || a.start - b.start));
+    expect(compacted.close(Infinity)).toEqual(kept.close(Infinity));
+  });
+
   it('session ids: two murmur3 hashes of "user:start" as 8 hex digits each', () => {
     const bytes = new TextEncoder().encode(`u1:${T}`);
     const hex = (h: number): string => h.toString(16).padStart(8, '0');
