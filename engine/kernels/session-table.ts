@@ -259,21 +259,7 @@ export class SessionTable {
 
   /** The open session in `slot` as a plain object. */
   session(slot: number): ClosedSession {
-    return {
-      key: this.keyOf[slot]!,
-      id: this.idOf(slot),
-      user: this.userOf[slot]!,
-      start: this.startOf[slot]!,
-      end: this.endOf[slot]!,
-      count: this.countOf[slot]!,
-      firstEventId: this.firstEventIdOf[slot]!,
-      dims: this.dimsOf[slot]!,
-      firstScreen: (this.firstScreenOf[slot] ?? null),
-      firstScreenTime: this.firstScreenTimeOf[slot]!,
-      lastScreen: (this.lastScreenOf[slot] ?? null),
-      lastScreenTime: this.lastScreenTimeOf[slot]!,
-      aliases: this.aliasesOf.get(slot) ?? null,
-    };
+    return this.fields(slot, this.dimsOf[slot]!);
   }
 
   /**
@@ -513,6 +499,11 @@ export class SessionTable {
 
   private snapshotOf(s: number): SessionSnapshot {
     const dims = this.dimsOf[s]!;
+    return this.fields(s, [dims.d, dims.v, dims.c]);
+  }
+
+  /** The session in slot `s` as a plain object, with `dims` as given (interned object or values). */
+  private fields<D>(s: number, dims: D): Omit<ClosedSession, 'dims'> & { dims: D } {
     return {
       key: this.keyOf[s]!,
       id: this.idOf(s),
@@ -521,10 +512,10 @@ export class SessionTable {
       end: this.endOf[s]!,
       count: this.countOf[s]!,
       firstEventId: this.firstEventIdOf[s]!,
-      dims: [dims.d, dims.v, dims.c],
-      firstScreen: (this.firstScreenOf[s] ?? null),
+      dims,
+      firstScreen: this.firstScreenOf[s] ?? null,
       firstScreenTime: this.firstScreenTimeOf[s]!,
-      lastScreen: (this.lastScreenOf[s] ?? null),
+      lastScreen: this.lastScreenOf[s] ?? null,
       lastScreenTime: this.lastScreenTimeOf[s]!,
       aliases: this.aliasesOf.get(s) ?? null,
     };

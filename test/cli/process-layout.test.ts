@@ -62,6 +62,18 @@ async function gone(pid: number, withinMs: number): Promise<boolean> {
   return false;
 }
 
+/** Silver of the lake under `cwd` holds every event `t` got acknowledged exactly once. */
+async function expectAllCommitted(cwd: string, t: Traffic): Promise<void> {
+  const reader = await openLakeReader(join(cwd, 'lake'));
+  try {
+    const counts = new Map<string, number>();
+    for (const row of await reader.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${reader.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
+    expectExactlyOnce(counts, t);
+  } finally {
+    reader.close();
+  }
+}
+
 const ARGS = ['--data', 'data', '--lake', 'lake', '--shards', '3', '--workers', '2', '--flush-interval', '300ms', '--allowed-lateness', '10m', '--session-gap', '5m'];
 
 describe('sluice serve: ingest and engine in separate processes', () => {
@@ -111,14 +123,7 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     expect(await stop(server, 'SIGTERM')).toBe(0);
     expect(t.acked.size).toBeGreaterThan(1000);
 
-    const reader = await openLakeReader(join(cwd, 'lake'));
-    try {
-      const counts = new Map<string, number>();
-      for (const row of await reader.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${reader.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
-      expectExactlyOnce(counts, t);
-    } finally {
-      reader.close();
-    }
+    await expectAllCommitted(cwd, t);
   }, 180_000);
 
   it('SIGTERM while the engine process is down or recovering: the stop still commits everything acknowledged', async () => {
@@ -127,16 +132,6 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     const env = userEnv({});
     const entry = join(REPO, 'bin', 'sluice.js');
     const t = new Traffic();
-    const expectAllCommitted = async (): Promise<void> => {
-      const reader = await openLakeReader(join(cwd, 'lake'));
-      try {
-        const counts = new Map<string, number>();
-        for (const row of await reader.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${reader.rel('events')} GROUP BY 1`)) counts.set(row.event_id, Number(row.n));
-        expectExactlyOnce(counts, t);
-      } finally {
-        reader.close();
-      }
-    };
 
     // Down: killed, its restart not due yet (ingest waits 500 ms); the events acknowledged meanwhile are only in the log.
     let server = await serve(entry, cwd, ARGS, env);
@@ -148,7 +143,7 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await t.run(server.url, 'b', delay(200));
     expect(t.acked.size, 'acks went on while the engine was down').toBeGreaterThan(before);
     expect(await stop(server, 'SIGTERM')).toBe(0);
-    await expectAllCommitted();
+    await expectAllCommitted(cwd, t);
 
     // Recovering: restarted, replaying the log (its start takes a second or more: workers, the lake's state).
     server = await serve(entry, cwd, ARGS, env);
@@ -157,6 +152,6 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await t.run(server.url, 'c', delay(200));
     await engineOf(server, second);
     expect(await stop(server, 'SIGTERM')).toBe(0);
-    await expectAllCommitted();
+    await expectAllCommitted(cwd, t);
   }, 180_000);
 });
