@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/soak.ts [--rate N | --find 60s] [--fraction 0.8] [--overload 2]
  *     [--duration 10m] [--sample 5s] [--max-memory 3GiB] [--max-backlog 1GiB] [--flush-interval 10s]
- *     [--protocol http] [--workers 2] [--malloc-mmap-threshold 128KiB] [--malloc-arena-max 2] [--keep] [--out FILE.json]
+ *     [--protocol http] [--workers 2] [--users 20000] [--zipf 1.1] [--malloc-mmap-threshold 128KiB] [--malloc-arena-max 2] [--keep] [--out FILE.json]
  *
  * Starts `sluice serve` (compiled: `npm run build` first; the engine in its own process) in a
  * temp directory. Without --rate it first finds the sustainable committed rate: the load generator
@@ -58,6 +58,9 @@ const { values: flags } = parseArgs({
     /** glibc's MALLOC_ARENA_MAX for the server's processes: at most this many malloc arenas (threads share them; fewer arenas, less retained memory). */
     'malloc-arena-max': { type: 'string' },
     out: { type: 'string' },
+    /** Distinct users of the load (zipf-skewed by --zipf; 0 = uniform: with 1 M users, "1 M active users"). */
+    users: { type: 'string', default: '20000' },
+    zipf: { type: 'string', default: '1.1' },
   },
 });
 const KEY = 'wk_soak';
@@ -65,6 +68,8 @@ const DURATION_MS = parseDuration(flags.duration!, '--duration');
 const SAMPLE_MS = parseDuration(flags.sample!, '--sample');
 const PROTOCOL = flags.protocol as LoadgenProtocol;
 const WORKERS = Number(flags.workers);
+const USERS = Number(flags.users);
+const ZIPF = Number(flags.zipf);
 /** Bound of the wait for the engine to commit everything after a load. */
 const DRAIN_MS = 10 * 60_000;
 const TABLE_NAMES: TableName[] = ['events', 'bronze_events', 'hourly_metrics', 'sessions', 'daily_metrics', 'late_events', 'dlq'];
@@ -449,7 +454,7 @@ async function main(): Promise<void> {
     if (Number.isNaN(sustainable)) {
       const findMs = parseDuration(flags.find!, '--find');
       const samples: Sample[] = [];
-      const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: 20_000, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100 });
+      const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: USERS, zipf: ZIPF, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100 });
       await sampleWhile(server, root, run, samples, t0);
       const max = await run;
       const half = samples.slice(Math.floor(samples.length / 2));
@@ -468,7 +473,7 @@ async function main(): Promise<void> {
     const truth = join(root, 'truth.parquet');
     const samples: Sample[] = [];
     const started = Date.now();
-    const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, rate, durationMs: DURATION_MS, users: 20_000, seed: 2, workers: WORKERS, connections: 16, batchSize: 100, maxRetries: 1000, truth });
+    const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, rate, durationMs: DURATION_MS, users: USERS, zipf: ZIPF, seed: 2, workers: WORKERS, connections: 16, batchSize: 100, maxRetries: 1000, truth });
     await sampleWhile(server, root, run, samples, started);
     const summary: LoadgenSummary = await run;
     const drainS = await drain(server);
