@@ -453,13 +453,13 @@ export class SessionTable {
     }
     if (t > this.endOf[s]!) this.endOf[s] = t;
     if (screen !== null) {
-      const first = (this.firstScreenOf[s] ?? null);
+      const first = this.firstScreenOf[s] ?? null;
       const firstTime = this.firstScreenTimeOf[s]!;
       if (first === null || t < firstTime || (t === firstTime && screen < first)) {
         this.firstScreenOf[s] = this.screen(screen);
         this.firstScreenTimeOf[s] = t;
       }
-      const lastName = (this.lastScreenOf[s] ?? null);
+      const lastName = this.lastScreenOf[s] ?? null;
       const lastTime = this.lastScreenTimeOf[s]!;
       if (lastName === null || t > lastTime || (t === lastTime && screen > lastName)) {
         this.lastScreenOf[s] = this.screen(screen);
@@ -473,11 +473,11 @@ export class SessionTable {
     this.countOf[s]! += this.countOf[n]!;
     if (this.endOf[n]! > this.endOf[s]!) this.endOf[s] = this.endOf[n]!;
     if (this.firstScreenOf[s] === null && this.firstScreenOf[n] !== null) {
-      this.firstScreenOf[s] = (this.firstScreenOf[n] ?? null);
+      this.firstScreenOf[s] = this.firstScreenOf[n] ?? null;
       this.firstScreenTimeOf[s] = this.firstScreenTimeOf[n]!;
     }
     if (this.lastScreenOf[n] !== null) {
-      this.lastScreenOf[s] = (this.lastScreenOf[n] ?? null);
+      this.lastScreenOf[s] = this.lastScreenOf[n] ?? null;
       this.lastScreenTimeOf[s] = this.lastScreenTimeOf[n]!;
     }
     this.addAlias(s, this.idOf(n));
