@@ -30,7 +30,9 @@
  * measures (its data, row count or code path) also needs `--update`, with the reason in the
  * commit message. Do not change {@link REFERENCE}: every ratio in the baseline is relative to it.
  */
-import { makeData, tableFromIPC, Utf8, type Data } from 'apache-arrow';
+import { makeData, tableFromIPC, Utf8, type Data, type RecordBatch } from 'apache-arrow';
+import { coalesceBatches } from '../common/arrow-concat.js';
+import { readFlatIpc } from '../common/ipc-read.js';
 import type { RootDatabase } from 'lmdb';
 import { ShardPipeline } from '../engine/operators/shard-pipeline.js';
 import { DedupTable } from '../engine/kernels/dedup-table.js';
@@ -175,7 +177,7 @@ interface SegmentState {
   rows: IngestRow[];
 }
 
-function segmentState(events: number, seed: number): SegmentState {
+export function segmentState(events: number, seed: number): SegmentState {
   const body = Buffer.from(segmentBatchBody(events, seed));
   const parsed = JSON.parse(body.toString('utf8')) as { batch: unknown[]; sentAt: unknown; context?: unknown };
   const s: SegmentState = {
@@ -375,6 +377,7 @@ export const PERF_CASES: readonly PerfCase[] = [
     run: (c) => c.run(),
   }),
   ...rangeCases(),
+  coalesceCase(),
 ];
 
 /**
@@ -382,7 +385,7 @@ export const PERF_CASES: readonly PerfCase[] = [
  * dropped. A fresh shard reads nothing from LMDB between checkpoints (no cold dedup buckets, no
  * restored state), so the range cases time CPU only; their checkpoint writes are not run.
  */
-function emptyLmdb(): RootDatabase {
+export function emptyLmdb(): RootDatabase {
   const db = {
     get: () => undefined,
     getBinary: () => undefined,
@@ -439,3 +442,34 @@ function rangeCases(): PerfCase[] {
   );
 }
 
+/**
+ * The shard's buffer assembly before a Parquet encode: 200 log records of 20 Segment events (the
+ * group commits of SDK traffic, read as the engine reads them: readFlatIpc, so each brings its
+ * own six dictionaries) coalesced into one batch — per-part costs (dictionary unification,
+ * validity) against per-row copying.
+ */
+function coalesceCase(): PerfCase {
+  const records = 200;
+  const perRecord = 20;
+  return defineCase({
+    name: 'engine.coalesce-records',
+    rows: records * perRecord,
+    what: `coalesceBatches of ${records} ingest batches of ${perRecord} Segment events (IngestBatchBuilder.toIPC → readFlatIpc, seed 16)`,
+    setup: () => {
+      const rows = segmentState(records * perRecord, 16).rows;
+      const builder = new IngestBatchBuilder(perRecord);
+      const batches: RecordBatch[] = [];
+      for (let r = 0; r < records; r++) {
+        builder.reset();
+        for (let i = r * perRecord; i < (r + 1) * perRecord; i++) builder.push(rows[i]!);
+        batches.push(...readFlatIpc(builder.toIPC())!.batches);
+      }
+      return { batches, rows: 0 };
+    },
+    run: (s) => {
+      const out = coalesceBatches(s.batches);
+      if (out.length !== 1) throw new Error(`coalesce case: ${out.length} batches, expected 1`);
+      s.rows = out[0]!.numRows;
+    },
+  });
+}

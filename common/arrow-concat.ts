@@ -8,7 +8,7 @@
  * Sliced inputs work (Arrow JS slices offset/value buffers but not bitmaps). Buffers of the
  * result are fresh.
  */
-import { makeData, RecordBatch, Struct, Type, Utf8, vectorFromArray, type Data, type Field, type Vector } from 'apache-arrow';
+import { makeData, RecordBatch, Struct, Type, Utf8, Vector, type Data, type Field } from 'apache-arrow';
 import { internalError } from './errors.js';
 
 export function concatBatches(batches: RecordBatch[]): RecordBatch {
@@ -20,104 +20,250 @@ export function concatBatches(batches: RecordBatch[]): RecordBatch {
   return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }));
 }
 
-/** Bit `i` of a part's validity (1 when it has no nulls). */
-function isValid(part: Data, i: number): boolean {
-  if (part.nullCount === 0 || !part.nullBitmap || part.nullBitmap.length === 0) return true;
-  const j = part.offset + i;
-  return ((part.nullBitmap[j >> 3]! >> (j & 7)) & 1) === 1;
-}
-
+/**
+ * The validity of the concatenation: undefined when no part has a null. Bits are copied per part
+ * (a part without nulls sets its range in one pass), with each part's `nullCount` read once —
+ * Arrow JS computes it lazily behind a getter.
+ */
 function concatValidity(parts: Data[], length: number): { nullBitmap: Uint8Array | undefined; nullCount: number } {
-  if (parts.every((p) => p.nullCount === 0)) return { nullBitmap: undefined, nullCount: 0 };
+  const counts = parts.map((p) => (p.nullBitmap !== undefined && p.nullBitmap.length > 0 ? p.nullCount : 0));
+  let nulls = 0;
+  for (const c of counts) nulls += c;
+  if (nulls === 0) return { nullBitmap: undefined, nullCount: 0 };
   const out = new Uint8Array(((length + 63) >> 6) << 3);
   let at = 0;
-  let nulls = 0;
-  for (const p of parts) {
-    for (let i = 0; i < p.length; i++, at++) {
-      if (isValid(p, i)) out[at >> 3]! |= 1 << (at & 7);
-      else nulls++;
+  parts.forEach((p, k) => {
+    const n = p.length;
+    if (counts[k] === 0) setBits(out, at, n);
+    else if (counts[k]! < n) copyBits(p.nullBitmap!, p.offset, out, at, n);
+    at += n;
+  });
+  return { nullBitmap: out, nullCount: nulls };
+}
+
+/** Sets bits [at, at + n) of `out`. */
+function setBits(out: Uint8Array, at: number, n: number): void {
+  let i = at;
+  const end = at + n;
+  while (i < end && (i & 7) !== 0) {
+    out[i >> 3]! |= 1 << (i & 7);
+    i++;
+  }
+  if (end - i >= 8) {
+    out.fill(0xff, i >> 3, end >> 3);
+    i = end & ~7;
+  }
+  for (; i < end; i++) out[i >> 3]! |= 1 << (i & 7);
+}
+
+/** Copies bits [from, from + n) of `src` to bits [at, at + n) of `out` (whose target bits are 0). */
+function copyBits(src: Uint8Array, from: number, out: Uint8Array, at: number, n: number): void {
+  for (let k = 0; k < n; k++) {
+    const j = from + k;
+    if ((src[j >> 3]! >> (j & 7)) & 1) {
+      const t = at + k;
+      out[t >> 3]! |= 1 << (t & 7);
     }
   }
-  return { nullBitmap: out, nullCount: nulls };
 }
 
 function concatData(parts: Data[], field: Field, length: number): Data {
   const type = parts[0]!.type;
   const { nullBitmap, nullCount } = concatValidity(parts, length);
+  const validity = { nullCount, nullBitmap };
   switch (type.typeId) {
-    case Type.Utf8: {
-      let bytes = 0;
-      for (const p of parts) bytes += p.valueOffsets[p.length]! - p.valueOffsets[0]!;
-      const valueOffsets = new Int32Array(length + 1);
-      const values = new Uint8Array(bytes);
-      let row = 0;
-      let pos = 0;
-      for (const p of parts) {
-        const offs = p.valueOffsets as Int32Array;
-        const start = offs[0]!;
-        for (let i = 1; i <= p.length; i++) valueOffsets[row + i] = pos + offs[i]! - start;
-        values.set((p.values as Uint8Array).subarray(start, offs[p.length]!), pos);
-        pos += offs[p.length]! - start;
-        row += p.length;
-      }
-      return makeData({ type, length, nullCount, nullBitmap, valueOffsets, data: values } as never);
-    }
-    case Type.Dictionary: {
-      const ids = new Map<string, number>();
-      const strings: string[] = [];
-      const indices = new Int32Array(length);
-      let row = 0;
-      for (const p of parts) {
-        const dict = p.dictionary as Vector<Utf8> | undefined;
-        const remap = new Int32Array(dict?.length ?? 0);
-        for (let k = 0; k < remap.length; k++) {
-          const s = dict!.get(k) ?? '';
-          let id = ids.get(s);
-          if (id === undefined) {
-            id = strings.length;
-            strings.push(s);
-            ids.set(s, id);
-          }
-          remap[k] = id;
-        }
-        const src = p.values as Int32Array | Int16Array | Int8Array;
-        for (let i = 0; i < p.length; i++) indices[row + i] = isValid(p, i) ? remap[src[i]!]! : 0;
-        row += p.length;
-      }
-      const dictionary = vectorFromArray(strings, new Utf8());
-      return makeData({ type, length, nullCount, nullBitmap, data: new (parts[0]!.values.constructor as Int32ArrayConstructor)(indices), dictionary } as never);
-    }
-    case Type.Bool: {
-      const out = new Uint8Array(((length + 63) >> 6) << 3);
-      let at = 0;
-      for (const p of parts) {
-        const src = p.values as Uint8Array;
-        for (let i = 0; i < p.length; i++, at++) {
-          const j = p.offset + i;
-          if ((src[j >> 3]! >> (j & 7)) & 1) out[at >> 3]! |= 1 << (at & 7);
-        }
-      }
-      return makeData({ type, length, nullCount, nullBitmap, data: out } as never);
-    }
+    case Type.Utf8:
+      return makeData({ type, length, ...validity, ...concatUtf8(parts, length) } as never);
+    case Type.Dictionary:
+      return makeData({ type, length, ...validity, ...concatDictionary(parts, length) } as never);
+    case Type.Bool:
+      return makeData({ type, length, ...validity, data: concatBits(parts, length) } as never);
     case Type.Int:
     case Type.Float:
     case Type.Timestamp:
     case Type.Date:
     case Type.Time:
-    case Type.Duration: {
-      // One typed-array element per value (BigInt64Array for 64-bit types), as in takeRows.
-      const first = parts[0]!.values as unknown as { constructor: new (n: number) => { set(a: ArrayLike<unknown>, at: number): void } };
-      const out = new first.constructor(length);
-      let row = 0;
-      for (const p of parts) {
-        out.set((p.values as unknown as { subarray(a: number, b: number): ArrayLike<unknown> }).subarray(0, p.length), row);
-        row += p.length;
-      }
-      return makeData({ type, length, nullCount, nullBitmap, data: out } as never);
-    }
+    case Type.Duration:
+      return makeData({ type, length, ...validity, data: concatFixed(parts, length) } as never);
     default:
       throw internalError('unsupported_column_type', `concatBatches: column ${field.name} has unsupported type ${String(type)}`);
   }
+}
+
+// Each part is a Data of whatever shape its producer gave it, so the loops below read its fields
+// once into locals: a property read per row would be a megamorphic load per row.
+
+function concatUtf8(parts: Data[], length: number): { valueOffsets: Int32Array; data: Uint8Array } {
+  let bytes = 0;
+  for (const p of parts) {
+    const offs = p.valueOffsets;
+    bytes += offs[p.length]! - offs[0]!;
+  }
+  const valueOffsets = new Int32Array(length + 1);
+  const values = new Uint8Array(bytes);
+  let row = 0;
+  let pos = 0;
+  for (const p of parts) {
+    const offs = p.valueOffsets as Int32Array;
+    const n = p.length;
+    const start = offs[0]!;
+    const end = offs[n]!;
+    const shift = pos - start;
+    for (let i = 1; i <= n; i++) valueOffsets[row + i] = offs[i]! + shift;
+    values.set((p.values as Uint8Array).subarray(start, end), pos);
+    pos += end - start;
+    row += n;
+  }
+  return { valueOffsets, data: values };
+}
+
+/** One dictionary for all parts (first-seen order of their entries), with remapped indices; a null row gets index 0. */
+function concatDictionary(parts: Data[], length: number): { data: Int32Array | Int16Array | Int8Array; dictionary: Vector<Utf8> } {
+  const unifier = new DictionaryUnifier();
+  const indices = new Int32Array(length);
+  let row = 0;
+  for (const p of parts) {
+    const remap = unifier.add(p.dictionary as Vector<Utf8> | undefined);
+    const n = p.length;
+    const bitmap = p.nullCount > 0 ? p.nullBitmap : undefined;
+    const src = p.values as Int32Array | Int16Array | Int8Array;
+    if (src instanceof Int32Array) remapIndices(src, remap, indices, row, n, bitmap, p.offset);
+    else remapIndices(Int32Array.from(src.subarray(0, n)), remap, indices, row, n, bitmap, p.offset);
+    row += n;
+  }
+  const IndexArray = parts[0]!.values.constructor as Int32ArrayConstructor;
+  return { data: IndexArray === Int32Array ? indices : new IndexArray(indices), dictionary: unifier.dictionary() };
+}
+
+/**
+ * Unifies Utf8 dictionaries by their bytes: every part brings its own dictionary (one per log
+ * record), mostly holding entries another part had. Entries are compared as bytes (hashed into an
+ * open-addressing table) and kept in one byte arena, which becomes the result's dictionary — no
+ * string is decoded. A null entry counts as ''.
+ */
+class DictionaryUnifier {
+  private bytes = new Uint8Array(256);
+  private offsets = new Int32Array(17);
+  private hashes = new Int32Array(16);
+  private count = 0;
+  /** Slot → id + 1 (0 = empty). */
+  private slots = new Int32Array(64);
+
+  /** The ids of `dict`'s entries, in its order. */
+  add(dict: Vector<Utf8> | undefined): Int32Array {
+    const remap = new Int32Array(dict?.length ?? 0);
+    if (dict === undefined) return remap;
+    let k = 0;
+    for (const chunk of dict.data) {
+      const offs = chunk.valueOffsets;
+      const values = chunk.values;
+      const bitmap = chunk.nullCount > 0 ? chunk.nullBitmap : undefined;
+      const n = chunk.length;
+      const offset = chunk.offset;
+      for (let e = 0; e < n; e++, k++) {
+        const j = offset + e;
+        const isNull = bitmap !== undefined && bitmap.length > 0 && ((bitmap[j >> 3]! >> (j & 7)) & 1) === 0;
+        remap[k] = isNull ? this.idOf(values, 0, 0) : this.idOf(values, offs[e]!, offs[e + 1]!);
+      }
+    }
+    return remap;
+  }
+
+  /** The unified dictionary: every distinct entry, in first-seen order. */
+  dictionary(): Vector<Utf8> {
+    const n = this.count;
+    const end = this.offsets[n]!;
+    const data = makeData({ type: new Utf8(), length: n, nullCount: 0, valueOffsets: this.offsets.slice(0, n + 1), data: this.bytes.slice(0, end) });
+    return new Vector([data]);
+  }
+
+  private idOf(src: Uint8Array, start: number, end: number): number {
+    let h = 0x811c9dc5 | 0; // int32, as stored in `hashes`
+    for (let i = start; i < end; i++) h = Math.imul(h ^ src[i]!, 0x01000193);
+    const mask = this.slots.length - 1;
+    for (let slot = h & mask; ; slot = (slot + 1) & mask) {
+      const held = this.slots[slot]!;
+      if (held === 0) return this.insert(slot, h, src, start, end);
+      const id = held - 1;
+      if (this.hashes[id] === h && this.equals(id, src, start, end)) return id;
+    }
+  }
+
+  private equals(id: number, src: Uint8Array, start: number, end: number): boolean {
+    const from = this.offsets[id]!;
+    if (this.offsets[id + 1]! - from !== end - start) return false;
+    const bytes = this.bytes;
+    for (let i = 0; i < end - start; i++) if (bytes[from + i] !== src[start + i]) return false;
+    return true;
+  }
+
+  private insert(slot: number, hash: number, src: Uint8Array, start: number, end: number): number {
+    const id = this.count++;
+    const at = this.offsets[id]!;
+    const size = end - start;
+    if (at + size > this.bytes.length) this.bytes = grown(this.bytes, at + size);
+    this.bytes.set(src.subarray(start, end), at);
+    if (id + 2 > this.offsets.length) this.offsets = grown(this.offsets, id + 2);
+    this.offsets[id + 1] = at + size;
+    if (id + 1 > this.hashes.length) this.hashes = grown(this.hashes, id + 1);
+    this.hashes[id] = hash;
+    this.slots[slot] = id + 1;
+    if (this.count * 2 > this.slots.length) this.rehash();
+    return id;
+  }
+
+  private rehash(): void {
+    const slots = new Int32Array(this.slots.length * 2);
+    const mask = slots.length - 1;
+    for (let id = 0; id < this.count; id++) {
+      let slot = this.hashes[id]! & mask;
+      while (slots[slot] !== 0) slot = (slot + 1) & mask;
+      slots[slot] = id + 1;
+    }
+    this.slots = slots;
+  }
+}
+
+function grown<T extends Uint8Array | Int32Array>(a: T, atLeast: number): T {
+  const b = new (a.constructor as new (n: number) => T)(Math.max(atLeast, a.length * 2));
+  b.set(a);
+  return b;
+}
+
+function remapIndices(src: Int32Array, remap: Int32Array, out: Int32Array, row: number, n: number, bitmap: Uint8Array | undefined, offset: number): void {
+  if (bitmap === undefined || bitmap.length === 0) {
+    for (let i = 0; i < n; i++) out[row + i] = remap[src[i]!]!;
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const j = offset + i;
+    out[row + i] = (bitmap[j >> 3]! >> (j & 7)) & 1 ? remap[src[i]!]! : 0;
+  }
+}
+
+function concatBits(parts: Data[], length: number): Uint8Array {
+  const out = new Uint8Array(((length + 63) >> 6) << 3);
+  let at = 0;
+  for (const p of parts) {
+    const n = p.length;
+    copyBits(p.values as Uint8Array, p.offset, out, at, n);
+    at += n;
+  }
+  return out;
+}
+
+/** One typed-array element per value (BigInt64Array for 64-bit types), as in takeRows. */
+function concatFixed(parts: Data[], length: number): unknown {
+  type Values = { constructor: new (n: number) => Values; length: number; set(a: Values, at: number): void; subarray(a: number, b: number): Values };
+  const out = new (parts[0]!.values as Values).constructor(length);
+  let row = 0;
+  for (const p of parts) {
+    const n = p.length;
+    const values = p.values as Values;
+    out.set(values.length === n ? values : values.subarray(0, n), row);
+    row += n;
+  }
+  return out;
 }
 
 /** Consecutive batches merged into batches of at least `rows` rows each (the last may be smaller). */

@@ -1,6 +1,7 @@
 import { Bool, Field, Float64, Int32, Schema, type RecordBatch } from 'apache-arrow';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { concatBatches } from '../../common/arrow-concat.js';
+import { coalesceBatches, concatBatches } from '../../common/arrow-concat.js';
 import { silverSchema } from '../../common/schema.js';
 import { batchOf as build } from '../helpers/batches.js';
 
@@ -50,5 +51,48 @@ describe('concatBatches', () => {
   it('returns a single batch as it is', () => {
     const one = batchOf([row(1, ['ios'])]);
     expect(concatBatches([one])).toBe(one);
+  });
+
+  it('equals the rows of its parts for any rows, split and slicing (property)', () => {
+    // Dictionary entries from a small pool, so parts share some and differ in others (non-ASCII, '' and a prefix pair included).
+    const word = fc.constantFrom('ios', 'android', 'web', '', 'Ümlaut', '日本', 'io', 'iosx');
+    const rowArb = fc.record({
+      event_id: fc.string({ maxLength: 12 }),
+      user_id: fc.string({ maxLength: 3 }),
+      anonymous_id: fc.option(fc.string({ maxLength: 5 }), { nil: null }),
+      event_type: word,
+      event_time: fc.integer({ min: 0, max: 2 ** 42 }),
+      received_at: fc.integer({ min: 0, max: 2 ** 42 }),
+      session_id: fc.constant(null),
+      device_type: fc.option(word, { nil: null }),
+      os: word,
+      app_version: fc.option(word, { nil: null }),
+      country: word,
+      source: word,
+      properties: fc.option(fc.string({ maxLength: 20 }), { nil: null }),
+      n: fc.option(fc.integer({ min: -1000, max: 1000 }), { nil: null }),
+      x: fc.double({ noNaN: true }),
+      flag: fc.option(fc.boolean(), { nil: null }),
+    });
+    // A part: a batch of rows, optionally sliced to [from, to) (Arrow JS slices offsets and values, not bitmaps).
+    const partArb = fc.array(rowArb, { minLength: 1, maxLength: 40, size: 'large' }).chain((rows) =>
+      fc.tuple(fc.constant(rows), fc.nat(rows.length - 1)).chain(([rs, from]) => fc.tuple(fc.constant(rs), fc.constant(from), fc.integer({ min: from + 1, max: rs.length }))),
+    );
+    fc.assert(
+      fc.property(fc.array(partArb, { minLength: 1, maxLength: 30, size: 'large' }), fc.integer({ min: 1, max: 200 }), (specs, groupRows) => {
+        const parts = specs.map(([rows, from, to]) => batchOf(rows).slice(from, to));
+        const expected = parts.flatMap(plain);
+        expect(plain(concatBatches(parts))).toEqual(expected);
+        const groups = coalesceBatches(parts, groupRows);
+        expect(groups.flatMap(plain)).toEqual(expected);
+        for (const g of groups) {
+          for (const name of ['event_type', 'device_type', 'country']) {
+            const dict = [...(g.getChild(name)!.data[0]!.dictionary as Iterable<string>)];
+            expect(new Set(dict).size).toBe(dict.length); // unified: each entry once
+          }
+        }
+      }),
+      { numRuns: 100 },
+    );
   });
 });
