@@ -5,15 +5,19 @@
  * reader, a Schema decoded and merged, a visitor per column, a Table), which made it the largest
  * per-record cost of the engine at SDK traffic, where a log record holds ≈ 20 events
  * (bench/results/cpu-2026-12-02.md). This reader decodes the flatbuffer headers with Arrow JS's
- * own `Message`, reuses the Schema while the schema message's bytes repeat (ingest caches them,
- * so they always do), and builds each column's `Data` straight from views of the record's bytes
- * (no copy, like Arrow's loader; a misaligned buffer is copied by `makeData`).
+ * own `Message` for the schema message only and reuses the Schema while its bytes repeat (ingest
+ * caches them, so they always do); the dictionary and record batch headers — a few fixed
+ * flatbuffer tables — it reads itself ({@link batchHeader}). Each column's `Data` is made straight
+ * from views of the record's bytes (no copy, like Arrow's loader; a buffer not aligned for its
+ * type is copied), and the RecordBatch is assembled without Arrow JS's
+ * constructor, which rebuilds an equal Schema and struct for every batch ({@link recordBatchOf}).
+ * Per 20-event record these generic paths cost more than the engine's operators.
  *
  * Anything else — another column type, a delta dictionary, compression, a truncated stream —
  * returns undefined, and the caller falls back to `tableFromIPC` (which also produces the error
  * message for a broken record).
  */
-import { DataType, makeData, Message, MessageHeader, RecordBatch, Struct, Vector, type Data, type Field, type Schema } from 'apache-arrow';
+import { Data, DataType, Message, MessageHeader, RecordBatch, Struct, Vector, type Dictionary, type Field, type Float, type Int, type Schema, type Timestamp } from 'apache-arrow';
 
 /** What a stream holds: its schema and record batches (as `tableFromIPC(...).batches`). */
 export interface IpcRecord {
@@ -27,6 +31,8 @@ interface CachedSchema {
   schema: Schema;
   /** Every field (and dictionary value type) is one this reader builds. */
   flat: boolean;
+  /** The schema message's body length (0 as Arrow writes it). */
+  bodyLength: number;
 }
 
 let cached: CachedSchema | undefined;
@@ -44,28 +50,146 @@ function isFlat(schema: Schema): boolean {
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 
-/** A position in the header's field nodes and buffers. */
+/** A record batch's field nodes and buffers: [length, nullCount, …] and [offset, length, …] pairs. */
+interface BatchHeader {
+  length: number;
+  nodes: number[];
+  buffers: number[];
+}
+
+/** A position in the header's field nodes and buffers (pair indices). */
 interface Cursor {
   node: number;
   buffer: number;
 }
 
-/** One leaf column from the record batch's next field node and buffers; `dictionary` for dictionary-encoded columns. */
-function column(type: DataType, meta: { nodes: Array<{ length: number; nullCount: number }>; buffers: Array<{ offset: number; length: number }> }, body: Uint8Array, at: Cursor, dictionary?: Vector): Data {
-  const node = meta.nodes[at.node++]!;
+const EMPTY_BITMAP = new Uint8Array(0);
+
+/** `bytes` as `Type` elements: a view, or a copy when they are not aligned for the type. */
+function viewAs<T>(Type: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number }, bytes: Uint8Array): T {
+  const size = Type.BYTES_PER_ELEMENT;
+  const n = Math.floor(bytes.byteLength / size);
+  return bytes.byteOffset % size === 0 ? new Type(bytes.buffer, bytes.byteOffset, n) : new Type(bytes.slice().buffer, 0, n);
+}
+
+/** One leaf column from the header's next field node and buffers; `dictionary` for dictionary-encoded columns. */
+function column(type: DataType, header: BatchHeader, body: Uint8Array, at: Cursor, dictionary?: Vector): Data {
+  const { nodes, buffers } = header;
+  const length = nodes[2 * at.node]!;
+  const nullCount = nodes[2 * at.node + 1]!;
+  at.node++;
   const slice = (): Uint8Array => {
-    const b = meta.buffers[at.buffer++]!;
-    return body.subarray(b.offset, b.offset + b.length);
+    const k = 2 * at.buffer++;
+    return body.subarray(buffers[k]!, buffers[k]! + buffers[k + 1]!);
   };
   const validity = slice();
-  const nullBitmap = node.nullCount > 0 ? validity : EMPTY;
-  const { length, nullCount } = node;
-  if (dictionary !== undefined) return makeData({ type: type as never, length, nullCount, nullBitmap, data: slice() as never, dictionary } as never);
-  if (DataType.isUtf8(type)) {
-    const valueOffsets = slice();
-    return makeData({ type, length, nullCount, nullBitmap, valueOffsets, data: slice() } as never);
+  const nullBitmap = nullCount > 0 ? validity : EMPTY_BITMAP;
+  if (dictionary !== undefined) {
+    const indices = viewAs((type as Dictionary).indices.ArrayType as never, slice());
+    return new Data(type, 0, length, nullCount, [undefined, indices, nullBitmap] as never, [], dictionary);
   }
-  return makeData({ type: type as never, length, nullCount, nullBitmap, data: slice() as never } as never);
+  if (DataType.isUtf8(type)) {
+    const valueOffsets = viewAs(Int32Array, slice());
+    return new Data(type, 0, length, nullCount, [valueOffsets, slice(), nullBitmap] as never);
+  }
+  const values = viewAs((type as Int | Float | Timestamp).ArrayType as never, slice());
+  return new Data(type, 0, length, nullCount, [undefined, values, nullBitmap] as never);
+}
+
+// --- The flatbuffer tables of a Message (format/Message.fbs), read in place -----------------------
+
+const HEADER_DICTIONARY_BATCH = 2;
+const HEADER_RECORD_BATCH = 3;
+
+/** Minimal flatbuffer access: tables, their scalar, offset and struct-vector fields. */
+class Flat {
+  constructor(private readonly view: DataView) {}
+  root(): number {
+    return this.view.getUint32(0, true);
+  }
+  /** Position of field `id` of the table at `table`, or 0 when absent. */
+  field(table: number, id: number): number {
+    const vtable = table - this.view.getInt32(table, true);
+    const vtableSize = this.view.getUint16(vtable, true);
+    const at = 4 + 2 * id;
+    if (at >= vtableSize) return 0;
+    const off = this.view.getUint16(vtable + at, true);
+    return off === 0 ? 0 : table + off;
+  }
+  /** Position of what the offset field at `pos` points to. */
+  target(pos: number): number {
+    return pos + this.view.getUint32(pos, true);
+  }
+  u8(pos: number): number {
+    return this.view.getUint8(pos);
+  }
+  /** An int64 as a number (the sizes and counts here are far below 2^53). */
+  i64(pos: number): number {
+    return this.view.getUint32(pos, true) + this.view.getInt32(pos + 4, true) * 4294967296;
+  }
+  /** A vector of structs of two int64 each, flattened. */
+  pairs(pos: number): number[] {
+    const v = this.target(pos);
+    const n = this.view.getUint32(v, true);
+    const out = new Array<number>(2 * n);
+    for (let i = 0; i < 2 * n; i++) out[i] = this.i64(v + 4 + 8 * i);
+    return out;
+  }
+}
+
+/** A RecordBatch table's length, nodes and buffers; undefined when compressed or without them. */
+function recordBatchTable(f: Flat, table: number): BatchHeader | undefined {
+  const length = f.field(table, 0);
+  const nodes = f.field(table, 1);
+  const buffers = f.field(table, 2);
+  if (f.field(table, 3) !== 0 || nodes === 0 || buffers === 0) return undefined; // compression (or a malformed table): Arrow JS's reader
+  return { length: length === 0 ? 0 : f.i64(length), nodes: f.pairs(nodes), buffers: f.pairs(buffers) };
+}
+
+/**
+ * A dictionary or record batch message's header and body length, read from its flatbuffer
+ * (`metadata`): `kind` 'dictionary' (with `id`, never a delta) or 'batch'; undefined for any other
+ * message or anything this reader leaves to Arrow JS.
+ */
+function batchHeader(metadata: Uint8Array): { kind: 'dictionary' | 'batch'; id: number; header: BatchHeader; bodyLength: number } | undefined {
+  const f = new Flat(new DataView(metadata.buffer, metadata.byteOffset, metadata.byteLength));
+  const message = f.root();
+  const typeAt = f.field(message, 1);
+  const headerAt = f.field(message, 2);
+  const bodyAt = f.field(message, 3);
+  if (typeAt === 0 || headerAt === 0) return undefined;
+  const type = f.u8(typeAt);
+  const table = f.target(headerAt);
+  const bodyLength = bodyAt === 0 ? 0 : f.i64(bodyAt);
+  if (type === HEADER_RECORD_BATCH) {
+    const header = recordBatchTable(f, table);
+    return header && { kind: 'batch', id: 0, header, bodyLength };
+  }
+  if (type === HEADER_DICTIONARY_BATCH) {
+    const idAt = f.field(table, 0);
+    const dataAt = f.field(table, 1);
+    const deltaAt = f.field(table, 2);
+    if (dataAt === 0 || (deltaAt !== 0 && f.u8(deltaAt) !== 0)) return undefined;
+    const header = recordBatchTable(f, f.target(dataAt));
+    return header && { kind: 'dictionary', id: idAt === 0 ? 0 : f.i64(idAt), header, bodyLength };
+  }
+  return undefined;
+}
+
+/** Schema → the struct type of its batches, made once per schema. */
+const structOf = new WeakMap<Schema, Struct>();
+
+/**
+ * A RecordBatch of `children` (each `length` rows, as the reader guarantees), built the way Arrow
+ * JS's constructor leaves one but without its per-batch work: that constructor checks the lengths
+ * and rebuilds an equal Schema (metadata maps merged) and struct Data every time.
+ */
+function recordBatchOf(schema: Schema, length: number, children: Data[]): RecordBatch {
+  let type = structOf.get(schema);
+  if (type === undefined) structOf.set(schema, (type = new Struct(schema.fields)));
+  const batch = Object.create(RecordBatch.prototype) as RecordBatch & { _metadata: Map<string, string> };
+  Object.assign(batch, { schema, data: new Data(type, 0, length, 0, [] as never, children), _metadata: new Map<string, string>() });
+  return batch;
 }
 
 /**
@@ -98,45 +222,51 @@ function read(bytes: Uint8Array): IpcRecord | undefined {
     }
     if (metaLength === 0) return schema ? { schema, batches } : undefined;
     if (metaLength < 0 || metaStart + metaLength > bytes.byteLength) return undefined;
-    const message = Message.decode(bytes.subarray(metaStart, metaStart + metaLength));
+    const metadata = bytes.subarray(metaStart, metaStart + metaLength);
     const bodyStart = metaStart + metaLength;
-    const bodyLength = Number(message.bodyLength);
+    // The schema message (first) through Arrow JS; every later message is a batch read in place.
+    const batch = schema === undefined ? undefined : batchHeader(metadata);
+    if (batch === undefined) {
+      if (schema) return undefined; // a second schema, a compressed or delta batch, another message: Arrow JS's reader
+      const framed = bytes.subarray(0, bodyStart);
+      if (cached === undefined || !sameBytes(cached.bytes, framed)) {
+        const message = Message.decode(metadata);
+        if (message.headerType !== MessageHeader.Schema) return undefined;
+        const s = message.header() as Schema;
+        cached = { bytes: framed.slice(), schema: s, flat: isFlat(s), bodyLength: Number(message.bodyLength) };
+      }
+      if (!cached.flat) return undefined;
+      pos = bodyStart + cached.bodyLength;
+      schema = cached.schema;
+      continue;
+    }
+    const { header, bodyLength } = batch;
+    const current: Schema = schema!;
     if (bodyStart + bodyLength > bytes.byteLength) return undefined;
     const body = bytes.subarray(bodyStart, bodyStart + bodyLength);
     pos = bodyStart + bodyLength;
-    if (message.headerType === MessageHeader.Schema) {
-      if (schema) return undefined;
-      const framed = bytes.subarray(0, bodyStart);
-      if (cached === undefined || !sameBytes(cached.bytes, framed)) {
-        const s = message.header() as Schema;
-        cached = { bytes: framed.slice(), schema: s, flat: isFlat(s) };
+    for (let k = 0; k < header.buffers.length; k += 2) if (header.buffers[k]! + header.buffers[k + 1]! > bodyLength) return undefined;
+    if (batch.kind === 'dictionary') {
+      const type = current.dictionaries.get(batch.id);
+      if (type === undefined || header.nodes.length !== 2 || header.buffers.length < 6) return undefined;
+      dictionaries.set(batch.id, new Vector([column(type, header, body, { node: 0, buffer: 0 })]));
+      continue;
+    }
+    const fields = current.fields;
+    if (header.nodes.length !== 2 * fields.length) return undefined;
+    const at: Cursor = { node: 0, buffer: 0 };
+    const children: Data[] = [];
+    for (const f of fields) {
+      let dictionary: Vector | undefined;
+      if (DataType.isDictionary(f.type)) {
+        dictionary = dictionaries.get(f.type.id);
+        if (dictionary === undefined) return undefined;
       }
-      if (!cached.flat) return undefined;
-      schema = cached.schema;
-    } else if (message.headerType === MessageHeader.DictionaryBatch) {
-      if (!schema) return undefined;
-      const header = message.header() as unknown as { id: number; isDelta: boolean; data: { compression: unknown; nodes: Array<{ length: number; nullCount: number }>; buffers: Array<{ offset: number; length: number }> } };
-      const type = schema.dictionaries.get(header.id);
-      if (type === undefined || header.isDelta || header.data.compression != null || header.data.nodes.length !== 1) return undefined;
-      dictionaries.set(header.id, new Vector([column(type, header.data, body, { node: 0, buffer: 0 })]));
-    } else if (message.headerType === MessageHeader.RecordBatch) {
-      if (!schema) return undefined;
-      const header = message.header() as unknown as { length: number; compression: unknown; nodes: Array<{ length: number; nullCount: number }>; buffers: Array<{ offset: number; length: number }> };
-      const fields = schema.fields;
-      if (header.compression != null || header.nodes.length !== fields.length) return undefined;
-      const at: Cursor = { node: 0, buffer: 0 };
-      const children: Data[] = [];
-      for (const f of fields) {
-        let dictionary: Vector | undefined;
-        if (DataType.isDictionary(f.type)) {
-          dictionary = dictionaries.get(f.type.id);
-          if (dictionary === undefined) return undefined;
-        }
-        const need = dictionary !== undefined ? 2 : DataType.isUtf8(f.type) ? 3 : 2;
-        if (at.buffer + need > header.buffers.length) return undefined;
-        children.push(column(f.type, header, body, at, dictionary));
-      }
-      batches.push(new RecordBatch(schema, makeData({ type: new Struct(fields), length: Number(header.length), children })));
-    } else return undefined;
+      const need = dictionary !== undefined ? 2 : DataType.isUtf8(f.type) ? 3 : 2;
+      if (2 * (at.buffer + need) > header.buffers.length) return undefined;
+      if (header.nodes[2 * at.node] !== header.length) return undefined; // a column shorter than its batch: Arrow JS backfills it
+      children.push(column(f.type, header, body, at, dictionary));
+    }
+    batches.push(recordBatchOf(current, header.length, children));
   }
 }
