@@ -8,7 +8,8 @@
  * Sliced inputs work (Arrow JS slices offset/value buffers but not bitmaps). Buffers of the
  * result are fresh.
  */
-import { makeData, RecordBatch, Struct, Type, Utf8, Vector, type Data, type Field } from 'apache-arrow';
+import { makeData, Type, Utf8, Vector, type Data, type Field, type RecordBatch } from 'apache-arrow';
+import { recordBatchOf } from './arrow-batch.js';
 import { internalError } from './errors.js';
 
 export function concatBatches(batches: RecordBatch[]): RecordBatch {
@@ -17,7 +18,7 @@ export function concatBatches(batches: RecordBatch[]): RecordBatch {
   const schema = batches[0]!.schema;
   const length = batches.reduce((n, b) => n + b.numRows, 0);
   const children = schema.fields.map((field, c) => concatData(batches.map((b) => b.data.children[c]!), field, length));
-  return new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length, nullCount: 0, children }));
+  return recordBatchOf(schema, length, children);
 }
 
 /**

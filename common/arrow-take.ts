@@ -8,13 +8,13 @@
  * (Arrow JS slices offset/value buffers but not bitmaps, hence the asymmetry below). Buffers of the
  * result are fresh (never views of the input), so they can be transferred.
  */
-import { Data, makeData, RecordBatch, Schema, Struct, Type, type DataType, type Field } from 'apache-arrow';
+import { Data, makeData, Type, type DataType, type Field, type RecordBatch, type Schema } from 'apache-arrow';
+import { recordBatchOf } from './arrow-batch.js';
 import { internalError } from './errors.js';
 
 export function takeRows(batch: RecordBatch, indices: Int32Array | Uint32Array): RecordBatch {
   const children = batch.schema.fields.map((field, i) => takeData(batch.data.children[i]!, indices, field));
-  const data = makeData({ type: new Struct(batch.schema.fields), length: indices.length, nullCount: 0, children });
-  return new RecordBatch(batch.schema as Schema, data);
+  return recordBatchOf(batch.schema as Schema, indices.length, children);
 }
 
 /** Indices of the set positions of a 0/1 mask. */

@@ -10,14 +10,15 @@
  * flatbuffer tables — it reads itself ({@link batchHeader}). Each column's `Data` is made straight
  * from views of the record's bytes (no copy, like Arrow's loader; a buffer not aligned for its
  * type is copied), and the RecordBatch is assembled without Arrow JS's
- * constructor, which rebuilds an equal Schema and struct for every batch ({@link recordBatchOf}).
+ * constructor, which rebuilds an equal Schema and struct for every batch (common/arrow-batch.ts).
  * Per 20-event record these generic paths cost more than the engine's operators.
  *
  * Anything else — another column type, a delta dictionary, compression, a truncated stream —
  * returns undefined, and the caller falls back to `tableFromIPC` (which also produces the error
  * message for a broken record).
  */
-import { Data, DataType, Message, MessageHeader, RecordBatch, Struct, Vector, type Dictionary, type Field, type Float, type Int, type Schema, type Timestamp } from 'apache-arrow';
+import { Data, DataType, Message, MessageHeader, Vector, type Dictionary, type Field, type Float, type Int, type Schema, type Timestamp, type RecordBatch } from 'apache-arrow';
+import { recordBatchOf } from './arrow-batch.js';
 
 /** What a stream holds: its schema and record batches (as `tableFromIPC(...).batches`). */
 export interface IpcRecord {
@@ -174,22 +175,6 @@ function batchHeader(metadata: Uint8Array): { kind: 'dictionary' | 'batch'; id: 
     return header && { kind: 'dictionary', id: idAt === 0 ? 0 : f.i64(idAt), header, bodyLength };
   }
   return undefined;
-}
-
-/** Schema → the struct type of its batches, made once per schema. */
-const structOf = new WeakMap<Schema, Struct>();
-
-/**
- * A RecordBatch of `children` (each `length` rows, as the reader guarantees), built the way Arrow
- * JS's constructor leaves one but without its per-batch work: that constructor checks the lengths
- * and rebuilds an equal Schema (metadata maps merged) and struct Data every time.
- */
-function recordBatchOf(schema: Schema, length: number, children: Data[]): RecordBatch {
-  let type = structOf.get(schema);
-  if (type === undefined) structOf.set(schema, (type = new Struct(schema.fields)));
-  const batch = Object.create(RecordBatch.prototype) as RecordBatch & { _metadata: Map<string, string> };
-  Object.assign(batch, { schema, data: new Data(type, 0, length, 0, [] as never, children), _metadata: new Map<string, string>() });
-  return batch;
 }
 
 /**

@@ -39,6 +39,7 @@ import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC } from 'apache-arrow';
+import { recordBatchOf } from '../common/arrow-batch.js';
 import { coalesceBatches } from '../common/arrow-concat.js';
 import { readFlatIpc, type IpcRecord } from '../common/ipc-read.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
@@ -514,9 +515,7 @@ export class ShardRuntime {
     const shardCol = makeData({ type: new Int32(), length: n, nullCount: 0, data: new Int32Array(n).fill(this.shard) });
     const offsetCol = makeData({ type: new Int64(), length: n, nullCount: 0, data: new BigInt64Array(n).fill(BigInt(offset)) });
     const children = [...batch.data.children, shardCol, offsetCol];
-    const schema = bronzeSchema(batch.schema);
-    const data = makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children });
-    this.addByTime('bronze_events', new RecordBatch(schema, data), 'received_at');
+    this.addByTime('bronze_events', recordBatchOf(bronzeSchema(batch.schema), n, children), 'received_at');
   }
 
   /** Erasure: forgets the users' open sessions, in memory and in LMDB (see ShardPipeline.removeUser). */

@@ -9,6 +9,7 @@
 import { makeData, RecordBatch, Schema, Struct, type Data, type Field, type Dictionary, type Timestamp, type Utf8, type Vector } from 'apache-arrow';
 import type { Database, RootDatabase } from 'lmdb';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
+import { recordBatchOf } from '../../common/arrow-batch.js';
 import { Utf8Column } from '../../ingest/batch-builder.js';
 import { sessionAliasesSchema, sessionsSchema, silverSchema } from '../../common/schema.js';
 import { DEFAULT_METRIC_EVENT_TYPES, type MetricEventTypes } from '../gold-sql.js';
@@ -328,7 +329,7 @@ function silverOf(recordSchema: Schema): { schema: Schema; fields: Field[]; colu
  */
 function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, noSession: Uint8Array): RecordBatch {
   const { schema, fields, columns } = silverOf(batch.schema);
-  const source = new RecordBatch(schema, makeData({ type: new Struct(fields), length: batch.numRows, nullCount: 0, children: columns.map((k) => batch.data.children[k]!) }));
+  const source = recordBatchOf(schema, batch.numRows, columns.map((k) => batch.data.children[k]!));
   // Without duplicates every row stays: reuse the columns (bronze holds the same buffers anyway).
   const picked = kept.length === batch.numRows ? source : takeRows(source, kept);
   const n = kept.length;
@@ -354,7 +355,7 @@ function toSilver(batch: RecordBatch, kept: Int32Array, sessionIds: Uint8Array, 
   }
   const ids = makeData({ type: fields[SILVER_SESSION_ID]!.type as Utf8, length: n, nullCount: nulls, nullBitmap: validity, valueOffsets: offsets, data: values });
   const children = picked.data.children.map((c, k) => (k === SILVER_SESSION_ID ? ids : c));
-  return new RecordBatch(schema, makeData({ type: new Struct(fields), length: n, nullCount: 0, children }));
+  return recordBatchOf(schema, n, children);
 }
 
 /** The earlier ids of closed sessions (one row per alias), or null when none had any. */
