@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Field, Float64, Int32, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
 import { readFlatIpc } from '../../common/ipc-read.js';
@@ -85,5 +86,38 @@ describe('readFlatIpc', () => {
     expect(batch.getChild('event_type')!.toArray()).toEqual(reference.getChild('event_type')!.toArray());
     expect(batch.select(['user_id', 'country']).toArray().map((r) => r.toJSON())).toEqual(reference.select(['user_id', 'country']).toArray().map((r) => r.toJSON()));
     expect(dump(tableFromIPC(tableToIPC(new Table([batch]), 'stream')))).toEqual(dump(tableFromIPC(bytes)));
+  });
+
+  it('decodes any record ingest can write exactly as tableFromIPC does (property)', () => {
+    const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+    const word = fc.constantFrom('ios', 'android', '', 'Größe', '😀', 'web');
+    const time = fc.integer({ min: 0, max: 2 ** 45 });
+    const rowArb = fc.record({
+      event_id: text,
+      user_id: text,
+      anonymous_id: fc.option(text, { nil: null }),
+      event_type: word,
+      event_time: time,
+      received_at: time,
+      device_type: fc.option(word, { nil: null }),
+      os: fc.option(word, { nil: null }),
+      app_version: fc.option(word, { nil: null }),
+      country: fc.option(word, { nil: null }),
+      source: word,
+      properties: fc.option(text, { nil: null }),
+      raw: fc.option(text, { nil: null }),
+    });
+    const b = new IngestBatchBuilder(400);
+    fc.assert(
+      fc.property(fc.array(rowArb, { minLength: 1, maxLength: 300, size: 'large' }), (rows) => {
+        b.reset();
+        for (const row of rows) b.push(row);
+        const bytes = b.toIPC();
+        const got = readFlatIpc(bytes);
+        expect(got).toBeDefined();
+        expect(dump(got!)).toEqual(dump(tableFromIPC(bytes)));
+      }),
+      { numRuns: 60 },
+    );
   });
 });
