@@ -20,7 +20,7 @@
  * | dedupTtl         | --dedup-ttl          | SLUICE_DEDUP_TTL          | 24h                          |
  * | targetFileSize   | --target-file-size   | SLUICE_TARGET_FILE_SIZE   | 128MiB                       |
  * | compression      | --compression        | SLUICE_COMPRESSION        | zstd                         |
- * | rangeLinger      | --range-linger       | SLUICE_RANGE_LINGER       | 50ms (engine.rangeLingerMs; 0 = off) |
+ * | rangeLinger      | --range-linger       | SLUICE_RANGE_LINGER       | 200ms (engine.rangeLingerMs; 0 = off) |
  * | log              | --log                | SLUICE_LOG                | (local segment log under DATA); nats://h:4222[,…][?replicas=N] |
  * | role             | --role               | SLUICE_ROLE               | all (ingest + engine); ingest (needs log nats://…) |
  * | maxMemory        | --max-memory         | SLUICE_MAX_MEMORY         | 75 % of RAM (ingest.maxMemoryBytes) |

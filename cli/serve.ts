@@ -319,7 +319,7 @@ export function register(program: Command): void {
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
-    .option('--range-linger <duration>', 'how long a shard waits for more records under light load before it processes them, e.g. 50ms (default; 0 = at once)')
+    .option('--range-linger <duration>', 'how long a shard waits for more records under light load before it processes them, e.g. 200ms (default; 0 = at once)')
     .option('--max-backlog <bytes>', 'bound of the log not yet committed by the engine: 503 + Retry-After above it, e.g. 2GiB (default ¼ of the free disk, 256MiB–64GiB)')
     .option('--rate-limit <events/s>', 'per write key (fairness between keys; burst 2 s): 429 + Retry-After above it (default 1000000: off for a single server)')
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')

@@ -73,10 +73,10 @@ describe('composeServeConfig', () => {
     expect(composeServeConfig({ workerNice: '19' }, { SLUICE_WORKER_NICE: '0' }).engine.workerNice).toBe(19);
   });
 
-  it('takes the range linger from --range-linger or SLUICE_RANGE_LINGER, default 50 ms, 0 turns it off, bounded at 10 s', () => {
-    expect(composeServeConfig({}, {}).engine.rangeLingerMs).toBe(50);
+  it('takes the range linger from --range-linger or SLUICE_RANGE_LINGER, default 200 ms, 0 turns it off, bounded at 10 s', () => {
+    expect(composeServeConfig({}, {}).engine.rangeLingerMs).toBe(200);
     expect(composeServeConfig({}, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(0);
-    expect(composeServeConfig({ rangeLinger: '200ms' }, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(200);
+    expect(composeServeConfig({ rangeLinger: '50ms' }, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(50);
     expect(() => composeServeConfig({ rangeLinger: '1m' }, {})).toThrow(/rangeLingerMs must be between 0 and 10 000 ms/);
   });
 
