@@ -30,7 +30,7 @@
  * measures (its data, row count or code path) also needs `--update`, with the reason in the
  * commit message. Do not change {@link REFERENCE}: every ratio in the baseline is relative to it.
  */
-import { makeData, tableFromIPC, Utf8, type Data, type RecordBatch } from 'apache-arrow';
+import { makeData, Utf8, type Data } from 'apache-arrow';
 import { coalesceBatches } from '../common/arrow-concat.js';
 import { readFlatIpc } from '../common/ipc-read.js';
 import type { RootDatabase } from 'lmdb';
@@ -402,7 +402,7 @@ export function emptyLmdb(): RootDatabase {
 
 /**
  * The engine's range consumer (ShardRuntime.processRecords without its buffering): for each log
- * record of a range, `tableFromIPC` of the bytes ingest appended (IngestBatchBuilder.toIPC) and
+ * record of a range, `readFlatIpc` (the engine's reader) of the bytes ingest appended (IngestBatchBuilder.toIPC) and
  * ShardPipeline.processBatch (dedup, watermark, sessionize, aggregate, silver batch). The same
  * 250 Segment events as 10 records of 25 (the small group commits of SDK traffic, where the
  * fixed cost per record shows) and as one record of 250 (a range under load); the ratio of the
@@ -419,22 +419,12 @@ function rangeCases(): PerfCase[] {
     defineCase({
       name,
       rows: records * perRecord,
-      what: `range consumer: tableFromIPC + ShardPipeline.processBatch over ${records} log record${records === 1 ? '' : 's'} of ${perRecord} Segment events (IngestBatchBuilder.toIPC, seed 15), fresh pipeline per call, LMDB empty (no I/O)`,
-      setup: () => {
-        const rows = segmentState(records * perRecord, 15).rows;
-        const builder = new IngestBatchBuilder(perRecord);
-        const payloads: Uint8Array[] = [];
-        for (let r = 0; r < records; r++) {
-          builder.reset();
-          for (let i = r * perRecord; i < (r + 1) * perRecord; i++) builder.push(rows[i]!);
-          payloads.push(builder.toIPC());
-        }
-        return { payloads, silverRows: 0 };
-      },
+      what: `range consumer: readFlatIpc + ShardPipeline.processBatch over ${records} log record${records === 1 ? '' : 's'} of ${perRecord} Segment events (IngestBatchBuilder.toIPC, seed 15), fresh pipeline per call, LMDB empty (no I/O)`,
+      setup: () => ({ payloads: segmentRecords(records, perRecord, 15), silverRows: 0 }),
       run: (s) => {
         const pipeline = new ShardPipeline({ shard: 0, db: emptyLmdb(), allowedLatenessMs: 2 * 3_600_000, sessionGapMs: 1_800_000, dedupTtlMs: 48 * 3_600_000 });
         let silver = 0;
-        for (const bytes of s.payloads) for (const batch of tableFromIPC(bytes).batches) silver += pipeline.processBatch(batch).silver.numRows;
+        for (const bytes of s.payloads) for (const batch of readFlatIpc(bytes)!.batches) silver += pipeline.processBatch(batch).silver.numRows;
         if (silver === 0) throw new Error('range case: no silver rows (every event dropped?)');
         s.silverRows = silver;
       },
@@ -455,21 +445,24 @@ function coalesceCase(): PerfCase {
     name: 'engine.coalesce-records',
     rows: records * perRecord,
     what: `coalesceBatches of ${records} ingest batches of ${perRecord} Segment events (IngestBatchBuilder.toIPC → readFlatIpc, seed 16)`,
-    setup: () => {
-      const rows = segmentState(records * perRecord, 16).rows;
-      const builder = new IngestBatchBuilder(perRecord);
-      const batches: RecordBatch[] = [];
-      for (let r = 0; r < records; r++) {
-        builder.reset();
-        for (let i = r * perRecord; i < (r + 1) * perRecord; i++) builder.push(rows[i]!);
-        batches.push(...readFlatIpc(builder.toIPC())!.batches);
-      }
-      return { batches, rows: 0 };
-    },
+    setup: () => ({ batches: segmentRecords(records, perRecord, 16).flatMap((bytes) => readFlatIpc(bytes)!.batches), rows: 0 }),
     run: (s) => {
       const out = coalesceBatches(s.batches);
       if (out.length !== 1) throw new Error(`coalesce case: ${out.length} batches, expected 1`);
       s.rows = out[0]!.numRows;
     },
   });
+}
+
+/** `records` log records of `perRecord` seeded Segment events each, as ingest writes them (IngestBatchBuilder.toIPC). */
+function segmentRecords(records: number, perRecord: number, seed: number): Uint8Array[] {
+  const rows = segmentState(records * perRecord, seed).rows;
+  const builder = new IngestBatchBuilder(perRecord);
+  const payloads: Uint8Array[] = [];
+  for (let r = 0; r < records; r++) {
+    builder.reset();
+    for (let i = r * perRecord; i < (r + 1) * perRecord; i++) builder.push(rows[i]!);
+    payloads.push(builder.toIPC());
+  }
+  return payloads;
 }
