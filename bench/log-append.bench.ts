@@ -1,8 +1,9 @@
 /**
  * SegmentLog append throughput: N concurrent appenders, each appending fixed-size records back to
  * back (the next append starts when the previous one is acknowledged, i.e. fsync'd), on real
- * fdatasync in a temp dir. Reports appends/s, MB/s (payload bytes, 1 MB = 1e6 B) and fsyncs/s per
- * run and the median of the runs.
+ * fdatasync in a temp dir. Reports appends/s, MB/s (payload bytes, 1 MB = 1e6 B), fsyncs/s and
+ * the process's CPU per fsync (user + system, every thread: the libuv pool's write and fdatasync
+ * included; the kernel's journal thread is not) per run and the median of the runs.
  *
  *   node --import tsx bench/log-append.bench.ts [--seconds 3] [--runs 3] [--concurrency 64]
  *        [--record-bytes 65536] [--segment-mib 64] [--max-records 200000] [--json]
@@ -39,6 +40,7 @@ interface RunResult {
   fsyncsPerSec: number;
   recordsPerFsync: number;
   p50FsyncMs: number;
+  cpuUsPerFsync: number;
 }
 
 async function runOnce(): Promise<RunResult> {
@@ -50,6 +52,7 @@ async function runOnce(): Promise<RunResult> {
     for (let i = 0; i < payload.length; i++) payload[i] = (i * 131) & 0xff;
     let appended = 0;
     let started = 0;
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const deadline = t0 + seconds * 1000;
     async function appender(): Promise<void> {
@@ -61,6 +64,7 @@ async function runOnce(): Promise<RunResult> {
     }
     await Promise.all(Array.from({ length: concurrency }, appender));
     const elapsed = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     await log.close();
     const sorted = [...fsyncMs].sort((a, b) => a - b);
     return {
@@ -69,6 +73,7 @@ async function runOnce(): Promise<RunResult> {
       fsyncsPerSec: fsyncMs.length / elapsed,
       recordsPerFsync: appended / Math.max(1, fsyncMs.length),
       p50FsyncMs: sorted[Math.floor(sorted.length / 2)] ?? 0,
+      cpuUsPerFsync: (cpu.user + cpu.system) / Math.max(1, fsyncMs.length),
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -84,7 +89,7 @@ for (let r = 0; r < runs; r++) {
   if (!values.json) {
     console.log(
       `run ${r + 1}: ${res.appendsPerSec.toFixed(0)} appends/s, ${res.mbPerSec.toFixed(1)} MB/s, ` +
-        `${res.fsyncsPerSec.toFixed(0)} fsyncs/s (${res.recordsPerFsync.toFixed(1)} records/fsync, p50 fsync ${res.p50FsyncMs.toFixed(2)} ms)`,
+        `${res.fsyncsPerSec.toFixed(0)} fsyncs/s (${res.recordsPerFsync.toFixed(1)} records/fsync, p50 fsync ${res.p50FsyncMs.toFixed(3)} ms, ${res.cpuUsPerFsync.toFixed(1)} µs CPU/fsync)`,
     );
   }
 }
@@ -97,12 +102,15 @@ const summary = {
   medianMBPerSec: median(results.map((r) => r.mbPerSec)),
   medianFsyncsPerSec: median(results.map((r) => r.fsyncsPerSec)),
   medianRecordsPerFsync: median(results.map((r) => r.recordsPerFsync)),
+  medianP50FsyncMs: median(results.map((r) => r.p50FsyncMs)),
+  medianCpuUsPerFsync: median(results.map((r) => r.cpuUsPerFsync)),
 };
 if (values.json) console.log(JSON.stringify(summary));
 else {
   console.log(
     `median of ${runs}: ${summary.medianAppendsPerSec.toFixed(0)} appends/s, ${summary.medianMBPerSec.toFixed(1)} MB/s, ` +
-      `${summary.medianFsyncsPerSec.toFixed(0)} fsyncs/s, ${summary.medianRecordsPerFsync.toFixed(1)} records/fsync ` +
+      `${summary.medianFsyncsPerSec.toFixed(0)} fsyncs/s, ${summary.medianRecordsPerFsync.toFixed(1)} records/fsync, ` +
+      `p50 fsync ${summary.medianP50FsyncMs.toFixed(3)} ms, ${summary.medianCpuUsPerFsync.toFixed(1)} µs CPU/fsync ` +
       `(${concurrency} appenders × ${recordBytes} B records)`,
   );
 }

@@ -17,6 +17,13 @@ import { internalError, userError } from '../common/errors.js';
 import type { LogRecord } from './log.js';
 import { checkFrame, FrameCursor, RECORD_HEADER_BYTES, SEGMENT_RE } from './segment-log.js';
 
+/**
+ * Bytes a read fetches at least. The active segment's file runs up to 1 MiB of preallocated zeros
+ * past its last record (segment-log.ts), and a reader following the head reads from its last
+ * record on: a small chunk keeps it from copying those zeros on every range.
+ */
+const READ_CHUNK_BYTES = 128 * 1024;
+
 interface Open {
   first: number;
   path: string;
@@ -55,6 +62,9 @@ export class SegmentLogReader {
       }
       let check = await checkFrame(seg.cur, seg.pos, seg.next, size);
       if (!check.ok) {
+        // What the cursor read past the writer's last record then (preallocated zeros, a record
+        // being written) is stale now: read it again.
+        seg.cur.invalidate();
         size = (await seg.fh.stat()).size;
         // The end of this segment: the record is in the next one (the writer rolled).
         if (seg.pos >= size) {
@@ -110,7 +120,7 @@ export class SegmentLogReader {
       await this.current?.fh.close();
       const path = join(this.dir, `${String(first).padStart(20, '0')}.seg`);
       const fh = await open(path, 'r');
-      this.current = { first, path, fh, cur: new FrameCursor(fh), next: first, pos: 0 };
+      this.current = { first, path, fh, cur: new FrameCursor(fh, READ_CHUNK_BYTES), next: first, pos: 0 };
     }
     const seg = this.current!;
     if (seg.next > offset) {
@@ -119,8 +129,11 @@ export class SegmentLogReader {
     }
     // Skip the records before `offset` (a fresh segment, or a reader moved backwards).
     while (seg.next < offset) {
-      const size = (await seg.fh.stat()).size;
-      const check = await checkFrame(seg.cur, seg.pos, seg.next, size);
+      let check = await checkFrame(seg.cur, seg.pos, seg.next, (await seg.fh.stat()).size);
+      if (!check.ok) {
+        seg.cur.invalidate(); // stale bytes past the writer's record of then, as in readRange
+        check = await checkFrame(seg.cur, seg.pos, seg.next, (await seg.fh.stat()).size);
+      }
       if (!check.ok) throw internalError('log_corrupt', `${seg.path}: record ${seg.next} at byte ${seg.pos} is damaged (${check.reason}) before offset ${offset}`);
       seg.pos += RECORD_HEADER_BYTES + check.length;
       seg.next++;

@@ -106,11 +106,15 @@ describe('SegmentLog basics', () => {
     for (let i = 0; i < 40; i++) expect(await log.append(payload(i, 1000))).toBe(i);
     // 4 records of 1016 bytes fit in 4096; the 5th rolls.
     expect(segFiles(dir)).toEqual(Array.from({ length: 10 }, (_, k) => `${String(k * 4).padStart(20, '0')}.seg`));
-    for (const f of segFiles(dir)) expect(statSync(join(dir, f)).size).toBe(4 * 1016);
+    // Sealed segments end at their last record; the active one is preallocated (zeros) to 4096.
+    for (const f of segFiles(dir).slice(0, -1)) expect(statSync(join(dir, f)).size).toBe(4 * 1016);
+    expect(statSync(join(dir, segFiles(dir).at(-1)!)).size).toBe(4096);
     const mid = await readAll(log, 13);
     expect(mid.map((r) => r.offset)).toEqual(Array.from({ length: 27 }, (_, k) => 13 + k));
     mid.forEach((r) => expect(r.payload).toEqual(payload(r.offset, 1000)));
     await log.close();
+    // close() cuts the active segment's zeros.
+    for (const f of segFiles(dir)) expect(statSync(join(dir, f)).size).toBe(4 * 1016);
     log = await SegmentLog.open({ dir, shard: 3, segmentBytes: 4096 });
     expect(log.nextOffset).toBe(40);
     expect((await readAll(log, 17)).map((r) => r.offset)).toEqual(Array.from({ length: 23 }, (_, k) => 17 + k));
@@ -318,7 +322,7 @@ describe('SegmentLog recovery', () => {
     ['inside the payload', (f) => truncateSync(f, GOOD * FRAMED + RECORD_HEADER_BYTES + 30), 'partial payload'],
     ['by a flipped byte in the last payload', (f) => flipByte(f, (GOOD + 1) * FRAMED - 1), 'crc mismatch'],
     ['by a flipped byte in the last header', (f) => flipByte(f, GOOD * FRAMED + 9), 'crc mismatch'],
-    ['by zeroes after the last record', (f) => { truncateSync(f, GOOD * FRAMED); appendFileSync(f, Buffer.alloc(4096)); }, 'crc mismatch'],
+    ['by zeroes inside the last record', (f) => { truncateSync(f, GOOD * FRAMED + 20); appendFileSync(f, Buffer.alloc(4096)); }, 'crc mismatch'],
   ];
 
   function flipByte(file: string, at: number): void {
@@ -346,6 +350,28 @@ describe('SegmentLog recovery', () => {
     await log.close();
     log = await SegmentLog.open({ dir, shard: 0 });
     expect(log.recovery.truncatedBytes).toBe(0);
+    expect((await readAll(log)).map((r) => new DataView(r.payload.buffer).getUint32(0, true))).toEqual([0, 1, 2, 3, 9]);
+    await log.close();
+  });
+
+  it('keeps a tail of zeros only (the preallocated end a stop without close() leaves) and appends over it', async () => {
+    const dir = tempDir();
+    let log = await SegmentLog.open({ dir, shard: 0 });
+    for (let i = 0; i < GOOD; i++) await log.append(payload(i, 64));
+    await log.close();
+    const seg = join(dir, segFiles(dir)[0]!);
+    appendFileSync(seg, Buffer.alloc(100_000)); // as a kill -9 leaves it: records, then preallocated zeros
+    const warnings: unknown[] = [];
+    log = await SegmentLog.open({ dir, shard: 0, logger: { warn: (o) => warnings.push(o) } });
+    expect(log.recovery).toEqual({ segment: '00000000000000000000.seg', records: GOOD, truncatedBytes: 0, reason: undefined });
+    expect(warnings).toEqual([]);
+    expect(statSync(seg).size).toBe(GOOD * FRAMED + 100_000);
+    expect(await log.append(payload(9, 64))).toBe(GOOD);
+    // Written over the zeros, inside the file: the size does not move until close() cuts the rest.
+    expect(statSync(seg).size).toBe(GOOD * FRAMED + 100_000);
+    await log.close();
+    expect(statSync(seg).size).toBe((GOOD + 1) * FRAMED);
+    log = await SegmentLog.open({ dir, shard: 0 });
     expect((await readAll(log)).map((r) => new DataView(r.payload.buffer).getUint32(0, true))).toEqual([0, 1, 2, 3, 9]);
     await log.close();
   });
