@@ -7,8 +7,11 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, register, type Metric } from 'prom-client';
 
 /** Event-loop delay of this thread (ingest's: the ack thread), sampled every 5 ms, reset at each scrape. */
-const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+const LOOP_DELAY_RESOLUTION_MS = 5;
+const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
 loopDelay.enable();
+/** The histogram records the whole interval between its timer's runs: the delay is what exceeds the resolution. */
+const loopDelaySeconds = (ns: number): number => Math.max(0, ns / 1e9 - LOOP_DELAY_RESOLUTION_MS / 1000);
 
 function once<T extends Metric>(name: string, make: () => T): T {
   return (register.getSingleMetric(name) as T | undefined) ?? make();
@@ -51,8 +54,8 @@ export const ingestMetrics = {
             ['0.5', 50],
             ['0.99', 99],
             ['0.999', 99.9],
-          ] as const) this.set({ quantile: q }, loopDelay.percentile(p) / 1e9);
-          this.set({ quantile: 'max' }, loopDelay.max / 1e9);
+          ] as const) this.set({ quantile: q }, loopDelaySeconds(loopDelay.percentile(p)));
+          this.set({ quantile: 'max' }, loopDelaySeconds(loopDelay.max));
           loopDelay.reset();
         },
       }),

@@ -240,3 +240,31 @@ describe('IngestBatchBuilder and decodeIngestBatch', () => {
     expect(uwsIsNative()).toBe(true);
   });
 });
+
+describe('the ack thread’s event-loop delay in /metrics', () => {
+  const quantile = async (q: string): Promise<number> => {
+    const { ingestMetrics } = await import('../../ingest/metrics.js');
+    const m = await ingestMetrics.eventLoopDelay.get();
+    return m.values.find((v) => v.labels.quantile === q)?.value ?? Number.NaN;
+  };
+
+  it('is the delay past the sampling timer’s own period: an idle loop reads near 0, a 60 ms block as ≥ 50 ms', async () => {
+    await quantile('max'); // reset: a scrape starts a new window
+    await new Promise((r) => setTimeout(r, 500));
+    // Idle, the 5 ms timer runs on time; the histogram's raw figure would be ≥ 5 ms here.
+    expect(await quantile('0.5')).toBeLessThan(0.004);
+    // Node's histogram records nothing for the first interval after a reset (the scrape above).
+    await new Promise((r) => setTimeout(r, 15));
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const until = performance.now() + 60;
+        while (performance.now() < until) {
+          // busy
+        }
+        resolve();
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await quantile('max')).toBeGreaterThanOrEqual(0.05);
+  });
+});
