@@ -42,7 +42,7 @@ import { JsonScanner } from '../ingest/json-scan.js';
 import type { NormalizeContext } from '../ingest/normalize.js';
 import { normalizeItems } from '../ingest/protocols/segment.js';
 import { rng } from '../loadgen/random.js';
-import { encodeParquet } from '../storage/parquet.js';
+import { encodeParquet, encodeParquetMerged } from '../storage/parquet.js';
 import { engineBenchInput } from './engine-data.js';
 import { kernelCases } from './engine-kernel-cases.js';
 import { silverRows } from '../test/storage/silver-rows.js';
@@ -378,6 +378,7 @@ export const PERF_CASES: readonly PerfCase[] = [
   }),
   ...rangeCases(),
   coalesceCase(),
+  encodeMergedCase(),
 ];
 
 /**
@@ -450,6 +451,25 @@ function coalesceCase(): PerfCase {
       const out = coalesceBatches(s.batches);
       if (out.length !== 1) throw new Error(`coalesce case: ${out.length} batches, expected 1`);
       s.rows = out[0]!.numRows;
+    },
+  });
+}
+
+/**
+ * A shard's checkpoint encode of its buffer: the same 200 records of 20 Segment events merged
+ * straight into the IPC stream parquet-wasm reads and encoded (encodeParquetMerged — the engine's
+ * path), so the merge and the encode are guarded together.
+ */
+function encodeMergedCase(): PerfCase {
+  const records = 200;
+  const perRecord = 20;
+  return defineCase({
+    name: 'engine.encode-merged-records',
+    rows: records * perRecord,
+    what: `encodeParquetMerged (ZSTD, defaults) of ${records} ingest batches of ${perRecord} Segment events (IngestBatchBuilder.toIPC → readFlatIpc, seed 16)`,
+    setup: () => ({ batches: segmentRecords(records, perRecord, 16).flatMap((bytes) => readFlatIpc(bytes)!.batches), out: new Uint8Array(0) as Uint8Array }),
+    run: (s) => {
+      s.out = encodeParquetMerged(s.batches);
     },
   });
 }

@@ -1,6 +1,6 @@
 /**
  * A lean reader of flat Arrow IPC streams — the shape of every log record ingest writes
- * (ingest/ipc-writer.ts): one schema message, its dictionaries, record batches, no nesting, no
+ * (common/ipc-write.ts): one schema message, its dictionaries, record batches, no nesting, no
  * compression. Arrow JS's `tableFromIPC` costs ≈ 0.5 ms per call whatever the row count (a
  * reader, a Schema decoded and merged, a visitor per column, a Table), which made it the largest
  * per-record cost of the engine at SDK traffic, where a log record holds ≈ 20 events

@@ -35,8 +35,7 @@ import type { LogRecord } from '../log/log.js';
 import type { SegmentLog } from '../log/segment-log.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
-import { coalesceBatches } from '../common/arrow-concat.js';
-import { encodeParquet, splitForEncode } from '../storage/parquet.js';
+import { encodeParquet, encodeParquetMerged, splitForEncode } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
@@ -1045,7 +1044,7 @@ export class Coordinator {
       const chunks = splitForEncode(list, parquet);
       chunks.forEach((chunk, i) => {
         const key = partKey('dlq', hour, `part-dlq-${from}-${last}${chunks.length === 1 ? '' : `-${i}`}.parquet`);
-        files.push({ key, body: encodeParquet(coalesceBatches(chunk), parquet), rows: chunk.reduce((n, b) => n + b.numRows, 0) });
+        files.push({ key, body: encodeParquetMerged(chunk, parquet), rows: chunk.reduce((n, b) => n + b.numRows, 0) });
       });
     }
     let pending: PendingCommit;

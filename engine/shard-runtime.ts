@@ -40,7 +40,6 @@ import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC } from 'apache-arrow';
 import { recordBatchOf } from '../common/arrow-batch.js';
-import { coalesceBatches } from '../common/arrow-concat.js';
 import { readFlatIpc, type IpcRecord } from '../common/ipc-read.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
 import { classifyError, internalError, userError } from '../common/errors.js';
@@ -48,7 +47,7 @@ import { dlqSchema, ingestSchema } from '../common/schema.js';
 import { partKey, partName, partitionStart, TABLES, META_PREFIX, type TableName } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
-import { decodeParquet, encodeParquet, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
+import { decodeParquet, encodeParquet, encodeParquetMerged, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
@@ -410,7 +409,7 @@ export class ShardRuntime {
       const [table, start] = bufferKey.split('@') as [TableName, string];
       const chunks = splitForEncode(b.batches, this.parquet);
       chunks.forEach((chunk, i) => {
-        const body = encodeParquet(coalesceBatches(chunk), this.parquet);
+        const body = encodeParquetMerged(chunk, this.parquet);
         const name = partName(this.shard, b.firstOffset, offset, chunks.length === 1 ? '-c' : `-c-${i}`);
         this.encoded.push({ key: partKey(table, Number(start), name), body, rows: chunk.reduce((n, x) => n + x.numRows, 0) });
         this.encodedBytes += body.byteLength;
@@ -434,7 +433,7 @@ export class ShardRuntime {
         files.push({
           key: partKey(table, Number(start), fileName(chunks.length === 1 ? '' : `-${i}`)),
           // One batch per log record is buffered; merged, they encode ~30 % cheaper (common/arrow-concat).
-          body: encodeParquet(coalesceBatches(chunk), this.parquet),
+          body: encodeParquetMerged(chunk, this.parquet),
           rows: chunk.reduce((n, b) => n + b.numRows, 0),
         });
       });

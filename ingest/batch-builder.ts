@@ -12,7 +12,7 @@
  */
 import { makeData, RecordBatch, Struct, Table, tableToIPC, Vector, type Data, type Dictionary, type Field, type Utf8 } from 'apache-arrow';
 import { ingestSchema } from '../common/schema.js';
-import { encodeIpcStream, schemaMessageOf, type ColumnParts, type DictionaryParts } from './ipc-writer.js';
+import { encodeIpcStream, schemaMessageOf, type ColumnParts, type DictionaryParts } from '../common/ipc-write.js';
 import type { CanonicalEvent } from './normalize.js';
 
 const field = (name: string): Field => ingestSchema.fields.find((f) => f.name === name)!;
@@ -387,7 +387,7 @@ export class IngestBatchBuilder {
 
   /**
    * The rows so far as one Arrow IPC stream (the log record format; fresh bytes owned by the
-   * caller), written by the fixed-layout writer (ipc-writer.ts) — the same stream Arrow JS's
+   * caller), written by the fixed-layout writer (common/ipc-write.ts) — the same stream Arrow JS's
    * tableToIPC would produce, at a fraction of its fixed cost per call.
    */
   toIPC(): Uint8Array {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { RecordBatch, Struct, Table, makeData, tableToIPC } from 'apache-arrow';
 import { dlqSchema } from '../common/schema.js';
 import { Utf8Column } from './batch-builder.js';
-import { encodeIpcStream, schemaMessageOf, type ColumnParts } from './ipc-writer.js';
+import { encodeIpcStream, schemaMessageOf, type ColumnParts } from '../common/ipc-write.js';
 import type { DeadLetter } from './protocols/decoded.js';
 
 const keyIds = new Map<string, string>();

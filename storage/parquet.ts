@@ -33,6 +33,7 @@
  */
 import * as pq from 'parquet-wasm/node';
 import { DataType, RecordBatch, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
+import { coalesceBatches, concatToIpcStream } from '../common/arrow-concat.js';
 import { userError } from '../common/errors.js';
 import { arrowBytes } from './partition-buffer.js';
 
@@ -152,6 +153,21 @@ export function encodeParquet(input: RecordBatch[] | Table, options: ParquetOpti
   }
   const wasmTable = pq.Table.fromIPCStream(tableToIPC(table, 'stream'));
   return pq.writeParquet(wasmTable, writerProperties(table.schema, o));
+}
+
+/**
+ * `encodeParquet` of `batches` (one schema) merged into one batch — a shard's buffer holds one
+ * small batch per log record, and parquet-wasm pays a fixed cost per batch. The merged batch is
+ * written straight into the IPC stream parquet-wasm reads (common/arrow-concat's
+ * concatToIpcStream), so it is never built and then copied again by an IPC writer. Column types
+ * that concatToIpcStream does not write go through `coalesceBatches` and `encodeParquet`.
+ */
+export function encodeParquetMerged(batches: RecordBatch[], options: ParquetOptions = {}): Uint8Array {
+  const o = validateParquetOptions(options);
+  const rows = batches.reduce((n, b) => n + b.numRows, 0);
+  const ipc = rows > 0 && rows <= o.maxRowsPerCall ? concatToIpcStream(batches) : undefined;
+  if (ipc === undefined) return encodeParquet(coalesceBatches(batches), o);
+  return pq.writeParquet(pq.Table.fromIPCStream(ipc), writerProperties(batches[0]!.schema, o));
 }
 
 /**

@@ -1,7 +1,7 @@
-import { Bool, Field, Float64, Int32, Schema, type RecordBatch } from 'apache-arrow';
+import { Bool, Field, Float64, Int32, makeData, RecordBatch, Schema, Struct, tableFromIPC } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { coalesceBatches, concatBatches } from '../../common/arrow-concat.js';
+import { coalesceBatches, concatBatches, concatToIpcStream } from '../../common/arrow-concat.js';
 import { silverSchema } from '../../common/schema.js';
 import { batchOf as build } from '../helpers/batches.js';
 
@@ -48,6 +48,15 @@ describe('concatBatches', () => {
     expect(plain(concatBatches(parts))).toEqual(parts.flatMap(plain));
   });
 
+  it('concatToIpcStream: one batch with one unified dictionary per column; undefined for a nested type', () => {
+    const parts = [batchOf([0, 1, 2, 3].map((i) => row(i, ['ios', 'android']))), batchOf([4, 5, 6, 7, 8].map((i) => row(i, ['android', 'web']))).slice(1, 4)];
+    const read = tableFromIPC(concatToIpcStream(parts)!);
+    expect(read.toArray().map((r) => r.toJSON())).toEqual(parts.flatMap(plain));
+    expect([...(read.getChild('device_type')!.data[0]!.dictionary as Iterable<string>)].sort()).toEqual(['android', 'ios', 'web']);
+    const nested = new Schema([new Field('s', new Struct([new Field('a', new Int32())]))]);
+    expect(concatToIpcStream([new RecordBatch(nested, makeData({ type: new Struct(nested.fields), length: 0, children: [makeData({ type: new Int32(), length: 0 })] }))])).toBeUndefined();
+  });
+
   it('returns a single batch as it is', () => {
     const one = batchOf([row(1, ['ios'])]);
     expect(concatBatches([one])).toBe(one);
@@ -83,6 +92,12 @@ describe('concatBatches', () => {
         const parts = specs.map(([rows, from, to]) => batchOf(rows).slice(from, to));
         const expected = parts.flatMap(plain);
         expect(plain(concatBatches(parts))).toEqual(expected);
+        // The same rows as one batch of an IPC stream (arrow-rs reads it in test/storage/parquet.test.ts).
+        const ipc = concatToIpcStream(parts)!;
+        const read = tableFromIPC(ipc);
+        expect(read.batches.length).toBe(1);
+        expect(read.schema.fields.map(String)).toEqual(schema.fields.map(String));
+        expect(read.toArray().map((r) => r.toJSON())).toEqual(expected);
         const groups = coalesceBatches(parts, groupRows);
         expect(groups.flatMap(plain)).toEqual(expected);
         for (const g of groups) {

@@ -13,7 +13,8 @@ import { partKey, partName, TABLES, type TableName } from '../../common/lake-lay
 import { dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionsSchema } from '../../common/schema.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
 import { PartitionBuffer } from '../../storage/partition-buffer.js';
-import { decodeParquet, encodeParquet, encodeParquetAsync, encodeParquetFiles, validateParquetOptions, type ParquetOptions } from '../../storage/parquet.js';
+import { coalesceBatches } from '../../common/arrow-concat.js';
+import { decodeParquet, encodeParquet, encodeParquetAsync, encodeParquetFiles, encodeParquetMerged, validateParquetOptions, type ParquetOptions } from '../../storage/parquet.js';
 import { TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { openDuck, glob, type Duck } from './duck.js';
 import { batchOf, bronzeOf, silverRows } from './silver-rows.js';
@@ -40,6 +41,27 @@ describe('Parquet encoding', () => {
     expect(back.numRows).toBe(3_000);
     expect(back.schema.fields.map((f) => `${f.name}:${f.type}`)).toEqual(input.schema.fields.map((f) => `${f.name}:${f.type}`));
     for (const i of [0, 1, 1_234, 2_999]) expect(back.get(i)!.toJSON()).toEqual(input.get(i)!.toJSON());
+  });
+
+  it('encodeParquetMerged: the rows of many small sliced batches, as DuckDB reads them and as the coalescing path wrote them', async () => {
+    // As a shard buffers them: one small batch per log record, bronze (raw JSON, nulls) and silver.
+    const silver = silverRows({ rows: 2_000, seed: 5, startMs: T0, batchRows: 37 }).map((b, i) => (i % 3 === 0 ? b.slice(2, b.numRows - 1) : b));
+    const bronze = silver.map((b, i) => bronzeOf(b, 0, i));
+    for (const [name, batches] of [['silver', silver], ['bronze', bronze]] as const) {
+      const merged = encodeParquetMerged(batches);
+      const coalesced = encodeParquet(coalesceBatches(batches));
+      const rows = batches.reduce((n, b) => n + b.numRows, 0);
+      const back = decodeParquet(merged);
+      expect(back.numRows).toBe(rows);
+      expect(back.schema.fields.map(String)).toEqual(batches[0]!.schema.fields.map(String));
+      const paths = [join(root, `merged-${name}.parquet`), join(root, `coalesced-${name}.parquet`)];
+      await new LocalObjectStore(root).put(`merged-${name}.parquet`, merged);
+      await new LocalObjectStore(root).put(`coalesced-${name}.parquet`, coalesced);
+      // Every row and value, in order: DuckDB over each file, compared row by row.
+      const [a, b] = await Promise.all(paths.map((p) => duck.rows<Record<string, unknown>>(`SELECT * FROM read_parquet('${p}', file_row_number = true) ORDER BY file_row_number`)));
+      expect(a!.length).toBe(rows);
+      expect(a).toEqual(b);
+    }
   });
 
   it('pins option validation messages', () => {

@@ -14,12 +14,22 @@
  * Correctness is pinned by tests that decode the output with Arrow JS (test/ingest/units.test.ts).
  */
 
+/**
+ * A body buffer written in place: `fill` gets the (zeroed) bytes of the stream's body that the
+ * buffer occupies, `byteLength` of them. For buffers assembled from parts (common/arrow-concat's
+ * concatToIpcStream), which are then never built anywhere else.
+ */
+export interface BodyFill {
+  readonly byteLength: number;
+  fill(target: Uint8Array): void;
+}
+
 /** One column of a flat record batch: its field node and its buffers in Arrow's order. */
 export interface ColumnParts {
   length: number;
   nullCount: number;
   /** e.g. Utf8: [validity, offsets, data]; Int32/Int64/Timestamp/dictionary indices: [validity, values]. Empty validity = no nulls. */
-  buffers: Uint8Array[];
+  buffers: Array<Uint8Array | BodyFill>;
 }
 
 /** A dictionary batch to send before the record batch. */
@@ -153,7 +163,9 @@ export function encodeIpcStream(schemaMessage: Uint8Array, dictionaries: readonl
     let i = 0;
     for (const c of p.columns) {
       for (const buf of c.buffers) {
-        out.set(buf, pos + p.offsets[i]!);
+        const at = pos + p.offsets[i]!;
+        if (buf instanceof Uint8Array) out.set(buf, at);
+        else buf.fill(out.subarray(at, at + buf.byteLength));
         i++;
       }
     }
