@@ -9,6 +9,8 @@
  * Retries (429/503 after Retry-After; network errors and lost sockets with backoff) stay inside
  * one batch's latency.
  */
+import * as http from 'node:http';
+import * as https from 'node:https';
 import * as hdr from 'hdr-histogram-js';
 import { WebSocket } from 'ws';
 import { externalError, userError } from '../common/errors.js';
@@ -54,6 +56,30 @@ export function retryAfterMs(header: string | null | undefined, now = Date.now()
 const backoffMs = (attempt: number): number => Math.min(5000, 50 * 2 ** attempt);
 
 const SOCKET_FAILURE = Symbol('socket failure');
+
+/**
+ * POSTs `body` over the agent's keep-alive connections; resolves the status, the body text and
+ * Retry-After, rejects on a network error or after `timeoutMs`. node:http, not fetch: undici's
+ * fetch cost 430–800 µs of client CPU per 27 KB request against 70–190 µs for this (8 concurrent
+ * requests to a bare uWS server on loopback), and the client shares the machine with the server.
+ */
+function post(url: URL, agent: http.Agent, body: string, headers: Record<string, string>, timeoutMs: number): Promise<{ status: number; text: string; retryAfter: string | null }> {
+  return new Promise((resolve, reject) => {
+    const request = url.protocol === 'https:' ? https.request : http.request;
+    const req = request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) }, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => {
+        const retryAfter = res.headers['retry-after'];
+        resolve({ status: res.statusCode ?? 0, text, retryAfter: typeof retryAfter === 'string' ? retryAfter : null });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 export async function runPartition(plan: PartitionPlan, control: PartitionControl = { stopped: false }, onProgress?: (p: PartitionProgress) => void): Promise<PartitionResult> {
   const o = plan.options;
@@ -166,10 +192,12 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
     if (d > 1) await sleep(d);
   };
 
+  // One keep-alive connection per sender (destroyed when the partition ends, so no idle socket keeps its thread alive).
+  const agent = o.protocol === 'arrow-ws' ? undefined : new (o.url.startsWith('https:') ? https.Agent : http.Agent)({ keepAlive: true, maxSockets: o.connections });
   const httpSender = async (): Promise<void> => {
     const ndjson = o.protocol === 'ndjson';
-    const url = new URL(ndjson ? '/v1/events' : '/v1/batch', o.url).href;
-    const contentType = ndjson ? 'application/x-ndjson' : 'application/json';
+    const url = new URL(ndjson ? '/v1/events' : '/v1/batch', o.url);
+    const headers = { authorization: auth, 'content-type': ndjson ? 'application/x-ndjson' : 'application/json' };
     for (let b = nextBatch(); b; b = nextBatch()) {
       await waitUntil(b.intended);
       const batch = b;
@@ -178,16 +206,14 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
         // With clock skew, sentAt is the device clock at this attempt.
         const body = fixed ?? segmentBody(batch.events, new Date(Date.now() + o.clockSkewMs).toISOString());
         c.bytesSent += Buffer.byteLength(body);
-        let res: Response;
-        let text: string;
+        let res: Awaited<ReturnType<typeof post>>;
         try {
-          res = await fetch(url, { method: 'POST', body, headers: { authorization: auth, 'content-type': contentType }, signal: AbortSignal.timeout(o.requestTimeoutMs) });
-          text = await res.text();
+          res = await post(url, agent!, body, headers, o.requestTimeoutMs);
         } catch {
           return SOCKET_FAILURE;
         }
-        if (res.status === 401) throw userError('unauthorized', `the server refused the write key (401 from ${url}): pass the key \`sluice serve\` printed with --write-key`);
-        return parseAnswer(res.status, text, res.headers.get('retry-after'));
+        if (res.status === 401) throw userError('unauthorized', `the server refused the write key (401 from ${url.href}): pass the key \`sluice serve\` printed with --write-key`);
+        return parseAnswer(res.status, res.text, res.retryAfter);
       });
     }
   };
@@ -238,6 +264,7 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
     await Promise.all(Array.from({ length: o.connections }, () => (o.protocol === 'arrow-ws' ? wsSender() : httpSender())));
   } finally {
     if (timer) clearInterval(timer);
+    agent?.destroy();
     await spool?.close();
   }
   if (fatal !== undefined) throw fatal;
