@@ -62,7 +62,7 @@ export class EngineProcess {
   private closing = false;
   private restarts = 0;
   private restartTimer: NodeJS.Timeout | undefined;
-  /** Marks not sent yet (coalesced per tick), and events reported since the engine's last status. */
+  /** Marks not sent yet (coalesced over MARKS_INTERVAL_MS), and events reported since the engine's last status. */
   private marks = new Map<number, [number, number]>();
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
