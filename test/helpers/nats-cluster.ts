@@ -11,7 +11,7 @@
  * replicated); `restart(i)` starts the node again on the same ports and store dir.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,9 +83,23 @@ async function waitForPort(port: number, child: ChildProcess, timeoutMs: number)
   throw new Error(`nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
+/** Attempts at starting a cluster: its ports are free when picked, but another process of a parallel test run can bind one before nats-server does. */
+const START_ATTEMPTS = 3;
+
 export async function startNatsCluster(options: NatsClusterOptions = {}): Promise<NatsCluster> {
   const bin = natsServerPath();
   if (bin === undefined) throw new Error('nats-server is not installed (apt-get install -y nats-server)');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(bin, options);
+    } catch (err) {
+      // Only a port taken in between is retried (with fresh ports); anything else is the test's failure.
+      if (attempt >= START_ATTEMPTS || !/address already in use/i.test((err as Error)?.message ?? '')) throw err;
+    }
+  }
+}
+
+async function startOnce(bin: string, options: NatsClusterOptions): Promise<NatsCluster> {
   const n = options.nodes ?? 3;
   const dir = mkdtempSync(join(tmpdir(), 'sluice-nats-'));
   const ports: Array<{ client: number; route: number }> = [];
@@ -115,7 +129,15 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
     child.stdout!.pipe(logFile);
     child.stderr!.pipe(logFile);
     children[i] = child;
-    await waitForPort(ports[i]!.client, child, 20_000);
+    try {
+      await waitForPort(ports[i]!.client, child, 20_000);
+    } catch (err) {
+      // Say why: nats-server logs it ("address already in use", a bad config, …).
+      const log = join(dir, `n${i + 1}`, 'server.log');
+      await new Promise((r) => setTimeout(r, 100)); // let the piped output reach the file
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+      throw new Error(`${(err as Error).message}${tail === '' ? '' : `; its log: ${tail}`}`);
+    }
   };
 
   const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
