@@ -38,14 +38,16 @@
  * first event changes.
  *
  * Memory: an open session is a slot in parallel typed arrays (times, counts, list links, its id's
- * 16 bytes) plus four references (user, first event id, dimensions, screens), ≈ 130 B before its
- * strings; as one object per session (18 fields, four boxed doubles, its id as a string) it was
- * ≈ 400 B (bench/state-per-user.ts). Callers hold a session by its slot number while it is open;
- * closed sessions and snapshots come out as plain objects.
+ * 16 bytes), its user id and first event id as bytes in one arena (kernels/slot-strings: 8 B each
+ * plus the bytes, where a JS string cost ≈ 40–64 B) and three references (dimensions, screens);
+ * as one object per session (18 fields, four boxed doubles, its id as a string) it was ≈ 400 B
+ * (bench/state-per-user.ts). Callers hold a session by its slot number while it is open; closed
+ * sessions and snapshots come out as plain objects.
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
 import { KeyMap } from './key-map.js';
+import { SlotStrings } from './slot-strings.js';
 
 /** Dimension values of an event, interned (one object per distinct combination, `id` its index). */
 export interface DimValues {
@@ -92,6 +94,7 @@ export interface StartChanges {
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 /** Width of a close-wheel slot. */
 const WHEEL_MS = 60_000;
 const DAY = 86_400_000;
@@ -107,8 +110,35 @@ const HEX = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
 /** Writes sessionIdOf(user, start) as 16 ASCII bytes at `offset`. */
 function writeSessionId(user: string, start: number, out: Uint8Array, offset: number): void {
   const key = encoder.encode(`${user}:${start}`);
-  const a = murmur3(key, 0, key.length, 0x5e55);
-  const b = murmur3(key, 0, key.length, 0x10ad);
+  writeIdHash(key, key.length, out, offset);
+}
+
+let idKey = new Uint8Array(64);
+
+/**
+ * writeSessionId for the user id's UTF-8 bytes `from … to − 1` of `src`, without decoding them:
+ * the same hash input when they are ASCII; otherwise through the string (so that a sequence that is
+ * not valid UTF-8 hashes as its decoded form does, as after a restore from the stored strings).
+ */
+function writeSessionIdOfBytes(src: Uint8Array, from: number, to: number, start: number, out: Uint8Array, offset: number): void {
+  const n = to - from;
+  const time = String(start);
+  if (idKey.length < n + 1 + time.length) idKey = new Uint8Array(2 * (n + 1 + time.length));
+  const key = idKey;
+  let high = 0;
+  for (let k = 0; k < n; k++) high |= key[k] = src[from + k]!;
+  if (high >= 0x80) {
+    writeSessionId(decoder.decode(src.subarray(from, to)), start, out, offset);
+    return;
+  }
+  key[n] = 0x3a; // ':'
+  for (let k = 0; k < time.length; k++) key[n + 1 + k] = time.charCodeAt(k);
+  writeIdHash(key, n + 1 + time.length, out, offset);
+}
+
+function writeIdHash(key: Uint8Array, length: number, out: Uint8Array, offset: number): void {
+  const a = murmur3(key, 0, length, 0x5e55);
+  const b = murmur3(key, 0, length, 0x10ad);
   for (let k = 0; k < 8; k++) {
     out[offset + k] = HEX[(a >>> (28 - 4 * k)) & 15]!;
     out[offset + 8 + k] = HEX[(b >>> (28 - 4 * k)) & 15]!;
@@ -129,23 +159,10 @@ function idString(b: Uint8Array, o: number): string {
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
 export const byStartThenId = (a: ClosedSession, b: ClosedSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-const decoder = new TextDecoder();
-const utf8At = (col: Data<Utf8>, row: number): string => decoder.decode(col.values.subarray(col.valueOffsets[row]!, col.valueOffsets[row + 1]!));
 
-/** Byte-wise comparison of row `row` of `col` with `s` (ASCII fast path; DuckDB compares VARCHAR by bytes). */
-function compareUtf8(col: Data<Utf8>, row: number, s: string): number {
-  const bytes = col.values;
-  const from = col.valueOffsets[row]!;
-  const to = col.valueOffsets[row + 1]!;
-  const n = Math.min(to - from, s.length);
-  for (let k = 0; k < n; k++) {
-    const a = bytes[from + k]!;
-    const b = s.charCodeAt(k);
-    if (a >= 0x80 || b >= 0x80) return Buffer.compare(Buffer.from(bytes.buffer, bytes.byteOffset + from, to - from), Buffer.from(s));
-    if (a !== b) return a - b;
-  }
-  return to - from - s.length;
-}
+/** The slot strings of a session: its user id and its first event's id (UTF-8 bytes; DuckDB compares VARCHAR by bytes too). */
+const USER = 0;
+const FIRST_EVENT = 1;
 
 /** Below this many slots ever used, freed slots are not worth giving back (`compact`). */
 const COMPACT_MIN_SLOTS = 65_536;
@@ -182,8 +199,8 @@ export class SessionTable {
   private liveOf = new Uint8Array(0);
   /** The current id's 16 ASCII bytes. */
   private idBytes = new Uint8Array(0);
-  private userOf: string[] = [];
-  private firstEventIdOf: string[] = [];
+  /** User id and first event id (`USER`, `FIRST_EVENT`) as bytes. */
+  private strings = new SlotStrings(2);
   private dimsOf: DimValues[] = [];
   private firstScreenOf: Array<string | null> = [];
   private lastScreenOf: Array<string | null> = [];
@@ -359,11 +376,11 @@ export class SessionTable {
     for (const x of sorted) {
       const s = this.allocate();
       this.keyOf[s] = x.key;
-      this.userOf[s] = last !== NONE && this.keyOf[last] === x.key ? this.userOf[last]! : x.user;
+      this.strings.setString(s, USER, x.user);
       this.startOf[s] = x.start;
       this.endOf[s] = x.end;
       this.countOf[s] = x.count;
-      this.firstEventIdOf[s] = x.firstEventId;
+      this.strings.setString(s, FIRST_EVENT, x.firstEventId);
       this.dimsOf[s] = intern(...x.dims);
       this.firstScreenOf[s] = this.screen(x.firstScreen);
       this.firstScreenTimeOf[s] = x.firstScreenTime;
@@ -409,15 +426,15 @@ export class SessionTable {
   /** Opens a session for the event between `prev` and `next` (the user's neighbouring sessions' slots, or NONE). */
   private open(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues, prev: number, next: number): number {
     const neighbour = prev !== NONE ? prev : next;
-    const user = neighbour !== NONE ? this.userOf[neighbour]! : utf8At(users, row);
     const s = this.allocate();
+    if (neighbour !== NONE) this.strings.copy(s, USER, neighbour);
+    else this.strings.set(s, USER, users.values, users.valueOffsets[row]!, users.valueOffsets[row + 1]!);
     this.keyOf[s] = key;
-    this.userOf[s] = user;
-    writeSessionId(user, t, this.idBytes, s * SESSION_ID_CHARS);
+    this.setId(s, t);
     this.startOf[s] = t;
     this.endOf[s] = t;
     this.countOf[s] = 1;
-    this.firstEventIdOf[s] = utf8At(eventIds, row);
+    this.strings.set(s, FIRST_EVENT, eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!);
     this.dimsOf[s] = dims;
     const name = this.screen(screen);
     this.firstScreenOf[s] = name;
@@ -440,15 +457,15 @@ export class SessionTable {
   private join(s: number, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): void {
     this.countOf[s]!++;
     const start = this.startOf[s]!;
-    if (t < start || (t === start && compareUtf8(eventIds, row, this.firstEventIdOf[s]!) < 0)) {
+    if (t < start || (t === start && this.strings.compare(eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!, s, FIRST_EVENT) < 0)) {
       this.journal(start, this.dimsOf[s]!, -1);
       this.journal(t, dims, 1);
       if (t < start) {
         this.addAlias(s, this.idOf(s));
-        writeSessionId(this.userOf[s]!, t, this.idBytes, s * SESSION_ID_CHARS);
+        this.setId(s, t);
         this.startOf[s] = t;
       }
-      this.firstEventIdOf[s] = utf8At(eventIds, row);
+      this.strings.set(s, FIRST_EVENT, eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!);
       this.dimsOf[s] = dims;
     }
     if (t > this.endOf[s]!) this.endOf[s] = t;
@@ -487,6 +504,12 @@ export class SessionTable {
     this.unlink(n);
   }
 
+  /** Sets the id of the session in slot `s` for start `t` (from its user id's bytes). */
+  private setId(s: number, t: number): void {
+    const at = this.strings.at(s, USER);
+    writeSessionIdOfBytes(this.strings.bytes, at, at + this.strings.length(s, USER), t, this.idBytes, s * SESSION_ID_CHARS);
+  }
+
   private addAlias(s: number, id: string): void {
     const list = this.aliasesOf.get(s);
     if (list === undefined) this.aliasesOf.set(s, [id]);
@@ -507,11 +530,11 @@ export class SessionTable {
     return {
       key: this.keyOf[s]!,
       id: this.idOf(s),
-      user: this.userOf[s]!,
+      user: this.strings.get(s, USER),
       start: this.startOf[s]!,
       end: this.endOf[s]!,
       count: this.countOf[s]!,
-      firstEventId: this.firstEventIdOf[s]!,
+      firstEventId: this.strings.get(s, FIRST_EVENT),
       dims,
       firstScreen: this.firstScreenOf[s] ?? null,
       firstScreenTime: this.firstScreenTimeOf[s]!,
@@ -562,9 +585,8 @@ export class SessionTable {
     else this.tails.delete(key);
     this.liveOf[s] = 0;
     this.aliasesOf.delete(s);
-    // Drop the references (the strings may be all that is left of the user); the slot is reused.
-    this.userOf[s] = '';
-    this.firstEventIdOf[s] = '';
+    // Drop the strings (their bytes become the arena's garbage) and the references; the slot is reused.
+    this.strings.clear(s);
     this.firstScreenOf[s] = null;
     this.lastScreenOf[s] = null;
     this.free.push(s);
@@ -578,8 +600,7 @@ export class SessionTable {
     for (const a of ['countOf', 'prevOf', 'nextOf', 'epochOf', 'filedOf'] as const) this[a] = new Int32Array(0);
     this.liveOf = new Uint8Array(0);
     this.idBytes = new Uint8Array(0);
-    this.userOf = [];
-    this.firstEventIdOf = [];
+    this.strings.reset();
     this.dimsOf = [];
     this.firstScreenOf = [];
     this.lastScreenOf = [];
@@ -613,6 +634,7 @@ export class SessionTable {
     this.filedOf = grown(this.filedOf, cap);
     this.liveOf = grown(this.liveOf, cap);
     this.idBytes = grown(this.idBytes, cap * SESSION_ID_CHARS);
+    this.strings.reserve(cap);
     this.cap = cap;
   }
 

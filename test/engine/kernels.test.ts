@@ -428,6 +428,33 @@ describe('SessionTable', () => {
     expect(Buffer.from(out.subarray(4)).toString('latin1')).toBe(sessionIdOf('u1', T));
   });
 
+  it('session ids from the user id bytes equal sessionIdOf of its string: ASCII, other UTF-8, invalid UTF-8; after a start move and a restore', () => {
+    const bytes = [Buffer.from('user-17'), Buffer.from('jürgen-日本'), Buffer.from([0x75, 0xff, 0x2d, 0xc3])]; // the last: not UTF-8
+    const offsets = Int32Array.from([0, ...bytes.map((_, i) => bytes.slice(0, i + 1).reduce((n, b) => n + b.length, 0))]);
+    const col = makeData({ type: new Utf8(), length: bytes.length, nullCount: 0, valueOffsets: offsets, data: Buffer.concat(bytes) });
+    const names = bytes.map((b) => new TextDecoder().decode(b));
+    const ev = utf8(['e0', 'e1', 'e2']);
+    const fh = new Uint32Array(3);
+    const fl = new Uint32Array(3);
+    fingerprintUtf8(col, fh, fl);
+    const s = new SessionTable(GAP);
+    const idAt = (slot: number): string => {
+      const out = new Uint8Array(16);
+      s.writeId(slot, out, 0);
+      return Buffer.from(out).toString('latin1');
+    };
+    for (let u = 0; u < 3; u++) {
+      const k = fingerprintKey(fh[u]!, fl[u]!);
+      expect(idAt(s.assign(k, col, ev, u, T, null, dims))).toBe(sessionIdOf(names[u]!, T));
+      // An earlier event moves the start: the id follows it.
+      expect(idAt(s.assign(k, col, ev, u, T - MIN, null, dims))).toBe(sessionIdOf(names[u]!, T - MIN));
+    }
+    const restored = new SessionTable(GAP);
+    restored.restore(s.snapshot(), () => dims);
+    const byUser = (a: string[], b: string[]): number => (a[0]! < b[0]! ? -1 : 1);
+    expect(restored.snapshot().map((x) => [x.user, x.id]).sort(byUser)).toEqual(names.map((n) => [n, sessionIdOf(n, T - MIN)]).sort(byUser));
+  });
+
   it('snapshots and restores open sessions (several per user, aliases, dimensions by value)', () => {
     const s = new SessionTable(GAP);
     put(s, 0, T + 10 * MIN);
