@@ -40,6 +40,9 @@ import { fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
 import { IngestBatchBuilder, type IngestRow } from '../ingest/batch-builder.js';
 import { JsonScanner } from '../ingest/json-scan.js';
 import type { NormalizeContext } from '../ingest/normalize.js';
+import { decodeArrowMessage } from '../ingest/protocols/arrow-ws.js';
+import type { Admission } from '../ingest/protocols/decoded.js';
+import type { WriteKey } from '../ingest/options.js';
 import { normalizeItems } from '../ingest/protocols/segment.js';
 import { rng } from '../loadgen/random.js';
 import { encodeParquet, encodeParquetMerged } from '../storage/parquet.js';
@@ -166,6 +169,9 @@ const NORMALIZE_CTX: NormalizeContext = {
 };
 
 const BATCH_KEY = Buffer.from('batch');
+/** The Arrow case's write key and an admission that lets every message in (auth and rate limits are the server's). */
+const ARROW_KEY: WriteKey = { key: NORMALIZE_CTX.writeKey };
+const ARROW_ADMISSION: Admission = { authenticate: () => ARROW_KEY, admit: () => undefined };
 
 /** State of the ingest cases: a Segment body, parsed once, and the scanner that finds its byte ranges. */
 interface SegmentState {
@@ -340,6 +346,32 @@ export const PERF_CASES: readonly PerfCase[] = [
       builder.reset();
       for (let i = 0; i < rows.length; i++) builder.push(rows[i]!);
       s.out = builder.toIPC();
+    },
+  }),
+
+  defineCase({
+    name: 'ingest.arrow-decode',
+    rows: 1000,
+    what: 'decodeArrowMessage of 20 Arrow WS messages of 50 events (IngestBatchBuilder streams, as the loadgen sends): ipc-guard, IPC read, per-row normalize (ingest/protocols/arrow-ws.ts)',
+    setup: () => {
+      const rows = segmentState(1000, 15).rows;
+      const builder = new IngestBatchBuilder(50);
+      const messages: Uint8Array[] = [];
+      for (let i = 0; i < rows.length; i += 50) {
+        builder.reset();
+        for (const r of rows.slice(i, i + 50)) builder.push(r);
+        messages.push(builder.toIPC());
+      }
+      return { messages, accepted: 0 };
+    },
+    run: (s) => {
+      let accepted = 0;
+      for (const m of s.messages) {
+        const d = decodeArrowMessage(m, ARROW_KEY, ARROW_ADMISSION, () => NORMALIZE_CTX);
+        if (d.kind !== 'decoded' || d.rejects.length > 0) throw new Error('perf case: an Arrow message was refused or had rejects');
+        accepted += d.rows.length;
+      }
+      s.accepted = accepted;
     },
   }),
 
