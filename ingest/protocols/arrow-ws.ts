@@ -35,7 +35,7 @@
  * by user_id and group-committed with the HTTP traffic. A resent message after a lost ack may
  * duplicate rows in the log; the engine's dedup by event_id removes them.
  */
-import { Table, tableFromIPC, Type, type DataType, type Dictionary, type Vector } from 'apache-arrow';
+import { Table, tableFromIPC, TimeUnit, Type, type Data, type DataType, type Dictionary, type Float, type Int, type Timestamp, type Vector } from 'apache-arrow';
 import { readFlatIpc } from '../../common/ipc-read.js';
 import type { IngestRow } from '../batch-builder.js';
 import { checkIpcStream } from '../ipc-guard.js';
@@ -174,6 +174,96 @@ export function readTable(bytes: Uint8Array): Table {
   return new Table(flat.schema, flat.batches);
 }
 
+const enum Cells {
+  /** Utf8 with 32-bit offsets. */
+  Utf8,
+  /** A dictionary with 8/16/32-bit indices. */
+  Dictionary,
+  /** Int up to 32 bits, Float32/64: the value itself. */
+  Number,
+  /** Timestamp in ms (64-bit): a number, refused beyond 2^53 as Arrow JS does. */
+  Millis,
+  /** Anything else: Vector.get. */
+  Other,
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+
+function cellsOf(type: DataType): Cells {
+  switch (type.typeId) {
+    case Type.Utf8:
+      return Cells.Utf8;
+    case Type.Dictionary: {
+      const bits = (type as Dictionary).indices.bitWidth;
+      return bits <= 32 ? Cells.Dictionary : Cells.Other;
+    }
+    case Type.Int:
+      return (type as Int).bitWidth <= 32 ? Cells.Number : Cells.Other;
+    case Type.Float:
+      return (type as Float).precision !== 0 ? Cells.Number : Cells.Other; // 0 = HALF: Arrow JS converts it
+    case Type.Timestamp:
+      return (type as Timestamp).unit === TimeUnit.MILLISECOND ? Cells.Millis : Cells.Other;
+    default:
+      return Cells.Other;
+  }
+}
+
+/**
+ * A column's cells in row order, as `Vector.get` reads them, without its per-cell dispatch (a
+ * chunk lookup and a visitor call: ≈ 120 ns a cell): the types the canonical schema uses directly,
+ * any other through get(). Strings are decoded with Buffer's UTF-8 decoder (rows holding invalid
+ * UTF-8 are read with get(), whose decoder words their dead letter).
+ */
+export class CellReader {
+  private chunk = -1;
+  private start = 0;
+  private end = 0;
+  private data: Data | undefined;
+  private cells = Cells.Other;
+  private text: Buffer | undefined;
+
+  constructor(private readonly vector: Vector) {}
+
+  read(row: number): unknown {
+    while (row >= this.end) this.next();
+    const data = this.data!;
+    const i = row - this.start;
+    switch (this.cells) {
+      case Cells.Utf8: {
+        if (!data.getValid(i)) return null;
+        const offsets = data.valueOffsets as Int32Array;
+        return i + 1 < offsets.length ? this.text!.toString('utf8', offsets[i]!, offsets[i + 1]!) : null;
+      }
+      case Cells.Dictionary:
+        return data.getValid(i) ? data.dictionary?.get((data.values as Int32Array)[i]!) : null;
+      case Cells.Number:
+        return data.getValid(i) ? (data.values as Int32Array | Float64Array)[i] : null;
+      case Cells.Millis: {
+        if (!data.getValid(i)) return null;
+        const v = (data.values as BigInt64Array)[i]!;
+        if (v < MIN_SAFE || v > MAX_SAFE) throw new TypeError(`${v} is not safe to convert to a number.`);
+        return Number(v);
+      }
+      default:
+        return this.vector.get(row);
+    }
+  }
+
+  private next(): void {
+    this.chunk++;
+    this.start = this.end;
+    const data = this.vector.data[this.chunk]!;
+    this.end += data.length;
+    this.data = data;
+    this.cells = cellsOf(data.type as DataType);
+    if (this.cells === Cells.Utf8) {
+      const values = data.values as Uint8Array;
+      this.text = Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+    }
+  }
+}
+
 /**
  * Decodes one client message: bounded check of the IPC stream (ipc-guard.ts) → Arrow JS →
  * column types by name (400 naming the column) → per row: invalid UTF-8 (`invalid_utf8`),
@@ -208,15 +298,17 @@ export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: 
   const badUtf8 = invalidUtf8Rows(vectors, table.numRows);
   if (badUtf8 === 'bad_index') return refuse(400, 'malformed_arrow', 'a dictionary index points past its dictionary');
   const piiRules = ctx.pii.hash.length + ctx.pii.drop.length > 0;
+  const readers = vectors.map((v) => new CellReader(v));
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
   for (let i = 0; i < table.numRows; i++) {
     const row: Record<string, unknown> = {};
     let unreadable: string | undefined;
+    const viaGet = badUtf8 !== undefined && badUtf8[i] === 1;
     for (let c = 0; c < names.length; c++) {
       let v: unknown;
       try {
-        v = vectors[c]!.get(i);
+        v = viaGet ? vectors[c]!.get(i) : readers[c]!.read(i);
       } catch {
         // Arrow JS refuses 64-bit values beyond 2^53 (e.g. an Int64-max timestamp).
         unreadable ??= names[c]!;

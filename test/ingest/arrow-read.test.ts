@@ -5,11 +5,11 @@
  * several batches, numbers as ids and times); corrupted copies that ipc-guard still passes must be
  * refused or read in full (cells that cannot be read throw, as Arrow JS's do).
  */
-import { makeTable, RecordBatch, Table, tableFromIPC, tableToIPC, vectorFromArray, Dictionary, Float64, Int32, Int64, TimestampMillisecond, Utf8, type DataType } from 'apache-arrow';
+import { makeData, makeTable, RecordBatch, Table, tableFromIPC, tableToIPC, Vector, vectorFromArray, Dictionary, Float32, Float64, Int8, Int16, Int32, Int64, TimestampMillisecond, TimestampSecond, Utf8, type DataType } from 'apache-arrow';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { checkIpcStream } from '../../ingest/ipc-guard.js';
-import { readTable } from '../../ingest/protocols/arrow-ws.js';
+import { CellReader, readTable } from '../../ingest/protocols/arrow-ws.js';
 
 interface Column {
   name: string;
@@ -27,6 +27,11 @@ const COLUMNS: Column[] = [
   { name: 'properties', type: () => new Utf8(), value: fc.option(fc.json(), { nil: null }) },
   { name: 'app_version', type: () => new Float64(), value: fc.option(fc.double({ noNaN: true }), { nil: null }) },
   { name: 'event_id', type: () => new Int64(), value: fc.option(fc.bigInt({ min: -(2n ** 40n), max: 2n ** 40n }), { nil: null }) },
+  // Not canonical columns, other types a producer may send: read through the same paths or get().
+  { name: 'os', type: () => new Dictionary(new Utf8(), new Int8()), value: fc.option(word, { nil: null }) },
+  { name: 'small', type: () => new Int16(), value: fc.option(fc.integer({ min: -32768, max: 32767 }), { nil: null }) },
+  { name: 'single', type: () => new Float32(), value: fc.option(fc.float({ noNaN: true }), { nil: null }) },
+  { name: 'seconds', type: () => new TimestampSecond(), value: fc.option(fc.integer({ min: 0, max: 2_000_000_000 }).map((s) => s * 1000), { nil: null }) },
 ];
 
 /** A table of 1–3 batches over a random subset of COLUMNS, as IPC stream bytes. */
@@ -83,6 +88,40 @@ describe('Arrow WS: the lean IPC reader reads client messages as Arrow JS does',
       }),
       { numRuns: 150 },
     );
+  });
+
+  it('CellReader reads every cell as Vector.get does (values, nulls, what throws), in row order over the batches', () => {
+    fc.assert(
+      fc.property(message, (bytes) => {
+        const t = readTable(bytes);
+        for (const f of t.schema.fields) {
+          const v = t.getChild(f.name)!;
+          const r = new CellReader(v);
+          for (let i = 0; i < t.numRows; i++) {
+            const cell = (read: () => unknown): unknown => {
+              try {
+                return { value: read() };
+              } catch (err) {
+                return { threw: (err as Error).message };
+              }
+            };
+            expect(cell(() => r.read(i))).toEqual(cell(() => v.get(i)));
+          }
+        }
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('CellReader refuses a millisecond timestamp beyond 2^53 as get() does, and reads its neighbours', () => {
+    const values = BigInt64Array.from([1_700_000_000_000n, 2n ** 60n, -(2n ** 60n), 0n]);
+    const v = new Vector([makeData({ type: new TimestampMillisecond(), length: 4, nullCount: 0, data: values })]);
+    const r = new CellReader(v);
+    expect(r.read(0)).toBe(1_700_000_000_000);
+    expect(() => v.get(1)).toThrow(TypeError);
+    expect(() => r.read(1)).toThrow(TypeError);
+    expect(() => r.read(2)).toThrow(TypeError);
+    expect(r.read(3)).toBe(0);
   });
 
   // A corrupted header can leave buffers that both readers take differently (Arrow JS refuses an
