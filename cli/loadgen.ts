@@ -13,6 +13,7 @@ interface Flags {
   protocol: LoadgenProtocol;
   rate?: string;
   duration?: string;
+  warmup: string;
   events?: string;
   users: string;
   seed: string;
@@ -45,6 +46,8 @@ export function formatSummary(s: LoadgenSummary): string {
     `sent       ${int(s.sent)} (duplicates ${s.duplicatesSent}, invalid ${s.invalidSent}, late ${s.lateSent}, too late ${s.tooLateSent}); retried ${s.retried} (throttled ${s.throttled}), failed ${s.failed}`,
     `ack p50/p90/p99/p99.9/max  ${l.p50.toFixed(1)} / ${l.p90.toFixed(1)} / ${l.p99.toFixed(1)} / ${l.p999.toFixed(1)} / ${l.max.toFixed(1)} ms over ${l.count} requests`,
   ];
+  const w = s.warmupLatencyMs;
+  if (w.count > 0) lines.push(`warm-up    p50/p99/max  ${w.p50.toFixed(1)} / ${w.p99.toFixed(1)} / ${w.max.toFixed(1)} ms over ${w.count} requests (not in the line above)`);
   if (s.rejectedValid > 0 || s.acceptedInvalid > 0) lines.push(`MISMATCH   server rejected ${s.rejectedValid} valid events and accepted ${s.acceptedInvalid} invalid ones`);
   if (s.generator.compressed > 0 || s.generator.extended > 0) {
     lines.push(`note       too few --users for this rate: ${s.generator.compressed} in-session gaps shortened, ${s.generator.extended} sessions extended`);
@@ -81,6 +84,7 @@ export function register(program: Command): void {
     .option('--protocol <p>', 'http (Segment /v1/batch) | ndjson (/v1/events) | arrow-ws (/v1/stream)', 'http')
     .option('--rate <n>', 'events/s over all workers, open loop (default: closed loop, as fast as acks return)')
     .option('--duration <d>', 'how long to send, e.g. 30s (default 30s unless --events is given)')
+    .option('--warmup <d>', 'ack latency of batches due in the first <d> (cold connections and code) is reported apart, not in the percentiles', '0')
     .option('--events <n>', 'stop after this many events')
     .option('--users <n>', 'distinct users (zipf-skewed activity)', '10000')
     .option('--seed <n>', 'random seed: the same seed sends the same events', '1')
@@ -118,6 +122,7 @@ export function register(program: Command): void {
           protocol: f.protocol,
           rate: number(f.rate, '--rate'),
           durationMs: f.duration === undefined ? (f.events === undefined ? 30_000 : undefined) : parseDuration(f.duration, '--duration'),
+          warmupMs: parseDuration(f.warmup, '--warmup'),
           events: number(f.events, '--events'),
           users: number(f.users, '--users'),
           seed: number(f.seed, '--seed'),

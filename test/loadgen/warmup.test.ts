@@ -3,6 +3,7 @@
  * out of the latency percentiles and reported apart (against the recording uWS server).
  */
 import { describe, expect, it } from 'vitest';
+import { main } from '../../cli/main.js';
 import { runLoadgen } from '../../loadgen/run.js';
 import { startRecordingServer } from './recording-server.js';
 
@@ -33,6 +34,22 @@ describe('loadgen warm-up', () => {
     } finally {
       server.close();
     }
+  });
+
+  it('sluice loadgen --warmup: the warm-up\'s acks are printed on their own line, not in the percentiles', async () => {
+    const server = await startRecordingServer({ writeKey: KEY });
+    const out: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((c: string | Uint8Array) => (out.push(String(c)), true)) as typeof process.stdout.write;
+    try {
+      await main(['loadgen', '--url', server.url, '--write-key', KEY, '--protocol', 'ndjson', '--rate', '4000', '--events', '800', '--duration', '30s', '--warmup', '100ms', '--users', '100', '--connections', '2']);
+    } finally {
+      process.stdout.write = write;
+      server.close();
+    }
+    const text = out.join('');
+    expect(text).toMatch(/ack p50\/p90\/p99\/p99\.9\/max .* over 8 requests/);
+    expect(text).toMatch(/warm-up +p50\/p99\/max .* over 8 requests \(not in the line above\)/);
   });
 
   it('rejects a warm-up as long as the run', async () => {
