@@ -159,7 +159,6 @@ function idString(b: Uint8Array, o: number): string {
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
 export const byStartThenId = (a: ClosedSession, b: ClosedSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-
 /** The slot strings of a session: its user id and its first event's id (UTF-8 bytes; DuckDB compares VARCHAR by bytes too). */
 const USER = 0;
 const FIRST_EVENT = 1;

@@ -265,7 +265,7 @@ export class CellReader {
 }
 
 /**
- * Decodes one client message: bounded check of the IPC stream (ipc-guard.ts) → Arrow JS →
+ * Decodes one client message: bounded check of the IPC stream (ipc-guard.ts) → readTable →
  * column types by name (400 naming the column) → per row: invalid UTF-8 (`invalid_utf8`),
  * unreadable 64-bit cells, then the canonical event's rules (normalizeCanonical).
  */
