@@ -212,7 +212,8 @@ export class ClusterNode {
         } catch (err) {
           this.log.warn({ err, lease: h.lease.name }, 'lease renewal failed');
         }
-        if (ok) h.cell.set(this.leases.validUntil(h.lease));
+        // A renewal in flight when the node was halted must not extend what the frozen node may commit.
+        if (ok && !this.halted) h.cell.set(this.leases.validUntil(h.lease));
         else if (!this.leases.valid(h.lease)) {
           await this.lost(h.lease.name);
         }
