@@ -7,7 +7,7 @@
  * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -88,6 +88,16 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     let server = await serve(entry, cwd, ARGS, env);
     const engine = await engineOf(server);
     expect(statOf(engine)!.nice).toBe(10); // niced as a whole (--worker-nice default)
+    // In a session of its own (a terminal's Ctrl-C reaches serve alone), whose autogroup is niced
+    // too where the kernel groups by session: else niceness ranks it only against serve.
+    const session = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[3]);
+    expect(session(engine)).toBe(engine);
+    expect(session(engine)).not.toBe(session(server.pid));
+    if (existsSync(`/proc/${engine}/autogroup`) && readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1') {
+      const group = (pid: number): string => readFileSync(`/proc/${pid}/autogroup`, 'utf8').trim();
+      expect(group(engine)).toMatch(/nice 10$/);
+      expect(group(engine).split(' ')[0]).not.toBe(group(server.pid).split(' ')[0]);
+    }
     // glibc returns the engine's big freed buffers to the kernel (engine/engine-process.ts).
     expect(readFileSync(`/proc/${engine}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=131072');
     let traffic = t.run(server.url, 'a', delay(2500));
