@@ -91,10 +91,13 @@ describe('engine crash safety', () => {
     cpSync(pristine, clean, { recursive: true });
     cpSync(pristine, crashy, { recursive: true });
 
+    const started = Date.now();
     expect(await runEngine(clean, join(clean, 'lake'))).toBe('done');
-    // Seeded "random" kill points: early (during replay), middle, late (during the final flushes).
+    const cleanMs = Date.now() - started;
+    // Kill points as fractions of the clean run (fixed times stopped killing anything once the
+    // engine got faster than the first): early (during replay), middle, late (final flushes).
     let kills = 0;
-    for (const at of [1800, 2600, 3400, 4300]) {
+    for (const at of [0.45, 0.6, 0.75, 0.9].map((f) => Math.round(f * cleanMs))) {
       if ((await runEngine(crashy, join(crashy, 'lake'), at)) === 'killed') kills++;
     }
     expect(await runEngine(crashy, join(crashy, 'lake'))).toBe('done');
