@@ -125,8 +125,14 @@ export interface RunResult extends RunSpec {
   /** The whole machine during the load: busy cores (every tenant) and the busiest disk's utilisation (0–1). */
   machineBusyCores: number;
   diskBusy: number;
-  /** Acked events per second of server CPU: the per-core throughput. */
+  /** Acked events per second of server CPU during the load: the ack path's per-core throughput. */
   eventsPerServerCoreS: number;
+  /**
+   * Acked events per second of server CPU from the load's start until all of them were committed
+   * (NaN when they were not): the sustained per-core throughput, which counts the engine's work
+   * even when it lagged the acks and caught up after the load (a niced engine yields to the client).
+   */
+  committedPerServerCoreS: number;
   /** This process's CPU during the load (load generator threads), in cores. */
   loadgenCores: number;
   /** The server's own view at the end of the load: log fsyncs, ack time, checkpoints, refusals (since it started). */
@@ -260,6 +266,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
     const deadline = performance.now() + settleMs;
     const processedAt = await monitor.waitFor((s) => s.processed, ackedFinal, deadline);
     const committedAt = await monitor.waitFor((s) => s.committed, ackedFinal, deadline);
+    const cpu2 = server.stats();
     if (committedAt === undefined) notes.push(`not all acked events were committed within ${settleMs} ms of the load's end (${monitor.latest.committed} of ${ackedFinal})`);
     await sleep(o.sampleMs * 2);
     await monitor.stop();
@@ -325,6 +332,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
       machineBusyCores,
       diskBusy,
       eventsPerServerCoreS: acked / serverCpuS,
+      committedPerServerCoreS: committedAt === undefined ? NaN : acked / cpuS(cpu0, cpu2, 'cpuS'),
       loadgenCores,
       server: serverMetrics,
       peakRssBytes: peakRss,
@@ -448,8 +456,8 @@ export function checkGoals(r: E2eBenchReport): GoalCheck[] {
     if (!m) return;
     goals.push({
       goal: `${label} ≥ ${fmtInt(target)} events/s per core`,
-      measured: `${fmtInt(m.eventsPerServerCoreS)} per server core-second (${fmtInt(m.ackedPerSec)} ev/s on ${fmt(m.serverCores, 2)} server cores; ${fmtInt(m.ackedPerSec / r.machine.cores)} per machine core)`,
-      met: m.eventsPerServerCoreS >= target,
+      measured: `${fmtInt(m.committedPerServerCoreS)} per server core-second to the end of the drain (acks alone ${fmtInt(m.eventsPerServerCoreS)}: ${fmtInt(m.ackedPerSec)} ev/s on ${fmt(m.serverCores, 2)} server cores; ${fmtInt(m.ackedPerSec / r.machine.cores)} per machine core)`,
+      met: Number.isFinite(m.committedPerServerCoreS) ? m.committedPerServerCoreS >= target : undefined,
     });
   };
   perCore('arrow-ws', 500_000, 'Arrow WebSocket');
@@ -457,7 +465,7 @@ export function checkGoals(r: E2eBenchReport): GoalCheck[] {
   for (const e of r.protocols) {
     const half = e.rates.map((i) => r.runs[i]!).find((x) => x.fraction === 0.5);
     if (!half) continue;
-    goals.push({ goal: `${e.protocol}: p99 ack ≤ 20 ms at 50 % of max`, measured: `p99 ${fmt(half.latencyMs.p99)} ms at ${fmtInt(half.rate!)} ev/s`, met: half.latencyMs.p99 <= 20 });
+    goals.push({ goal: `${e.protocol}: p99 ack ≤ 20 ms at 50 % of the sustained max`, measured: `p99 ${fmt(half.latencyMs.p99)} ms at ${fmtInt(half.rate!)} ev/s`, met: half.latencyMs.p99 <= 20 });
     // sent → visible = sent → acked (p50 latency) + acked → visible (p99 of the lag samples).
     const live = half.latencyMs.p50 / 1000 + half.ackToLiveS.p99;
     goals.push({ goal: `${e.protocol}: visible in /v1/live ≤ 2 s`, measured: `${fmt(live, 2)} s (ack p50 + ack→live p99) at 50 %`, met: Number.isFinite(live) ? live <= 2 : undefined });
