@@ -30,7 +30,7 @@
  * measures (its data, row count or code path) also needs `--update`, with the reason in the
  * commit message. Do not change {@link REFERENCE}: every ratio in the baseline is relative to it.
  */
-import { makeData, Utf8, type Data } from 'apache-arrow';
+import { makeData, Utf8, type Data, type RecordBatch } from 'apache-arrow';
 import { coalesceBatches } from '../common/arrow-concat.js';
 import { readFlatIpc } from '../common/ipc-read.js';
 import type { RootDatabase } from 'lmdb';
@@ -478,7 +478,7 @@ function coalesceCase(): PerfCase {
     name: 'engine.coalesce-records',
     rows: records * perRecord,
     what: `coalesceBatches of ${records} ingest batches of ${perRecord} Segment events (IngestBatchBuilder.toIPC → readFlatIpc, seed 16)`,
-    setup: () => ({ batches: segmentRecords(records, perRecord, 16).flatMap((bytes) => readFlatIpc(bytes)!.batches), rows: 0 }),
+    setup: () => ({ batches: segmentRecordBatches(records, perRecord, 16), rows: 0 }),
     run: (s) => {
       const out = coalesceBatches(s.batches);
       if (out.length !== 1) throw new Error(`coalesce case: ${out.length} batches, expected 1`);
@@ -499,11 +499,16 @@ function encodeMergedCase(): PerfCase {
     name: 'engine.encode-merged-records',
     rows: records * perRecord,
     what: `encodeParquetMerged (ZSTD, defaults) of ${records} ingest batches of ${perRecord} Segment events (IngestBatchBuilder.toIPC → readFlatIpc, seed 16)`,
-    setup: () => ({ batches: segmentRecords(records, perRecord, 16).flatMap((bytes) => readFlatIpc(bytes)!.batches), out: new Uint8Array(0) as Uint8Array }),
+    setup: () => ({ batches: segmentRecordBatches(records, perRecord, 16), out: new Uint8Array(0) as Uint8Array }),
     run: (s) => {
       s.out = encodeParquetMerged(s.batches);
     },
   });
+}
+
+/** The batches of {@link segmentRecords}, as the engine reads them (readFlatIpc): one per record. */
+function segmentRecordBatches(records: number, perRecord: number, seed: number): RecordBatch[] {
+  return segmentRecords(records, perRecord, seed).flatMap((bytes) => readFlatIpc(bytes)!.batches);
 }
 
 /** `records` log records of `perRecord` seeded Segment events each, as ingest writes them (IngestBatchBuilder.toIPC). */
