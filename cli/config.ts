@@ -10,7 +10,7 @@
  * | data             | --data               | SLUICE_DATA               | ./data                       |
  * | lake             | --lake               | SLUICE_LAKE               | ./lake                       |
  * | s3Endpoint       | --s3-endpoint        | SLUICE_S3_ENDPOINT, AWS_ENDPOINT_URL_S3 | (AWS)          |
- * | shards           | --shards             | SLUICE_SHARDS             | 2 × cores                    |
+ * | shards           | --shards             | SLUICE_SHARDS             | as DATA recorded; new: 2 × cores |
  * | workers          | --workers            | SLUICE_WORKERS            | cores                        |
  * | writeKeys        | --write-key (repeat) | SLUICE_WRITE_KEYS (comma) | generated into DATA/write-key |
  * | readKeys         | --read-key (repeat)  | SLUICE_READ_KEYS (comma)  | generated into DATA/read-key (dashboard) |
@@ -30,7 +30,8 @@
 import { readFileSync } from 'node:fs';
 import { userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
-import { engineMemoryLimits, validateEngineOptions, type EngineOptions } from '../engine/options.js';
+import { resolveShards } from '../engine/data-layout.js';
+import { defaultEngineOptions, engineMemoryLimits, validateEngineOptions, type EngineOptions } from '../engine/options.js';
 import { defaultIngestOptions } from '../ingest/options.js';
 import { parseNatsLog } from '../log/jetstream-log.js';
 
@@ -169,11 +170,13 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
   const pick = <K extends SettingName>(k: K): RawSettings[K] => flags[k] ?? envSettings[k] ?? file.settings[k];
   const has = (k: SettingName): boolean => pick(k) !== undefined;
   const maxMemoryBytes = has('maxMemory') ? parseBytes(String(pick('maxMemory')), '--max-memory') : typeof file.ingest.maxMemoryBytes === 'number' ? file.ingest.maxMemoryBytes : defaultIngestOptions().maxMemoryBytes;
+  const dataDir = has('data') ? String(pick('data')) : defaultEngineOptions().dataDir;
   const sized = validateEngineOptions({
-    dataDir: has('data') ? String(pick('data')) : undefined,
+    dataDir,
     lake: has('lake') ? String(pick('lake')) : undefined,
     s3Endpoint: has('s3Endpoint') ? String(pick('s3Endpoint')) : undefined,
-    shards: has('shards') ? int(pick('shards'), '--shards') : undefined,
+    // Fixed for the life of a data directory: what it recorded at its first start (engine/data-layout).
+    shards: resolveShards(dataDir, has('shards') ? int(pick('shards'), '--shards') : undefined, defaultEngineOptions().shards),
     workers: has('workers') ? int(pick('workers'), '--workers') : undefined,
     flushIntervalMs: has('flushInterval') ? parseDuration(pick('flushInterval') as string, '--flush-interval') : undefined,
     allowedLatenessMs: has('allowedLateness') ? parseDuration(pick('allowedLateness') as string, '--allowed-lateness') : undefined,

@@ -19,7 +19,8 @@ import { shardOfUser } from '../common/hash.js';
 import { Coordinator } from '../engine/coordinator.js';
 import { listAudit } from '../engine/erasure-job.js';
 import { ErasureStore } from '../storage/erasure-store.js';
-import { validateEngineOptions } from '../engine/options.js';
+import { resolveShards } from '../engine/data-layout.js';
+import { defaultEngineOptions, validateEngineOptions } from '../engine/options.js';
 import { erasureStatus } from '../ingest/erasures.js';
 import { openObjectStore } from '../storage/open-store.js';
 
@@ -46,14 +47,14 @@ export interface EraseOptions {
   s3Endpoint?: string;
   users: string[];
   reason?: string;
-  /** Shard count of the data directory (as serve was started with). */
+  /** Shard count of the data directory (as serve was started with; default: the one it recorded). */
   shards?: number;
 }
 
 /** Runs the engine over the data directory until every open request is done or can go no further; returns their states. */
 export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string, unknown>>> {
   await refuseIfRunning(o.data);
-  const options = validateEngineOptions({ dataDir: o.data, lake: o.lake, s3Endpoint: o.s3Endpoint, shards: o.shards, workers: 1, reconcileIntervalMs: 0, compactAfterMs: 0, flushIntervalMs: 3_600_000 });
+  const options = validateEngineOptions({ dataDir: o.data, lake: o.lake, s3Endpoint: o.s3Endpoint, shards: resolveShards(o.data, o.shards, defaultEngineOptions().shards), workers: 1, reconcileIntervalMs: 0, compactAfterMs: 0, flushIntervalMs: 3_600_000 });
   const log = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'warn' }, pino.destination(2));
   const erasures = await ErasureStore.open(o.data);
   const ids: string[] = [];
@@ -86,7 +87,7 @@ export function register(program: Command): void {
     .option('--lake <dir|s3://bucket/prefix>', 'the lake', process.env.SLUICE_LAKE ?? './lake')
     .option('--data <dir>', 'the data directory', process.env.SLUICE_DATA ?? './data')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint', process.env.SLUICE_S3_ENDPOINT)
-    .option('--shards <n>', 'shards of the data directory (as serve was started with)', process.env.SLUICE_SHARDS)
+    .option('--shards <n>', 'shards of the data directory (default: as serve was started with, from DATA/layout.json)', process.env.SLUICE_SHARDS)
     .option('--user <id>', 'user id to erase (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--reason <text>', 'why (kept in the audit record)')
     .option('--status', 'list the requests and the audit records')

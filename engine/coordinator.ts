@@ -41,6 +41,7 @@ import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
+import { claimShards } from './data-layout.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import { ShardPool, ShardTaskError } from './pool.js';
 import { openLocalLogs, type LocalLogs } from './local-logs.js';
@@ -281,6 +282,7 @@ export class Coordinator {
    */
   static async start(options: EngineOptions, log: Logger, given?: EngineLogs): Promise<Coordinator> {
     await mkdir(options.dataDir, { recursive: true });
+    await claimShards(options.dataDir, options.shards);
     const prefix = `engine#${++instances}:`;
     const checkpoints = new FailureEpisodes({
       log,

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { observeFsync } from '../ingest/metrics.js';
 import { SegmentLog } from '../log/segment-log.js';
+import { claimShards } from './data-layout.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import type { EngineOptions } from './options.js';
 import { ResilientLog } from './resilient-log.js';
@@ -33,6 +34,7 @@ export async function openLocalLogs(
   readinessPrefix: string,
   onReappeared: (shard: number, fresh: SegmentLog) => Promise<void>,
 ): Promise<LocalLogs> {
+  await claimShards(options.dataDir, options.shards);
   const episodes = new FailureEpisodes({
     log,
     what: 'log',

@@ -1,0 +1,113 @@
+/**
+ * The shard count a data directory was made with, kept in `<data>/layout.json` (`{"shards": 4}`).
+ *
+ * A user lives in shard murmur3(user_id) mod S: its log records, its dedup index, its open
+ * sessions and its lake commits all sit in that shard. Starting the same data directory with
+ * another S would send a returning user's events to a shard that knows nothing of them (duplicates
+ * pass dedup, sessions split, an erasure looks in the wrong shard) and leave the other shards' logs
+ * unread — silently. So the first start records S; later starts adopt it when no `--shards` is
+ * given and refuse a different one, naming both.
+ *
+ * Data directories made before this file existed have no layout.json: their local log
+ * (`log/shard-0 … shard-<S−1>`, every shard opened at the first start) tells S. An engine node's
+ * directory (scale-out) keeps only the shards it owned, so it is never inferred from, only recorded.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdir, open, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { userError } from '../common/errors.js';
+
+export const LAYOUT_FILE = 'layout.json';
+
+const SHARD_DIR = /^shard-(\d+)$/;
+
+/**
+ * The shard count recorded for `dataDir` (layout.json, else its local shard logs), or undefined for
+ * a new directory. Synchronous: configuration is composed before anything starts.
+ */
+export function recordedShards(dataDir: string): number | undefined {
+  const path = join(dataDir, LAYOUT_FILE);
+  let text: string | undefined;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (text !== undefined) {
+    let shards: unknown;
+    try {
+      shards = (JSON.parse(text) as { shards?: unknown }).shards;
+    } catch {
+      shards = undefined;
+    }
+    if (!Number.isSafeInteger(shards) || (shards as number) < 1) {
+      throw userError('layout_corrupt', `${path} does not hold {"shards": <integer ≥ 1>} (got ${JSON.stringify(text.slice(0, 80))}); restore it with the shard count this data directory was started with`);
+    }
+    return shards as number;
+  }
+  let names: string[];
+  try {
+    names = readdirSync(join(dataDir, 'log'));
+  } catch {
+    return undefined;
+  }
+  let max = -1;
+  for (const n of names) {
+    const m = SHARD_DIR.exec(n);
+    if (m !== null) max = Math.max(max, Number(m[1]));
+  }
+  return max >= 0 ? max + 1 : undefined;
+}
+
+/**
+ * The shard count to run `dataDir` with: `given` (a flag, the environment, a config file) when it
+ * agrees with the recorded one, the recorded one when nothing was given, else `fallback` (the
+ * default for a new directory). Throws `shards_mismatch` when both exist and differ.
+ */
+export function resolveShards(dataDir: string, given: number | undefined, fallback: number): number {
+  const recorded = recordedShards(dataDir);
+  if (given !== undefined && recorded !== undefined && given !== recorded) throw mismatch(dataDir, recorded, given);
+  return given ?? recorded ?? fallback;
+}
+
+/**
+ * Records `shards` for `dataDir` if it has no layout.json yet (atomically: a temporary file,
+ * fsync'd, renamed over, directory fsync'd); throws `shards_mismatch` if it was made with another
+ * count. Every opener of a data directory calls it before touching a shard (the engine, ingest's
+ * local logs), so a programmatic start is held to the same rule as the CLI.
+ */
+export async function claimShards(dataDir: string, shards: number): Promise<void> {
+  const recorded = recordedShards(dataDir);
+  if (recorded !== undefined && recorded !== shards) throw mismatch(dataDir, recorded, shards);
+  const path = join(dataDir, LAYOUT_FILE);
+  try {
+    readFileSync(path);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await mkdir(dataDir, { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(`${JSON.stringify({ shards })}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  const dir = await open(dataDir, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+function mismatch(dataDir: string, recorded: number, given: number) {
+  return userError(
+    'shards_mismatch',
+    `the data directory ${dataDir} was started with ${recorded} shards, not ${given}: a user's events, dedup index and sessions live in ` +
+      `the shard its id hashes to, so another count would split them; start it with --shards ${recorded} (or leave --shards out), or use a new --data directory`,
+  );
+}

@@ -1,0 +1,113 @@
+/**
+ * A data directory keeps the shard count it was first started with (engine/data-layout.ts).
+ *
+ * Through the compiled CLI, from a working directory outside the checkout: `serve --shards 3`,
+ * then `serve` without `--shards` runs on the same 3 shards (it does not take the machine's default of
+ * 2 × cores, which would re-hash every returning user to another shard), and `--shards 2` or
+ * SLUICE_SHARDS=5 is refused at start with a message naming both counts, before anything is
+ * opened. Every acknowledged event of both lives is in silver exactly once (DuckDB over the files).
+ * Below: the module's own rules (directories made before layout.json existed, a damaged file).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SluiceError } from '../../common/errors.js';
+import { claimShards, LAYOUT_FILE, recordedShards, resolveShards } from '../../engine/data-layout.js';
+import { silverCounts } from '../helpers/lake.js';
+import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+
+const REPO = join(import.meta.dirname, '..', '..');
+const ENTRY = join(REPO, 'dist', 'bin', 'sluice.js');
+const dirs: string[] = [];
+
+function tempDir(tag: string): string {
+  const d = mkdtempSync(join(tmpdir(), `sluice-layout-${tag}-`));
+  dirs.push(d);
+  return d;
+}
+
+beforeAll(() => {
+  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
+  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
+}, 240_000);
+
+afterAll(async () => {
+  await killServed();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('sluice serve keeps the data directory’s shard count', () => {
+  it('adopts the recorded count without --shards, refuses another one, and loses nothing across the restart', async () => {
+    const cwd = tempDir('cwd');
+    const args = ['--flush-interval', '500ms', '--lake', 'lake'];
+    const traffic = new Traffic();
+
+    const first = await serve(ENTRY, cwd, [...args, '--shards', '3'], userEnv({}));
+    await traffic.run(first.url, 'first', delay(1000));
+    expect(await stop(first, 'SIGTERM')).toBe(0);
+    expect(JSON.parse(readFileSync(join(cwd, 'data', LAYOUT_FILE), 'utf8'))).toEqual({ shards: 3 });
+
+    for (const [extra, env] of [
+      [['--shards', '2'], {}],
+      [[], { SLUICE_SHARDS: '5' }],
+    ] as const) {
+      const refused = serve(ENTRY, cwd, [...args, ...extra], userEnv(env));
+      await expect(refused).rejects.toThrow(/exited at start with 2[\s\S]*was started with 3 shards, not (2|5)/);
+    }
+
+    const second = await serve(ENTRY, cwd, args, userEnv({}));
+    await traffic.run(second.url, 'second', delay(1000));
+    expect(await stop(second, 'SIGTERM')).toBe(0);
+    // The default here is 2 × cores ≥ 4 shards: a fourth shard's log would exist had it been taken.
+    expect(existsSync(join(cwd, 'data', 'log', 'shard-2'))).toBe(true);
+    expect(existsSync(join(cwd, 'data', 'log', 'shard-3'))).toBe(false);
+    expect(traffic.acked.size).toBeGreaterThan(100);
+    expectExactlyOnce(await silverCounts(join(cwd, 'lake')), traffic);
+  }, 180_000);
+});
+
+describe('data-layout', () => {
+  const code = (f: () => unknown): string | undefined => {
+    try {
+      f();
+    } catch (err) {
+      return err instanceof SluiceError ? err.code : String(err);
+    }
+    return undefined;
+  };
+
+  it('a new directory takes the fallback (or what was given) and records it on claim', async () => {
+    const data = join(tempDir('new'), 'data');
+    expect(recordedShards(data)).toBeUndefined();
+    expect(resolveShards(data, undefined, 8)).toBe(8);
+    expect(resolveShards(data, 6, 8)).toBe(6);
+    await claimShards(data, 6);
+    expect(recordedShards(data)).toBe(6);
+    expect(resolveShards(data, undefined, 8)).toBe(6);
+    expect(resolveShards(data, 6, 8)).toBe(6);
+    expect(code(() => resolveShards(data, 7, 8))).toBe('shards_mismatch');
+    await expect(claimShards(data, 7)).rejects.toMatchObject({ code: 'shards_mismatch' });
+    await claimShards(data, 6); // agreeing again is a no-op
+    expect(readFileSync(join(data, LAYOUT_FILE), 'utf8')).toBe('{"shards":6}\n');
+  });
+
+  it('a directory from before layout.json counts its local shard logs', async () => {
+    const data = tempDir('legacy');
+    for (const d of ['shard-0', 'shard-1', 'shard-2', 'shard-3', 'dlq', 'shard-x']) mkdirSync(join(data, 'log', d), { recursive: true });
+    expect(recordedShards(data)).toBe(4);
+    expect(code(() => resolveShards(data, 2, 8))).toBe('shards_mismatch');
+    await claimShards(data, 4);
+    expect(readFileSync(join(data, LAYOUT_FILE), 'utf8')).toBe('{"shards":4}\n');
+  });
+
+  it('a damaged layout.json is an error naming the file, never a silent default', () => {
+    const data = tempDir('bad');
+    for (const text of ['', '{"shards":0}', '{"shards":"4"}', 'not json', '[]']) {
+      writeFileSync(join(data, LAYOUT_FILE), text);
+      expect(code(() => recordedShards(data)), text).toBe('layout_corrupt');
+    }
+  });
+});
