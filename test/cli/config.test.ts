@@ -8,7 +8,7 @@ import { validateEngineOptions } from '../../engine/options.js';
 describe('composeServeConfig', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'));
   const file = join(dir, 'sluice.json');
-  writeFileSync(file, JSON.stringify({ port: 9000, shards: 3, flushInterval: '5s', sessionGap: '20m', lake: '/from/file' }));
+  writeFileSync(file, JSON.stringify({ port: 9000, shards: 3, flushInterval: '5s', sessionGap: '20m', lake: '/from/file', data: join(dir, 'data') }));
 
   it('uses documented defaults', () => {
     const c = composeServeConfig({}, {});
@@ -35,7 +35,7 @@ describe('composeServeConfig', () => {
   });
 
   it('derives the engine\'s per-shard memory bounds from --max-memory (rows held until a checkpoint, dedup hot table, Parquet encode sizes)', () => {
-    const small = composeServeConfig({ maxMemory: '1GiB', shards: '4' }, {});
+    const small = composeServeConfig({ maxMemory: '1GiB', shards: '4', data: join(dir, 'data') }, {});
     expect(small.ingest.maxMemoryBytes).toBe(2 ** 30);
     // Half of 1 GiB over 4 shards = 128 MiB a shard: 64 MiB of rows, 64 MiB / 48 B of dedup entries.
     expect(small.engine.maxUncommittedBytesPerShard).toBe(64 * 2 ** 20);
@@ -44,23 +44,23 @@ describe('composeServeConfig', () => {
     expect(small.engine.encodeChunkBytes).toBe(8 * 2 ** 20);
     expect(small.engine.maxBytesPerParquetCall).toBe(16 * 2 ** 20);
     // A tiny budget: the 1 MiB floors (and the other floors).
-    const tiny = composeServeConfig({ maxMemory: '16MiB', shards: '8' }, {});
+    const tiny = composeServeConfig({ maxMemory: '16MiB', shards: '8', data: join(dir, 'data') }, {});
     expect(tiny.engine.encodeChunkBytes).toBe(2 ** 20);
     expect(tiny.engine.maxBytesPerParquetCall).toBe(2 ** 20);
     expect(tiny.engine.maxUncommittedBytesPerShard).toBe(512 * 1024);
     expect(tiny.engine.dedupHotCapacity).toBe(100_000);
     // A budget of 64 GiB: the defaults are the ceilings.
-    const big = composeServeConfig({ maxMemory: '64GiB', shards: '4' }, {});
+    const big = composeServeConfig({ maxMemory: '64GiB', shards: '4', data: join(dir, 'data') }, {});
     expect(big.engine.maxUncommittedBytesPerShard).toBe(2 * big.engine.targetFileBytes);
     expect(big.engine.dedupHotCapacity).toBe(4_000_000);
     expect(big.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
     expect(big.engine.maxBytesPerParquetCall).toBe(256 * 2 ** 20);
     // In between (4 GiB, 4 shards: 512 MiB a shard): the chunk at its ceiling, the call not yet.
-    const mid = composeServeConfig({ maxMemory: '4GiB', shards: '4' }, {});
+    const mid = composeServeConfig({ maxMemory: '4GiB', shards: '4', data: join(dir, 'data') }, {});
     expect(mid.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
     expect(mid.engine.maxBytesPerParquetCall).toBe(64 * 2 ** 20);
     // No budget (0): the defaults.
-    const none = composeServeConfig({ maxMemory: '0', shards: '4' }, {});
+    const none = composeServeConfig({ maxMemory: '0', shards: '4', data: join(dir, 'data') }, {});
     expect(none.engine.dedupHotCapacity).toBe(4_000_000);
     expect(none.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
     expect(none.engine.maxBytesPerParquetCall).toBe(256 * 2 ** 20);
