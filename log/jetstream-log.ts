@@ -86,6 +86,7 @@ import {
   type JetStreamPublishOptions,
   type PubAck,
 } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { performance } from 'node:perf_hooks';
 import { externalError, internalError, userError, SluiceError } from '../common/errors.js';
 import type { LogRecord, ShardLog } from './log.js';
@@ -103,6 +104,12 @@ const STREAM_NAME_IN_USE = 10058;
 const SUBJECTS_OVERLAP = 10065;
 /** The stream's max_bytes (or max_msgs) is reached and it discards new messages. */
 const STREAM_FULL = 10077;
+/**
+ * KV bucket holding each stream's shard count (key: the stream's name; value: `{"shards": S,
+ * "stream": <the stream's creation time>}`): every writer and reader of a stream hashes users
+ * mod the same S, or a user's events land in shards that do not hold its state.
+ */
+export const LAYOUT_BUCKET = 'sluice_layout';
 
 /** Minimal structured logger (pino's `Logger` fits). */
 export interface JetStreamLogLogger {
@@ -447,11 +454,54 @@ export class JetStreamLogs {
     return log;
   }
 
-  /** Opens shards 0 … n-1 and the DLQ. */
+  /** Opens shards 0 … n-1 and the DLQ, after checking that the stream is used with n shards ({@link claimShards}). */
   async openAll(shards: number): Promise<{ shards: JetStreamLog[]; dlq: JetStreamLog }> {
     if (!Number.isSafeInteger(shards) || shards < 1) throw userError('invalid_option', `shards must be an integer >= 1, got ${String(shards)}`);
+    await this.claimShards(shards);
     const logs = await Promise.all(Array.from({ length: shards }, (_, s) => this.open(s)));
     return { shards: logs, dlq: await this.open(-1) };
+  }
+
+  /**
+   * Records `shards` as the stream's shard count in {@link LAYOUT_BUCKET} (create-if-absent, so
+   * two nodes starting at once agree on the first), or checks it against the one recorded: a node
+   * started with another `--shards` is refused with `shards_mismatch` before it appends or reads.
+   * A record from an earlier stream of the same name (deleted and created again) is replaced.
+   */
+  private async claimShards(shards: number): Promise<void> {
+    const o = this.options;
+    const created = (await this.jsm.streams.info(o.stream)).created;
+    const value = JSON.stringify({ shards, stream: created });
+    let lastErr: unknown;
+    for (let attempt = 1; attempt <= 10; attempt++) {
+      try {
+        // Retried like the lease buckets: at start-up the cluster may still elect leaders, and nodes claim at once.
+        const kv = await new Kvm(this.js).create(LAYOUT_BUCKET, { history: 1, replicas: this.nc.info?.cluster === undefined ? 1 : o.replicas });
+        const entry = await kv.get(o.stream);
+        if (entry === null || entry.operation !== 'PUT') {
+          await kv.create(o.stream, value);
+          return;
+        }
+        const held = JSON.parse(entry.string()) as { shards?: unknown; stream?: unknown };
+        if (held.stream !== created) {
+          await kv.update(o.stream, value, entry.revision);
+          return;
+        }
+        if (held.shards !== shards) {
+          throw userError(
+            'shards_mismatch',
+            `JetStream stream ${o.stream} is used with ${String(held.shards)} shards, not ${shards}: every ingest and engine node must hash users to the same shards; ` +
+              `start this node with --shards ${String(held.shards)}`,
+          );
+        }
+        return;
+      } catch (err) {
+        if (err instanceof SluiceError) throw err;
+        lastErr = err; // another node claimed between our read and write, or the cluster is not ready: read again
+        await sleep(Math.min(100 * attempt, 1000));
+      }
+    }
+    throw externalError('log_unavailable', `cannot record the shard count of JetStream stream ${o.stream} in KV bucket ${LAYOUT_BUCKET}: ${(lastErr as Error)?.message ?? String(lastErr)}`, lastErr);
   }
 
   /** Closes every log opened here (waiting for their appends), then the connection. */

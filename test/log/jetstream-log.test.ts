@@ -97,6 +97,31 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     },
   });
 
+  it('every node of a stream uses the shard count it was first opened with: another is refused (shards_mismatch); a stream deleted and created again starts over', async () => {
+    const stream = freshStream();
+    const first = await JetStreamLogs.connect(options(stream));
+    const opened = [first];
+    const connect = async () => {
+      const l = await JetStreamLogs.connect(options(stream));
+      opened.push(l);
+      return l;
+    };
+    try {
+      await first.openAll(3);
+      await expect((await connect()).openAll(4)).rejects.toMatchObject({ code: 'shards_mismatch', message: expect.stringMatching(/used with 3 shards, not 4/) });
+      await expect((await connect()).openAll(2)).rejects.toMatchObject({ code: 'shards_mismatch' });
+      expect((await (await connect()).openAll(3)).shards).toHaveLength(3);
+      for (const l of opened.splice(0)) await l.close();
+      await deleteStream(stream);
+      // A new stream of the same name: the old record is stale, the first opener records anew.
+      expect((await (await connect()).openAll(4)).shards).toHaveLength(4);
+      await expect((await connect()).openAll(3)).rejects.toMatchObject({ code: 'shards_mismatch', message: expect.stringMatching(/used with 4 shards, not 3/) });
+    } finally {
+      for (const l of opened) await l.close();
+      await deleteStream(stream);
+    }
+  }, 60_000);
+
   it('creates the stream R3 with per-shard subjects and the DLQ subject; a record\'s offset is its stream sequence', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream));
