@@ -32,7 +32,7 @@ export interface E2eBenchOptions {
   userScale: number[];
   /** Protocol of both scaling tables. */
   scalingProtocol: LoadgenProtocol;
-  /** Engine shards (fixed for every run so runs compare). Default 2 × cores, like `sluice serve`. */
+  /** Engine shards (fixed for every run so runs compare). Default: the cores, like `sluice serve`. */
   shards: number;
   /** Engine worker threads of the per-protocol and user-scaling runs. Default cores. */
   workers: number;
@@ -96,7 +96,7 @@ export function validateE2eBenchOptions(input: Partial<E2eBenchOptions>): E2eBen
     rateFractions: [...E2E_BENCH_DEFAULTS.rateFractions],
     workerScale: [...E2E_BENCH_DEFAULTS.workerScale],
     userScale: [...E2E_BENCH_DEFAULTS.userScale],
-    shards: 2 * cores,
+    shards: cores,
     workers: cores,
     ...(Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<E2eBenchOptions>),
   };

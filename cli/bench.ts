@@ -110,7 +110,7 @@ export function register(program: Command): void {
     .option('--worker-scale <list>', 'engine worker counts to compare (none = skip)', d.workerScale)
     .option('--user-scale <list>', 'distinct-user counts of the cost curve (none = skip)', d.userScale)
     .option('--scaling-protocol <p>', 'protocol of the scaling runs', d.scalingProtocol)
-    .option('--shards <n>', 'engine shards (default 2 × cores)')
+    .option('--shards <n>', 'engine shards (default: the cores, as serve)')
     .option('--workers <n>', 'engine worker threads of the protocol and user-scaling runs (default cores)')
     .option('--flush-interval <d>', 'server checkpoint / flush interval', d.flushInterval)
     .option('--loadgen-workers <n>', 'load generator threads', d.loadgenWorkers)

@@ -10,7 +10,7 @@
  * | data             | --data               | SLUICE_DATA               | ./data                       |
  * | lake             | --lake               | SLUICE_LAKE               | ./lake                       |
  * | s3Endpoint       | --s3-endpoint        | SLUICE_S3_ENDPOINT, AWS_ENDPOINT_URL_S3 | (AWS)          |
- * | shards           | --shards             | SLUICE_SHARDS             | as DATA recorded; new: 2 × cores |
+ * | shards           | --shards             | SLUICE_SHARDS             | as DATA recorded; new: cores |
  * | workers          | --workers            | SLUICE_WORKERS            | cores                        |
  * | writeKeys        | --write-key (repeat) | SLUICE_WRITE_KEYS (comma) | generated into DATA/write-key |
  * | readKeys         | --read-key (repeat)  | SLUICE_READ_KEYS (comma)  | generated into DATA/read-key (dashboard) |

@@ -307,7 +307,7 @@ export function register(program: Command): void {
     .option('--data <dir>', 'data directory: logs, checkpoints, write key')
     .option('--lake <dir|s3://bucket/prefix>', 'where Parquet tables are written')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (path-style)')
-    .option('--shards <n>', 'number of shards (fixed for a data directory)')
+    .option('--shards <n>', 'number of shards (default: the cores; fixed for a data directory, which records it)')
     .option('--workers <n>', 'worker threads')
     .option('--write-key <key>', 'accepted write key (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--read-key <key>', 'dashboard read key (repeatable; never a write key)', (v: string, prev: string[] = []) => [...prev, v])

@@ -6,7 +6,12 @@ import { availableParallelism } from 'node:os';
 import { userError } from '../common/errors.js';
 
 export interface EngineOptions {
-  /** Number of shards S (shard = murmur3(user_id) mod S). Default: 2 × cores. Fixed for the life of a data directory. */
+  /**
+   * Number of shards S (shard = murmur3(user_id) mod S). Default: the cores (one shard per engine
+   * worker: 2 shards cost 8–11 % less server CPU per event than 4 on 2 cores at 50 % load, with the
+   * same max — bench/results/shards-2026-12-04.md). Fixed for the life of a data directory
+   * (engine/data-layout.ts: a directory keeps the count it was first started with).
+   */
   shards: number;
   /** Worker threads in the pool; shard s runs on worker s mod workers. Default: cores. */
   workers: number;
@@ -127,7 +132,7 @@ export interface EngineOptions {
 export function defaultEngineOptions(): EngineOptions {
   const cores = Math.max(1, availableParallelism());
   return {
-    shards: 2 * cores,
+    shards: cores,
     workers: cores,
     dataDir: './data',
     lake: './lake',
