@@ -139,6 +139,11 @@ describe('Arrow WS: the lean IPC reader reads client messages as Arrow JS does',
         const lean = outcome(readTable, bad);
         const arrow = outcome(tableFromIPC, bad);
         if (lean === 'refused' || arrow === 'refused') return;
+        // A flip in the schema can give two fields one name (all '', seen in CI): Arrow JS's Table
+        // then gives every field of that name the type of the last one, where the lean reader keeps
+        // each field's own. Nothing to compare there (no canonical column has a repeated name).
+        const names = readTable(bad).schema.fields.map((f) => f.name);
+        if (new Set(names).size !== names.length) return;
         const shape = (o: unknown): unknown => {
           const { rows, cells } = o as { rows: number; cells: unknown[][] };
           return [rows, cells.map((c) => [c[0], c[1], (c[2] as unknown[]).length])];
