@@ -29,17 +29,19 @@
  * deterministic for the same buffers). Only a recorded commit is ever published, under the
  * names it recorded, so a replay never publishes one row under two names.
  *
- * Poison quarantine: a log record that cannot be decoded, has another schema than ingest's, or
- * makes the pipeline throw goes to the DLQ (a `dlq` row with the error and the record's bytes
- * in base64, committed with this shard's checkpoint like any output) and the shard goes on.
- * Processing is deterministic, so a replay of the same offsets quarantines the same records;
- * the DLQ row is committed exactly once with the checkpoint that covers its offset.
+ * Poison quarantine: a log record that cannot be decoded or has another schema than ingest's
+ * goes to the DLQ (a `dlq` row with the error and the record's bytes in base64, committed with
+ * this shard's checkpoint like any output) and the shard goes on. Both are checked per record,
+ * so a replay of the same offsets quarantines the same records; the DLQ row is committed exactly
+ * once with the checkpoint that covers its offset. An error of the pipeline itself (a bug: its
+ * input passed those checks) quarantines the records it was running on together (`processGroup`).
  */
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC } from 'apache-arrow';
 import { recordBatchOf } from '../common/arrow-batch.js';
+import { concatBatches } from '../common/arrow-concat.js';
 import { readFlatIpc, type IpcRecord } from '../common/ipc-read.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
 import { classifyError, internalError, userError } from '../common/errors.js';
@@ -185,12 +187,20 @@ export class ShardRuntime {
     return runtime;
   }
 
-  /** Processes consecutive log records (one pool task), one after another; one result for the range. */
+  /**
+   * Processes consecutive log records (one pool task); one result for the range. Each record is
+   * decoded and checked on its own (one that cannot be is quarantined alone); runs of records
+   * read with one schema are concatenated and go through the operators as ONE batch
+   * (`processGroup`), so what a record costs apart from its rows — a pipeline pass, buffered
+   * parts for bronze and silver, their merges at the checkpoint — is paid per range, not per
+   * record (at SDK traffic a record holds ≈ 25 events). The pipeline marks each record's rows as
+   * processing them one by one would (ShardPipeline.processBatch `recordEnds`), so the outputs do
+   * not depend on where the log was cut into ranges.
+   */
   processRecords(offsets: number[], payloads: ArrayBuffer[]): BatchResult {
     const total = this.batchResult(offsets[offsets.length - 1] ?? this.lastOffset, 0, 0, 0, 0);
     total.records = offsets.length;
-    for (let k = 0; k < offsets.length; k++) {
-      const r = this.processBatch(offsets[k]!, new Uint8Array(payloads[k]!));
+    const add = (r: BatchResult): void => {
       total.rows += r.rows;
       total.silverRows += r.silverRows;
       total.duplicates += r.duplicates;
@@ -198,63 +208,102 @@ export class ShardRuntime {
       total.quarantined.push(...r.quarantined);
       total.watermark = r.watermark;
       total.bufferedBytes = r.bufferedBytes;
+    };
+    let group: DecodedRecord[] = [];
+    const flush = (): void => {
+      if (group.length > 0) add(this.processGroup(group));
+      group = [];
+    };
+    for (let k = 0; k < offsets.length; k++) {
+      const offset = offsets[k]!;
+      const bytes = new Uint8Array(payloads[k]!);
+      const last = group.length > 0 ? group[group.length - 1]!.offset : this.lastOffset;
+      // Already covered (a replay overlapping the live stream): effects are in state or committed.
+      if (offset <= last) continue;
+      if (this.options.denseOffsets !== false && offset !== last + 1 && last !== -1) {
+        flush();
+        throw internalError('offset_gap', `shard ${this.shard} expected log offset ${last + 1}, got ${offset}`);
+      }
+      const decoded = decodeRecord(offset, bytes);
+      if ('error' in decoded) {
+        flush();
+        add(this.quarantine(offset, bytes, decoded.error));
+        continue;
+      }
+      // Concatenated batches need one schema: the lean reader hands out one Schema object while ingest's schema bytes repeat.
+      if (group.length > 0 && group[0]!.table.schema !== decoded.table.schema) flush();
+      group.push(decoded);
     }
+    flush();
     return total;
   }
 
+  /** One log record (see processRecords). */
   processBatch(offset: number, bytes: Uint8Array): BatchResult {
-    this.currentOffset = offset;
-    if (offset <= this.lastOffset) {
-      // Already covered (a replay overlapping the live stream): effects are in state or committed.
-      return this.batchResult(offset, 0, 0, 0, 0);
+    return this.processRecords([offset], [bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? (bytes.buffer as ArrayBuffer) : bytes.slice().buffer]);
+  }
+
+  /**
+   * Consecutive decoded records with one schema: their batches concatenated and run through the
+   * pipeline as one (each record's rows keep their log offset in bronze). A pipeline error —
+   * decoding and the schema were checked per record, so it is a bug, not bad input — quarantines
+   * every record of the group: the operators ran on them together.
+   */
+  private processGroup(group: DecodedRecord[]): BatchResult {
+    const first = group[0]!.offset;
+    const last = group[group.length - 1]!.offset;
+    this.currentOffset = first;
+    const batches: RecordBatch[] = [];
+    const recordEnds: number[] = [];
+    const recordOffsets: number[] = [];
+    let rows = 0;
+    for (const r of group) {
+      for (const b of r.table.batches) {
+        if (b.numRows === 0) continue;
+        batches.push(b);
+        rows += b.numRows;
+      }
+      if (recordEnds.length === 0 || rows > recordEnds[recordEnds.length - 1]!) {
+        recordEnds.push(rows);
+        recordOffsets.push(r.offset);
+      }
     }
-    if (this.options.denseOffsets !== false && offset !== this.lastOffset + 1 && this.lastOffset !== -1) {
-      throw internalError('offset_gap', `shard ${this.shard} expected log offset ${this.lastOffset + 1}, got ${offset}`);
-    }
-    // Run the pipeline over every batch before buffering anything, so a record that throws leaves no rows behind.
-    let outputs: Array<{ batch: RecordBatch; out: ReturnType<ShardPipeline['processBatch']> }>;
-    let table: IpcRecord;
+    // Run the pipeline before buffering anything, so a group that throws leaves no rows behind.
+    let batch: RecordBatch | undefined;
+    let out: ReturnType<ShardPipeline['processBatch']> | undefined;
     try {
-      // The lean reader takes every record ingest writes; anything else (and a broken record's error) goes through Arrow JS.
-      table = readFlatIpc(bytes) ?? tableFromIPC(bytes);
-    } catch (err) {
-      return this.quarantine(offset, bytes, userError('undecodable_record', `not an Arrow IPC stream: ${(err as Error)?.message ?? String(err)}`, err));
-    }
-    try {
-      checkIngestSchema(table);
-      outputs = [];
-      for (const batch of table.batches) {
-        if (batch.numRows === 0) continue;
-        outputs.push({ batch, out: this.pipeline.processBatch(batch) });
+      if (batches.length > 0) {
+        batch = batches.length === 1 ? batches[0]! : concatBatches(batches);
+        out = this.pipeline.processBatch(batch, Int32Array.from(recordEnds));
       }
     } catch (err) {
-      return this.quarantine(offset, bytes, err);
+      const results = group.map((r) => this.quarantine(r.offset, r.bytes, err));
+      const result = results[results.length - 1]!;
+      return { ...result, records: group.length, quarantined: results.flatMap((r) => r.quarantined) };
     }
-    let rows = 0;
     let silverRows = 0;
     let duplicates = 0;
     let tooLate = 0;
-    for (const { batch, out } of outputs) {
-      rows += batch.numRows;
-      this.addBronze(batch, offset);
-      duplicates += out.duplicates;
-      silverRows += out.silver.numRows;
+    if (batch !== undefined && out !== undefined) {
+      this.addBronze(batch, recordEnds, recordOffsets);
+      duplicates = out.duplicates;
+      silverRows = out.silver.numRows;
       this.addByTime('events', out.silver, 'event_time');
       const late = maskToIndices(out.tooLate);
       if (late.length > 0) {
-        tooLate += late.length;
+        tooLate = late.length;
         this.addByTime('late_events', takeRows(out.silver, late), 'event_time');
       }
     }
-    this.covered(offset);
+    for (const r of group) this.covered(r.offset);
     this.stats.bronzeRows += rows;
     this.stats.silverRows += silverRows;
     this.stats.duplicates += duplicates;
     this.stats.tooLate += tooLate;
     const wm = this.pipeline.localWatermark();
     if (wm.kind === 'event-time') this.emitUpTo(wm.timeMs);
-    this.encodeFullBuffers(offset);
-    return this.batchResult(offset, rows, silverRows, duplicates, tooLate);
+    this.encodeFullBuffers(last);
+    return { ...this.batchResult(last, rows, silverRows, duplicates, tooLate), records: group.length };
   }
 
   /** `offset` is processed (or quarantined): the next checkpoint covers it. */
@@ -508,11 +557,13 @@ export class ShardRuntime {
     this.bufferedBytes += bytes;
   }
 
-  /** Bronze keeps every accepted row as received, with its shard and log offset. */
-  private addBronze(batch: RecordBatch, offset: number): void {
+  /** Bronze keeps every accepted row as received, with its shard and log offset (rows before `recordEnds[k]` are record `recordOffsets[k]`'s). */
+  private addBronze(batch: RecordBatch, recordEnds: number[], recordOffsets: number[]): void {
     const n = batch.numRows;
     const shardCol = makeData({ type: new Int32(), length: n, nullCount: 0, data: new Int32Array(n).fill(this.shard) });
-    const offsetCol = makeData({ type: new Int64(), length: n, nullCount: 0, data: new BigInt64Array(n).fill(BigInt(offset)) });
+    const offsets = new BigInt64Array(n);
+    for (let k = 0, from = 0; k < recordEnds.length; from = recordEnds[k]!, k++) offsets.fill(BigInt(recordOffsets[k]!), from, recordEnds[k]!);
+    const offsetCol = makeData({ type: new Int64(), length: n, nullCount: 0, data: offsets });
     const children = [...batch.data.children, shardCol, offsetCol];
     this.addByTime('bronze_events', recordBatchOf(bronzeSchema(batch.schema), n, children), 'received_at');
   }
@@ -606,6 +657,29 @@ function batchBytes(batch: RecordBatch): number {
  * aside): a record of another shape would break the shard's buffers and every Parquet file of
  * its checkpoint, so it is quarantined before it touches anything.
  */
+/** A log record decoded and checked against ingest's schema. */
+interface DecodedRecord {
+  offset: number;
+  bytes: Uint8Array;
+  table: IpcRecord;
+}
+
+/** Decodes a record (the lean reader takes every record ingest writes; anything else, and a broken record's error, goes through Arrow JS) and checks its schema. */
+function decodeRecord(offset: number, bytes: Uint8Array): DecodedRecord | { error: unknown } {
+  let table: IpcRecord;
+  try {
+    table = readFlatIpc(bytes) ?? tableFromIPC(bytes);
+  } catch (err) {
+    return { error: userError('undecodable_record', `not an Arrow IPC stream: ${(err as Error)?.message ?? String(err)}`, err) };
+  }
+  try {
+    checkIngestSchema(table);
+  } catch (err) {
+    return { error: err };
+  }
+  return { offset, bytes, table };
+}
+
 function checkIngestSchema(table: IpcRecord): void {
   const got = table.schema.fields;
   const want = ingestSchema.fields;

@@ -22,3 +22,36 @@ export function markTooLate(times: Float64Array, rows: Int32Array, frontierMs: n
   }
   return max;
 }
+
+/**
+ * markTooLate over rows that are several log records concatenated: `rows` (ascending row
+ * indices) falls into records ending at `recordEnds` (ascending row indices, the last one past
+ * every row). Each record's rows are marked against the frontier as it stood before that record
+ * — the frontier after each record follows the local watermark, max event time so far −
+ * `latenessMs`, as it does when every record is processed on its own and the watermark advanced
+ * after it — so a range of records gives the marks its records give one at a time. Returns the
+ * largest event time among the rows and the frontier after the last record.
+ */
+export function markTooLateByRecord(
+  times: Float64Array,
+  rows: Int32Array,
+  recordEnds: Int32Array,
+  frontierMs: number,
+  maxEventTimeMs: number,
+  latenessMs: number,
+  tooLate: Uint8Array,
+): { maxEventTimeMs: number; frontierMs: number } {
+  let frontier = frontierMs;
+  let max = maxEventTimeMs;
+  let j = 0;
+  for (let r = 0; r < recordEnds.length; r++) {
+    const end = recordEnds[r]!;
+    for (; j < rows.length && rows[j]! < end; j++) {
+      const t = times[rows[j]!]!;
+      if (t > max) max = t;
+      tooLate[j] = t < frontier ? 1 : 0;
+    }
+    if (max - latenessMs > frontier) frontier = max - latenessMs;
+  }
+  return { maxEventTimeMs: max, frontierMs: frontier };
+}

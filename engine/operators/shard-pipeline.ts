@@ -15,7 +15,7 @@ import { sessionAliasesSchema, sessionsSchema, silverSchema } from '../../common
 import { DEFAULT_METRIC_EVENT_TYPES, type MetricEventTypes } from '../gold-sql.js';
 import type { ShardWatermark } from '../types.js';
 import { epochMillis } from '../kernels/epoch-millis.js';
-import { markTooLate } from '../kernels/event-time.js';
+import { markTooLate, markTooLateByRecord } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
 import { packSessions, unpackSessions } from '../kernels/session-record.js';
@@ -121,7 +121,17 @@ export class ShardPipeline {
     return bits;
   }
 
-  processBatch(batch: RecordBatch): BatchOutput {
+  /**
+   * Runs the operators over `batch`. `recordEnds`: when the batch is several log records
+   * concatenated (ShardRuntime coalesces a range), the row index where each record ends
+   * (ascending, the last = numRows); each record's rows are then marked too late against the
+   * frontier the watermark would have reached after the records before it
+   * (kernels/event-time `markTooLateByRecord`). Sessions and windows closing at those
+   * intermediate frontiers close at the next `advanceWatermark` instead, which changes nothing: a
+   * row at or after the frontier never joins a session or window that closes at it. So a range's
+   * outputs do not depend on how the log was cut into ranges.
+   */
+  processBatch(batch: RecordBatch, recordEnds?: Int32Array): BatchOutput {
     const n = batch.numRows;
     const col = (name: string): Data => batch.getChild(name)!.data[0]!;
     const keep = new Uint8Array(n);
@@ -131,7 +141,8 @@ export class ShardPipeline {
 
     const times = epochMillis(col('event_time') as Data<Timestamp>);
     const tooLate = new Uint8Array(kept.length);
-    this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, tooLate));
+    if (recordEnds === undefined || recordEnds.length <= 1) this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, tooLate));
+    else this.maxEventTime = markTooLateByRecord(times, kept, recordEnds, this.frontier, this.maxEventTime, this.lateness, tooLate).maxEventTimeMs;
 
     const users = col('user_id') as Data<Utf8>;
     if (this.userHi.length < n) {
