@@ -652,11 +652,6 @@ function batchBytes(batch: RecordBatch): number {
   return bytes;
 }
 
-/**
- * Throws a user error unless `table` has ingest's columns (names, order, types; dictionary ids
- * aside): a record of another shape would break the shard's buffers and every Parquet file of
- * its checkpoint, so it is quarantined before it touches anything.
- */
 /** A log record decoded and checked against ingest's schema. */
 interface DecodedRecord {
   offset: number;
@@ -680,6 +675,11 @@ function decodeRecord(offset: number, bytes: Uint8Array): DecodedRecord | { erro
   return { offset, bytes, table };
 }
 
+/**
+ * Throws a user error unless `table` has ingest's columns (names, order, types; dictionary ids
+ * aside): a record of another shape would break the shard's buffers and every Parquet file of
+ * its checkpoint, so it is quarantined before it touches anything.
+ */
 function checkIngestSchema(table: IpcRecord): void {
   const got = table.schema.fields;
   const want = ingestSchema.fields;
