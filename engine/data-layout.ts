@@ -13,9 +13,10 @@
  * directory (scale-out) keeps only the shards it owned, so it is never inferred from, only recorded.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, open, rename } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { userError } from '../common/errors.js';
+import { writeFileDurably } from '../storage/erasure-store.js';
 
 export const LAYOUT_FILE = 'layout.json';
 
@@ -26,6 +27,11 @@ const SHARD_DIR = /^shard-(\d+)$/;
  * a new directory. Synchronous: configuration is composed before anything starts.
  */
 export function recordedShards(dataDir: string): number | undefined {
+  return readLayout(dataDir)?.shards;
+}
+
+/** What `dataDir` says of its shard count; `inLayout`: layout.json holds it (not inferred from the logs). */
+function readLayout(dataDir: string): { shards: number; inLayout: boolean } | undefined {
   const path = join(dataDir, LAYOUT_FILE);
   let text: string | undefined;
   try {
@@ -43,7 +49,7 @@ export function recordedShards(dataDir: string): number | undefined {
     if (!Number.isSafeInteger(shards) || (shards as number) < 1) {
       throw userError('layout_corrupt', `${path} does not hold {"shards": <integer ≥ 1>} (got ${JSON.stringify(text.slice(0, 80))}); restore it with the shard count this data directory was started with`);
     }
-    return shards as number;
+    return { shards: shards as number, inLayout: true };
   }
   let names: string[];
   try {
@@ -56,7 +62,7 @@ export function recordedShards(dataDir: string): number | undefined {
     const m = SHARD_DIR.exec(n);
     if (m !== null) max = Math.max(max, Number(m[1]));
   }
-  return max >= 0 ? max + 1 : undefined;
+  return max >= 0 ? { shards: max + 1, inLayout: false } : undefined;
 }
 
 /**
@@ -71,37 +77,17 @@ export function resolveShards(dataDir: string, given: number | undefined, fallba
 }
 
 /**
- * Records `shards` for `dataDir` if it has no layout.json yet (atomically: a temporary file,
- * fsync'd, renamed over, directory fsync'd); throws `shards_mismatch` if it was made with another
+ * Records `shards` for `dataDir` if it has no layout.json yet (written durably: a temporary file,
+ * fsync'd, renamed, the directory fsync'd); throws `shards_mismatch` if it was made with another
  * count. Every opener of a data directory calls it before touching a shard (the engine, ingest's
  * local logs), so a programmatic start is held to the same rule as the CLI.
  */
 export async function claimShards(dataDir: string, shards: number): Promise<void> {
-  const recorded = recordedShards(dataDir);
-  if (recorded !== undefined && recorded !== shards) throw mismatch(dataDir, recorded, shards);
-  const path = join(dataDir, LAYOUT_FILE);
-  try {
-    readFileSync(path);
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const layout = readLayout(dataDir);
+  if (layout !== undefined && layout.shards !== shards) throw mismatch(dataDir, layout.shards, shards);
+  if (layout?.inLayout) return;
   await mkdir(dataDir, { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(`${JSON.stringify({ shards })}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  const dir = await open(dataDir, 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await writeFileDurably(join(dataDir, LAYOUT_FILE), `${JSON.stringify({ shards })}\n`);
 }
 
 function mismatch(dataDir: string, recorded: number, given: number) {
