@@ -6,21 +6,17 @@
  * both; restart; SIGTERM. Silver holds every acknowledged event exactly once — also when the
  * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it).
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLakeReader } from '../helpers/lake.js';
-import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
 
-beforeAll(() => {
-  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
-}, 240_000);
+beforeAll(buildDist, 240_000);
 
 afterAll(async () => {
   await killServed();

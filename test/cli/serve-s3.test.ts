@@ -11,7 +11,7 @@
  * Event times come from one shared counter (250 ms of event time per event, starting a day ago) so
  * no event is ever too late: every acknowledged event belongs in silver.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +22,7 @@ import { liveFiles } from '../../storage/commit-record.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { eventually } from '../helpers/eventually.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -68,9 +68,7 @@ async function startS3rver(bucket: string): Promise<S3Server> {
 let s3: S3Server;
 
 beforeAll(async () => {
-  // The test runs what users run: build dist/ (incremental, a no-op when it is up to date).
-  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
+  buildDist();
   s3 = await startS3rver('lake');
 }, 240_000);
 

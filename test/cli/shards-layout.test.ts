@@ -8,7 +8,6 @@
  * opened. Every acknowledged event of both lives is in silver exactly once (DuckDB over the files).
  * Below: the module's own rules (directories made before layout.json existed, a damaged file).
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SluiceError } from '../../common/errors.js';
 import { claimShards, LAYOUT_FILE, recordedShards, resolveShards } from '../../engine/data-layout.js';
 import { silverCounts } from '../helpers/lake.js';
-import { expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const ENTRY = join(REPO, 'dist', 'bin', 'sluice.js');
@@ -29,10 +28,7 @@ function tempDir(tag: string): string {
   return d;
 }
 
-beforeAll(() => {
-  const build = spawnSync(process.execPath, [join(REPO, 'bin', 'build.js')], { cwd: REPO, encoding: 'utf8', timeout: 180_000 });
-  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
-}, 240_000);
+beforeAll(buildDist, 240_000);
 
 afterAll(async () => {
   await killServed();

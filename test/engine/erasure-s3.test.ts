@@ -6,7 +6,6 @@
  * holds the id's bytes, the other users' silver rows are intact, the audit record is in the bucket
  * and every rewrite has an `erase` commit record.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import { decodeParquet } from '../../storage/parquet.js';
 import { filesHolding } from '../helpers/erasure.js';
 import { startS3rver, type S3Server } from '../helpers/s3rver.js';
 import { serveFromSources } from '../helpers/serve-sources.js';
-import { KEY, stop } from '../helpers/served.js';
+import { buildDist, KEY, stop } from '../helpers/served.js';
 
 const A = 'erase-s3-user-T5v';
 const ADMIN = 'admin-s3';
@@ -30,9 +29,7 @@ const others = Array.from({ length: 12 }, (_, i) => `s3-other-${i}`);
 let s3: S3Server;
 const root = mkdtempSync(join(tmpdir(), 'sluice-erase-s3-'));
 beforeAll(async () => {
-  // The compiled CLI (dist/, incremental: a no-op when up to date), as test/cli/serve-s3 runs it.
-  const build = spawnSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'build.js')], { encoding: 'utf8', timeout: 240_000 });
-  if (build.status !== 0) throw new Error(`build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
+  buildDist(); // the compiled CLI, as test/cli/serve-s3 runs it
   s3 = await startS3rver('lake');
 }, 300_000);
 afterAll(async () => {

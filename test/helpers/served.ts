@@ -3,7 +3,7 @@
  * Segment traffic from concurrent clients that remember every acknowledged id, and the
  * exactly-once check of silver against them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
@@ -37,6 +37,16 @@ export interface Served {
 export function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SLUICE_') && !k.startsWith('AWS_') && k !== 'UV_THREADPOOL_SIZE'));
   return { ...env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', SLUICE_LOG_LEVEL: process.env.SLUICE_TEST_SERVER_LOG_LEVEL ?? 'warn', ...extra };
+}
+
+/**
+ * Builds dist/ (`npm run build`: incremental, a no-op when it is up to date), so a test runs the
+ * compiled CLI as users run it; throws with the build's output when it fails. For `beforeAll`.
+ */
+export function buildDist(): void {
+  const repo = join(import.meta.dirname, '..', '..');
+  const build = spawnSync(process.execPath, [join(repo, 'bin', 'build.js')], { cwd: repo, encoding: 'utf8', timeout: 180_000 });
+  if (build.status !== 0) throw new Error(`npm run build failed (${build.status ?? build.signal}):\n${build.stdout}\n${build.stderr}`);
 }
 
 /** Servers started here that have not exited: {@link killServed} ends them when a test failed before stopping its own. */
