@@ -28,6 +28,7 @@ import { ShardPipeline, type WatermarkOutput } from '../../engine/operators/shar
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { ShardRuntime } from '../../engine/shard-runtime.js';
 import { openLakeReader } from '../helpers/lake.js';
+import { testRuntimeOptions } from '../helpers/shard-runtime.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -227,22 +228,7 @@ describe('ShardRuntime.processRecords coalescing a range, as the lake shows it (
     const root = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'sluice-coalesce-rt-'));
     dirs.push(root);
     const lake = join(root, 'lake');
-    const rt = await ShardRuntime.open(0, {
-      shards: 1,
-      dataDir: join(root, 'data'),
-      lake,
-      allowedLatenessMs: LATENESS,
-      sessionGapMs: GAP,
-      dedupTtlMs: 24 * HOUR,
-      dedupHotCapacity: 600,
-      compression: 'zstd',
-      targetFileBytes: 64 << 20,
-      workerNice: 0,
-      maxRowsPerParquetCall: 1_000_000,
-      maxBytesPerParquetCall: 256 << 20,
-      encodeChunkRows: 1 << 20,
-      encodeChunkBytes: 256 << 20,
-    });
+    const rt = await ShardRuntime.open(0, testRuntimeOptions(join(root, 'data'), lake, { allowedLatenessMs: LATENESS, sessionGapMs: GAP, dedupTtlMs: 24 * HOUR }));
     const builder = new IngestBatchBuilder(16);
     const payloads: ArrayBuffer[] = [];
     for (let r = 0; r < 8; r++) {

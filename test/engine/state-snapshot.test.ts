@@ -25,6 +25,7 @@ import { IngestBatchBuilder, type IngestRow } from '../../ingest/batch-builder.j
 import { rng } from '../../loadgen/random.js';
 import { ShardRuntime } from '../../engine/shard-runtime.js';
 import type { ShardRuntimeOptions } from '../../engine/types.js';
+import { testRuntimeOptions } from '../helpers/shard-runtime.js';
 import { ChangesWriter, readChanges, readChangesHeader } from '../../engine/state-changes.js';
 import { StateCapture } from '../../engine/state-capture.js';
 import { readStateHead, restoreShardState, STATE_PREFIX } from '../../engine/state-snapshot.js';
@@ -44,26 +45,6 @@ afterAll(() => {
 });
 
 const dir = (name: string): string => join(root, name);
-
-function runtimeOptions(dataDir: string, lake: string, extra: Partial<ShardRuntimeOptions> = {}): ShardRuntimeOptions {
-  return {
-    shards: 1,
-    dataDir,
-    lake,
-    allowedLatenessMs: 20 * MIN,
-    sessionGapMs: 30 * MIN,
-    dedupTtlMs: 2 * 60 * MIN,
-    dedupHotCapacity: 600,
-    compression: 'zstd',
-    targetFileBytes: 64 << 20,
-    workerNice: 0,
-    maxRowsPerParquetCall: 1_000_000,
-    maxBytesPerParquetCall: 256 << 20,
-    encodeChunkRows: 1 << 20,
-    encodeChunkBytes: 256 << 20,
-    ...extra,
-  };
-}
 
 const TYPES = ['Application Opened', 'Screen Viewed', 'Button Tapped', 'Notification Received', 'Notification Opened', 'Application Installed'];
 
@@ -158,7 +139,7 @@ async function lakeContents(store: ObjectStore): Promise<{ files: Map<string, st
 
 async function uninterrupted(records: Uint8Array[], name: string): Promise<{ files: Map<string, string>; commits: Map<string, string[]> }> {
   const lake = dir(`${name}-lake-a`);
-  const rt = await ShardRuntime.open(0, runtimeOptions(dir(`${name}-data-a`), lake));
+  const rt = await ShardRuntime.open(0, testRuntimeOptions(dir(`${name}-data-a`), lake));
   await run(rt, records, 0, records.length);
   await rt.close();
   const store = await openObjectStore(lake);
@@ -179,7 +160,7 @@ describe('state snapshot: restore on another node', () => {
     const lake = dir('main-lake-b');
     const state = { baseEveryDeltas: 3 };
     // Node 1: records 0 … 29, checkpoints after 3, 7, …, 27 (seq 1 … 7); records 28 and 29 are processed but never committed.
-    const b1 = await ShardRuntime.open(0, runtimeOptions(dir('main-data-b1'), lake, { stateInObjectStore: state }));
+    const b1 = await ShardRuntime.open(0, testRuntimeOptions(dir('main-data-b1'), lake, { stateInObjectStore: state }));
     await run(b1, records, 0, 30);
     // The state being handed over has cold dedup buckets (hot table evicted, runs merged) and expired ones (dropped databases).
     const dedup = (b1 as unknown as { pipeline: { dedup: { stats: { complete: boolean; buckets: number } } } }).pipeline.dedup.stats;
@@ -196,7 +177,7 @@ describe('state snapshot: restore on another node', () => {
     expect(stateKeys.filter((k) => k.endsWith('.json'))).toEqual(['b-000000000006.json']);
 
     // Node 2: a fresh data dir on the same lake.
-    const b2 = await ShardRuntime.open(0, runtimeOptions(dir('main-data-b2'), lake, { stateInObjectStore: state }));
+    const b2 = await ShardRuntime.open(0, testRuntimeOptions(dir('main-data-b2'), lake, { stateInObjectStore: state }));
     expect(b2.openResult.checkpointOffset).toBe(27);
     await run(b2, records, 28, N);
     await b2.close();
@@ -215,11 +196,11 @@ describe('state snapshot: restore on another node', () => {
 
   it('without the restored state the same handover differs (the comparison above can fail)', async () => {
     const lake = dir('control-lake');
-    const b1 = await ShardRuntime.open(0, runtimeOptions(dir('control-data-b1'), lake, { stateInObjectStore: true }));
+    const b1 = await ShardRuntime.open(0, testRuntimeOptions(dir('control-data-b1'), lake, { stateInObjectStore: true }));
     await run(b1, records, 0, 30);
     await die(b1);
     // A fresh node that does not restore: no dedup ids, sessions or accumulators from before; it resumes at 28.
-    const b2 = await ShardRuntime.open(0, runtimeOptions(dir('control-data-b2'), lake));
+    const b2 = await ShardRuntime.open(0, testRuntimeOptions(dir('control-data-b2'), lake));
     expect(b2.openResult.checkpointOffset).toBe(-1);
     await run(b2, records, 28, N);
     await b2.close();
@@ -233,7 +214,7 @@ describe('state snapshot: restore on another node', () => {
 
   it('a delta staged or published without its commit record is never restored; the commit finishes with its delta', async () => {
     const lake = dir('crash-lake');
-    const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { stateInObjectStore: true });
+    const options = (data: string): ShardRuntimeOptions => testRuntimeOptions(dir(data), lake, { stateInObjectStore: true });
     const b1 = await ShardRuntime.open(0, options('crash-data-b1'));
     await run(b1, records, 0, 8); // checkpoints after 3 and 7: seq 2
     const store = await openObjectStore(lake);
@@ -267,7 +248,7 @@ describe('state snapshot: restore on another node', () => {
 
   it('a node that dies halfway through a publish: the next owner finishes that commit (files, delta, record) before it restores, so no row is in two files', async () => {
     const lake = dir('cut-lake');
-    const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { stateInObjectStore: true });
+    const options = (data: string): ShardRuntimeOptions => testRuntimeOptions(dir(data), lake, { stateInObjectStore: true });
     const b1 = await ShardRuntime.open(0, options('cut-data-b1'));
     await run(b1, records, 0, 8); // seq 2, offset 7
     // The commit record of 8 … 11 cannot be written: its files and delta become visible, then the node dies.
@@ -312,7 +293,7 @@ describe('state snapshot: restore on another node', () => {
 
   it('a crash after the checkpoint transaction: the same node recovers and publishes the commit with its delta', async () => {
     const lake = dir('recover-lake');
-    const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { stateInObjectStore: true });
+    const options = (data: string): ShardRuntimeOptions => testRuntimeOptions(dir(data), lake, { stateInObjectStore: true });
     const b1 = await ShardRuntime.open(0, options('recover-data-b1'));
     await run(b1, records, 0, 4);
     // Staging the delta fails (after the LMDB transaction recorded the commit and the delta).
@@ -343,7 +324,7 @@ describe('state snapshot: erasure', () => {
   it("after purgeUsers the next checkpoint leaves no state object in the lake with the users' sessions", async () => {
     const records = stream(12, 200, 40, 5);
     const lake = dir('erase-lake');
-    const rt = await ShardRuntime.open(0, runtimeOptions(dir('erase-data'), lake, { stateInObjectStore: true }));
+    const rt = await ShardRuntime.open(0, testRuntimeOptions(dir('erase-data'), lake, { stateInObjectStore: true }));
     const store = await openObjectStore(lake);
     // msgpack's fixstr of the user id (0xa6 = 6 bytes): not a prefix of user-70 … (0xa7).
     const needle = Buffer.concat([Buffer.from([0xa6]), Buffer.from('user-7')]);
@@ -380,7 +361,7 @@ describe('erasure: purgeUsers and incremental encoding', () => {
     const go = async (name: string, purge?: string): Promise<Map<string, number>> => {
       const lake = dir(`${name}-lake`);
       // Every buffer is encoded as a chunk at the end of each record: closed sessions sit in chunks, not buffers.
-      const rt = await ShardRuntime.open(0, runtimeOptions(dir(`${name}-data`), lake, { encodeChunkRows: 1 }));
+      const rt = await ShardRuntime.open(0, testRuntimeOptions(dir(`${name}-data`), lake, { encodeChunkRows: 1 }));
       for (let r = 0; r < records.length; r++) rt.processRecords([r], [toBuffer(records[r]!)]);
       if (purge !== undefined) {
         const chunks = (rt as unknown as { encoded: Array<{ key: string }> }).encoded.filter((f) => f.key.startsWith(`${TABLES.sessions.prefix}/`));
@@ -460,7 +441,7 @@ describe('state snapshot: S3', () => {
       const records = stream(20, 200, 80, 11);
       const reference = await uninterrupted(records, 's3');
       const lake = `s3://${s3.bucket}/lake`;
-      const options = (data: string): ShardRuntimeOptions => runtimeOptions(dir(data), lake, { s3Endpoint: s3.endpoint, stateInObjectStore: { baseEveryDeltas: 2, basePartBytes: 4096 } });
+      const options = (data: string): ShardRuntimeOptions => testRuntimeOptions(dir(data), lake, { s3Endpoint: s3.endpoint, stateInObjectStore: { baseEveryDeltas: 2, basePartBytes: 4096 } });
       const b1 = await ShardRuntime.open(0, options('s3-data-b1'));
       await run(b1, records, 0, 14);
       await die(b1);
