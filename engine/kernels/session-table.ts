@@ -38,15 +38,16 @@
  * first event changes.
  *
  * Memory: an open session is a slot in parallel typed arrays (times, counts, list links, its id's
- * 16 bytes), its user id and first event id as bytes in one arena (kernels/slot-strings: 8 B each
- * plus the bytes, where a JS string cost ≈ 40–64 B) and three references (dimensions, screens);
- * as one object per session (18 fields, four boxed doubles, its id as a string) it was ≈ 400 B
+ * two 32-bit hashes, its dimensions' and screens' interned ids), its user id and first event id as
+ * bytes in one arena (kernels/slot-strings: 8 B each plus the bytes, 16 for a UUID, where a JS
+ * string cost ≈ 40–64 B), and a 4-byte bucket of the user index (kernels/slot-index); as one
+ * object per session (18 fields, four boxed doubles, its id as a string) it was ≈ 400 B
  * (bench/state-per-user.ts). Callers hold a session by its slot number while it is open; closed
  * sessions and snapshots come out as plain objects.
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
-import { KeyMap } from './key-map.js';
+import { SlotIndex } from './slot-index.js';
 import { SlotStrings } from './slot-strings.js';
 
 /** Dimension values of an event, interned (one object per distinct combination, `id` its index). */
@@ -107,53 +108,76 @@ const SCREEN_INTERN_MAX = 10_000;
 export const SESSION_ID_CHARS = 16;
 const HEX = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
 
-/** Writes sessionIdOf(user, start) as 16 ASCII bytes at `offset`. */
-function writeSessionId(user: string, start: number, out: Uint8Array, offset: number): void {
+/**
+ * A session id is two 32-bit murmur3 hashes of `user ':' start` (seeds 0x5e55 and 0x10ad),
+ * written as 16 lower-case hex digits. The table keeps the two hashes (8 bytes) per session.
+ */
+const ID_HASHES = 2;
+
+/** Sets `out[i]`, `out[i + 1]` to the id hashes of sessionIdOf(user, start). */
+function hashSessionId(user: string, start: number, out: Uint32Array, i: number): void {
   const key = encoder.encode(`${user}:${start}`);
-  writeIdHash(key, key.length, out, offset);
+  hashIdKey(key, key.length, out, i);
 }
 
+/** Where a session id's hash input is put together: the user id's bytes, ':', the start. */
 let idKey = new Uint8Array(64);
 
 /**
- * writeSessionId for the user id's UTF-8 bytes `from … to − 1` of `src`, without decoding them:
- * the same hash input when they are ASCII; otherwise through the string (so that a sequence that is
- * not valid UTF-8 hashes as its decoded form does, as after a restore from the stored strings).
+ * hashSessionId when `idKey` starts with the user id's `n` UTF-8 bytes, without decoding them: the
+ * same hash input when they are ASCII; otherwise through the string (so that a sequence that is not
+ * valid UTF-8 hashes as its decoded form does, as after a restore from the stored strings).
  */
-function writeSessionIdOfBytes(src: Uint8Array, from: number, to: number, start: number, out: Uint8Array, offset: number): void {
-  const n = to - from;
-  const time = String(start);
-  if (idKey.length < n + 1 + time.length) idKey = new Uint8Array(2 * (n + 1 + time.length));
-  const key = idKey;
+function hashSessionIdOfKey(n: number, start: number, out: Uint32Array, i: number): void {
   let high = 0;
-  for (let k = 0; k < n; k++) high |= key[k] = src[from + k]!;
+  for (let k = 0; k < n; k++) high |= idKey[k]!;
   if (high >= 0x80) {
-    writeSessionId(decoder.decode(src.subarray(from, to)), start, out, offset);
+    hashSessionId(decoder.decode(idKey.subarray(0, n)), start, out, i);
     return;
   }
+  const time = String(start);
+  if (idKey.length < n + 1 + time.length) idKey = grown(idKey, n + 1 + time.length);
+  const key = idKey;
   key[n] = 0x3a; // ':'
   for (let k = 0; k < time.length; k++) key[n + 1 + k] = time.charCodeAt(k);
-  writeIdHash(key, n + 1 + time.length, out, offset);
+  hashIdKey(key, n + 1 + time.length, out, i);
 }
 
-function writeIdHash(key: Uint8Array, length: number, out: Uint8Array, offset: number): void {
-  const a = murmur3(key, 0, length, 0x5e55);
-  const b = murmur3(key, 0, length, 0x10ad);
+/** Start times (ms) of dates as decimal strings are at most this long (−8.64e15 … 8.64e15); the key grows for longer ones. */
+const TIME_CHARS = 17;
+
+function hashIdKey(key: Uint8Array, length: number, out: Uint32Array, i: number): void {
+  out[i] = murmur3(key, 0, length, 0x5e55);
+  out[i + 1] = murmur3(key, 0, length, 0x10ad);
+}
+
+/** Writes the id of hashes (a, b) as 16 ASCII hex digits at `offset`. */
+function writeHexId(a: number, b: number, out: Uint8Array, offset: number): void {
   for (let k = 0; k < 8; k++) {
     out[offset + k] = HEX[(a >>> (28 - 4 * k)) & 15]!;
     out[offset + 8 + k] = HEX[(b >>> (28 - 4 * k)) & 15]!;
   }
 }
 
-export function sessionIdOf(user: string, start: number): string {
-  const out = new Uint8Array(SESSION_ID_CHARS);
-  writeSessionId(user, start, out, 0);
-  return idString(out, 0);
+const idScratch = new Uint8Array(SESSION_ID_CHARS);
+
+/** The id of hashes (a, b) as a string (String.fromCharCode with explicit arguments: a spread of a subarray was 5× slower, toString(16) 2×). */
+function idString(a: number, b: number): string {
+  const c = idScratch;
+  writeHexId(a, b, c, 0);
+  return String.fromCharCode(c[0]!, c[1]!, c[2]!, c[3]!, c[4]!, c[5]!, c[6]!, c[7]!, c[8]!, c[9]!, c[10]!, c[11]!, c[12]!, c[13]!, c[14]!, c[15]!);
 }
 
-/** The 16 ASCII bytes of a session id at `o` as a string (explicit arguments: a spread of a subarray was 5× slower). */
-function idString(b: Uint8Array, o: number): string {
-  return String.fromCharCode(b[o]!, b[o + 1]!, b[o + 2]!, b[o + 3]!, b[o + 4]!, b[o + 5]!, b[o + 6]!, b[o + 7]!, b[o + 8]!, b[o + 9]!, b[o + 10]!, b[o + 11]!, b[o + 12]!, b[o + 13]!, b[o + 14]!, b[o + 15]!);
+export function sessionIdOf(user: string, start: number): string {
+  const h = new Uint32Array(ID_HASHES);
+  hashSessionId(user, start, h, 0);
+  return idString(h[0]!, h[1]!);
+}
+
+/** The hashes of a session id as written by sessionIdOf, or null when `id` is not one. */
+function parseSessionId(id: string): [number, number] | null {
+  if (!/^[0-9a-f]{16}$/.test(id)) return null;
+  return [Number.parseInt(id.slice(0, 8), 16), Number.parseInt(id.slice(8), 16)];
 }
 
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
@@ -163,12 +187,39 @@ export const byStartThenId = (a: ClosedSession, b: ClosedSession): number => a.s
 const USER = 0;
 const FIRST_EVENT = 1;
 
+/** A screen reference: no screen; the screen is in `rareScreens` (not interned); else the interned name's id. */
+const NO_SCREEN = -1;
+const RARE_SCREEN = -2;
+/** Which of a session's screens (`screenOf[slot * 2 + which]`). */
+const FIRST_SCREEN = 0;
+const LAST_SCREEN = 1;
+/** A screen time ≥ 2^31 ms (24.8 days) after its session's start: a session that long is kept exactly, aside. */
+const LONG_AFTER_START = -1;
+
+/** Epochs count 1 … MAX_EPOCH, then start over (every slot's epoch reset to 0), so one byte holds a slot's. */
+const MAX_EPOCH = 255;
+
+/** A growable list of slot numbers (a wheel minute's): 4 B an entry, where a JS array of small integers takes 8. */
+class SlotList {
+  items = new Int32Array(16);
+  length = 0;
+
+  push(slot: number): void {
+    if (this.length === this.items.length) {
+      const items = new Int32Array(this.length * 2);
+      items.set(this.items);
+      this.items = items;
+    }
+    this.items[this.length++] = slot;
+  }
+}
+
 /** Below this many slots ever used, freed slots are not worth giving back (`compact`). */
 const COMPACT_MIN_SLOTS = 65_536;
 const dimsKey = (x: DimValues): string => `${x.d}\u0001${x.v}\u0001${x.c}`;
 
 /** Grows a typed array to `n` elements, keeping its contents. */
-function grown<T extends Float64Array | Int32Array | Uint8Array>(a: T, n: number): T {
+function grown<T extends Float64Array | Int32Array | Uint32Array | Uint8Array>(a: T, n: number): T {
   const b = new (a.constructor as new (n: number) => T)(n);
   b.set(a);
   return b;
@@ -184,31 +235,38 @@ export class SessionTable {
   private keyOf = new Float64Array(0);
   private startOf = new Float64Array(0);
   private endOf = new Float64Array(0);
-  private firstScreenTimeOf = new Float64Array(0);
-  private lastScreenTimeOf = new Float64Array(0);
   private countOf = new Int32Array(0);
   /** The user's previous (earlier start) and next (later start) open session's slot, or NONE. */
   private prevOf = new Int32Array(0);
   private nextOf = new Int32Array(0);
-  /** The change epoch in which the session was last marked changed (see `changedUsers`). */
-  private epochOf = new Int32Array(0);
+  /** The change epoch in which the session was last marked changed (see `changedUsers`); 0: in none since the epochs wrapped. */
+  private epochOf = new Uint8Array(0);
   /** The wheel minute the session is filed under (an entry under another minute is stale). */
   private filedOf = new Int32Array(0);
   /** 1 while the slot holds an open session. */
   private liveOf = new Uint8Array(0);
-  /** The current id's 16 ASCII bytes. */
-  private idBytes = new Uint8Array(0);
+  /** The current id's two hashes (`ID_HASHES` per slot). */
+  private idHashes = new Uint32Array(0);
   /** User id and first event id (`USER`, `FIRST_EVENT`) as bytes. */
   private strings = new SlotStrings(2);
-  private dimsOf: DimValues[] = [];
-  private firstScreenOf: Array<string | null> = [];
-  private lastScreenOf: Array<string | null> = [];
+  /** The interned dimensions' id (`DimValues.id`); `dimsById` maps it back. */
+  private dimsOf = new Int32Array(0);
+  private dimsById: DimValues[] = [];
+  /** First and last screen per slot (`FIRST_SCREEN`, `LAST_SCREEN`): an interned name's id, NO_SCREEN or RARE_SCREEN. */
+  private screenOf = new Int32Array(0);
+  /** Interned screen names (up to SCREEN_INTERN_MAX) and their ids. */
+  private screenNames: string[] = [];
+  private screenIds = new Map<string, number>();
+  /** Screens beyond the interned ones, by `slot * 2 + which`. */
+  private rareScreens = new Map<number, string>();
+  /** Each screen's event time, as ms after the session's start; LONG_AFTER_START: in `longScreenTimes` (by `slot * 2 + which`). */
+  private screenAtOf = new Int32Array(0);
+  private longScreenTimes = new Map<number, number>();
   /** Earlier ids (renames, merged sessions), for the few sessions that have any. */
   private aliasesOf = new Map<number, string[]>();
-  private screens = new Map<string, string>();
 
   /** User key → the slot of the user's latest open session (the tail of its list: in-order events find theirs at once); −1 (NONE) for none. */
-  private tails = new KeyMap();
+  private tails = new SlotIndex();
   private count = 0;
   /**
    * Timer wheel of close deadlines: minute → slots filed under that minute of end + gap when
@@ -216,7 +274,7 @@ export class SessionTable {
    * entry whose slot was freed (merged, closed) or filed elsewhere since is dropped then, so
    * `close` touches only sessions whose minute is due.
    */
-  private wheel = new Map<number, number[]>();
+  private wheel = new Map<number, SlotList>();
   /** Lower bound of the wheel's minutes. */
   private firstMinute = Infinity;
   private changes: StartChanges = { time: [], dims: [], delta: [] };
@@ -226,10 +284,14 @@ export class SessionTable {
   private changed: number[] = [];
   private epoch = 1;
 
-  /** `compact`: give back the slots of a closed burst (`clearChanged`); off only to compare with a table that keeps them. */
+  /**
+   * `compact`: give back the slots of a closed burst (`clearChanged`); off only to compare with a
+   * table that keeps them. `screenInternMax`: distinct screen names interned (SCREEN_INTERN_MAX;
+   * lower only to test the names beyond it).
+   */
   constructor(
     gapMs: number,
-    private readonly options: { compact?: boolean } = {},
+    private readonly options: { compact?: boolean; screenInternMax?: number } = {},
   ) {
     this.gapMs = gapMs;
   }
@@ -248,7 +310,7 @@ export class SessionTable {
   assign(key: number, users: Data<Utf8>, eventIds: Data<Utf8>, row: number, t: number, screen: string | null, dims: DimValues): number {
     const gap = this.gapMs;
     // The latest session whose window (start − gap, …) reaches back before t; later ones start ≥ a gap after t.
-    let s = this.tails.get(key);
+    let s = this.tails.get(key, this.keyOf);
     let after = NONE;
     while (s !== NONE && t <= this.startOf[s]! - gap) {
       after = s;
@@ -268,14 +330,12 @@ export class SessionTable {
 
   /** Writes the id of the open session in `slot` (16 ASCII characters: `sessionIdOf`) at `offset`. */
   writeId(slot: number, out: Uint8Array, offset: number): void {
-    const ids = this.idBytes;
-    const from = slot * SESSION_ID_CHARS;
-    for (let k = 0; k < SESSION_ID_CHARS; k++) out[offset + k] = ids[from + k]!;
+    writeHexId(this.idHashes[slot * ID_HASHES]!, this.idHashes[slot * ID_HASHES + 1]!, out, offset);
   }
 
   /** The open session in `slot` as a plain object. */
   session(slot: number): ClosedSession {
-    return this.fields(slot, this.dimsOf[slot]!);
+    return this.fields(slot, this.dims(slot));
   }
 
   /**
@@ -289,7 +349,10 @@ export class SessionTable {
   /** After the changes were checkpointed. Also gives back the slots of a burst that has closed (see `compact`). */
   clearChanged(): void {
     this.changed = [];
-    this.epoch++;
+    if (++this.epoch > MAX_EPOCH) {
+      this.epochOf.fill(0);
+      this.epoch = 1;
+    }
     if (this.options.compact !== false && this.used > COMPACT_MIN_SLOTS && this.count * 4 < this.used && this.changes.time.length === 0) this.compact();
   }
 
@@ -305,14 +368,14 @@ export class SessionTable {
    */
   private compact(): void {
     const byValue = new Map<string, DimValues>();
-    for (let s = 0; s < this.used; s++) if (this.liveOf[s] === 1) byValue.set(dimsKey(this.dimsOf[s]!), this.dimsOf[s]!);
+    for (let s = 0; s < this.used; s++) if (this.liveOf[s] === 1) byValue.set(dimsKey(this.dims(s)), this.dims(s));
     this.restore(this.snapshot(), (d, v, c) => byValue.get(`${d}\u0001${v}\u0001${c}`)!);
   }
 
   /** Snapshots of one user's open sessions, by start (empty when none). */
   userSessions(key: number): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (let s = this.tails.get(key); s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
+    for (let s = this.tails.get(key, this.keyOf); s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
     return out;
   }
 
@@ -335,7 +398,8 @@ export class SessionTable {
     for (const minute of due) {
       const list = this.wheel.get(minute)!;
       this.wheel.delete(minute);
-      for (const s of list) {
+      for (let k = 0; k < list.length; k++) {
+        const s = list.items[k]!;
         if (this.liveOf[s] !== 1 || this.filedOf[s] !== minute) continue; // freed, or filed again since
         if (this.endOf[s]! + this.gapMs <= watermarkMs) {
           out.push(this.session(s));
@@ -352,7 +416,7 @@ export class SessionTable {
   /** Snapshots of every open session. */
   snapshot(): SessionSnapshot[] {
     const out: SessionSnapshot[] = [];
-    for (const key of this.tails.keysOf()) out.push(...this.userSessions(key));
+    for (const tail of this.tails.slots()) out.push(...this.userSessions(this.keyOf[tail]!));
     return out;
   }
 
@@ -362,7 +426,7 @@ export class SessionTable {
    */
   restore(state: SessionSnapshot[], intern: (d: string, v: string, c: string) => DimValues, changed = false): void {
     this.clearSlots();
-    this.tails = new KeyMap();
+    this.tails = new SlotIndex();
     this.wheel = new Map();
     this.firstMinute = Infinity;
     this.count = 0;
@@ -380,13 +444,13 @@ export class SessionTable {
       this.endOf[s] = x.end;
       this.countOf[s] = x.count;
       this.strings.setString(s, FIRST_EVENT, x.firstEventId);
-      this.dimsOf[s] = intern(...x.dims);
-      this.firstScreenOf[s] = this.screen(x.firstScreen);
-      this.firstScreenTimeOf[s] = x.firstScreenTime;
-      this.lastScreenOf[s] = this.screen(x.lastScreen);
-      this.lastScreenTimeOf[s] = x.lastScreenTime;
+      this.setDims(s, intern(...x.dims));
+      this.setScreen(s, FIRST_SCREEN, x.firstScreen, x.firstScreenTime);
+      this.setScreen(s, LAST_SCREEN, x.lastScreen, x.lastScreenTime);
       if (x.aliases !== null && x.aliases.length > 0) this.aliasesOf.set(s, [...x.aliases]);
-      for (let k = 0; k < SESSION_ID_CHARS; k++) this.idBytes[s * SESSION_ID_CHARS + k] = x.id.charCodeAt(k);
+      const hashes = parseSessionId(x.id);
+      if (hashes === null) this.setId(s, x.start); // not an id this table wrote: the id of (user, start), as it would have written
+      else [this.idHashes[s * ID_HASHES], this.idHashes[s * ID_HASHES + 1]] = hashes;
       this.epochOf[s] = 0;
       this.prevOf[s] = NONE;
       this.nextOf[s] = NONE;
@@ -394,7 +458,7 @@ export class SessionTable {
         this.nextOf[last] = s;
         this.prevOf[s] = last;
       }
-      this.tails.set(x.key, s);
+      this.tails.set(x.key, s, this.keyOf);
       last = s;
       this.count++;
       this.file(s);
@@ -409,8 +473,8 @@ export class SessionTable {
    */
   removeUser(key: number): number {
     let n = 0;
-    for (let s = this.tails.get(key); s !== NONE; s = this.tails.get(key)) {
-      this.journal(this.startOf[s]!, this.dimsOf[s]!, -1); // also counts its day down, as a merge does
+    for (let s = this.tails.get(key, this.keyOf); s !== NONE; s = this.tails.get(key, this.keyOf)) {
+      this.journal(this.startOf[s]!, this.dims(s), -1); // also counts its day down, as a merge does
       this.unlink(s);
       n++;
     }
@@ -434,19 +498,16 @@ export class SessionTable {
     this.endOf[s] = t;
     this.countOf[s] = 1;
     this.strings.set(s, FIRST_EVENT, eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!);
-    this.dimsOf[s] = dims;
-    const name = this.screen(screen);
-    this.firstScreenOf[s] = name;
-    this.lastScreenOf[s] = name;
-    this.firstScreenTimeOf[s] = name === null ? 0 : t;
-    this.lastScreenTimeOf[s] = name === null ? 0 : t;
+    this.setDims(s, dims);
+    this.setScreen(s, FIRST_SCREEN, screen, t);
+    this.setScreen(s, LAST_SCREEN, screen, t);
     this.epochOf[s] = this.epoch;
     this.prevOf[s] = prev;
     this.nextOf[s] = next;
     this.changed.push(key);
     if (prev !== NONE) this.nextOf[prev] = s;
     if (next !== NONE) this.prevOf[next] = s;
-    else this.tails.set(key, s);
+    else this.tails.set(key, s, this.keyOf);
     this.count++;
     this.file(s);
     this.journal(t, dims, 1);
@@ -457,30 +518,24 @@ export class SessionTable {
     this.countOf[s]!++;
     const start = this.startOf[s]!;
     if (t < start || (t === start && this.strings.compare(eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!, s, FIRST_EVENT) < 0)) {
-      this.journal(start, this.dimsOf[s]!, -1);
+      this.journal(start, this.dims(s), -1);
       this.journal(t, dims, 1);
       if (t < start) {
         this.addAlias(s, this.idOf(s));
         this.setId(s, t);
-        this.startOf[s] = t;
+        this.moveStart(s, t);
       }
       this.strings.set(s, FIRST_EVENT, eventIds.values, eventIds.valueOffsets[row]!, eventIds.valueOffsets[row + 1]!);
-      this.dimsOf[s] = dims;
+      this.setDims(s, dims);
     }
     if (t > this.endOf[s]!) this.endOf[s] = t;
     if (screen !== null) {
-      const first = this.firstScreenOf[s] ?? null;
-      const firstTime = this.firstScreenTimeOf[s]!;
-      if (first === null || t < firstTime || (t === firstTime && screen < first)) {
-        this.firstScreenOf[s] = this.screen(screen);
-        this.firstScreenTimeOf[s] = t;
-      }
-      const lastName = this.lastScreenOf[s] ?? null;
-      const lastTime = this.lastScreenTimeOf[s]!;
-      if (lastName === null || t > lastTime || (t === lastTime && screen > lastName)) {
-        this.lastScreenOf[s] = this.screen(screen);
-        this.lastScreenTimeOf[s] = t;
-      }
+      const first = this.screenName(s, FIRST_SCREEN);
+      const firstTime = this.screenTime(s, FIRST_SCREEN);
+      if (first === null || t < firstTime || (t === firstTime && screen < first)) this.setScreen(s, FIRST_SCREEN, screen, t);
+      const lastName = this.screenName(s, LAST_SCREEN);
+      const lastTime = this.screenTime(s, LAST_SCREEN);
+      if (lastName === null || t > lastTime || (t === lastTime && screen > lastName)) this.setScreen(s, LAST_SCREEN, screen, t);
     }
   }
 
@@ -488,25 +543,23 @@ export class SessionTable {
   private merge(s: number, n: number): void {
     this.countOf[s]! += this.countOf[n]!;
     if (this.endOf[n]! > this.endOf[s]!) this.endOf[s] = this.endOf[n]!;
-    if (this.firstScreenOf[s] === null && this.firstScreenOf[n] !== null) {
-      this.firstScreenOf[s] = this.firstScreenOf[n] ?? null;
-      this.firstScreenTimeOf[s] = this.firstScreenTimeOf[n]!;
+    if (this.screenOf[s * 2 + FIRST_SCREEN] === NO_SCREEN && this.screenOf[n * 2 + FIRST_SCREEN] !== NO_SCREEN) {
+      this.setScreen(s, FIRST_SCREEN, this.screenName(n, FIRST_SCREEN), this.screenTime(n, FIRST_SCREEN));
     }
-    if (this.lastScreenOf[n] !== null) {
-      this.lastScreenOf[s] = this.lastScreenOf[n] ?? null;
-      this.lastScreenTimeOf[s] = this.lastScreenTimeOf[n]!;
-    }
+    if (this.screenOf[n * 2 + LAST_SCREEN] !== NO_SCREEN) this.setScreen(s, LAST_SCREEN, this.screenName(n, LAST_SCREEN), this.screenTime(n, LAST_SCREEN));
     this.addAlias(s, this.idOf(n));
     const older = this.aliasesOf.get(n);
     if (older !== undefined) this.aliasesOf.get(s)!.push(...older);
-    this.journal(this.startOf[n]!, this.dimsOf[n]!, -1);
+    this.journal(this.startOf[n]!, this.dims(n), -1);
     this.unlink(n);
   }
 
   /** Sets the id of the session in slot `s` for start `t` (from its user id's bytes). */
   private setId(s: number, t: number): void {
-    const at = this.strings.at(s, USER);
-    writeSessionIdOfBytes(this.strings.bytes, at, at + this.strings.length(s, USER), t, this.idBytes, s * SESSION_ID_CHARS);
+    const n = this.strings.utf8Length(s, USER);
+    if (idKey.length < n + 1 + TIME_CHARS) idKey = new Uint8Array(2 * (n + 1 + TIME_CHARS));
+    this.strings.writeTo(s, USER, idKey, 0);
+    hashSessionIdOfKey(n, t, this.idHashes, s * ID_HASHES);
   }
 
   private addAlias(s: number, id: string): void {
@@ -516,11 +569,11 @@ export class SessionTable {
   }
 
   private idOf(s: number): string {
-    return idString(this.idBytes, s * SESSION_ID_CHARS);
+    return idString(this.idHashes[s * ID_HASHES]!, this.idHashes[s * ID_HASHES + 1]!);
   }
 
   private snapshotOf(s: number): SessionSnapshot {
-    const dims = this.dimsOf[s]!;
+    const dims = this.dims(s);
     return this.fields(s, [dims.d, dims.v, dims.c]);
   }
 
@@ -535,21 +588,78 @@ export class SessionTable {
       count: this.countOf[s]!,
       firstEventId: this.strings.get(s, FIRST_EVENT),
       dims,
-      firstScreen: this.firstScreenOf[s] ?? null,
-      firstScreenTime: this.firstScreenTimeOf[s]!,
-      lastScreen: this.lastScreenOf[s] ?? null,
-      lastScreenTime: this.lastScreenTimeOf[s]!,
+      firstScreen: this.screenName(s, FIRST_SCREEN),
+      firstScreenTime: this.screenTime(s, FIRST_SCREEN),
+      lastScreen: this.screenName(s, LAST_SCREEN),
+      lastScreenTime: this.screenTime(s, LAST_SCREEN),
       aliases: this.aliasesOf.get(s) ?? null,
     };
   }
 
-  /** One string per distinct screen name (up to SCREEN_INTERN_MAX of them), shared by the sessions. */
-  private screen(name: string | null): string | null {
-    if (name === null) return null;
-    const known = this.screens.get(name);
-    if (known !== undefined) return known;
-    if (this.screens.size < SCREEN_INTERN_MAX) this.screens.set(name, name);
-    return name;
+  private dims(s: number): DimValues {
+    return this.dimsById[this.dimsOf[s]!]!;
+  }
+
+  private setDims(s: number, dims: DimValues): void {
+    this.dimsOf[s] = dims.id;
+    this.dimsById[dims.id] = dims;
+  }
+
+  /**
+   * Screen `which` of slot `s`: its name (interned, up to SCREEN_INTERN_MAX distinct names shared by
+   * the sessions, else kept for the slot alone) and the time of its event (the session's start must
+   * be set, and the time not before it).
+   */
+  private setScreen(s: number, which: number, name: string | null, time: number): void {
+    const i = s * 2 + which;
+    if (this.screenOf[i] === RARE_SCREEN) this.rareScreens.delete(i);
+    if (this.screenAtOf[i] === LONG_AFTER_START) this.longScreenTimes.delete(i);
+    this.screenAtOf[i] = 0;
+    if (name === null) {
+      this.screenOf[i] = NO_SCREEN;
+      return;
+    }
+    const after = time - this.startOf[s]!;
+    if (after >= 0 && after <= 0x7fffffff) this.screenAtOf[i] = after;
+    else {
+      this.screenAtOf[i] = LONG_AFTER_START;
+      this.longScreenTimes.set(i, time);
+    }
+    let id = this.screenIds.get(name);
+    if (id === undefined && this.screenNames.length < (this.options.screenInternMax ?? SCREEN_INTERN_MAX)) {
+      id = this.screenNames.push(name) - 1;
+      this.screenIds.set(name, id);
+    }
+    if (id !== undefined) this.screenOf[i] = id;
+    else {
+      this.screenOf[i] = RARE_SCREEN;
+      this.rareScreens.set(i, name);
+    }
+  }
+
+  /** The event time of screen `which` of slot `s`; 0 when it has none. */
+  private screenTime(s: number, which: number): number {
+    const i = s * 2 + which;
+    if (this.screenOf[i] === NO_SCREEN) return 0;
+    const after = this.screenAtOf[i]!;
+    return after === LONG_AFTER_START ? this.longScreenTimes.get(i)! : this.startOf[s]! + after;
+  }
+
+  /** Moves the start of the session in slot `s` earlier, to `t` (its screens' times are kept after the start). */
+  private moveStart(s: number, t: number): void {
+    const first = this.screenTime(s, FIRST_SCREEN);
+    const last = this.screenTime(s, LAST_SCREEN);
+    this.startOf[s] = t;
+    for (const [which, time] of [[FIRST_SCREEN, first], [LAST_SCREEN, last]] as const) {
+      if (this.screenOf[s * 2 + which] !== NO_SCREEN) this.setScreen(s, which, this.screenName(s, which), time);
+    }
+  }
+
+  private screenName(s: number, which: number): string | null {
+    const i = s * 2 + which;
+    const id = this.screenOf[i]!;
+    if (id >= 0) return this.screenNames[id]!;
+    return id === NO_SCREEN ? null : this.rareScreens.get(i)!;
   }
 
   private journal(time: number, dims: DimValues, delta: number): void {
@@ -580,14 +690,14 @@ export class SessionTable {
     this.count--;
     if (prev !== NONE) this.nextOf[prev] = next;
     if (next !== NONE) this.prevOf[next] = prev;
-    else if (prev !== NONE) this.tails.set(key, prev);
-    else this.tails.delete(key);
+    else if (prev !== NONE) this.tails.set(key, prev, this.keyOf);
+    else this.tails.delete(key, this.keyOf);
     this.liveOf[s] = 0;
     this.aliasesOf.delete(s);
-    // Drop the strings (their bytes become the arena's garbage) and the references; the slot is reused.
+    // Drop the strings (their bytes become the arena's garbage) and the screens; the slot is reused.
     this.strings.clear(s);
-    this.firstScreenOf[s] = null;
-    this.lastScreenOf[s] = null;
+    this.setScreen(s, FIRST_SCREEN, null, 0);
+    this.setScreen(s, LAST_SCREEN, null, 0);
     this.free.push(s);
   }
 
@@ -595,16 +705,18 @@ export class SessionTable {
     this.cap = 0;
     this.used = 0;
     this.free = [];
-    for (const a of ['keyOf', 'startOf', 'endOf', 'firstScreenTimeOf', 'lastScreenTimeOf'] as const) this[a] = new Float64Array(0);
-    for (const a of ['countOf', 'prevOf', 'nextOf', 'epochOf', 'filedOf'] as const) this[a] = new Int32Array(0);
+    for (const a of ['keyOf', 'startOf', 'endOf'] as const) this[a] = new Float64Array(0);
+    for (const a of ['countOf', 'prevOf', 'nextOf', 'filedOf', 'dimsOf', 'screenOf', 'screenAtOf'] as const) this[a] = new Int32Array(0);
     this.liveOf = new Uint8Array(0);
-    this.idBytes = new Uint8Array(0);
+    this.epochOf = new Uint8Array(0);
+    this.idHashes = new Uint32Array(0);
     this.strings.reset();
-    this.dimsOf = [];
-    this.firstScreenOf = [];
-    this.lastScreenOf = [];
+    this.dimsById = [];
+    this.screenNames = [];
+    this.screenIds = new Map();
+    this.rareScreens = new Map();
+    this.longScreenTimes = new Map();
     this.aliasesOf = new Map();
-    this.screens = new Map();
   }
 
   private allocate(): number {
@@ -624,15 +736,16 @@ export class SessionTable {
     this.keyOf = grown(this.keyOf, cap);
     this.startOf = grown(this.startOf, cap);
     this.endOf = grown(this.endOf, cap);
-    this.firstScreenTimeOf = grown(this.firstScreenTimeOf, cap);
-    this.lastScreenTimeOf = grown(this.lastScreenTimeOf, cap);
     this.countOf = grown(this.countOf, cap);
     this.prevOf = grown(this.prevOf, cap);
     this.nextOf = grown(this.nextOf, cap);
     this.epochOf = grown(this.epochOf, cap);
     this.filedOf = grown(this.filedOf, cap);
     this.liveOf = grown(this.liveOf, cap);
-    this.idBytes = grown(this.idBytes, cap * SESSION_ID_CHARS);
+    this.dimsOf = grown(this.dimsOf, cap);
+    this.screenOf = grown(this.screenOf, cap * 2);
+    this.screenAtOf = grown(this.screenAtOf, cap * 2);
+    this.idHashes = grown(this.idHashes, cap * ID_HASHES);
     this.strings.reserve(cap);
     this.cap = cap;
   }
@@ -641,7 +754,7 @@ export class SessionTable {
     const minute = Math.floor((this.endOf[s]! + this.gapMs) / WHEEL_MS);
     this.filedOf[s] = minute;
     let list = this.wheel.get(minute);
-    if (list === undefined) this.wheel.set(minute, (list = []));
+    if (list === undefined) this.wheel.set(minute, (list = new SlotList()));
     list.push(s);
     if (minute < this.firstMinute) this.firstMinute = minute;
   }

@@ -5,15 +5,66 @@
  * compacted (live strings copied into a right-sized buffer) if at least a quarter of it is
  * garbage, else it grows by a quarter. So the arena holds at most ≈ 1.7× its live bytes.
  *
- * Memory: 8 B a string plus its UTF-8 bytes. As a JS string in an array (Node is built without
- * pointer compression) the same id costs an 8 B reference, a 16 B header and its characters
- * rounded up to 8: a 36-character UUID 64 B here 44, a 12-character user id 40 B here 20.
+ * Memory: 8 B a string plus its UTF-8 bytes, except that a string in the canonical UUID form
+ * (8-4-4-4-12 hex digits, all lower case or all upper case: what Android's and iOS's UUID
+ * classes print, and so most SDKs' message ids and anonymous ids) is held as its 16 bytes. As a
+ * JS string in an array (Node is built without pointer compression) the same id costs an 8 B
+ * reference, a 16 B header and its characters rounded up to 8: a UUID 64 B here 24, a
+ * 12-character user id 40 B here 20.
  *
  *   slot 0: ├ user ─┤├ event ┤     slot 1: ├ user ┤ …      (pos, len) per (slot, field)
  *   bytes:  [u0 u0 u0 e0 e0 e0 e0 ░░░░ u1 u1 … ░ garbage … │ free ]
  */
 const MIN_BYTES = 4096;
 const encoder = new TextEncoder();
+
+/** `len` codes of a string held as a packed UUID (its 16 bytes), by the case of its hex letters. */
+const UUID_LOWER = -1;
+const UUID_UPPER = -2;
+const UUID_CHARS = 36;
+const UUID_BYTES = 16;
+const DASH = 0x2d;
+const LOWER_HEX = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+const UPPER_HEX = Uint8Array.from('0123456789ABCDEF', (c) => c.charCodeAt(0));
+/** Byte → its hex digit's value, or 16 (not a hex digit); 32 | value for an upper-case letter. */
+const NIBBLE = new Uint8Array(256).fill(16);
+for (let d = 0; d < 16; d++) {
+  NIBBLE[LOWER_HEX[d]!] = d;
+  NIBBLE[UPPER_HEX[d]!] = d >= 10 ? 32 | d : d;
+}
+const isDash = (k: number): boolean => k === 8 || k === 13 || k === 18 || k === 23;
+
+/** Bytes a string takes in the arena, from its `len` code. */
+const storedBytes = (len: number): number => (len >= 0 ? len : UUID_BYTES);
+
+/**
+ * Packs bytes `from … to − 1` of `src` into 16 bytes at `out[at]` when they are a canonical UUID
+ * whose letters are all of one case (digits only counts as lower case) and returns UUID_LOWER or
+ * UUID_UPPER; else returns 0 (`out` may have been written).
+ */
+function packUuid(src: Uint8Array, from: number, to: number, out: Uint8Array, at: number): number {
+  if (to - from !== UUID_CHARS || src[from + 8] !== DASH || src[from + 13] !== DASH || src[from + 18] !== DASH || src[from + 23] !== DASH) return 0;
+  let seen = 0; // the nibbles' flags: 16 not a hex digit, 32 an upper-case letter
+  for (let k = 0; k < UUID_CHARS; k += 2) {
+    if (isDash(k)) k++;
+    const a = NIBBLE[src[from + k]!]!;
+    const b = NIBBLE[src[from + k + 1]!]!;
+    seen |= a | b;
+    out[at++] = ((a & 15) << 4) | (b & 15);
+  }
+  if (seen & 16) return 0;
+  if (seen & 32) return hasLowerLetter(src, from) ? 0 : UUID_UPPER;
+  return UUID_LOWER;
+}
+
+/** Whether a UUID with upper-case letters has a lower-case one too (mixed case: not packed). */
+function hasLowerLetter(src: Uint8Array, from: number): boolean {
+  for (let k = 0; k < UUID_CHARS; k++) {
+    const b = src[from + k]!;
+    if (b >= 0x61 && b <= 0x66) return true;
+  }
+  return false;
+}
 
 export class SlotStrings {
   private pos = new Int32Array(0);
@@ -22,12 +73,19 @@ export class SlotStrings {
   private buf = Buffer.alloc(MIN_BYTES);
   private end = 0;
   private dead = 0;
+  /** Where a packed UUID is spelled out (`view`, `get`, `compare`). */
+  private readonly spelled = Buffer.alloc(UUID_CHARS);
 
   constructor(private readonly fields: number) {}
 
   /** Bytes held (live and garbage), for memory accounting. */
   get byteLength(): number {
     return this.buf.byteLength + this.pos.byteLength + this.len.byteLength;
+  }
+
+  /** Bytes of the live strings in the arena (garbage excluded). */
+  get liveBytes(): number {
+    return this.end - this.dead;
   }
 
   /** Room for slots `0 … slots − 1` (existing strings kept). */
@@ -45,14 +103,15 @@ export class SlotStrings {
   /** Sets the string of (slot, field) to bytes `from … to − 1` of `src`. */
   set(slot: number, field: number, src: Uint8Array, from: number, to: number): void {
     const i = slot * this.fields + field;
-    this.dead += this.len[i]!;
+    this.dead += storedBytes(this.len[i]!);
     this.len[i] = 0; // not live while the arena may be compacted below
-    const n = to - from;
-    const at = this.room(n);
+    const at = this.room(to - from); // room for the bytes as they are, at least the 16 of a packed UUID
     const bytes = this.buf;
-    for (let k = 0; k < n; k++) bytes[at + k] = src[from + k]!;
+    const uuid = packUuid(src, from, to, bytes, at);
+    const n = uuid === 0 ? to - from : UUID_BYTES;
+    if (uuid === 0) for (let k = 0; k < n; k++) bytes[at + k] = src[from + k]!;
     this.pos[i] = at;
-    this.len[i] = n;
+    this.len[i] = uuid === 0 ? n : uuid;
     this.end = at + n;
   }
 
@@ -65,47 +124,69 @@ export class SlotStrings {
   /** Copies the string of (fromSlot, field) to (slot, field). */
   copy(slot: number, field: number, fromSlot: number): void {
     const j = fromSlot * this.fields + field;
-    const n = this.len[j]!;
+    const code = this.len[j]!;
+    const n = storedBytes(code);
     // Copy out first: room() may compact, which moves the source.
     const src = new Uint8Array(this.buf.subarray(this.pos[j]!, this.pos[j]! + n));
-    this.set(slot, field, src, 0, n);
+    const i = slot * this.fields + field;
+    this.dead += storedBytes(this.len[i]!);
+    this.len[i] = 0;
+    const at = this.room(n);
+    this.buf.set(src, at);
+    this.pos[i] = at;
+    this.len[i] = code;
+    this.end = at + n;
   }
 
   /** Empties every string of `slot` (their bytes become garbage). */
   clear(slot: number): void {
     const f = this.fields;
     for (let i = slot * f; i < slot * f + f; i++) {
-      this.dead += this.len[i]!;
+      this.dead += storedBytes(this.len[i]!);
       this.len[i] = 0;
     }
   }
 
-  /** The arena: the string of (slot, field) is bytes `at(slot, field)` … `at + length − 1` (until the next set, which may move it). */
-  get bytes(): Uint8Array {
-    return this.buf;
+  /** Length in UTF-8 bytes of the string of (slot, field). */
+  utf8Length(slot: number, field: number): number {
+    const code = this.len[slot * this.fields + field]!;
+    return code >= 0 ? code : UUID_CHARS;
   }
 
-  at(slot: number, field: number): number {
-    return this.pos[slot * this.fields + field]!;
-  }
-
-  length(slot: number, field: number): number {
-    return this.len[slot * this.fields + field]!;
+  /** Writes the UTF-8 bytes of (slot, field) at `out[offset]` (room for utf8Length of them) and returns how many. */
+  writeTo(slot: number, field: number, out: Uint8Array, offset: number): number {
+    const i = slot * this.fields + field;
+    const code = this.len[i]!;
+    if (code < 0) {
+      out.set(this.spell(i), offset);
+      return UUID_CHARS;
+    }
+    const bytes = this.buf;
+    const at = this.pos[i]!;
+    for (let k = 0; k < code; k++) out[offset + k] = bytes[at + k]!;
+    return code;
   }
 
   /** The string of (slot, field), decoded as UTF-8. */
   get(slot: number, field: number): string {
     const i = slot * this.fields + field;
+    const code = this.len[i]!;
+    if (code < 0) return this.spell(i).toString('latin1');
     const at = this.pos[i]!;
-    return this.buf.toString('utf8', at, at + this.len[i]!);
+    return this.buf.toString('utf8', at, at + code);
   }
 
   /** Byte-wise comparison of bytes `from … to − 1` of `src` with the string of (slot, field): < 0, 0, > 0 as src sorts before, equal, after. */
   compare(src: Uint8Array, from: number, to: number, slot: number, field: number): number {
     const i = slot * this.fields + field;
-    const bytes = this.buf;
-    const at = this.pos[i]!;
-    const m = this.len[i]!;
+    let bytes: Uint8Array = this.buf;
+    let at = this.pos[i]!;
+    let m = this.len[i]!;
+    if (m < 0) {
+      bytes = this.spell(i);
+      at = 0;
+      m = UUID_CHARS;
+    }
     const n = Math.min(to - from, m);
     for (let k = 0; k < n; k++) {
       const d = src[from + k]! - bytes[at + k]!;
@@ -135,7 +216,7 @@ export class SlotStrings {
       const old = this.buf;
       let at = 0;
       for (let i = 0; i < len.length; i++) {
-        const m = len[i]!;
+        const m = storedBytes(len[i]!);
         if (m === 0) continue;
         bytes.set(old.subarray(pos[i]!, pos[i]! + m), at);
         pos[i] = at;
@@ -146,5 +227,20 @@ export class SlotStrings {
     } else bytes.set(this.buf.subarray(0, this.end));
     this.buf = bytes;
     return this.end;
+  }
+
+  /** Spells out the packed UUID of string `i` in `spelled`. */
+  private spell(i: number): Buffer {
+    const hex = this.len[i] === UUID_UPPER ? UPPER_HEX : LOWER_HEX;
+    const out = this.spelled;
+    const bytes = this.buf;
+    let from = this.pos[i]!;
+    for (let k = 0; k < UUID_CHARS; k += 2) {
+      if (isDash(k)) out[k++] = DASH;
+      const b = bytes[from++]!;
+      out[k] = hex[b >>> 4]!;
+      out[k + 1] = hex[b & 15]!;
+    }
+    return out;
   }
 }

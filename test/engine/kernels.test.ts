@@ -14,7 +14,7 @@ import { epochMillis } from '../../engine/kernels/epoch-millis.js';
 import { markTooLate } from '../../engine/kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprint.js';
 import { screenName } from '../../engine/kernels/screen-name.js';
-import { KeyMap } from '../../engine/kernels/key-map.js';
+import { SlotIndex } from '../../engine/kernels/slot-index.js';
 import { KeySet } from '../../engine/kernels/key-set.js';
 import { packSessions, unpackSessions } from '../../engine/kernels/session-record.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
@@ -471,6 +471,90 @@ describe('SessionTable', () => {
     expect(x).toMatchObject({ start: T, end: T + 60 * MIN, count: 5, firstScreen: 'Home', dims });
     expect(x!.aliases).toEqual([sessionIdOf('u1', T + 10 * MIN), sessionIdOf('u1', T + 60 * MIN)]);
   });
+
+  it('reports a changed user after any number of checkpoints (the one-byte change epochs wrap every 255)', () => {
+    const s = new SessionTable(GAP);
+    // User 0 changes every 255th checkpoint, exactly when the epoch has come round to the same value; user 1 every 7th.
+    for (let i = 0; i < 800; i++) {
+      const want: number[] = [];
+      if (i % 255 === 0) {
+        put(s, 0, T + i);
+        want.push(key(0));
+      }
+      if (i % 7 === 3) {
+        put(s, 1, T + i);
+        want.push(key(1));
+      }
+      expect(s.changedUsers().sort()).toEqual(want.sort());
+      s.clearChanged();
+    }
+  });
+
+  it('keeps screen times exact in a session longer than 2^31 ms (24.8 days), through a start move, a snapshot and its close', () => {
+    const DAY = 24 * HOUR;
+    const s = new SessionTable(GAP);
+    const n = (26 * DAY) / (20 * MIN); // an event every 20 minutes for 26 days: one session
+    const rows = utf8(Array.from({ length: n + 1 }, () => 'u1'));
+    const eventIds = utf8(Array.from({ length: n + 1 }, (_, i) => `e${i}`));
+    // The last screen 2 146 800 000 ms after the start: just under 2^31 ms (2 147 483 648).
+    const lastScreen = 1789;
+    let slot = -1;
+    for (let i = 0; i < n; i++) {
+      const screen = i === 1 ? 'Onboarding' : i === lastScreen ? 'Goodbye' : i < lastScreen && i % 50 === 25 ? 'Feed' : null;
+      slot = s.assign(key(0), rows, eventIds, i, T + i * 20 * MIN, screen, dims);
+    }
+    const end = T + (n - 1) * 20 * MIN;
+    const screens = { firstScreen: 'Onboarding', firstScreenTime: T + 20 * MIN, lastScreen: 'Goodbye', lastScreenTime: T + lastScreen * 20 * MIN };
+    expect(s.session(slot)).toMatchObject({ start: T, end, count: n, ...screens });
+    // A late event 20 minutes before the start moves it: the last screen is now more than 2^31 ms after it.
+    slot = s.assign(key(0), rows, eventIds, n, T - 20 * MIN, null, dims);
+    const want = { start: T - 20 * MIN, end, count: n + 1, ...screens };
+    expect(want.lastScreenTime - want.start).toBeGreaterThan(2 ** 31);
+    expect(s.session(slot)).toMatchObject(want);
+    const restored = new SessionTable(GAP);
+    restored.restore(s.snapshot(), () => dims);
+    expect(restored.snapshot()).toEqual(s.snapshot());
+    expect(restored.close(end + GAP)).toMatchObject([want]);
+    expect(s.close(end + GAP)).toMatchObject([want]);
+  });
+
+  it('keeps screen names beyond the interned ones per session, through merges, closes, slot reuse and restores', () => {
+    // Differential: a table that interns only 2 names against one that interns them all; everything
+    // else is the same code, so any difference is the path of the names beyond the interned ones.
+    const names = ['Home', 'Cart', 'Feed', 'Profile', 'Search', 'Settings', 'Checkout', 'Video'];
+    const event = fc.record({ user: fc.nat(1), minute: fc.nat(240), screen: fc.option(fc.constantFrom(...names), { freq: 3 }) });
+    const step = fc.oneof({ weight: 8, arbitrary: event }, { weight: 1, arbitrary: fc.constant('close' as const) }, { weight: 1, arbitrary: fc.constant('restore' as const) });
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 20, maxLength: 150 }), (steps) => {
+        let few = new SessionTable(GAP, { screenInternMax: 2 });
+        const all = new SessionTable(GAP);
+        // Row i of these columns is step i's event.
+        const rowUsers = utf8(steps.map((x) => (typeof x === 'object' && x.user === 1 ? 'u2' : 'u1')));
+        const eventIds = utf8(steps.map((_, i) => `e${String(i).padStart(4, '0')}`));
+        const intern = (d: string, v: string, c: string) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!;
+        let watermark = T - HOUR;
+        steps.forEach((x, i) => {
+          if (x === 'close') {
+            watermark += 40 * MIN;
+            expect(few.close(watermark)).toEqual(all.close(watermark));
+          } else if (x === 'restore') {
+            const snap = few.snapshot();
+            few = new SessionTable(GAP, { screenInternMax: 2 });
+            few.restore(snap, intern);
+          } else {
+            const t = Math.max(watermark, T + x.minute * MIN);
+            const a = few.assign(key(x.user), rowUsers, eventIds, i, t, x.screen, dims);
+            const b = all.assign(key(x.user), rowUsers, eventIds, i, t, x.screen, dims);
+            expect(few.session(a)).toEqual(all.session(b));
+          }
+        });
+        const order = (xs: ReturnType<SessionTable['snapshot']>) => [...xs].sort((p, q) => p.start - q.start || p.key - q.key);
+        expect(order(few.snapshot())).toEqual(order(all.snapshot()));
+        expect(few.close(Infinity)).toEqual(all.close(Infinity));
+      }),
+      { numRuns: 150, seed: 1205 },
+    );
+  });
 });
 
 describe('KeySet', () => {
@@ -500,29 +584,34 @@ describe('KeySet', () => {
   });
 });
 
-describe('KeyMap', () => {
-  it('behaves as a Map through sets, overwrites, deletes (backward shift), growth and shrinking', () => {
+describe('SlotIndex', () => {
+  it('behaves as a Map from key to slot through sets, overwrites, deletes (backward shift), growth and shrinking', () => {
     const key = fc.oneof(
       fc.integer({ min: 0, max: 2 ** 53 - 1 }),
       fc.integer({ min: 0, max: 40 }).map((k) => (k % 8) + 2 ** 32 * (k >> 3)), // runs of equal low bits
       fc.integer({ min: 0, max: 40 }),
     );
-    const op = fc.tuple(fc.constantFrom('set', 'set', 'delete'), key, fc.nat(1_000_000));
+    const op = fc.tuple(fc.constantFrom('set', 'set', 'delete'), key);
     fc.assert(
       fc.property(fc.array(op, { maxLength: 600, size: 'large' }), (ops) => {
-        const map = new KeyMap();
+        const index = new SlotIndex();
         const oracle = new Map<number, number>();
-        for (const [kind, k, v] of ops) {
+        // The owner's slot table: every set takes a fresh slot holding its key, as a session opening does.
+        const keyOf = new Float64Array(ops.length);
+        let slots = 0;
+        for (const [kind, k] of ops) {
           if (kind === 'set') {
-            map.set(k, v);
-            oracle.set(k, v);
-          } else expect(map.delete(k)).toBe(oracle.delete(k));
-          expect(map.get(k)).toBe(oracle.get(k) ?? -1);
+            const slot = slots++;
+            keyOf[slot] = k;
+            index.set(k, slot, keyOf);
+            oracle.set(k, slot);
+          } else expect(index.delete(k, keyOf)).toBe(oracle.delete(k));
+          expect(index.get(k, keyOf)).toBe(oracle.get(k) ?? -1);
         }
-        expect(map.size).toBe(oracle.size);
-        for (const [k, v] of oracle) expect(map.get(k)).toBe(v);
-        for (const [, k] of ops) expect(map.get(k)).toBe(oracle.get(k) ?? -1);
-        expect([...map.keysOf()].sort((a, b) => a - b)).toEqual([...oracle.keys()].sort((a, b) => a - b));
+        expect(index.size).toBe(oracle.size);
+        for (const [k, v] of oracle) expect(index.get(k, keyOf)).toBe(v);
+        for (const [, k] of ops) expect(index.get(k, keyOf)).toBe(oracle.get(k) ?? -1);
+        expect([...index.slots()].sort((a, b) => a - b)).toEqual([...oracle.values()].sort((a, b) => a - b));
       }),
       { numRuns: 300, seed: 1204 },
     );
