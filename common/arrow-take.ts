@@ -58,9 +58,17 @@ function takeData(data: Data, indices: ArrayLike<number>, field: Field): Data {
         valueOffsets[i + 1] = bytes;
       }
       const values = new Uint8Array(bytes);
-      for (let i = 0; i < length; i++) {
-        const r = indices[i]! + base;
-        values.set(srcValues.subarray(srcOffsets[r]!, srcOffsets[r + 1]!), valueOffsets[i]!);
+      // Runs of consecutive rows (what a dedup mask or a partition split mostly leaves) are one
+      // copy each: a subarray and a set per row cost more than the bytes of a short id.
+      for (let i = 0; i < length; ) {
+        let at = valueOffsets[i]!;
+        const first = indices[i]! + base;
+        let last = first;
+        while (++i < length && indices[i]! + base === last + 1) last++;
+        const from = srcOffsets[first]!;
+        const to = srcOffsets[last + 1]!;
+        if (to - from <= 16) for (let k = from; k < to; k++) values[at++] = srcValues[k]!;
+        else values.set(srcValues.subarray(from, to), at);
       }
       return makeData({ type, length, nullCount, nullBitmap, valueOffsets, data: values } as never);
     }

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { silverSchema } from '../../common/schema.js';
 import { maskToIndices, takeRows } from '../../common/arrow-take.js';
@@ -44,5 +45,34 @@ describe('takeRows', () => {
   it('maskToIndices lists the set positions', () => {
     expect(Array.from(maskToIndices(Uint8Array.from([1, 0, 0, 1, 1])))).toEqual([0, 3, 4]);
     expect(Array.from(maskToIndices(Uint8Array.from([1, 0, 0, 1, 1]), 0))).toEqual([1, 2]);
+  });
+});
+
+describe('takeRows against a row-by-row gather', () => {
+  it('any selection (runs of consecutive rows, repeats, any order) of any slice gives those rows', () => {
+    const text = fc.option(fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('', 'ü', '日本語のテキスト', 'x'.repeat(100))), { freq: 5 });
+    const row = fc.record({ event_id: fc.string({ minLength: 1, maxLength: 20 }), user_id: fc.string({ maxLength: 8 }), anonymous_id: text, properties: text });
+    fc.assert(
+      fc.property(
+        fc.array(row, { minLength: 1, maxLength: 60 }),
+        fc.nat(),
+        fc.nat(),
+        // A selection: runs of consecutive rows from random starts, as a dedup mask or a partition split leaves them.
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 12 })), { maxLength: 10 }),
+        (input, a, b, runs) => {
+          const full = batchOf(silverSchema, input.map((r, i) => ({ ...r, event_type: 'click', event_time: 1_700_000_000_000 + i, received_at: 1_700_000_000_000, session_id: null, device_type: null, os: null, app_version: null, country: null, source: null })));
+          const from = a % input.length;
+          const to = from + 1 + (b % (input.length - from));
+          const batch = full.slice(from, to);
+          const n = to - from;
+          const indices = runs.flatMap(([start, len]) => Array.from({ length: len }, (_, k) => (start + k) % n));
+          const picked = takeRows(batch, Int32Array.from(indices));
+          for (const col of ['event_id', 'user_id', 'anonymous_id', 'properties'] as const) {
+            expect(picked.getChild(col)!.toArray(), col).toEqual(indices.map((i) => input[from + i]![col]));
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
