@@ -3,7 +3,7 @@
  *
  *   npm run bench:profile -- [--case http:8000 --case arrow-ws:35000] [--runs 3]
  *     [--duration 40s] [--warmup 10s] [--users 20000] [--shards 2] [--workers 2]
- *     [--flush-interval 5s] [--interval 1000] [--top 10] [--json out.json] [--keep] [--serve-arg=--range-linger=0ms …]
+ *     [--flush-interval 5s] [--interval 1000] [--top 10] [--json out.json] [--keep] [--serve-arg=--range-linger=0ms …] [--node-arg=--max-semi-space-size=32 …]
  *   npm run bench:profile -- --report out.json     (the tables of a saved run again)
  *
  * Each run starts the real `sluice serve` (compiled, dist/) with `--cpu-prof` — the engine process
@@ -59,6 +59,8 @@ interface ProfileOptions {
   keep: boolean;
   /** More `sluice serve` flags (--serve-arg, repeatable), e.g. `--range-linger=0ms`. */
   serveArgs: string[];
+  /** More node flags for the serve process (--node-arg, repeatable; the engine process and its workers follow its heap flags), e.g. `--max-semi-space-size=32`. */
+  nodeArgs: string[];
   json?: string;
   /** Print the tables of a saved --json file instead of running. */
   report?: string;
@@ -222,7 +224,7 @@ async function profileRun(o: ProfileOptions, protocol: LoadgenProtocol, rate: nu
     flushIntervalMs: o.flushIntervalMs,
     logFile: join(dir, 'serve.log'),
     startTimeoutMs: 120_000,
-    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-interval=${o.intervalUs}`],
+    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-interval=${o.intervalUs}`, ...o.nodeArgs],
     serveArgs: o.serveArgs,
   });
   let a: Snapshot | undefined;
@@ -421,6 +423,7 @@ function parseOptions(argv: string[]): ProfileOptions {
       report: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'serve-arg': { type: 'string', multiple: true },
+      'node-arg': { type: 'string', multiple: true },
     },
   });
   const int = (v: string, flag: string): number => {
@@ -449,6 +452,7 @@ function parseOptions(argv: string[]): ProfileOptions {
     top: int(values.top, '--top'),
     keep: values.keep,
     serveArgs: values['serve-arg'] ?? [],
+    nodeArgs: values['node-arg'] ?? [],
     json: values.json,
     report: values.report,
   };
@@ -473,7 +477,7 @@ async function main(): Promise<void> {
     return;
   }
   const runs: ProfileRun[] = [];
-  const header = `sluice profile: ${commit()}, node ${process.version}, ${o.shards} shards, ${o.workers} workers, flush ${o.flushIntervalMs} ms${o.serveArgs.length > 0 ? `, serve ${o.serveArgs.join(' ')}` : ''}, window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s warm-up, sampling every ${o.intervalUs} µs`;
+  const header = `sluice profile: ${commit()}, node ${process.version}, ${o.shards} shards, ${o.workers} workers, flush ${o.flushIntervalMs} ms${o.serveArgs.length > 0 ? `, serve ${o.serveArgs.join(' ')}` : ''}${o.nodeArgs.length > 0 ? `, node ${o.nodeArgs.join(' ')}` : ''}, window ${o.durationMs / 1000} s after ${o.warmupMs / 1000} s warm-up, sampling every ${o.intervalUs} µs`;
   process.stderr.write(`${header}\n`);
   // Runs interleave the cases (A B A B …) so a noisy minute does not land on one case only.
   for (let run = 0; run < o.runs; run++) {
