@@ -36,7 +36,7 @@
  * once with the checkpoint that covers its offset. An error of the pipeline itself (a bug: its
  * input passed those checks) quarantines the records it was running on together (`processGroup`).
  */
-import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { DataType, Int32, Int64, makeBuilder, makeData, RecordBatch, Schema, Field, Struct, tableFromIPC } from 'apache-arrow';
@@ -44,6 +44,7 @@ import { recordBatchOf } from '../common/arrow-batch.js';
 import { concatBatches } from '../common/arrow-concat.js';
 import { readFlatIpc, type IpcRecord } from '../common/ipc-read.js';
 import { takeRows, maskToIndices } from '../common/arrow-take.js';
+import { openStateEnv } from './state-env.js';
 import { classifyError, internalError, userError } from '../common/errors.js';
 import { dlqSchema, ingestSchema } from '../common/schema.js';
 import { partKey, partName, partitionStart, TABLES, META_PREFIX, type TableName } from '../common/lake-layout.js';
@@ -81,15 +82,6 @@ const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', 
 
 /** Most record bytes a quarantined record keeps in its DLQ row (base64 of a prefix past this). */
 const QUARANTINE_RAW_BYTES = 1 << 20;
-
-/**
- * The map reserved for a shard's state.mdb (address space, not memory or disk: the file grows as
- * pages are written). lmdb-js otherwise starts with a 128 KiB map and maps the file anew each time
- * it outgrows it, keeping the old maps: pages the dedup lookups read through an old map and again
- * through the new one count twice in RSS (≈ 2.3 × the file's size in a soak with 1 M users). A
- * database that outgrows even this is remapped as before.
- */
-const STATE_MAP_BYTES = 2 ** 36;
 
 export class ShardRuntime {
   readonly shard: number;
@@ -160,7 +152,7 @@ export class ShardRuntime {
     // State in the object store (failover): finishes a commit a previous owner left half published,
     // then restores state.mdb when it is missing or behind.
     const sync = options.stateInObjectStore ? await ShardStateSync.prepare({ shard, shardDir: dir, store, committer, options: options.stateInObjectStore === true ? {} : options.stateInObjectStore }) : undefined;
-    const lmdbEnv = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 4096, compression: false, mapSize: STATE_MAP_BYTES });
+    const lmdbEnv = openStateEnv(join(dir, 'state.mdb'));
     const env = sync ? sync.attach(lmdbEnv) : lmdbEnv;
     const meta = env.openDB({ name: 'checkpoint', encoding: 'msgpack' });
     const pending = (meta.get(CHECKPOINT_KEYS.pending) as PendingCommit | null | undefined) ?? null;
