@@ -161,7 +161,7 @@ function writeHexId(a: number, b: number, out: Uint8Array, offset: number): void
 
 const idScratch = new Uint8Array(SESSION_ID_CHARS);
 
-/** The id of hashes (a, b) as a string (String.fromCharCode with explicit arguments: a spread of a subarray was 5× slower, toString(16) 2×). */
+/** The id of hashes (a, b) as a string (String.fromCharCode with explicit arguments: a spread of a subarray was 5× slower; two toString(16) slower too). */
 function idString(a: number, b: number): string {
   const c = idScratch;
   writeHexId(a, b, c, 0);

@@ -73,7 +73,7 @@ export class SlotStrings {
   private buf = Buffer.alloc(MIN_BYTES);
   private end = 0;
   private dead = 0;
-  /** Where a packed UUID is spelled out (`view`, `get`, `compare`). */
+  /** Where a packed UUID is spelled out (`writeTo`, `get`, `compare`). */
   private readonly spelled = Buffer.alloc(UUID_CHARS);
 
   constructor(private readonly fields: number) {}
@@ -103,16 +103,12 @@ export class SlotStrings {
   /** Sets the string of (slot, field) to bytes `from … to − 1` of `src`. */
   set(slot: number, field: number, src: Uint8Array, from: number, to: number): void {
     const i = slot * this.fields + field;
-    this.dead += storedBytes(this.len[i]!);
-    this.len[i] = 0; // not live while the arena may be compacted below
-    const at = this.room(to - from); // room for the bytes as they are, at least the 16 of a packed UUID
+    const at = this.claim(i, to - from); // room for the bytes as they are, at least the 16 of a packed UUID
     const bytes = this.buf;
     const uuid = packUuid(src, from, to, bytes, at);
     const n = uuid === 0 ? to - from : UUID_BYTES;
     if (uuid === 0) for (let k = 0; k < n; k++) bytes[at + k] = src[from + k]!;
-    this.pos[i] = at;
-    this.len[i] = uuid === 0 ? n : uuid;
-    this.end = at + n;
+    this.placed(i, at, n, uuid === 0 ? n : uuid);
   }
 
   /** Sets the string of (slot, field) to `s` (UTF-8). */
@@ -129,13 +125,9 @@ export class SlotStrings {
     // Copy out first: room() may compact, which moves the source.
     const src = new Uint8Array(this.buf.subarray(this.pos[j]!, this.pos[j]! + n));
     const i = slot * this.fields + field;
-    this.dead += storedBytes(this.len[i]!);
-    this.len[i] = 0;
-    const at = this.room(n);
+    const at = this.claim(i, n);
     this.buf.set(src, at);
-    this.pos[i] = at;
-    this.len[i] = code;
-    this.end = at + n;
+    this.placed(i, at, n, code);
   }
 
   /** Empties every string of `slot` (their bytes become garbage). */
@@ -202,6 +194,20 @@ export class SlotStrings {
     this.buf = Buffer.alloc(MIN_BYTES);
     this.end = 0;
     this.dead = 0;
+  }
+
+  /** Frees string `i` (its bytes become garbage) and returns where `n` new bytes go. */
+  private claim(i: number, n: number): number {
+    this.dead += storedBytes(this.len[i]!);
+    this.len[i] = 0; // not live while the arena may be compacted
+    return this.room(n);
+  }
+
+  /** Records string `i`: `stored` bytes at `at`, its `len` code `code` (the length, or a packed UUID's case). */
+  private placed(i: number, at: number, stored: number, code: number): void {
+    this.pos[i] = at;
+    this.len[i] = code;
+    this.end = at + stored;
   }
 
   /** Where `n` more bytes go (at `end`), after compacting or growing the arena if they do not fit. */
