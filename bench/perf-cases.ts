@@ -43,7 +43,7 @@ import type { NormalizeContext } from '../ingest/normalize.js';
 import { decodeArrowMessage } from '../ingest/protocols/arrow-ws.js';
 import type { Admission } from '../ingest/protocols/decoded.js';
 import type { WriteKey } from '../ingest/options.js';
-import { normalizeItems } from '../ingest/protocols/segment.js';
+import { decodeSegment, normalizeItems } from '../ingest/protocols/segment.js';
 import { rng } from '../loadgen/random.js';
 import { encodeParquet, encodeParquetMerged } from '../storage/parquet.js';
 import { engineBenchInput } from './engine-data.js';
@@ -169,7 +169,7 @@ const NORMALIZE_CTX: NormalizeContext = {
 };
 
 const BATCH_KEY = Buffer.from('batch');
-/** The Arrow case's write key and an admission that lets every message in (auth and rate limits are the server's). */
+/** The write key of the Arrow and Segment decode cases, and an admission that lets every message in (auth and rate limits are the server's). */
 const ARROW_KEY: WriteKey = { key: NORMALIZE_CTX.writeKey };
 const ARROW_ADMISSION: Admission = { authenticate: () => ARROW_KEY, admit: () => undefined };
 
@@ -411,6 +411,17 @@ export const PERF_CASES: readonly PerfCase[] = [
   ...rangeCases(),
   coalesceCase(),
   encodeMergedCase(),
+  defineCase({
+    name: 'ingest.segment-decode',
+    rows: 500,
+    what: 'decodeSegment of a 500-event Segment batch body: the one-pass scanner (ingest/segment-scan.ts) + normalizeSegmentItem per item — what the ack thread does with a /v1/batch body',
+    setup: () => ({ body: Buffer.from(segmentBatchBody(500, 13)), accepted: 0 }),
+    run: (s) => {
+      const d = decodeSegment(s.body, undefined, ARROW_ADMISSION, () => NORMALIZE_CTX);
+      if (d.kind !== 'decoded' || d.rows.length !== 500) throw new Error('perf case: the Segment body was refused or had rejects');
+      s.accepted = d.rows.length;
+    },
+  }),
 ];
 
 /**

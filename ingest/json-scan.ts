@@ -36,8 +36,11 @@ const isSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d |
 const PROPERTIES = Buffer.from('properties');
 const TRAITS = Buffer.from('traits');
 
-/** Ranges found by {@link JsonScanner.scanBatch} / {@link JsonScanner.scanObject}; −1 = absent. */
-export class JsonScanner {
+/**
+ * Per item of a scanned body: its byte range, its properties/traits ranges (−1 = absent) and its
+ * nesting depth (a scalar 0, `{}` or `[]` 1, `{"a":[1]}` 2); grown on demand, reused across bodies.
+ */
+export class ItemRanges {
   count = 0;
   itemStart: Int32Array<ArrayBuffer> = new Int32Array(64);
   itemEnd: Int32Array<ArrayBuffer> = new Int32Array(64);
@@ -45,12 +48,12 @@ export class JsonScanner {
   propsEnd: Int32Array<ArrayBuffer> = new Int32Array(64);
   traitsStart: Int32Array<ArrayBuffer> = new Int32Array(64);
   traitsEnd: Int32Array<ArrayBuffer> = new Int32Array(64);
-  /** Nesting depth of each item (a scalar 0, `{}` or `[]` 1, `{"a":[1]}` 2). */
   itemDepth: Int32Array<ArrayBuffer> = new Int32Array(64);
-  /** Deepest nesting outside the items of the last scanBatch (the envelope: `{"batch":[…]}` counts 2 before its items). */
+  /** Deepest nesting outside the items of the last batch scanned (the envelope: `{"batch":[…]}` counts 2 before its items). */
   envelopeDepth = 0;
 
-  private ensure(n: number): void {
+  /** Room for `n` items. */
+  protected ensure(n: number): void {
     if (n <= this.itemStart.length) return;
     const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
       const b = new Int32Array(Math.max(n, a.length * 2));
@@ -65,7 +68,10 @@ export class JsonScanner {
     this.traitsEnd = grow(this.traitsEnd);
     this.itemDepth = grow(this.itemDepth);
   }
+}
 
+/** Ranges found by {@link JsonScanner.scanBatch} / {@link JsonScanner.scanObject} in a body JSON.parse accepted. */
+export class JsonScanner extends ItemRanges {
   /**
    * Finds the elements of the top-level object's `arrayKey` array (the last one, as JSON.parse
    * keeps the last duplicate) and, in each element that is an object, its `properties` and
@@ -196,7 +202,7 @@ function skipSpace(b: Uint8Array, i: number): number {
 let words: Uint32Array | undefined;
 let wordsOf: Uint8Array | undefined;
 
-function wordsFor(b: Uint8Array): Uint32Array | undefined {
+export function wordsFor(b: Uint8Array): Uint32Array | undefined {
   if (wordsOf !== b) {
     wordsOf = b;
     words = (b.byteOffset & 3) === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.length >> 2) : undefined;

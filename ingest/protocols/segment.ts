@@ -3,13 +3,16 @@
  * `{"batch":[…], "context"?, "sentAt"?, "writeKey"?}`, and the single calls `/v1/track`,
  * `/v1/screen`, `/v1/page`, `/v1/identify`, `/v1/alias`, `/v1/group` whose body is one message.
  *
- * The body is parsed once (JSON.parse); a structural scan of the same bytes then finds each
- * item's byte range (and its properties/traits), so raw and properties are stored verbatim
- * without re-serializing. The content type is ignored (RudderStack labels JSON as
- * application/x-www-form-urlencoded).
+ * A batch body is read in one pass (segment-scan.ts) that validates the JSON, decodes only the
+ * fields normalization reads and finds each item's byte range (and its properties/traits), so raw
+ * and properties are stored verbatim without re-serializing. Every other body (single calls, PII
+ * rules, anything that pass does not take) is parsed with JSON.parse and its ranges found by a
+ * structural scan of the same bytes (json-scan.ts). The content type is ignored (RudderStack
+ * labels JSON as application/x-www-form-urlencoded).
  */
 import type { IngestRow } from '../batch-builder.js';
-import { jsonDepth, JsonScanner } from '../json-scan.js';
+import { jsonDepth, JsonScanner, type ItemRanges } from '../json-scan.js';
+import { SegmentBatchScanner } from '../segment-scan.js';
 import { DEFAULT_MAX_JSON_DEPTH, normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../normalize.js';
 import { utf8Repaired, utf8Valid } from '../utf8.js';
 import type { WriteKey } from '../options.js';
@@ -19,6 +22,7 @@ export const SEGMENT_CALLS = ['track', 'screen', 'page', 'identify', 'alias', 'g
 
 const BATCH = Buffer.from('batch');
 const scanner = new JsonScanner();
+const batchScanner = new SegmentBatchScanner();
 
 /**
  * Decodes one Segment request body (already gunzipped). `call` is the endpoint's call type, or
@@ -31,6 +35,18 @@ const scanner = new JsonScanner();
  */
 export function decodeSegment(body: Buffer, call: string | undefined, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal {
   const utf8 = utf8Valid(body);
+  if (call === undefined && utf8 && batchScanner.scan(body)) {
+    const decoded = decodeScanned(body, batchScanner, admission, context);
+    if (decoded !== undefined) return decoded;
+  }
+  return decodeParsed(body, utf8, call, admission, context);
+}
+
+/**
+ * The JSON.parse path of {@link decodeSegment}: every body the one-pass scanner does not take
+ * (single calls, PII rules, anything invalid or unusual), and the oracle its tests compare with.
+ */
+export function decodeParsed(body: Buffer, utf8: boolean, call: string | undefined, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -74,13 +90,31 @@ export function decodeSegment(body: Buffer, call: string | undefined, admission:
   return { kind: 'decoded', key, rows, rejects };
 }
 
+/**
+ * A batch body the one-pass scanner read (segment-scan.ts): the same checks, in the same order, as
+ * the JSON.parse path below. Undefined when the key has PII rules (they rewrite whole events, so
+ * they need the parsed objects): the caller then takes that path.
+ */
+function decodeScanned(body: Buffer, scanned: SegmentBatchScanner, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal | undefined {
+  const key = admission.authenticate(scanned.writeKey);
+  if ('kind' in key) return key;
+  const ctx = context(key);
+  if (ctx.pii.drop.length + ctx.pii.hash.length > 0) return undefined;
+  const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
+  const refused = admission.admit(key, scanned.count);
+  if (refused) return refused;
+  if (scanned.envelopeDepth > maxDepth) return tooDeep(maxDepth);
+  const { rows, rejects } = normalizeItems(scanned.items, body, scanned, undefined, scanned.sentAt, scanned.context, ctx);
+  return { kind: 'decoded', key, rows, rejects };
+}
+
 const tooDeep = (max: number): Refusal => refuse(400, 'too_deep', `JSON nesting deeper than ${max} levels; flatten the payload`);
 
 /**
  * Flags of the scanned items that hold invalid UTF-8, or undefined when the invalid bytes are
  * (also) outside every item (in the envelope).
  */
-function invalidItems(body: Buffer, scanned: JsonScanner): Uint8Array | undefined {
+function invalidItems(body: Buffer, scanned: ItemRanges): Uint8Array | undefined {
   const n = scanned.count;
   const flags = new Uint8Array(n);
   let prev = 0;
@@ -104,7 +138,7 @@ function invalidItems(body: Buffer, scanned: JsonScanner): Uint8Array | undefine
 export function normalizeItems(
   items: unknown[],
   body: Buffer,
-  scanned: JsonScanner | undefined,
+  scanned: ItemRanges | undefined,
   call: string | undefined,
   batchSentAt: unknown,
   batchContext: unknown,
