@@ -26,6 +26,7 @@
  * The whole grammar is checked iteratively (no recursion: depth is unbounded here and bounded by
  * the caller with the depths it reports).
  */
+import { isAscii } from 'node:buffer';
 import { ItemRanges, wordsFor } from './json-scan.js';
 
 const QUOTE = 0x22;
@@ -318,6 +319,8 @@ export class SegmentBatchScanner extends ItemRanges {
   private body: Buffer = Buffer.alloc(0);
   /** A known key was spelled with escapes: the body is left to the JSON.parse path. */
   private escapedKey = false;
+  /** The body is all ASCII (one simdutf pass): every string decodes as latin1, without a per-string check. */
+  private ascii = false;
   /** Per item, where the last `properties` / `traits` object is, or −1: parsed afterwards when normalization reads inside. */
   private mark = { propsAt: -1, propsEnd: -1, traitsAt: -1, traitsEnd: -1 };
 
@@ -333,6 +336,7 @@ export class SegmentBatchScanner extends ItemRanges {
     this.sentAt = this.context = this.writeKey = undefined;
     this.envelopeDepth = 2;
     this.escapedKey = false;
+    this.ascii = isAscii(body);
     let sawBatch = false;
     const b = body;
     let i = skipWs(b, 0);
@@ -614,7 +618,11 @@ export class SegmentBatchScanner extends ItemRanges {
   private valueAt(start: number, end: number): unknown {
     const b = this.body;
     const c = b[start];
-    if (c === QUOTE) return escaped ? this.parse(start, end) : utf8Text(b, start + 1, end - 1);
+    if (c === QUOTE) {
+      if (escaped) return this.parse(start, end);
+      if (!this.ascii) return utf8Text(b, start + 1, end - 1);
+      return end - start - 2 <= INTERN_MAX_BYTES ? interned(b, start + 1, end - 1) : (b as NodeBuffer).latin1Slice(start + 1, end - 1);
+    }
     if (c === 0x74) return true;
     if (c === 0x66) return false;
     if (c === 0x6e) return null;
@@ -635,6 +643,36 @@ function utf8Text(b: Buffer, start: number, end: number): string {
   let bits = 0;
   for (let k = start; k < end; k++) bits |= b[k]!;
   return bits < 0x80 ? (b as NodeBuffer).latin1Slice(start, end) : (b as NodeBuffer).utf8Slice(start, end);
+}
+
+/**
+ * Short ASCII values repeat from event to event (call types, event names, device types, OS names,
+ * app versions, countries, a busy user's id): the string of recently seen bytes is handed out
+ * again instead of decoding a new one. A direct-mapped table by a hash of the bytes; a slot keeps
+ * the last string that hashed there (its bytes compared in full before it is reused).
+ */
+const INTERN_MAX_BYTES = 20;
+const INTERN_SLOTS = 1024;
+const internBytes = new Uint8Array(INTERN_SLOTS * INTERN_MAX_BYTES);
+const internLength = new Int8Array(INTERN_SLOTS).fill(-1);
+const internString: string[] = new Array<string>(INTERN_SLOTS).fill('');
+
+function interned(b: Buffer, start: number, end: number): string {
+  const len = end - start;
+  let h = 0x811c9dc5;
+  for (let k = start; k < end; k++) h = Math.imul(h ^ b[k]!, 0x01000193);
+  const slot = (h ^ (h >>> 15)) & (INTERN_SLOTS - 1);
+  const at = slot * INTERN_MAX_BYTES;
+  if (internLength[slot] === len) {
+    let k = 0;
+    while (k < len && internBytes[at + k] === b[start + k]) k++;
+    if (k === len) return internString[slot]!;
+  }
+  const s = (b as NodeBuffer).latin1Slice(start, end);
+  internBytes.set(b.subarray(start, end), at);
+  internLength[slot] = len;
+  internString[slot] = s;
+  return s;
 }
 
 /** Buffer's own decoders (skip toString's argument handling); not in @types/node. */
