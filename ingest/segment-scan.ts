@@ -10,14 +10,16 @@
  *
  * What it hands to `normalizeItems` must be what `JSON.parse` would have given it for those fields:
  *
- *   - scalars are decoded exactly: strings without escapes straight from their UTF-8 bytes, any
- *     other string, number or nested value by `JSON.parse` of its own bytes;
+ *   - scalars are decoded exactly: strings without escapes straight from their bytes (short
+ *     ones from an intern table), numbers by `Number` of their text (JSON's number grammar is a
+ *     subset of it, same rounding), any other string or nested value by `JSON.parse` of its bytes;
  *   - duplicate keys: the last one wins (as in JSON.parse), for values and for ranges;
  *   - a key it reads spelled with escapes (`"\u0074ype"`) sends the body to the JSON.parse path;
  *   - `context` (of an item and of the batch) keeps `device.type`, `os.name`, `app.version`,
  *     `location.country` and `traits` (parsed), the parents as objects holding only those keys;
- *   - `properties`, `traits`, `integrations` objects are a shared marker, parsed from their bytes
- *     only where normalization looks inside (screen/page/alias properties, group traits).
+ *   - `properties`, `traits`, `integrations` objects are a shared marker; where normalization
+ *     looks inside, alias properties and group traits are parsed from their bytes, and a
+ *     screen/page call's properties are a stand-in that answers its questions (their `name`).
  *
  * Anything else — invalid JSON, invalid UTF-8, a body or batch that is not the usual shape, an
  * item that is not an object — is not handled here (`scan` returns false) and the caller takes
@@ -198,7 +200,9 @@ function valueEnd(b: Uint8Array, i: number): number {
 /** `i` at an object key: the index of the value after `"key" :`, or −1. */
 function keyThenColon(b: Uint8Array, i: number): number {
   if (b[i] !== QUOTE) return -1;
-  i = skipWs(b, stringEnd(b, i));
+  i = stringEnd(b, i);
+  if (i < 0) return -1;
+  i = skipWs(b, i);
   if (b[i] !== COLON) return -1;
   return skipWs(b, i + 1);
 }
@@ -353,7 +357,7 @@ export class SegmentBatchScanner extends ItemRanges {
         i = this.scanItems(i);
         sawBatch = true;
       } else if (key === 'context' && b[i] === LBRACE) {
-        i = this.contextEnd(i);
+        i = this.readContext(i);
         this.context = this.decoded;
       } else {
         i = valueEnd(b, i);
@@ -413,7 +417,7 @@ export class SegmentBatchScanner extends ItemRanges {
       const n = this.count;
       this.ensure(n + 1);
       this.itemStart[n] = i;
-      i = this.itemEnd_(i, n);
+      i = this.readItem(i, n);
       if (i < 0) return -1;
       this.itemEnd[n] = i;
       this.count = n + 1;
@@ -427,7 +431,7 @@ export class SegmentBatchScanner extends ItemRanges {
   }
 
   /** One item object at `open` into slot `n`: its decoded fields, ranges and depth; the index after it, or −1. */
-  private itemEnd_(open: number, n: number): number {
+  private readItem(open: number, n: number): number {
     const b = this.body;
     const item = newItem();
     const mark = this.mark;
@@ -443,7 +447,7 @@ export class SegmentBatchScanner extends ItemRanges {
         const key = this.key;
         const start = i;
         if (key === 'context' && b[i] === LBRACE) {
-          i = this.contextEnd(i);
+          i = this.readContext(i);
           item.context = this.decoded;
         } else {
           i = valueEnd(b, i);
@@ -520,14 +524,14 @@ export class SegmentBatchScanner extends ItemRanges {
     return name === callName ? { name } : this.parse(open, end);
   }
 
-  /** Set by {@link contextEnd} and {@link parentEnd}: the object they read. */
+  /** Set by {@link readContext} and {@link readParent}: the object they read. */
   private decoded: Json = {};
 
   /**
    * A context object at `open`: keeps the dimension parents (objects holding only their dimension
    * key, or the value itself when it is not an object) and `traits` (parsed). Sets `deepest`.
    */
-  private contextEnd(open: number): number {
+  private readContext(open: number): number {
     const b = this.body;
     const context: Json = {};
     let depth = 0;
@@ -541,7 +545,7 @@ export class SegmentBatchScanner extends ItemRanges {
         const start = i;
         const child = key === undefined ? undefined : CONTEXT_DIMS.get(key);
         if (child !== undefined && b[i] === LBRACE) {
-          i = this.parentEnd(i, child);
+          i = this.readParent(i, child);
           context[key!] = this.decoded;
         } else {
           i = valueEnd(b, i);
@@ -562,7 +566,7 @@ export class SegmentBatchScanner extends ItemRanges {
   }
 
   /** A dimension's parent object (`context.device`) at `open`, keeping only `child` (`type`). Sets `deepest`. */
-  private parentEnd(open: number, child: string): number {
+  private readParent(open: number, child: string): number {
     const b = this.body;
     const parent: Json = {};
     let depth = 0;
