@@ -505,30 +505,6 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     seq: number;
   }
   const sockets = new Set<uws.WebSocket<WsData>>();
-  /**
-   * Acks are sent at the end of the event-loop turn, all of one socket's in one corked write: the
-   * messages of a group commit become durable together, and each send on its own was a syscall
-   * that also runs the loopback peer's receive path (≈ 1 µs/event of the ack thread at 35 K
-   * Arrow events/s in 50-row messages).
-   */
-  const pendingAcks = new Map<uws.WebSocket<WsData>, string[]>();
-  let ackFlush: NodeJS.Immediate | undefined;
-  const flushAcks = (): void => {
-    ackFlush = undefined;
-    for (const [ws, texts] of pendingAcks) {
-      if (!sockets.has(ws)) continue; // closed before the ack: the client resends; dedup absorbs repeats
-      ws.cork(() => {
-        for (const t of texts) ws.send(t);
-      });
-    }
-    pendingAcks.clear();
-  };
-  const queueAck = (ws: uws.WebSocket<WsData>, text: string): void => {
-    const queued = pendingAcks.get(ws);
-    if (queued === undefined) pendingAcks.set(ws, [text]);
-    else queued.push(text);
-    ackFlush ??= setImmediate(flushAcks);
-  };
   app.ws<WsData>('/v1/stream', {
     maxPayloadLength: options.wsMaxPayloadBytes,
     // A client that stops reading its acks is cut off rather than buffered without bound.
@@ -579,7 +555,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
           const retry = reply.headers?.['Retry-After'];
           text = `{"seq":${seq},"status":${reply.status},${retry ? `"retryAfter":${retry},` : ''}${reply.body.slice(1)}`;
         }
-        queueAck(ws, text);
+        ws.send(text);
       };
       const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; resend on a new connection', { 'Retry-After': '1' }) : overloaded();
       if (refused) {
@@ -656,10 +632,6 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         // Let the last acks leave the socket buffers before dropping idle keep-alive connections.
         await new Promise((r) => setTimeout(r, 20));
         dashboard?.close();
-        if (ackFlush !== undefined) {
-          clearImmediate(ackFlush);
-          flushAcks();
-        }
         for (const ws of [...sockets]) ws.end(1001, 'server shutting down');
         (app as unknown as { close?: () => void }).close?.();
         log.info({ port }, 'ingest closed');
