@@ -210,7 +210,7 @@ function keyThenColon(b: Uint8Array, i: number): number {
 }
 
 /** Marker for an object-valued field whose contents normalization does not read (its bytes are a range). */
-export const OBJECT_MARK: Readonly<Record<string, unknown>> = Object.freeze({});
+const OBJECT_MARK: Readonly<Record<string, unknown>> = Object.freeze({});
 
 type Json = Record<string, unknown>;
 
