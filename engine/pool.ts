@@ -54,7 +54,7 @@ function workerFile(): { filename: string; execArgv: string[] } {
   return { filename, execArgv: [...execArgv, '--import', tsx] };
 }
 
-const HEAP_FLAG = /^--(max-semi-space-size|min-semi-space-size|max-old-space-size|max-young-generation-size)(=|$)/;
+const HEAP_FLAG = /^--(max-semi-space-size|min-semi-space-size|max-old-space-size|max-young-generation-size|initial-old-space-size|initial-heap-size)(=|$)/;
 
 /**
  * The workers' young generation follows the process's `--max-semi-space-size` (MiB; V8's young

@@ -9,8 +9,8 @@ const root = mkdtempSync(join(tmpdir(), 'sluice-pool-flags-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 describe('ShardPool under V8 heap flags', () => {
-  it('starts its workers when the process runs with --max-semi-space-size (a Worker refuses heap flags in its execArgv)', async () => {
-    process.execArgv.push('--max-semi-space-size=8');
+  it.each(['--max-semi-space-size=8', '--initial-old-space-size=64'])('starts its workers when the process runs with %s (a Worker refuses heap flags in its execArgv)', async (flag) => {
+    process.execArgv.push(flag);
     let pool: ShardPool | undefined;
     try {
       pool = new ShardPool(1);
