@@ -28,7 +28,6 @@
  * The whole grammar is checked iteratively; depths are reported for the caller to bound
  * (`maxJsonDepth`), and a value nested deeper than any allowed depth is left to the JSON.parse path.
  */
-import { isAscii } from 'node:buffer';
 import { ItemRanges, wordsFor } from './json-scan.js';
 
 const QUOTE = 0x22;
@@ -325,24 +324,23 @@ export class SegmentBatchScanner extends ItemRanges {
   private body: Buffer = Buffer.alloc(0);
   /** A known key was spelled with escapes: the body is left to the JSON.parse path. */
   private escapedKey = false;
-  /** The body is all ASCII (one simdutf pass): every string decodes as latin1, without a per-string check. */
+  /** The body is all ASCII (the caller's isAscii): every string decodes as latin1, without a per-string check. */
   private ascii = false;
-  /** Per item, where the last `properties` / `traits` object is, or −1: parsed afterwards when normalization reads inside. */
-  private mark = { propsAt: -1, propsEnd: -1, traitsAt: -1, traitsEnd: -1 };
 
   /**
    * Scans a `{"batch":[…], …}` body. False when it is not valid JSON, not an object with a
    * `batch` array of objects, or its `context` is present and not an object (null allowed): the
-   * caller then takes the JSON.parse path. `body` must be valid UTF-8 (checked by the caller).
+   * caller then takes the JSON.parse path. `body` must be valid UTF-8 and `ascii` say whether it
+   * is all ASCII (both checked by the caller: one simdutf pass when it is).
    */
-  scan(body: Buffer): boolean {
+  scan(body: Buffer, ascii: boolean): boolean {
     this.body = body;
     this.count = 0;
     this.items = [];
     this.sentAt = this.context = this.writeKey = undefined;
     this.envelopeDepth = 2;
     this.escapedKey = false;
-    this.ascii = isAscii(body);
+    this.ascii = ascii;
     let sawBatch = false;
     const b = body;
     let i = skipWs(b, 0);
@@ -436,8 +434,6 @@ export class SegmentBatchScanner extends ItemRanges {
   private readItem(open: number, n: number): number {
     const b = this.body;
     const item = newItem();
-    const mark = this.mark;
-    mark.propsAt = mark.propsEnd = mark.traitsAt = mark.traitsEnd = -1;
     this.propsStart[n] = this.propsEnd[n] = this.traitsStart[n] = this.traitsEnd[n] = -1;
     let depth = 0;
     let i = skipWs(b, open + 1);
@@ -461,14 +457,10 @@ export class SegmentBatchScanner extends ItemRanges {
               item.properties = v;
               this.propsStart[n] = start;
               this.propsEnd[n] = i;
-              mark.propsAt = object ? start : -1;
-              mark.propsEnd = i;
             } else if (key === 'traits') {
               item.traits = v;
               this.traitsStart[n] = start;
               this.traitsEnd[n] = i;
-              mark.traitsAt = object ? start : -1;
-              mark.traitsEnd = i;
             } else item.integrations = v;
           } else if (key !== undefined) setField(item, key, this.valueAt(start, i));
         }
@@ -482,12 +474,15 @@ export class SegmentBatchScanner extends ItemRanges {
     // Where normalization reads inside properties or traits, what it reads: a screen/page call's
     // properties as a stand-in (below); alias properties (previousId is merged into them) and
     // group traits (groupId is) parsed.
+    // (The ranges are the last occurrence's, as the values are.)
     const type = item.type;
-    if (mark.propsAt >= 0) {
-      if (type === 'alias') item.properties = this.parse(mark.propsAt, mark.propsEnd);
-      else if ((type === 'screen' || type === 'page') && typeof item.name === 'string') item.properties = this.screenProperties(mark.propsAt, mark.propsEnd, item.name);
+    const props = this.propsStart[n]!;
+    if (props >= 0 && b[props] === LBRACE) {
+      if (type === 'alias') item.properties = this.parse(props, this.propsEnd[n]!);
+      else if ((type === 'screen' || type === 'page') && typeof item.name === 'string') item.properties = this.screenProperties(props, this.propsEnd[n]!, item.name);
     }
-    if (mark.traitsAt >= 0 && type === 'group') item.traits = this.parse(mark.traitsAt, mark.traitsEnd);
+    const traits = this.traitsStart[n]!;
+    if (traits >= 0 && b[traits] === LBRACE && type === 'group') item.traits = this.parse(traits, this.traitsEnd[n]!);
     this.itemDepth[n] = depth + 1;
     this.items.push(item);
     return i;

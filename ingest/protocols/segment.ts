@@ -10,6 +10,7 @@
  * structural scan of the same bytes (json-scan.ts). The content type is ignored (RudderStack
  * labels JSON as application/x-www-form-urlencoded).
  */
+import { isAscii } from 'node:buffer';
 import type { IngestRow } from '../batch-builder.js';
 import { jsonDepth, JsonScanner, type ItemRanges } from '../json-scan.js';
 import { SegmentBatchScanner } from '../segment-scan.js';
@@ -34,8 +35,10 @@ const batchScanner = new SegmentBatchScanner();
  * copied verbatim into the log.
  */
 export function decodeSegment(body: Buffer, call: string | undefined, admission: Admission, context: (key: WriteKey) => NormalizeContext): Decoded | Refusal {
-  const utf8 = utf8Valid(body);
-  if (call === undefined && utf8 && batchScanner.scan(body)) {
+  // One simdutf pass in the common case: ASCII is valid UTF-8.
+  const ascii = isAscii(body);
+  const utf8 = ascii || utf8Valid(body);
+  if (call === undefined && utf8 && batchScanner.scan(body, ascii)) {
     const decoded = decodeScanned(body, batchScanner, admission, context);
     if (decoded !== undefined) return decoded;
   }

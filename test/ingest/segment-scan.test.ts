@@ -11,6 +11,7 @@
  *     nesting 100 000 deep.
  */
 import fc from 'fast-check';
+import { isAscii } from 'node:buffer';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { decodeParsed, decodeSegment } from '../../ingest/protocols/segment.js';
@@ -32,7 +33,7 @@ const scanner = new SegmentBatchScanner();
 function agree(text: string | Buffer): boolean {
   const body = typeof text === 'string' ? Buffer.from(text) : text;
   const utf8 = Buffer.from(body.toString('utf8')).equals(body);
-  const taken = utf8 && scanner.scan(body);
+  const taken = utf8 && scanner.scan(body, isAscii(body));
   if (taken) expect(() => JSON.parse(body.toString('utf8')), `the scanner accepted what JSON.parse refuses: ${body.toString('utf8').slice(0, 300)}`).not.toThrow();
   const fast = plain(decodeSegment(body, undefined, admission, context));
   const parsed = plain(decodeParsed(body, utf8, undefined, admission, context));
@@ -181,7 +182,7 @@ describe('segment-scan: the one-pass scanner agrees with JSON.parse', () => {
     const pii = (): NormalizeContext => ({ ...context(), pii: { hash: ['userId'], drop: ['context.ip'], salt: 's' } });
     const text = '{"batch":[{"type":"track","event":"e","userId":"alice","timestamp":"2026-12-05T11:59:00.000Z","context":{"ip":"10.0.0.1"}}]}';
     const body = Buffer.from(text);
-    expect(scanner.scan(body)).toBe(true);
+    expect(scanner.scan(body, true)).toBe(true);
     const fast = decodeSegment(body, undefined, admission, pii);
     expect(plain(fast)).toEqual(plain(decodeParsed(body, true, undefined, admission, pii)));
     if (fast.kind !== 'decoded') throw new Error('refused');
