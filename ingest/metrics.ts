@@ -3,7 +3,7 @@
  * serves — the engine registers its own metrics on the same registry. Every accepted, rejected,
  * rate-limited or refused event or request is counted here; nothing is dropped silently.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { constants, monitorEventLoopDelay, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, register, type Metric } from 'prom-client';
 
 /** Event-loop delay of this thread (ingest's: the ack thread), sampled every 5 ms, reset at each scrape. */
@@ -12,6 +12,14 @@ const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS }
 loopDelay.enable();
 /** The histogram records the whole interval between its timer's runs: the delay is what exceeds the resolution. */
 const loopDelaySeconds = (ns: number): number => Math.max(0, ns / 1e9 - LOOP_DELAY_RESOLUTION_MS / 1000);
+
+/** perf_hooks' GC kinds, as the metric's `kind` label. */
+const GC_KINDS: Record<number, string> = {
+  [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
 
 function once<T extends Metric>(name: string, make: () => T): T {
   return (register.getSingleMetric(name) as T | undefined) ?? make();
@@ -60,12 +68,29 @@ export const ingestMetrics = {
         },
       }),
   ),
+  /**
+   * Garbage-collection pauses of this thread (ingest's: the ack thread), by kind: minor
+   * (scavenges), major (the atomic pause of a mark-compact), incremental (marking steps run on
+   * the thread). A full mark-compact every second or so on a small heap is what
+   * `node --initial-old-space-size=64` removes (README).
+   */
+  gcPauseSeconds: once(
+    'sluice_ingest_gc_pause_seconds',
+    () => new Histogram({ name: 'sluice_ingest_gc_pause_seconds', help: 'Garbage-collection pauses of the ack thread, by kind (minor, major, incremental, weakcb).', labelNames: ['kind'], buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1] }),
+  ),
   uncommittedBytes: once('sluice_log_uncommitted_bytes', () => new Gauge({ name: 'sluice_log_uncommitted_bytes', help: 'Bytes of the shard logs (framing included) acknowledged but not yet committed by the engine, against ingest.maxBacklogBytes.' })),
   uncommittedEvents: once('sluice_log_uncommitted_events', () => new Gauge({ name: 'sluice_log_uncommitted_events', help: 'Events acknowledged into the shard logs since this start and not yet committed by the engine.' })),
   memoryBytes: once('sluice_memory_resident_bytes', () => new Gauge({ name: 'sluice_memory_resident_bytes', help: 'Anonymous resident memory of the server (ingest and engine processes: heaps, buffers; not file pages such as LMDB\'s map, which the kernel reclaims), against ingest.maxMemoryBytes.' })),
   memoryMarkBytes: once('sluice_memory_admission_mark_bytes', () => new Gauge({ name: 'sluice_memory_admission_mark_bytes', help: 'Resident memory above which ingest answers 503: ingest.maxMemoryBytes, or memory at rest plus a quarter of it when the rest is already over the budget (ingest/memory-budget.ts).' })),
   inFlight: once('sluice_ingest_in_flight_requests', () => new Gauge({ name: 'sluice_ingest_in_flight_requests', help: 'Requests (and WebSocket messages) being decoded or waiting for their fsync.' })),
 };
+
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+    ingestMetrics.gcPauseSeconds.observe({ kind: GC_KINDS[e.detail?.kind ?? -1] ?? 'other' }, e.duration / 1000);
+  }
+});
+gcObserver.observe({ entryTypes: ['gc'] });
 
 /** For SegmentLog's `onFsync` option: records one group commit's duration. */
 export function observeFsync(durationMs: number): void {

@@ -2,6 +2,8 @@
  * Table-driven unit tests of ingest's pure parts: option validation (exact messages), strict
  * timestamps, the JSON byte-range scanner, the batch builder and decodeIngestBatch.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Table, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
@@ -266,5 +268,32 @@ describe('the ack thread’s event-loop delay in /metrics', () => {
     );
     await new Promise((r) => setTimeout(r, 20));
     expect(await quantile('max')).toBeGreaterThanOrEqual(0.05);
+  });
+});
+
+describe('the ack thread’s GC pauses in /metrics', () => {
+  const counts = async (): Promise<Map<string, number>> => {
+    const { ingestMetrics } = await import('../../ingest/metrics.js');
+    const m = await ingestMetrics.gcPauseSeconds.get();
+    return new Map(m.values.filter((v) => v.metricName === 'sluice_ingest_gc_pause_seconds_count').map((v) => [String(v.labels.kind), v.value]));
+  };
+
+  it('counts scavenges as minor and a full collection as major, with their pause times', async () => {
+    const before = await counts();
+    // Short-lived garbage: scavenges.
+    let keep = 0;
+    for (let i = 0; i < 2_000_000; i++) keep += [i, { i }].length;
+    expect(keep).toBe(4_000_000);
+    // A full mark-compact, on demand (the flag exposes gc() to contexts created after it).
+    setFlagsFromString('--expose-gc');
+    (runInNewContext('gc') as () => void)();
+    // The observer's entries are delivered asynchronously.
+    await new Promise((r) => setTimeout(r, 50));
+    const after = await counts();
+    expect((after.get('minor') ?? 0) - (before.get('minor') ?? 0)).toBeGreaterThan(0);
+    expect((after.get('major') ?? 0) - (before.get('major') ?? 0)).toBeGreaterThanOrEqual(1);
+    const { ingestMetrics } = await import('../../ingest/metrics.js');
+    const sum = (await ingestMetrics.gcPauseSeconds.get()).values.find((v) => v.metricName === 'sluice_ingest_gc_pause_seconds_sum' && v.labels.kind === 'major');
+    expect(sum?.value).toBeGreaterThan(0);
   });
 });
