@@ -68,6 +68,12 @@ interface ShardState {
   queue: Array<{ offset: number; payload: Uint8Array }>;
   queuedBytes: number;
   spilled: boolean;
+  /**
+   * Sparse logs: offsets of the records this process appended (`submit`), ascending, until a read
+   * has passed them. A read must yield each one; one it passes over is fetched by its offset
+   * (`readAt`) — see `fillGaps`.
+   */
+  appended: number[];
   /** A pump (read a range, run it) is running. */
   pumping: boolean;
   lastProcessed: number;
@@ -137,6 +143,8 @@ export interface ConsumedLog {
   readonly denseOffsets?: boolean;
   readonly durableNextOffset: number;
   read(fromOffset: number): AsyncIterable<LogRecord>;
+  /** Sparse logs: the record at exactly `offset`, or undefined if there is none (see `fillGaps`). */
+  readAt?(offset: number): Promise<LogRecord | undefined>;
   truncateBefore(offset: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -255,6 +263,7 @@ export class Coordinator {
       queue: [],
       queuedBytes: 0,
       spilled: false,
+      appended: [],
       pumping: false,
       lastProcessed: -1,
       checkpointed: -1,
@@ -387,7 +396,7 @@ export class Coordinator {
     if (st.owned || this.closed) return;
     clearTimeout(st.readRetry);
     clearTimeout(st.linger);
-    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, linger: undefined, lingered: false, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
+    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, linger: undefined, lingered: false, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, appended: [], spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
     this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
     st.owned = true;
     st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
@@ -414,6 +423,7 @@ export class Coordinator {
     }
     st.queue = [];
     st.queuedBytes = 0;
+    st.appended = [];
     st.watermark = { kind: 'idle' };
     this.checkpoints.succeeded(`shard-${shard}`);
   }
@@ -435,6 +445,7 @@ export class Coordinator {
     st.linger = undefined;
     st.queue = [];
     st.queuedBytes = 0;
+    st.appended = [];
   }
 
   /** Shards this coordinator runs now. */
@@ -460,7 +471,9 @@ export class Coordinator {
     st.pendingEvents += rows;
     const tail = st.queue.length > 0 ? st.queue[st.queue.length - 1]!.offset + 1 : st.submittedNext;
     // A sparse log may hold other writers' records between this process's: those are read from the log.
-    if (!st.spilled && offset === tail && this.logs[shard]!.denseOffsets !== false && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
+    const dense = this.logs[shard]!.denseOffsets !== false;
+    if (!dense && offset >= st.submittedNext && (st.appended.length === 0 || offset > st.appended[st.appended.length - 1]!)) st.appended.push(offset);
+    if (!st.spilled && offset === tail && dense && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
       st.queue.push({ offset, payload });
       st.queuedBytes += payload.byteLength;
     } else st.spilled = true;
@@ -593,19 +606,29 @@ export class Coordinator {
     }
     if (out.length > 0 || st.submittedNext >= st.durableNext) return out;
     const dense = this.logs[shard]!.denseOffsets !== false;
+    /** The read ended by itself: it saw every record below the mark it started with. */
+    let exhausted = true;
+    const markAtStart = st.durableNext;
     try {
       for await (const r of this.logs[shard]!.read(st.submittedNext)) {
-        if (dense ? r.offset !== st.submittedNext + out.length : r.offset < (out.at(-1)?.offset ?? st.submittedNext - 1) + 1) break;
+        if (dense ? r.offset !== st.submittedNext + out.length : r.offset < (out.at(-1)?.offset ?? st.submittedNext - 1) + 1) {
+          exhausted = false;
+          break;
+        }
         out.push(r);
         bytes += r.payload.byteLength;
-        if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) break;
+        if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) {
+          exhausted = r.offset + 1 >= markAtStart;
+          break;
+        }
       }
     } catch (err) {
       // What was read is processed; the failure comes back at the next read. A read that failed
       // must not count as "saw everything up to the mark" (below): that would skip records.
-      if (out.length > 0) return out;
-      throw new LogReadFailed(err);
+      if (out.length === 0) throw new LogReadFailed(err);
+      exhausted = false;
     }
+    if (!dense && st.appended.length > 0) await this.fillGaps(shard, out, exhausted ? Math.max(markAtStart - 1, out.at(-1)?.offset ?? -1) : out.at(-1)!.offset);
     if (out.length === 0 && !dense) {
       // A sparse log's read that ends has seen everything below its durable mark (>= ours): no whole
       // record there (e.g. only the first chunks of one still being written, which will come later).
@@ -620,6 +643,49 @@ export class Coordinator {
     // Caught up with what is durable: new records can wait in memory again.
     if (st.submittedNext + out.length >= st.durableNext && st.queue.length === 0) st.spilled = false;
     return out;
+  }
+
+  /**
+   * Sparse logs: every record this process appended (its offset came back in the append's
+   * acknowledgement) with an offset in [submittedNext, upTo] must be in `out`, since the read
+   * covered that span. One the read passed over is fetched by its offset and put in its place.
+   * A read of a replicated log is served by one replica's copy; if that copy misses a record the
+   * quorum acknowledged, the read alone would skip it for good — an acknowledged event never in
+   * silver. One the log cannot produce either is reported (error log, metric): the log lost it.
+   * A fetch that fails is no verdict: the range ends below that record, which is read again next.
+   */
+  private async fillGaps(shard: number, out: Array<{ offset: number; payload: Uint8Array }>, upTo: number): Promise<void> {
+    const st = this.shards[shard]!;
+    const log = this.logs[shard]!;
+    let k = 0;
+    while (k < st.appended.length && st.appended[k]! < st.submittedNext) k++;
+    const seen = new Set(out.map((r) => r.offset));
+    const missing: number[] = [];
+    for (; k < st.appended.length && st.appended[k]! <= upTo; k++) if (!seen.has(st.appended[k]!)) missing.push(st.appended[k]!);
+    for (const offset of missing) {
+      let r: LogRecord | undefined;
+      try {
+        r = await log.readAt?.(offset);
+      } catch (err) {
+        this.log.warn({ shard, offset, err }, 'fetching a record the read passed over failed; reading again from it');
+        const below = out.filter((x) => x.offset < offset);
+        out.splice(0, out.length, ...below);
+        st.appended.splice(0, st.appended.indexOf(offset));
+        if (out.length === 0) throw new LogReadFailed(err);
+        return;
+      }
+      if (r !== undefined && r.offset === offset) {
+        engineMetrics.logReadGaps.inc({ recovered: 'true' });
+        this.log.warn({ shard, offset }, 'a read of the shard log passed over a record this process appended (acknowledged); fetched it by its offset');
+        let at = out.length;
+        while (at > 0 && out[at - 1]!.offset > offset) at--;
+        out.splice(at, 0, r);
+        continue;
+      }
+      engineMetrics.logReadGaps.inc({ recovered: 'false' });
+      this.log.error({ shard, offset, code: 'log_record_lost' }, 'an acknowledged record is missing from the shard log (its append was acknowledged at this offset; reads and a fetch by offset do not find it): its events are not in the lake');
+    }
+    st.appended.splice(0, k);
   }
 
   private onBatch(r: BatchResult): void {

@@ -36,6 +36,7 @@ export const engineMetrics = {
   quarantined: counter('sluice_engine_quarantined_records_total', 'Log records that could not be processed and went to the DLQ instead (poison quarantine), by error code.', ['code']),
   shardHeld: counter('sluice_engine_shard_held_total', 'Times a shard stopped taking log ranges because it held maxUncommittedBytesPerShard of processed rows not yet committed (it goes on after the next checkpoint; the backlog waits in the log).'),
   logReadFailures: counter('sluice_engine_log_read_failures_total', 'Failed reads of a shard\'s log by the engine (e.g. JetStream unavailable longer than a read retries on its own), by target and error code; each is retried with backoff.', ['target', 'code']),
+  logReadGaps: counter('sluice_engine_log_read_gaps_total', 'Records this process appended (acknowledged) that a read of the shard\'s log passed over; each was fetched by its offset instead (recovered: true) or is missing from the log (recovered: false — an acknowledged record the log lost).', ['recovered']),
   logFailures: counter('sluice_log_failures_total', 'Failed log appends (the request got 503), by log (shard-N, dlq) and error code.', ['log', 'code']),
   logFailed: gauge('sluice_log_failed', '1 while a log is failed (e.g. disk full) and appends get 503 until it is reopened.', ['log']),
   logReopens: counter('sluice_log_reopens_total', 'Failed logs reopened once the disk had room again (no restart).', ['log']),

@@ -815,6 +815,23 @@ export class JetStreamLog implements ShardLog {
     }
   }
 
+  /**
+   * The record at exactly `offset` — this subject's message at that stream sequence, with its
+   * earlier chunks — fetched from the stream leader; undefined if there is none there (another
+   * subject's message, a purged one, a chunk that is not a record's last). The engine's check that
+   * a read (served by one replica's copy) passed over no record this process appended uses it
+   * (engine/coordinator.ts, `fillGaps`).
+   */
+  async readAt(offset: number): Promise<LogRecord | undefined> {
+    if (!Number.isSafeInteger(offset) || offset < 1) return undefined;
+    const m = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { seq: offset }));
+    if (m === null || m.subject !== this.subject) return undefined;
+    const chunk = chunkOf(this.subject, m.seq, m.header?.get(CHUNK_HEADER) || undefined);
+    if (chunk === undefined) return { offset: m.seq, payload: new Uint8Array(m.data) };
+    const whole = await this.assemble(new Map(), m.seq, m.header, new Uint8Array(m.data), chunk, offset);
+    return whole === undefined ? undefined : { offset: m.seq, payload: whole };
+  }
+
   /** An ephemeral pull consumer (R1, memory, no acks) of this subject from sequence `from`, and what it has pending. */
   private async openReader(from: number): Promise<{ name: string; consumer: Consumer; pending: number }> {
     const ci = await this.retrying('consumer create', () =>

@@ -42,6 +42,11 @@ export interface ShardLog {
   append(payload: Uint8Array): Promise<number>;
   /** Yields durable records with `offset >= fromOffset`, in offset order. */
   read(fromOffset: number): AsyncIterable<LogRecord>;
+  /**
+   * Sparse logs: the record at exactly `offset`, or undefined if there is none. A consumer that
+   * knows a record's offset (from its own append) fetches it when a read passed over it.
+   */
+  readAt?(offset: number): Promise<LogRecord | undefined>;
   /** Drops whole segments whose records are all below `offset` (every consumer is past them). */
   truncateBefore(offset: number): Promise<void>;
   /** Waits for in-flight appends, then closes files. */

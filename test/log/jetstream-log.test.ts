@@ -474,6 +474,14 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
         // From the last chunk's sequence: chunks 0 and 1 lie before the read's start and are fetched by sequence.
         check(await readAll(l, offsets.at(-1)!), offsets.at(-1)!);
         check(await readAll(l, offsets[1]! - 1), offsets[1]! - 1);
+        // readAt: exactly the record at an offset (a chunked one whole), nothing where no record of the subject ends.
+        for (const o of offsets) expect(sameBytes((await l.readAt(o))!.payload, expected.get(o)!)).toBe(true);
+        expect(await l.readAt(offsets.at(-1)! - 1)).toBeUndefined(); // chunk 1 of 3
+        expect(await l.readAt(offsets.at(-1)! + 1000)).toBeUndefined(); // past the stream's end
+        const shard1 = await cold.open(1);
+        const o1 = await shard1.append(payload(9));
+        expect(await l.readAt(o1)).toBeUndefined(); // another subject's message
+        expect((await shard1.readAt(o1))?.offset).toBe(o1);
         expect(await l.append(payload(4))).toBeGreaterThan(offsets.at(-1)!);
       } finally {
         await cold.close();
