@@ -142,4 +142,19 @@ describe('bin/sluice.js', () => {
     expect(r.stderr).toMatch(/^sluice: query failed: Catalog Error: Table with name nowhere does not exist!/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
+
+  it('sets V8\'s heap growth from SLUICE_HEAP_GROWING_PERCENT (0: V8\'s own) and refuses a malformed value with one message', () => {
+    const run = (value: string | undefined) =>
+      spawnSync(process.execPath, ['bin/sluice.js', 'query', '--lake', lake, 'SELECT 1 AS one'], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, SLUICE_HEAP_GROWING_PERCENT: value } });
+    for (const ok of [undefined, '0', '100', '300']) {
+      const r = run(ok);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }
+    for (const bad of ['', '-1', '1.5', '2x', '10000']) {
+      const r = run(bad);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toBe(`sluice: SLUICE_HEAP_GROWING_PERCENT must be a whole number from 0 to 9999 (0: V8's default heap growth), got ${JSON.stringify(bad)}\n`);
+    }
+  });
 });
