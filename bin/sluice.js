@@ -12,9 +12,9 @@ process.env.UV_THREADPOOL_SIZE ??= '32';
 
 // V8 lets the old generation grow only a little past what the last full collection left live.
 // The ack thread's heap is small (≈ 20 MB live) while request bodies, Arrow records and their
-// buffers churn through it, so under load it ran a full mark-compact about every second (34–38 in
+// buffers churn through it, so under load it ran a full mark-compact about every second (32–42 in
 // 45 s at 8 K Segment events/s), each a pause of the acks. Growing to 2× live before the next one:
-// 2–5 in 45 s, client p99 ack 13–14 → 8–9 ms (bench/results/heap-growing-2026-12-05.md). The
+// 3–4 in 45 s, client p99 ack 14.4–14.9 → 8.0–8.6 ms (bench/results/heap-growing-2026-12-05.md). The
 // factor is read at every collection, so it can be set here, unlike heap sizes (fixed when the
 // isolate is created: `--initial-old-space-size` works only on node's command line).
 // SLUICE_HEAP_GROWING_PERCENT=0 leaves V8's own factor.

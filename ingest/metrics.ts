@@ -71,8 +71,9 @@ export const ingestMetrics = {
   /**
    * Garbage-collection pauses of this thread (ingest's: the ack thread), by kind: minor
    * (scavenges), major (the atomic pause of a mark-compact), incremental (marking steps run on
-   * the thread). A full mark-compact every second or so on a small heap is what
-   * `node --initial-old-space-size=64` removes (README).
+   * the thread). With V8's default heap growth the ack thread ran a full mark-compact about
+   * every second under load; bin/sluice.js's heap growth factor is what removed them
+   * (bench/results/heap-growing-2026-12-05.md).
    */
   gcPauseSeconds: once(
     'sluice_ingest_gc_pause_seconds',
