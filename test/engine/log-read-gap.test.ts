@@ -23,7 +23,7 @@ import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import type { LogRecord } from '../../log/log.js';
 import { SegmentLog } from '../../log/segment-log.js';
 import { ingestRow as row } from '../helpers/batches.js';
-import { openLakeReader } from '../helpers/lake.js';
+import { silverCounts } from '../helpers/lake.js';
 import { WrappedSegmentLog } from '../helpers/wrapped-log.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -87,13 +87,7 @@ async function run(name: string, arrange: (logs: ReplicaWithHoles[]) => void): P
   } finally {
     if (!closed) await c.close().catch(() => undefined);
   }
-  const r = await openLakeReader(lake);
-  try {
-    const got = await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`);
-    return { ids, inSilver: new Map(got.map((x) => [x.event_id, Number(x.n)])), logs, lines };
-  } finally {
-    r.close();
-  }
+  return { ids, inSilver: await silverCounts(lake), logs, lines };
 }
 
 describe('a read that passes over a record this process appended', () => {
