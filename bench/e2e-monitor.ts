@@ -152,9 +152,13 @@ export interface ServerMetrics {
   /** Request received → ack sent, as the server sees it. */
   ackMeanMs: number;
   ackP99Ms: number;
+  /** Share (0–1) of acks sent within 20 ms of the request (issue 13's goal, the server's side of it). */
+  ackWithin20msShare: number;
   checkpoints: number;
   checkpointMeanS: number;
+  /** The longest checkpoint lies in (checkpointMaxAboveS, checkpointMaxBucketS]: the bounds of its histogram bucket. */
   checkpointMaxBucketS: number;
+  checkpointMaxAboveS: number;
   /** Requests refused with 503 (engine backlog or log high-water mark) and 429. */
   refused503: number;
   refused429: number;
@@ -174,6 +178,13 @@ function bucketQuantile(buckets: Array<[number, number]>, q: number): number {
   return buckets.find(([, c]) => c >= q * total)?.[0] ?? NaN;
 }
 
+/** Cumulative count at the bucket bounded by `le` ÷ the total; NaN when the bucket is not there or nothing was counted. */
+function shareWithin(buckets: Array<[number, number]>, le: number): number {
+  const total = buckets.at(-1)?.[1] ?? 0;
+  const at = buckets.find(([b]) => b === le);
+  return total > 0 && at ? at[1] / total : NaN;
+}
+
 /** Parses what the benchmark reports from GET /metrics. */
 export function parseServerMetrics(text: string): ServerMetrics {
   const fsync = histogram(text, 'sluice_log_fsync_seconds');
@@ -186,9 +197,11 @@ export function parseServerMetrics(text: string): ServerMetrics {
     fsyncP99Ms: bucketQuantile(fsync.buckets, 0.99) * 1000,
     ackMeanMs: (ack.sum / ack.count) * 1000,
     ackP99Ms: bucketQuantile(ack.buckets, 0.99) * 1000,
+    ackWithin20msShare: shareWithin(ack.buckets, 0.02),
     checkpoints: cp.count,
     checkpointMeanS: cp.sum / cp.count,
     checkpointMaxBucketS: bucketQuantile(cp.buckets, 1),
+    checkpointMaxAboveS: cp.buckets[cp.buckets.findIndex(([, c]) => c >= cp.count) - 1]?.[0] ?? 0,
     refused503: sum(/^sluice_ingest_requests_total\{[^}]*status="503"[^}]*\} (\S+)$/gm),
     refused429: sum(/^sluice_ingest_requests_total\{[^}]*status="429"[^}]*\} (\S+)$/gm),
   };

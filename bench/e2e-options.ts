@@ -24,6 +24,12 @@ export interface E2eBenchOptions {
   warmupMs: number;
   /** Open-loop runs at these fractions of the protocol's closed-loop max (latency percentiles). */
   rateFractions: number[];
+  /**
+   * Per protocol, a light closed loop too (issue 13's "p99 ack ≤ 20 ms under a light closed
+   * loop"): one load-generator thread with few requests in flight ({@link loadShape}), as fast as
+   * its acks return.
+   */
+  lightLoop: boolean;
   /** Distinct users of the per-protocol runs and of the worker-scaling runs. */
   users: number;
   /** Engine worker counts of the scaling table (closed loop, `scalingProtocol`, `users`); empty = skip. */
@@ -65,6 +71,7 @@ export const E2E_BENCH_DEFAULTS = {
   durationMs: 20_000,
   warmupMs: 3_000,
   rateFractions: [0.5, 0.9],
+  lightLoop: true,
   users: 100_000,
   workerScale: [1, 2],
   userScale: [10_000, 100_000, 1_000_000, 10_000_000],
@@ -78,10 +85,25 @@ export const E2E_BENCH_DEFAULTS = {
   maxServerRssBytes: 8 * 1024 ** 3,
 } as const satisfies Partial<E2eBenchOptions>;
 
-/** Batch size and connections per protocol when not given. */
-export function protocolShape(o: E2eBenchOptions, protocol: LoadgenProtocol): { batchSize: number; connections: number } {
+/** What a run's load generator uses: threads, requests (WebSockets) per thread, events per request, Arrow batches in flight per WebSocket. */
+export interface LoadShape {
+  loadgenWorkers: number;
+  connections: number;
+  batchSize: number;
+  pipeline: number;
+}
+
+/**
+ * The load of a run. Max and open-loop runs: the options (per protocol where not given: 32
+ * requests per thread of 50 events for HTTP and NDJSON, 4 WebSockets of 1000-event batches for
+ * Arrow). The light closed loop: one thread with 4 requests of 50 events in flight (the issue's
+ * "4 connections of 50-event batches"), for Arrow one WebSocket with one batch in flight.
+ */
+export function loadShape(o: E2eBenchOptions, protocol: LoadgenProtocol, light = false): LoadShape {
   const arrow = protocol === 'arrow-ws';
-  return { batchSize: o.batchSize ?? (arrow ? 1000 : 50), connections: o.connections ?? (arrow ? 4 : 32) };
+  const batchSize = o.batchSize ?? (arrow ? 1000 : 50);
+  if (light) return { loadgenWorkers: 1, connections: arrow ? 1 : 4, batchSize, pipeline: 1 };
+  return { loadgenWorkers: o.loadgenWorkers, connections: o.connections ?? (arrow ? 4 : 32), batchSize, pipeline: o.pipeline };
 }
 
 /** Users the load generator may be asked for (its per-user state is ~110 B per user per run). */
@@ -123,6 +145,7 @@ export function validateE2eBenchOptions(input: Partial<E2eBenchOptions>): E2eBen
   if (o.connections !== undefined && (!posInt(o.connections) || o.connections > 1024)) bad(`--connections must be an integer in 1..1024, got ${o.connections}`);
   if (o.batchSize !== undefined && (!posInt(o.batchSize) || o.batchSize > 100_000)) bad(`--batch-size must be an integer in 1..100000, got ${o.batchSize}`);
   if (!posInt(o.pipeline) || o.pipeline > 64) bad(`--pipeline must be an integer in 1..64, got ${o.pipeline}`);
+  if (typeof o.lightLoop !== 'boolean') bad(`lightLoop must be true or false, got ${String(o.lightLoop)}`);
   if (!Number.isInteger(o.seed)) bad(`--seed must be an integer, got ${o.seed}`);
   if (o.settleTimeoutMs !== undefined && !(o.settleTimeoutMs >= 1_000)) bad(`--settle-timeout must be at least 1s, got ${o.settleTimeoutMs} ms`);
   if (!(o.sampleMs >= 10 && o.sampleMs <= 5_000)) bad(`sampleMs must be in 10..5000, got ${o.sampleMs}`);

@@ -18,6 +18,8 @@ interface Flags {
   duration: string;
   warmup: string;
   rates: string;
+  /** false with --no-light-loop. */
+  lightLoop?: boolean;
   users: string;
   workerScale: string;
   userScale: string;
@@ -60,6 +62,7 @@ export function benchOptionsFromFlags(f: Flags): Partial<E2eBenchOptions> {
     durationMs: parseDuration(f.duration, '--duration'),
     warmupMs: parseDuration(f.warmup, '--warmup'),
     rateFractions: parseList(f.rates, '--rates', (x) => fraction(x, '--rates')),
+    lightLoop: f.lightLoop !== false,
     users: parseCount(f.users, '--users'),
     workerScale: parseList(f.workerScale, '--worker-scale', (x) => integer(x, '--worker-scale')!),
     userScale: parseList(f.userScale, '--user-scale', (x) => parseCount(x, '--user-scale')),
@@ -106,6 +109,7 @@ export function register(program: Command): void {
     .option('--warmup <d>', 'first part of each load kept out of the latency percentiles (reported apart)', d.warmup)
     .option('--runs <n>', 'repeat every run n times and report the median one', d.runs)
     .option('--rates <list>', 'open-loop runs at these fractions of the closed-loop max (none = skip)', d.rates)
+    .option('--no-light-loop', 'skip the light closed loop per protocol (one loadgen thread, 4 requests or 1 Arrow batch in flight)')
     .option('--users <n>', 'distinct users of the protocol and worker-scaling runs (10K, 1M…)', d.users)
     .option('--worker-scale <list>', 'engine worker counts to compare (none = skip)', d.workerScale)
     .option('--user-scale <list>', 'distinct-user counts of the cost curve (none = skip)', d.userScale)

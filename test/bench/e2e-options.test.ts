@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ackLags, quantile, type MonitorSample } from '../../bench/e2e-monitor.js';
-import { parseCount, parseList, validateE2eBenchOptions } from '../../bench/e2e-options.js';
+import { ackLags, parseServerMetrics, quantile, type MonitorSample } from '../../bench/e2e-monitor.js';
+import { loadShape, parseCount, parseList, validateE2eBenchOptions } from '../../bench/e2e-options.js';
 
 describe('validateE2eBenchOptions', () => {
   it('fills the documented defaults', () => {
@@ -10,6 +10,7 @@ describe('validateE2eBenchOptions', () => {
     expect(o.rateFractions).toEqual([0.5, 0.9]);
     expect(o.userScale).toEqual([10_000, 100_000, 1_000_000, 10_000_000]);
     expect(o.workerScale).toEqual([1, 2]);
+    expect(o.lightLoop).toBe(true);
   });
 
   it.each([
@@ -26,6 +27,7 @@ describe('validateE2eBenchOptions', () => {
     [{ batchSize: 0 }, '--batch-size must be an integer in 1..100000, got 0'],
     [{ users: 1, loadgenWorkers: 2 }, 'users (1) must be at least --loadgen-workers (2): each generator thread simulates its own users'],
     [{ maxServerRssBytes: 1024 }, '--max-rss must be at least 64MiB, got 1024 bytes'],
+    [{ lightLoop: 'yes' }, 'lightLoop must be true or false, got yes'],
   ] as const)('rejects %j', (input, message) => {
     expect(() => validateE2eBenchOptions({ shards: 4, workers: 2, ...(input as object) })).toThrow(message);
   });
@@ -53,5 +55,52 @@ describe('ackLags', () => {
     const { lags, unreached } = ackLags([s(0, 5, 0), s(100, 5, 4)], (x) => x.processed, 0, 100);
     expect(lags).toEqual([100, 0]);
     expect(unreached).toBe(2);
+  });
+});
+
+describe('loadShape', () => {
+  const o = validateE2eBenchOptions({ shards: 2, workers: 2 });
+  it('gives max and open-loop runs the options, per protocol where not given', () => {
+    expect(loadShape(o, 'http')).toEqual({ loadgenWorkers: 2, connections: 32, batchSize: 50, pipeline: 4 });
+    expect(loadShape(o, 'arrow-ws')).toEqual({ loadgenWorkers: 2, connections: 4, batchSize: 1000, pipeline: 4 });
+    expect(loadShape(validateE2eBenchOptions({ shards: 2, workers: 2, connections: 8, batchSize: 20, loadgenWorkers: 3 }), 'ndjson')).toEqual({ loadgenWorkers: 3, connections: 8, batchSize: 20, pipeline: 4 });
+  });
+  it('gives the light closed loop one thread and few requests in flight', () => {
+    expect(loadShape(o, 'http', true)).toEqual({ loadgenWorkers: 1, connections: 4, batchSize: 50, pipeline: 1 });
+    expect(loadShape(o, 'arrow-ws', true)).toEqual({ loadgenWorkers: 1, connections: 1, batchSize: 1000, pipeline: 1 });
+  });
+});
+
+describe('parseServerMetrics', () => {
+  const text = [
+    '# HELP sluice_ingest_ack_seconds Time from request received to acknowledgement sent.',
+    '# TYPE sluice_ingest_ack_seconds histogram',
+    'sluice_ingest_ack_seconds_bucket{le="0.01"} 900',
+    'sluice_ingest_ack_seconds_bucket{le="0.02"} 990',
+    'sluice_ingest_ack_seconds_bucket{le="0.05"} 998',
+    'sluice_ingest_ack_seconds_bucket{le="+Inf"} 1000',
+    'sluice_ingest_ack_seconds_sum 5',
+    'sluice_ingest_ack_seconds_count 1000',
+    'sluice_engine_checkpoint_seconds_bucket{le="1"} 2',
+    'sluice_engine_checkpoint_seconds_bucket{le="2"} 3',
+    'sluice_engine_checkpoint_seconds_bucket{le="5"} 3',
+    'sluice_engine_checkpoint_seconds_bucket{le="10"} 4',
+    'sluice_engine_checkpoint_seconds_bucket{le="30"} 4',
+    'sluice_engine_checkpoint_seconds_bucket{le="+Inf"} 4',
+    'sluice_engine_checkpoint_seconds_sum 12',
+    'sluice_engine_checkpoint_seconds_count 4',
+    'sluice_ingest_requests_total{protocol="segment",status="503"} 7',
+    'sluice_ingest_requests_total{protocol="arrow",status="503"} 1',
+  ].join('\n');
+  it('reads the share of acks within 20 ms and the bucket of the longest checkpoint', () => {
+    const m = parseServerMetrics(text);
+    expect(m.ackWithin20msShare).toBe(0.99);
+    expect(m.ackMeanMs).toBe(5);
+    expect(m.ackP99Ms).toBe(20);
+    expect([m.checkpoints, m.checkpointMeanS, m.checkpointMaxAboveS, m.checkpointMaxBucketS]).toEqual([4, 3, 5, 10]);
+    expect(m.refused503).toBe(8);
+  });
+  it('says NaN, not 0, when the server never acked', () => {
+    expect(parseServerMetrics('sluice_ingest_ack_seconds_bucket{le="0.02"} 0\nsluice_ingest_ack_seconds_bucket{le="+Inf"} 0').ackWithin20msShare).toBeNaN();
   });
 });
