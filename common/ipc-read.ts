@@ -255,3 +255,40 @@ function read(bytes: Uint8Array): IpcRecord | undefined {
     batches.push(recordBatchOf(current, header.length, children));
   }
 }
+
+/**
+ * The rows of an IPC stream's record batches, summed, read from their message headers alone
+ * (nothing decoded: a few flatbuffer fields per message); undefined when the framing is broken.
+ * For sizing work by events before a record is decoded (the engine's ranges).
+ */
+export function ipcRowCount(bytes: Uint8Array): number | undefined {
+  try {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let rows = 0;
+    let pos = 0;
+    while (pos + 4 <= bytes.byteLength) {
+      let metaLength = view.getInt32(pos, true);
+      let metaStart = pos + 4;
+      if (metaLength === -1) {
+        if (pos + 8 > bytes.byteLength) return undefined;
+        metaLength = view.getInt32(pos + 4, true);
+        metaStart = pos + 8;
+      }
+      if (metaLength === 0) break; // end-of-stream marker
+      if (metaLength < 0 || metaStart + metaLength > bytes.byteLength) return undefined;
+      const f = new Flat(new DataView(bytes.buffer, bytes.byteOffset + metaStart, metaLength));
+      const message = f.root();
+      const typeAt = f.field(message, 1);
+      const headerAt = f.field(message, 2);
+      const bodyAt = f.field(message, 3);
+      if (typeAt !== 0 && headerAt !== 0 && f.u8(typeAt) === HEADER_RECORD_BATCH) {
+        const lengthAt = f.field(f.target(headerAt), 0);
+        if (lengthAt !== 0) rows += f.i64(lengthAt);
+      }
+      pos = metaStart + metaLength + (bodyAt === 0 ? 0 : f.i64(bodyAt));
+    }
+    return pos <= bytes.byteLength ? rows : undefined;
+  } catch {
+    return undefined; // an offset out of the view: a malformed flatbuffer
+  }
+}

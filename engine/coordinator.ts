@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { externalError, internalError, SluiceError } from '../common/errors.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
-import { readFlatIpc } from '../common/ipc-read.js';
+import { ipcRowCount, readFlatIpc } from '../common/ipc-read.js';
 import type { Logger } from 'pino';
 import { partKey } from '../common/lake-layout.js';
 import type { ShardLog } from '../log/log.js';
@@ -65,7 +65,8 @@ interface ShardState {
    * Durable records kept in memory for the next ranges (consecutive offsets), up to
    * maxQueuedBytesPerShard; while `spilled`, new records are left in the log and read back from it.
    */
-  queue: Array<{ offset: number; payload: Uint8Array }>;
+  /** Records in memory waiting for a range, with their events. */
+  queue: Array<{ offset: number; payload: Uint8Array; rows: number }>;
   queuedBytes: number;
   spilled: boolean;
   /**
@@ -474,7 +475,7 @@ export class Coordinator {
     const dense = this.logs[shard]!.denseOffsets !== false;
     if (!dense && offset >= st.submittedNext && (st.appended.length === 0 || offset > st.appended[st.appended.length - 1]!)) st.appended.push(offset);
     if (!st.spilled && offset === tail && dense && st.queuedBytes + payload.byteLength <= this.options.maxQueuedBytesPerShard) {
-      st.queue.push({ offset, payload });
+      st.queue.push({ offset, payload, rows });
       st.queuedBytes += payload.byteLength;
     } else st.spilled = true;
     this.pump(shard);
@@ -590,18 +591,20 @@ export class Coordinator {
   /**
    * The shard's next range: consecutive records from `submittedNext`, from memory when the queue
    * has them, else read from the log (records left there while spilled, or replayed after a
-   * restart); up to maxRangeRecords / maxRangeBytes.
+   * restart); up to maxRangeRecords / maxRangeBytes / maxRangeEvents (at least one record).
    */
   private async nextRange(shard: number): Promise<Array<{ offset: number; payload: Uint8Array }>> {
     const st = this.shards[shard]!;
-    const { maxRangeRecords, maxRangeBytes } = this.options;
+    const { maxRangeRecords, maxRangeBytes, maxRangeEvents } = this.options;
     const out: Array<{ offset: number; payload: Uint8Array }> = [];
     let bytes = 0;
+    let events = 0;
     while (st.queue.length > 0 && st.queue[0]!.offset < st.submittedNext) st.queuedBytes -= st.queue.shift()!.payload.byteLength;
-    while (st.queue.length > 0 && st.queue[0]!.offset === st.submittedNext + out.length && out.length < maxRangeRecords && (out.length === 0 || bytes < maxRangeBytes)) {
+    while (st.queue.length > 0 && st.queue[0]!.offset === st.submittedNext + out.length && out.length < maxRangeRecords && (out.length === 0 || (bytes < maxRangeBytes && events < maxRangeEvents))) {
       const r = st.queue.shift()!;
       st.queuedBytes -= r.payload.byteLength;
       bytes += r.payload.byteLength;
+      events += r.rows;
       out.push(r);
     }
     if (out.length > 0 || st.submittedNext >= st.durableNext) return out;
@@ -617,7 +620,9 @@ export class Coordinator {
         }
         out.push(r);
         bytes += r.payload.byteLength;
-        if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || r.offset + 1 >= st.durableNext) {
+        // A record whose headers cannot be read counts no events: the worker quarantines it.
+        events += ipcRowCount(r.payload) ?? 0;
+        if (out.length >= maxRangeRecords || bytes >= maxRangeBytes || events >= maxRangeEvents || r.offset + 1 >= st.durableNext) {
           exhausted = r.offset + 1 >= markAtStart;
           break;
         }

@@ -15,6 +15,18 @@ export class RemoteLog implements ConsumedLog {
   /** Every record below it is durable: the last mark ingest reported. */
   durableNextOffset: number;
   private readonly reader: SegmentLogReader;
+  /**
+   * Read ahead: what the last chunk held past the record a consumer stopped at (a range ends at
+   * its own bounds, mid-chunk). The next read that starts there takes them from here instead of
+   * reading, copying and checking them again: with ranges of a few records a chunk was otherwise
+   * read several times over (profiled: the engine's main thread busy with re-read CRCs and
+   * fstats). Only durable records are read, and a durable record never changes, so what is kept
+   * stays true.
+   */
+  private ahead: LogRecord[] = [];
+  private aheadAt = 0;
+  /** The newest read owns `ahead`: an older one still suspended (a pump given up) ends at its next step. */
+  private reading = 0;
 
   constructor(
     dir: string,
@@ -26,13 +38,30 @@ export class RemoteLog implements ConsumedLog {
   }
 
   async *read(fromOffset: number): AsyncGenerator<LogRecord, void, undefined> {
+    const me = ++this.reading;
+    // Kept records serve a read that starts at the first of them; any other start drops them.
+    while (this.aheadAt < this.ahead.length && this.ahead[this.aheadAt]!.offset < fromOffset) this.aheadAt++;
+    if (this.aheadAt < this.ahead.length && this.ahead[this.aheadAt]!.offset !== fromOffset) this.dropAhead();
     let next = fromOffset;
-    while (next < this.durableNextOffset) {
-      const records = await this.reader.readRange(next, this.durableNextOffset, READ_CHUNK_RECORDS, READ_CHUNK_BYTES);
-      if (records.length === 0) return;
-      for (const r of records) yield r;
-      next = records[records.length - 1]!.offset + 1;
+    for (;;) {
+      if (this.aheadAt >= this.ahead.length) {
+        this.dropAhead();
+        if (next >= this.durableNextOffset) return;
+        const records = await this.reader.readRange(next, this.durableNextOffset, READ_CHUNK_RECORDS, READ_CHUNK_BYTES);
+        if (me !== this.reading || records.length === 0) return;
+        this.ahead = records;
+      }
+      if (me !== this.reading) return;
+      // Taken before it is yielded: a consumer that stops after this record has it, the rest stay.
+      const r = this.ahead[this.aheadAt++]!;
+      next = r.offset + 1;
+      yield r;
     }
+  }
+
+  private dropAhead(): void {
+    this.ahead = [];
+    this.aheadAt = 0;
   }
 
   truncateBefore(offset: number): Promise<void> {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Field, Float64, Int32, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
-import { readFlatIpc } from '../../common/ipc-read.js';
+import { Dictionary, Field, Float64, Int32, List, RecordBatch, Schema, Struct, Table, Utf8, makeData, tableFromIPC, tableToIPC, vectorFromArray } from 'apache-arrow';
+import { ipcRowCount, readFlatIpc } from '../../common/ipc-read.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import type { CanonicalEvent } from '../../ingest/normalize.js';
 
@@ -119,5 +119,36 @@ describe('readFlatIpc', () => {
       }),
       { numRuns: 60 },
     );
+  });
+});
+
+describe('ipcRowCount', () => {
+  it('sums the record batches\' rows from their headers: ingest records, Arrow JS streams with dictionaries and several batches, empty batches', () => {
+    const b = new IngestBatchBuilder(4);
+    for (const n of [1, 37, 300]) {
+      for (const row of rowsOf(n, n)) b.push(row);
+      const bytes = b.toIPC();
+      b.reset();
+      expect(ipcRowCount(bytes)).toBe(n);
+    }
+    fc.assert(
+      fc.property(fc.array(fc.array(fc.option(fc.constantFrom('ios', 'android', 'web')), { maxLength: 40 }), { minLength: 1, maxLength: 6 }), (batches) => {
+        const type = new Dictionary(new Utf8(), new Int32());
+        const [first, ...rest] = batches.map((values) => vectorFromArray(values, type));
+        const table = new Table({ d: first!.concat(...rest) });
+        const bytes = tableToIPC(table, 'stream');
+        expect(ipcRowCount(bytes)).toBe(tableFromIPC(bytes).numRows);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  it('says undefined for broken framing, never a wrong count', () => {
+    const b = new IngestBatchBuilder(4);
+    for (const row of rowsOf(20, 9)) b.push(row);
+    const bytes = b.toIPC();
+    expect(ipcRowCount(bytes.subarray(0, bytes.byteLength - 100))).toBeUndefined(); // the batch's body cut short
+    expect(ipcRowCount(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x10, 0, 0, 0, 1, 2]))).toBeUndefined();
+    expect(ipcRowCount(new Uint8Array(0))).toBe(0);
   });
 });

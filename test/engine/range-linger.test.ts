@@ -2,8 +2,9 @@
  * The range linger (engine option rangeLingerMs): under light load a shard waits a little for more
  * records before it takes a range, so records that arrive one by one share one worker task
  * instead of paying a task each; enough waiting events end the wait at once; closing never waits.
- * Ranges are counted by the engine's own histogram (sluice_engine_range_records), events by
- * DuckDB over the lake.
+ * And the range's event bound (maxRangeEvents): under a lag, a range stops at the record that
+ * reaches it, from memory and from the log alike. Ranges are counted by the engine's own
+ * histogram (sluice_engine_range_records), events by DuckDB over the lake.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -103,5 +104,35 @@ describe('range linger', () => {
     c.submit(0, await c.shardLogs[0]!.append(payload), payload, 5);
     await c.close();
     exactlyOnce(await silverCounts(lake), ids);
+  });
+});
+
+describe('range event bound', () => {
+  // The linger holds the records back until all 1 000 events wait: then the bound alone cuts the ranges.
+  const held = { rangeLingerMs: 5_000, rangeMinEvents: 1_000 };
+
+  it('cuts the waiting records into ranges that stop at the record reaching maxRangeEvents (records in memory)', async () => {
+    const r = await feed({ ...held, maxRangeEvents: 300 }, 10, 100, 0);
+    expect(r).toMatchObject({ ranges: 4, records: 10 }); // 3 + 3 + 3 + 1 records
+    exactlyOnce(r.silver, r.ids);
+  });
+
+  it('counts the events of records read back from the log by their Arrow headers', async () => {
+    // No queue in memory: every record is read from the log, where only its bytes say how many events it holds.
+    const r = await feed({ ...held, maxRangeEvents: 300, maxQueuedBytesPerShard: 0 }, 10, 100, 0);
+    expect(r).toMatchObject({ ranges: 4, records: 10 });
+    exactlyOnce(r.silver, r.ids);
+  });
+
+  it('takes a record larger than the bound as a range of its own', async () => {
+    const r = await feed({ rangeLingerMs: 5_000, rangeMinEvents: 300, maxRangeEvents: 50 }, 3, 100, 0);
+    expect(r).toMatchObject({ ranges: 3, records: 3 });
+    exactlyOnce(r.silver, r.ids);
+  });
+
+  it('without the bound (the default, 16 384 events) the same records are one range', async () => {
+    const r = await feed(held, 10, 100, 0);
+    expect(r).toMatchObject({ ranges: 1, records: 10 });
+    exactlyOnce(r.silver, r.ids);
   });
 });
