@@ -1,15 +1,22 @@
 /**
- * Encodes a request's rejected events as one `dlqSchema` Arrow IPC stream (one DLQ log record).
- * Written by the fixed-layout IPC writer like the shard records: with 0.5 % invalid events about
- * a quarter of 50-event Segment requests carry a reject, and Arrow JS's builders plus
- * tableToIPC cost ≈ 0.6 ms per call whatever the row count — as much ack-thread CPU per event
- * as the JSON parse (bench/results/cpu-2026-12-02.md).
+ * The DLQ log's writer: rejected events become `dlqSchema` Arrow IPC streams (DLQ log records),
+ * written by the fixed-layout IPC writer like the shard records (Arrow JS's builders plus
+ * tableToIPC cost ≈ 0.6 ms per call whatever the row count: bench/results/cpu-2026-12-02.md).
+ *
+ * Group commit, as ingest/shard-appender.ts does for the shard logs: the dead letters of every
+ * request that arrives while the log is busy (or within the linger) become ONE record. With 0.5 %
+ * invalid events about a quarter of 50-event Segment requests carry a reject; one record each was
+ * 1.5–4.6 K records per 20 s at max, which the engine's DLQ flush then read, decoded and merged
+ * one by one. A record holds one hour of `received_at` only (the flush files a record under its
+ * first row's hour).
  */
 import { createHash } from 'node:crypto';
 import { RecordBatch, Struct, Table, makeData, tableToIPC } from 'apache-arrow';
 import { dlqSchema } from '../common/schema.js';
 import { Utf8Column } from './batch-builder.js';
 import { encodeIpcStream, schemaMessageOf, type ColumnParts } from '../common/ipc-write.js';
+import type { ShardLog } from '../log/log.js';
+import type { GroupCommitOptions } from './options.js';
 import type { DeadLetter } from './protocols/decoded.js';
 
 const keyIds = new Map<string, string>();
@@ -38,23 +45,119 @@ function schemaMessage(): Uint8Array {
 const columns = { source: new Utf8Column(), keyId: new Utf8Column(), code: new Utf8Column(), message: new Utf8Column(16, 96), raw: new Utf8Column(16, 512) };
 const EMPTY = new Uint8Array(0);
 
-/** One dlqSchema batch as IPC stream bytes (fresh, owned by the caller). `receivedAt`: epoch ms. */
-export function encodeDeadLetters(rejects: readonly DeadLetter[], source: string, writeKey: string, receivedAt: number): Uint8Array {
-  const keyId = writeKeyId(writeKey);
-  const n = rejects.length;
+/** A rejected event with what the DLQ stores beside it. */
+export interface PendingLetter {
+  letter: DeadLetter;
+  source: string;
+  /** writeKeyId of the request's key. */
+  keyId: string;
+  /** Epoch ms the request arrived. */
+  receivedAt: number;
+}
+
+/** One dlqSchema batch of `rows` as IPC stream bytes (fresh, owned by the caller). */
+export function encodeDeadLetterRows(rows: readonly PendingLetter[]): Uint8Array {
+  const n = rows.length;
   const c = columns;
   for (const col of [c.source, c.keyId, c.code, c.message, c.raw]) col.reset();
   const times = new Int32Array(n * 2);
   for (let i = 0; i < n; i++) {
-    const r = rejects[i]!;
+    const { letter, source, keyId, receivedAt } = rows[i]!;
     times[2 * i] = receivedAt % 4294967296;
     times[2 * i + 1] = Math.floor(receivedAt / 4294967296);
     c.source.pushString(source);
     c.keyId.pushString(keyId);
-    c.code.pushString(r.code);
-    c.message.pushString(r.message);
-    c.raw.pushString(r.raw);
+    c.code.pushString(letter.code);
+    c.message.pushString(letter.message);
+    c.raw.pushString(letter.raw);
   }
   const parts: ColumnParts[] = [{ length: n, nullCount: 0, buffers: [EMPTY, new Uint8Array(times.buffer)] }, c.source.parts(), c.keyId.parts(), c.code.parts(), c.message.parts(), c.raw.parts()];
   return encodeIpcStream(schemaMessage(), [], parts, n);
+}
+
+const HOUR_MS = 3_600_000;
+
+interface Waiter {
+  resolve: (offset: number) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Appends dead letters to the DLQ log, many requests' in one record (see the file comment). The
+ * batch is cut `maxDelayMs` after its first letter while the log is idle (0 = at the end of the
+ * event-loop turn), as soon as the append in flight is durable, at `maxRows`, or before a letter
+ * of another hour. `add` resolves once the letters are durable; rejects if that append failed.
+ */
+export class DeadLetterAppender {
+  private rows: PendingLetter[] = [];
+  private waiters: Waiter[] = [];
+  /** Hour (epoch ms / 1 h, floored) of the open batch's letters. */
+  private hour = NaN;
+  private immediate: NodeJS.Immediate | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly log: ShardLog,
+    private readonly options: GroupCommitOptions,
+  ) {}
+
+  /** One request's rejected events; resolves with the offset of the record that holds them once it is durable. */
+  add(rejects: readonly DeadLetter[], source: string, writeKey: string, receivedAt: number): Promise<number> {
+    const hour = Math.floor(receivedAt / HOUR_MS);
+    if (this.rows.length > 0 && hour !== this.hour) this.cut();
+    this.hour = hour;
+    const keyId = writeKeyId(writeKey);
+    for (const letter of rejects) this.rows.push({ letter, source, keyId, receivedAt });
+    const done = new Promise<number>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (this.rows.length >= this.options.maxRows) this.cut();
+    else this.schedule();
+    return done;
+  }
+
+  private schedule(): void {
+    // While an append is in flight the log is busy anyway: the batch is cut when it completes.
+    if (this.inFlight.size > 0) return;
+    if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.inFlight.size === 0 && this.cut()));
+    else this.timer ??= setTimeout(() => ((this.timer = undefined), this.inFlight.size === 0 && this.cut()), this.options.maxDelayMs);
+  }
+
+  private cut(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.rows.length === 0) return;
+    const rows = this.rows;
+    const waiters = this.waiters;
+    this.rows = [];
+    this.waiters = [];
+    let payload: Uint8Array;
+    try {
+      payload = encodeDeadLetterRows(rows);
+    } catch (err) {
+      for (const w of waiters) w.reject(err);
+      return;
+    }
+    const done = this.log.append(payload).then(
+      (offset) => {
+        for (const w of waiters) w.resolve(offset);
+      },
+      (err: unknown) => {
+        for (const w of waiters) w.reject(err);
+      },
+    );
+    this.inFlight.add(done);
+    void done.finally(() => {
+      this.inFlight.delete(done);
+      // Letters that piled up during the fsync go out now rather than at their deadline.
+      if (this.inFlight.size === 0 && this.rows.length > 0) this.cut();
+    });
+  }
+
+  /** Cuts what is queued and waits for every append to settle. */
+  async drain(): Promise<void> {
+    this.cut();
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  }
 }

@@ -16,7 +16,7 @@ import { pino, type Logger } from 'pino';
 import { register } from 'prom-client';
 import { userError } from '../common/errors.js';
 import type { IngestRow } from './batch-builder.js';
-import { encodeDeadLetters } from './dead-letters.js';
+import { DeadLetterAppender } from './dead-letters.js';
 import type { ShardLog } from '../log/log.js';
 import { mountDashboard } from './dashboard/mount.js';
 import { MemoryBudget } from './memory-budget.js';
@@ -140,6 +140,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   const keys = new Map<string, WriteKey>(options.writeKeys.map((k) => [k.key, k]));
   const buckets = new TokenBuckets(options.rateLimit.eventsPerSecond, options.rateLimit.burst);
   const appenders = deps.logs.map((l, s) => new ShardAppender(s, l, options.groupCommit, deps.onDurable));
+  const deadLetters = new DeadLetterAppender(deps.dlqLog, options.groupCommit);
   const shards = deps.logs.length;
   const eventsBy = { segment: ingestMetrics.events.labels('segment'), ndjson: ingestMetrics.events.labels('ndjson'), arrow: ingestMetrics.events.labels('arrow') };
   const bytesBy = { segment: ingestMetrics.bytes.labels('segment'), ndjson: ingestMetrics.bytes.labels('ndjson'), arrow: ingestMetrics.bytes.labels('arrow') };
@@ -295,7 +296,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     let dlq: Promise<unknown> | undefined;
     if (d.rejects.length > 0) {
       for (const r of d.rejects) ingestMetrics.rejected.inc({ code: r.code });
-      dlq = deps.dlqLog.append(encodeDeadLetters(d.rejects, d.key.source ?? protocol, d.key.key, receivedAt));
+      dlq = deadLetters.add(d.rejects, d.key.source ?? protocol, d.key.key, receivedAt);
     }
     try {
       const results = await Promise.all(appends);
@@ -591,6 +592,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       shards,
       marks: async (touched) => {
         for (const s of touched) await appenders[s]!.drain();
+        await deadLetters.drain();
         return { shards: Object.fromEntries(touched.map((s) => [String(s), deps.logs[s]!.nextOffset - 1])), dlq: deps.dlqLog.nextOffset - 1 };
       },
     });
@@ -628,7 +630,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
           clearTimeout(timer);
           if (!drained) log.warn({ inFlight }, `ingest close: ${inFlight} requests still unfinished after ${CLOSE_WAIT_MS} ms; closing their connections`);
         }
-        await Promise.all(appenders.map((a) => a.drain()));
+        await Promise.all([...appenders.map((a) => a.drain()), deadLetters.drain()]);
         // Let the last acks leave the socket buffers before dropping idle keep-alive connections.
         await new Promise((r) => setTimeout(r, 20));
         dashboard?.close();
