@@ -64,8 +64,8 @@ interface ShardState {
   /**
    * Durable records kept in memory for the next ranges (consecutive offsets), up to
    * maxQueuedBytesPerShard; while `spilled`, new records are left in the log and read back from it.
+   * Each with its events (rows), which bound a range (maxRangeEvents).
    */
-  /** Records in memory waiting for a range, with their events. */
   queue: Array<{ offset: number; payload: Uint8Array; rows: number }>;
   queuedBytes: number;
   spilled: boolean;
