@@ -16,6 +16,7 @@ import { dlqSchema } from '../common/schema.js';
 import { Utf8Column } from './batch-builder.js';
 import { encodeIpcStream, schemaMessageOf, type ColumnParts } from '../common/ipc-write.js';
 import type { ShardLog } from '../log/log.js';
+import { GroupCommit } from './group-commit.js';
 import type { GroupCommitOptions } from './options.js';
 import type { DeadLetter } from './protocols/decoded.js';
 
@@ -77,87 +78,48 @@ export function encodeDeadLetterRows(rows: readonly PendingLetter[]): Uint8Array
 
 const HOUR_MS = 3_600_000;
 
-interface Waiter {
-  resolve: (offset: number) => void;
-  reject: (err: unknown) => void;
-}
-
 /**
  * Appends dead letters to the DLQ log, many requests' in one record (see the file comment). The
  * batch is cut `maxDelayMs` after its first letter while the log is idle (0 = at the end of the
  * event-loop turn), as soon as the append in flight is durable, at `maxRows`, or before a letter
- * of another hour. `add` resolves once the letters are durable; rejects if that append failed.
+ * of another hour (ingest/group-commit.ts). `add` resolves once the letters are durable; rejects
+ * if that append failed.
  */
 export class DeadLetterAppender {
   private rows: PendingLetter[] = [];
-  private waiters: Waiter[] = [];
   /** Hour (epoch ms / 1 h, floored) of the open batch's letters. */
   private hour = NaN;
-  private immediate: NodeJS.Immediate | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly commits: GroupCommit;
 
   constructor(
-    private readonly log: ShardLog,
+    log: ShardLog,
     private readonly options: GroupCommitOptions,
-  ) {}
+  ) {
+    this.commits = new GroupCommit(log, options.maxDelayMs, {
+      size: () => this.rows.length,
+      take: () => {
+        const rows = this.rows;
+        this.rows = [];
+        return encodeDeadLetterRows(rows);
+      },
+    });
+  }
 
   /** One request's rejected events; resolves with the offset of the record that holds them once it is durable. */
   add(rejects: readonly DeadLetter[], source: string, writeKey: string, receivedAt: number): Promise<number> {
     const hour = Math.floor(receivedAt / HOUR_MS);
-    if (this.rows.length > 0 && hour !== this.hour) this.cut();
+    if (this.rows.length > 0 && hour !== this.hour) this.commits.cut();
     this.hour = hour;
     const keyId = writeKeyId(writeKey);
     for (const letter of rejects) this.rows.push({ letter, source, keyId, receivedAt });
-    const done = new Promise<number>((resolve, reject) => this.waiters.push({ resolve, reject }));
-    if (this.rows.length >= this.options.maxRows) this.cut();
-    else this.schedule();
-    return done;
-  }
-
-  private schedule(): void {
-    // While an append is in flight the log is busy anyway: the batch is cut when it completes.
-    if (this.inFlight.size > 0) return;
-    if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.inFlight.size === 0 && this.cut()));
-    else this.timer ??= setTimeout(() => ((this.timer = undefined), this.inFlight.size === 0 && this.cut()), this.options.maxDelayMs);
-  }
-
-  private cut(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    if (this.rows.length === 0) return;
-    const rows = this.rows;
-    const waiters = this.waiters;
-    this.rows = [];
-    this.waiters = [];
-    let payload: Uint8Array;
-    try {
-      payload = encodeDeadLetterRows(rows);
-    } catch (err) {
-      for (const w of waiters) w.reject(err);
-      return;
-    }
-    const done = this.log.append(payload).then(
-      (offset) => {
-        for (const w of waiters) w.resolve(offset);
-      },
-      (err: unknown) => {
-        for (const w of waiters) w.reject(err);
-      },
-    );
-    this.inFlight.add(done);
-    void done.finally(() => {
-      this.inFlight.delete(done);
-      // Letters that piled up during the fsync go out now rather than at their deadline.
-      if (this.inFlight.size === 0 && this.rows.length > 0) this.cut();
-    });
+    const durable = this.commits.wait();
+    if (this.rows.length >= this.options.maxRows) this.commits.cut();
+    else this.commits.schedule();
+    return durable;
   }
 
   /** Cuts what is queued and waits for every append to settle. */
-  async drain(): Promise<void> {
-    this.cut();
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  drain(): Promise<void> {
+    return this.commits.drain();
   }
 }

@@ -9,34 +9,38 @@
  *
  * While an fsync runs, new rows accumulate and go out together when it completes — under load
  * batches grow with the disk's latency and encoding/fsync costs are paid per batch, not per
- * request; idle, a row waits at most maxDelayMs before its fsync starts.
+ * request; idle, a row waits at most maxDelayMs before its fsync starts. The cycle itself (waiters,
+ * linger, appends in flight, drain) is ingest/group-commit.ts, shared with the DLQ's appender.
  */
 import type { ShardLog } from '../log/log.js';
 import { IngestBatchBuilder, type IngestRow } from './batch-builder.js';
+import { GroupCommit } from './group-commit.js';
 import type { GroupCommitOptions } from './options.js';
 
 type OnDurable = (shard: number, offset: number, payload: Uint8Array, rows: number) => void;
 
-interface Waiter {
-  resolve: (offset: number) => void;
-  reject: (err: unknown) => void;
-}
-
 export class ShardAppender {
   private readonly builder: IngestBatchBuilder;
-  private waiters: Waiter[] = [];
-  private immediate: NodeJS.Immediate | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  /** Appends in flight, oldest first. */
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly commits: GroupCommit;
 
   constructor(
     readonly shard: number,
-    private readonly log: ShardLog,
-    private readonly options: GroupCommitOptions,
-    private readonly onDurable: OnDurable | undefined,
+    log: ShardLog,
+    options: GroupCommitOptions,
+    onDurable: OnDurable | undefined,
   ) {
-    this.builder = new IngestBatchBuilder(options.maxRows);
+    const builder = (this.builder = new IngestBatchBuilder(options.maxRows));
+    this.commits = new GroupCommit(log, options.maxDelayMs, {
+      size: () => builder.length,
+      take: () => {
+        try {
+          return builder.toIPC();
+        } finally {
+          builder.reset();
+        }
+      },
+      durable: onDurable && ((offset, payload, rows) => onDurable(shard, offset, payload, rows)),
+    });
   }
 
   /** Rows waiting in the open batch. */
@@ -54,62 +58,15 @@ export class ShardAppender {
     while (i < rows.length) {
       const b = this.builder;
       while (i < rows.length && !b.full) b.push(rows[i++]!);
-      parts.push(new Promise<number>((resolve, reject) => this.waiters.push({ resolve, reject })));
-      if (b.full) this.cut();
+      parts.push(this.commits.wait());
+      if (b.full) this.commits.cut();
     }
-    if (this.builder.length > 0) this.schedule();
+    if (this.builder.length > 0) this.commits.schedule();
     return parts.length === 1 ? parts[0]!.then((o) => [o]) : Promise.all(parts);
   }
 
-  private schedule(): void {
-    // While an append is in flight the log is busy anyway: the batch is cut when it completes.
-    if (this.inFlight.size > 0) return;
-    if (this.options.maxDelayMs === 0) this.immediate ??= setImmediate(() => ((this.immediate = undefined), this.inFlight.size === 0 && this.cut()));
-    else this.timer ??= setTimeout(() => ((this.timer = undefined), this.inFlight.size === 0 && this.cut()), this.options.maxDelayMs);
-  }
-
-  /** Encodes the open batch and appends it; its waiters resolve when the record is durable. */
-  private cut(): void {
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    const rows = this.builder.length;
-    if (rows === 0) return;
-    const waiters = this.waiters;
-    this.waiters = [];
-    let payload: Uint8Array;
-    try {
-      payload = this.builder.toIPC();
-    } catch (err) {
-      for (const w of waiters) w.reject(err);
-      return;
-    } finally {
-      this.builder.reset();
-    }
-    const done = this.log.append(payload).then(
-      (offset) => {
-        try {
-          this.onDurable?.(this.shard, offset, payload, rows);
-        } finally {
-          for (const w of waiters) w.resolve(offset);
-        }
-      },
-      (err: unknown) => {
-        for (const w of waiters) w.reject(err);
-      },
-    );
-    this.inFlight.add(done);
-    void done.finally(() => {
-      this.inFlight.delete(done);
-      // Rows that piled up during the fsync go out now rather than at their deadline.
-      if (this.inFlight.size === 0 && this.builder.length > 0) this.cut();
-    });
-  }
-
   /** Cuts what is queued and waits for every append to settle. */
-  async drain(): Promise<void> {
-    this.cut();
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+  drain(): Promise<void> {
+    return this.commits.drain();
   }
 }
