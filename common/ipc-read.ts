@@ -178,6 +178,24 @@ function batchHeader(metadata: Uint8Array): { kind: 'dictionary' | 'batch'; id: 
 }
 
 /**
+ * The message framed at `pos` (≥ 4 bytes left): where its flatbuffer metadata starts and how long
+ * it is (with or without the 0xFFFFFFFF continuation), 'end' at the end-of-stream marker,
+ * undefined when the framing runs past the bytes.
+ */
+function frameAt(view: DataView, pos: number): { metaStart: number; metaLength: number } | 'end' | undefined {
+  let metaLength = view.getInt32(pos, true);
+  let metaStart = pos + 4;
+  if (metaLength === -1) {
+    if (pos + 8 > view.byteLength) return undefined;
+    metaLength = view.getInt32(pos + 4, true);
+    metaStart = pos + 8;
+  }
+  if (metaLength === 0) return 'end';
+  if (metaLength < 0 || metaStart + metaLength > view.byteLength) return undefined;
+  return { metaStart, metaLength };
+}
+
+/**
  * Decodes a flat IPC stream, or undefined when it is not one this reader handles (see the file
  * comment). The batches' buffers are views of `bytes`: they keep it alive and must not outlive a
  * mutation of it.
@@ -198,15 +216,10 @@ function read(bytes: Uint8Array): IpcRecord | undefined {
   const batches: RecordBatch[] = [];
   for (;;) {
     if (pos + 4 > bytes.byteLength) return schema ? { schema, batches } : undefined; // end without the marker, as Arrow JS allows
-    let metaLength = view.getInt32(pos, true);
-    let metaStart = pos + 4;
-    if (metaLength === -1) {
-      if (pos + 8 > bytes.byteLength) return undefined;
-      metaLength = view.getInt32(pos + 4, true);
-      metaStart = pos + 8;
-    }
-    if (metaLength === 0) return schema ? { schema, batches } : undefined;
-    if (metaLength < 0 || metaStart + metaLength > bytes.byteLength) return undefined;
+    const frame = frameAt(view, pos);
+    if (frame === undefined) return undefined;
+    if (frame === 'end') return schema ? { schema, batches } : undefined;
+    const { metaStart, metaLength } = frame;
     const metadata = bytes.subarray(metaStart, metaStart + metaLength);
     const bodyStart = metaStart + metaLength;
     // The schema message (first) through Arrow JS; every later message is a batch read in place.
@@ -267,15 +280,10 @@ export function ipcRowCount(bytes: Uint8Array): number | undefined {
     let rows = 0;
     let pos = 0;
     while (pos + 4 <= bytes.byteLength) {
-      let metaLength = view.getInt32(pos, true);
-      let metaStart = pos + 4;
-      if (metaLength === -1) {
-        if (pos + 8 > bytes.byteLength) return undefined;
-        metaLength = view.getInt32(pos + 4, true);
-        metaStart = pos + 8;
-      }
-      if (metaLength === 0) break; // end-of-stream marker
-      if (metaLength < 0 || metaStart + metaLength > bytes.byteLength) return undefined;
+      const frame = frameAt(view, pos);
+      if (frame === undefined) return undefined;
+      if (frame === 'end') break;
+      const { metaStart, metaLength } = frame;
       const f = new Flat(new DataView(bytes.buffer, bytes.byteOffset + metaStart, metaLength));
       const message = f.root();
       const typeAt = f.field(message, 1);
