@@ -22,7 +22,7 @@ import { openLakeQuery } from '../analytics/query.js';
 import { REALISTIC_MIX } from '../loadgen/options.js';
 import { runLoadgen, type LoadgenProgress, type LoadgenProtocol, type LoadgenSummary } from '../loadgen/run.js';
 import { ackLags, fetchServerMetrics, Monitor, quantile, type MonitorSample, type ServerMetrics } from './e2e-monitor.js';
-import { loadShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
+import { inFlightOf, loadShape, validateE2eBenchOptions, type E2eBenchOptions } from './e2e-options.js';
 import { BenchServer, machineLoad, machineUsage, type ProcStats } from './e2e-server.js';
 
 const WRITE_KEY = 'bench-key';
@@ -383,8 +383,8 @@ export async function runE2eBench(input: Partial<E2eBenchOptions>, hooks: E2eBen
     const seen = memo.get(key);
     if (seen !== undefined) return seen;
     if (hooks.signal?.aborted) throw hooks.signal.reason;
-    const shape = loadShape(o, spec.protocol, spec.kind === 'light');
-    const load = { max: 'closed loop (max)', light: `light closed loop (1 thread, ${shape.connections * shape.pipeline} ${spec.protocol === 'arrow-ws' ? 'batch' : 'request'}${shape.connections * shape.pipeline === 1 ? '' : 's'} in flight)`, rate: `open loop ${Math.round((spec.fraction ?? 0) * 100)} % = ${fmtInt(spec.rate ?? 0)} ev/s` }[spec.kind];
+    const n = inFlightOf(loadShape(o, spec.protocol, spec.kind === 'light'), spec.protocol);
+    const load = { max: 'closed loop (max)', light: `light closed loop (1 thread, ${n} ${spec.protocol === 'arrow-ws' ? 'batch' : 'request'}${n === 1 ? '' : 's'} in flight)`, rate: `open loop ${Math.round((spec.fraction ?? 0) * 100)} % = ${fmtInt(spec.rate ?? 0)} ev/s` }[spec.kind];
     const what = `${spec.protocol} ${load}, ${spec.workers} engine worker${spec.workers === 1 ? '' : 's'}, ${count(spec.users)} users`;
     const tries: RunResult[] = [];
     for (let k = 0; k < o.runs; k++) {
@@ -483,7 +483,7 @@ export function checkGoals(r: E2eBenchReport): GoalCheck[] {
     const light = e.light === undefined ? undefined : r.runs[e.light];
     const half = e.rates.map((i) => r.runs[i]!).find((x) => x.fraction === 0.5);
     if (light) {
-      const inFlight = light.connections * light.loadgenWorkers * (light.protocol === 'arrow-ws' ? light.pipeline : 1);
+      const inFlight = inFlightOf(light, light.protocol);
       goals.push({
         goal: `${e.protocol}: p99 ack ≤ 20 ms under a light closed loop`,
         measured: `p99 ${fmt(light.latencyMs.p99)} ms at ${fmtInt(light.ackedPerSec)} ev/s, ${inFlight} × ${light.batchSize} events in flight${serverShare(light)}`,

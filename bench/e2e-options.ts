@@ -106,6 +106,11 @@ export function loadShape(o: E2eBenchOptions, protocol: LoadgenProtocol, light =
   return { loadgenWorkers: o.loadgenWorkers, connections: o.connections ?? (arrow ? 4 : 32), batchSize, pipeline: o.pipeline };
 }
 
+/** Requests (Arrow batches) a load keeps in flight at once: per thread its connections, for Arrow times the pipeline. */
+export function inFlightOf(shape: LoadShape, protocol: LoadgenProtocol): number {
+  return shape.loadgenWorkers * shape.connections * (protocol === 'arrow-ws' ? shape.pipeline : 1);
+}
+
 /** Users the load generator may be asked for (its per-user state is ~110 B per user per run). */
 export const MAX_BENCH_USERS = 50_000_000;
 
