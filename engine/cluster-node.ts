@@ -152,6 +152,15 @@ export class ClusterNode {
     const S = this.options.shards;
     const target = Math.ceil(S / Math.max(1, nodes.length));
     const mine = (): number[] => [...this.held.keys()].filter((k) => k.startsWith('s')).map((k) => Number(k.slice(1)));
+    // A shard whose commit the fence refused was given up by the coordinator (its lease had gone
+    // overdue) while a renewal still came through: this node holds a lease it no longer runs, and
+    // nobody would take the shard. Let it go; the next owner — this node too, below — restores it from the lake.
+    for (const s of mine()) {
+      if (!this.coordinator.ownedShards.includes(s) && !this.closed && !this.stopping) {
+        this.log.warn({ shard: s }, 'releasing the lease of a shard given up after a fenced commit; it is taken again from the lake');
+        await this.drop(`s${s}`, true);
+      }
+    }
     // Hand extras over (highest shard numbers first), each after its final checkpoint.
     for (const s of mine().sort((a, b) => b - a).slice(0, Math.max(0, mine().length - target))) {
       if (this.closed || this.stopping) return;

@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -20,6 +20,7 @@ import { goldMetricsSql } from '../../engine/gold-sql.js';
 import { reconcileLate } from '../../engine/reconcile.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { openLakeReader, silverCounts } from '../helpers/lake.js';
+import { explainMissing } from '../helpers/missing-events.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
@@ -37,6 +38,8 @@ async function engineNode(cwd: string, args: string[]): Promise<Served> {
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-200_000)));
+  // SLUICE_TEST_SERVER_LOG=<dir>: the whole stderr in <dir>/engine-<pid>.log too, as for served processes.
+  if (process.env.SLUICE_TEST_SERVER_LOG) child.stderr!.pipe(createWriteStream(join(process.env.SLUICE_TEST_SERVER_LOG, `engine-${child.pid}.log`)));
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`engine did not start within 90 s:\n${err}`)), 90_000);
@@ -161,9 +164,17 @@ describeNats('engine nodes on JetStream: leases, failover, gold across nodes (3 
       const counts = await silverCounts(lake);
       missing = [...traffic.acked].filter((id) => !counts.has(id));
       return missing.length === 0;
-    }, 90_000).catch((err: Error) => {
-      // Seen once in a CI rehearsal (2026-12-04), never alone: say what is missing and what the survivor did.
-      throw new Error(`${err.message}: ${missing.length} of ${traffic.acked.size} acknowledged ids not in silver (${missing.slice(0, 8).join(', ')})\n${e2!.stderr().slice(-8000)}`);
+    }, 90_000).catch(async (err: Error) => {
+      // Seen in CI (2026-12-04, 2026-12-05), never alone: say where each missing event is and what the nodes did.
+      const where = await explainMissing({ lake, missing, servers: c.urls, shards: SHARDS });
+      const progress = await fetch(`${e2!.url}/metrics`)
+        .then((r) => r.text())
+        .then((t) => t.split('\n').filter((l) => /^sluice_engine_(consumer_lag|lease_held|uncommitted|shard)/.test(l)).join('\n'))
+        .catch((e: Error) => `metrics: ${e.message}`);
+      throw new Error(
+        `${err.message}: ${missing.length} of ${traffic.acked.size} acknowledged ids not in silver (${missing.slice(0, 8).join(', ')})\n${where}\n--- e2 /metrics\n${progress}\n` +
+          `--- e2 (survivor)\n${e2!.stderr().slice(-12000)}\n--- e1 (killed)\n${e1!.stderr().slice(-6000)}\n--- i1\n${i1!.stderr().slice(-3000)}`,
+      );
     });
     expect(await stop(i1!, 'SIGTERM')).toBe(0);
     expect(await stop(i2!, 'SIGTERM')).toBe(0);

@@ -177,4 +177,54 @@ describeNats('fencing of engine nodes (real nats-server, real lake)', () => {
       await writer.close();
     }
   }, 60_000);
+
+  it('an owner whose commit was fenced while its renewals went on lets the lease go and takes the shard again from the lake: every event once', async () => {
+    const writer = await JetStreamLogs.connect({ servers: nats!.urls, replicas: 1, stream: 'FENCE_revived', subjectPrefix: 'fencerevived' });
+    const [log] = (await writer.openAll(1)).shards;
+    const a = capture();
+    const A = await node('revived', 'a', a.logger);
+    try {
+      for (let r = 0; r < 5; r++) await log!.append(record(r * 4, 4).payload);
+      await eventually('A to process 5 records', () => A.node.coordinator.live().processedTotal === 20);
+      // The fence's validity lapses (renewals stalled past ttl − margin, as in a NATS outage) and a
+      // checkpoint comes first; the next renewal succeeds. The cell is set right before each attempt:
+      // a renewal landing in between makes that attempt commit instead.
+      const fenced = () => a.lines.some((l) => (JSON.parse(l) as { code?: string }).code === 'fenced');
+      for (let attempt = 0; attempt < 20 && !fenced(); attempt++) {
+        if (A.node.coordinator.ownedShards.includes(0)) new Float64Array(A.node.fenceOf('s0')!.validUntil)[0] = Date.now() - 1;
+        await A.node.coordinator.checkpointNow(true);
+        if (!fenced()) for (let r = 0; r < 2; r++) await log!.append(record(100 + attempt * 8 + r * 4, 4).payload);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(fenced()).toBe(true);
+      for (let r = 0; r < 5; r++) await log!.append(record(1000 + r * 4, 4).payload);
+      // Not stuck holding a lease it does not run: released, taken again, restored from the lake.
+      await eventually('A to run shard 0 again', () => A.node.coordinator.ownedShards.includes(0), TTL * 4);
+      expect(a.lines.some((l) => l.includes('releasing the lease of a shard given up after a fenced commit'))).toBe(true);
+      await eventually('A to process every record since its restore', async () => {
+        await A.node.coordinator.checkpointNow(true);
+        const lake = await openLakeReader(join(root, 'revived', 'lake'));
+        try {
+          if (lake.files('events').length === 0) return false;
+          const [row] = await lake.rows<{ n: bigint }>(`SELECT count(*) AS n FROM ${lake.rel('events')} WHERE event_id LIKE 'e-1___'`);
+          return Number(row!.n) === 20;
+        } finally {
+          lake.close();
+        }
+      }, 30_000);
+      const lake = await openLakeReader(join(root, 'revived', 'lake'));
+      try {
+        const [row] = await lake.rows<{ n: bigint; ids: bigint }>(`SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM ${lake.rel('events')}`);
+        expect(Number(row!.n)).toBe(Number(row!.ids));
+        const [first] = await lake.rows<{ n: bigint }>(`SELECT count(*) AS n FROM ${lake.rel('events')} WHERE event_id IN (${Array.from({ length: 20 }, (_, k) => `'e-${k}'`).join(', ')})`);
+        expect(Number(first!.n)).toBe(20);
+      } finally {
+        lake.close();
+      }
+    } finally {
+      await A.node.close().catch(() => undefined);
+      await A.js.close();
+      await writer.close();
+    }
+  }, 90_000);
 });

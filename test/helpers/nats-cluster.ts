@@ -39,6 +39,8 @@ export interface NatsCluster {
   restart(i: number): Promise<void>;
   /** Whether node `i` is running. */
   running(i: number): boolean;
+  /** Sends node `i` a signal (`SIGSTOP` freezes it as a hung machine would, `SIGCONT` thaws it). */
+  signal(i: number, signal: NodeJS.Signals): void;
   /** Waits (bounded) until JetStream answers through some live node: a meta leader exists. */
   waitForMetaLeader(timeoutMs?: number): Promise<void>;
   /** Stops every node (SIGTERM, then SIGKILL after 5 s) and deletes the temp directory. */
@@ -165,6 +167,10 @@ async function startOnce(bin: string, options: NatsClusterOptions): Promise<Nats
       const c = children[i];
       return c !== undefined && !exited(c);
     },
+    signal(i, signal) {
+      const c = children[i];
+      if (c !== undefined && !exited(c)) c.kill(signal);
+    },
     async waitForMetaLeader(timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       let last: unknown;
@@ -189,6 +195,7 @@ async function startOnce(bin: string, options: NatsClusterOptions): Promise<Nats
     async stop() {
       await Promise.all(children.map(async (c) => {
         if (c === undefined || exited(c)) return;
+        c.kill('SIGCONT'); // a frozen node would ignore SIGTERM until the SIGKILL
         c.kill('SIGTERM');
         if (!(await waitExit(c, 5000))) {
           c.kill('SIGKILL');
