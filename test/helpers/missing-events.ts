@@ -7,13 +7,13 @@
  *   in the stream, not in bronze, no committed range covers it         → not processed (yet)
  *   in bronze, not in silver → dropped by the operators (dedup?)
  *
- * It reads the lake's files and commit records and the JetStream stream itself (raw client,
- * Arrow JS): nothing of the engine's own read path.
+ * It reads the lake's files and commit records and the JetStream stream itself from its leader
+ * (raw client, Arrow JS): nothing of the engine's own read path.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { tableFromIPC } from 'apache-arrow';
 import { openLakeReader } from './lake.js';
 
@@ -22,39 +22,37 @@ interface Found {
   shard: number;
 }
 
-/** Every event id of the given shard subjects in `stream`, with the sequence of its message. */
+/**
+ * Every wanted event id in the given shard subjects of `stream`, with the sequence of its message,
+ * read from the stream LEADER (one message get per message, `next_by_subj`): a consumer would be
+ * served by one replica's copy, which is what may be wrong.
+ */
 async function streamIds(servers: string[], stream: string, subjects: string[], wanted: Set<string>, budgetMs: number): Promise<{ found: Map<string, Found>; messages: number; chunked: number; error?: string }> {
   const found = new Map<string, Found>();
   let messages = 0;
   let chunked = 0;
   const nc = await connect({ servers, timeout: 5000 });
   try {
-    const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
+    const deadline = Date.now() + budgetMs;
     for (const subject of subjects) {
       const shard = Number(/s(\d+)$/.exec(subject)?.[1] ?? -1);
-      // nats-server 2.9: one filter_subject, no ordered consumer with filters.
-      const info = await jsm.consumers.add(stream, { filter_subject: subject, deliver_policy: DeliverPolicy.All, ack_policy: AckPolicy.None, mem_storage: true, num_replicas: 1, inactive_threshold: 30_000 * 1e6 });
-      const consumer = await js.consumers.get(stream, info.name);
-      const deadline = Date.now() + budgetMs;
-      while (Date.now() < deadline) {
-        const batch = await consumer.fetch({ max_messages: 256, expires: 2000 });
-        let got = 0;
-        for await (const m of batch) {
-          got++;
-          messages++;
-          if (m.headers?.get('Sluice-Chunk')) {
-            chunked++;
-            continue;
-          }
-          const t = tableFromIPC(m.data);
-          const ids = t.getChild('event_id');
-          for (let i = 0; i < t.numRows; i++) {
-            const id = String(ids?.get(i));
-            if (wanted.has(id)) found.set(id, { seq: m.seq, shard });
-          }
+      for (let seq = 1; Date.now() < deadline; ) {
+        // STREAM.MSG.GET takes next_by_subj since nats-server 2.9; the client's type for getMessage leaves it out.
+        const m = await jsm.streams.getMessage(stream, { next_by_subj: subject, seq } as unknown as { seq: number });
+        if (m === null) break;
+        messages++;
+        seq = m.seq + 1;
+        if (m.header?.get('Sluice-Chunk')) {
+          chunked++;
+          continue;
         }
-        if (got === 0) break;
+        const t = tableFromIPC(m.data);
+        const ids = t.getChild('event_id');
+        for (let i = 0; i < t.numRows; i++) {
+          const id = String(ids?.get(i));
+          if (wanted.has(id)) found.set(id, { seq: m.seq, shard });
+        }
       }
     }
   } catch (err) {
@@ -107,24 +105,26 @@ export async function explainMissing(args: { lake: string; missing: string[]; se
       r.close();
     }
     const subjects = Array.from({ length: shards }, (_, s) => `sluice.events.s${s}`);
-    const stream = await streamIds(servers, args.stream ?? 'SLUICE', subjects, wanted, args.budgetMs ?? 20_000);
+    const stream = await streamIds(servers, args.stream ?? 'SLUICE', subjects, wanted, args.budgetMs ?? 60_000);
     const ranges = committedRanges(lake);
     const covered = (shard: number, seq: number): string | undefined => ranges.get(shard)?.find((x) => x.first <= seq && seq <= x.last)?.id;
     lines.push(`missing ${missing.length}: in bronze ${inBronze.size}; found in the stream ${stream.found.size} (read ${stream.messages} messages, ${stream.chunked} chunked ones not decoded${stream.error ? `, stopped: ${stream.error}` : ''})`);
-    const bySeq = new Map<string, string[]>();
+    // Grouped by verdict and shard; the stream sequences (or bronze offsets) as ranges.
+    const groups = new Map<string, { ids: string[]; seqs: Set<number> }>();
     for (const id of missing) {
       const b = inBronze.get(id);
       const f = stream.found.get(id);
-      const where = b
-        ? `bronze s${b.shard}@${b.offset}`
+      const [verdict, seq] = b
+        ? [`in bronze s${b.shard}`, b.offset]
         : f
-          ? `stream s${f.shard}@${f.seq} ${covered(f.shard, f.seq) ? `inside committed ${covered(f.shard, f.seq)}` : 'in no committed range'}`
-          : 'not in the stream';
-      const list = bySeq.get(where) ?? [];
-      list.push(id);
-      bySeq.set(where, list);
+          ? [`in the stream s${f.shard}, ${covered(f.shard, f.seq) ? 'inside a committed range' : 'in no committed range'}`, f.seq]
+          : ['not in the stream', undefined];
+      const g = groups.get(verdict) ?? { ids: [], seqs: new Set<number>() };
+      g.ids.push(id);
+      if (seq !== undefined) g.seqs.add(seq);
+      groups.set(verdict, g);
     }
-    for (const [where, ids] of [...bySeq].slice(0, 40)) lines.push(`  ${where}: ${ids.length} (${ids.slice(0, 3).join(', ')})`);
+    for (const [verdict, g] of groups) lines.push(`  ${verdict}: ${g.ids.length} events (${g.ids.slice(0, 3).join(', ')}) at ${asRanges([...g.seqs])}`);
     for (const [shard, list] of [...ranges].sort((a, b) => a[0] - b[0])) {
       lines.push(`  s${shard} committed: ${list.map((x) => `${x.first}-${x.last}`).join(' ')}`);
     }
@@ -132,4 +132,17 @@ export async function explainMissing(args: { lake: string; missing: string[]; se
     lines.push(`explainMissing failed: ${(err as Error).stack ?? String(err)}`);
   }
   return lines.join('\n');
+}
+
+/** `1-4 7 9-10` for [1, 2, 3, 4, 7, 9, 10] (sorted, at most 40 runs). */
+function asRanges(values: number[]): string {
+  const v = [...values].sort((a, b) => a - b);
+  const runs: string[] = [];
+  for (let i = 0; i < v.length; ) {
+    let j = i;
+    while (j + 1 < v.length && v[j + 1]! <= v[j]! + 1) j++;
+    runs.push(i === j ? String(v[i]) : `${v[i]}-${v[j]}`);
+    i = j + 1;
+  }
+  return runs.length > 40 ? `${runs.slice(0, 40).join(' ')} … (${runs.length} runs)` : runs.join(' ') || '-';
 }
