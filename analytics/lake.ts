@@ -25,7 +25,7 @@ import { externalError, userError } from '../common/errors.js';
 import { COMMITS_PREFIX, foldCommitRecords, listCommitRecords, type CommitRecord } from '../storage/commit-record.js';
 import type { ObjectInfo, ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
-import { mapLimit } from '../storage/two-phase.js';
+import { mapLimit } from '../common/map-limit.js';
 
 /** A half-open time range [fromMs, toMs) in epoch ms; an absent end is unbounded. */
 export interface TimeRange {

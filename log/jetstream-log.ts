@@ -64,8 +64,13 @@
  * server: when that server dies mid-read (heartbeats missed), the read goes on from a new consumer
  * at the next sequence, for up to 30 s, then fails with `log_unavailable`.
  *
- * Truncation purges the subject below a sequence (JetStream purge with `filter` + `seq`), never
- * its newest message. The stream discards NEW messages at its limits (`maxBytes`: appends fail
+ * Truncation removes the subject's messages below a sequence, never its newest message: one
+ * filtered purge (`filter` + `seq`) on nats-server ≥ 2.9.18, else one message delete per record.
+ * Before 2.9.18 a node restarted after a crash replays a purge still in its Raft log as a purge
+ * of EVERY subject up to the stream's last sequence when the purge was made (nats-server #4212):
+ * that replica silently loses other shards' unconsumed records, its consumers skip them, and
+ * once it leads the stream they are gone (seen here: acknowledged events missing from silver
+ * after a kill -9 of a NATS node). A message delete is replayed exactly. The stream discards NEW messages at its limits (`maxBytes`: appends fail
  * with `log_full` until the engines truncate), so unconsumed records are never dropped;
  * `maxAgeMs` (off by default) would drop them.
  */
@@ -89,6 +94,7 @@ import {
 import { Kvm } from '@nats-io/kv';
 import { performance } from 'node:perf_hooks';
 import { externalError, internalError, userError, SluiceError } from '../common/errors.js';
+import { mapLimit } from '../common/map-limit.js';
 import type { LogRecord, ShardLog } from './log.js';
 
 /** Header of a record stored as several messages: `i/n` (chunk i of n, 0-based). */
@@ -102,6 +108,10 @@ const HEADER_ROOM_BYTES = 4096;
 const STREAM_NOT_FOUND = 10059;
 const STREAM_NAME_IN_USE = 10058;
 const SUBJECTS_OVERLAP = 10065;
+/** A message get or delete found no message at that sequence. */
+const NO_MESSAGE_FOUND = 10037;
+/** Message deletes (and the gets that find them) in flight during one truncation. */
+const DELETE_CONCURRENCY = 32;
 /** The stream's max_bytes (or max_msgs) is reached and it discards new messages. */
 const STREAM_FULL = 10077;
 /**
@@ -156,6 +166,13 @@ export interface JetStreamLogOptions {
   truncateGraceMs?: number;
   /** How long (ms) one publish attempt waits for its PubAck. Default 5 s. */
   publishTimeoutMs?: number;
+  /**
+   * How truncation removes a subject's records: `purge` (one filtered purge), `delete` (one
+   * message delete per record), or `auto` (default): `purge` on nats-server ≥ 2.9.18, `delete`
+   * below — a server before 2.9.18 replays a filtered purge after a crash as a purge of EVERY
+   * subject up to the stream's last sequence at the time (see the file comment).
+   */
+  truncateBy?: 'auto' | 'purge' | 'delete';
   /** Identifies this writer in `Nats-Msg-Id`s; default a random NUID per opened log set. */
   writerId?: string;
   /** Replaces the client's publish (failure injection in tests). */
@@ -183,6 +200,7 @@ export interface ResolvedJetStreamLogOptions {
   readonly appendTimeoutMs: number;
   readonly truncateGraceMs: number;
   readonly publishTimeoutMs: number;
+  readonly truncateBy: 'auto' | 'purge' | 'delete';
   readonly writerId: string;
   readonly publish: JetStreamPublish | undefined;
   readonly onPublish: ((durationMs: number, bytes: number, attempts: number) => void) | undefined;
@@ -235,6 +253,8 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   if (appendTimeoutMs >= duplicateWindowMs) {
     throw bad(`appendTimeoutMs (${appendTimeoutMs}) must be shorter than duplicateWindowMs (${duplicateWindowMs}), or a retried publish could be stored twice`);
   }
+  const truncateBy = options.truncateBy ?? 'auto';
+  if (!['auto', 'purge', 'delete'].includes(truncateBy)) throw bad(`truncateBy must be 'auto', 'purge' or 'delete', got ${JSON.stringify(truncateBy)}`);
   const writerId = options.writerId ?? nuid.next();
   if (typeof writerId !== 'string' || !TOKEN_RE.test(writerId)) throw bad(`writerId must be letters, digits, '-' or '_', got ${JSON.stringify(writerId)}`);
   for (const fn of ['publish', 'onPublish'] as const) {
@@ -246,7 +266,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   const name = options.name ?? JETSTREAM_LOG_DEFAULTS.name;
   return {
     servers: [...servers], stream, subjectPrefix, replicas, maxAgeMs, maxBytes, duplicateWindowMs, appendTimeoutMs, truncateGraceMs, publishTimeoutMs,
-    writerId, publish: options.publish, onPublish: options.onPublish, logger: options.logger, name,
+    truncateBy, writerId, publish: options.publish, onPublish: options.onPublish, logger: options.logger, name,
   };
 }
 
@@ -282,6 +302,15 @@ export function shardSubject(prefix: string, shard: number): string {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** `version` ("2.9.10", "2.10.0-beta.1") is at least `min` (major, minor, patch); false when unknown. */
+export function versionAtLeast(version: string | undefined, min: [number, number, number]): boolean {
+  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return false;
+  const v = [Number(m[1]), Number(m[2]), Number(m[3])];
+  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i]! > min[i]!;
+  return true;
+}
 
 function apiCode(err: unknown): number | undefined {
   return err instanceof JetStreamApiError ? err.code : undefined;
@@ -340,6 +369,17 @@ export class JetStreamLogs {
       if (err instanceof SluiceError) throw err;
       throw externalError('log_unavailable', `NATS at ${opts.servers.join(',')} has no usable JetStream: ${(err as Error)?.message ?? String(err)}`, err);
     }
+  }
+
+  /**
+   * Whether truncation purges (else it deletes record by record): `truncateBy`, or with `auto`
+   * whether the server this connection reached is nats-server 2.9.18 or later (the first that
+   * replays a filtered purge correctly after a crash; every node of a cluster should run the same
+   * version).
+   */
+  get truncatesByPurge(): boolean {
+    const by = this.options.truncateBy;
+    return by === 'auto' ? versionAtLeast(this.nc.info?.version, [2, 9, 18]) : by === 'purge';
   }
 
   /** The largest payload the server accepts (`max_payload`, bytes). */
@@ -572,6 +612,8 @@ export class JetStreamLog implements ShardLog {
   private truncatedBefore = 0;
   private readCount = 0;
   private readonly openedAt = performance.now();
+  /** Sequences of this subject's messages reads delivered (ascending), not yet deleted: what `deleteBelow` removes without looking for it. */
+  private delivered: number[] = [];
   /** Chunk-0 sequences of records a read saw incomplete, with when first seen (local ms): the purge stays below them. */
   private readonly incomplete = new Map<string, { seq: number; seenAt: number }>();
 
@@ -788,6 +830,7 @@ export class JetStreamLog implements ShardLog {
           if (m.seq <= seen) continue;
           seen = m.seq;
           this.learned(m.seq);
+          if (m.seq > (this.delivered.at(-1) ?? 0)) this.delivered.push(m.seq);
           const chunk = chunkOf(this.subject, m.seq, m.headers?.get(CHUNK_HEADER) || undefined);
           if (chunk === undefined) {
             yield { offset: m.seq, payload: new Uint8Array(m.data) };
@@ -930,8 +973,44 @@ export class JetStreamLog implements ShardLog {
     // Nothing is below sequence 1, and nats-server 2.9 reads a filtered purge's `seq` of 0 or 1 as
     // "no bound": it would purge the whole subject, newest record included (measured).
     if (seq <= 1 || seq <= this.truncatedBefore) return;
-    await this.retrying('purge', () => this.logs.jsm.streams.purge(this.opts.stream, { filter: this.subject, seq }));
+    if (this.logs.truncatesByPurge) await this.retrying('purge', () => this.logs.jsm.streams.purge(this.opts.stream, { filter: this.subject, seq }));
+    else await this.deleteBelow(seq);
     this.truncatedBefore = seq;
+  }
+
+  /**
+   * Deletes every message of the subject below `seq`, one message delete each (a Raft operation
+   * that a restarted replica replays exactly, unlike a filtered purge before nats-server 2.9.18):
+   * first those reads delivered, then whatever the stream leader still has below `seq` (records
+   * this process never read: written before it took the shard, or read by a previous owner).
+   */
+  private async deleteBelow(seq: number): Promise<void> {
+    const remove = (s: number): Promise<void> =>
+      this.retrying('message delete', async () => {
+        try {
+          await this.logs.jsm.streams.deleteMessage(this.opts.stream, s, false);
+        } catch (err) {
+          // Already gone (another node's truncation, an earlier attempt): nothing to do.
+          if (apiCode(err) !== NO_MESSAGE_FOUND) throw err;
+        }
+      });
+    let k = 0;
+    while (k < this.delivered.length && this.delivered[k]! < seq) k++;
+    await mapLimit(this.delivered.slice(0, k), DELETE_CONCURRENCY, remove);
+    this.delivered.splice(0, k);
+    // What is left below `seq`, from the leader (message get: never a replica's copy).
+    for (let from = Math.max(1, this.truncatedBefore); ; ) {
+      const found: number[] = [];
+      while (found.length < DELETE_CONCURRENCY) {
+        const at = from;
+        const m = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { next_by_subj: this.subject, seq: at } as unknown as { seq: number }));
+        if (m === null || m.seq >= seq) break;
+        found.push(m.seq);
+        from = m.seq + 1;
+      }
+      if (found.length === 0) return;
+      await mapLimit(found, DELETE_CONCURRENCY, remove);
+    }
   }
 
   /** Waits for queued and in-flight appends; later appends reject with `log_closed`. */

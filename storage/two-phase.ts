@@ -25,6 +25,7 @@
 import { createHash } from 'node:crypto';
 import { commitRecordKey, writeCommitRecord, type CommitRecord } from './commit-record.js';
 import type { ObjectStore, StagedObject } from './object-store.js';
+import { mapLimit } from '../common/map-limit.js';
 
 /** What `stage` returns and the caller persists: plain JSON (no buffers), safe for msgpack/LMDB. */
 export interface PendingCommit {
@@ -152,15 +153,4 @@ export class TwoPhaseCommitter {
     const discarded = await this.store.discardStaged(keep, owns);
     return { published, discarded };
   }
-}
-
-/** Runs `fn` over `items` with at most `limit` in flight; results in input order. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }

@@ -2,12 +2,12 @@
  * JetStreamLog against a REAL 3-node JetStream cluster on loopback (nats-server processes with
  * routes, one store dir each): the shared ShardLog conformance suite, Msg-Id de-duplication of a
  * retried publish, two writers racing on the same shards, kill -9 of a server (the stream leader) in the
- * middle of appends, purge. Skipped only when nats-server is not installed (.ci/run installs it).
+ * middle of appends, truncation (also across a kill -9 of a replica). Skipped only when nats-server is not installed (.ci/run installs it).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
-import { CHUNK_HEADER, JetStreamLogs, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, type JetStreamLogOptions } from '../../log/jetstream-log.js';
+import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
+import { CHUNK_HEADER, JetStreamLogs, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, versionAtLeast, type JetStreamLog, type JetStreamLogOptions } from '../../log/jetstream-log.js';
 import type { ShardLog } from '../../log/log.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { describeLogConformance, payload, readAll, type LogPlace } from './log-conformance.js';
@@ -384,6 +384,77 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
+  it('truncation survives a kill -9 of a replica: after its restart, every server still serves every record of the other shards (nats-server < 2.9.18 replays a filtered purge as a purge of all subjects)', async () => {
+    const c = cluster!;
+    /** Shard 1's sequences as a consumer hosted on each server delivers them (placement is random: consumers are made until each server hosted one). */
+    const perServer = async (logs: JetStreamLogs, subject: string): Promise<Map<string, number[]>> => {
+      const seen = new Map<string, number[]>();
+      for (let k = 0; k < 60 && seen.size < 3; k++) {
+        const ci = await logs.jsm.consumers
+          .add(logs.options.stream, { filter_subject: subject, deliver_policy: DeliverPolicy.All, ack_policy: AckPolicy.None, mem_storage: true, num_replicas: 1 })
+          .catch(() => undefined); // the restarted server may still be catching up with the meta layer
+        if (ci === undefined) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        const host = ci.cluster?.leader ?? '?';
+        if (!seen.has(host)) {
+          const seqs: number[] = [];
+          const got = await (await logs.js.consumers.get(logs.options.stream, ci.name)).fetch({ max_messages: 500, expires: 1500 });
+          for await (const m of got) seqs.push(m.seq);
+          seen.set(host, seqs);
+        }
+        await logs.jsm.consumers.delete(logs.options.stream, ci.name).catch(() => undefined);
+      }
+      return seen;
+    };
+    const run = async (truncateBy: 'purge' | 'delete'): Promise<{ expected: number[]; seen: Map<string, number[]> }> => {
+      const stream = freshStream();
+      const logs = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0, truncateBy }));
+      let killed: number | undefined;
+      try {
+        const { shards } = await logs.openAll(2);
+        const [s0, s1] = shards as [JetStreamLog, JetStreamLog];
+        const expected: number[] = [];
+        for (let i = 0; i < 100; i++) {
+          const offset = await shards[i % 2]!.append(payload(i, 64));
+          if (i % 2 === 1) expected.push(offset);
+        }
+        await s0.truncateBefore((await s0.sync()) - 20); // an engine's truncation after a checkpoint of shard 0
+        for (let i = 100; i < 120; i++) {
+          const offset = await shards[i % 2]!.append(payload(i, 64));
+          if (i % 2 === 1) expected.push(offset);
+        }
+        const info = await logs.jsm.streams.info(stream);
+        killed = ['n1', 'n2', 'n3'].map((n) => Number(n.slice(1)) - 1).find((i) => `n${i + 1}` !== info.cluster?.leader)!;
+        await new Promise((r) => setTimeout(r, 500));
+        await c.kill(killed); // a follower, after the truncation is in its Raft log
+        await c.restart(killed);
+        await c.waitForMetaLeader();
+        await new Promise((r) => setTimeout(r, 2000)); // caught up, as far as the cluster can tell
+        return { expected, seen: await perServer(logs, s1.subject) };
+      } finally {
+        await restartIfKilled(killed);
+        await logs.close();
+        await deleteStream(stream);
+      }
+    };
+    const safe = await run('delete');
+    expect(safe.seen.size).toBe(3);
+    for (const [host, seqs] of safe.seen) expect(seqs, `shard 1 as served by ${host}`).toEqual(safe.expected);
+    // The default on this server: message deletes unless it is 2.9.18 or later.
+    const probe = await JetStreamLogs.connect(options(freshStream()));
+    try {
+      expect(probe.truncatesByPurge).toBe(versionAtLeast(probe.nc.info?.version, [2, 9, 18]));
+      if (probe.truncatesByPurge) return;
+    } finally {
+      await probe.close();
+    }
+    // The hazard itself, on this (affected) server: with a filtered purge, the restarted replica lost shard 1's records.
+    const purged = await run('purge');
+    expect([...purged.seen.values()].some((seqs) => seqs.length < purged.expected.length)).toBe(true);
+  }, 180_000);
+
   it('reads records written by another process from a cold start; sync() learns new ones', async () => {
     const stream = freshStream();
     const w = await JetStreamLogs.connect(options(stream));
@@ -594,6 +665,18 @@ describeNats('JetStreamLog on a single server', () => {
 });
 
 describe('JetStreamLog options', () => {
+  it('versionAtLeast compares nats-server versions (truncation purges only from 2.9.18 on)', () => {
+    expect(versionAtLeast('2.9.10', [2, 9, 18])).toBe(false);
+    expect(versionAtLeast('2.9.18', [2, 9, 18])).toBe(true);
+    expect(versionAtLeast('2.10.0-beta.1', [2, 9, 18])).toBe(true);
+    expect(versionAtLeast('v3.0.0', [2, 9, 18])).toBe(true);
+    expect(versionAtLeast('1.99.99', [2, 9, 18])).toBe(false);
+    expect(versionAtLeast(undefined, [2, 9, 18])).toBe(false);
+    expect(versionAtLeast('unknown', [2, 9, 18])).toBe(false);
+    expect(() => validateJetStreamLogOptions({ servers: ['nats://x:1'], truncateBy: 'drop' as never })).toThrow(/truncateBy must be 'auto', 'purge' or 'delete'/);
+    expect(validateJetStreamLogOptions({ servers: ['nats://x:1'] }).truncateBy).toBe('auto');
+  });
+
   it('fills defaults and validates', () => {
     const o = validateJetStreamLogOptions({ servers: ['nats://127.0.0.1:4222'] });
     expect(o).toMatchObject({ stream: 'SLUICE', subjectPrefix: 'sluice', replicas: 3, maxAgeMs: 0, maxBytes: -1, duplicateWindowMs: 120_000, appendTimeoutMs: 30_000, truncateGraceMs: 60_000 });

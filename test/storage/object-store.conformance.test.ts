@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ObjectStore } from '../../storage/object-store.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { S3ObjectStore, validateS3StoreOptions, type S3StoreOptions } from '../../storage/s3-store.js';
-import { mapLimit, TwoPhaseCommitter } from '../../storage/two-phase.js';
+import { mapLimit } from '../../common/map-limit.js';
+import { TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { liveFiles, listCommitRecords } from '../../storage/commit-record.js';
 import { startS3rver, type S3Server } from '../helpers/s3rver.js';
 
