@@ -153,12 +153,14 @@ export class ClusterNode {
     const target = Math.ceil(S / Math.max(1, nodes.length));
     const mine = (): number[] => [...this.held.keys()].filter((k) => k.startsWith('s')).map((k) => Number(k.slice(1)));
     // A shard whose commit the fence refused was given up by the coordinator (its lease had gone
-    // overdue) while a renewal still came through: this node holds a lease it no longer runs, and
-    // nobody would take the shard. Let it go; the next owner — this node too, below — restores it from the lake.
+    // overdue, or another node took it) while this node's renewals still came through: it holds
+    // a lease it no longer runs, and nobody would take the shard. Stop renewing it — no release: the
+    // lease may be another node's by now — and once it expires the next owner, this node too,
+    // restores the shard from the lake.
     for (const s of mine()) {
       if (!this.coordinator.ownedShards.includes(s) && !this.closed && !this.stopping) {
-        this.log.warn({ shard: s }, 'releasing the lease of a shard given up after a fenced commit; it is taken again from the lake');
-        await this.drop(`s${s}`, true);
+        this.log.warn({ shard: s }, 'letting the lease of a shard given up after a fenced commit expire; it is taken again from the lake');
+        await this.drop(`s${s}`, false);
       }
     }
     // Hand extras over (highest shard numbers first), each after its final checkpoint.
