@@ -54,17 +54,31 @@ export interface NatsClusterOptions {
   keep?: boolean;
 }
 
-/** A free loopback TCP port (bound then released; the server binds it right after). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
+/**
+ * `n` distinct free loopback TCP ports: all bound at once, then released (the servers bind them
+ * right after). Bound one at a time and released in between, the OS may hand out the same port
+ * twice: two nodes on one client port, the second exits, and the helper — which only waits for
+ * the port to accept connections — takes the cluster for three nodes (R3 streams then fail with
+ * "no suitable peers for placement"; seen in a local loop of the cluster tests).
+ */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  try {
+    return await Promise.all(
+      servers.map(
+        (s) =>
+          new Promise<number>((resolve, reject) => {
+            s.once('error', reject);
+            s.listen(0, '127.0.0.1', () => {
+              const addr = s.address();
+              resolve(typeof addr === 'object' && addr !== null ? addr.port : 0);
+            });
+          }),
+      ),
+    );
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -105,7 +119,8 @@ async function startOnce(bin: string, options: NatsClusterOptions): Promise<Nats
   const n = options.nodes ?? 3;
   const dir = mkdtempSync(join(tmpdir(), 'sluice-nats-'));
   const ports: Array<{ client: number; route: number }> = [];
-  for (let i = 0; i < n; i++) ports.push({ client: await freePort(), route: await freePort() });
+  const picked = await freePorts(2 * n);
+  for (let i = 0; i < n; i++) ports.push({ client: picked[2 * i]!, route: picked[2 * i + 1]! });
   const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`);
   const configs: string[] = [];
   for (let i = 0; i < n; i++) {
@@ -135,11 +150,14 @@ async function startOnce(bin: string, options: NatsClusterOptions): Promise<Nats
       await waitForPort(ports[i]!.client, child, 20_000);
     } catch (err) {
       // Say why: nats-server logs it ("address already in use", a bad config, …).
-      const log = join(dir, `n${i + 1}`, 'server.log');
-      await new Promise((r) => setTimeout(r, 100)); // let the piped output reach the file
-      const tail = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
+      const tail = await logTail(i);
       throw new Error(`${(err as Error).message}${tail === '' ? '' : `; its log: ${tail}`}`);
     }
+  };
+  const logTail = async (i: number): Promise<string> => {
+    const log = join(dir, `n${i + 1}`, 'server.log');
+    await new Promise((r) => setTimeout(r, 100)); // let the piped output reach the file
+    return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
   };
 
   const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null;
@@ -208,6 +226,12 @@ async function startOnce(bin: string, options: NatsClusterOptions): Promise<Nats
 
   try {
     await Promise.all(configs.map((_, i) => launch(i)));
+    // A node whose port another process took exits right after starting — possibly after its
+    // port already answered (the other process): check that every node is still up.
+    await sleep(300);
+    for (let i = 0; i < n; i++) {
+      if (!cluster.running(i)) throw new Error(`nats-server n${i + 1} exited right after it started; its log: ${await logTail(i)}`);
+    }
     await cluster.waitForMetaLeader();
   } catch (err) {
     await cluster.stop();
