@@ -614,6 +614,8 @@ export class JetStreamLog implements ShardLog {
   private readonly openedAt = performance.now();
   /** Sequences of this subject's messages reads delivered (ascending), not yet deleted: what `deleteBelow` removes without looking for it. */
   private delivered: number[] = [];
+  /** Chunked records reads yielded whole, by offset (last chunk) and first chunk's sequence: kept by truncation until it passes their offset. */
+  private chunkedRead: Array<{ offset: number; firstSeq: number }> = [];
   /** Chunk-0 sequences of records a read saw incomplete, with when first seen (local ms): the purge stays below them. */
   private readonly incomplete = new Map<string, { seq: number; seenAt: number }>();
 
@@ -940,6 +942,8 @@ export class JetStreamLog implements ShardLog {
       this.opts.logger?.warn({ subject: this.subject, seq, msgId }, 'a chunked record misses chunks (the tail of a failed append); not read');
       return undefined;
     }
+    // Until it is committed (truncation past its offset), a re-read from below its offset needs its earlier chunks.
+    if (p.firstSeq !== undefined && p.firstSeq < seq) this.chunkedRead.push({ offset: seq, firstSeq: p.firstSeq });
     const whole = new Uint8Array(p.parts.reduce((s, b) => s + b!.byteLength, 0));
     let at = 0;
     for (const b of p.parts) (whole.set(b!, at), (at += b!.byteLength));
@@ -966,6 +970,11 @@ export class JetStreamLog implements ShardLog {
       if (now - c.seenAt > grace) this.incomplete.delete(id);
       else seq = Math.min(seq, c.seq);
     }
+    // A chunked record read whole but not committed yet (its offset at or above the bound, while
+    // its first chunks lie below, before another writer's committed record): a re-read after a
+    // crash fetches those chunks by sequence, so they stay.
+    this.chunkedRead = this.chunkedRead.filter((r) => r.offset >= offset);
+    for (const r of this.chunkedRead) seq = Math.min(seq, r.firstSeq);
     const last = await this.retrying('message get', () => this.logs.jsm.streams.getMessage(this.opts.stream, { last_by_subj: this.subject }));
     if (last === null) return;
     this.learned(last.seq);

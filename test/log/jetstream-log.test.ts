@@ -564,6 +564,50 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
+  it('truncation keeps the earlier chunks of a chunked record read whole but not committed (another writer\'s committed record lies between its chunks), so a re-read still yields it', async () => {
+    const stream = freshStream();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let setup: JetStreamLogs | undefined;
+    const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
+      if (o.headers?.get(CHUNK_HEADER) === '1/2') await gate;
+      return setup!.js.publish(subject, data, o);
+    };
+    // No grace: only the rule under test keeps anything.
+    const reader = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
+    const w = (setup = await JetStreamLogs.connect(options(stream, { publish })));
+    const other = await JetStreamLogs.connect(options(stream));
+    try {
+      const [r0, w0, o0] = [await reader.open(0), await w.open(0), await other.open(0)];
+      const first = await o0.append(payload(0));
+      const big = payload(1, Math.floor(w.maxPayload * 1.5));
+      const bigAppend = w0.append(big);
+      for (let i = 0; i < 600 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const q = await o0.append(payload(2)); // between the big record's chunks
+      release();
+      const offset = await bigAppend;
+      expect(offset).toBeGreaterThan(q);
+      await r0.sync();
+      const all = await readAll(r0);
+      expect(all.map((r) => r.offset)).toEqual([first, q, offset]);
+      // The engine committed through q (the big record is in its next range): truncation below q + 1.
+      await r0.truncateBefore(q + 1);
+      // A crash now: the next owner reads from q + 1 and must get the big record whole (its first chunk is below q).
+      const again = await readAll(r0, q + 1);
+      expect(again.map((r) => r.offset)).toEqual([offset]);
+      expect(sameBytes(again[0]!.payload, big)).toBe(true);
+      // Committed: now everything below goes, the newest message stays.
+      await r0.truncateBefore(offset + 1);
+      expect(await storedOnSubject(reader, r0.subject)).toBe(1);
+    } finally {
+      release();
+      await reader.close();
+      await w.close();
+      await other.close();
+      await deleteStream(stream);
+    }
+  }, 60_000);
+
   it('truncation keeps the first chunk of a record still being written (another writer\'s records after it), so the record is read whole once complete', async () => {
     const stream = freshStream();
     let release: () => void = () => undefined;
