@@ -70,9 +70,11 @@
  * of EVERY subject up to the stream's last sequence when the purge was made (nats-server #4212):
  * that replica silently loses other shards' unconsumed records, its consumers skip them, and
  * once it leads the stream they are gone (seen here: acknowledged events missing from silver
- * after a kill -9 of a NATS node). A message delete is replayed exactly. The stream discards NEW messages at its limits (`maxBytes`: appends fail
- * with `log_full` until the engines truncate), so unconsumed records are never dropped;
- * `maxAgeMs` (off by default) would drop them.
+ * after a kill -9 of a NATS node). A message delete is replayed exactly.
+ *
+ * The stream discards NEW messages at its limits (`maxBytes`: appends fail with `log_full` until
+ * the engines truncate), so unconsumed records are never dropped; `maxAgeMs` (off by default)
+ * would drop them.
  */
 import { connect, headers as natsHeaders, nuid, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import {
@@ -1005,8 +1007,8 @@ export class JetStreamLog implements ShardLog {
       });
     let k = 0;
     while (k < this.delivered.length && this.delivered[k]! < seq) k++;
-    await mapLimit(this.delivered.slice(0, k), DELETE_CONCURRENCY, remove);
-    this.delivered.splice(0, k);
+    // Taken off the list before the deletes: one that fails is found by the walk below, next time.
+    await mapLimit(this.delivered.splice(0, k), DELETE_CONCURRENCY, remove);
     // What is left below `seq`, from the leader (message get: never a replica's copy).
     for (let from = Math.max(1, this.truncatedBefore); ; ) {
       const found: number[] = [];

@@ -9,65 +9,19 @@
  * (restored from the lake: the dead node's disk is never read). Skipped only when nats-server
  * is missing.
  */
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import { reconcileLate } from '../../engine/reconcile.js';
 import { openObjectStore } from '../../storage/open-store.js';
+import { delay, engineNode, FROM_SOURCES, natsBed, until, view } from '../helpers/engine-node.js';
 import { openLakeReader, silverCounts } from '../helpers/lake.js';
 import { explainMissing } from '../helpers/missing-events.js';
-import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
-import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { natsServerPath } from '../helpers/nats-cluster.js';
+import { expectExactlyOnce, KEY, serveWith, stop, Traffic, userEnv } from '../helpers/served.js';
 
-const REPO = join(import.meta.dirname, '..', '..');
-const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-const MAIN = pathToFileURL(join(REPO, 'cli', 'main.ts')).href;
-const FROM_SOURCES = ['--import', TSX, '-e', `import(${JSON.stringify(MAIN)}).then((m) => m.main(process.argv.slice(1)))`];
 const AUTH = `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`;
 const SHARDS = 4;
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** `sluice engine …` as a child process from the sources; resolves once it prints its URL. */
-async function engineNode(cwd: string, args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [...FROM_SOURCES, 'engine', '--port', '0', '--host', '127.0.0.1', ...args], { cwd, env: userEnv({ SLUICE_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-200_000)));
-  // SLUICE_TEST_SERVER_LOG=<dir>: the whole stderr in <dir>/engine-<pid>.log too, as for served processes.
-  if (process.env.SLUICE_TEST_SERVER_LOG) child.stderr!.pipe(createWriteStream(join(process.env.SLUICE_TEST_SERVER_LOG, `engine-${child.pid}.log`)));
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`engine did not start within 90 s:\n${err}`)), 90_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /Sluice engine node listening on (http:\/\/\S+)/.exec(out);
-      if (m) (clearTimeout(timer), resolve(m[1]!));
-    });
-    void exited.then((code) => (clearTimeout(timer), reject(new Error(`engine exited at start with ${code}:\n${err}`))));
-  });
-  return { url, pid: child.pid!, exited, stderr: () => err };
-}
-
-interface ClusterView {
-  node: string;
-  leases: string[];
-  shards: number[];
-}
-const view = async (e: Served): Promise<ClusterView> => (await (await fetch(`${e.url}/v1/cluster`)).json()) as ClusterView;
-
-async function until(what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await delay(250);
-  }
-  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
-}
 
 async function post(url: string, batch: unknown[]): Promise<{ status: number; body: { ok?: boolean; rejected?: Array<{ code: string }> } }> {
   const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
@@ -78,27 +32,12 @@ const describeNats = natsServerPath() === undefined ? describe.skip : describe;
 if (natsServerPath() === undefined) console.warn('test/engine/cluster.test.ts: SKIPPED — nats-server is not installed (apt-get install -y nats-server)');
 
 describeNats('engine nodes on JetStream: leases, failover, gold across nodes (3 NATS servers, 2 ingest, 2 engine nodes)', () => {
-  let nats: NatsCluster | undefined;
-  let dir: string;
-  const children: Served[] = [];
-  beforeAll(async () => {
-    nats = await startNatsCluster({ nodes: 3 });
-    dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
-  }, 60_000);
-  afterAll(async () => {
-    for (const c of children) {
-      try {
-        process.kill(c.pid, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-    await nats?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const bed = natsBed('sluice-cluster-');
+  const children = bed.children;
 
   it('kill -9 of a NATS server and of an engine node mid-load: exactly once in silver, rejects in dlq/, gold = DuckDB over silver, the survivor took the dead node’s shards', async () => {
-    const c = nats!;
+    const c = bed.nats();
+    const dir = bed.dir();
     const lake = join(dir, 'lake');
     const engineArgs = (name: string) => ['--log', c.urls.join(','), '--data', join(dir, name, 'data'), '--lake', lake, '--shards', String(SHARDS), '--workers', '1', '--flush-interval', '1s', '--allowed-lateness', '10m', '--lease-ttl', '8s', '--node-id', name];
     const ingestArgs = (name: string, urls: string[]) => ['--role', 'ingest', '--log', urls.join(','), '--data', join(dir, name, 'data'), '--shards', String(SHARDS)];
