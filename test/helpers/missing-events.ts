@@ -10,11 +10,11 @@
  * It reads the lake's files and commit records and the JetStream stream itself from its leader
  * (raw client, Arrow JS): nothing of the engine's own read path.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { tableFromIPC } from 'apache-arrow';
+import { listCommitRecords } from '../../storage/commit-record.js';
+import { openObjectStore } from '../../storage/open-store.js';
 import { openLakeReader } from './lake.js';
 
 interface Found {
@@ -63,22 +63,19 @@ async function streamIds(servers: string[], stream: string, subjects: string[], 
   return { found, messages, chunked };
 }
 
-/** Committed offset ranges of each shard's flushes, from the commit records on disk. */
-function committedRanges(lake: string): Map<number, Array<{ first: number; last: number; id: string }>> {
-  const dir = join(lake, '_sluice', 'commits');
+/** Committed offset ranges of each shard's flushes, from the lake's commit records. */
+async function committedRanges(lake: string): Promise<Map<number, Array<{ first: number; last: number; id: string }>>> {
   const out = new Map<number, Array<{ first: number; last: number; id: string }>>();
-  let names: string[] = [];
+  const store = await openObjectStore(lake);
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.json'));
-  } catch {
-    return out;
-  }
-  for (const n of names) {
-    const r = JSON.parse(readFileSync(join(dir, n), 'utf8')) as { id: string; shard?: number; offsets?: { first: number; last: number } };
-    if (r.shard === undefined || r.offsets === undefined) continue;
-    const list = out.get(r.shard) ?? [];
-    list.push({ ...r.offsets, id: r.id });
-    out.set(r.shard, list);
+    for (const r of await listCommitRecords(store)) {
+      if (r.shard === undefined || r.offsets === undefined) continue;
+      const list = out.get(r.shard) ?? [];
+      list.push({ ...r.offsets, id: r.id });
+      out.set(r.shard, list);
+    }
+  } finally {
+    await store.close();
   }
   for (const list of out.values()) list.sort((a, b) => a.first - b.first);
   return out;
@@ -106,7 +103,7 @@ export async function explainMissing(args: { lake: string; missing: string[]; se
     }
     const subjects = Array.from({ length: shards }, (_, s) => `sluice.events.s${s}`);
     const stream = await streamIds(servers, args.stream ?? 'SLUICE', subjects, wanted, args.budgetMs ?? 60_000);
-    const ranges = committedRanges(lake);
+    const ranges = await committedRanges(lake);
     const covered = (shard: number, seq: number): string | undefined => ranges.get(shard)?.find((x) => x.first <= seq && seq <= x.last)?.id;
     lines.push(`missing ${missing.length}: in bronze ${inBronze.size}; found in the stream ${stream.found.size} (read ${stream.messages} messages, ${stream.chunked} chunked ones not decoded${stream.error ? `, stopped: ${stream.error}` : ''})`);
     // Grouped by verdict and shard; the stream sequences (or bronze offsets) as ranges.
