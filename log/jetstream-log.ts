@@ -179,6 +179,8 @@ export interface JetStreamLogOptions {
   writerId?: string;
   /** Replaces the client's publish (failure injection in tests). */
   publish?: JetStreamPublish;
+  /** Sees each pull's messages before a read does and returns what arrives (failure injection in tests: messages lost in transit). */
+  onFetch?: (messages: JsMsg[]) => JsMsg[];
   /**
    * Called after every acknowledged append with its duration from first attempt to PubAck (ms),
    * payload bytes and publish attempts. Must not throw. For metrics and the benchmark.
@@ -205,6 +207,7 @@ export interface ResolvedJetStreamLogOptions {
   readonly truncateBy: 'auto' | 'purge' | 'delete';
   readonly writerId: string;
   readonly publish: JetStreamPublish | undefined;
+  readonly onFetch: ((messages: JsMsg[]) => JsMsg[]) | undefined;
   readonly onPublish: ((durationMs: number, bytes: number, attempts: number) => void) | undefined;
   readonly logger: JetStreamLogLogger | undefined;
   readonly name: string;
@@ -259,7 +262,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   if (!['auto', 'purge', 'delete'].includes(truncateBy)) throw bad(`truncateBy must be 'auto', 'purge' or 'delete', got ${JSON.stringify(truncateBy)}`);
   const writerId = options.writerId ?? nuid.next();
   if (typeof writerId !== 'string' || !TOKEN_RE.test(writerId)) throw bad(`writerId must be letters, digits, '-' or '_', got ${JSON.stringify(writerId)}`);
-  for (const fn of ['publish', 'onPublish'] as const) {
+  for (const fn of ['publish', 'onFetch', 'onPublish'] as const) {
     if (options[fn] !== undefined && typeof options[fn] !== 'function') throw bad(`${fn} must be a function, got ${typeof options[fn]}`);
   }
   if (options.logger !== undefined && (typeof options.logger !== 'object' || typeof options.logger?.warn !== 'function')) {
@@ -268,7 +271,7 @@ export function validateJetStreamLogOptions(options: JetStreamLogOptions): Resol
   const name = options.name ?? JETSTREAM_LOG_DEFAULTS.name;
   return {
     servers: [...servers], stream, subjectPrefix, replicas, maxAgeMs, maxBytes, duplicateWindowMs, appendTimeoutMs, truncateGraceMs, publishTimeoutMs,
-    truncateBy, writerId, publish: options.publish, onPublish: options.onPublish, logger: options.logger, name,
+    truncateBy, writerId, publish: options.publish, onFetch: options.onFetch, onPublish: options.onPublish, logger: options.logger, name,
   };
 }
 
@@ -796,6 +799,8 @@ export class JetStreamLog implements ShardLog {
     let seen = fromOffset - 1;
     let pending = 0;
     let reader: { name: string; consumer: Consumer } | undefined;
+    /** The current consumer's delivery sequence of the last message that arrived (0: none yet). */
+    let lastDelivery = 0;
     const partials = new Map<string, PartialRecord>();
     let stalledSince: number | undefined;
     /** Consumers of this read that stalled for READ_CATCH_UP_MS in a row (one is replaced, the second fails the read). */
@@ -811,6 +816,7 @@ export class JetStreamLog implements ShardLog {
             const opened = await this.openReader(seen + 1);
             reader = opened;
             pending = opened.pending;
+            lastDelivery = 0;
           }
           batch = await this.fetchSome(reader.consumer, pending);
           failingSince = undefined;
@@ -827,7 +833,18 @@ export class JetStreamLog implements ShardLog {
           await sleep(250);
           continue;
         }
+        let lostInTransit = false;
         for (const m of batch) {
+          // Pull responses are plain NATS messages: those in flight when the client's connection
+          // drops (its server killed, a reconnect) are lost, and with no acks the consumer has
+          // moved past them — a hole nothing else shows (offsets are sparse). The consumer's
+          // delivery sequence counts every message it sent: a gap means some never arrived, so
+          // the read goes on from a new consumer after the last message it saw.
+          if (m.info.deliverySequence !== lastDelivery + 1) {
+            lostInTransit = true;
+            break;
+          }
+          lastDelivery = m.info.deliverySequence;
           pending = m.info.pending;
           // Only what was asked for, each message once: in CI a read from a start sequence got the
           // subject's first (purged) record right after a node restart (a consumer on a replica still
@@ -844,6 +861,12 @@ export class JetStreamLog implements ShardLog {
           }
           const whole = await this.assemble(partials, m.seq, m.headers!, new Uint8Array(m.data), chunk, fromOffset);
           if (whole !== undefined) yield { offset: m.seq, payload: whole };
+        }
+        if (lostInTransit && reader !== undefined) {
+          this.opts.logger?.warn({ subject: this.subject, from: seen + 1 }, 'JetStream read missed messages in transit; reading on from a new consumer');
+          this.dropReader(reader.name);
+          reader = undefined;
+          continue;
         }
         if (batch.length > 0) {
           stalledSince = undefined;
@@ -919,7 +942,7 @@ export class JetStreamLog implements ShardLog {
     } finally {
       clearTimeout(stall);
     }
-    return out;
+    return this.opts.onFetch ? this.opts.onFetch(out) : out;
   }
 
   /** Deletes a read's consumer (best effort: its inactive threshold removes it otherwise). */

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '@nats-io/transport-node';
-import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamPublishOptions, type PubAck } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstreamManager, type JetStreamPublishOptions, type JsMsg, type PubAck } from '@nats-io/jetstream';
 import { CHUNK_HEADER, JetStreamLogs, parseNatsLog, parseNatsLogUrl, shardSubject, validateJetStreamLogOptions, versionAtLeast, type JetStreamLog, type JetStreamLogOptions } from '../../log/jetstream-log.js';
 import type { ShardLog } from '../../log/log.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
@@ -380,6 +380,33 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
       }
     } finally {
       await logs.close();
+      await deleteStream(stream);
+    }
+  });
+
+  it('pull responses lost in transit (a client reconnecting mid-batch; no acks, so the consumer moved past them): the read notices the gap in delivery sequences and reads them again from a new consumer', async () => {
+    const stream = freshStream();
+    let dropped = 0;
+    // The first pull of 20 or more messages loses 10 from its middle on the way to the client.
+    const onFetch = (messages: JsMsg[]): JsMsg[] => {
+      if (dropped > 0 || messages.length < 20) return messages;
+      dropped = 10;
+      return [...messages.slice(0, 5), ...messages.slice(15)];
+    };
+    const writer = await JetStreamLogs.connect(options(stream));
+    const lossy = await JetStreamLogs.connect(options(stream, { onFetch }));
+    try {
+      const log = await writer.open(0);
+      const offsets: number[] = [];
+      for (let i = 0; i < 200; i++) offsets.push(await log.append(payload(i, 64)));
+      const reader = await lossy.open(0);
+      const got = await readAll(reader, 1);
+      expect(dropped).toBe(10);
+      expect(got.map((r) => r.offset)).toEqual(offsets);
+      got.forEach((r, i) => expect(sameBytes(r.payload, payload(i, 64))).toBe(true));
+    } finally {
+      await writer.close();
+      await lossy.close();
       await deleteStream(stream);
     }
   });
