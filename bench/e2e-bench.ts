@@ -221,7 +221,7 @@ async function runOne(o: E2eBenchOptions, spec: RunSpec, root: string, index: nu
   const settleMs = o.settleTimeoutMs ?? 3 * o.flushIntervalMs + 60_000;
   const { batchSize, connections, loadgenWorkers, pipeline } = loadShape(o, spec.protocol, spec.kind === 'light');
   const notes: string[] = [];
-  const server = await BenchServer.start({ dataDir, lake, writeKey: WRITE_KEY, shards: o.shards, workers: spec.workers, flushIntervalMs: o.flushIntervalMs, logFile: join(dir, 'serve.log'), startTimeoutMs: 120_000 });
+  const server = await BenchServer.start({ dataDir, lake, writeKey: WRITE_KEY, shards: o.shards, workers: spec.workers, flushIntervalMs: o.flushIntervalMs, serveArgs: o.serveArgs, logFile: join(dir, 'serve.log'), startTimeoutMs: 120_000 });
   let monitor: Monitor | undefined;
   try {
     monitor = new Monitor(server.url, lake, server.pid, o.sampleMs);
@@ -544,7 +544,7 @@ export function formatE2eReport(r: E2eBenchReport): string {
   out.push(`Sluice end-to-end benchmark, ${r.date}`);
   out.push(`machine: ${r.machine.cores} cores (${r.machine.cpu}), ${fmt(r.machine.memoryGiB)} GiB RAM, Node ${r.machine.node}, ${r.machine.os}`);
   out.push(
-    `server:  sluice serve child process, ${o.shards} shards, flush every ${o.flushIntervalMs / 1000} s, loopback; load: ${o.loadgenWorkers} loadgen threads in the bench process, ` +
+    `server:  sluice serve child process, ${o.shards} shards, flush every ${o.flushIntervalMs / 1000} s${o.serveArgs.length > 0 ? `, ${o.serveArgs.join(' ')}` : ''}, loopback; load: ${o.loadgenWorkers} loadgen threads in the bench process, ` +
       `${o.durationMs / 1000} s per run${o.runs > 1 ? ` (median of ${o.runs} repeats)` : ''}, ${count(o.users)} users, realistic mix (2 % duplicates, 5 s jitter, 1 % late, 0.1 % too late, 0.5 % invalid)`,
   );
   const row = (x: RunResult): string[] => [

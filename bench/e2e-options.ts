@@ -63,6 +63,8 @@ export interface E2eBenchOptions {
   sampleMs: number;
   /** A run stops its load early when the server's resident memory passes this many bytes (the machine is shared). */
   maxServerRssBytes: number;
+  /** More `sluice serve` flags for every run's server (`--serve-arg`, repeatable), e.g. `--max-lag=0` to compare a setting. */
+  serveArgs: string[];
 }
 
 export const E2E_BENCH_DEFAULTS = {
@@ -83,6 +85,7 @@ export const E2E_BENCH_DEFAULTS = {
   keep: false,
   sampleMs: 100,
   maxServerRssBytes: 8 * 1024 ** 3,
+  serveArgs: [],
 } as const satisfies Partial<E2eBenchOptions>;
 
 /** What a run's load generator uses: threads, requests (WebSockets) per thread, events per request, Arrow batches in flight per WebSocket. */

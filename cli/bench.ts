@@ -39,6 +39,7 @@ interface Flags {
   json?: boolean;
   out?: string;
   progress?: boolean;
+  serveArg?: string[];
 }
 
 function integer(text: string | undefined, flag: string): number | undefined {
@@ -79,6 +80,7 @@ export function benchOptionsFromFlags(f: Flags): Partial<E2eBenchOptions> {
     keep: f.keep === true,
     settleTimeoutMs: f.settleTimeout === undefined ? undefined : parseDuration(f.settleTimeout, '--settle-timeout'),
     maxServerRssBytes: parseBytes(f.maxRss, '--max-rss'),
+    serveArgs: f.serveArg ?? [],
   };
 }
 
@@ -129,6 +131,7 @@ export function register(program: Command): void {
     .option('--json', 'print the report as JSON')
     .option('--out <file>', 'also write the JSON report to this file')
     .option('--progress', 'show the load generator’s progress line even when stderr is not a TTY')
+    .option('--serve-arg <flag>', 'one more `sluice serve` flag for every run, repeatable, e.g. --serve-arg=--max-lag=0', (v: string, all: string[] = []) => [...all, v])
     .action(async (f: Flags) => {
       const options = benchOptionsFromFlags(f);
       const tty = f.progress === true || process.stderr.isTTY === true;

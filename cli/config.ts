@@ -25,6 +25,7 @@
  * | role             | --role               | SLUICE_ROLE               | all (ingest + engine); ingest (needs log nats://…) |
  * | maxMemory        | --max-memory         | SLUICE_MAX_MEMORY         | 75 % of RAM (ingest.maxMemoryBytes) |
  * | maxBacklog       | --max-backlog        | SLUICE_MAX_BACKLOG        | ¼ of free disk, 256 MiB–64 GiB (ingest.maxBacklogBytes) |
+ * | maxLag           | --max-lag            | SLUICE_MAX_LAG            | 5s or the flush interval if longer (ingest.maxLagMs; 0 = off) |
  * | rateLimit        | --rate-limit         | SLUICE_RATE_LIMIT         | 1 M events/s per write key, burst 2 s (ingest.rateLimit) |
  */
 import { readFileSync } from 'node:fs';
@@ -91,6 +92,7 @@ type SettingName =
   | 'engineMode'
   | 'maxMemory'
   | 'maxBacklog'
+  | 'maxLag'
   | 'rateLimit'
   | 'log'
   | 'role';
@@ -117,6 +119,7 @@ const ENV: Record<SettingName, string[]> = {
   engineMode: ['SLUICE_ENGINE_MODE'],
   maxMemory: ['SLUICE_MAX_MEMORY'],
   maxBacklog: ['SLUICE_MAX_BACKLOG'],
+  maxLag: ['SLUICE_MAX_LAG'],
   rateLimit: ['SLUICE_RATE_LIMIT'],
   log: ['SLUICE_LOG'],
   role: ['SLUICE_ROLE'],
@@ -221,6 +224,7 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
       ...file.ingest,
       ...(has('maxMemory') ? { maxMemoryBytes } : {}),
       ...(has('maxBacklog') ? { maxBacklogBytes: parseBytes(String(pick('maxBacklog')), '--max-backlog') } : {}),
+      ...(has('maxLag') ? { maxLagMs: parseDuration(String(pick('maxLag')), '--max-lag') } : {}),
       ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit')) } : {}),
     },
   };

@@ -60,10 +60,12 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const engine = await startEngine(config, logger);
   const maxBacklogBytes =
     (config.ingest.maxBacklogBytes as number | undefined) ?? (config.logServers !== undefined ? JETSTREAM_MAX_BACKLOG_BYTES : await defaultMaxBacklogBytes(config.engine.dataDir));
+  // A checkpoint pauses its shard's processing for up to about a flush interval: no refusals for a healthy one.
+  const maxLagMs = (config.ingest.maxLagMs as number | undefined) ?? Math.max(DEFAULT_MAX_LAG_MS, config.engine.flushIntervalMs);
   let server: IngestServer;
   try {
     server = await startIngestServer(
-      { ...config.ingest, maxBacklogBytes, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
+      { ...config.ingest, maxBacklogBytes, maxLagMs, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
       { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, erasures: { store: erasureStore, suppression } },
     );
   } catch (err) {
@@ -84,6 +86,9 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
       })()),
   };
 }
+
+/** Default of --max-lag (ingest.maxLagMs) when the flush interval is shorter. */
+const DEFAULT_MAX_LAG_MS = 5_000;
 
 /**
  * Default bound of the stream's untruncated bytes on JetStream (ingest.maxBacklogBytes): the
@@ -153,7 +158,7 @@ async function startEngine(
           coordinator.submit(shard, offset, payload, rows);
         },
         backlog: () => coordinator.backlog(),
-        ...(uncommitted !== undefined ? { uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }) } : {}),
+        ...(uncommitted !== undefined ? { uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }), lagMs: () => uncommitted.lagMs(coordinator.processedOffsets()) } : {}),
         ...(jetstream !== undefined ? { uncommitted: () => jetstream.backlog.uncommitted() } : {}),
         live: () => coordinator.live(),
         ready: () => coordinator.failure === undefined,
@@ -212,6 +217,10 @@ async function startEngine(
       },
       backlog: () => e.backlog(),
       uncommitted: () => ({ bytes: uncommitted.bytes, events: uncommitted.events }),
+      lagMs: () => {
+        const processed = e.processedOffsets();
+        return processed === undefined ? 0 : uncommitted.lagMs(processed);
+      },
       live: () => e.live() ?? {},
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
@@ -321,6 +330,7 @@ export function register(program: Command): void {
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')
     .option('--range-linger <duration>', 'how long a shard waits for more records under light load before it processes them, e.g. 200ms (default; 0 = at once)')
     .option('--max-backlog <bytes>', 'bound of the log not yet committed by the engine: 503 + Retry-After above it, e.g. 2GiB (default ¼ of the free disk, 256MiB–64GiB)')
+    .option('--max-lag <duration>', 'how far the engine\'s processing may fall behind the acks: 503 + Retry-After above it, e.g. 10s (default 5s, or the flush interval if longer; 0 = no bound)')
     .option('--rate-limit <events/s>', 'per write key (fairness between keys; burst 2 s): 429 + Retry-After above it (default 1000000: off for a single server)')
     .option('--max-memory <bytes>', 'memory budget (ingest + engine RSS): 503 + Retry-After above it, e.g. 2GiB (default 75 % of RAM)')
     .option('--engine-mode <mode>', 'process (default: the engine in its own niced process) | inline (in the ingest process)')

@@ -747,6 +747,16 @@ export class Coordinator {
     this.rate.count += rows;
   }
 
+  /**
+   * Per shard, the offset of the last record it processed, or null where that says nothing about
+   * this engine keeping up (a shard it does not own, or one stopped by a failure: refusing events
+   * cannot help those). Ingest's lag bound (ingest.maxLagMs) compares it with when each record
+   * was acknowledged.
+   */
+  processedOffsets(): Array<number | null> {
+    return this.shards.map((st) => (st.owned && !st.stopped ? st.lastProcessed : null));
+  }
+
   /** Events acknowledged but not yet processed by the shards (ingest's backpressure signal). */
   backlog(): number {
     let n = 0;

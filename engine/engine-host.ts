@@ -156,7 +156,7 @@ send({ kind: 'started' });
 setInterval(() => {
   const failure = c.failure;
   const reasons = failure === undefined ? [] : readiness.reasons().length > 0 ? readiness.reasons() : [failure.message];
-  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), anonBytes: anonymousResidentBytes() });
+  send({ kind: 'status', backlog: c.backlog(), reasons, live: c.live(), anonBytes: anonymousResidentBytes(), processed: c.processedOffsets() });
 }, STATUS_EVERY_MS).unref();
 setInterval(() => {
   void Promise.all(engineMetricNames.map((n) => register.getSingleMetricAsString(n).catch(() => ''))).then((parts) =>

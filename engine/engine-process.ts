@@ -86,7 +86,13 @@ export class EngineProcess {
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
   private sinceStatus = 0;
-  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined; anonBytes: number } = { backlog: 0, reasons: [], live: undefined, anonBytes: 0 };
+  private status: { backlog: number; reasons: string[]; live: LiveSnapshot | undefined; anonBytes: number; processed: Array<number | null> | undefined } = {
+    backlog: 0,
+    reasons: [],
+    live: undefined,
+    anonBytes: 0,
+    processed: undefined,
+  };
   private metrics = '';
   private metricNames = new Set<string>();
   private closed: ((error: string | undefined) => void) | undefined;
@@ -124,6 +130,15 @@ export class EngineProcess {
   /** Anonymous resident memory of the engine process as it last reported (0 while it is down). */
   anonBytes(): number {
     return this.child === undefined ? 0 : this.status.anonBytes;
+  }
+
+  /**
+   * Per shard, the offset of the last record the running engine processed (null: not counted), as
+   * it last reported; undefined while it is down or recovering — refusing events then would not
+   * help it, and ingest goes on acknowledging into the log (bounded by the backlog's size).
+   */
+  processedOffsets(): Array<number | null> | undefined {
+    return this.child === undefined ? undefined : this.status.processed;
   }
 
   live(): LiveSnapshot | undefined {
@@ -242,7 +257,7 @@ export class EngineProcess {
             resolve();
             break;
           case 'status':
-            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live, anonBytes: m.anonBytes };
+            this.status = { backlog: m.backlog, reasons: m.reasons, live: m.live, anonBytes: m.anonBytes, processed: m.processed };
             this.sinceStatus = 0;
             readiness.clearPrefix(`${READINESS_KEY}engine`);
             m.reasons.forEach((r, i) => readiness.set(`${READINESS_KEY}engine-${i}`, r));
@@ -275,6 +290,7 @@ export class EngineProcess {
       });
       child.once('exit', (code, signal) => {
         if (this.child === child) this.child = undefined;
+        this.status.processed = undefined;
         if (!started) reject(externalError('engine_start_failed', `the engine process exited during recovery (code ${code}, signal ${signal}); see its log above`));
         // The first start's failure is the caller's; a restart that fails is retried.
         if (this.closing || (!started && this.restarts === 0)) return;

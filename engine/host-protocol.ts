@@ -50,6 +50,8 @@ export type FromEngine =
       live: LiveSnapshot;
       /** Anonymous resident memory of the engine process (common/resident-memory.ts). */
       anonBytes: number;
+      /** Per shard, the offset of the last record processed (null: not counted), as of this message (Coordinator.processedOffsets). */
+      processed: Array<number | null>;
     }
   | { kind: 'metrics'; text: string }
   | { kind: 'truncate'; shard: number; before: number }

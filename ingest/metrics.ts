@@ -36,7 +36,7 @@ export const ingestMetrics = {
   rateLimited: once('sluice_ingest_rate_limited_total', () => new Counter({ name: 'sluice_ingest_rate_limited_total', help: 'Requests refused with 429 by the per-key rate limit.' })),
   backpressure: once(
     'sluice_ingest_backpressure_total',
-    () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because the engine backlog, the uncommitted log, a log\'s unsynced bytes or memory was past its mark, by reason (backlog, uncommitted, log, memory).', labelNames: ['reason'] }),
+    () => new Counter({ name: 'sluice_ingest_backpressure_total', help: 'Requests refused with 503 because the engine backlog or lag, the uncommitted log, a log\'s unsynced bytes or memory was past its mark, by reason (backlog, lag, uncommitted, log, memory).', labelNames: ['reason'] }),
   ),
   fsyncSeconds: once(
     'sluice_log_fsync_seconds',
@@ -48,6 +48,10 @@ export const ingestMetrics = {
     () => new Histogram({ name: 'sluice_ingest_ack_seconds', help: 'Time from request received to acknowledgement sent.', buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5] }),
   ),
   /** Acknowledged events not yet processed downstream (deps.backlog), sampled per request. */
+  engineLag: once(
+    'sluice_engine_lag_seconds',
+    () => new Gauge({ name: 'sluice_engine_lag_seconds', help: 'How long the oldest acknowledged event the running engine has not processed yet has waited (0: caught up, or the engine is down); above --max-lag ingest answers 503.' }),
+  ),
   queueDepth: once('sluice_engine_queue_depth_events', () => new Gauge({ name: 'sluice_engine_queue_depth_events', help: 'Events acknowledged but not yet processed by the shards.' })),
   logPendingBytes: once('sluice_log_pending_bytes', () => new Gauge({ name: 'sluice_log_pending_bytes', help: 'Largest amount of appended-but-unsynced bytes over the shard and DLQ logs.' })),
   eventLoopDelay: once(

@@ -71,6 +71,17 @@ export interface IngestOptions {
   /** 503 while the engine holds more acknowledged-but-unprocessed events than this (deps.backlog). Default 2 M. */
   maxBacklogEvents: number;
   /**
+   * 503 + Retry-After while the running engine's processing is further behind the acks than this
+   * (ms): the oldest acknowledged event it has not processed was acknowledged longer ago
+   * (deps.lagMs). Keeps the acks from running ahead of the engine when both share the machine's
+   * cores (the engine is niced): refusing gives it the CPU to catch up, and bounds how long an
+   * acknowledged event takes to reach silver (≈ this + the flush interval + a checkpoint). Not
+   * applied while the engine is down or recovering (refusing would not speed it up; the backlog
+   * bounds apply). Default 5 s (`sluice serve`: the flush interval if longer — a checkpoint pauses
+   * its shard's processing, and a healthy one must not cause refusals); 0 = no bound.
+   */
+  maxLagMs: number;
+  /**
    * 503 + Retry-After while the log holds more bytes (framing included) that the engine has not
    * committed than this (deps.uncommitted): the bound of the backlog that waits on disk when ingest
    * acks faster than the engine commits. Default 1 GiB; `sluice serve` derives it from the data
@@ -112,6 +123,7 @@ export function defaultIngestOptions(): IngestOptions {
     bodyTimeoutMs: 10_000,
     rateLimit: { eventsPerSecond: 1_000_000, burst: 2_000_000 },
     maxBacklogEvents: 2_000_000,
+    maxLagMs: 5000,
     maxBacklogBytes: 2 ** 30,
     maxLogPendingBytes: 256 * 1024 * 1024,
     maxMemoryBytes: Math.floor(totalmem() * 0.75),
@@ -166,6 +178,7 @@ export function validateIngestOptions(input: IngestOptionsInput): IngestOptions 
   posInt('maxBodyBytes', o.maxBodyBytes);
   posInt('maxBatchEvents', o.maxBatchEvents);
   posInt('maxBacklogEvents', o.maxBacklogEvents);
+  if (!Number.isSafeInteger(o.maxLagMs) || o.maxLagMs < 0) throw userError('invalid_option', `maxLagMs must be a whole number of ms ≥ 0 (0 = no bound), got ${JSON.stringify(o.maxLagMs)}`);
   posInt('maxLogPendingBytes', o.maxLogPendingBytes);
   if (!Number.isSafeInteger(o.maxBacklogBytes) || o.maxBacklogBytes < 0) throw userError('invalid_option', `maxBacklogBytes must be a whole number of bytes ≥ 0 (0 = no bound), got ${JSON.stringify(o.maxBacklogBytes)}`);
   if (!Number.isSafeInteger(o.maxMemoryBytes) || o.maxMemoryBytes < 0) throw userError('invalid_option', `maxMemoryBytes must be a whole number of bytes ≥ 0 (0 = no budget), got ${JSON.stringify(o.maxMemoryBytes)}`);

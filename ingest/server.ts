@@ -52,6 +52,11 @@ export interface IngestDeps {
    * (framing included) and events; above options.maxBacklogBytes → 503 + Retry-After.
    */
   uncommitted?(): { bytes: number; events: number };
+  /**
+   * How long (ms) the oldest acknowledged event the running engine has not processed yet has
+   * waited; above options.maxLagMs → 503 + Retry-After. 0 when it is caught up or not running.
+   */
+  lagMs?(): number;
   /** JSON body for GET /v1/live (the engine's live metrics); 404 when absent. */
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
@@ -167,6 +172,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     // Also here, not only per request: with no traffic the gauge kept its last loaded value.
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
+    ingestMetrics.engineLag.set((deps.lagMs?.() ?? 0) / 1000);
     const u = deps.uncommitted?.();
     if (u !== undefined) {
       ingestMetrics.uncommittedBytes.set(u.bytes);
@@ -186,15 +192,19 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   memoryTimer.unref();
 
   /** Why the server should refuse new work right now (backlog, log or memory past its mark), or undefined. */
-  const pressure = (): { reason: 'backlog' | 'uncommitted' | 'log' | 'memory'; reply: Reply } | undefined => {
+  const pressure = (): { reason: 'backlog' | 'lag' | 'uncommitted' | 'log' | 'memory'; reply: Reply } | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
+    const lag = deps.lagMs?.() ?? 0;
     const uncommitted = deps.uncommitted?.();
     let pending = deps.dlqLog.pendingBytes;
     for (const l of deps.logs) if (l.pendingBytes > pending) pending = l.pendingBytes;
     ingestMetrics.logPendingBytes.set(pending);
     if (backlog > options.maxBacklogEvents) {
       return { reason: 'backlog', reply: failure(503, 'overloaded', `Sluice is behind (${backlog} events not yet processed); retry later`, { 'Retry-After': '1' }) };
+    }
+    if (options.maxLagMs > 0 && lag > options.maxLagMs) {
+      return { reason: 'lag', reply: failure(503, 'overloaded', `Sluice is behind (its engine is processing events acknowledged ${(lag / 1000).toFixed(1)} s ago, bound ${options.maxLagMs / 1000} s); retry later`, { 'Retry-After': '1' }) };
     }
     if (uncommitted !== undefined && options.maxBacklogBytes > 0 && uncommitted.bytes > options.maxBacklogBytes) {
       // The engine frees the log at its next checkpoint: retrying sooner only adds load.
@@ -486,6 +496,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.onAborted(() => {
       state.aborted = true;
     });
+    // The gauges as of this scrape, not of the last 100 ms sample.
+    sampleMemory();
     void (deps.metrics?.() ?? register.metrics()).then(
       (text) => {
         if (state.aborted) return;

@@ -11,6 +11,9 @@
  * checkpoint that advanced the shard), in both engine modes; {@link reportCommits} hooks that call.
  * Records in the log when the server started (left uncommitted by an earlier run) are counted as
  * one block at the shard's durable mark, and leave the count when the engine first commits past it.
+ *
+ * Each record keeps when it became durable, so the same queues also tell how far the engine's
+ * processing is behind the acknowledgements ({@link UncommittedLog.lagMs}: ingest.maxLagMs).
  */
 import type { ShardLog } from '../log/log.js';
 
@@ -21,6 +24,8 @@ class ShardQueue {
   offsets: number[] = [];
   rows: number[] = [];
   bytes: number[] = [];
+  /** Date.now() when the record became durable. */
+  at: number[] = [];
   head = 0;
 }
 
@@ -44,13 +49,37 @@ export class UncommittedLog {
   }
 
   /** Records found in a shard's log at start (`bytes` on disk) whose last offset is `lastOffset`. */
-  existing(shard: number, lastOffset: number, bytes: number): void {
-    if (bytes > 0 && lastOffset >= 0) this.push(shard, lastOffset, 0, bytes);
+  existing(shard: number, lastOffset: number, bytes: number, now = Date.now()): void {
+    if (bytes > 0 && lastOffset >= 0) this.push(shard, lastOffset, 0, bytes, now);
   }
 
   /** A record became durable (ingest's onDurable, before its acks). */
-  durable(shard: number, offset: number, rows: number, payloadBytes: number): void {
-    this.push(shard, offset, rows, payloadBytes + RECORD_HEADER_BYTES);
+  durable(shard: number, offset: number, rows: number, payloadBytes: number, now = Date.now()): void {
+    this.push(shard, offset, rows, payloadBytes + RECORD_HEADER_BYTES, now);
+  }
+
+  /**
+   * How long the oldest record the engine has not processed yet has been durable (acknowledged),
+   * ms; 0 when it has processed everything. `processed[shard]`: the offset of the last record the
+   * shard processed; null leaves the shard out.
+   */
+  lagMs(processed: ReadonlyArray<number | null>, now = Date.now()): number {
+    let oldest = now;
+    for (let s = 0; s < this.queues.length; s++) {
+      const done = processed[s];
+      if (done === null || done === undefined) continue;
+      const q = this.queues[s]!;
+      // The first record above `done` (offsets ascend): binary search from the head.
+      let lo = q.head;
+      let hi = q.offsets.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (q.offsets[mid]! <= done) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo < q.offsets.length && q.at[lo]! < oldest) oldest = q.at[lo]!;
+    }
+    return now - oldest;
   }
 
   /** The engine committed every record of `shard` below `before`. */
@@ -67,16 +96,18 @@ export class UncommittedLog {
       q.offsets = q.offsets.slice(q.head);
       q.rows = q.rows.slice(q.head);
       q.bytes = q.bytes.slice(q.head);
+      q.at = q.at.slice(q.head);
       q.head = 0;
     }
   }
 
-  private push(shard: number, offset: number, rows: number, bytes: number): void {
+  private push(shard: number, offset: number, rows: number, bytes: number, at: number): void {
     const q = this.queues[shard];
     if (q === undefined) return;
     q.offsets.push(offset);
     q.rows.push(rows);
     q.bytes.push(bytes);
+    q.at.push(at);
     this.totalBytes += bytes;
     this.totalEvents += rows;
   }

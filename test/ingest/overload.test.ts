@@ -2,7 +2,8 @@
  * Overload on the real server (`startSluice`, the engine in its own process, real segment logs,
  * the local lake): when ingest acks faster than the engine commits, the uncommitted log is bounded
  * (ingest.maxBacklogBytes) — 503 + Retry-After, the reason in /readyz and /metrics — and every
- * acknowledged event is committed once the load stops.
+ * acknowledged event is committed once the load stops; when its processing falls behind the acks
+ * by more than ingest.maxLagMs, likewise.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,18 +33,23 @@ const metric = (text: string, name: string): number => Number(new RegExp(`^${nam
 
 describe('overload settings', () => {
   it.each([
-    ['flag', { maxBacklog: '64MiB', rateLimit: '500' }, {}],
-    ['environment', {}, { SLUICE_MAX_BACKLOG: '64MiB', SLUICE_RATE_LIMIT: '500' }],
-  ])('--max-backlog and --rate-limit from the %s', (_, flags, env) => {
+    ['flag', { maxBacklog: '64MiB', rateLimit: '500', maxLag: '750ms' }, {}],
+    ['environment', {}, { SLUICE_MAX_BACKLOG: '64MiB', SLUICE_RATE_LIMIT: '500', SLUICE_MAX_LAG: '750ms' }],
+  ])('--max-backlog, --rate-limit and --max-lag from the %s', (_, flags, env) => {
     const c = composeServeConfig(flags, env);
     expect(c.ingest.maxBacklogBytes).toBe(64 * 2 ** 20);
     expect(c.ingest.rateLimit).toEqual({ eventsPerSecond: 500, burst: 1000 });
-    expect(validateIngestOptions({ writeKeys: [{ key: 'k' }], ...c.ingest }).maxBacklogBytes).toBe(64 * 2 ** 20);
+    const o = validateIngestOptions({ writeKeys: [{ key: 'k' }], ...c.ingest });
+    expect(o.maxBacklogBytes).toBe(64 * 2 ** 20);
+    expect(o.maxLagMs).toBe(750);
+    expect(validateIngestOptions({ writeKeys: [{ key: 'k' }] }).maxLagMs).toBe(5000);
+    expect(validateIngestOptions({ writeKeys: [{ key: 'k' }], ...composeServeConfig({ maxLag: '0' }, {}).ingest }).maxLagMs).toBe(0);
   });
 
   it('pins the messages of invalid bounds', () => {
     expect(() => composeServeConfig({ rateLimit: '0' }, {})).toThrow('--rate-limit must be a number of events per second > 0, got "0"');
     expect(() => validateIngestOptions({ writeKeys: [{ key: 'k' }], maxBacklogBytes: -1 })).toThrow('maxBacklogBytes must be a whole number of bytes ≥ 0 (0 = no bound), got -1');
+    expect(() => validateIngestOptions({ writeKeys: [{ key: 'k' }], maxLagMs: 1.5 })).toThrow('maxLagMs must be a whole number of ms ≥ 0 (0 = no bound), got 1.5');
   });
 
   it('counts durable records until the engine commits past them (its truncation), and what was in the log at start until the first commit past it', () => {
@@ -60,6 +66,25 @@ describe('overload settings', () => {
     expect([u.bytes, u.events]).toEqual([0, 0]);
     u.committed(0, 5); // a lower mark changes nothing
     expect(u.bytes).toBe(0);
+  });
+
+  it('tells how long the oldest acknowledged record the engine has not processed has waited, over the shards it counts', () => {
+    const u = new UncommittedLog(3);
+    u.existing(0, 9, 1000, 1_000); // records left by an earlier run: acknowledged no later than the start
+    u.durable(0, 10, 5, 84, 2_000);
+    u.durable(0, 11, 5, 84, 3_000);
+    u.durable(1, 0, 3, 34, 2_500);
+    u.durable(1, 1, 3, 34, 4_000);
+    expect(u.lagMs([-1, -1, -1], 5_000)).toBe(4_000); // nothing processed: the oldest is the start block
+    expect(u.lagMs([9, -1, null], 5_000)).toBe(3_000); // shard 0 past its start block: its next record is the oldest
+    expect(u.lagMs([10, -1, -1], 5_000)).toBe(2_500); // now shard 1's first record is
+    expect(u.lagMs([10, 0, -1], 5_000)).toBe(2_000);
+    expect(u.lagMs([11, 1, -1], 5_000)).toBe(0); // caught up (shard 2 never had a record)
+    expect(u.lagMs([null, null, null], 5_000)).toBe(0); // no shard counted (the engine is down)
+    // A commit drops the records below it; the lag goes on from what is left.
+    u.committed(0, 11);
+    expect(u.lagMs([10, 1, 0], 5_000)).toBe(2_000);
+    expect(u.lagMs([11, 1, 0], 5_000)).toBe(0);
   });
 });
 
@@ -144,6 +169,79 @@ describe('overload: the uncommitted log is bounded', () => {
       expect(again.status).toBe(200);
     } finally {
       await sluice.close();
+    }
+  }, 120_000);
+});
+
+describe('overload: the engine may not fall behind the acks by more than --max-lag', () => {
+  it('answers 503 + Retry-After while the running engine has not processed what was acknowledged longer ago than the bound, accepts again once it has, and commits every acknowledged event', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'sluice-lag-'));
+    roots.push(root);
+    // A bound below the engine's least delay (it lingers 200 ms for more records, reports every 200 ms): every burst passes it.
+    const config = composeServeConfig(
+      { port: 0, data: join(root, 'data'), lake: join(root, 'lake'), shards: 2, workers: 1, flushInterval: '1s', maxLag: '1ms', engineMode: 'process', writeKeys: [KEY] },
+      {},
+    );
+    const sluice = await startSluice(config, pino({ level: 'warn' }));
+    const acked = new Set<string>();
+    const refusals: Array<{ retryAfter: string | null; code: unknown; message: unknown }> = [];
+    let lagWhileRefused = NaN;
+    try {
+      const deadline = Date.now() + MAX_LOAD_MS;
+      const client = async (c: number): Promise<void> => {
+        for (let n = 0; n < MAX_REQUESTS && Date.now() < deadline && refusals.length < 20; n++) {
+          const batch = Array.from({ length: BATCH }, (_, i) => ({ type: 'track', event: 'Button Clicked', userId: `u${(n * BATCH + i) % 97}`, messageId: `lag-c${c}-r${n}-e${i}`, timestamp: new Date(Date.now() - 1000).toISOString() }));
+          const res = await fetch(`${sluice.url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+          const body = (await res.json()) as { ok?: boolean; code?: unknown; message?: unknown };
+          if (res.status === 200 && body.ok === true) for (const e of batch) acked.add(e.messageId);
+          else if (res.status === 503) {
+            refusals.push({ retryAfter: res.headers.get('retry-after'), code: body.code, message: body.message });
+            const lagNow = metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_engine_lag_seconds');
+            lagWhileRefused = Number.isNaN(lagWhileRefused) ? lagNow : Math.max(lagWhileRefused, lagNow);
+            await new Promise((r) => setTimeout(r, 50));
+          } else throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(body)}`);
+        }
+      };
+      await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+
+      expect(refusals.length, 'no 503 within the load bound').toBeGreaterThan(0);
+      expect(acked.size).toBeGreaterThan(0);
+      for (const r of refusals) {
+        expect(r.code).toBe('overloaded');
+        expect(String(r.message)).toMatch(/^Sluice is behind \(its engine is processing events acknowledged \d+\.\d s ago, bound 0\.001 s\); retry later$/);
+        expect(r.retryAfter).toBe('1');
+      }
+      expect(lagWhileRefused, 'sluice_engine_lag_seconds while refused').toBeGreaterThan(0);
+      expect(metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_ingest_backpressure_total\\{reason="lag"\\}')).toBeGreaterThanOrEqual(refusals.length);
+
+      // The load stopped: the engine catches up, the lag goes to 0 and ingest accepts again.
+      let lag = NaN;
+      for (const stop = Date.now() + 30_000; Date.now() < stop; ) {
+        lag = metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_engine_lag_seconds');
+        if (lag === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(lag).toBe(0);
+      const again = await fetch(`${sluice.url}/v1/batch`, {
+        method: 'POST',
+        headers: { authorization: AUTH, 'content-type': 'application/json' },
+        body: JSON.stringify({ batch: [{ type: 'track', event: 'Button Clicked', userId: 'u1', messageId: 'lag-after', timestamp: new Date().toISOString() }] }),
+      });
+      expect(again.status).toBe(200);
+      acked.add('lag-after');
+    } finally {
+      await sluice.close();
+    }
+    // Every acknowledged event exactly once in silver (the stop drains and commits).
+    const lake = await openLakeReader(join(root, 'lake'));
+    try {
+      const ids = await lake.rows<{ message_id: string; n: bigint }>(`SELECT event_id AS message_id, count(*) AS n FROM ${lake.rel('events')} GROUP BY 1`);
+      const counts = new Map(ids.map((r) => [r.message_id, Number(r.n)]));
+      const missing = [...acked].filter((id) => counts.get(id) !== 1);
+      expect(missing.slice(0, 10), `${missing.length} of ${acked.size} acknowledged ids not exactly once in silver`).toEqual([]);
+      expect(counts.size).toBe(acked.size);
+    } finally {
+      lake.close();
     }
   }, 120_000);
 });
