@@ -54,6 +54,16 @@ import type { BatchResult, CheckpointResult, OpenResult, ShardRuntimeOptions, Sh
 import { checkFence, type LeaseFence } from './lease-fence.js';
 import { goldMerged, readDlqState, readLakeFrontier, writeDlqState, writeShardFrontier } from './cluster-lake.js';
 
+/** Runs one step of a checkpoint round and records its duration (sluice_engine_checkpoint_step_seconds). */
+async function timedStep(step: string, run: () => Promise<unknown>): Promise<void> {
+  const started = performance.now();
+  try {
+    await run();
+  } finally {
+    engineMetrics.checkpointStepSeconds.observe({ step }, (performance.now() - started) / 1000);
+  }
+}
+
 interface ShardState {
   /** Ranges sent to the worker but not yet processed (0 or 1: a shard's ranges go one at a time). */
   inFlight: number;
@@ -824,8 +834,11 @@ export class Coordinator {
         const target = `shard-${s}`;
         const epoch = st.epoch;
         let r: CheckpointResult;
+        const shardStarted = performance.now();
         try {
           r = await this.pool.checkpoint(s);
+          engineMetrics.checkpointStepSeconds.observe({ step: 'shard' }, (performance.now() - shardStarted) / 1000);
+          if (r.durationMs > 0) engineMetrics.checkpointStepSeconds.observe({ step: 'shard_commit' }, r.durationMs / 1000);
         } catch (err) {
           // Engine node: a shard given up meanwhile (lease lost) was refused by its own fence — expected, not a stop.
           if (!st.owned || st.epoch !== epoch) return;
@@ -877,8 +890,8 @@ export class Coordinator {
 
   /** Gold merge, DLQ flush, frontier, and (on their interval) reconciliation and compaction. */
   private async runCoordinatorSteps(): Promise<void> {
-    await this.mergeCompleteWindows();
-    await this.flushDlq();
+    await timedStep('gold_merge', () => this.mergeCompleteWindows());
+    await timedStep('dlq_flush', () => this.flushDlq());
     // Engine node: the lake-wide steps belong to the `gold` lease's owner.
     if (this.cluster && this.cluster.role('gold') === undefined) return;
     await this.publishFrontier();
@@ -933,6 +946,15 @@ export class Coordinator {
     // so every checkpoint round that overlapped a compaction lasted as long as the compaction
     // (rounds of 10–30 s and more at 2,500 ev/s, bench/results/soak-2026-12-03.md).
     if (!(await erasureWorkPending(this.erasures))) return;
+    const started = performance.now();
+    try {
+      await this.runPendingErasures(this.erasures);
+    } finally {
+      engineMetrics.checkpointStepSeconds.observe({ step: 'erasure' }, (performance.now() - started) / 1000);
+    }
+  }
+
+  private async runPendingErasures(erasures: ErasureStore): Promise<void> {
     // A compaction started before the request was accepted finishes first (none starts while one is open).
     if (this.compacting) await this.compacting;
     const host: ErasureHost = {
@@ -955,7 +977,7 @@ export class Coordinator {
       },
     };
     try {
-      await runErasures(host, this.erasures);
+      await runErasures(host, erasures);
     } catch (err) {
       this.log.warn({ err }, 'erasure step failed; retried after the next checkpoint');
     }

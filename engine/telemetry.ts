@@ -24,6 +24,19 @@ export const engineMetrics = {
       help: 'Duration of a full checkpoint: encode, stage, LMDB commit, publish, gold merge.',
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
     }),
+  /**
+   * Where a checkpoint round's time goes: `shard` a shard's checkpoint as the coordinator waits for
+   * it (behind the range in flight), `shard_commit` the shard runtime's own part of it (encode,
+   * stage, LMDB, publish), `gold_merge`, `dlq_flush`, `erasure`.
+   */
+  checkpointStepSeconds:
+    (register.getSingleMetric('sluice_engine_checkpoint_step_seconds') as Histogram | undefined) ??
+    new Histogram({
+      name: 'sluice_engine_checkpoint_step_seconds',
+      help: 'Duration of one step of a checkpoint round, by step: shard (a shard\'s checkpoint as the coordinator waits for it, behind its range in flight), shard_commit (the shard runtime\'s own encode, stage, LMDB commit, publish), gold_merge, dlq_flush, erasure.',
+      labelNames: ['step'],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+    }),
   watermarkLag:
     (register.getSingleMetric('sluice_engine_watermark_lag_seconds') as Gauge | undefined) ??
     new Gauge({ name: 'sluice_engine_watermark_lag_seconds', help: 'Wall clock minus the global event-time watermark.' }),

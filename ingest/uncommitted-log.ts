@@ -24,7 +24,7 @@ class ShardQueue {
   offsets: number[] = [];
   rows: number[] = [];
   bytes: number[] = [];
-  /** Date.now() when the record became durable. */
+  /** performance.now() when the record became durable (monotonic: a wall-clock step must not look like lag). */
   at: number[] = [];
   head = 0;
 }
@@ -49,12 +49,12 @@ export class UncommittedLog {
   }
 
   /** Records found in a shard's log at start (`bytes` on disk) whose last offset is `lastOffset`. */
-  existing(shard: number, lastOffset: number, bytes: number, now = Date.now()): void {
+  existing(shard: number, lastOffset: number, bytes: number, now = performance.now()): void {
     if (bytes > 0 && lastOffset >= 0) this.push(shard, lastOffset, 0, bytes, now);
   }
 
   /** A record became durable (ingest's onDurable, before its acks). */
-  durable(shard: number, offset: number, rows: number, payloadBytes: number, now = Date.now()): void {
+  durable(shard: number, offset: number, rows: number, payloadBytes: number, now = performance.now()): void {
     this.push(shard, offset, rows, payloadBytes + RECORD_HEADER_BYTES, now);
   }
 
@@ -63,7 +63,7 @@ export class UncommittedLog {
    * ms; 0 when it has processed everything. `processed[shard]`: the offset of the last record the
    * shard processed; null leaves the shard out.
    */
-  lagMs(processed: ReadonlyArray<number | null>, now = Date.now()): number {
+  lagMs(processed: ReadonlyArray<number | null>, now = performance.now()): number {
     let oldest = now;
     for (let s = 0; s < this.queues.length; s++) {
       const done = processed[s];
