@@ -96,6 +96,8 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     }
     // glibc returns the engine's big freed buffers to the kernel (engine/engine-process.ts).
     expect(readFileSync(`/proc/${engine}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=131072');
+    // …and its heaps keep a small young generation (engine/engine-process.ts ENGINE_SEMI_SPACE_MB).
+    expect(readFileSync(`/proc/${engine}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=4');
     let traffic = t.run(server.url, 'a', delay(2500));
     await delay(600);
     process.kill(engine, 'SIGKILL');
