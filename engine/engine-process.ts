@@ -64,8 +64,8 @@ function hostCommand(nice: number): { command: string; args: string[] } {
  * `resourceLimits` every worker's (engine/pool.ts) — unless the operator sets
  * `--max-semi-space-size` (serve's flags or NODE_OPTIONS). V8's default (16 MiB: a young
  * generation of up to 48 MiB per heap) kept ~25 MiB per heap resident that the engine does not
- * need: with 4 MiB the 1 M-user soak peaked at 953 instead of 1 052 MiB (ingest and engine both at
- * 4 MiB there), for ≈ 5 % more server CPU at 8 K Segment events/s (more scavenges;
+ * need: with 4 MiB the 1 M-user soak peaked at 988 instead of 1 052 MiB, for ≈ 6 % more server CPU
+ * at 8 K Segment events/s (more scavenges, more promoted and concurrently marked;
  * bench/results/young-generation-2026-12-05.md). The ack thread keeps V8's default: its latency
  * matters more than its memory.
  */

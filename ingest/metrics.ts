@@ -47,11 +47,12 @@ export const ingestMetrics = {
     // 15 and 30 ms around the 20 ms p99 goal (issue 13), so a p99 near it reads as more than "≤ 20" / "≤ 50".
     () => new Histogram({ name: 'sluice_ingest_ack_seconds', help: 'Time from request received to acknowledgement sent.', buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5] }),
   ),
-  /** Acknowledged events not yet processed downstream (deps.backlog), sampled per request. */
+  /** How long the oldest acknowledged event the running engine has not processed has waited (deps.lagMs), sampled. */
   engineLag: once(
     'sluice_engine_lag_seconds',
     () => new Gauge({ name: 'sluice_engine_lag_seconds', help: 'How long the oldest acknowledged event the running engine has not processed yet has waited (0: caught up, or the engine is down); above --max-lag ingest answers 503.' }),
   ),
+  /** Acknowledged events not yet processed downstream (deps.backlog), sampled per request. */
   queueDepth: once('sluice_engine_queue_depth_events', () => new Gauge({ name: 'sluice_engine_queue_depth_events', help: 'Events acknowledged but not yet processed by the shards.' })),
   logPendingBytes: once('sluice_log_pending_bytes', () => new Gauge({ name: 'sluice_log_pending_bytes', help: 'Largest amount of appended-but-unsynced bytes over the shard and DLQ logs.' })),
   eventLoopDelay: once(
