@@ -349,7 +349,7 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       below = grew;
     }
     const reasons: Record<string, number> = {};
-    for (const r of ['uncommitted', 'backlog', 'memory', 'log']) {
+    for (const r of ['uncommitted', 'backlog', 'lag', 'memory', 'log']) {
       const d = sumOf(text, 'sluice_ingest_backpressure_total', `reason="${r}"`) - sumOf(prev, 'sluice_ingest_backpressure_total', `reason="${r}"`);
       if (d > 0) reasons[r] = d;
     }
