@@ -31,6 +31,70 @@ afterAll(() => {
 
 const metric = (text: string, name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 
+interface Refusal {
+  retryAfter: string | null;
+  code: unknown;
+  message: unknown;
+}
+
+/**
+ * CLIENTS clients post batches of BATCH events (ids `${prefix}c{client}-r{n}-e{i}`) until
+ * `maxRefusals` 503s, MAX_REQUESTS each or MAX_LOAD_MS; after each 503 `onRefused` runs, then the
+ * client waits `pauseMs`. Returns the acknowledged ids and the refusals; any other answer throws.
+ */
+async function loadUntilRefused(url: string, prefix: string, maxRefusals: number, pauseMs: number, onRefused: () => Promise<void>): Promise<{ acked: Set<string>; refusals: Refusal[] }> {
+  const acked = new Set<string>();
+  const refusals: Refusal[] = [];
+  const deadline = Date.now() + MAX_LOAD_MS;
+  const client = async (c: number): Promise<void> => {
+    for (let n = 0; n < MAX_REQUESTS && Date.now() < deadline && refusals.length < maxRefusals; n++) {
+      const now = Date.now();
+      const batch = Array.from({ length: BATCH }, (_, i) => ({
+        type: 'track',
+        event: 'Button Clicked',
+        userId: `u${(n * BATCH + i) % 97}`,
+        messageId: `${prefix}c${c}-r${n}-e${i}`,
+        timestamp: new Date(now - 1000).toISOString(),
+        properties: { pad: 'x'.repeat(64) },
+      }));
+      const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+      const body = (await res.json()) as { ok?: boolean; code?: unknown; message?: unknown };
+      if (res.status === 200 && body.ok === true) for (const e of batch) acked.add(e.messageId);
+      else if (res.status === 503) {
+        refusals.push({ retryAfter: res.headers.get('retry-after'), code: body.code, message: body.message });
+        await onRefused();
+        await new Promise((r) => setTimeout(r, pauseMs));
+      } else throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(body)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+  return { acked, refusals };
+}
+
+/** One more event, acknowledged (200) or not: ingest accepts again. */
+async function postOne(url: string, messageId: string): Promise<number> {
+  const res = await fetch(`${url}/v1/batch`, {
+    method: 'POST',
+    headers: { authorization: AUTH, 'content-type': 'application/json' },
+    body: JSON.stringify({ batch: [{ type: 'track', event: 'Button Clicked', userId: 'u1', messageId, timestamp: new Date().toISOString() }] }),
+  });
+  return res.status;
+}
+
+/** Every acknowledged id exactly once in the lake's silver (DuckDB over the files), and nothing else: a refused request left no event. */
+async function expectExactlyOnce(lakeDir: string, acked: ReadonlySet<string>): Promise<void> {
+  const lake = await openLakeReader(lakeDir);
+  try {
+    const ids = await lake.rows<{ message_id: string; n: bigint }>(`SELECT event_id AS message_id, count(*) AS n FROM ${lake.rel('events')} GROUP BY 1`);
+    const counts = new Map(ids.map((r) => [r.message_id, Number(r.n)]));
+    const missing = [...acked].filter((id) => counts.get(id) !== 1);
+    expect(missing.slice(0, 10), `${missing.length} of ${acked.size} acknowledged ids not exactly once in silver`).toEqual([]);
+    expect(counts.size, 'silver holds events that were not acknowledged').toBe(acked.size);
+  } finally {
+    lake.close();
+  }
+}
+
 describe('overload settings', () => {
   it.each([
     ['flag', { maxBacklog: '64MiB', rateLimit: '500', maxLag: '750ms' }, {}],
@@ -98,36 +162,13 @@ describe('overload: the uncommitted log is bounded', () => {
       {},
     );
     const sluice = await startSluice(config, pino({ level: 'warn' }));
-    const acked = new Set<string>();
-    const refusals: Array<{ retryAfter: string | null; code: unknown; message: unknown }> = [];
     let readyWhileOver: { status: number; body: string } | undefined;
     try {
-      const deadline = Date.now() + MAX_LOAD_MS;
-      const client = async (c: number): Promise<void> => {
-        for (let n = 0; n < MAX_REQUESTS && Date.now() < deadline && refusals.length < 10; n++) {
-          const now = Date.now();
-          const batch = Array.from({ length: BATCH }, (_, i) => ({
-            type: 'track',
-            event: 'Button Clicked',
-            userId: `u${(n * BATCH + i) % 97}`,
-            messageId: `c${c}-r${n}-e${i}`,
-            timestamp: new Date(now - 1000).toISOString(),
-            properties: { pad: 'x'.repeat(64) },
-          }));
-          const res = await fetch(`${sluice.url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
-          const body = (await res.json()) as { ok?: boolean; code?: unknown; message?: unknown };
-          if (res.status === 200 && body.ok === true) for (const e of batch) acked.add(e.messageId);
-          else if (res.status === 503) {
-            refusals.push({ retryAfter: res.headers.get('retry-after'), code: body.code, message: body.message });
-            if (readyWhileOver === undefined) {
-              const r = await fetch(`${sluice.url}/readyz`);
-              readyWhileOver = { status: r.status, body: await r.text() };
-            }
-            await new Promise((r) => setTimeout(r, 100));
-          } else throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(body)}`);
-        }
-      };
-      await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+      const { acked, refusals } = await loadUntilRefused(sluice.url, '', 10, 100, async () => {
+        if (readyWhileOver !== undefined) return;
+        const r = await fetch(`${sluice.url}/readyz`);
+        readyWhileOver = { status: r.status, body: await r.text() };
+      });
 
       expect(refusals.length, 'no 503 within the load bound').toBeGreaterThan(0);
       for (const r of refusals) {
@@ -151,22 +192,8 @@ describe('overload: the uncommitted log is bounded', () => {
       expect((await fetch(`${sluice.url}/readyz`)).status).toBe(200);
 
       // Committed means in silver, before any shutdown drain.
-      const lake = await openLakeReader(join(root, 'lake'));
-      try {
-        const ids = await lake.rows<{ message_id: string; n: bigint }>(`SELECT event_id AS message_id, count(*) AS n FROM ${lake.rel('events')} GROUP BY 1`);
-        const counts = new Map(ids.map((r) => [r.message_id, Number(r.n)]));
-        const missing = [...acked].filter((id) => counts.get(id) !== 1);
-        expect(missing.slice(0, 10), `${missing.length} of ${acked.size} acknowledged ids not exactly once in silver`).toEqual([]);
-        expect([...counts.values()].every((n) => n === 1)).toBe(true);
-      } finally {
-        lake.close();
-      }
-      const again = await fetch(`${sluice.url}/v1/batch`, {
-        method: 'POST',
-        headers: { authorization: AUTH, 'content-type': 'application/json' },
-        body: JSON.stringify({ batch: [{ type: 'track', event: 'Button Clicked', userId: 'u1', messageId: 'after', timestamp: new Date().toISOString() }] }),
-      });
-      expect(again.status).toBe(200);
+      await expectExactlyOnce(join(root, 'lake'), acked);
+      expect(await postOne(sluice.url, 'after')).toBe(200);
     } finally {
       await sluice.close();
     }
@@ -183,26 +210,15 @@ describe('overload: the engine may not fall behind the acks by more than --max-l
       {},
     );
     const sluice = await startSluice(config, pino({ level: 'warn' }));
-    const acked = new Set<string>();
-    const refusals: Array<{ retryAfter: string | null; code: unknown; message: unknown }> = [];
     let lagWhileRefused = NaN;
+    let acked = new Set<string>();
     try {
-      const deadline = Date.now() + MAX_LOAD_MS;
-      const client = async (c: number): Promise<void> => {
-        for (let n = 0; n < MAX_REQUESTS && Date.now() < deadline && refusals.length < 20; n++) {
-          const batch = Array.from({ length: BATCH }, (_, i) => ({ type: 'track', event: 'Button Clicked', userId: `u${(n * BATCH + i) % 97}`, messageId: `lag-c${c}-r${n}-e${i}`, timestamp: new Date(Date.now() - 1000).toISOString() }));
-          const res = await fetch(`${sluice.url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
-          const body = (await res.json()) as { ok?: boolean; code?: unknown; message?: unknown };
-          if (res.status === 200 && body.ok === true) for (const e of batch) acked.add(e.messageId);
-          else if (res.status === 503) {
-            refusals.push({ retryAfter: res.headers.get('retry-after'), code: body.code, message: body.message });
-            const lagNow = metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_engine_lag_seconds');
-            lagWhileRefused = Number.isNaN(lagWhileRefused) ? lagNow : Math.max(lagWhileRefused, lagNow);
-            await new Promise((r) => setTimeout(r, 50));
-          } else throw new Error(`unexpected answer ${res.status}: ${JSON.stringify(body)}`);
-        }
-      };
-      await Promise.all(Array.from({ length: CLIENTS }, (_, c) => client(c)));
+      const load = await loadUntilRefused(sluice.url, 'lag-', 20, 50, async () => {
+        const lagNow = metric(await (await fetch(`${sluice.url}/metrics`)).text(), 'sluice_engine_lag_seconds');
+        lagWhileRefused = Number.isNaN(lagWhileRefused) ? lagNow : Math.max(lagWhileRefused, lagNow);
+      });
+      acked = load.acked;
+      const refusals = load.refusals;
 
       expect(refusals.length, 'no 503 within the load bound').toBeGreaterThan(0);
       expect(acked.size).toBeGreaterThan(0);
@@ -222,26 +238,12 @@ describe('overload: the engine may not fall behind the acks by more than --max-l
         await new Promise((r) => setTimeout(r, 100));
       }
       expect(lag).toBe(0);
-      const again = await fetch(`${sluice.url}/v1/batch`, {
-        method: 'POST',
-        headers: { authorization: AUTH, 'content-type': 'application/json' },
-        body: JSON.stringify({ batch: [{ type: 'track', event: 'Button Clicked', userId: 'u1', messageId: 'lag-after', timestamp: new Date().toISOString() }] }),
-      });
-      expect(again.status).toBe(200);
+      expect(await postOne(sluice.url, 'lag-after')).toBe(200);
       acked.add('lag-after');
     } finally {
       await sluice.close();
     }
     // Every acknowledged event exactly once in silver (the stop drains and commits).
-    const lake = await openLakeReader(join(root, 'lake'));
-    try {
-      const ids = await lake.rows<{ message_id: string; n: bigint }>(`SELECT event_id AS message_id, count(*) AS n FROM ${lake.rel('events')} GROUP BY 1`);
-      const counts = new Map(ids.map((r) => [r.message_id, Number(r.n)]));
-      const missing = [...acked].filter((id) => counts.get(id) !== 1);
-      expect(missing.slice(0, 10), `${missing.length} of ${acked.size} acknowledged ids not exactly once in silver`).toEqual([]);
-      expect(counts.size).toBe(acked.size);
-    } finally {
-      lake.close();
-    }
+    await expectExactlyOnce(join(root, 'lake'), acked);
   }, 120_000);
 });
