@@ -1,7 +1,7 @@
 /**
  * The ingest server on uWebSockets.js: Segment-compatible HTTP, NDJSON and Arrow over WebSocket.
  *
- *   request ─▶ closing? 503 ─▶ overloaded (backlog / uncommitted log / unsynced log / memory)? 503 ─▶ body ≤ maxBodyBytes
+ *   request ─▶ closing? 503 ─▶ overloaded (backlog / lag / uncommitted log / unsynced log / memory)? 503 ─▶ body ≤ maxBodyBytes
  *   (413) ─▶ gunzip (400/413) ─▶ decode (400) ─▶ auth (401) ─▶ count (413) ─▶ rate limit (429)
  *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
  *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
@@ -191,7 +191,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   const memoryTimer = setInterval(sampleMemory, 100);
   memoryTimer.unref();
 
-  /** Why the server should refuse new work right now (backlog, log or memory past its mark), or undefined. */
+  /** Why the server should refuse new work right now (engine backlog or lag, uncommitted log, unsynced log or memory past its mark), or undefined. */
   const pressure = (): { reason: 'backlog' | 'lag' | 'uncommitted' | 'log' | 'memory'; reply: Reply } | undefined => {
     const backlog = deps.backlog?.() ?? 0;
     ingestMetrics.queueDepth.set(backlog);
