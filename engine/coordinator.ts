@@ -945,13 +945,9 @@ export class Coordinator {
     // The usual round has nothing to erase, and must not wait for a background compaction: it did,
     // so every checkpoint round that overlapped a compaction lasted as long as the compaction
     // (rounds of 10–30 s and more at 2,500 ev/s, bench/results/soak-2026-12-03.md).
-    if (!(await erasureWorkPending(this.erasures))) return;
-    const started = performance.now();
-    try {
-      await this.runPendingErasures(this.erasures);
-    } finally {
-      engineMetrics.checkpointStepSeconds.observe({ step: 'erasure' }, (performance.now() - started) / 1000);
-    }
+    const erasures = this.erasures;
+    if (!(await erasureWorkPending(erasures))) return;
+    await timedStep('erasure', () => this.runPendingErasures(erasures));
   }
 
   private async runPendingErasures(erasures: ErasureStore): Promise<void> {
