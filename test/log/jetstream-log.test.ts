@@ -69,6 +69,31 @@ async function storedOnSubject(logs: JetStreamLogs, subject: string): Promise<nu
   return info.state.subjects?.[subject] ?? 0;
 }
 
+/** A writer whose records' last chunk (`1/2`) waits until `release()`: a big record stays half written meanwhile. */
+async function gatedWriter(stream: string): Promise<{ logs: JetStreamLogs; release: () => void }> {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  let logs: JetStreamLogs | undefined;
+  const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
+    if (o.headers?.get(CHUNK_HEADER) === '1/2') await gate;
+    return logs!.js.publish(subject, data, o);
+  };
+  logs = await JetStreamLogs.connect(options(stream, { publish }));
+  return { logs, release };
+}
+
+/**
+ * Begins a big (two-chunk) record on a gated writer's log and returns once its first chunk is
+ * stored (bounded wait: on a loaded machine that took more than 5 s once, which broke the setup,
+ * not the log); `append` resolves to the record's offset after the gate's release.
+ */
+async function beginBigRecord(logs: JetStreamLogs, log: JetStreamLog): Promise<{ big: Uint8Array; append: Promise<number> }> {
+  const big = payload(1, Math.floor(logs.maxPayload * 1.5));
+  const append = log.append(big);
+  for (let i = 0; i < 600 && (await storedOnSubject(logs, log.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  return { big, append };
+}
+
 describeNats('JetStreamLog on a 3-node cluster', () => {
   beforeAll(async () => {
     cluster = await startNatsCluster({ nodes: 3 });
@@ -593,23 +618,14 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
 
   it('truncation keeps the earlier chunks of a chunked record read whole but not committed (another writer\'s committed record lies between its chunks), so a re-read still yields it', async () => {
     const stream = freshStream();
-    let release: () => void = () => undefined;
-    const gate = new Promise<void>((r) => (release = r));
-    let setup: JetStreamLogs | undefined;
-    const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
-      if (o.headers?.get(CHUNK_HEADER) === '1/2') await gate;
-      return setup!.js.publish(subject, data, o);
-    };
     // No grace: only the rule under test keeps anything.
     const reader = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0 }));
-    const w = (setup = await JetStreamLogs.connect(options(stream, { publish })));
+    const { logs: w, release } = await gatedWriter(stream);
     const other = await JetStreamLogs.connect(options(stream));
     try {
       const [r0, w0, o0] = [await reader.open(0), await w.open(0), await other.open(0)];
       const first = await o0.append(payload(0));
-      const big = payload(1, Math.floor(w.maxPayload * 1.5));
-      const bigAppend = w0.append(big);
-      for (let i = 0; i < 600 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const { big, append: bigAppend } = await beginBigRecord(w, w0);
       const q = await o0.append(payload(2)); // between the big record's chunks
       release();
       const offset = await bigAppend;
@@ -637,27 +653,17 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
 
   it('truncation keeps the first chunk of a record still being written (another writer\'s records after it), so the record is read whole once complete', async () => {
     const stream = freshStream();
-    let release: () => void = () => undefined;
-    const gate = new Promise<void>((r) => (release = r));
-    let setup: JetStreamLogs | undefined;
-    // The big record's last chunk waits for the gate: the record is being written while others append and the engine truncates.
-    const publish = async (subject: string, data: Uint8Array, o: Partial<JetStreamPublishOptions>) => {
-      if (o.headers?.get(CHUNK_HEADER) === '1/2') await gate;
-      return setup!.js.publish(subject, data, o);
-    };
     const graceMs = 3000;
     const reader = await JetStreamLogs.connect(options(stream, { truncateGraceMs: graceMs }));
     const openedAt = Date.now();
-    const w = (setup = await JetStreamLogs.connect(options(stream, { publish })));
+    // The big record's last chunk waits for the gate: the record is being written while others append and the engine truncates.
+    const { logs: w, release } = await gatedWriter(stream);
     const other = await JetStreamLogs.connect(options(stream));
     try {
       const [r0, w0, o0] = [await reader.open(0), await w.open(0), await other.open(0)];
       await o0.append(payload(0));
-      const big = payload(1, Math.floor(w.maxPayload * 1.5));
-      const bigAppend = w0.append(big);
-      // The first chunk must be stored before the other writer's records (so its sequence is below
-      // theirs); on a loaded machine that took more than 5 s once, which broke the setup, not the log.
-      for (let i = 0; i < 600 && (await storedOnSubject(w, w0.subject)) < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      // The first chunk must be stored before the other writer's records (so its sequence is below theirs).
+      const { big, append: bigAppend } = await beginBigRecord(w, w0);
       expect(await storedOnSubject(w, w0.subject)).toBe(2);
       const after = [await o0.append(payload(2)), await o0.append(payload(3))];
       // Past the grace after open (no purge at all before it), and the read below comes after it:
