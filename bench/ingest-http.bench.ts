@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/ingest-http.bench.ts [--duration 4s] [--runs 3] [--workers 2]
  *        [--connections 32] [--shards 4] [--only bare|sluice|serve] [--json]
+ *        [--serve-node-arg=--cpu-prof …]   (node flags for serve's process; its engine process inherits them)
  *
  * Segment `/v1/batch` JSON ingest: 50-event batches of ~450 B events, sent over keep-alive
  * HTTP/1.1 by closed-loop clients in worker threads (raw sockets, one request in flight per
@@ -199,6 +200,7 @@ async function main(): Promise<void> {
       json: { type: 'boolean', default: false },
       only: { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      'serve-node-arg': { type: 'string', multiple: true, default: [] },
     },
   });
   const { parseDuration } = await import('../common/duration.js');
@@ -284,6 +286,7 @@ async function main(): Promise<void> {
       flushIntervalMs: 5_000,
       logFile: join(dir, 'serve.log'),
       startTimeoutMs: 60_000,
+      nodeArgs: args['serve-node-arg'],
     });
     const monitor = new Monitor(server.url, lake, server.pid, 250);
     const stop = async (): Promise<void> => {

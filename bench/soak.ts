@@ -20,8 +20,11 @@
  * sample, from sluice_engine_checkpoint_seconds; the largest bucket reached), the uncommitted log
  * and the engine backlog, 503s by reason and 429s, ingest's memory admission mark, the shards' dedup hot tables (memory that grows by design to a bound: the summary's engineAnonLessDedup is the rest), and Parquet file counts per table (the current
  * hour's partition, the largest partition, all). After the load: waits for the engine to commit
- * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids).
- * Each sample also records the machine's 1-minute load average (the machine is shared). Prints a
+ * everything, then DuckDB compares silver with the truth (missing, duplicated, extra ids; the
+ * find phase writes its own truth, so its events count as expected, not as extra).
+ * Each sample also records the CPU the server and the load generator (this process: the client,
+ * on the same machine) used since the last one, in cores, and the machine's 1-minute load average
+ * (the machine is shared): what bounded it. Prints a
  * table per sample and a summary; --out writes everything as JSON (with the engine's memory bounds
  * that --max-memory derives, engineMemoryLimits).
  */
@@ -36,7 +39,7 @@ import { composeServeConfig } from '../cli/config.js';
 import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
 import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
 import type { LoadgenProtocol } from '../loadgen/options.js';
-import { childrenOf } from './e2e-server.js';
+import { childrenOf, procStats } from './e2e-server.js';
 import { metricValue, startServe, type ServeChild } from './serve-child.js';
 
 const { values: flags } = parseArgs({
@@ -136,12 +139,15 @@ interface Sample {
   dedupHotMiB: number;
   /** The machine's 1-minute load average when sampled (shared machine: what else ran). */
   load1: number;
+  /** CPU since the last sample, in cores: the server (ingest + engine processes, every thread), of it the engine process, and this process (the load generator: the client). What bounded the sample. */
+  cores: { server: number; engine: number; client: number };
   /** Parquet files per table: current hour's (or day's) partition / largest partition / all. */
   files: Record<string, { current: number; largest: number; total: number; partitions: number }>;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const mib = (b: number): number => Math.round(b / 2 ** 20);
+const round2 = (x: number): number => Math.round(x * 100) / 100;
 
 /** first / max / last of the samples that have the figure (NaN: not known then). */
 const spread = (all: number[]): { first: number | undefined; max: number; last: number | undefined } => {
@@ -330,6 +336,8 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
   void until.finally(() => (done = true));
   let prev = await scrape(server);
   let prevAt = performance.now();
+  let prevCpu = procStats(server.pid);
+  let prevClient = process.cpuUsage();
   while (!done) {
     await Promise.race([sleep(SAMPLE_MS), until.catch(() => undefined)]);
     const text = await scrape(server);
@@ -348,6 +356,15 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       if (grew > below) maxLe = le;
       below = grew;
     }
+    const cpu = procStats(server.pid);
+    const client = process.cpuUsage();
+    const cores = {
+      server: cpu && prevCpu ? round2((cpu.cpuS - prevCpu.cpuS) / dt) : NaN,
+      engine: cpu && prevCpu ? round2((cpu.engineCpuS - prevCpu.engineCpuS) / dt) : NaN,
+      client: round2((client.user + client.system - prevClient.user - prevClient.system) / 1e6 / dt),
+    };
+    prevCpu = cpu;
+    prevClient = client;
     const reasons: Record<string, number> = {};
     for (const r of ['uncommitted', 'backlog', 'lag', 'memory', 'log']) {
       const d = sumOf(text, 'sluice_ingest_backpressure_total', `reason="${r}"`) - sumOf(prev, 'sluice_ingest_backpressure_total', `reason="${r}"`);
@@ -376,13 +393,14 @@ async function sampleWhile(server: ServeChild, root: string, until: Promise<unkn
       admissionMarkMiB: mib(metricValue(text, 'sluice_memory_admission_mark_bytes')),
       dedupHotMiB: text.includes('sluice_engine_dedup_hot_bytes{') ? mib(sumOf(text, 'sluice_engine_dedup_hot_bytes')) : NaN,
       files: fileCounts(lake),
-      load1: Math.round(loadavg()[0]! * 100) / 100,
+      load1: round2(loadavg()[0]!),
+      cores,
     };
     samples.push(s);
     const f = s.files;
     const eh = s.engineHeap;
     process.stdout.write(
-      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} [${s.engineMaps.wasmHeaps.join(',')}] brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)} mark ${s.admissionMarkMiB} dedup ${s.dedupHotMiB}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  load ${s.load1}\n`,
+      `${String(s.t).padStart(5)}s rss ${String(s.rssIngestMiB).padStart(5)}+${String(s.rssEngineMiB).padStart(5)}=${String(s.rssTotalMiB).padStart(5)} MiB (anon/file ingest ${s.ingest.anon}/${s.ingest.file} engine ${s.engine.anon}/${s.engine.file}; engine heap main ${eh?.mainUsed}/${eh?.mainTotal} workers×${eh?.workers} ${eh?.workersUsed}/${eh?.workersTotal} ext ${eh?.external}; maps wasm×${s.engineMaps.wasmCount} ${s.engineMaps.wasm} [${s.engineMaps.wasmHeaps.join(',')}] brk ${s.engineMaps.brk} other ${s.engineMaps.other}; data ${s.dataMiB})  ack ${String(s.ackedPerS).padStart(6)}/s  proc ${String(s.processedPerS).padStart(6)}/s  uncommitted ${String(s.uncommittedMiB).padStart(6)} MiB  cp ${s.checkpoints}× mean ${s.checkpointMeanS}s ≤${s.checkpointMaxLeS}s  503 ${JSON.stringify(s.refused503)} mark ${s.admissionMarkMiB} dedup ${s.dedupHotMiB}  files events ${f.events!.current}/${f.events!.largest}/${f.events!.total} bronze ${f.bronze_events!.current}/${f.bronze_events!.largest} hourly ${f.hourly_metrics!.current}/${f.hourly_metrics!.largest}  cores server ${cores.server} (engine ${cores.engine}) client ${cores.client}  load ${s.load1}\n`,
     );
     prev = text;
     prevAt = at;
@@ -451,10 +469,12 @@ async function main(): Promise<void> {
   let failed = false;
   try {
     let sustainable = flags.rate !== undefined ? Number(flags.rate) : NaN;
+    const findTruth = join(root, 'find-truth.parquet');
     if (Number.isNaN(sustainable)) {
       const findMs = parseDuration(flags.find!, '--find');
       const samples: Sample[] = [];
-      const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: USERS, zipf: ZIPF, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100 });
+      // Its events are in silver too: its own ground truth lets the check below count them, not call them extra.
+      const run = runLoadgen({ url: server.url, writeKey: KEY, protocol: PROTOCOL, durationMs: findMs, users: USERS, zipf: ZIPF, seed: 1, workers: WORKERS, connections: 8, batchSize: 100, maxRetries: 100, truth: findTruth });
       await sampleWhile(server, root, run, samples, t0);
       const max = await run;
       const half = samples.slice(Math.floor(samples.length / 2));
@@ -480,17 +500,19 @@ async function main(): Promise<void> {
     // Stopped before reading the lake, so that no compaction rewrites files under DuckDB (everything acknowledged was committed above).
     out.exitCode = await server.stop(300_000);
     process.stdout.write(`load done: ${JSON.stringify({ sent: summary.sent, acked: summary.acked, rejected: summary.rejected, retried: summary.retried, failed: summary.failed, throttled: summary.throttled, eventsPerSecond: Math.round(summary.eventsPerSecond), latencyMs: summary.latencyMs })}; committed everything in ${drainS} s after\n`);
-    // Silver against the truth (every acknowledged valid event, once).
+    // Silver against the truth (every acknowledged valid event, once), the find phase's included when it ran.
     const db = await DuckDBInstance.create(':memory:');
     const conn = await db.connect();
     const silver = `read_parquet('${join(lake, TABLES.events.prefix)}/**/*.parquet', hive_partitioning = false, union_by_name = true)`;
+    const truths = out.find ? `read_parquet(['${findTruth}', '${truth}'])` : `'${truth}'`;
     const one = async (sql: string): Promise<number> => Number((await conn.runAndReadAll(sql)).getRowObjectsJS()[0]!.n as bigint);
     const check = {
-      truthRows: await one(`SELECT count(*) AS n FROM '${truth}'`),
+      truthRows: await one(`SELECT count(*) AS n FROM ${truths}`),
+      ...(out.find ? { findTruthRows: await one(`SELECT count(*) AS n FROM '${findTruth}'`) } : {}),
       silverRows: await one(`SELECT count(*) AS n FROM ${silver}`),
-      missing: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM '${truth}' EXCEPT SELECT event_id FROM ${silver})`),
+      missing: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM ${truths} EXCEPT SELECT event_id FROM ${silver})`),
       duplicated: await one(`SELECT count(*) - count(DISTINCT event_id) AS n FROM ${silver}`),
-      extra: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM ${silver} EXCEPT SELECT event_id FROM '${truth}')`),
+      extra: await one(`SELECT count(*) AS n FROM (SELECT event_id FROM ${silver} EXCEPT SELECT event_id FROM ${truths})`),
     };
     conn.closeSync();
     db.closeSync();
