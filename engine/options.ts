@@ -65,7 +65,9 @@ export interface EngineOptions {
   /**
    * Incremental encoding: a shard encodes a partition's buffered rows as soon as they reach this
    * many rows or Arrow bytes (a chunk file committed by the next checkpoint), so a checkpoint
-   * encodes only the rest and its duration stays bounded at any load. Defaults 262 144 rows, 32 MiB.
+   * encodes only the rest and its duration stays bounded at any load. Defaults 262 144 rows, 8 MiB
+   * (bench/results/encode-chunk-2026-12-05.md: against 32 MiB, checkpoints 30–45 % shorter, ack →
+   * silver at max 15–30 % sooner, peak RSS ≈ 20 % lower, for 2–9 % more server CPU per event).
    */
   encodeChunkRows: number;
   encodeChunkBytes: number;
@@ -154,7 +156,7 @@ export function defaultEngineOptions(): EngineOptions {
     maxRowsPerParquetCall: 1_000_000,
     maxBytesPerParquetCall: 256 * 1024 * 1024,
     encodeChunkRows: 262_144,
-    encodeChunkBytes: 32 * 1024 * 1024,
+    encodeChunkBytes: 8 * 1024 * 1024,
     retryBaseMs: 250,
     retryMaxMs: 30_000,
     maxRangeRecords: 2_000,
@@ -233,16 +235,16 @@ const MIN_ENCODE_BYTES = 1024 * 1024;
  * because parquet-wasm's heap (one per worker thread, one on the main thread) grows to the
  * biggest call it ever got and never shrinks, so the biggest call, not the traffic, must be
  * what configuration sets:
- * - encodeChunkBytes = perShard ÷ 16 (⅛ of maxUncommittedBytesPerShard), within [1 MiB, 32 MiB]:
+ * - encodeChunkBytes = perShard ÷ 16 (⅛ of maxUncommittedBytesPerShard), within [1 MiB, 8 MiB]:
  *   a shard buffers several partitions at once (silver, bronze, sessions, late events, …), each up
  *   to a chunk before it is encoded, and all of that must fit under its uncommitted bound;
  * - maxBytesPerParquetCall = perShard ÷ 8 (2 × encodeChunkBytes below the ceilings), within
  *   [1 MiB, 256 MiB]: a chunk overshoots encodeChunkBytes by at most the last record's rows, so it
  *   still is one call, and a checkpoint's or compaction's bigger buffers are split into calls of
  *   this size.
- * The ceilings are the defaults (32 MiB, 256 MiB), reached from 512 MiB (chunk) and 2 GiB (call) per
- * shard, i.e. a budget of 4 GiB / 16 GiB with 4 shards. `--max-memory 1GiB` with 4 shards gives
- * 8 MiB chunks and 16 MiB calls.
+ * The ceilings are the defaults (8 MiB, 256 MiB), reached from 128 MiB (chunk) and 2 GiB (call) per
+ * shard, i.e. a budget of 1 GiB / 16 GiB with 4 shards. `--max-memory 1GiB` with 4 shards gives
+ * 8 MiB chunks and 16 MiB calls; 256MiB gives 2 MiB chunks and 4 MiB calls.
  */
 export function engineMemoryLimits(
   budgetBytes: number,

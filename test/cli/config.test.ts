@@ -40,7 +40,7 @@ describe('composeServeConfig', () => {
     // Half of 1 GiB over 4 shards = 128 MiB a shard: 64 MiB of rows, 64 MiB / 48 B of dedup entries.
     expect(small.engine.maxUncommittedBytesPerShard).toBe(64 * 2 ** 20);
     expect(small.engine.dedupHotCapacity).toBe(Math.floor((64 * 2 ** 20) / 48));
-    // Encode sizes: 128 MiB ÷ 16 = 8 MiB chunks, ÷ 8 = 16 MiB Parquet calls (parquet-wasm's heap grows to the biggest call).
+    // Encode sizes: 128 MiB ÷ 16 = 8 MiB chunks (the ceiling), ÷ 8 = 16 MiB Parquet calls (parquet-wasm's heap grows to the biggest call).
     expect(small.engine.encodeChunkBytes).toBe(8 * 2 ** 20);
     expect(small.engine.maxBytesPerParquetCall).toBe(16 * 2 ** 20);
     // A tiny budget: the 1 MiB floors (and the other floors).
@@ -53,16 +53,16 @@ describe('composeServeConfig', () => {
     const big = composeServeConfig({ maxMemory: '64GiB', shards: '4', data: join(dir, 'data') }, {});
     expect(big.engine.maxUncommittedBytesPerShard).toBe(2 * big.engine.targetFileBytes);
     expect(big.engine.dedupHotCapacity).toBe(4_000_000);
-    expect(big.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
+    expect(big.engine.encodeChunkBytes).toBe(8 * 2 ** 20);
     expect(big.engine.maxBytesPerParquetCall).toBe(256 * 2 ** 20);
     // In between (4 GiB, 4 shards: 512 MiB a shard): the chunk at its ceiling, the call not yet.
     const mid = composeServeConfig({ maxMemory: '4GiB', shards: '4', data: join(dir, 'data') }, {});
-    expect(mid.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
+    expect(mid.engine.encodeChunkBytes).toBe(8 * 2 ** 20);
     expect(mid.engine.maxBytesPerParquetCall).toBe(64 * 2 ** 20);
     // No budget (0): the defaults.
     const none = composeServeConfig({ maxMemory: '0', shards: '4', data: join(dir, 'data') }, {});
     expect(none.engine.dedupHotCapacity).toBe(4_000_000);
-    expect(none.engine.encodeChunkBytes).toBe(32 * 2 ** 20);
+    expect(none.engine.encodeChunkBytes).toBe(8 * 2 ** 20);
     expect(none.engine.maxBytesPerParquetCall).toBe(256 * 2 ** 20);
     expect(() => validateEngineOptions({ dedupHotCapacity: 10 })).toThrow(/dedupHotCapacity must be an integer ≥ 1000/);
   });
