@@ -37,13 +37,13 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { encodeParquet, encodeParquetMerged, splitForEncode } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
-import { compactAll } from '../storage/compact.js';
 import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
 import { claimShards } from './data-layout.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import { ShardPool, ShardTaskError } from './pool.js';
+import { compactInWorker } from './compaction.js';
 import { openLocalLogs, type LocalLogs } from './local-logs.js';
 import { PARTIALS_PREFIX } from './shard-runtime.js';
 import { engineMetrics } from './telemetry.js';
@@ -930,7 +930,9 @@ export class Coordinator {
   private async compact(): Promise<void> {
     try {
       // Open partitions too (the current hour would otherwise collect a file per shard per flush until it closes).
-      const c = await compactAll(this.store, { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2, parquet: { maxBytesPerCall: this.options.maxBytesPerParquetCall }, signal: this.compactAbort.signal });
+      // In a worker thread (engine/compaction.ts): on this thread its synchronous Parquet work stopped range dispatch for the whole run.
+      const job = { olderThanMs: this.options.compactAfterMs, openPartitions: true, compression: this.options.compression, smallFileBytes: this.options.targetFileBytes / 2, parquet: { maxBytesPerCall: this.options.maxBytesPerParquetCall } };
+      const c = await compactInWorker({ lake: this.options.lake, s3Endpoint: this.options.s3Endpoint, options: job }, this.compactAbort.signal);
       if (c.files > 0) this.log.info(c, 'compacted small files');
       this.checkpoints.succeeded('compaction');
     } catch (err) {

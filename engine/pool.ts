@@ -37,13 +37,13 @@ interface QueueOptions {
 const kQueue = Piscina.queueOptionsSymbol;
 
 /**
- * The worker entry next to this module: dist/engine/shard-worker.js when running compiled (what
- * runs in production), engine/shard-worker.ts when running from sources (vitest, dev scripts).
+ * A worker entry next to this module, `name` without extension: dist/engine/{name}.js when running
+ * compiled (what runs in production), engine/{name}.ts when running from sources (vitest, dev scripts).
  */
-function workerFile(): { filename: string; execArgv: string[] } {
+export function workerEntry(name: string): { filename: string; execArgv: string[] } {
   const here = import.meta.url;
   const ts = here.endsWith('.ts');
-  const filename = new URL(ts ? './shard-worker.ts' : './shard-worker.js', here).href;
+  const filename = new URL(ts ? `./${name}.ts` : `./${name}.js`, here).href;
   // Heap-size flags are per process: a Worker refuses them in its execArgv (ERR_WORKER_INVALID_EXEC_ARGV);
   // the young generation's size reaches the workers through resourceLimits instead (workerHeapLimits).
   const execArgv = process.execArgv.filter((a) => !HEAP_FLAG.test(a));
@@ -61,7 +61,7 @@ const HEAP_FLAG = /^--(max-semi-space-size|min-semi-space-size|max-old-space-siz
  * generation is three semi-spaces: two for copying plus the new large-object space), so one flag
  * sizes every heap of the engine.
  */
-function workerHeapLimits(): { maxYoungGenerationSizeMb: number } | undefined {
+export function workerHeapLimits(): { maxYoungGenerationSizeMb: number } | undefined {
   for (const a of process.execArgv) {
     const m = /^--max-semi-space-size=(\d+)$/.exec(a);
     if (m) return { maxYoungGenerationSizeMb: 3 * Number(m[1]) };
@@ -76,7 +76,7 @@ export class ShardPool {
 
   constructor(workers: number) {
     this.workers = workers;
-    const { filename, execArgv } = workerFile();
+    const { filename, execArgv } = workerEntry('shard-worker');
     this.pool = new Piscina({
       filename,
       execArgv,

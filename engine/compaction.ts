@@ -1,0 +1,66 @@
+/**
+ * Runs one background compaction of the lake in its own worker thread (engine/compaction-worker.ts),
+ * so the coordinator's thread goes on dispatching ranges meanwhile. The thread opens the lake from
+ * its URL (as the coordinator did), inherits the engine's niceness, and exits after the run, taking
+ * its parquet-wasm heap with it.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { deserializeError, internalError, type SerializedError } from '../common/errors.js';
+import type { compactAll } from '../storage/compact.js';
+import { workerEntry, workerHeapLimits } from './pool.js';
+
+type CompactAllOptions = Parameters<typeof compactAll>[1];
+export type CompactAllResult = Awaited<ReturnType<typeof compactAll>>;
+
+/** What the worker needs: where the lake is, and compactAll's options (no signal: abort is a message). */
+export interface CompactionJob {
+  lake: string;
+  s3Endpoint?: string;
+  options: Omit<CompactAllOptions, 'signal' | 'records'>;
+}
+
+/** `compactAll` over the lake at `job.lake`, in a worker thread; `signal` stops it between partitions. */
+export function compactInWorker(job: CompactionJob, signal?: AbortSignal): Promise<CompactAllResult> {
+  const { filename, execArgv } = workerEntry('compaction-worker');
+  return new Promise<CompactAllResult>((resolve, reject) => {
+    const settings = { workerData: job, execArgv, resourceLimits: workerHeapLimits() };
+    const tsx = filename.endsWith('.ts') ? tsxEsmApi() : undefined;
+    const worker = tsx
+      ? new Worker(`import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(filename)}); });`, { ...settings, eval: true })
+      : new Worker(new URL(filename), settings);
+    let answered = false;
+    const onAbort = (): void => worker.postMessage('abort');
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    worker.once('message', (m: { result?: CompactAllResult; error?: SerializedError }) => {
+      answered = true;
+      void worker.terminate();
+      if (m.error !== undefined) reject(deserializeError(m.error));
+      else resolve(m.result!);
+    });
+    worker.once('error', (err) => {
+      answered = true;
+      reject(err);
+    });
+    worker.once('exit', (code) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (!answered) reject(internalError('compaction_worker_exited', `the compaction worker exited with code ${code} before it answered`));
+    });
+  });
+}
+
+/**
+ * From sources (tests) the entry is TypeScript: the worker registers tsx's ESM hooks itself before
+ * it imports the entry (an entry named directly, or a loader given by `--import`, is loaded before
+ * the hooks apply). tsx's ESM API, by its package's exports map (`import.meta.resolve` is not there
+ * under vitest; `require.resolve` gives the CommonJS build).
+ */
+function tsxEsmApi(): string {
+  const pkgFile = createRequire(import.meta.url).resolve('tsx/package.json');
+  const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
+  return pathToFileURL(join(dirname(pkgFile), pkg.exports['./esm/api']!.import.default)).href;
+}
