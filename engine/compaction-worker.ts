@@ -27,12 +27,14 @@ parentPort!.unref();
 
 try {
   const store = await openObjectStore(job.lake, { s3Endpoint: job.s3Endpoint });
+  let result: Awaited<ReturnType<typeof compactAll>>;
   try {
-    const result = await compactAll(store, { ...job.options, signal: abort.signal });
-    parentPort!.postMessage({ result });
+    result = await compactAll(store, { ...job.options, signal: abort.signal });
   } finally {
     await store.close();
   }
+  // Answered once the store is closed: the caller ends the thread when the answer arrives.
+  parentPort!.postMessage({ result });
 } catch (err) {
   parentPort!.postMessage({ error: serializeError(err) });
 }
