@@ -104,8 +104,9 @@ describe('background compaction in its own thread', () => {
   it('on an S3 lake (s3rver) the thread opens the lake itself, endpoint and credentials included, and merges there', async () => {
     const s3 = await startS3rver();
     try {
-      // The lake is written locally, then copied object by object into the bucket: from sources, the
-      // shard workers' loader cannot import the S3 store (the compiled engine can: test/cli covers it).
+      // The lake is written locally, then copied object by object into the bucket: run from sources,
+      // this coordinator's shard worker failed to import storage/s3-store.js (tsx in a piscina
+      // worker); the compiled serve on S3 is test/cli/serve-s3.test.ts's.
       const local = join(root, 'lake-s3-source');
       const c = await Coordinator.start(validateEngineOptions({ dataDir: join(root, 'data-s3'), lake: local, shards: 1, workers: 1, flushIntervalMs: 3_600_000, reconcileIntervalMs: 0, compactAfterMs: 0 }), pino({ level: 'silent' }));
       let ids: string[];
