@@ -4,12 +4,8 @@
  * its URL (as the coordinator did), inherits the engine's niceness, and exits after the run, taking
  * its parquet-wasm heap with it.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { deserializeError, internalError, type SerializedError } from '../common/errors.js';
+import { startModuleWorker } from '../common/ts-worker.js';
 import type { compactAll } from '../storage/compact.js';
 import { workerEntry, workerHeapLimits } from './pool.js';
 
@@ -27,11 +23,7 @@ export interface CompactionJob {
 export function compactInWorker(job: CompactionJob, signal?: AbortSignal): Promise<CompactAllResult> {
   const { filename, execArgv } = workerEntry('compaction-worker');
   return new Promise<CompactAllResult>((resolve, reject) => {
-    const settings = { workerData: job, execArgv, resourceLimits: workerHeapLimits() };
-    const tsx = filename.endsWith('.ts') ? tsxEsmApi() : undefined;
-    const worker = tsx
-      ? new Worker(`import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(filename)}); });`, { ...settings, eval: true })
-      : new Worker(new URL(filename), settings);
+    const worker = startModuleWorker(new URL(filename), { workerData: job, execArgv, resourceLimits: workerHeapLimits() });
     let answered = false;
     const onAbort = (): void => worker.postMessage('abort');
     if (signal?.aborted) onAbort();
@@ -53,14 +45,3 @@ export function compactInWorker(job: CompactionJob, signal?: AbortSignal): Promi
   });
 }
 
-/**
- * From sources (tests) the entry is TypeScript: the worker registers tsx's ESM hooks itself before
- * it imports the entry (an entry named directly, or a loader given by `--import`, is loaded before
- * the hooks apply). tsx's ESM API, by its package's exports map (`import.meta.resolve` is not there
- * under vitest; `require.resolve` gives the CommonJS build).
- */
-function tsxEsmApi(): string {
-  const pkgFile = createRequire(import.meta.url).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  return pathToFileURL(join(dirname(pkgFile), pkg.exports['./esm/api']!.import.default)).href;
-}

@@ -3,15 +3,13 @@
  * each with its own users (u ≡ k mod W), generator and connections, so the union of what they
  * send does not depend on timing; totals, one merged HDR histogram and the ground truth at the end.
  */
-import { Worker } from 'node:worker_threads';
-import { existsSync, readFileSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { join } from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { SluiceError, externalError, internalError, userError } from '../common/errors.js';
+import { startModuleWorker } from '../common/ts-worker.js';
 import type { GeneratorStats } from './generator.js';
 import { validateLoadgenOptions, type LoadgenOptions, type LoadgenProtocol } from './options.js';
 import { runPartition, type PartitionControl } from './sender.js';
@@ -54,32 +52,9 @@ export interface LatencyMs {
 
 const ZERO_STATS: GeneratorStats = { valid: 0, duplicates: 0, invalid: 0, late: 0, tooLate: 0, sessions: 0, compressed: 0, extended: 0 };
 
-/** file: URL of tsx's ESM register API (import.meta.resolve is missing under some test runners). */
-function tsxApiUrl(): string {
-  if (typeof import.meta.resolve === 'function') return import.meta.resolve('tsx/esm/api');
-  // Walk up from the CommonJS entry to tsx's package.json and read the ESM entry from its exports.
-  let dir = dirname(createRequire(import.meta.url).resolve('tsx/esm/api'));
-  for (;;) {
-    const pkgFile = join(dir, 'package.json');
-    if (existsSync(pkgFile)) {
-      const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { name?: string; exports?: Record<string, { import?: { default?: string } }> };
-      const rel = pkg.name === 'tsx' ? pkg.exports?.['./esm/api']?.import?.default : undefined;
-      if (rel) return pathToFileURL(join(dir, rel)).href;
-    }
-    const up = dirname(dir);
-    if (up === dir) throw internalError('tsx_not_found', 'cannot locate tsx/esm/api to run loadgen workers from TypeScript sources; run npm install');
-    dir = up;
-  }
-}
-
 function newWorker(plan: PartitionPlan): Worker {
   const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./worker.js', here), { workerData: plan });
-  // From TypeScript sources: on Node 20, `--import tsx` in a worker's execArgv does not reach its
-  // entry, so a one-line bootstrap registers tsx's hooks and then imports the .ts entry.
-  const entry = new URL('./worker.ts', here).href;
-  const boot = `import(${JSON.stringify(tsxApiUrl())}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`;
-  return new Worker(boot, { eval: true, workerData: plan });
+  return startModuleWorker(new URL(here.endsWith('.ts') ? './worker.ts' : './worker.js', here), { workerData: plan });
 }
 
 /** Runs one partition in a worker thread; `stop` asks it to end early. */
