@@ -3,8 +3,8 @@
  * not on the coordinator's thread, whose synchronous Parquet work stopped range dispatch for the
  * whole run. Here a real coordinator commits one small silver file per checkpoint into one hour,
  * then its background compaction (every reconcileIntervalMs) must merge them — every event still
- * exactly once, by DuckDB — and an engine closed in the middle of a run must stop it and still
- * leave every event once.
+ * exactly once, by DuckDB. A run aborted before it starts merges nothing; on an S3 lake (s3rver) the
+ * thread opens the bucket itself; a lake it cannot open is an error of the run.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
