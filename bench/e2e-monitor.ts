@@ -159,6 +159,9 @@ export interface ServerMetrics {
   /** The longest checkpoint lies in (checkpointMaxAboveS, checkpointMaxBucketS]: the bounds of its histogram bucket. */
   checkpointMaxBucketS: number;
   checkpointMaxAboveS: number;
+  /** Mean of a shard's checkpoint as the shard runtime sees it (cut to published), and of its cut: how long a checkpoint held the shard's ranges (NaN when the server does not report it). */
+  shardCommitMeanS: number;
+  shardCutMeanS: number;
   /** Requests refused with 503 (engine backlog or log high-water mark) and 429. */
   refused503: number;
   refused429: number;
@@ -169,6 +172,12 @@ function histogram(text: string, name: string): { count: number; sum: number; bu
   const buckets: Array<[number, number]> = [];
   for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`, 'gm'))) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
   return { count: num(new RegExp(`^${name}_count (\\S+)$`, 'm')), sum: num(new RegExp(`^${name}_sum (\\S+)$`, 'm')), buckets };
+}
+
+/** Mean of one labelled series of a histogram (`name{label="value"}`), NaN when absent. */
+function labelledMean(text: string, name: string, label: string, value: string): number {
+  const series = (suffix: string): number => Number(new RegExp(`^${name}_${suffix}\\{${label}="${value}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  return series('sum') / series('count');
 }
 
 /** Upper bound of the bucket where the cumulative count reaches q of the total. */
@@ -202,6 +211,8 @@ export function parseServerMetrics(text: string): ServerMetrics {
     checkpointMeanS: cp.sum / cp.count,
     checkpointMaxBucketS: bucketQuantile(cp.buckets, 1),
     checkpointMaxAboveS: cp.buckets[cp.buckets.findIndex(([, c]) => c >= cp.count) - 1]?.[0] ?? 0,
+    shardCommitMeanS: labelledMean(text, 'sluice_engine_checkpoint_step_seconds', 'step', 'shard_commit'),
+    shardCutMeanS: labelledMean(text, 'sluice_engine_checkpoint_step_seconds', 'step', 'shard_cut'),
     refused503: sum(/^sluice_ingest_requests_total\{[^}]*status="503"[^}]*\} (\S+)$/gm),
     refused429: sum(/^sluice_ingest_requests_total\{[^}]*status="429"[^}]*\} (\S+)$/gm),
   };

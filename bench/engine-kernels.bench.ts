@@ -97,12 +97,12 @@ try {
     const p = pipeline!;
     for (const b of input.batches) p.processBatch(b);
     p.advanceWatermark(endTime);
-    const state = p.checkpoint();
+    const cut = p.cut();
     env!.transactionSync(() => {
-      p.onCheckpointTxn();
-      void env!.putSync('state', state);
+      p.writeCut(cut);
+      void env!.putSync('state', cut.meta);
     });
-    p.afterCheckpoint();
+    p.committed();
   };
 
   const cases = kernelCases(input.batches);

@@ -15,6 +15,8 @@ const server = (over: Partial<ServerMetrics>): ServerMetrics => ({
   checkpointMeanS: 1,
   checkpointMaxBucketS: 2,
   checkpointMaxAboveS: 1,
+  shardCommitMeanS: 0.5,
+  shardCutMeanS: 0.01,
   refused503: 0,
   refused429: 0,
   ...over,

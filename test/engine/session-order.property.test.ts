@@ -222,11 +222,11 @@ function runEngine(order: Ev[], batchSizes: number[], crash?: { at: number; lost
     });
   };
   const checkpoint = (): Uint8Array => {
-    const state = pipeline.checkpoint();
-    env.transactionSync(() => pipeline.onCheckpointTxn());
-    pipeline.afterCheckpoint();
+    const cut = pipeline.cut();
+    env.transactionSync(() => pipeline.writeCut(cut));
+    pipeline.committed();
     commit();
-    return state;
+    return cut.meta;
   };
   try {
     let state: Uint8Array | undefined;
