@@ -159,9 +159,8 @@ export interface ServerMetrics {
   /** The longest checkpoint lies in (checkpointMaxAboveS, checkpointMaxBucketS]: the bounds of its histogram bucket. */
   checkpointMaxBucketS: number;
   checkpointMaxAboveS: number;
-  /** Mean of a shard's checkpoint as the shard runtime sees it (cut to published), and of its cut: how long a checkpoint held the shard's ranges (NaN when the server does not report it). */
+  /** Mean of a shard's own checkpoint (encode, stage, LMDB, publish; its ranges wait meanwhile), NaN when the server does not report it. */
   shardCommitMeanS: number;
-  shardCutMeanS: number;
   /** Requests refused with 503 (engine backlog or log high-water mark) and 429. */
   refused503: number;
   refused429: number;
@@ -212,7 +211,6 @@ export function parseServerMetrics(text: string): ServerMetrics {
     checkpointMaxBucketS: bucketQuantile(cp.buckets, 1),
     checkpointMaxAboveS: cp.buckets[cp.buckets.findIndex(([, c]) => c >= cp.count) - 1]?.[0] ?? 0,
     shardCommitMeanS: labelledMean(text, 'sluice_engine_checkpoint_step_seconds', 'step', 'shard_commit'),
-    shardCutMeanS: labelledMean(text, 'sluice_engine_checkpoint_step_seconds', 'step', 'shard_cut'),
     refused503: sum(/^sluice_ingest_requests_total\{[^}]*status="503"[^}]*\} (\S+)$/gm),
     refused429: sum(/^sluice_ingest_requests_total\{[^}]*status="429"[^}]*\} (\S+)$/gm),
   };

@@ -119,7 +119,7 @@ export function kernelCases(batches: RecordBatch[]): KernelCase[] {
     run: () => {
       let n = 0;
       for (const key of state.table.changedUsers()) n += state.table.userSessions(key).length;
-      state.agg.cut().write(stateDbs);
+      state.agg.checkpoint(stateDbs);
       kept = n;
     },
   };

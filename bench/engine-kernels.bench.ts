@@ -97,12 +97,12 @@ try {
     const p = pipeline!;
     for (const b of input.batches) p.processBatch(b);
     p.advanceWatermark(endTime);
-    const cut = p.cut();
+    const state = p.checkpoint();
     env!.transactionSync(() => {
-      p.writeCut(cut);
-      void env!.putSync('state', cut.meta);
+      p.onCheckpointTxn();
+      void env!.putSync('state', state);
     });
-    p.committed();
+    p.afterCheckpoint();
   };
 
   const cases = kernelCases(input.batches);

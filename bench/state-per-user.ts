@@ -230,17 +230,17 @@ try {
 
   // ---- one checkpoint, as ShardRuntime.checkpoint does it (minus Parquet staging/publishing) ----
   const cpStarted = performance.now();
-  const cut = pipeline.cut();
+  const state = pipeline.checkpoint();
   env.transactionSync(() => {
-    pipeline!.writeCut(cut);
-    meta.putSync('state', cut.meta);
+    pipeline!.onCheckpointTxn();
+    meta.putSync('state', state);
     meta.putSync('offset', offset);
     meta.putSync('emitted', Number.NEGATIVE_INFINITY);
     meta.putSync('emitted-daily', Number.NEGATIVE_INFINITY);
     meta.putSync('pending', { record: { id: `s0-0-${offset}` }, staged: [] });
   });
   const txnMs = performance.now() - cpStarted;
-  pipeline.committed();
+  pipeline.afterCheckpoint();
   const checkpointMs = performance.now() - cpStarted;
   await env.flushed;
   const hotCp = pipeline.dedupHotTable;

@@ -838,10 +838,7 @@ export class Coordinator {
         try {
           r = await this.pool.checkpoint(s);
           engineMetrics.checkpointStepSeconds.observe({ step: 'shard' }, (performance.now() - shardStarted) / 1000);
-          if (r.durationMs > 0) {
-            engineMetrics.checkpointStepSeconds.observe({ step: 'shard_commit' }, r.durationMs / 1000);
-            engineMetrics.checkpointStepSeconds.observe({ step: 'shard_cut' }, r.cutMs / 1000);
-          }
+          if (r.durationMs > 0) engineMetrics.checkpointStepSeconds.observe({ step: 'shard_commit' }, r.durationMs / 1000);
         } catch (err) {
           // Engine node: a shard given up meanwhile (lease lost) was refused by its own fence — expected, not a stop.
           if (!st.owned || st.epoch !== epoch) return;
@@ -854,16 +851,16 @@ export class Coordinator {
         this.checkpoints.succeeded(target);
         engineMetrics.dedupHotBytes.set({ shard: String(s) }, r.dedupHot.bytes);
         engineMetrics.dedupHotIds.set({ shard: String(s) }, r.dedupHot.ids);
-        // The checkpoint committed what the shard held at its cut; batches taken since are in `r.bufferedBytes`.
-        st.bufferedBytes = r.bufferedBytes;
+        // A checkpoint commits everything the shard held (its tasks run one after another).
+        st.bufferedBytes = 0;
         if (st.held) {
           st.held = false;
           this.pump(s);
         }
         st.emittedWatermarkMs = r.emittedWatermarkMs;
         st.emittedDailyMs = r.emittedDailyMs;
-        this.totals.committed += r.events;
-        st.uncommittedEvents = Math.max(0, st.uncommittedEvents - r.events);
+        this.totals.committed += st.uncommittedEvents;
+        st.uncommittedEvents = 0;
         // Engine node: the gold owner (maybe another node) learns this shard's committed frontier from the lake.
         if (this.cluster) await writeShardFrontier(this.store, s, { offset: r.offset, emittedMs: r.emittedWatermarkMs, emittedDailyMs: r.emittedDailyMs }).catch((err: unknown) => this.log.warn({ err, shard: s }, 'writing the shard frontier failed; retried at the next checkpoint'));
         if (r.offset > st.checkpointed && st.epoch === epoch) {

@@ -6,28 +6,20 @@
  *
  *   batch(offset) ──▶ pipeline ──▶ buffers (bronze, silver, late, sessions, window partials)
  *   checkpoint:
- *     0. cut (synchronous): the buffers, chunks and partials since the last cut, and the
- *        operators' changes copied out (ShardPipeline.cut), move into a `Cut`; from here on the
- *        shard takes batches again, which go to the next cut
- *     1. encode the cut's buffers to Parquet, names part-s{shard}-{first}-{last} (deterministic)
+ *     1. encode every buffer to Parquet, names part-s{shard}-{first}-{last} (deterministic)
  *     2. stage the files (invisible to readers)                       ── crash: temps discarded
- *     3. ONE LMDB transaction: the cut's dedup ids + operator state + offset + pending files
+ *     3. ONE LMDB transaction: dedup ids + operator state + offset + pending files
  *     4. publish the staged files, write the commit record            ── crash: recovery re-publishes
  *     5. clear `pending`
  *   recovery (open): publish recorded pending files, discard other staged temps of this shard,
  *   restore state, and let the coordinator replay the log from offset + 1.
  *
- * One commit runs at a time; the next checkpoint, erasure and close wait for it. LMDB only ever
- * holds the state of a cut together with that cut's offset: what batches change after a cut stays
- * in memory until the next cut (ids seen since are never evicted from the dedup hot table).
- *
  * A failed checkpoint is retried by calling `checkpoint()` again (the coordinator backs off):
  *
- *   fails in 1–3 (encode, stage, LMDB txn) ── nothing recorded: the cut is kept, own temps
- *                                             discarded; the retry commits exactly that cut,
- *                                             then cuts what came since
- *   fails in 4–5 (publish, clear pending)  ── recorded: the retry first finishes exactly that
- *                                             commit, never re-encodes
+ *   fails in 1–3 (encode, stage, LMDB txn) ── nothing recorded: buffers kept, own temps discarded;
+ *                                             the retry encodes everything buffered by then
+ *   fails in 4–5 (publish, clear pending)  ── recorded: `unpublished` holds the commit; the retry
+ *                                             first finishes exactly that commit, never re-encodes
  *
  * File names: `part-s{shard}-{first}-{last}[-w{emittedWatermark}][-{i}].parquet`. The range is
  * the log offsets the checkpoint covers (disjoint between committed checkpoints); `-w…` marks a
@@ -60,7 +52,7 @@ import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { decodeParquet, encodeParquet, encodeParquetMerged, splitForEncode, validateParquetOptions, type ParquetOptions } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
-import { ShardPipeline, type PipelineCut } from './operators/shard-pipeline.js';
+import { ShardPipeline } from './operators/shard-pipeline.js';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, QuarantinedRecord, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { userKeys } from './erasure-keys.js';
 import { checkFence } from './lease-fence.js';
@@ -86,29 +78,6 @@ interface EncodedFile {
   rows: number;
 }
 
-/** What a checkpoint cut from the shard (ShardRuntime.cut), held until its commit completes. */
-interface Cut {
-  /** Log offsets covered (first > last: none, `tag` names it by the emitted watermark). */
-  first: number;
-  last: number;
-  tag: string;
-  buffers: Map<string, Buffered>;
-  encoded: EncodedFile[];
-  partials: Array<{ key: string; body: Uint8Array; granularity: 'hourly' | 'daily'; windowStart: number }>;
-  stats: { bronzeRows: number; silverRows: number; duplicates: number; tooLate: number };
-  emittedWatermark: number;
-  emittedDaily: number;
-  state: PipelineCut;
-  /** Buffered and encoded bytes it holds (counted against the shard's uncommitted bytes). */
-  bytes: number;
-  /** Its files, once encoded (a retry after a failed stage or transaction reuses them). */
-  files?: EncodedFile[];
-  /** Its commit, once recorded in LMDB (a retry only finishes the publish). */
-  pending?: PendingCommit;
-  /** How long the cut held the shard (ms). */
-  cutMs: number;
-}
-
 const CHECKPOINT_KEYS = { offset: 'offset', state: 'state', pending: 'pending', emitted: 'emitted', emittedDaily: 'emitted-daily' } as const;
 
 /** Most record bytes a quarantined record keeps in its DLQ row (base64 of a prefix past this). */
@@ -128,7 +97,7 @@ export class ShardRuntime {
   /** Range of offsets processed since the last checkpoint. */
   private firstOffset: number;
   private lastOffset: number;
-  private buffers = new Map<string, Buffered>();
+  private readonly buffers = new Map<string, Buffered>();
   private bufferedBytes = 0;
   /** Chunks encoded since the last checkpoint (see `encodeFullBuffers`), and their bytes. */
   private encoded: EncodedFile[] = [];
@@ -137,14 +106,8 @@ export class ShardRuntime {
   private currentOffset = -1;
   private partials: Array<{ key: string; body: Uint8Array; granularity: 'hourly' | 'daily'; windowStart: number }> = [];
   private stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
-  /**
-   * The last cut until its commit completes: in flight, or failed (then the next checkpoint
-   * commits it first — re-encoding nothing it already encoded, or only finishing its publish once
-   * it is recorded in LMDB).
-   */
-  private held: Cut | undefined;
-  /** The commit in flight (settles, never rejects: its checkpoint task reports the failure). */
-  private committing: Promise<void> | undefined;
+  /** A checkpoint recorded in LMDB whose files are not all published yet (its publish failed): the next checkpoint finishes it first. */
+  private unpublished: PendingCommit | undefined;
   private readonly parquet: Required<ParquetOptions>;
   /** Watermark up to which windows and sessions were emitted (in buffers or committed). */
   private emittedWatermark: number;
@@ -391,150 +354,81 @@ export class ShardRuntime {
     return { shard: this.shard, watermark: this.watermark(), ...this.pipeline.live() };
   }
 
-  /**
-   * A whole checkpoint: cut, then commit (see `beginCheckpoint`). Resolves once committed.
-   */
   async checkpoint(): Promise<CheckpointResult> {
-    const { committed } = await this.beginCheckpoint();
-    return committed;
-  }
-
-  /**
-   * Starts a checkpoint. Resolves at its cut — from then on the shard takes batches again — with
-   * `committed`, which resolves when the cut is committed (encoded, staged, recorded in LMDB,
-   * published) or rejects when that fails. One commit runs at a time, in the order of the cuts:
-   * this first waits for the previous one, and a cut whose commit failed is committed (as it was
-   * cut: same offsets, same rows, same names) before anything new is cut.
-   */
-  async beginCheckpoint(): Promise<{ committed: Promise<CheckpointResult> }> {
-    await this.settled();
     const started = performance.now();
-    let retried: CheckpointResult | undefined;
-    if (this.held) retried = await this.commit(this.held, started);
-    const cut = this.cut();
-    if (cut === undefined) return { committed: Promise.resolve(retried ?? this.idleResult()) };
-    const committed = this.commit(cut, started).then((r) => (retried ? joinResults(retried, r) : r));
-    this.committing = committed.then(
-      () => undefined,
-      () => undefined,
-    );
-    return { committed };
-  }
-
-  /** Waits for the commit in flight, if any (its failure is its own checkpoint's answer). */
-  private async settled(): Promise<void> {
-    while (this.committing) {
-      const c = this.committing;
-      await c;
-      if (this.committing === c) this.committing = undefined;
+    if (this.unpublished) {
+      await this.finishPublish(this.unpublished);
+      this.unpublished = undefined;
     }
-  }
-
-  /** A checkpoint with nothing to commit. */
-  private idleResult(): CheckpointResult {
-    return { shard: this.shard, offset: this.committedOffset, events: 0, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0, cutMs: 0, bufferedBytes: this.heldBytes(), dedupHot: this.pipeline.dedupHotTable };
-  }
-
-  /**
-   * The cut (synchronous): everything since the last cut — buffers, chunks, partials, stats, the
-   * operators' changes (ShardPipeline.cut) — moves into a `Cut` and the shard starts afresh.
-   * Undefined when there is nothing new.
-   */
-  private cut(): Cut | undefined {
-    const started = performance.now();
     const nothingNew =
       this.lastOffset === this.committedOffset && this.partials.length === 0 && this.buffers.size === 0 && this.encoded.length === 0 && this.emittedWatermark === this.committedEmitted && this.emittedDaily === this.committedEmittedDaily;
-    if (nothingNew) return undefined;
+    if (nothingNew) {
+      return { shard: this.shard, offset: this.committedOffset, files: 0, hourlyWindows: [], dailyWindows: [], emittedWatermarkMs: this.committedEmitted, emittedDailyMs: this.committedEmittedDaily, durationMs: 0, dedupHot: this.pipeline.dedupHotTable };
+    }
     const first = Math.max(0, this.firstOffset);
     const last = this.lastOffset;
     // No new offset (an idle shard's advance emitted sessions or partials): the emitted watermark, which moved, keeps names and the record id unique.
     const tag = first > last ? `-w${this.emittedWatermark}` : '';
-    const cut: Cut = {
-      first,
-      last,
-      tag,
-      buffers: this.buffers,
-      encoded: this.encoded,
-      partials: this.partials,
-      stats: this.stats,
-      emittedWatermark: this.emittedWatermark,
-      emittedDaily: this.emittedDaily,
-      state: this.pipeline.cut(),
-      bytes: this.bufferedBytes + this.encodedBytes,
-      cutMs: 0,
-    };
-    this.held = cut;
+    let pending: PendingCommit;
+    try {
+      const files = this.encodeBuffers((suffix) => partName(this.shard, first, last, `${tag}${suffix}`));
+      pending = await this.committer.stage(files, {
+        id: `s${this.shard}-${first}-${last}${tag}`,
+        kind: 'flush',
+        shard: this.shard,
+        offsets: { first, last },
+        stats: { ...this.stats },
+      });
+      const state = this.pipeline.checkpoint();
+      const write = (): void => {
+        this.pipeline.onCheckpointTxn();
+        this.meta.putSync(CHECKPOINT_KEYS.state, state);
+        this.meta.putSync(CHECKPOINT_KEYS.offset, last);
+        this.meta.putSync(CHECKPOINT_KEYS.emitted, this.emittedWatermark);
+        this.meta.putSync(CHECKPOINT_KEYS.emittedDaily, this.emittedDaily);
+        this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
+      };
+      if (this.stateSync) this.stateSync.checkpointTransaction(pending.record.id, last, write);
+      else this.env.transactionSync(write);
+    } catch (err) {
+      // Nothing recorded: the buffers stay for the retry; this attempt's temps would only wait for the next restart.
+      await this.committer.recover([], (k) => this.ownsStaged(k)).catch(() => undefined);
+      throw err;
+    }
+    // Recorded: from here on this commit is only ever finished, never redone.
+    this.unpublished = pending;
+    const files = pending.staged.length;
+    const hourlyWindows = this.partials.filter((p) => p.granularity === 'hourly').map((p) => p.windowStart);
+    const dailyWindows = this.partials.filter((p) => p.granularity === 'daily').map((p) => p.windowStart);
+    this.committedOffset = last;
+    this.committedEmitted = this.emittedWatermark;
+    this.committedEmittedDaily = this.emittedDaily;
     this.firstOffset = last + 1;
-    this.buffers = new Map();
+    this.buffers.clear();
     this.bufferedBytes = 0;
     this.encoded = [];
     this.encodedBytes = 0;
     this.partials = [];
     this.stats = { bronzeRows: 0, silverRows: 0, duplicates: 0, tooLate: 0 };
-    cut.cutMs = performance.now() - started;
-    return cut;
-  }
-
-  /**
-   * Commits a cut (the two phases of the class comment). Batches of this shard run between its
-   * awaits: between encode calls, while files are staged and published.
-   */
-  private async commit(cut: Cut, started: number): Promise<CheckpointResult> {
     let deferred: unknown;
-    if (cut.pending === undefined) {
-      const { first, last, tag } = cut;
-      let pending: PendingCommit;
-      try {
-        cut.files ??= await this.encodeCut(cut, (suffix) => partName(this.shard, first, last, `${tag}${suffix}`));
-        pending = await this.committer.stage(cut.files, {
-          id: `s${this.shard}-${first}-${last}${tag}`,
-          kind: 'flush',
-          shard: this.shard,
-          offsets: { first, last },
-          stats: { ...cut.stats },
-        });
-        const write = (): void => {
-          this.pipeline.writeCut(cut.state);
-          this.meta.putSync(CHECKPOINT_KEYS.state, cut.state.meta);
-          this.meta.putSync(CHECKPOINT_KEYS.offset, last);
-          this.meta.putSync(CHECKPOINT_KEYS.emitted, cut.emittedWatermark);
-          this.meta.putSync(CHECKPOINT_KEYS.emittedDaily, cut.emittedDaily);
-          this.meta.putSync(CHECKPOINT_KEYS.pending, pending);
-        };
-        if (this.stateSync) this.stateSync.checkpointTransaction(pending.record.id, last, write);
-        else this.env.transactionSync(write);
-      } catch (err) {
-        // Nothing recorded: the cut stays for the retry; this attempt's temps would only wait for the next restart.
-        await this.committer.recover([], (k) => this.ownsStaged(k)).catch(() => undefined);
-        throw err;
-      }
-      // Recorded: from here on this commit is only ever finished, never redone.
-      cut.pending = pending;
-      this.committedOffset = last;
-      this.committedEmitted = cut.emittedWatermark;
-      this.committedEmittedDaily = cut.emittedDaily;
-      try {
-        // The dedup index bounds its memory, then merges cold runs (LMDB writes that may fail on a full disk and are redone next time).
-        this.pipeline.committed();
-      } catch (err) {
-        deferred = err;
-      }
+    try {
+      // Forgets the committed dedup ids, then merges cold runs (LMDB writes that may fail on a full disk and are redone next time).
+      this.pipeline.afterCheckpoint();
+    } catch (err) {
+      deferred = err;
     }
-    await this.finishPublish(cut.pending);
-    this.held = undefined;
+    await this.finishPublish(pending);
+    this.unpublished = undefined;
     if (deferred !== undefined) throw deferred;
     return {
       shard: this.shard,
-      offset: cut.last,
-      events: cut.stats.bronzeRows,
-      files: cut.pending.staged.length,
-      hourlyWindows: cut.partials.filter((p) => p.granularity === 'hourly').map((p) => p.windowStart),
-      dailyWindows: cut.partials.filter((p) => p.granularity === 'daily').map((p) => p.windowStart),
-      emittedWatermarkMs: cut.emittedWatermark,
-      emittedDailyMs: cut.emittedDaily,
+      offset: last,
+      files,
+      hourlyWindows,
+      dailyWindows,
+      emittedWatermarkMs: this.committedEmitted,
+      emittedDailyMs: this.committedEmittedDaily,
       durationMs: performance.now() - started,
-      cutMs: cut.cutMs,
-      bufferedBytes: this.heldBytes(),
       dedupHot: this.pipeline.dedupHotTable,
     };
   }
@@ -576,34 +470,30 @@ export class ShardRuntime {
   }
 
   /**
-   * A cut's files: its chunks, every buffer as Parquet files (one per partition, or `-0`, `-1`, …
-   * when its rows exceed one encode call), then the window partials. Each encode call gets at most
-   * maxRowsPerParquetCall rows and about maxBytesPerParquetCall Arrow bytes; between calls the
-   * worker takes other tasks (this shard's batches too: the cut has what this encodes).
+   * Every buffer as Parquet files (one per partition, or `-0`, `-1`, … when its rows exceed one
+   * encode call), then the window partials. Each encode call gets at most maxRowsPerParquetCall
+   * rows and about maxBytesPerParquetCall Arrow bytes.
    */
-  private async encodeCut(cut: Cut, fileName: (suffix: string) => string): Promise<EncodedFile[]> {
-    const files: EncodedFile[] = [...cut.encoded];
-    for (const [bufferKey, buffered] of cut.buffers) {
+  private encodeBuffers(fileName: (suffix: string) => string): EncodedFile[] {
+    const files: EncodedFile[] = [...this.encoded];
+    for (const [bufferKey, buffered] of this.buffers) {
       const [table, start] = bufferKey.split('@') as [TableName, string];
       const chunks = splitForEncode(buffered.batches, this.parquet);
-      for (let i = 0; i < chunks.length; i++) {
-        await yieldToTasks();
-        const chunk = chunks[i]!;
+      chunks.forEach((chunk, i) => {
         files.push({
           key: partKey(table, Number(start), fileName(chunks.length === 1 ? '' : `-${i}`)),
           // One batch per log record is buffered; merged, they encode ~30 % cheaper (common/arrow-concat).
           body: encodeParquetMerged(chunk, this.parquet),
           rows: chunk.reduce((n, b) => n + b.numRows, 0),
         });
-      }
+      });
     }
-    for (const p of cut.partials) files.push({ key: p.key, body: p.body, rows: 0 });
+    for (const p of this.partials) files.push({ key: p.key, body: p.body, rows: 0 });
     return files;
   }
 
   /** Engine node, lease lost: closes WITHOUT a checkpoint (the shard's next owner redoes the uncommitted work from the lake). */
   async discard(): Promise<void> {
-    await this.settled();
     await this.store.close().catch(() => undefined);
     await this.env.close();
   }
@@ -679,46 +569,14 @@ export class ShardRuntime {
     this.addByTime('bronze_events', recordBatchOf(bronzeSchema(batch.schema), n, children), 'received_at');
   }
 
-  /**
-   * Erasure: forgets the users' open sessions, in memory and in LMDB (see ShardPipeline.removeUser),
-   * and their closed sessions not committed yet. Waits for the commit in flight; a cut whose
-   * commit failed (not recorded) loses them too, before its retry writes anything.
-   */
-  async purgeUsers(users: string[]): Promise<PurgeResult> {
-    await this.settled();
-    const keys = userKeys(users);
+  /** Erasure: forgets the users' open sessions, in memory and in LMDB (see ShardPipeline.removeUser). */
+  purgeUsers(users: string[]): PurgeResult {
     let openSessions = 0;
-    for (const key of keys) openSessions += this.pipeline.removeUser(key, this.env);
+    for (const key of userKeys(users)) openSessions += this.pipeline.removeUser(key, this.env);
     // The lake's state deltas and base still hold their sessions: the next checkpoint writes a base and deletes those.
     this.stateSync?.requestBase();
+    // Their sessions that closed since the last checkpoint are still buffered (the job scans committed files only).
     const ids = new Set(users);
-    const held = this.held;
-    if (held !== undefined && held.pending === undefined) {
-      const purged = new Set(keys);
-      held.state.sessions = held.state.sessions.map((s) => (purged.has(s.key) ? { key: s.key, packed: undefined } : s));
-      const before = held.bytes;
-      const kept = this.purgeClosedSessions(ids, held.buffers, held.encoded);
-      openSessions += kept.removed;
-      held.encoded = kept.encoded;
-      held.bytes = Math.max(0, before - kept.bytes);
-      held.files = undefined; // encoded again from what is left
-    }
-    const own = this.purgeClosedSessions(ids, this.buffers, this.encoded);
-    openSessions += own.removed;
-    this.encoded = own.encoded;
-    this.bufferedBytes -= own.bufferedBytes;
-    this.encodedBytes -= own.encodedBytes;
-    return { shard: this.shard, openSessions };
-  }
-
-  /**
-   * Takes the users' closed sessions out of sessions buffers and chunks not committed yet (the
-   * erasure job scans committed files only). Returns the chunks left and what was removed.
-   */
-  private purgeClosedSessions(ids: Set<string>, buffers: Map<string, Buffered>, encoded: EncodedFile[]): { encoded: EncodedFile[]; removed: number; bytes: number; bufferedBytes: number; encodedBytes: number } {
-    let removed = 0;
-    let bufferedBytes = 0;
-    let encodedBytes = 0;
     const without = (batch: RecordBatch): RecordBatch => {
       const col = batch.getChild('user_id');
       const keep = new Uint8Array(batch.numRows);
@@ -726,44 +584,39 @@ export class ShardRuntime {
       const idx = maskToIndices(keep);
       return idx.length === batch.numRows ? batch : takeRows(batch, idx);
     };
-    for (const [k, b] of buffers) {
+    for (const [k, b] of this.buffers) {
       if (!k.startsWith('sessions@')) continue;
       b.batches = b.batches.map((batch) => {
         const kept = without(batch);
-        removed += batch.numRows - kept.numRows;
+        openSessions += batch.numRows - kept.numRows;
         b.rows -= batch.numRows - kept.numRows;
         return kept;
       });
       if (b.rows === 0) {
-        buffers.delete(k);
-        bufferedBytes += b.bytes;
+        this.buffers.delete(k);
+        this.bufferedBytes -= b.bytes;
       }
     }
     // …or already encoded into a chunk (a big backlog between checkpoints): decoded, filtered, encoded again.
     const sessionsPrefix = `${TABLES.sessions.prefix}/`;
-    const left = encoded.flatMap((f) => {
+    this.encoded = this.encoded.flatMap((f) => {
       if (!f.key.startsWith(sessionsPrefix)) return [f];
       const batches = decodeParquet(f.body).batches;
       const kept = batches.map(without);
-      const gone = batches.reduce((n, b) => n + b.numRows, 0) - kept.reduce((n, b) => n + b.numRows, 0);
-      if (gone === 0) return [f];
-      removed += gone;
-      encodedBytes += f.body.byteLength;
-      if (gone === f.rows) return [];
+      const removed = batches.reduce((n, b) => n + b.numRows, 0) - kept.reduce((n, b) => n + b.numRows, 0);
+      if (removed === 0) return [f];
+      openSessions += removed;
+      this.encodedBytes -= f.body.byteLength;
+      if (removed === f.rows) return [];
       const body = encodeParquet(kept.filter((b) => b.numRows > 0), this.parquet);
-      encodedBytes -= body.byteLength;
-      return [{ key: f.key, body, rows: f.rows - gone }];
+      this.encodedBytes += body.byteLength;
+      return [{ key: f.key, body, rows: f.rows - removed }];
     });
-    return { encoded: left, removed, bytes: bufferedBytes + encodedBytes, bufferedBytes, encodedBytes };
+    return { shard: this.shard, openSessions };
   }
 
   private batchResult(offset: number, rows: number, silverRows: number, duplicates: number, tooLate: number): BatchResult {
-    return { shard: this.shard, offset, records: 1, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.heldBytes(), quarantined: [] };
-  }
-
-  /** Bytes this shard holds for commits to come: since the last cut, and the cut not yet committed. */
-  private heldBytes(): number {
-    return this.bufferedBytes + this.encodedBytes + (this.held?.bytes ?? 0);
+    return { shard: this.shard, offset, records: 1, rows, silverRows, duplicates, tooLate, watermark: this.watermark(), bufferedBytes: this.bufferedBytes + this.encodedBytes, quarantined: [] };
   }
 }
 
@@ -779,20 +632,6 @@ function fencedCommitter(shard: number, store: ObjectStore, options: ShardRuntim
     ...(options.stateInObjectStore ? { intentKey: publishIntentKey(shard) } : {}),
   });
 }
-
-/** One checkpoint task's result when it committed a retried cut before its own. */
-function joinResults(a: CheckpointResult, b: CheckpointResult): CheckpointResult {
-  return {
-    ...b,
-    events: a.events + b.events,
-    files: a.files + b.files,
-    hourlyWindows: [...a.hourlyWindows, ...b.hourlyWindows],
-    dailyWindows: [...a.dailyWindows, ...b.dailyWindows],
-  };
-}
-
-/** Lets the worker run what waits (other tasks, this shard's batches) before the next encode call. */
-const yieldToTasks = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Bronze's schema per record schema (the lean IPC reader hands out one Schema while ingest's schema bytes repeat). */
 const bronzeSchemas = new WeakMap<Schema, Schema>();

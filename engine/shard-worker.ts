@@ -1,11 +1,7 @@
 /**
  * The piscina worker module. A worker hosts the runtimes of the shards pinned to it and runs
  * each shard's tasks strictly one after another, in arrival order (a promise chain per shard),
- * while different shards on the same worker interleave at await points. One exception: a
- * checkpoint holds its shard's chain only for its cut; its commit (encode, stage, LMDB, publish)
- * then runs beside the shard's next batches, and its answer comes when the commit is done
- * (ShardRuntime.beginCheckpoint: the runtime itself makes the next checkpoint, erasure and close
- * wait for that commit).
+ * while different shards on the same worker interleave at await points.
  *
  * A failed task answers a `TaskFailure` (the error as data) instead of throwing across the
  * thread. Whether the shard goes on:
@@ -29,14 +25,7 @@ const chains = new Map<number, Promise<unknown>>();
 /** A shard whose task failed stays failed: skipping a batch would break exactly-once, so only a restart (recovery) may go on. */
 const failures = new Map<number, unknown>();
 
-/** A task answered later than its turn in the shard's chain ends: a checkpoint's commit. */
-interface Detached {
-  detached: Promise<ShardResult>;
-}
-
-const isDetached = (r: ShardResult | Detached): r is Detached => r !== undefined && 'detached' in r;
-
-async function execute(task: ShardTask): Promise<ShardResult | Detached> {
+async function execute(task: ShardTask): Promise<ShardResult> {
   if (task.kind === 'open') {
     const stale = runtimes.get(task.shard);
     if (stale !== undefined && task.options.fence === undefined) throw internalError('shard_already_open', `shard ${task.shard} is already open on this worker`);
@@ -60,14 +49,12 @@ async function execute(task: ShardTask): Promise<ShardResult | Detached> {
       return runtime.processRecords(task.offsets, task.payloads);
     case 'advance':
       return runtime.advance(task.watermarkMs);
-    case 'checkpoint': {
-      const { committed } = await runtime.beginCheckpoint();
-      return { detached: committed };
-    }
+    case 'checkpoint':
+      return runtime.checkpoint();
     case 'live':
       return runtime.live();
     case 'purge-users':
-      return await runtime.purgeUsers(task.users);
+      return runtime.purgeUsers(task.users);
     case 'compact-state': {
       // A failed checkpoint (in close) leaves the runtime open; past it, a failure leaves the shard without one (stopped).
       await runtime.close();
@@ -94,22 +81,17 @@ function survivable(task: ShardTask, err: unknown): boolean {
 
 export default function handle(task: ShardTask): Promise<ShardResult> {
   const previous = chains.get(task.shard) ?? Promise.resolve();
-  // Never rejects: a failure is recorded here, in the chain, before the shard's next task starts.
-  const turn = previous
-    .then(() => {
-      if (failures.has(task.shard) && !(task.kind === 'open' && task.options.fence !== undefined)) {
-        throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, failures.get(task.shard));
-      }
-      return execute(task);
-    })
-    .catch((err: unknown) => failed(task, err));
-  chains.set(task.shard, turn);
-  return turn.then((r) => (isDetached(r) ? r.detached.catch((err: unknown) => failed(task, err)) : r));
-}
-
-/** Answers a failed task; records the shard as failed unless it can go on. */
-function failed(task: ShardTask, err: unknown): TaskFailure {
-  const stopped = failures.has(task.shard) || !survivable(task, err);
-  if (stopped && !failures.has(task.shard)) failures.set(task.shard, err);
-  return { taskFailed: true, shard: task.shard, error: serializeError(err), stopped };
+  const next = previous.then(() => {
+    if (failures.has(task.shard) && !(task.kind === 'open' && task.options.fence !== undefined)) {
+      throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, failures.get(task.shard));
+    }
+    return execute(task);
+  });
+  const answered = next.catch((err: unknown): TaskFailure => {
+    const stopped = failures.has(task.shard) || !survivable(task, err);
+    if (stopped && !failures.has(task.shard)) failures.set(task.shard, err);
+    return { taskFailed: true, shard: task.shard, error: serializeError(err), stopped };
+  });
+  chains.set(task.shard, answered);
+  return answered;
 }

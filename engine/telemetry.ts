@@ -33,7 +33,7 @@ export const engineMetrics = {
     (register.getSingleMetric('sluice_engine_checkpoint_step_seconds') as Histogram | undefined) ??
     new Histogram({
       name: 'sluice_engine_checkpoint_step_seconds',
-      help: 'Duration of one step of a checkpoint round, by step: shard (a shard\'s checkpoint as the coordinator waits for it, behind its range in flight), shard_commit (the shard runtime\'s own cut, encode, stage, LMDB commit, publish), shard_cut (how long the cut held the shard\'s batches: the rest of its commit runs beside them), gold_merge, dlq_flush, erasure.',
+      help: 'Duration of one step of a checkpoint round, by step: shard (a shard\'s checkpoint as the coordinator waits for it, behind its range in flight), shard_commit (the shard runtime\'s own encode, stage, LMDB commit, publish), gold_merge, dlq_flush, erasure.',
       labelNames: ['step'],
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
     }),

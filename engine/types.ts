@@ -142,8 +142,6 @@ export interface CheckpointResult {
   shard: number;
   /** Last log offset covered; -1 when nothing was ever processed. */
   offset: number;
-  /** Events (bronze rows) this checkpoint committed. */
-  events: number;
   /** Files published by this checkpoint. */
   files: number;
   /** Start times (ms) of hourly / daily windows this shard emitted partials for in this checkpoint. */
@@ -152,12 +150,7 @@ export interface CheckpointResult {
   /** Event time up to which window partials are now committed (−Infinity if none); daily ones. */
   emittedWatermarkMs: number;
   emittedDailyMs: number;
-  /** From the start of the checkpoint (waits for an earlier commit excluded) to its commit. */
   durationMs: number;
-  /** How long the cut held the shard's batches (ms); the rest of the checkpoint ran beside them. */
-  cutMs: number;
-  /** Bytes the shard holds after the commit (buffers filled since the cut). */
-  bufferedBytes: number;
   /** The dedup hot table after the checkpoint: ids held and bytes (memory that grows to a cap by design). */
   dedupHot: { ids: number; bytes: number };
 }

@@ -592,8 +592,7 @@ export class SessionTable {
       firstScreenTime: this.screenTime(s, FIRST_SCREEN),
       lastScreen: this.screenName(s, LAST_SCREEN),
       lastScreenTime: this.screenTime(s, LAST_SCREEN),
-      // A copy: the session's list grows with its merges, and a checkpoint's cut holds its snapshot while batches go on.
-      aliases: this.aliasesOf.get(s)?.slice() ?? null,
+      aliases: this.aliasesOf.get(s) ?? null,
     };
   }
 

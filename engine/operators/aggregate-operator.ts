@@ -72,26 +72,6 @@ export interface AggregateStateDbs {
   users: Database;
 }
 
-/** One LMDB write of an aggregate cut: a put, or a delete when `value` is absent. */
-interface AggregateWrite {
-  db: keyof AggregateStateDbs;
-  key: Array<string | number>;
-  value?: unknown;
-}
-
-/** The accumulators' writes of one checkpoint (AggregateOperator.cut). */
-export class AggregateCut {
-  constructor(private readonly writes: AggregateWrite[]) {}
-
-  /** Inside the checkpoint's LMDB transaction; idempotent (a failed transaction is retried with the same cut). */
-  write(dbs: AggregateStateDbs): void {
-    for (const w of this.writes) {
-      if (w.value === undefined) dbs[w.db].removeSync(w.key);
-      else dbs[w.db].putSync(w.key, w.value);
-    }
-  }
-}
-
 const MAX_RUNS = 64;
 type AccKey = [number, number, string, string, string];
 const keyOf = (a: Acc): AccKey => [a.granularity === 'hourly' ? 0 : 1, a.windowStart, a.d, a.v, a.c];
@@ -332,38 +312,41 @@ export class AggregateOperator {
   }
 
   /**
-   * A checkpoint's cut: what changed since the last cut — counters of dirty accumulators, a run of
-   * their new users (or all users in one run, when the runs reach MAX_RUNS), deletions of emitted
-   * windows — as LMDB writes with their values copied now (`AggregateCut.write` runs them in the
-   * checkpoint transaction, later, while events go on changing the accumulators). The operator
-   * counts them as persisted from here on: a cut is committed or retried as it is, never redone.
+   * Writes what changed since the last checkpoint: counters of dirty accumulators, a run of their
+   * new users (or all users in one run, when the runs reach MAX_RUNS), and deletes emitted
+   * windows. Inside the caller's LMDB write transaction; idempotent until `afterCheckpoint`.
    */
-  cut(): AggregateCut {
-    const writes: AggregateWrite[] = [];
+  checkpoint(dbs: AggregateStateDbs): void {
     for (const a of this.emittedAccs) {
       const key = keyOf(a);
-      writes.push({ db: 'accs', key });
-      for (let k = 0; k < a.runs; k++) writes.push({ db: 'users', key: [...key, k] });
+      dbs.accs.removeSync(key);
+      for (let k = 0; k < a.runs; k++) dbs.users.removeSync([...key, k]);
     }
     for (const a of this.dirty) {
       if (a.emitted) continue;
       const key = keyOf(a);
       if (a.runs + 1 > MAX_RUNS) {
-        for (let k = 1; k < a.runs; k++) writes.push({ db: 'users', key: [...key, k] });
-        writes.push({ db: 'users', key: [...key, 0], value: runBytes(a.users.toFloat64Array()) });
-        a.runs = 1;
-      } else if (a.fresh.length > 0) {
-        writes.push({ db: 'users', key: [...key, a.runs], value: runBytes(Float64Array.from(a.fresh)) });
-        a.runs++;
+        for (let k = 1; k < a.runs; k++) dbs.users.removeSync([...key, k]);
+        dbs.users.putSync([...key, 0], runBytes(a.users.toFloat64Array()));
+        dbs.accs.putSync(key, { n: Array.from(a.n), runs: 1 });
+      } else {
+        if (a.fresh.length > 0) dbs.users.putSync([...key, a.runs], runBytes(Float64Array.from(a.fresh)));
+        dbs.accs.putSync(key, { n: Array.from(a.n), runs: a.runs + (a.fresh.length > 0 ? 1 : 0) });
       }
-      writes.push({ db: 'accs', key, value: { n: Array.from(a.n), runs: a.runs } });
+    }
+  }
+
+  /** After the checkpoint transaction committed. */
+  afterCheckpoint(): void {
+    for (const a of this.dirty) {
+      if (a.emitted) continue;
+      a.runs = a.runs + 1 > MAX_RUNS ? 1 : a.runs + (a.fresh.length > 0 ? 1 : 0);
       a.fresh = [];
       a.persisted = true;
     }
     this.dirty = [];
     this.emittedAccs = [];
     this.epoch++;
-    return new AggregateCut(writes);
   }
 
   /** Loads the checkpointed accumulators (a fresh operator). */

@@ -22,7 +22,7 @@
  * are merged into its sorted runs only when the bucket goes cold (leaves the hot table), because
  * only cold buckets are ever searched in LMDB.
  *
- * New runs are written only by `write(cut)`, which the runtime calls inside its checkpoint
+ * New runs are written only in `onCheckpoint`, which the runtime calls inside its checkpoint
  * transaction, so the index and the log offset commit together: a replay after a crash sees
  * exactly the ids committed with the offset it resumes from. Merging is derived data (its own
  * transaction, idempotent; an interrupted merge is redone on open).
@@ -54,15 +54,6 @@ const runKey = (prefix: number, seq: number): Buffer => {
   k.writeUInt32BE(seq, 1);
   return k;
 };
-
-/** The ids of one checkpoint (DedupOperator.cut): runs by bucket, numbered, and the expiry horizon. */
-export interface DedupCut {
-  runs: Array<{ bucket: number; seq: number; ids: Uint32Array }>;
-  /** Buckets below this have expired (of received_at at the cut). */
-  expiredBelow: number;
-  /** The run sequence number after this cut's runs (persisted with them). */
-  seqAfter: number;
-}
 
 export class DedupOperator {
   private readonly env: RootDatabase;
@@ -203,39 +194,21 @@ export class DedupOperator {
   }
 
   /**
-   * A checkpoint's cut: the ids seen since the last cut, grouped by bucket into runs (numbered
-   * now, so a retried transaction writes the same keys), and the expiry horizon. Pending ids start
-   * over; ids seen after the cut belong to the next one.
+   * Writes the ids seen since the last checkpoint as runs and drops expired buckets. Must run
+   * inside the runtime's `env.transactionSync`, together with the offset and operator state.
    */
-  cut(): DedupCut {
-    const runs: DedupCut['runs'] = [];
-    for (const [bucket, ids] of this.pendingByBucket()) runs.push({ bucket, seq: this.seq++, ids });
-    // A burst (a replay after a restart, a long interval) grew the pending arrays: keep room for
-    // twice this interval's ids, not for the burst (12 B an id; 2 M ids held 24 MiB for good).
-    const keep = Math.max(1024, 2 ** Math.ceil(Math.log2(2 * this.pendingCount + 1)));
-    if (this.pendingHi.length > 2 * keep) {
-      this.pendingHi = new Uint32Array(keep);
-      this.pendingLo = new Uint32Array(keep);
-      this.pendingBucket = new Int32Array(keep);
-    }
-    this.pendingCount = 0;
-    return { runs, expiredBelow: this.maxBucket - this.ttlBuckets, seqAfter: this.seq };
-  }
-
-  /**
-   * Writes a cut's ids as runs and drops expired buckets. Must run inside the runtime's
-   * `env.transactionSync`, together with the offset and operator state of the same cut.
-   */
-  write(cut: DedupCut): void {
+  onCheckpoint(): void {
     const live = new Set(this.buckets);
-    for (const { bucket, seq, ids } of cut.runs) {
+    for (const [bucket, ids] of this.pendingByBucket()) {
       const db = this.bucketDb(bucket);
+      const seq = this.seq++;
       for (const [prefix, run] of radixSplit(ids)) db.putSync(runKey(prefix, seq), run);
       live.add(bucket);
       if (bucket < this.coldBelow) this.unmerged.add(bucket);
     }
+    const oldest = this.maxBucket - this.ttlBuckets;
     for (const b of [...live]) {
-      if (b < cut.expiredBelow) {
+      if (b < oldest) {
         this.bucketDb(b).dropSync();
         this.dbs.delete(b);
         live.delete(b);
@@ -244,7 +217,7 @@ export class DedupOperator {
     }
     this.buckets = [...live].sort((a, b) => a - b);
     this.meta.putSync('buckets', this.buckets);
-    this.meta.putSync('seq', cut.seqAfter);
+    this.meta.putSync('seq', this.seq);
     this.meta.putSync('format', FORMAT);
   }
 
@@ -275,23 +248,25 @@ export class DedupOperator {
     return { ids: this.hot.size, bytes: this.hot.bytes };
   }
 
-  /**
-   * After a cut's transaction committed: expires and bounds the hot table, then merges cold runs.
-   * Ids seen since the cut are only here until the next cut writes them, so no bucket holding one
-   * is evicted: a later duplicate of such an id (a late event lands in an old bucket) would find
-   * it in neither the hot table nor LMDB.
-   */
-  committed(): void {
-    let pendingFrom = Infinity;
-    for (let i = 0; i < this.pendingCount; i++) if (this.pendingBucket[i]! < pendingFrom) pendingFrom = this.pendingBucket[i]!;
-    const oldest = Math.min(this.maxBucket - this.ttlBuckets, pendingFrom);
+  /** After the checkpoint committed: forget pending ids, expire and bound the hot table. */
+  afterCheckpoint(): void {
+    // A burst (a replay after a restart, a long interval) grew the pending arrays: keep room for
+    // twice this interval's ids, not for the burst (12 B an id; 2 M ids held 24 MiB for good).
+    const keep = Math.max(1024, 2 ** Math.ceil(Math.log2(2 * this.pendingCount + 1)));
+    if (this.pendingHi.length > 2 * keep) {
+      this.pendingHi = new Uint32Array(keep);
+      this.pendingLo = new Uint32Array(keep);
+      this.pendingBucket = new Int32Array(keep);
+    }
+    this.pendingCount = 0;
+    const oldest = this.maxBucket - this.ttlBuckets;
     if (this.hot.size > this.hotCapacity) {
-      // Evict oldest buckets (committed ones) until three quarters full; LMDB still has them.
+      // Evict oldest buckets (all committed now) until three quarters full; LMDB still has them.
       let cutoff = oldest;
       const counts = this.hot.bucketCounts();
       let size = this.hot.size;
       for (const b of [...counts.keys()].sort((x, y) => x - y)) {
-        if (size <= this.hotCapacity * 0.75 || b >= pendingFrom) break;
+        if (size <= this.hotCapacity * 0.75) break;
         size -= counts.get(b)!;
         cutoff = b + 1;
       }

@@ -20,8 +20,8 @@ import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
 import { packSessions, unpackSessions } from '../kernels/session-record.js';
 import { SESSION_ID_CHARS, SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
-import { AggregateOperator, M, type Acc, type AggregateCut, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
-import { DedupOperator, type DedupCut } from './dedup-operator.js';
+import { AggregateOperator, M, type Acc, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
+import { DedupOperator } from './dedup-operator.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -76,16 +76,6 @@ interface LegacyState {
   aggregate: unknown;
 }
 type LegacySession = Omit<SessionSnapshot, 'firstEventId' | 'dims' | 'aliases'> & { device: string; version: string; country: string };
-
-/** What a checkpoint takes from the operators (ShardPipeline.cut). */
-export interface PipelineCut {
-  /** The watermark inputs (the checkpoint's `state` key). */
-  meta: Uint8Array;
-  /** Changed users' open sessions, packed (undefined: none left, delete the key). */
-  sessions: Array<{ key: number; packed: ReturnType<typeof packSessions> | undefined }>;
-  aggregate: AggregateCut;
-  dedup: DedupCut;
-}
 
 export class ShardPipeline {
   private readonly dedup: DedupOperator;
@@ -254,7 +244,7 @@ export class ShardPipeline {
   /**
    * The small part of the operator state: the watermark inputs, as JSON (the caller stores it in
    * the checkpoint transaction). Sessions, accumulators and dedup ids are written incrementally
-   * from a `cut`, in the same transaction.
+   * by `onCheckpointTxn`, in the same transaction.
    */
   checkpoint(): Uint8Array {
     const state: PipelineMeta = {
@@ -293,31 +283,15 @@ export class ShardPipeline {
     );
   }
 
-  /**
-   * A checkpoint's cut: everything the operators changed since the last cut, copied out so the
-   * checkpoint can write it (`writeCut`, inside its LMDB transaction) while batches go on
-   * changing the operators. The watermark inputs, the changed users' open sessions (packed now),
-   * the dirty accumulators, the new dedup ids. Cut once, written once or retried as it is.
-   */
-  cut(): PipelineCut {
-    const sessions: PipelineCut['sessions'] = [];
+  /** Inside the checkpoint's LMDB transaction: what changed since the last checkpoint. */
+  onCheckpointTxn(): void {
+    this.dedup.onCheckpoint();
     for (const key of this.sessions.changedUsers()) {
       const list = this.sessions.userSessions(key);
-      sessions.push({ key, packed: list.length > 0 ? packSessions(list) : undefined });
-    }
-    // Memory only: the session table may give back the slots of a closed burst here.
-    this.sessions.clearChanged();
-    return { meta: this.checkpoint(), sessions, aggregate: this.aggregate.cut(), dedup: this.dedup.cut() };
-  }
-
-  /** Inside the checkpoint's LMDB transaction: the cut's changes. */
-  writeCut(cut: PipelineCut): void {
-    this.dedup.write(cut.dedup);
-    for (const { key, packed } of cut.sessions) {
-      if (packed !== undefined) this.state.sessions.putSync(key, packed);
+      if (list.length > 0) this.state.sessions.putSync(key, packSessions(list));
       else this.state.sessions.removeSync(key);
     }
-    cut.aggregate.write(this.state);
+    this.aggregate.checkpoint(this.state);
   }
 
   /**
@@ -335,9 +309,12 @@ export class ShardPipeline {
     return this.dedup.hotTable;
   }
 
-  /** After a cut's transaction committed: the dedup index bounds its memory and merges cold runs (LMDB writes that may fail and are redone). */
-  committed(): void {
-    this.dedup.committed();
+  /** After the checkpoint transaction committed. */
+  afterCheckpoint(): void {
+    // Memory only first; the dedup index then merges cold runs (LMDB writes that may fail and are redone).
+    this.sessions.clearChanged();
+    this.aggregate.afterCheckpoint();
+    this.dedup.afterCheckpoint();
   }
 }
 

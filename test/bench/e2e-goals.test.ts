@@ -16,7 +16,6 @@ const server = (over: Partial<ServerMetrics>): ServerMetrics => ({
   checkpointMaxBucketS: 2,
   checkpointMaxAboveS: 1,
   shardCommitMeanS: 0.5,
-  shardCutMeanS: 0.01,
   refused503: 0,
   refused429: 0,
   ...over,

@@ -89,10 +89,10 @@ describe('parseServerMetrics', () => {
     'sluice_engine_checkpoint_seconds_bucket{le="+Inf"} 4',
     'sluice_engine_checkpoint_seconds_sum 12',
     'sluice_engine_checkpoint_seconds_count 4',
+    'sluice_engine_checkpoint_step_seconds_sum{step="shard"} 9',
+    'sluice_engine_checkpoint_step_seconds_count{step="shard"} 8',
     'sluice_engine_checkpoint_step_seconds_sum{step="shard_commit"} 6',
     'sluice_engine_checkpoint_step_seconds_count{step="shard_commit"} 8',
-    'sluice_engine_checkpoint_step_seconds_sum{step="shard_cut"} 0.4',
-    'sluice_engine_checkpoint_step_seconds_count{step="shard_cut"} 8',
     'sluice_ingest_requests_total{protocol="segment",status="503"} 7',
     'sluice_ingest_requests_total{protocol="arrow",status="503"} 1',
   ].join('\n');
@@ -103,8 +103,8 @@ describe('parseServerMetrics', () => {
     expect(m.ackP99Ms).toBe(20);
     expect([m.checkpoints, m.checkpointMeanS, m.checkpointMaxAboveS, m.checkpointMaxBucketS]).toEqual([4, 3, 5, 10]);
     expect(m.refused503).toBe(8);
-    // A shard's commit and its cut (the pause of its ranges), from their labelled series.
-    expect([m.shardCommitMeanS, m.shardCutMeanS]).toEqual([0.75, 0.05]);
+    // A shard's own checkpoint, from its labelled series (not the `shard` step beside it).
+    expect(m.shardCommitMeanS).toBe(0.75);
   });
   it('says NaN, not 0, when the server never acked', () => {
     expect(parseServerMetrics('sluice_ingest_ack_seconds_bucket{le="0.02"} 0\nsluice_ingest_ack_seconds_bucket{le="+Inf"} 0').ackWithin20msShare).toBeNaN();

@@ -67,11 +67,11 @@ function run(input: InputLine[], dir: string, restartAfterEveryBatch = false): s
   const builder = new IngestBatchBuilder(1000);
   let batchNo = 0;
   const restart = (): void => {
-    const cut = pipeline.cut();
-    env.transactionSync(() => pipeline.writeCut(cut));
-    pipeline.committed();
+    const state = pipeline.checkpoint();
+    env.transactionSync(() => pipeline.onCheckpointTxn());
+    pipeline.afterCheckpoint();
     pipeline = new ShardPipeline(options);
-    pipeline.restore(cut.meta);
+    pipeline.restore(state);
   };
   const flush = (): void => {
     if (builder.length === 0) return;

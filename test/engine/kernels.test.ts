@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Int64, makeData, TimestampMillisecond, Utf8, vectorFromArray, type Data } from 'apache-arrow';
 import fc from 'fast-check';
-import { open as openLmdb, type RootDatabase } from 'lmdb';
+import { open as openLmdb } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DedupTable } from '../../engine/kernels/dedup-table.js';
 import { epochMillis } from '../../engine/kernels/epoch-millis.js';
@@ -117,13 +117,6 @@ describe('DedupTable', () => {
   });
 });
 
-/** One dedup checkpoint as the shard runtime runs it: cut, write in a transaction, committed. */
-function checkpointDedup(env: RootDatabase, op: DedupOperator): void {
-  const cut = op.cut();
-  env.transactionSync(() => op.write(cut));
-  op.committed();
-}
-
 describe('DedupOperator', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-dedup-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -141,10 +134,12 @@ describe('DedupOperator', () => {
     const env = openLmdb({ path: join(dir, `${name.replace(/\W+/g, '-')}.mdb`), maxDbs: 256 });
     const op = new DedupOperator(env, { ttlMs: 24 * HOUR });
     expect(run(op, ['x', 'y', 'x'], T)).toEqual([1, 1, 0]);
-    checkpointDedup(env, op);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
     // A later event advances time; its checkpoint expires buckets older than the TTL.
     expect(run(op, ['z'], T + later)).toEqual([1]);
-    checkpointDedup(env, op);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
     expect(run(op, ['x'], T + later)).toEqual(keep);
     env.close();
   });
@@ -155,29 +150,11 @@ describe('DedupOperator', () => {
     const old = Array.from({ length: 20 }, (_, i) => `old-${i}`);
     expect(run(op, old, T).every((k) => k === 1)).toBe(true);
     expect(run(op, ['new-1'], T + 2 * HOUR)).toEqual([1]);
-    checkpointDedup(env, op);
+    env.transactionSync(() => op.onCheckpoint());
+    op.afterCheckpoint();
     expect(op.stats.complete).toBe(false);
     expect(op.stats.hotEntries).toBeLessThanOrEqual(10);
     expect(run(op, ['old-3', 'old-19', 'new-1', 'fresh'], T + 3 * HOUR)).toEqual([0, 0, 0, 1]);
-    env.close();
-  });
-
-  it('evicts no bucket that holds an id seen after the cut: a re-send of it after the commit is still a duplicate', () => {
-    const env = openLmdb({ path: join(dir, 'cut-evict.mdb'), maxDbs: 256 });
-    const op = new DedupOperator(env, { ttlMs: 24 * HOUR, hotCapacity: 10 });
-    const old = Array.from({ length: 20 }, (_, i) => `old-${i}`);
-    expect(run(op, old, T).every((k) => k === 1)).toBe(true);
-    expect(run(op, ['new-1'], T + 2 * HOUR)).toEqual([1]);
-    const cut = op.cut();
-    // Between the cut and its commit: an id in the old bucket (a replayed or back-filled record), only in memory until the next cut.
-    expect(run(op, ['between-1'], T + 30 * MIN)).toEqual([1]);
-    env.transactionSync(() => op.write(cut));
-    op.committed();
-    expect(run(op, ['between-1', 'old-4', 'new-1'], T + 3 * HOUR)).toEqual([0, 0, 0]);
-    // Its own cut writes it; after that commit the old bucket may go cold, and LMDB still finds it.
-    checkpointDedup(env, op);
-    expect(op.stats.hotEntries).toBeLessThanOrEqual(10);
-    expect(run(op, ['between-1', 'old-7', 'fresh'], T + 3 * HOUR)).toEqual([0, 0, 1]);
     env.close();
   });
 
@@ -185,7 +162,8 @@ describe('DedupOperator', () => {
     const env = openLmdb({ path: join(dir, 'pending.mdb'), maxDbs: 256 });
     const op = new DedupOperator(env, { ttlMs: 24 * HOUR });
     const checkpoint = (): void => {
-      checkpointDedup(env, op);
+      env.transactionSync(() => op.onCheckpoint());
+      op.afterCheckpoint();
     };
     const burst = Array.from({ length: 20_000 }, (_, i) => `burst-${i}`);
     expect(run(op, burst, T).every((k) => k === 1)).toBe(true);
@@ -211,7 +189,8 @@ describe('DedupOperator', () => {
       [ids('c', 50), T + 2 * HOUR],
     ] as const) {
       expect(run(op, [...batch], at).every((k) => k === 1)).toBe(true);
-      checkpointDedup(env, op);
+      env.transactionSync(() => op.onCheckpoint());
+      op.afterCheckpoint();
     }
     env.close();
 
@@ -691,8 +670,8 @@ describe('AggregateOperator incremental checkpoints', () => {
     const a = new AggregateOperator(30 * MIN);
     const ios = a.comboOf('ios', '4.0', 'DE');
     const checkpoint = (): void => {
-      const cut = a.cut();
-      env.transactionSync(() => cut.write(dbs));
+      env.transactionSync(() => a.checkpoint(dbs));
+      a.afterCheckpoint();
     };
     // 100 checkpoints, each seeing one new user and one repeat: user runs reach MAX_RUNS (64) and are compacted.
     for (let k = 0; k < 100; k++) {
@@ -750,8 +729,8 @@ describe('AggregateOperator live view of the hour', () => {
         };
       };
       events.slice(0, 1500).forEach((e) => a.addEvent(a.acc('hourly', e.hour, e.combo), a.acc('daily', day, e.combo), e.user, e.metrics));
-      const cut = a.cut();
-      env.transactionSync(() => cut.write(dbs));
+      env.transactionSync(() => a.checkpoint(dbs));
+      a.afterCheckpoint();
       // A restored operator goes on from the checkpoint with the rest of the events.
       const restored = new AggregateOperator(30 * MIN);
       restored.load(dbs);

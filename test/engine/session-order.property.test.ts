@@ -222,11 +222,11 @@ function runEngine(order: Ev[], batchSizes: number[], crash?: { at: number; lost
     });
   };
   const checkpoint = (): Uint8Array => {
-    const cut = pipeline.cut();
-    env.transactionSync(() => pipeline.writeCut(cut));
-    pipeline.committed();
+    const state = pipeline.checkpoint();
+    env.transactionSync(() => pipeline.onCheckpointTxn());
+    pipeline.afterCheckpoint();
     commit();
-    return cut.meta;
+    return state;
   };
   try {
     let state: Uint8Array | undefined;

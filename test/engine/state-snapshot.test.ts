@@ -335,7 +335,7 @@ describe('state snapshot: erasure', () => {
     };
     await run(rt, records, 0, 8);
     expect((await holding()).length).toBeGreaterThan(0);
-    await rt.purgeUsers(['user-7']);
+    rt.purgeUsers(['user-7']);
     // The same stream without user-7 from here on.
     await run(rt, stream(12, 200, 40, 5, 'user-7'), 8, 12);
     expect(await holding()).toEqual([]);
@@ -366,7 +366,7 @@ describe('erasure: purgeUsers and incremental encoding', () => {
       if (purge !== undefined) {
         const chunks = (rt as unknown as { encoded: Array<{ key: string }> }).encoded.filter((f) => f.key.startsWith(`${TABLES.sessions.prefix}/`));
         expect(chunks.length).toBeGreaterThan(0);
-        expect((await rt.purgeUsers([purge])).openSessions).toBeGreaterThan(0);
+        expect(rt.purgeUsers([purge]).openSessions).toBeGreaterThan(0);
       }
       await rt.checkpoint();
       const store = await openObjectStore(lake);
