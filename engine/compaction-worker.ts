@@ -8,9 +8,10 @@
  * minute at 25 K events/s, and then ingest's lag bound refused events at 60 % of max). Its wasm
  * heap, which grows to the biggest call, now goes away with the thread.
  *
- *   workerData: { lake, s3Endpoint, options }   ─▶  { result } | { error }
+ *   workerData: { lake, s3Endpoint, nice, options }   ─▶  { result (with the thread's niceness) } | { error }
  *   message 'abort': stop between partitions (each partition's compaction is atomic)
  */
+import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { serializeError } from '../common/errors.js';
 import { compactAll } from '../storage/compact.js';
@@ -18,6 +19,8 @@ import { openObjectStore } from '../storage/open-store.js';
 import type { CompactionJob } from './compaction.js';
 
 const job = workerData as CompactionJob;
+// On Linux this sets this thread's niceness only.
+if (job.nice !== undefined) setPriority(job.nice);
 const abort = new AbortController();
 parentPort!.on('message', (m: unknown) => {
   if (m === 'abort') abort.abort();
@@ -34,7 +37,7 @@ try {
     await store.close();
   }
   // Answered once the store is closed: the caller ends the thread when the answer arrives.
-  parentPort!.postMessage({ result });
+  parentPort!.postMessage({ result: { ...result, nice: getPriority() } });
 } catch (err) {
   parentPort!.postMessage({ error: serializeError(err) });
 }

@@ -1,8 +1,9 @@
 /**
  * Runs one background compaction of the lake in its own worker thread (engine/compaction-worker.ts),
  * so the coordinator's thread goes on dispatching ranges meanwhile. The thread opens the lake from
- * its URL (as the coordinator did), inherits the engine's niceness, and exits after the run, taking
- * its parquet-wasm heap with it.
+ * its URL (as the coordinator did), runs at the niceness it is given (below the shard workers', so
+ * under saturation a run yields to them rather than lengthening their checkpoints), and exits after
+ * the run, taking its parquet-wasm heap with it.
  */
 import { deserializeError, internalError, type SerializedError } from '../common/errors.js';
 import { startModuleWorker } from '../common/ts-worker.js';
@@ -10,12 +11,15 @@ import type { compactAll } from '../storage/compact.js';
 import { workerEntry, workerHeapLimits } from './pool.js';
 
 type CompactAllOptions = Parameters<typeof compactAll>[1];
-export type CompactAllResult = Awaited<ReturnType<typeof compactAll>>;
+/** compactAll's result, and the niceness the thread ran at. */
+export type CompactAllResult = Awaited<ReturnType<typeof compactAll>> & { nice: number };
 
 /** What the worker needs: where the lake is, and compactAll's options (no signal: abort is a message). */
 export interface CompactionJob {
   lake: string;
   s3Endpoint?: string;
+  /** The thread's niceness (Linux: per thread); absent: the creating thread's. */
+  nice?: number;
   options: Omit<CompactAllOptions, 'signal' | 'records'>;
 }
 

@@ -94,9 +94,10 @@ describe('background compaction in its own thread', () => {
     const r = await compactInWorker({ lake, options: { olderThanMs: 0, openPartitions: true } }, abort.signal);
     expect(r.outputs).toBe(0);
     expect(silverFiles(lake).sort()).toEqual(before);
-    // The same run, not aborted, merges them.
-    const merged = await compactInWorker({ lake, options: { olderThanMs: 0, openPartitions: true } });
+    // The same run, not aborted, merges them — at the niceness it is given (the coordinator's: the shard workers' + 5).
+    const merged = await compactInWorker({ lake, nice: 13, options: { olderThanMs: 0, openPartitions: true } });
     expect(merged.outputs).toBeGreaterThan(0);
+    expect(merged.nice).toBe(13);
     expect(silverFiles(lake).length).toBeLessThan(before.length);
     expect([...(await silverCounts(lake)).entries()].sort()).toEqual(ids.map((id) => [id, 1] as const).sort());
   }, 60_000);
