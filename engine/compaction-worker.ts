@@ -11,16 +11,15 @@
  *   workerData: { lake, s3Endpoint, nice, options }   ─▶  { result (with the thread's niceness) } | { error }
  *   message 'abort': stop between partitions (each partition's compaction is atomic)
  */
-import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { serializeError } from '../common/errors.js';
+import { niceAtLeast } from '../common/nice.js';
 import { compactAll } from '../storage/compact.js';
 import { openObjectStore } from '../storage/open-store.js';
 import type { CompactionJob } from './compaction.js';
 
 const job = workerData as CompactionJob;
-// On Linux this sets this thread's niceness only.
-if (job.nice !== undefined) setPriority(job.nice);
+const nice = niceAtLeast(job.nice ?? 0);
 const abort = new AbortController();
 parentPort!.on('message', (m: unknown) => {
   if (m === 'abort') abort.abort();
@@ -37,7 +36,7 @@ try {
     await store.close();
   }
   // Answered once the store is closed: the caller ends the thread when the answer arrives.
-  parentPort!.postMessage({ result: { ...result, nice: getPriority() } });
+  parentPort!.postMessage({ result: { ...result, nice } });
 } catch (err) {
   parentPort!.postMessage({ error: serializeError(err) });
 }

@@ -18,7 +18,7 @@ export type CompactAllResult = Awaited<ReturnType<typeof compactAll>> & { nice: 
 export interface CompactionJob {
   lake: string;
   s3Endpoint?: string;
-  /** The thread's niceness (Linux: per thread); absent: the creating thread's. */
+  /** The thread's niceness at least (Linux: per thread; never raised above the creating thread's priority). */
   nice?: number;
   options: Omit<CompactAllOptions, 'signal' | 'records'>;
 }

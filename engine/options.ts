@@ -51,7 +51,8 @@ export interface EngineOptions {
    * Scheduling niceness (0–19) of the engine's worker threads. Acks wait on the main thread
    * (ingest, log), while shard processing is asynchronous and bounded by backpressure, so by
    * default the workers yield the CPU to it: on 2 cores this cut p99 ack latency at 10 K Segment
-   * events/s from ~390 to ~90 ms. 0 = same priority as the main thread. Default 10.
+   * events/s from ~390 to ~90 ms. 0 = same priority as the main thread. Default 10. A minimum:
+   * a thread already nicer (Sluice itself started under `nice`) keeps its own niceness.
    */
   workerNice: number;
   /**

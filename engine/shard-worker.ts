@@ -11,8 +11,8 @@
  *   anything else (open, a batch that even quarantine could not absorb, advance, a bug) → the
  *     shard stops: skipping a batch would break exactly-once, so only a restart may go on.
  */
-import { setPriority } from 'node:os';
 import { join } from 'node:path';
+import { niceAtLeast } from '../common/nice.js';
 import { assertNever, classifyError, internalError, serializeError } from '../common/errors.js';
 import { compactLmdbFile } from './erasure-offline.js';
 import { ShardRuntime } from './shard-runtime.js';
@@ -35,8 +35,8 @@ async function execute(task: ShardTask): Promise<ShardResult> {
       await stale.discard().catch(() => undefined);
     }
     failures.delete(task.shard);
-    // On Linux this sets the calling thread's niceness only (the main thread keeps its own).
-    setPriority(task.options.workerNice);
+    // This thread only (the main thread keeps its own); never less nice than the process already is.
+    niceAtLeast(task.options.workerNice);
     const runtime = await ShardRuntime.open(task.shard, task.options);
     runtimes.set(task.shard, runtime);
     opened.set(task.shard, task.options);

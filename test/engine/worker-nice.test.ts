@@ -3,7 +3,7 @@
  * and only they do: read back from /proc (Linux) while a real coordinator runs.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -31,6 +31,26 @@ describe('engine worker niceness', () => {
       expect(Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ')[16])).toBe(0);
     } finally {
       await c.close();
+    }
+  });
+
+  // Sluice started under `nice -n 5` runs its engine process at 15: worker threads asking for 10
+  // used to raise their priority, which an unprivileged process may not (EACCES: no shard opened).
+  it('never makes a worker thread less nice than the thread that started it', async () => {
+    const own = getPriority();
+    setPriority(12);
+    try {
+      const before = threadNiceness().filter((n) => n === 12).length;
+      const options = validateEngineOptions({ dataDir: join(root, 'data-nicer'), lake: join(root, 'lake-nicer'), shards: 2, workers: 2, workerNice: 7, reconcileIntervalMs: 0, compactAfterMs: 0 });
+      const c = await Coordinator.start(options, pino({ level: 'silent' }));
+      try {
+        expect(threadNiceness().filter((n) => n === 7)).toHaveLength(0);
+        expect(threadNiceness().filter((n) => n === 12).length).toBeGreaterThanOrEqual(before + 2);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      setPriority(own);
     }
   });
 });
