@@ -6,7 +6,7 @@ import { niceAtLeast } from '../../common/nice.js';
 describe('niceAtLeast', () => {
   const own = getPriority();
   afterEach(() => {
-    // Back to where the thread was (lowering niceness again needs privilege: CI runs as root).
+    // Back to where the thread was (lowering niceness again needs privilege).
     try {
       setPriority(own);
     } catch {
