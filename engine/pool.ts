@@ -10,6 +10,7 @@ import { Piscina } from 'piscina';
 import type { PiscinaTask } from 'piscina';
 import type { BatchResult, CheckpointResult, LiveResult, OpenResult, PurgeResult, ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
 import { internalError, SluiceError, type SerializedError } from '../common/errors.js';
+import { workerExecArgv } from '../common/ts-worker.js';
 
 /**
  * A shard task that failed in its worker, rebuilt on this thread with the worker's `domain`,
@@ -44,17 +45,15 @@ export function workerEntry(name: string): { filename: string; execArgv: string[
   const here = import.meta.url;
   const ts = here.endsWith('.ts');
   const filename = new URL(ts ? `./${name}.ts` : `./${name}.js`, here).href;
-  // Heap-size flags are per process: a Worker refuses them in its execArgv (ERR_WORKER_INVALID_EXEC_ARGV);
-  // the young generation's size reaches the workers through resourceLimits instead (workerHeapLimits).
-  const execArgv = process.execArgv.filter((a) => !HEAP_FLAG.test(a));
+  // Process-wide flags (heap sizes, V8's) are refused in a Worker's execArgv and apply to it anyway;
+  // the young generation's size reaches the workers through resourceLimits (workerHeapLimits).
+  const execArgv = workerExecArgv();
   if (!ts || process.execArgv.some((a) => a.includes('tsx'))) return { filename, execArgv };
   // From sources, workers need the main thread's loader. `--import` resolves a bare name against
   // the working directory, so give it tsx's loader by absolute URL, found from this module.
   const tsx = pathToFileURL(createRequire(here).resolve('tsx')).href;
   return { filename, execArgv: [...execArgv, '--import', tsx] };
 }
-
-const HEAP_FLAG = /^--(max-semi-space-size|min-semi-space-size|max-old-space-size|max-young-generation-size|initial-old-space-size|initial-heap-size)(=|$)/;
 
 /**
  * The workers' young generation follows the process's `--max-semi-space-size` (MiB; V8's young

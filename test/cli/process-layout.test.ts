@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openLakeReader } from '../helpers/lake.js';
-import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, killServed, serve, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
@@ -125,8 +125,12 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await traffic;
     await server.exited;
 
-    // Life 3: recovers everything, a little more traffic, SIGTERM drains and commits.
-    server = await serve(entry, cwd, ARGS, env);
+    // Life 3: recovers everything, a little more traffic, SIGTERM drains and commits — started
+    // with process-wide node flags, which a worker thread refuses in its execArgv (its shard
+    // workers used to be refused: the engine stopped during recovery).
+    server = await serveWith(['--expose-gc', '--stack-size=984', '--trace-warnings', entry], cwd, ARGS, env);
+    const flagged = readFileSync(`/proc/${await engineOf(server)}/cmdline`, 'utf8').split('\0');
+    expect(flagged).toEqual(expect.arrayContaining(['--expose-gc', '--stack-size=984', '--trace-warnings']));
     await t.run(server.url, 'd', delay(500));
     expect(await stop(server, 'SIGTERM')).toBe(0);
     expect(t.acked.size).toBeGreaterThan(1000);
