@@ -90,6 +90,10 @@ interface Reply {
   close?: boolean;
 }
 
+
+/** uWS's `LIBUS_LISTEN_EXCLUSIVE_PORT` (a listen without SO_REUSEPORT), and the overload that takes it with a host (uWS.js ≥ 20; not in its typings). */
+const LISTEN_EXCLUSIVE_PORT = 1;
+type ListenExclusive = (host: string, port: number, options: number, cb: (listenSocket: uws.us_listen_socket | false) => void) => void;
 /** Per HTTP request: whether uWS reported it aborted, and who to tell. */
 interface RequestState {
   aborted: boolean;
@@ -618,7 +622,11 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   });
 
   const token = await new Promise<uws.us_listen_socket>((resolve, reject) => {
-    app.listen(options.host, options.port, (t) => (t ? resolve(t) : reject(userError('listen_failed', `cannot listen on ${options.host}:${options.port}; is the port in use? pick another with --port`))));
+    // Exclusively: by default uWS sets SO_REUSEPORT, so a second Sluice on a port in use started
+    // "listening" and the kernel split the connections between the two servers (and lakes).
+    (app.listen as unknown as ListenExclusive)(options.host, options.port, LISTEN_EXCLUSIVE_PORT, (t) =>
+      t ? resolve(t) : reject(userError('listen_failed', `cannot listen on ${options.host}:${options.port}: the port is in use, or ${options.host} is not an address of this machine; pick another with --port or --host`)),
+    );
   });
   const port = uws.us_socket_local_port(token);
   log.info({ host: options.host, port, shards, groupCommit: options.groupCommit }, 'ingest listening');

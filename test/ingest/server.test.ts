@@ -2,6 +2,7 @@
  * The real ingest server on loopback, over real fsync'd segment logs: every protocol and status
  * code, gzip, auth, limits, a mixed good/bad batch, and ack-after-fsync.
  */
+import { createServer, type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeBuilder, makeData, RecordBatch, Struct, Table, tableToIPC } from 'apache-arrow';
@@ -226,6 +227,25 @@ describe('ingest server', () => {
     expect(metrics).toMatch(/sluice_ingest_rejected_total\{code="missing_user"\} \d+/);
     expect(metrics).toContain('sluice_ingest_ack_seconds_bucket');
     expect((await fetch(`${s.url}/nope`)).status).toBe(404);
+  });
+
+  it('refuses to listen on a port another server holds (no SO_REUSEPORT sharing of its connections)', async () => {
+    // A port given by number (the kernel does not share one it picked for port 0).
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port: p } = probe.address() as AddressInfo;
+        probe.close(() => resolve(p));
+      });
+    });
+    const first = await startTestIngest({ port });
+    try {
+      await expect(startTestIngest({ port })).rejects.toMatchObject({ code: 'listen_failed', message: expect.stringContaining(`:${port}: the port is in use`) });
+      // Every request reaches the first server: 20 of 20 accepted with its key.
+      const statuses = await Promise.all(Array.from({ length: 20 }, (_, i) => post(`${first.url}/v1/batch`, JSON.stringify({ batch: [track(9000 + i)] }), { authorization: basic(WRITE_KEY) }).then((r) => r.status)));
+      expect(statuses).toEqual(Array(20).fill(200));
+    } finally {
+      await first.close();
+    }
   });
 });
 
