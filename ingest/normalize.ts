@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import type { IngestRow } from './batch-builder.js';
 import type { PiiOptions } from './options.js';
 import { parseTime } from './parse-time.js';
+import { jsonValueDepth } from './segment-scan.js';
 
 export { parseTime } from './parse-time.js';
 
@@ -137,8 +138,18 @@ function get(obj: unknown, path: string[]): unknown {
 
 /** A present value: neither undefined nor null (JSON null means "not given" throughout). */
 const given = (v: unknown): boolean => v !== undefined && v !== null;
-/** An id field: a string, or a finite number (coerced to its string); null/absent allowed. */
-const idLike = (v: unknown): boolean => v === undefined || v === null || typeof v === 'string' || typeof v === 'number';
+/**
+ * What is wrong with an id field, or undefined: a string, or a number (stored as its decimal text);
+ * null/absent allowed. An integer beyond 2^53 − 1 is refused: a JSON number that large reaches
+ * JavaScript rounded (1234567890123456789 reads as 1234567890123456800), and ids that differ only
+ * in the rounded digits would be merged into one user.
+ */
+function idError(name: string, v: unknown): string | undefined {
+  if (v === undefined || v === null || typeof v === 'string') return undefined;
+  if (typeof v !== 'number') return `${name} must be a string (or a number), got ${typeOf(v)}`;
+  if (Number.isInteger(v) && !Number.isSafeInteger(v)) return `${name} is a number beyond 2^53 − 1 (it reads as ${String(v)}), which JSON cannot carry exactly; send the id as a string`;
+  return undefined;
+}
 /** An object-valued field (`properties`, `traits`, `context`, `integrations`): a plain object; null/absent allowed. */
 const objectOrAbsent = (v: unknown): boolean => v === undefined || v === null || isObject(v);
 
@@ -298,8 +309,10 @@ export function normalizeSegmentItem(
   } else eventType = type;
   const u = msg.userId;
   const a = msg.anonymousId;
-  if (!idLike(u)) return rejectWith('invalid_user_id', `userId must be a string (or a number), got ${typeOf(u)}`, rawOf(rawText, bytes));
-  if (!idLike(a)) return rejectWith('invalid_anonymous_id', `anonymousId must be a string (or a number), got ${typeOf(a)}`, rawOf(rawText, bytes));
+  const badUser = idError('userId', u);
+  if (badUser !== undefined) return rejectWith('invalid_user_id', badUser, rawOf(rawText, bytes));
+  const badAnonymous = idError('anonymousId', a);
+  if (badAnonymous !== undefined) return rejectWith('invalid_anonymous_id', badAnonymous, rawOf(rawText, bytes));
   const userId = str(u);
   const anonymousId = str(a);
   const user = userId ?? anonymousId;
@@ -314,8 +327,8 @@ export function normalizeSegmentItem(
   const badDim = badContextDim(context);
   if (badDim !== undefined) return rejectWith('invalid_dimension', `${badDim} must be ${badDim.split('.').length === 2 ? 'an object' : 'a string'}`, rawOf(rawText, bytes));
   if ((type === 'screen' || type === 'page') && given(msg.name) && typeof msg.name !== 'string') return rejectWith('invalid_field', `name must be a string, got ${typeOf(msg.name)}`, rawOf(rawText, bytes));
-  if (type === 'group' && !idLike(msg.groupId)) return rejectWith('invalid_field', `groupId must be a string (or a number), got ${typeOf(msg.groupId)}`, rawOf(rawText, bytes));
-  if (type === 'alias' && !idLike(msg.previousId)) return rejectWith('invalid_field', `previousId must be a string (or a number), got ${typeOf(msg.previousId)}`, rawOf(rawText, bytes));
+  const badOtherId = type === 'group' ? idError('groupId', msg.groupId) : type === 'alias' ? idError('previousId', msg.previousId) : undefined;
+  if (badOtherId !== undefined) return rejectWith('invalid_field', badOtherId, rawOf(rawText, bytes));
 
   // Times: each raw value range-checked first, then the corrected time against the window.
   const tsGiven = msg.timestamp;
@@ -450,6 +463,19 @@ const CANONICAL_DIMS = ['device_type', 'os', 'app_version', 'country'] as const;
 const dimStr = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
 
 /** A cheap shape check for JSON object text given as a string (full parsing would cost the hot path). */
+/**
+ * What is wrong with properties given as JSON text, or undefined: it must be an object's valid JSON
+ * (a line holding `"properties":"{not json}"` made every `properties->>'$.x'` query over the lake
+ * fail in DuckDB), nested no deeper than the line itself may be.
+ */
+function propertiesTextError(text: string, maxDepth: number): { code: RejectCode; message: string } | undefined {
+  if (!looksLikeJsonObject(text)) return { code: 'invalid_properties', message: 'properties must be a JSON object (or its JSON text)' };
+  const depth = jsonValueDepth(Buffer.from(text));
+  if (depth < 0) return { code: 'invalid_properties', message: 'properties is text that is not valid JSON (or nests deeper than 1024 levels); send the object itself or its valid JSON text' };
+  if (depth > maxDepth) return { code: 'too_deep', message: `properties nests JSON deeper than ${maxDepth} levels; flatten it` };
+  return undefined;
+}
+
 function looksLikeJsonObject(s: string): boolean {
   let i = 0;
   let j = s.length - 1;
@@ -481,8 +507,10 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
   if (typeof et !== 'string') return rejectWith('invalid_type', `event_type must be a string, got ${typeOf(et)}`, rawOf(rawText, bytes, e));
   if (et.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_type', `event_type is ${et.length} characters; the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes, e));
   const eventType = et;
-  if (!idLike(e.user_id)) return rejectWith('invalid_user_id', `user_id must be a string (or a number), got ${typeOf(e.user_id)}`, rawOf(rawText, bytes, e));
-  if (!idLike(e.anonymous_id)) return rejectWith('invalid_anonymous_id', `anonymous_id must be a string (or a number), got ${typeOf(e.anonymous_id)}`, rawOf(rawText, bytes, e));
+  const badUser = idError('user_id', e.user_id);
+  if (badUser !== undefined) return rejectWith('invalid_user_id', badUser, rawOf(rawText, bytes, e));
+  const badAnonymous = idError('anonymous_id', e.anonymous_id);
+  if (badAnonymous !== undefined) return rejectWith('invalid_anonymous_id', badAnonymous, rawOf(rawText, bytes, e));
   const anonymousId = str(e.anonymous_id);
   const user = str(e.user_id) ?? anonymousId;
   if (user === null) return rejectWith('missing_user', 'an event needs user_id or anonymous_id', rawOf(rawText, bytes, e));
@@ -502,7 +530,8 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
   let propsStart = -1;
   let propsEnd = -1;
   if (typeof props === 'string') {
-    if (props !== '' && !looksLikeJsonObject(props)) return rejectWith('invalid_properties', 'properties must be a JSON object (or its JSON text)', rawOf(rawText, bytes, e));
+    const bad = props === '' ? undefined : propertiesTextError(props, ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH);
+    if (bad !== undefined) return rejectWith(bad.code, bad.message, rawOf(rawText, bytes, e));
     properties = props === '' ? null : props;
   } else if (given(props)) {
     if (!isObject(props)) return rejectWith('invalid_properties', `properties must be an object (or its JSON text), got ${typeOf(props)}`, rawOf(rawText, bytes, e));

@@ -198,6 +198,16 @@ function valueEnd(b: Uint8Array, i: number): number {
   }
 }
 
+/**
+ * The nesting depth of `b` when it holds exactly one valid JSON value (whitespace around it
+ * allowed; scalars 0, `{}` 1), else −1 — also past {@link MAX_DEPTH}. Validates without building
+ * anything (JSON text given as a string field, e.g. NDJSON's or Arrow's `properties`).
+ */
+export function jsonValueDepth(b: Uint8Array): number {
+  const i = valueEnd(b, skipWs(b, 0));
+  return i >= 0 && skipWs(b, i) === b.length ? deepest : -1;
+}
+
 /** `i` at an object key: the index of the value after `"key" :`, or −1. */
 function keyThenColon(b: Uint8Array, i: number): number {
   if (b[i] !== QUOTE) return -1;

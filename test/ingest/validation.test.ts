@@ -27,6 +27,9 @@ const SEGMENT_RULES: Array<[string, Record<string, unknown>, unknown, string]> =
   ['event is at most 255 characters', track({ event: 'e'.repeat(255) }), track({ event: 'e'.repeat(256) }), 'invalid_event'],
   ['userId is a string or a number', track({ userId: 12345 }), track({ userId: { id: 1 } }), 'invalid_user_id'],
   ['userId is not a boolean', track({ userId: 'u' }), track({ userId: true }), 'invalid_user_id'],
+  // A JSON number past 2^53 − 1 reaches JavaScript rounded: 1234567890123456789 and …788 would be one user.
+  ['a numeric userId is at most 2^53 − 1', track({ userId: Number.MAX_SAFE_INTEGER }), track({ userId: 1234567890123456789 }), 'invalid_user_id'],
+  ['a numeric anonymousId is at most 2^53 − 1', track({ userId: null, anonymousId: -Number.MAX_SAFE_INTEGER }), track({ userId: null, anonymousId: 2 ** 53 }), 'invalid_anonymous_id'],
   ['anonymousId is a string or a number', track({ userId: null, anonymousId: 'a1' }), track({ anonymousId: ['a'] }), 'invalid_anonymous_id'],
   ['there is a user', track({ userId: undefined, anonymousId: 'a1' }), track({ userId: undefined }), 'missing_user'],
   ['messageId is a string', track({ messageId: 'abc' }), track({ messageId: 123 }), 'invalid_message_id'],
@@ -60,6 +63,7 @@ const SEGMENT_RULES: Array<[string, Record<string, unknown>, unknown, string]> =
   ['screen name is a string', track({ type: 'screen', name: 'Home' }), track({ type: 'screen', name: 5 }), 'invalid_field'],
   ['groupId is a string or a number', { type: 'group', userId: 'u', groupId: 7 }, { type: 'group', userId: 'u', groupId: { g: 1 } }, 'invalid_field'],
   ['previousId is a string or a number', { type: 'alias', userId: 'u', previousId: 'old' }, { type: 'alias', userId: 'u', previousId: true }, 'invalid_field'],
+  ['a numeric groupId is at most 2^53 − 1', { type: 'group', userId: 'u', groupId: 2 ** 53 - 1 }, { type: 'group', userId: 'u', groupId: 1e22 }, 'invalid_field'],
   ['the event fits maxEventBytes', track({ properties: { s: 'x'.repeat(1000) } }), track({ properties: { s: 'x'.repeat(40_000) } }), 'event_too_large'],
 ];
 
@@ -71,6 +75,7 @@ const CANONICAL_RULES: Array<[string, Record<string, unknown>, unknown, string]>
   ['event_type is a string', canonical({ event_type: 'click' }), canonical({ event_type: 42 }), 'invalid_type'],
   ['event_type is at most 255 characters', canonical({ event_type: 'e'.repeat(255) }), canonical({ event_type: 'e'.repeat(256) }), 'invalid_type'],
   ['user_id is a string or a number', canonical({ user_id: 77 }), canonical({ user_id: { id: 1 } }), 'invalid_user_id'],
+  ['a numeric user_id is at most 2^53 − 1', canonical({ user_id: 1.5 }), canonical({ user_id: 12345678901234567890 }), 'invalid_user_id'],
   ['anonymous_id is a string or a number', canonical({ user_id: null, anonymous_id: 'a' }), canonical({ anonymous_id: false }), 'invalid_anonymous_id'],
   ['there is a user', canonical({ user_id: undefined, anonymous_id: 'a' }), canonical({ user_id: undefined }), 'missing_user'],
   ['event_id is a string', canonical({ event_id: 'x' }), canonical({ event_id: 5 }), 'invalid_message_id'],
@@ -86,6 +91,10 @@ const CANONICAL_RULES: Array<[string, Record<string, unknown>, unknown, string]>
   ['source is a string', canonical({ source: 'web' }), canonical({ source: 9 }), 'invalid_field'],
   ['properties is an object', canonical({ properties: { a: 1 } }), canonical({ properties: [1, 2] }), 'invalid_properties'],
   ['properties text is an object', canonical({ properties: '{"a":1}' }), canonical({ properties: '[1,2]' }), 'invalid_properties'],
+  // Invalid JSON text in the lake made every `properties->>'$.x'` query over it fail in DuckDB.
+  ['properties text is valid JSON', canonical({ properties: ' {"a":[1,{"b":null}],"c":"\\u00e9"} ' }), canonical({ properties: '{not json}' }), 'invalid_properties'],
+  ['properties text is one object', canonical({ properties: '{"a":{}}' }), canonical({ properties: '{"a":1} {"b":2}' }), 'invalid_properties'],
+  ['properties text nests at most maxJsonDepth', canonical({ properties: `${'{"a":'.repeat(64)}1${'}'.repeat(64)}` }), canonical({ properties: `${'{"a":'.repeat(65)}1${'}'.repeat(65)}` }), 'too_deep'],
   ['properties is not a number', canonical({ properties: null }), canonical({ properties: 5 }), 'invalid_properties'],
 ];
 
