@@ -59,7 +59,9 @@ export interface IngestOptions {
   maxJsonDepth: number;
   /**
    * A request whose body has not fully arrived this long (ms) after its headers is answered 408
-   * and its connection closed, releasing everything it held. Default 10 s.
+   * and its connection closed, releasing everything it held. Default 7 s: uWS itself closes a
+   * connection that sent nothing for ≈ 8–12 s (HTTP_IDLE_TIMEOUT_S 10, checked on a 4 s tick), and
+   * a stalled body should get its 408 before that (at 10 s some got the close first).
    */
   bodyTimeoutMs: number;
   /**
@@ -120,7 +122,7 @@ export function defaultIngestOptions(): IngestOptions {
     maxFutureSkewMs: 10 * 60_000,
     minEventTimeMs: Date.UTC(2000, 0, 1),
     maxJsonDepth: 64,
-    bodyTimeoutMs: 10_000,
+    bodyTimeoutMs: 7_000,
     rateLimit: { eventsPerSecond: 1_000_000, burst: 2_000_000 },
     maxBacklogEvents: 2_000_000,
     maxLagMs: 5000,

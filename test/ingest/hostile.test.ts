@@ -233,6 +233,21 @@ describe('hostile input', () => {
   });
 });
 
+describe('stalled bodies at the default bodyTimeoutMs', () => {
+  it('every one gets its 408 before uWS closes the idle connection by itself (≈ 8–12 s)', async () => {
+    const s = await startHarness();
+    try {
+      const head = `POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic()}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n`;
+      // Six at once, as the tester sent them: at a 10 s default two of six were closed unanswered.
+      const answers = await Promise.all(Array.from({ length: 6 }, () => rawHttp(s.server.port, head, '{"batch":[', 13_000)));
+      for (const a of answers) a.socket.destroy();
+      expect(answers.map((a) => /^HTTP\/1\.1 408/.test(a.text) && a.text.includes('body_timeout'))).toEqual(Array(6).fill(true));
+    } finally {
+      await s.close();
+    }
+  }, 30_000);
+});
+
 describe('vanishing clients', () => {
   it('requests reset mid-body release their in-flight slot: close() does not wait for them', async () => {
     const s = await startHarness({ bodyTimeoutMs: 60_000 });
