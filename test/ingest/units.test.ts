@@ -30,7 +30,7 @@ describe('validateIngestOptions', () => {
       maxFutureSkewMs: 600_000,
       minEventTimeMs: Date.UTC(2000, 0, 1),
       maxJsonDepth: 64,
-      bodyTimeoutMs: 10_000,
+      bodyTimeoutMs: 7_000,
       groupCommit: { maxRows: 8192, maxDelayMs: 2 },
       wsMaxPayloadBytes: 16 * 1024 * 1024,
     });
