@@ -295,8 +295,9 @@ export function normalizeSegmentItem(
   }
   // (No closures here: tsx/esbuild wraps each in a __name() call, per event.)
   if (rawBytes > ctx.maxEventBytes) return rejectWith('event_too_large', `event is ${rawBytes} bytes; the limit is ${ctx.maxEventBytes}`, rawOf(rawText, bytes));
+  // A single call's endpoint says what it is (a "type" in its body does not turn /v1/track into a screen).
   const t = msg.type;
-  const type = t === undefined || t === null ? call : t;
+  const type = call ?? (t === null ? undefined : t);
   if (type === undefined) return rejectWith('missing_type', 'an event in a batch needs a "type": track, screen, page, identify, alias or group', rawOf(rawText, bytes));
   if (typeof type !== 'string' || !SEGMENT_TYPES.has(type)) return rejectWith('invalid_type', `type must be one of track, screen, page, identify, alias, group; got ${JSON.stringify(type)}`, rawOf(rawText, bytes));
   let eventType: string;
@@ -517,6 +518,7 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
   const eid = e.event_id;
   if (given(eid) && typeof eid !== 'string') return rejectWith('invalid_message_id', `event_id must be a string, got ${typeOf(eid)}`, rawOf(rawText, bytes, e));
   const t = parseRawTime(e.event_time);
+  if (!given(e.event_time)) return rejectWith('invalid_timestamp', `event_time is missing; every event needs one, ${TIME_FORMAT}`, rawOf(rawText, bytes, e));
   if (Number.isNaN(t)) return rejectWith('invalid_timestamp', `event_time must be ${TIME_FORMAT}; got ${preview(e.event_time)}`, rawOf(rawText, bytes, e));
   const outside = timeWindowReject(t, ctx);
   if (outside) return rejectWith(outside.code, outside.message, rawOf(rawText, bytes, e));

@@ -470,6 +470,19 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   app.post('/v1/import', httpIngest('segment', undefined));
   for (const call of SEGMENT_CALLS) app.post(`/v1/${call}`, httpIngest('segment', call));
   app.post('/v1/events', httpIngest('ndjson', undefined));
+  // The ingest endpoints with another method: 405 naming the one they take, not "no such endpoint".
+  for (const path of ['/v1/batch', '/v1/import', ...SEGMENT_CALLS.map((c) => `/v1/${c}`), '/v1/events']) {
+    for (const method of ['get', 'put', 'patch', 'del'] as const) {
+      app[method](path, (res) => {
+        res.cork(() => {
+          res.writeStatus('405 Method Not Allowed');
+          res.writeHeader('Allow', 'POST, OPTIONS');
+          res.writeHeader('Content-Type', 'application/json');
+          res.end(`{"ok":false,"code":"method_not_allowed","message":"${path} takes POST"}`);
+        });
+      });
+    }
+  }
   app.options('/*', (res) => {
     res.cork(() => {
       res.writeStatus('204 No Content');

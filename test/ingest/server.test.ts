@@ -227,6 +227,10 @@ describe('ingest server', () => {
     expect(metrics).toMatch(/sluice_ingest_rejected_total\{code="missing_user"\} \d+/);
     expect(metrics).toContain('sluice_ingest_ack_seconds_bucket');
     expect((await fetch(`${s.url}/nope`)).status).toBe(404);
+    for (const [method, path] of [['GET', '/v1/batch'], ['PUT', '/v1/track'], ['DELETE', '/v1/events']] as const) {
+      const r = await fetch(`${s.url}${path}`, { method });
+      expect([r.status, r.headers.get('allow'), ((await r.json()) as { code: string }).code]).toEqual([405, 'POST, OPTIONS', 'method_not_allowed']);
+    }
   });
 
   it('refuses to listen on a port another server holds (no SO_REUSEPORT sharing of its connections)', async () => {

@@ -107,6 +107,20 @@ describe('validation rules, unit', () => {
     if (!r.ok) expect(r.message.length).toBeGreaterThan(10);
   });
 
+  it('a single call is what its endpoint says: a "type" in the body of /v1/track does not make it a screen', () => {
+    const asTrack = normalizeSegment(track({ type: 'screen', event: 'Clicked', name: 'Home' }), 'track', undefined, ctx);
+    expect(asTrack.ok && asTrack.event.event_type).toBe('Clicked');
+    const noEvent = normalizeSegment({ type: 'screen', name: 'Home', userId: 'u1', timestamp: iso(NOW - 1000) }, 'track', undefined, ctx);
+    expect(noEvent.ok ? 'ok' : noEvent.code).toBe('missing_event');
+    const screen = normalizeSegment({ name: 'Home', userId: 'u1', timestamp: iso(NOW - 1000) }, 'screen', undefined, ctx);
+    expect(screen.ok && screen.event.event_type).toBe('screen');
+  });
+
+  it('a canonical event without event_time is told the field is missing', () => {
+    const r = normalizeCanonical({ event_id: 'e1', user_id: 'u1', event_type: 'x' }, ctx);
+    expect(r.ok ? 'ok' : `${r.code}: ${r.message}`).toMatch(/^invalid_timestamp: event_time is missing/);
+  });
+
   it.each(CANONICAL_RULES)('canonical (NDJSON, Arrow rows): %s', (_rule, good, bad, code) => {
     const ok = normalizeCanonical(structuredClone(good), ctx);
     expect(ok.ok ? 'ok' : `${ok.code}: ${ok.message}`).toBe('ok');
