@@ -6,10 +6,10 @@
  * | check        | fails when |
  * |--------------|------------|
  * | files        | a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
- * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below) |
+ * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below). After retention (`compact --retention`), only receive hours from bronze's cut + 1 day (the dedup window) and events from silver's cut are compared |
  * | uniqueness   | an event_id appears twice in silver |
  * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs ago |
- * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row or its counts differ from silver ("stale partition"); windows with late events awaiting reconciliation only warn |
+ * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row or its counts differ from silver ("stale partition"); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
  * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
  * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
  * | anomalies    | an hourly events or active_users total is more than anomalyZ robust z-scores (median/MAD, see `robustZ`) from the same hour on previous days, and differs from that median by ≥ anomalyMinChange of it (hours where value and median are both below anomalyMinVolume are not judged) |
@@ -26,7 +26,7 @@
  * Queries read every Parquet file present (not only committed ones), so a deleted or copied file
  * shows up in the numbers as well as in the files check.
  */
-import { partitionOf, TABLES, type TableName } from '../common/lake-layout.js';
+import { partitionOf, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
 import { userError } from '../common/errors.js';
 import { DEFAULT_METRIC_EVENT_TYPES } from '../engine/gold-sql.js';
 import { foldCommitRecords, type CommitRecord } from '../storage/commit-record.js';
@@ -153,7 +153,7 @@ export async function runQualityChecks(options: QualityOptions): Promise<Quality
     checks.push(await checkCompleteness(rows, records));
     checks.push(await checkUniqueness(rows));
     checks.push(await checkFreshness(rows, o));
-    checks.push(await checkGold(rows, o));
+    checks.push(await checkGold(rows, records, o));
     checks.push(...(await checkRates(rows, records, o)));
     checks.push(await checkAnomalies(rows, o));
     checks.push(await checkDrift(q, rows, o));
@@ -216,15 +216,50 @@ async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckR
 
 type Rows = (sql: string) => Promise<Array<Record<string, unknown>>>;
 
+/** The engine's default dedup window (a repeat received later than this after the first is not dropped). */
+const DEDUP_MARGIN_MS = DAY;
+
+/**
+ * Per table, the end of the newest partition a retention record removed: the table's data before
+ * it is gone on purpose (`sluice compact --retention`), so checks comparing layers start there.
+ */
+function expiredThrough(records: CommitRecord[]): Partial<Record<TableName, number>> {
+  const out: Partial<Record<TableName, number>> = {};
+  const tables = Object.entries(TABLES) as Array<[TableName, (typeof TABLES)[TableName]]>;
+  for (const r of records) {
+    if (r.kind !== 'retention') continue;
+    for (const f of r.removed) {
+      const hit = tables.find(([, spec]) => f.key.startsWith(`${spec.prefix}/`));
+      const start = partitionTimeOfKey(f.key);
+      if (hit === undefined || start === undefined) continue;
+      const end = start + (hit[1].granularity === 'day' ? DAY : HOUR);
+      if (end > (out[hit[0]] ?? -Infinity)) out[hit[0]] = end;
+    }
+  }
+  return out;
+}
+
+const expiredSummary = (e: Partial<Record<TableName, number>>): string =>
+  Object.entries(e)
+    .map(([t, end]) => `${t} before ${iso(end)}`)
+    .join(', ');
+
 async function checkCompleteness(rows: Rows, records: CommitRecord[]): Promise<CheckResult> {
+  // After retention, judge only what both layers still hold: receive hours from bronze's cut plus
+  // the dedup window (a repeat's first copy may have expired with its bronze partition), and on
+  // both sides only events whose silver partition (by event time) was not expired.
+  const expired = expiredThrough(records);
+  const judgedFrom = Math.max(expired.bronze_events === undefined ? -Infinity : expired.bronze_events + DEDUP_MARGIN_MS, expired.events ?? -Infinity);
+  const receivedFrom = Number.isFinite(judgedFrom) ? `WHERE received_at >= ${ts(judgedFrom)}` : '';
+  const eventsFrom = expired.events === undefined ? '' : `${receivedFrom === '' ? 'WHERE' : 'AND'} event_time >= ${ts(expired.events)}`;
   const perHour = await rows(`
     WITH b AS (
-      SELECT date_trunc('hour', received_at) AS h,
+      SELECT date_trunc('hour', received_at) AS h, received_at, event_time,
              row_number() OVER (PARTITION BY event_id ORDER BY shard, log_offset, received_at) > 1 AS dup
       FROM bronze_events),
-    bh AS (SELECT h, count(*) AS bronze, count(*) FILTER (WHERE dup) AS duplicates FROM b GROUP BY h),
-    sh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS silver FROM events GROUP BY h),
-    dh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS dlq FROM dlq GROUP BY h)
+    bh AS (SELECT h, count(*) AS bronze, count(*) FILTER (WHERE dup) AS duplicates FROM b ${receivedFrom} ${eventsFrom} GROUP BY h),
+    sh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS silver FROM events ${receivedFrom} ${eventsFrom} GROUP BY h),
+    dh AS (SELECT date_trunc('hour', received_at) AS h, count(*) AS dlq FROM dlq ${receivedFrom} GROUP BY h)
     SELECT h, coalesce(bronze, 0) AS bronze, coalesce(silver, 0) AS silver, coalesce(duplicates, 0) AS duplicates, coalesce(dlq, 0) AS dlq
     FROM bh FULL JOIN sh USING (h) FULL JOIN dh USING (h)
     ORDER BY h`);
@@ -269,10 +304,12 @@ async function checkCompleteness(rows: Rows, records: CommitRecord[]): Promise<C
   return result(
     'completeness',
     problems,
-    `bronze ${totals.bronze} = silver ${totals.silver} + duplicates ${totals.duplicates} in every receive hour${flushes.length > 0 ? `, matching ${flushes.length} flush records` : ' (no flush stats to compare)'}; ${totals.dlq} rejected to the DLQ`,
+    Number.isFinite(judgedFrom)
+      ? `bronze ${totals.bronze} = silver ${totals.silver} + duplicates ${totals.duplicates} in every receive hour from ${iso(judgedFrom)}${expired.events === undefined ? '' : ` (events from ${iso(expired.events)})`}, before which retention removed ${expiredSummary(expired)}; ${totals.dlq} rejected to the DLQ`
+      : `bronze ${totals.bronze} = silver ${totals.silver} + duplicates ${totals.duplicates} in every receive hour${flushes.length > 0 ? `, matching ${flushes.length} flush records` : ' (no flush stats to compare)'}; ${totals.dlq} rejected to the DLQ`,
     `${problems.length} accounting mismatch${problems.length === 1 ? '' : 'es'}`,
     'fail',
-    { ...totals, flushRecords: flushes.length, statsTotals: sum },
+    { ...totals, flushRecords: flushes.length, statsTotals: sum, ...(Number.isFinite(judgedFrom) ? { judgedFrom: iso(judgedFrom), expiredThrough: Object.fromEntries(Object.entries(expired).map(([t, end]) => [t, iso(end)])) } : {}) },
   );
 }
 
@@ -312,7 +349,8 @@ async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<Ch
   });
 }
 
-async function checkGold(rows: Rows, o: ResolvedQualityOptions): Promise<CheckResult> {
+async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQualityOptions): Promise<CheckResult> {
+  const expired = expiredThrough(records);
   const [nr] = await rows(`SELECT max(event_time) AS t FROM events`);
   const newest = timeOf(nr!.t);
   if (newest === undefined) return { name: 'gold', status: 'pass', summary: 'no silver events yet', problems: [] };
@@ -350,6 +388,11 @@ async function checkGold(rows: Rows, o: ResolvedQualityOptions): Promise<CheckRe
       const w = timeOf(r.w)!;
       const where = `${TABLES[table].prefix}/${partitionOf(w, unit)}`;
       const late = num(r.late);
+      // Retention removed this window's silver (events before its cut) or its gold file: nothing to compare.
+      if (w < (expired.events ?? -Infinity) || w < (expired[table] ?? -Infinity)) {
+        windows--;
+        continue;
+      }
       let problem: string | undefined;
       if (r.events === null || r.events === undefined) problem = `orphan partition ${where}: gold counts ${num(r.g_events)} events in this ${unit}, silver has none`;
       else if (r.g_rows === null || r.g_rows === undefined) problem = `missing partition ${where}: silver has ${num(r.events)} events in this ${unit}, gold has no row`;

@@ -11,6 +11,7 @@ import { formatReport, robustZ, runQualityChecks, type QualityOptions, type Qual
 import { partitionOf } from '../../common/lake-layout.js';
 import { writeCommitRecord, type CommitRecord } from '../../storage/commit-record.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
+import { applyRetention } from '../../storage/compact.js';
 import { DAY, generateFixture, HOUR, rowsToBatch, writeFixtureLake, type Fixture, type FixtureOptions, type WriteOptions } from './fixture.js';
 import { silverSchema } from '../../common/schema.js';
 import { encodeParquet } from '../../storage/parquet.js';
@@ -180,6 +181,40 @@ describe('damage', () => {
     writeFileSync(path, JSON.stringify(record));
     const r = await run(dir, healthy.f);
     expect(check(r, 'files').problems).toEqual([`row count differs: ${record.added[0]!.key} has ${record.added[0]!.rows - 5} rows, its commit record says ${record.added[0]!.rows}`]);
+  });
+});
+
+describe('retention', () => {
+  it('layers kept for different times (silver 6 days, bronze 3, hourly gold 2) fail nothing; a file deleted after the cut still fails', async () => {
+    const dir = copy('retention');
+    const f = healthy.f;
+    const store = new LocalObjectStore(dir);
+    // After the fixture's last commit record (its gold one is stamped lastReceived + 1 ms), as in a lake retention runs on later.
+    const removed = await applyRetention(store, { silver: 6, bronze: 3, tables: { hourly_metrics: 2 } }, f.lastReceived + 2);
+    await store.close();
+    expect(removed.partitions).toBeGreaterThan(100);
+    const r = await run(dir, f, { anomalyMinVolume: 10 });
+    expect(failing(r)).toEqual([]);
+    const completeness = check(r, 'completeness');
+    expect(completeness.summary).toMatch(/in every receive hour from .*, before which retention removed .*bronze_events before/);
+    // What is still judged: the silver events received after bronze's cut + a day, by an independent count.
+    const judgedFrom = Date.parse(String(completeness.details!.judgedFrom));
+    const silverCut = Date.parse(String((completeness.details!.expiredThrough as Record<string, string>).events));
+    // Bronze's cut (3 days before, at the newest partition that existed then) plus the dedup day; silver's 6 days before.
+    expect(judgedFrom - DAY).toBeLessThanOrEqual(f.lastReceived - 3 * DAY);
+    expect(judgedFrom - DAY).toBeGreaterThan(f.lastReceived - 3 * DAY - 12 * HOUR);
+    expect(silverCut).toBeLessThanOrEqual(f.lastReceived - 6 * DAY);
+    expect(silverCut).toBeGreaterThan(f.lastReceived - 6 * DAY - 12 * HOUR);
+    const stillJudged = f.events.filter((e) => e.received_at >= judgedFrom && e.event_time >= silverCut).length;
+    expect(stillJudged).toBeGreaterThan(100);
+    expect(completeness.details!.silver).toBe(stillJudged);
+    expect(check(r, 'gold').details!.windows).toBeGreaterThan(10);
+
+    // Damage after the cut is still found.
+    const victim = files(dir, 'silver/events').at(-3)!;
+    unlinkSync(victim);
+    const damaged = await run(dir, f);
+    expect(failing(damaged)).toEqual(expect.arrayContaining(['files', 'completeness']));
   });
 });
 
