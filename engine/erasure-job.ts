@@ -9,17 +9,21 @@
  *   │           log marks — every event of theirs that ingest acknowledged is in the lake or in
  *   │           the shard's open sessions, and ingest refuses new ones
  *   ├─▶ purge: their open sessions leave the shards' state (memory + LMDB)
- *   ├─▶ scanned: DuckDB finds the files holding their rows (bronze, silver, late, sessions,
- *   │           session_aliases, dlq; only their shards' `part-s{n}-…` files, compacted files and
- *   │           dlq/), their session ids, the gold windows they touched and their part of each
- *   │           (gold-sql.ts over their own silver rows) → the plan, recorded
+ *   ├─▶ scanned: DuckDB finds the files holding their rows: bronze, silver, late and dlq in every
+ *   │           shard's files (an anonymousId or an id in properties sits on the shard of the
+ *   │           event's userId); the shards where rows were found are "involved": their sessions
+ *   │           (by user_id, or by the session ids of the matched silver rows) and session_aliases
+ *   │           are read too, and their logs are sealed and truncated like the ids' own shards';
+ *   │           the gold windows they touched and their part of each (gold-sql.ts over the matched
+ *   │           silver rows) → the plan, recorded
  *   ├─▶ rewritten: each planned file rewritten without their rows (storage/rewrite.ts), one
  *   │           two-phase commit per file; the plan marks it done
  *   ├─▶ gold-done: each touched hourly/daily window, once merged, has their part subtracted
  *   │           (correctGold: the cost follows their rows, not the lake) and is overwritten; a
  *   │           window the subtraction cannot correct exactly is recomputed from silver instead
- *   ├─▶ waiting-log: the shards' LMDB files are compacted online (checkpoint, close, compacting
- *   │           copy, reopen: no freed page keeps a purged session); a log whose active segment
+ *   ├─▶ waiting-log: the ids' shards' LMDB files (where the purge deleted) are compacted online
+ *   │           (checkpoint, close, compacting copy, reopen: no freed page keeps a purged
+ *   │           session); a log (theirs, an involved shard's, the DLQ's) whose active segment
  *   │           holds records at or below the marks is rolled (sealed, on the log's writer:
  *   │           ingest, over IPC from the engine process); then it waits until truncation after
  *   │           the checkpoint (or DLQ flush) covering the sealed segments has deleted them —
@@ -78,14 +82,29 @@ export interface ErasureHost {
   compactState?(shard: number): Promise<void>;
 }
 
-/** Tables whose rows name a user, and how: columns equal to the id, columns holding it in JSON text. */
+/**
+ * Tables whose rows name a user, and how: columns equal to the id, columns holding it in JSON text.
+ * Scanned in every shard's files: anonymous_id and JSON text do not determine a row's shard (an
+ * event is sharded by its user_id, the userId when there is one), and dlq/ is not sharded.
+ * Sessions (`SESSIONS`: one user's, matched by user_id and by the session ids of the matched
+ * silver rows) and their aliases are scanned in the involved shards only: the ids' own shards and
+ * the shards where matching rows were found.
+ */
 const MATCH: Array<{ table: TableName; ids: string[]; json: string[] }> = [
   { table: 'events', ids: ['user_id', 'anonymous_id'], json: ['properties'] },
   { table: 'late_events', ids: ['user_id', 'anonymous_id'], json: ['properties'] },
   { table: 'bronze_events', ids: ['user_id', 'anonymous_id'], json: ['raw', 'properties'] },
-  { table: 'sessions', ids: ['user_id'], json: [] },
   { table: 'dlq', ids: [], json: ['raw'] },
 ];
+const SESSIONS = { ids: ['user_id'], json: [] as string[] };
+
+/**
+ * The job file's fields this module adds to storage/erasure-store.ts's ErasureJob (the store saves
+ * the job as JSON, whole): `involved` — per shard other than the requested ids' own where the scan
+ * found matching rows, its committed log offset at the scan (every matching row of it is at or
+ * below): the mark its log is sealed and truncated past, as request.marks are for the ids' shards.
+ */
+type Job = ErasureJob & { involved?: Record<string, number> };
 
 const q = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 /** The id as a JSON string token (with its quotes): what raw payloads and properties hold. */
@@ -137,7 +156,9 @@ const layer = (job: ErasureJob, name: string): { files: string[]; rowsRemoved: n
 async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureRequest, job: ErasureJob, users: string[]): Promise<boolean> {
   const shards = [...new Set(request.shards)];
   if (job.phase === 'accepted' || job.phase === 'waiting-commit') {
-    const behind = shards.filter((s) => host.checkpointed(s) < (request.marks.shards[String(s)] ?? -1));
+    // Every shard ingest took a mark of (today the ids' own shards: see docs/ERASURE.md on rows of other shards).
+    const marked = [...new Set([...shards, ...Object.keys(request.marks.shards).map(Number)])];
+    const behind = marked.filter((s) => host.checkpointed(s) < (request.marks.shards[String(s)] ?? -1));
     if (behind.length > 0 || host.dlqFlushed() < request.marks.dlq) {
       if (job.phase !== 'waiting-commit') await save(erasures, job, 'waiting-commit', `checkpoints of shards ${behind.join(', ') || '-'} / the DLQ flush past the request's log marks`);
       return false;
@@ -190,10 +211,10 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
       await erasures.saveJob(job);
     }
     // A sealed segment goes at the truncation after the checkpoint that covers it; the active one is sealed now.
-    if (host.rollLog) for (const s of await activeHolding(host.dataDir, request)) await host.rollLog(s);
+    if (host.rollLog) for (const s of await activeHolding(host.dataDir, request, job)) await host.rollLog(s);
     faultPoint('erasure:rolled');
     await host.truncateLogs();
-    const held = await logsHolding(host.dataDir, request);
+    const held = await logsHolding(host.dataDir, request, job);
     if (!job.stateCompacted) held.push('the LMDB state files of the shards (compacted at the next start)');
     if (held.length > 0) {
       const why = `${held.join(', ')}; sealed, deleted by the truncation after the checkpoint that covers it`;
@@ -215,12 +236,22 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
   return false;
 }
 
-/** The logs (shard, −1: the DLQ log) whose active (newest) segment may hold records of the request's users. */
-async function activeHolding(dataDir: string, request: ErasureRequest): Promise<number[]> {
+/**
+ * The logs that may hold records of the request's ids, with the last offset that may: the ids' own
+ * shards (request.marks), the shards where the scan found matching rows (`involved`: an anonymousId
+ * or an id in properties, on another user's shard) and the DLQ log (shard −1).
+ */
+export function logMarks(request: ErasureRequest, job: ErasureJob | undefined): Array<[number, number]> {
+  const marks = new Map<number, number>([...new Set(request.shards)].map((s) => [s, request.marks.shards[String(s)] ?? -1]));
+  for (const [s, mark] of Object.entries((job as Job | undefined)?.involved ?? {})) marks.set(Number(s), Math.max(marks.get(Number(s)) ?? -1, mark));
+  marks.set(-1, request.marks.dlq);
+  return [...marks];
+}
+
+/** The logs (shard, −1: the DLQ log) whose active (newest) segment may hold records of the request's ids. */
+async function activeHolding(dataDir: string, request: ErasureRequest, job: ErasureJob): Promise<number[]> {
   const out: number[] = [];
-  const marks: Array<[number, number]> = [...new Set(request.shards)].map((s) => [s, request.marks.shards[String(s)] ?? -1]);
-  marks.push([-1, request.marks.dlq]);
-  for (const [s, mark] of marks) {
+  for (const [s, mark] of logMarks(request, job)) {
     if (mark < 0) continue;
     const names = await segmentNames(dataDir, s < 0 ? 'dlq' : `shard-${s}`);
     if (names.length > 0 && Number(names[names.length - 1]!.slice(0, 20)) <= mark) out.push(s);
@@ -236,35 +267,30 @@ async function segmentNames(dataDir: string, dir: string): Promise<string[]> {
   }
 }
 
-/** Which log directories still hold a segment whose records may include the request's users. */
-export async function logsHolding(dataDir: string, request: ErasureRequest): Promise<string[]> {
+/** Which log directories still hold a segment whose records may include the request's ids. */
+export async function logsHolding(dataDir: string, request: ErasureRequest, job?: ErasureJob): Promise<string[]> {
   const out: string[] = [];
-  const check = async (dir: string, mark: number): Promise<void> => {
-    if (mark < 0) return;
-    let names: string[];
-    try {
-      names = (await readdir(join(dataDir, 'log', dir))).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
-    } catch {
-      return;
-    }
+  for (const [s, mark] of logMarks(request, job)) {
+    if (mark < 0) continue;
+    const dir = s < 0 ? 'dlq' : `shard-${s}`;
+    const names = await segmentNames(dataDir, dir);
     if (names.length > 0 && Number(names[0]!.slice(0, 20)) <= mark) out.push(`${dir}/${names[0]}`);
-  };
-  for (const s of new Set(request.shards)) await check(`shard-${s}`, request.marks.shards[String(s)] ?? -1);
-  await check('dlq', request.marks.dlq);
+  }
   return out;
 }
 
 /**
- * The tables' candidate files: the users' shards' own files (flushed `part-s{n}-…` and compacted
- * `part-c…-s{n}`), compacted files of no single shard (lakes compacted before compaction kept
- * shards apart), and all of dlq/. So the cost follows the users' shards, not the lake.
+ * The tables' candidate files. `shards` undefined: every file (tables matched by columns that do
+ * not determine the shard, and dlq/, which is not sharded). Otherwise those shards' own files
+ * (flushed `part-s{n}-…` and compacted `part-c…-s{n}`) and compacted files of no single shard
+ * (lakes compacted before compaction kept shards apart).
  */
-async function candidates(store: ObjectStore, table: TableName, shards: number[]): Promise<string[]> {
+async function candidates(store: ObjectStore, table: TableName, shards?: ReadonlySet<number>): Promise<string[]> {
   const keys = (await store.list(`${TABLES[table].prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
-  if (table === 'dlq') return keys;
+  if (!shards) return keys;
   return keys.filter((k) => {
     const shard = shardOfPart(k);
-    if (shard !== undefined) return shards.includes(shard);
+    if (shard !== undefined) return shards.has(shard);
     return k.slice(k.lastIndexOf('/') + 1).startsWith('part-c');
   });
 }
@@ -287,16 +313,24 @@ async function localPaths(store: ObjectStore, keys: string[], scratch: string): 
 
 const parquetList = (paths: Iterable<string>): string => `[${[...paths].map(q).join(', ')}]`;
 
-/** SQL condition matching the users' rows in a relation with those columns. */
+/** SQL condition matching the users' rows in a relation with those columns (sessions: also by `sessionIds`). */
 function condition(ids: string[], json: string[], users: string[], sessionIds: string[], table: string): string {
-  if (table === 'session_aliases') return sessionIds.length === 0 ? 'false' : `session_id IN (${sessionIds.map(q).join(', ')}) OR alias_id IN (${sessionIds.map(q).join(', ')})`;
+  const idList = sessionIds.map(q).join(', ');
+  if (table === 'session_aliases') return sessionIds.length === 0 ? 'false' : `session_id IN (${idList}) OR alias_id IN (${idList})`;
   const parts = ids.map((c) => `${c} IN (${users.map(q).join(', ')})`);
   for (const c of json) for (const u of users) parts.push(`coalesce(contains(${c}, ${q(token(u))}), false)`);
+  if (table === 'sessions' && sessionIds.length > 0) parts.push(`session_id IN (${idList})`);
   return parts.length === 0 ? 'false' : parts.join(' OR ');
 }
 
-/** The scan: plan (files and matching rows), session ids, touched windows. Recorded before any rewrite. */
-async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards: number[]): Promise<void> {
+/**
+ * The scan: plan (files and matching rows), session ids, touched windows, involved shards.
+ * Recorded before any rewrite. Row tables are read in every shard's files (an anonymousId or an id
+ * in properties sits on the shard of the event's userId); the shards where matches were found join
+ * the ids' own shards as involved ones, whose sessions and session aliases are then read: sessions
+ * by user_id or by the session ids of the matched silver rows (resolved through the aliases).
+ */
+async function scan(host: ErasureHost, job: Job, users: string[], shards: number[]): Promise<void> {
   const scratch = await mkdtemp(join(tmpdir(), 'sluice-erase-'));
   const db = await DuckDBInstance.create(':memory:');
   const conn = await db.connect();
@@ -309,19 +343,27 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
   let silver: { rel: string; where: string } | undefined;
   let aliases = NO_SESSION_ALIASES;
   const lateHours = new Set<number>();
+  const found = new Set<number>(Object.keys(job.involved ?? {}).map(Number));
   try {
     await conn.run("SET TimeZone = 'UTC'");
     for (const m of MATCH) {
-      const paths = await localPaths(host.store, await candidates(host.store, m.table, shards), scratch);
+      const paths = await localPaths(host.store, await candidates(host.store, m.table), scratch);
       if (paths.size === 0) continue;
       const cols = await columnsOf(conn, [...paths.keys()]);
       const where = condition(m.ids.filter((c) => cols.has(c)), m.json.filter((c) => cols.has(c)), users, [], m.table);
       const rel = `read_parquet(${parquetList(paths.keys())}, filename = true, union_by_name = true)`;
       for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${where} GROUP BY filename`)) {
-        plan.push({ table: m.table, key: paths.get(String(r.filename))!, rows: Number(r.n), done: false });
+        const key = paths.get(String(r.filename))!;
+        plan.push({ table: m.table, key, rows: Number(r.n), done: false });
+        const shard = m.table === 'dlq' ? undefined : shardOfPart(key);
+        if (shard !== undefined) found.add(shard);
       }
-      if (m.table === 'events') silver = { rel, where };
-      if (m.table === 'events' || m.table === 'sessions') {
+      // Compacted files of no single shard: bronze rows carry their shard.
+      if (m.table === 'bronze_events' && cols.has('shard')) {
+        for (const r of await rows(conn, `SELECT DISTINCT shard FROM ${rel} WHERE ${where}`)) found.add(Number(r.shard));
+      }
+      if (m.table === 'events') {
+        silver = { rel, where };
         for (const r of await rows(conn, `SELECT DISTINCT session_id FROM ${rel} WHERE (${where}) AND session_id IS NOT NULL`)) sessionIds.add(String(r.session_id));
       }
       if (m.table === 'events' || m.table === 'late_events') {
@@ -331,20 +373,30 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
         }
       }
     }
-    const ids = [...sessionIds];
-    const aliasPaths = await localPaths(host.store, await candidates(host.store, 'session_aliases', shards), scratch);
+    const involved = new Set<number>([...shards, ...found]);
+    const sessionPaths = await localPaths(host.store, await candidates(host.store, 'sessions', involved), scratch);
+    const sessionsRel = sessionPaths.size === 0 ? undefined : `read_parquet(${parquetList(sessionPaths.keys())}, filename = true, union_by_name = true)`;
+    if (sessionsRel) {
+      for (const r of await rows(conn, `SELECT DISTINCT session_id FROM ${sessionsRel} WHERE ${condition(SESSIONS.ids, [], users, [], 'sessions')}`)) sessionIds.add(String(r.session_id));
+    }
+    const aliasPaths = await localPaths(host.store, await candidates(host.store, 'session_aliases', involved), scratch);
     if (aliasPaths.size > 0) aliases = `read_parquet(${parquetList(aliasPaths.keys())}, union_by_name = true)`;
-    if (aliasPaths.size > 0 && ids.length > 0) {
+    if (aliasPaths.size > 0 && sessionIds.size > 0) {
       // An alias row names the session's final id and an earlier one: either may be what silver holds.
       const rel = `read_parquet(${parquetList(aliasPaths.keys())}, filename = true, union_by_name = true)`;
-      const where = condition([], [], users, ids, 'session_aliases');
+      const where = condition([], [], users, [...sessionIds], 'session_aliases');
       for (const r of await rows(conn, `SELECT DISTINCT session_id, alias_id FROM ${rel} WHERE ${where}`)) {
         sessionIds.add(String(r.session_id));
         sessionIds.add(String(r.alias_id));
       }
-      const all = [...sessionIds];
-      for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${condition([], [], users, all, 'session_aliases')} GROUP BY filename`)) {
+      for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${rel} WHERE ${condition([], [], users, [...sessionIds], 'session_aliases')} GROUP BY filename`)) {
         plan.push({ table: 'session_aliases', key: aliasPaths.get(String(r.filename))!, rows: Number(r.n), done: false });
+      }
+    }
+    // Their own sessions, and the sessions built from the matched silver rows (another user's, when matched by anonymous_id).
+    if (sessionsRel) {
+      for (const r of await rows(conn, `SELECT filename, count(*)::INTEGER AS n FROM ${sessionsRel} WHERE ${condition(SESSIONS.ids, [], users, [...sessionIds], 'sessions')} GROUP BY filename`)) {
+        plan.push({ table: 'sessions', key: sessionPaths.get(String(r.filename))!, rows: Number(r.n), done: false });
       }
     }
     if (first) job.gold = silver ? await goldParts(host, conn, silver, aliases, users, hours, lateHours) : {};
@@ -355,6 +407,10 @@ async function scan(host: ErasureHost, job: ErasureJob, users: string[], shards:
   }
   job.plan = plan;
   job.sessionIds = [...sessionIds];
+  // Every matching row of another shard is committed, so at or below its checkpoint now: its log is sealed and truncated past that.
+  const involved = { ...job.involved };
+  for (const s of found) if (!shards.includes(s)) involved[String(s)] = Math.max(involved[String(s)] ?? -1, host.checkpointed(s));
+  if (Object.keys(involved).length > 0) job.involved = involved;
   const days = new Set([...hours].map((h) => Math.floor(h / DAY) * DAY).concat(job.windows?.daily ?? []));
   job.windows = { hourly: [...hours].sort((a, b) => a - b), daily: [...days].sort((a, b) => a - b) };
   layer(job, 'state').rowsRemoved = job.openSessionsPurged ?? 0;
@@ -382,11 +438,14 @@ export function dropMask(t: Table, table: TableName | 'session_aliases', users: 
     for (let i = 0; i < t.numRows; i++) if (ids.has(String(s?.get(i))) || ids.has(String(a?.get(i)))) mask[i] = 1;
     return mask;
   }
-  const m = MATCH.find((x) => x.table === table)!;
+  const m = table === 'sessions' ? SESSIONS : MATCH.find((x) => x.table === table)!;
   const idCols = m.ids.map(column).filter((c) => c !== null);
   const jsonCols = m.json.map(column).filter((c) => c !== null);
+  const sessions = new Set(table === 'sessions' ? sessionIds : []);
+  const sessionCol = sessions.size > 0 ? column('session_id') : null;
   for (let i = 0; i < t.numRows; i++) {
     if (idCols.some((c) => set.has(c!.get(i) as string))) mask[i] = 1;
+    else if (sessionCol && sessions.has(sessionCol.get(i) as string)) mask[i] = 1;
     else if (jsonCols.some((c) => {
       const v = c!.get(i);
       return typeof v === 'string' && tokens.some((tok) => v.includes(tok));
@@ -418,11 +477,12 @@ const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : typeof 
  * rewrite), with session_ms and bounces for the daily ratios. Every count of a cell is a sum over
  * rows or sessions, and active_users counts each of them once per cell, so the part subtracts
  * exactly when what the erasure drops is whole users and whole sessions, all counted in gold. Where
- * it is not — a row of another user that names them (properties, anonymous_id), a session some of
- * whose events stay, a too-late event of theirs still in late/ (`lateHours`: whether its window was
+ * it is not — a row of another user that names them (properties, anonymous_id: that user may keep
+ * other rows in the cell, so taking one active user off it would be wrong), a session some of whose
+ * events stay, a too-late event of theirs still in late/ (`lateHours`: whether its window was
  * reconciled already is not known) — the window is marked to be recomputed, and so are the windows
- * of those sessions' remaining events (their first event may move), which `hours` gains. The window's gold file is
- * fingerprinted now (null when not merged yet: then it is recomputed once merged): the
+ * of those sessions' remaining events (their first event may move), which `hours` gains. The
+ * window's gold file is fingerprinted now (null when not merged yet: then it is recomputed once merged): the
  * subtraction applies only to that same file.
  */
 async function goldParts(

@@ -20,6 +20,7 @@ import { open as openLmdb } from 'lmdb';
 import { faultPoint } from '../common/fault.js';
 import { SegmentLog } from '../log/segment-log.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
+import { logMarks } from './erasure-job.js';
 
 const segmentName = (first: number): string => `${String(first).padStart(20, '0')}.seg`;
 
@@ -86,14 +87,17 @@ export async function sealErasedLogs(dataDir: string, erasures: ErasureStore): P
     await fsyncDir(dir);
     sealed.push(name);
   };
-  for (const { request } of await purgedJobs(erasures)) {
-    for (const s of new Set(request.shards)) await seal(`shard-${s}`, s, request.marks.shards[String(s)] ?? -1);
-    await seal('dlq', -1, request.marks.dlq);
+  // The ids' shards, the shards where their scan found rows (anonymous_id, properties), and the DLQ log.
+  for (const { request, job } of await purgedJobs(erasures)) {
+    for (const [s, mark] of logMarks(request, job)) await seal(s < 0 ? 'dlq' : `shard-${s}`, s, mark);
   }
   return sealed;
 }
 
-/** Compacts the LMDB file of each shard an open, purged request touched. Returns the shards compacted. */
+/**
+ * Compacts the LMDB file of each of the requested ids' shards (an open, purged request): only there
+ * did the purge delete anything. Returns the shards compacted.
+ */
 export async function compactErasedState(dataDir: string, erasures: ErasureStore): Promise<number[]> {
   const done: number[] = [];
   for (const { request, job } of await purgedJobs(erasures)) {

@@ -203,7 +203,9 @@ export function mountAdmin(app: uws.TemplatedApp, deps: AdminDeps): void {
 async function accept(deps: AdminDeps, users: string[], reason: string | null): Promise<string> {
   deps.suppression.add(users);
   const shards = users.map((u) => shardOfUser(u, deps.shards));
-  const marks = await deps.marks([...new Set(shards)]);
+  // Every shard's mark: an id may sit on any shard (an anonymousId or an id in properties is on the
+  // shard of the event's userId), and the job waits for each to commit past its mark before it scans.
+  const marks = await deps.marks(Array.from({ length: deps.shards }, (_, s) => s));
   const request = await deps.store.accept(users, reason, shards, marks);
   return request.id;
 }
