@@ -14,6 +14,7 @@ import { userError } from '../common/errors.js';
 import type { TableName } from '../common/lake-layout.js';
 import { applyRetention, compactAll, COMPACTED_TABLES, type RetentionPolicy } from '../storage/compact.js';
 import { openObjectStore } from '../storage/open-store.js';
+import { requireLake } from './check-paths.js';
 
 const LAYERS = ['bronze', 'silver', 'gold', 'dlq', 'late'] as const;
 
@@ -61,6 +62,7 @@ export function register(program: Command): void {
       const targetBytes = parseBytes(f.targetSize, '--target-size');
       if (!(targetBytes >= 1024 * 1024)) throw userError('invalid_option', `--target-size must be at least 1MiB, got ${f.targetSize}`);
       const retention = f.retention ? parseRetention(f.retention) : undefined;
+      requireLake(f.lake);
       const store = await openObjectStore(f.lake, { s3Endpoint: f.s3Endpoint });
       try {
         const compacted = await compactAll(store, { olderThanMs, targetBytes, tables: f.table ? [f.table as TableName] : undefined });

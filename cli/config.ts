@@ -29,12 +29,13 @@
  * | rateLimit        | --rate-limit         | SLUICE_RATE_LIMIT         | 1 M events/s per write key, burst 2 s (ingest.rateLimit) |
  */
 import { readFileSync } from 'node:fs';
-import { userError } from '../common/errors.js';
+import { SluiceError, userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
 import { resolveShards } from '../engine/data-layout.js';
 import { defaultEngineOptions, engineMemoryLimits, validateEngineOptions, type EngineOptions } from '../engine/options.js';
 import { defaultIngestOptions } from '../ingest/options.js';
 import { parseNatsLog } from '../log/jetstream-log.js';
+import { checkDataDir, localLakePath } from './check-paths.js';
 
 export interface ServeConfig {
   host: string;
@@ -160,41 +161,101 @@ const int = (v: unknown, what: string): number => {
 };
 
 /** `--rate-limit N`: N events/s per write key, with a burst of two seconds' worth. */
-function rateLimitOf(v: unknown): { eventsPerSecond: number; burst: number } {
+function rateLimitOf(v: unknown, what = '--rate-limit'): { eventsPerSecond: number; burst: number } {
   const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw userError('invalid_option', `--rate-limit must be a number of events per second > 0, got "${String(v)}"`);
+  if (!Number.isFinite(n) || n <= 0) throw userError('invalid_option', `${what} must be a number of events per second > 0, got "${String(v)}"`);
   return { eventsPerSecond: n, burst: Math.max(1, Math.ceil(2 * n)) };
 }
 
+/** The flag of each setting (`--flush-interval`), for messages about a value that came from it. */
+const FLAG: Record<SettingName, string> = {
+  port: '--port',
+  host: '--host',
+  data: '--data',
+  lake: '--lake',
+  s3Endpoint: '--s3-endpoint',
+  shards: '--shards',
+  workers: '--workers',
+  writeKeys: '--write-key',
+  readKeys: '--read-key',
+  adminKeys: '--admin-key',
+  flushInterval: '--flush-interval',
+  allowedLateness: '--allowed-lateness',
+  sessionGap: '--session-gap',
+  dedupTtl: '--dedup-ttl',
+  targetFileSize: '--target-file-size',
+  compression: '--compression',
+  workerNice: '--worker-nice',
+  rangeLinger: '--range-linger',
+  engineMode: '--engine-mode',
+  maxMemory: '--max-memory',
+  maxBacklog: '--max-backlog',
+  maxLag: '--max-lag',
+  rateLimit: '--rate-limit',
+  log: '--log',
+  role: '--role',
+};
+
+/** The engine option each setting becomes, so the engine validator's messages can name what the user set. */
+const ENGINE_OPTION: Partial<Record<string, SettingName>> = {
+  shards: 'shards',
+  workers: 'workers',
+  flushIntervalMs: 'flushInterval',
+  allowedLatenessMs: 'allowedLateness',
+  sessionGapMs: 'sessionGap',
+  dedupTtlMs: 'dedupTtl',
+  targetFileBytes: 'targetFileSize',
+  compression: 'compression',
+  workerNice: 'workerNice',
+  rangeLingerMs: 'rangeLinger',
+};
+
 /** flags > environment > config file > defaults. */
 export function composeServeConfig(flags: RawSettings & { config?: string }, env: NodeJS.ProcessEnv = process.env): ServeConfig {
-  const file = fromFile(flags.config ?? env.SLUICE_CONFIG);
+  const configPath = flags.config ?? env.SLUICE_CONFIG;
+  const file = fromFile(configPath);
   const envSettings = fromEnv(env);
   const pick = <K extends SettingName>(k: K): RawSettings[K] => flags[k] ?? envSettings[k] ?? file.settings[k];
   const has = (k: SettingName): boolean => pick(k) !== undefined;
-  const maxMemoryBytes = has('maxMemory') ? parseBytes(String(pick('maxMemory')), '--max-memory') : typeof file.ingest.maxMemoryBytes === 'number' ? file.ingest.maxMemoryBytes : defaultIngestOptions().maxMemoryBytes;
+  /** Where a setting's value came from, as the user wrote it: `--flush-interval`, `SLUICE_FLUSH_INTERVAL`, `"flushInterval" in config file c.json`. */
+  const source = (k: SettingName): string => {
+    if (flags[k] !== undefined) return FLAG[k];
+    if (envSettings[k] !== undefined) return ENV[k].find((v) => env[v] !== undefined && env[v] !== '') ?? ENV[k][0]!;
+    if (file.settings[k] !== undefined) return `"${k}" in config file ${configPath}`;
+    return FLAG[k];
+  };
+  const duration = (k: SettingName): number => parseDuration(String(pick(k)), source(k));
+  const bytes = (k: SettingName): number => parseBytes(String(pick(k)), source(k));
+  const maxMemoryBytes = has('maxMemory') ? bytes('maxMemory') : typeof file.ingest.maxMemoryBytes === 'number' ? file.ingest.maxMemoryBytes : defaultIngestOptions().maxMemoryBytes;
   const dataDir = has('data') ? String(pick('data')) : defaultEngineOptions().dataDir;
-  const sized = validateEngineOptions({
-    dataDir,
-    lake: has('lake') ? String(pick('lake')) : undefined,
-    s3Endpoint: has('s3Endpoint') ? String(pick('s3Endpoint')) : undefined,
-    // Fixed for the life of a data directory: what it recorded at its first start (engine/data-layout).
-    shards: resolveShards(dataDir, has('shards') ? int(pick('shards'), '--shards') : undefined, defaultEngineOptions().shards),
-    workers: has('workers') ? int(pick('workers'), '--workers') : undefined,
-    flushIntervalMs: has('flushInterval') ? parseDuration(pick('flushInterval') as string, '--flush-interval') : undefined,
-    allowedLatenessMs: has('allowedLateness') ? parseDuration(pick('allowedLateness') as string, '--allowed-lateness') : undefined,
-    sessionGapMs: has('sessionGap') ? parseDuration(pick('sessionGap') as string, '--session-gap') : undefined,
-    dedupTtlMs: has('dedupTtl') ? parseDuration(pick('dedupTtl') as string, '--dedup-ttl') : undefined,
-    targetFileBytes: has('targetFileSize') ? parseBytes(pick('targetFileSize') as string, '--target-file-size') : undefined,
-    compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
-    workerNice: has('workerNice') ? int(pick('workerNice'), '--worker-nice') : undefined,
-    rangeLingerMs: has('rangeLinger') ? parseDuration(String(pick('rangeLinger')), '--range-linger') : undefined,
-  });
+  // Before anything reads or creates them: a bad lake URL or a --data that is a file is the user's typo.
+  checkDataDir(dataDir, source('data'));
+  if (has('lake')) localLakePath(String(pick('lake')), source('lake'));
+  for (const k of ['readKeys', 'writeKeys', 'adminKeys'] as const) checkKeys(pick(k), source(k), k === 'readKeys' ? 8 : 1);
+  const sized = namingSettings(source, () =>
+    validateEngineOptions({
+      dataDir,
+      lake: has('lake') ? String(pick('lake')) : undefined,
+      s3Endpoint: has('s3Endpoint') ? String(pick('s3Endpoint')) : undefined,
+      // Fixed for the life of a data directory: what it recorded at its first start (engine/data-layout).
+      shards: resolveShards(dataDir, has('shards') ? int(pick('shards'), source('shards')) : undefined, defaultEngineOptions().shards),
+      workers: has('workers') ? int(pick('workers'), source('workers')) : undefined,
+      flushIntervalMs: has('flushInterval') ? duration('flushInterval') : undefined,
+      allowedLatenessMs: has('allowedLateness') ? duration('allowedLateness') : undefined,
+      sessionGapMs: has('sessionGap') ? duration('sessionGap') : undefined,
+      dedupTtlMs: has('dedupTtl') ? duration('dedupTtl') : undefined,
+      targetFileBytes: has('targetFileSize') ? bytes('targetFileSize') : undefined,
+      compression: has('compression') ? (String(pick('compression')) as EngineOptions['compression']) : undefined,
+      workerNice: has('workerNice') ? int(pick('workerNice'), source('workerNice')) : undefined,
+      rangeLingerMs: has('rangeLinger') ? duration('rangeLinger') : undefined,
+    }),
+    (k) => (has(k) ? String(pick(k)) : undefined),
+  );
   // The engine's per-shard bounds (rows held until a checkpoint, dedup hot table, Parquet encode chunk
   // and call sizes) follow the memory budget (0 = no budget: the defaults; engineMemoryLimits).
-  const engine = maxMemoryBytes > 0 ? validateEngineOptions({ ...sized, ...engineMemoryLimits(maxMemoryBytes, sized.shards, sized.targetFileBytes) }) : sized;
-  const port = has('port') ? int(pick('port'), '--port') : 8080;
-  if (port < 0 || port > 65535) throw userError('invalid_option', `--port must be in 0..65535, got ${port}`);
+  const engine = maxMemoryBytes > 0 ? namingSettings(source, () => validateEngineOptions({ ...sized, ...engineMemoryLimits(maxMemoryBytes, sized.shards, sized.targetFileBytes) }), () => undefined) : sized;
+  const port = has('port') ? int(pick('port'), source('port')) : 8080;
+  if (port < 0 || port > 65535) throw userError('invalid_option', `${source('port')} must be in 0..65535, got ${port}`);
   const keys = pick('writeKeys');
   const readKeys = pick('readKeys');
   const adminKeys = pick('adminKeys');
@@ -223,9 +284,37 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     ingest: {
       ...file.ingest,
       ...(has('maxMemory') ? { maxMemoryBytes } : {}),
-      ...(has('maxBacklog') ? { maxBacklogBytes: parseBytes(String(pick('maxBacklog')), '--max-backlog') } : {}),
-      ...(has('maxLag') ? { maxLagMs: parseDuration(String(pick('maxLag')), '--max-lag') } : {}),
-      ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit')) } : {}),
+      ...(has('maxBacklog') ? { maxBacklogBytes: bytes('maxBacklog') } : {}),
+      ...(has('maxLag') ? { maxLagMs: duration('maxLag') } : {}),
+      ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit'), source('rateLimit')) } : {}),
     },
   };
+}
+
+/**
+ * Runs an engine-options validation and, when it rejects an option that a setting produced
+ * (`flushIntervalMs must be at least 50 ms, got 10`), names the setting as the user gave it
+ * instead: `--flush-interval must be at least 50 ms, got "10ms"`.
+ */
+function namingSettings<T>(source: (k: SettingName) => string, validate: () => T, raw: (k: SettingName) => string | undefined): T {
+  try {
+    return validate();
+  } catch (err) {
+    if (!(err instanceof SluiceError) || err.domain !== 'user') throw err;
+    const m = /^(\w+) (must .*?)(, got .*)?$/s.exec(err.message);
+    const setting = m === null ? undefined : ENGINE_OPTION[m[1]!];
+    if (m === null || setting === undefined) throw err;
+    const given = raw(setting);
+    throw userError(err.code, `${source(setting)} ${m[2]}${given !== undefined ? `, got ${JSON.stringify(given)}` : (m[3] ?? '')}`, err);
+  }
+}
+
+/** Keys from flags, the environment or the config file: non-empty strings of at least `min` characters. */
+function checkKeys(keys: unknown, what: string, min: number): void {
+  if (keys === undefined) return;
+  for (const k of Array.isArray(keys) ? keys : [keys]) {
+    if (typeof k !== 'string' || k.length < min) {
+      throw userError('invalid_option', min > 1 ? `${what} must be a key of at least ${min} characters, got ${JSON.stringify(k)}` : `${what} must be a non-empty key, got ${JSON.stringify(k)}`);
+    }
+  }
 }

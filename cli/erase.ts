@@ -23,6 +23,7 @@ import { resolveShards } from '../engine/data-layout.js';
 import { defaultEngineOptions, validateEngineOptions } from '../engine/options.js';
 import { erasureStatus } from '../ingest/erasures.js';
 import { openObjectStore } from '../storage/open-store.js';
+import { requireDataDir, requireLake } from './check-paths.js';
 
 /** Refuses when an engine (serve) runs on the data directory. */
 async function refuseIfRunning(dataDir: string): Promise<void> {
@@ -53,6 +54,9 @@ export interface EraseOptions {
 
 /** Runs the engine over the data directory until every open request is done or can go no further; returns their states. */
 export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string, unknown>>> {
+  // A typo in a path must not look like a completed erasure of a new, empty server.
+  requireDataDir(o.data);
+  requireLake(o.lake);
   await refuseIfRunning(o.data);
   const options = validateEngineOptions({ dataDir: o.data, lake: o.lake, s3Endpoint: o.s3Endpoint, shards: resolveShards(o.data, o.shards, defaultEngineOptions().shards), workers: 1, reconcileIntervalMs: 0, compactAfterMs: 0, flushIntervalMs: 3_600_000 });
   const log = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'warn' }, pino.destination(2));
@@ -66,7 +70,8 @@ export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string
       if (pass === 0 && o.users.length > 0) {
         const local = c.shardLogs;
         const shards = o.users.map((u) => shardOfUser(u, options.shards));
-        const marks = { shards: Object.fromEntries([...new Set(shards)].map((s) => [String(s), local[s]!.nextOffset - 1])), dlq: c.dlqLog.durableNextOffset - 1 };
+        // Every shard's mark, as ingest takes them: an id may sit on any shard (docs/ERASURE.md).
+        const marks = { shards: Object.fromEntries(local.map((log, s) => [String(s), log.nextOffset - 1])), dlq: c.dlqLog.durableNextOffset - 1 };
         ids.push((await erasures.accept(o.users, o.reason ?? null, shards, marks)).id);
       }
       await c.checkpointNow(true);
@@ -93,6 +98,8 @@ export function register(program: Command): void {
     .option('--status', 'list the requests and the audit records')
     .action(async (flags: { lake: string; data: string; s3Endpoint?: string; shards?: string; user?: string[]; reason?: string; status?: boolean }) => {
       if (flags.status) {
+        requireDataDir(flags.data);
+        requireLake(flags.lake);
         const erasures = await ErasureStore.open(flags.data);
         const store = await openObjectStore(flags.lake, { s3Endpoint: flags.s3Endpoint });
         try {
@@ -105,6 +112,7 @@ export function register(program: Command): void {
       }
       if (!flags.user?.length) throw userError('invalid_option', 'name at least one --user to erase (or --status)');
       const shards = flags.shards === undefined ? undefined : Number(flags.shards);
+      if (shards !== undefined && !(Number.isInteger(shards) && shards > 0)) throw userError('invalid_option', `--shards must be a positive integer, got "${flags.shards}"`);
       const started = performance.now();
       const states = await eraseOffline({ data: flags.data, lake: flags.lake, s3Endpoint: flags.s3Endpoint, users: flags.user, reason: flags.reason, shards });
       process.stdout.write(`${JSON.stringify({ seconds: Number(((performance.now() - started) / 1000).toFixed(2)), requests: states }, null, 1)}\n`);

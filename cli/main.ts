@@ -3,7 +3,7 @@
  * itself on the program; this file only composes them.
  */
 import { Command } from 'commander';
-import { SluiceError } from '../common/errors.js';
+import { classifyError } from '../common/errors.js';
 
 type Register = (program: Command) => void;
 
@@ -34,11 +34,13 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = (err as { exitCode?: number }).exitCode ?? 2;
       return;
     }
-    if (err instanceof SluiceError && err.domain === 'user') {
-      process.stderr.write(`sluice: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    throw err;
+    // A user's mistake (exit 2) or a failing dependency (disk, network, S3: exit 1) is one line on
+    // stderr; only an internal error (a bug) gets Node's report with the stack.
+    // SLUICE_LOG_LEVEL=debug prints the stack of the others too.
+    const e = classifyError(err);
+    if (e.domain === 'internal') throw err;
+    process.stderr.write(`sluice: ${e.message}\n`);
+    if (/^(debug|trace)$/.test(process.env.SLUICE_LOG_LEVEL ?? '')) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = e.domain === 'user' ? 2 : 1;
   }
 }

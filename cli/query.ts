@@ -9,6 +9,7 @@ import { userError } from '../common/errors.js';
 import { formatCsv, formatJson, formatTable } from '../analytics/format.js';
 import { METRICS, type MetricParams } from '../analytics/metrics.js';
 import { openLakeQuery, type QueryResult } from '../analytics/query.js';
+import { checkOutFile } from './check-paths.js';
 
 const FORMATS = ['table', 'csv', 'json', 'parquet'] as const;
 type Format = (typeof FORMATS)[number];
@@ -59,6 +60,19 @@ export function metricParams(f: Pick<Flags, 'from' | 'to' | 'where' | 'by' | 'st
   };
 }
 
+/** Writes `--out`; a path that cannot be written is the user's to fix. */
+function writeOut(path: string, text: string): void {
+  try {
+    writeFileSync(path, text);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT' || e.code === 'ENOTDIR' || e.code === 'EISDIR' || e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS') {
+      throw userError('invalid_option', `cannot write --out ${path}: ${e.code}`, err);
+    }
+    throw err;
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('query')
@@ -84,6 +98,8 @@ export function register(program: Command): void {
       if (sql && f.metric) throw userError('invalid_option', 'give either SQL or --metric NAME, not both');
       if (!sql && !f.metric) throw userError('invalid_option', `give SQL to run, e.g. sluice query "SELECT count(*) FROM events", or --metric NAME (${METRICS.join(', ')})`);
       const params = f.metric ? metricParams(f) : undefined;
+      // Before the query runs (it may take long): a result with nowhere to go is the user's typo.
+      if (f.out) checkOutFile(f.out);
       const q = await openLakeQuery({ lake: f.lake, s3Endpoint: f.s3Endpoint, cacheDir: f.cacheDir });
       try {
         if (format === 'parquet') {
@@ -93,7 +109,7 @@ export function register(program: Command): void {
         }
         const result: QueryResult = f.metric ? await q.metric(f.metric, params!) : await q.run(sql!);
         const text = format === 'csv' ? formatCsv(result) : format === 'json' ? formatJson(result) : formatTable(result);
-        if (f.out) writeFileSync(f.out, `${text}\n`);
+        if (f.out) writeOut(f.out, `${text}\n`);
         else process.stdout.write(`${text}\n`);
       } finally {
         await q.close();

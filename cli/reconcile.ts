@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { reconcileLate } from '../engine/reconcile.js';
 import { openObjectStore } from '../storage/open-store.js';
+import { requireLake } from './check-paths.js';
 
 export function register(program: Command): void {
   program
@@ -14,6 +15,7 @@ export function register(program: Command): void {
     .option('--s3-endpoint <url>', 'S3-compatible endpoint', process.env.SLUICE_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL_S3)
     .option('--json', 'print the result as JSON')
     .action(async (flags: { lake: string; s3Endpoint?: string; json?: boolean }) => {
+      requireLake(flags.lake);
       const store = await openObjectStore(flags.lake, { s3Endpoint: flags.s3Endpoint });
       try {
         const r = await reconcileLate(store);

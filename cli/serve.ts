@@ -20,6 +20,7 @@ import { Suppression } from '../ingest/erasures.js';
 import { reportCommits, UncommittedLog } from '../ingest/uncommitted-log.js';
 import { logDir } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
+import { claimDataDir } from './serve-lock.js';
 import { untilSignal } from './until-signal.js';
 import { anonymousResidentBytes } from '../common/resident-memory.js';
 
@@ -340,7 +341,21 @@ export function register(program: Command): void {
     .action(async (flags: RawSettings & { writeKey?: string[]; readKey?: string[]; adminKey?: string[]; config?: string }) => {
       const config = composeServeConfig({ ...flags, writeKeys: flags.writeKey, readKeys: flags.readKey, adminKeys: flags.adminKey });
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
-      const sluice = await startSluice(config, logger);
+      // An ingest node keeps no state in its data directory that another could clash with.
+      const claim = config.role === 'ingest' ? undefined : await claimDataDir(config.engine.dataDir, logger);
+      let sluice: RunningSluice;
+      try {
+        sluice = await startSluice(config, logger);
+      } catch (err) {
+        await claim?.release();
+        throw err;
+      }
+      // The handlers go in before the banner: a supervisor may send SIGTERM the moment it reads
+      // the banner, and with none installed yet the signal killed serve without draining.
+      const stopped = untilSignal(async () => {
+        await sluice.close();
+        await claim?.release();
+      }, logger, 'stopping: draining and committing everything acknowledged');
       process.stdout.write(
         `Sluice listening on ${sluice.url}\n` +
           `  write key: ${sluice.writeKey}\n` +
@@ -351,6 +366,6 @@ export function register(program: Command): void {
           `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
           `-d '{"userId":"u1","event":"Application Opened"}'\n`,
       );
-      await untilSignal(() => sluice.close(), logger, 'stopping: draining and committing everything acknowledged');
+      await stopped;
     });
 }

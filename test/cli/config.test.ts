@@ -77,7 +77,7 @@ describe('composeServeConfig', () => {
     expect(composeServeConfig({}, {}).engine.rangeLingerMs).toBe(200);
     expect(composeServeConfig({}, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(0);
     expect(composeServeConfig({ rangeLinger: '50ms' }, { SLUICE_RANGE_LINGER: '0' }).engine.rangeLingerMs).toBe(50);
-    expect(() => composeServeConfig({ rangeLinger: '1m' }, {})).toThrow(/rangeLingerMs must be between 0 and 10 000 ms/);
+    expect(() => composeServeConfig({ rangeLinger: '1m' }, {})).toThrow(/^--range-linger must be between 0 and 10 000 ms, got "1m"$/);
   });
 
   it('reads the S3 endpoint from SLUICE_S3_ENDPOINT or the standard AWS_ENDPOINT_URL_S3', () => {
@@ -88,10 +88,13 @@ describe('composeServeConfig', () => {
   it.each([
     [{ port: 'x' }, '--port must be an integer, got "x"'],
     [{ flushInterval: 'soon' }, '--flush-interval must look like 500ms, 10s, 30m, 2h or 7d, got "soon"'],
-    [{ shards: '0' }, 'shards must be an integer in 1..4096, got 0'],
-    [{ compression: 'lz4' }, 'compression must be zstd, snappy or none, got lz4'],
+    [{ shards: '0' }, '--shards must be an integer in 1..4096, got "0"'],
+    [{ compression: 'lz4' }, '--compression must be zstd, snappy or none, got "lz4"'],
     [{ workerNice: 'low' }, '--worker-nice must be an integer, got "low"'],
-    [{ workerNice: '-5' }, 'workerNice must be an integer in 0..19, got -5'],
+    [{ workerNice: '-5' }, '--worker-nice must be an integer in 0..19, got "-5"'],
+    // The flag the user typed, not the engine option it becomes (flushIntervalMs).
+    [{ flushInterval: '10ms' }, '--flush-interval must be at least 50 ms, got "10ms"'],
+    [{ readKeys: ['short'] }, '--read-key must be a key of at least 8 characters, got "short"'],
   ])('rejects %j with an exact message', (flags, message) => {
     expect(() => composeServeConfig(flags, {})).toThrow(message);
   });
