@@ -33,7 +33,7 @@ import { SluiceError, userError } from '../common/errors.js';
 import { parseBytes, parseDuration } from '../common/duration.js';
 import { resolveShards } from '../engine/data-layout.js';
 import { defaultEngineOptions, engineMemoryLimits, validateEngineOptions, type EngineOptions } from '../engine/options.js';
-import { defaultIngestOptions } from '../ingest/options.js';
+import { defaultIngestOptions, validateIngestOptions, type IngestOptionsInput } from '../ingest/options.js';
 import { parseNatsLog } from '../log/jetstream-log.js';
 import { checkDataDir, localLakePath } from './check-paths.js';
 
@@ -281,14 +281,33 @@ export function composeServeConfig(flags: RawSettings & { config?: string }, env
     readKeys: Array.isArray(readKeys) ? readKeys : readKeys === undefined ? [] : [String(readKeys)],
     adminKeys: Array.isArray(adminKeys) ? adminKeys : adminKeys === undefined ? [] : [String(adminKeys)],
     engine,
-    ingest: {
-      ...file.ingest,
-      ...(has('maxMemory') ? { maxMemoryBytes } : {}),
-      ...(has('maxBacklog') ? { maxBacklogBytes: bytes('maxBacklog') } : {}),
-      ...(has('maxLag') ? { maxLagMs: duration('maxLag') } : {}),
-      ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit'), source('rateLimit')) } : {}),
-    },
+    ingest: checkedIngest(
+      {
+        ...file.ingest,
+        ...(has('maxMemory') ? { maxMemoryBytes } : {}),
+        ...(has('maxBacklog') ? { maxBacklogBytes: bytes('maxBacklog') } : {}),
+        ...(has('maxLag') ? { maxLagMs: duration('maxLag') } : {}),
+        ...(has('rateLimit') ? { rateLimit: rateLimitOf(pick('rateLimit'), source('rateLimit')) } : {}),
+      },
+      configPath,
+    ),
   };
+}
+
+/**
+ * The ingest settings (mostly the config file's `ingest` object), checked now — before serve
+ * creates its data directory or starts its engine, which is where a bad one used to be refused —
+ * with a stand-in write key (the real keys are checked with them at the start; one may still be
+ * generated).
+ */
+function checkedIngest(ingest: ServeConfig['ingest'], configPath: string | undefined): ServeConfig['ingest'] {
+  try {
+    validateIngestOptions({ ...(ingest as IngestOptionsInput), writeKeys: [{ key: '\u0000stand-in write key' }] });
+  } catch (err) {
+    if (!(err instanceof SluiceError) || err.domain !== 'user') throw err;
+    throw userError(err.code, `${configPath === undefined ? 'ingest settings' : `"ingest" in config file ${configPath}`}: ${err.message}`, err);
+  }
+  return ingest;
 }
 
 /**

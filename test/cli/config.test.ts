@@ -105,6 +105,16 @@ describe('composeServeConfig', () => {
     expect(() => composeServeConfig({ config: bad }, {})).toThrow(/unknown setting "prot"/);
     expect(() => composeServeConfig({ config: join(dir, 'missing.json') }, {})).toThrow(/cannot read config file/);
   });
+
+  it('checks the config file\'s ingest settings when composing, before serve creates anything', () => {
+    const bad = join(dir, 'bad-ingest.json');
+    writeFileSync(bad, JSON.stringify({ data: join(dir, 'never-created'), ingest: { maxBodyBytes: 'big' } }));
+    expect(() => composeServeConfig({ config: bad }, {})).toThrow(`"ingest" in config file ${bad}: maxBodyBytes must be a positive integer, got "big"`);
+    writeFileSync(bad, JSON.stringify({ ingest: { maxBodyByte: 1000 } }));
+    expect(() => composeServeConfig({ config: bad }, {})).toThrow(/unknown ingest option "maxBodyByte"/);
+    writeFileSync(bad, JSON.stringify({ ingest: { maxBodyBytes: 1000, bodyTimeoutMs: 5000 } }));
+    expect(composeServeConfig({ config: bad }, {}).ingest).toMatchObject({ maxBodyBytes: 1000, bodyTimeoutMs: 5000 });
+  });
 });
 
 describe('validateEngineOptions', () => {
