@@ -8,6 +8,7 @@ import type { Database } from 'lmdb';
 import { DedupTable } from '../engine/kernels/dedup-table.js';
 import { epochMillis } from '../engine/kernels/epoch-millis.js';
 import { fingerprintKey, fingerprintUtf8 } from '../engine/kernels/fingerprint.js';
+import { RecordWriter } from '../engine/kernels/record-bytes.js';
 import { SessionTable, type DimValues } from '../engine/kernels/session-table.js';
 import { AggregateOperator } from '../engine/operators/aggregate-operator.js';
 
@@ -111,14 +112,16 @@ export function kernelCases(batches: RecordBatch[]): KernelCase[] {
     return { table, agg };
   };
   let state = changedState();
+  const records = new RecordWriter();
   const checkpoint: KernelCase = {
     name: 'checkpoint',
     reset: () => {
       state = changedState();
     },
     run: () => {
+      // What ShardPipeline.onCheckpointTxn writes: each changed user's binary record, then the accumulators.
       let n = 0;
-      for (const key of state.table.changedUsers()) n += state.table.userSessions(key).length;
+      for (const key of state.table.changedUsers()) n += state.table.userRecord(key, records)?.length ?? 0;
       state.agg.checkpoint(stateDbs);
       kept = n;
     },

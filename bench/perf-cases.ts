@@ -400,7 +400,7 @@ export const PERF_CASES: readonly PerfCase[] = [
   defineCase({
     name: 'engine.state-checkpoint',
     rows: 20_000,
-    what: 'incremental checkpoint state after 20k seeded loadgen events (2 000 users): snapshots of every changed user\'s open sessions + dirty accumulators (counters, new-user runs) handed to a store (no LMDB I/O)',
+    what: 'incremental checkpoint state after 20k seeded loadgen events (2 000 users): every changed user\'s open sessions as their binary record (SessionTable.userRecord) + dirty accumulators (counters, new-user runs) handed to a store (no LMDB I/O)',
     setup: () => {
       const c = kernelCases(engineBenchInput(20_000, { users: 2_000, batchRows: 4096 }).batches).find((k) => k.name === 'checkpoint')!;
       c.reset();

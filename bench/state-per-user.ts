@@ -256,7 +256,7 @@ try {
     if (/^dedup-\d+$/.test(name)) dedupLmdb += dbPages(env.openDB({ name, keyEncoding: 'binary', encoding: 'binary' }));
   }
   dbs['dedup-<hour>'] = dedupLmdb;
-  // Encoded size of one user's open-session list (msgpack, as onCheckpointTxn writes it): a sample.
+  // Stored size of one user's open sessions (the value onCheckpointTxn writes, with msgpack's bin header): a sample.
   let sampleBytes = 0;
   let sampleCount = 0;
   for (const { value } of env.openDB({ name: 'state-sessions', encoding: 'binary' }).getRange({ limit: 2000 })) {
@@ -315,7 +315,7 @@ try {
       `${name.padEnd(16)} ${mib(j).padStart(12)} ${mib(a).padStart(12)} ${mib(d).padStart(10)} ${perUser(j).padStart(17)} ${perUser(j - d).padStart(18)} ${perUser(a).padStart(16)} ${perUser(a - d).padStart(19)}`,
     );
   }
-  console.log(`LMDB after checkpoint: file ${mib(disk.size)} MiB (allocated ${mib(disk.allocated)} MiB, pages in use ${mib(result.lmdb.usedBytes)} MiB) = ${perUser(result.lmdb.usedBytes)} B/user in use; by db (MiB): ${Object.entries(dbs).map(([k, v]) => `${k} ${mib(v)}`).join(', ')}; a user's msgpack session list ${sessionValueBytes.toFixed(0)} B`);
+  console.log(`LMDB after checkpoint: file ${mib(disk.size)} MiB (allocated ${mib(disk.allocated)} MiB, pages in use ${mib(result.lmdb.usedBytes)} MiB) = ${perUser(result.lmdb.usedBytes)} B/user in use; by db (MiB): ${Object.entries(dbs).map(([k, v]) => `${k} ${mib(v)}`).join(', ')}; a user's stored sessions ${sessionValueBytes.toFixed(0)} B`);
   console.log(
     `breakdown (heap+ext, after checkpoint): aggregate windows ${perUser(js(checkpointed) - js(noAggregate))} B/user, session table ${perUser(js(noAggregate) - js(noSessions))} B/user, rest of pipeline (dedup hot table ${perUser(hotCp.bytes)} B/user + pending ${perUser(pendingCp)} B/user, misc) ${perUser(js(noSessions) - js(noPipeline))} B/user; anonRSS ${perUser(checkpointed.rssAnon - noAggregate.rssAnon)} / ${perUser(noAggregate.rssAnon - noSessions.rssAnon)} / ${perUser(noSessions.rssAnon - noPipeline.rssAnon)} B/user, LMDB env closed ${perUser(noPipeline.rssAnon - noEnv.rssAnon)} B/user (RSS is not always returned)`,
   );

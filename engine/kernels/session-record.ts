@@ -1,20 +1,24 @@
 /**
- * The stored form of a user's open sessions (the shard's LMDB `state-sessions`, one value per
- * user key, msgpack): each session a positional array, without what the key or the other fields
- * already say — the user key (it is the LMDB key) and the id (sessionIdOf(user, start)) — and
- * with times after the first as offsets from the start (small integers, 1–5 bytes in msgpack):
+ * The stored forms of a user's open sessions (the shard's LMDB `state-sessions`, one value per
+ * user key). Written now: the binary record of `SessionTable.userRecord` (see USER_RECORD in
+ * kernels/session-table.ts), straight from the slots. Still read, from checkpoints written before:
  *
- *   [user, start, end − start, count, firstEventId, device, version, country,
- *    firstScreen, firstScreenTime − start, lastScreen, lastScreenTime − start, aliases]
+ * - positional msgpack arrays (`packSessions`), each session without what the key or the other
+ *   fields already say — the user key (it is the LMDB key) and the id (sessionIdOf(user, start)) —
+ *   and with times after the first as offsets from the start:
  *
- * ≈ 120 B a session where the snapshot object (field names in every value) took ≈ 250 B
- * (bench/state-per-user.ts). Values written before (arrays of snapshot objects) are still read.
+ *     [user, start, end − start, count, firstEventId, device, version, country,
+ *      firstScreen, firstScreenTime − start, lastScreen, lastScreenTime − start, aliases]
+ *
+ * - before those, arrays of snapshot objects.
+ *
+ * A user's value is rewritten in the current form at the first checkpoint that changes the user.
  */
-import { sessionIdOf, type SessionSnapshot } from './session-table.js';
+import { readUserRecord, sessionIdOf, type SessionSnapshot } from './session-table.js';
 
 type SessionRecord = [string, number, number, number, string, string, string, string, string | null, number, string | null, number, string[] | null];
 
-/** A user's open sessions (snapshots, by start) as the stored value. */
+/** A user's open sessions (snapshots, by start) in the positional form (what checkpoints wrote before the binary record). */
 export function packSessions(list: SessionSnapshot[]): SessionRecord[] {
   return list.map((s) => [
     s.user,
@@ -33,8 +37,9 @@ export function packSessions(list: SessionSnapshot[]): SessionRecord[] {
   ]);
 }
 
-/** The snapshots of a stored value of user `key` (either form). */
+/** The snapshots of a stored value of user `key` (any form). */
 export function unpackSessions(key: number, value: unknown): SessionSnapshot[] {
+  if (value instanceof Uint8Array) return readUserRecord(key, value);
   if (!Array.isArray(value)) throw new TypeError(`open sessions of user key ${key}: expected a list, got ${typeof value}`);
   return value.map((v: SessionRecord | SessionSnapshot) => {
     if (!Array.isArray(v)) return v; // written before the positional form

@@ -47,6 +47,7 @@
  */
 import type { Data, Utf8 } from 'apache-arrow';
 import { murmur3 } from '../../common/hash.js';
+import { RecordReader, stringsRecord, type RecordWriter } from './record-bytes.js';
 import { SlotIndex } from './slot-index.js';
 import { SlotStrings } from './slot-strings.js';
 
@@ -180,6 +181,49 @@ function parseSessionId(id: string): [number, number] | null {
   return [Number.parseInt(id.slice(0, 8), 16), Number.parseInt(id.slice(8), 16)];
 }
 
+/**
+ * The binary stored form of a user's open sessions (`SessionTable.userRecord`, read back by
+ * `readUserRecord`); integers as varints, strings as length + UTF-8 bytes (kernels/record-bytes):
+ *
+ *   u8 USER_RECORD · uvar n · n × { user, f64 start, uvar end − start, uvar count, firstEventId,
+ *                                    device, version, country,
+ *                                    firstScreen|null [svar its time − start],
+ *                                    lastScreen|null [svar its time − start],
+ *                                    uvar aliases, that many strings }
+ *
+ * by start. The key (the user's fingerprint) is the LMDB key; the id is sessionIdOf(user, start).
+ * Written straight from the slots (no snapshot objects, no msgpack of them): per changed user at a
+ * checkpoint, that was two fifths of the state's cost (bench/state-per-user.ts).
+ */
+const USER_RECORD = 0xb3;
+
+/** A user's open sessions from their binary stored form (see USER_RECORD). */
+export function readUserRecord(key: number, bytes: Uint8Array): SessionSnapshot[] {
+  const r = new RecordReader(bytes);
+  const kind = r.u8();
+  if (kind !== USER_RECORD) throw new TypeError(`open sessions of user key ${key}: not a session record (first byte ${kind})`);
+  const n = r.uvar();
+  const out: SessionSnapshot[] = [];
+  for (let k = 0; k < n; k++) {
+    const user = r.string()!;
+    const start = r.f64();
+    const end = start + r.uvar();
+    const count = r.uvar();
+    const firstEventId = r.string()!;
+    const dims: [string, string, string] = [r.string()!, r.string()!, r.string()!];
+    const firstScreen = r.string();
+    const firstScreenTime = firstScreen === null ? 0 : start + r.svar();
+    const lastScreen = r.string();
+    const lastScreenTime = lastScreen === null ? 0 : start + r.svar();
+    const nAliases = r.uvar();
+    const aliases: string[] = [];
+    for (let a = 0; a < nAliases; a++) aliases.push(r.string()!);
+    out.push({ key, id: sessionIdOf(user, start), user, start, end, count, firstEventId, dims, firstScreen, firstScreenTime, lastScreen, lastScreenTime, aliases: nAliases === 0 ? null : aliases });
+  }
+  if (!r.done) throw new TypeError(`open sessions of user key ${key}: bytes after the last session`);
+  return out;
+}
+
 /** Sessions ordered by (start, id): an order that depends only on the sessions. */
 export const byStartThenId = (a: ClosedSession, b: ClosedSession): number => a.start - b.start || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
@@ -264,6 +308,9 @@ export class SessionTable {
   private longScreenTimes = new Map<number, number>();
   /** Earlier ids (renames, merged sessions), for the few sessions that have any. */
   private aliasesOf = new Map<number, string[]>();
+  /** Stored-form bytes (`userRecord`) of each interned dimension combination and screen name, by id: written once, copied per session. */
+  private dimsRecords: Uint8Array[] = [];
+  private screenRecords: Uint8Array[] = [];
 
   /** User key → the slot of the user's latest open session (the tail of its list: in-order events find theirs at once); −1 (NONE) for none. */
   private tails = new SlotIndex();
@@ -340,7 +387,7 @@ export class SessionTable {
 
   /**
    * Keys of the users whose open sessions changed (opened, grew, merged, closed) since the last
-   * `clearChanged`, each once: what an incremental checkpoint writes (`userSessions`).
+   * `clearChanged`, each once: what an incremental checkpoint writes (`userRecord`).
    */
   changedUsers(): number[] {
     return [...new Set(this.changed)];
@@ -377,6 +424,53 @@ export class SessionTable {
     const out: SessionSnapshot[] = [];
     for (let s = this.tails.get(key, this.keyOf); s !== NONE; s = this.prevOf[s]!) out.unshift(this.snapshotOf(s));
     return out;
+  }
+
+  /**
+   * User `key`'s open sessions in their binary stored form (see USER_RECORD), written by `w` straight
+   * from the slots; undefined when the user has none. A view of `w`'s buffer: store it (LMDB copies
+   * it) before `w` is used again.
+   */
+  userRecord(key: number, w: RecordWriter): Uint8Array | undefined {
+    let s = this.tails.get(key, this.keyOf);
+    if (s === NONE) return undefined;
+    let n = 1;
+    while (this.prevOf[s] !== NONE) {
+      s = this.prevOf[s]!;
+      n++;
+    }
+    w.reset();
+    w.u8(USER_RECORD);
+    w.uvar(n);
+    for (; s !== NONE; s = this.nextOf[s]!) {
+      const start = this.startOf[s]!;
+      w.slotString(this.strings, s, USER);
+      w.f64(start);
+      w.uvar(this.endOf[s]! - start);
+      w.uvar(this.countOf[s]!);
+      w.slotString(this.strings, s, FIRST_EVENT);
+      const dimsId = this.dimsOf[s]!;
+      let dims = this.dimsRecords[dimsId];
+      if (dims === undefined) {
+        const x = this.dimsById[dimsId]!;
+        dims = this.dimsRecords[dimsId] = stringsRecord([x.d, x.v, x.c]);
+      }
+      w.raw(dims);
+      for (const which of [FIRST_SCREEN, LAST_SCREEN]) {
+        const id = this.screenOf[s * 2 + which]!;
+        if (id === NO_SCREEN) {
+          w.string(null);
+          continue;
+        }
+        if (id >= 0) w.raw((this.screenRecords[id] ??= stringsRecord([this.screenNames[id]!])));
+        else w.string(this.screenName(s, which));
+        w.svar(this.screenTime(s, which) - start);
+      }
+      const aliases = this.aliasesOf.get(s);
+      w.uvar(aliases?.length ?? 0);
+      for (const a of aliases ?? []) w.string(a);
+    }
+    return w.bytes();
   }
 
   /** Takes the journal of session count changes since the last call (see `StartChanges`). */
@@ -717,6 +811,8 @@ export class SessionTable {
     this.rareScreens = new Map();
     this.longScreenTimes = new Map();
     this.aliasesOf = new Map();
+    this.dimsRecords = [];
+    this.screenRecords = [];
   }
 
   private allocate(): number {

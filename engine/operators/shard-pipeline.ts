@@ -18,7 +18,8 @@ import { epochMillis } from '../kernels/epoch-millis.js';
 import { markTooLate, markTooLateByRecord } from '../kernels/event-time.js';
 import { fingerprintKey, fingerprintUtf8 } from '../kernels/fingerprint.js';
 import { screenName } from '../kernels/screen-name.js';
-import { packSessions, unpackSessions } from '../kernels/session-record.js';
+import { RecordWriter } from '../kernels/record-bytes.js';
+import { unpackSessions } from '../kernels/session-record.js';
 import { SESSION_ID_CHARS, SessionTable, type ClosedSession, type DimValues, type SessionSnapshot } from '../kernels/session-table.js';
 import { AggregateOperator, M, type Acc, type AggregateStateDbs, type WindowPartial } from './aggregate-operator.js';
 import { DedupOperator } from './dedup-operator.js';
@@ -89,6 +90,8 @@ export class ShardPipeline {
   private maxEventTime = -Infinity;
   /** Watermark up to which windows and sessions were emitted. */
   private frontier = -Infinity;
+  /** Where a changed user's open sessions are written at a checkpoint (reused; LMDB copies each value). */
+  private readonly recordWriter = new RecordWriter();
   /** Fingerprints of the current batch's user ids (reused across batches). */
   private userHi = new Uint32Array(0);
   private userLo = new Uint32Array(0);
@@ -287,8 +290,8 @@ export class ShardPipeline {
   onCheckpointTxn(): void {
     this.dedup.onCheckpoint();
     for (const key of this.sessions.changedUsers()) {
-      const list = this.sessions.userSessions(key);
-      if (list.length > 0) this.state.sessions.putSync(key, packSessions(list));
+      const record = this.sessions.userRecord(key, this.recordWriter);
+      if (record !== undefined) this.state.sessions.putSync(key, record);
       else this.state.sessions.removeSync(key);
     }
     this.aggregate.checkpoint(this.state);

@@ -16,6 +16,7 @@ import { fingerprintKey, fingerprintUtf8 } from '../../engine/kernels/fingerprin
 import { screenName } from '../../engine/kernels/screen-name.js';
 import { SlotIndex } from '../../engine/kernels/slot-index.js';
 import { KeySet } from '../../engine/kernels/key-set.js';
+import { RecordWriter } from '../../engine/kernels/record-bytes.js';
 import { packSessions, unpackSessions } from '../../engine/kernels/session-record.js';
 import { SessionTable, sessionIdOf, type DimValues } from '../../engine/kernels/session-table.js';
 import { murmur3 } from '../../common/hash.js';
@@ -375,6 +376,54 @@ describe('SessionTable', () => {
       const r = new SessionTable(GAP);
       r.restore([...read.values()].flat(), (d, v, c) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!);
       for (const t of [s, r]) put(t, 0, T + 2 * GAP - MIN); // a third session of u1, between the two
+      expect(r.close(Infinity)).toEqual(s.close(Infinity));
+    } finally {
+      env.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('binary stored form (userRecord, what checkpoints write): round-trips through LMDB exactly, with UUID and non-ASCII ids, rare screens, screens weeks after the start and aliases', () => {
+    const s = new SessionTable(GAP, { screenInternMax: 1 });
+    const users2 = utf8(['Zoë-ü-1', '4E5F6A7B-0C1D-4E2F-8A9B-0C1D2E3F4A5B']);
+    const ids2 = utf8(['6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b', 'é-event']);
+    const h = new Uint32Array(2);
+    const l = new Uint32Array(2);
+    fingerprintUtf8(users2, h, l);
+    const k = (row: number): number => fingerprintKey(h[row]!, l[row]!);
+    const add = (u: number, t: number, screen: string | null, d: DimValues = dims) => s.assign(k(u), users2, ids2, u, t, screen, d);
+    add(0, T + 10 * MIN, 'Home'); // interned (the one name the table interns)
+    add(0, T, 'Écran ✓'); // moves the start (an alias), a rare screen
+    add(0, T + 3 * GAP, null, other); // a second open session
+    for (let d = 1; d <= 1300; d++) add(1, T + d * (GAP - MIN), d === 1300 ? 'Cart' : null); // 1300 × 29 min: the last screen 26 days (> 2^31 ms) after its start
+    add(1, T + 40 * 86_400_000, 'Far'); // a second session of user 2, far later
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-session-binary-'));
+    const env = openLmdb({ path: join(dir, 'state.mdb'), maxDbs: 8 });
+    try {
+      const db = env.openDB({ name: 'state-sessions', encoding: 'msgpack' });
+      const w = new RecordWriter();
+      env.transactionSync(() => {
+        for (const u of [0, 1]) db.putSync(k(u), s.userRecord(k(u), w)!);
+      });
+      expect(s.userRecord(key(0), w)).toBeUndefined(); // a user with no open session
+      const read = new Map(db.getRange().map(({ key: kk, value }) => [kk as number, unpackSessions(kk as number, value)] as const));
+      for (const u of [0, 1]) expect(read.get(k(u))).toEqual(s.userSessions(k(u)));
+      expect(read.get(k(0))!.map((x) => [x.user, x.firstEventId, x.firstScreen, x.lastScreen, x.aliases?.length ?? 0])).toEqual([
+        ['Zoë-ü-1', '6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b', 'Écran ✓', 'Home', 1],
+        ['Zoë-ü-1', '6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b', null, null, 0],
+      ]);
+      expect(read.get(k(1))!.map((x) => [x.count, x.lastScreen])).toEqual([
+        [1300, 'Cart'],
+        [1, 'Far'],
+      ]);
+      // Cut short or not a session record: a clear error, not a wrong state.
+      const bytes = s.userRecord(k(1), w)!;
+      expect(() => unpackSessions(k(1), bytes.subarray(0, bytes.length - 3))).toThrow(/cut short/);
+      expect(() => unpackSessions(k(1), Uint8Array.of(1, 2, 3))).toThrow(/not a session record/);
+      // Restored from them, the table goes on as the original does.
+      const r = new SessionTable(GAP);
+      r.restore([...read.values()].flat(), (d, v, c) => [dims, other].find((x) => x.d === d && x.v === v && x.c === c)!);
+      for (const t of [s, r]) t.assign(k(0), users2, ids2, 0, T + 2 * GAP - MIN, 'Home', dims); // bridges user 1's two sessions
       expect(r.close(Infinity)).toEqual(s.close(Infinity));
     } finally {
       env.close();

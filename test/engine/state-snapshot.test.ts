@@ -326,11 +326,15 @@ describe('state snapshot: erasure', () => {
     const lake = dir('erase-lake');
     const rt = await ShardRuntime.open(0, testRuntimeOptions(dir('erase-data'), lake, { stateInObjectStore: true }));
     const store = await openObjectStore(lake);
-    // msgpack's fixstr of the user id (0xa6 = 6 bytes): not a prefix of user-70 … (0xa7).
-    const needle = Buffer.concat([Buffer.from([0xa6]), Buffer.from('user-7')]);
+    // The user id as a session record spells it (kernels/session-table USER_RECORD: length + 1 = 7 as a
+    // varint, then its bytes), and as msgpack's fixstr (0xa6: 6 bytes) in the earlier form: not a prefix of user-70 … either way.
+    const needles = [0x07, 0xa6].map((n) => Buffer.concat([Buffer.from([n]), Buffer.from('user-7')]));
     const holding = async (): Promise<string[]> => {
       const keys: string[] = [];
-      for (const o of await store.list(`${STATE_PREFIX}/s0/`)) if (Buffer.from((await store.get(o.key))!).includes(needle)) keys.push(o.key);
+      for (const o of await store.list(`${STATE_PREFIX}/s0/`)) {
+        const bytes = Buffer.from((await store.get(o.key))!);
+        if (needles.some((n) => bytes.includes(n))) keys.push(o.key);
+      }
       return keys;
     };
     await run(rt, records, 0, 8);
