@@ -40,6 +40,7 @@ import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
+import { claimLake } from './lake-owner.js';
 import { claimShards } from './data-layout.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import { ShardPool, ShardTaskError } from './pool.js';
@@ -321,13 +322,22 @@ export class Coordinator {
     });
     // The coordinator exists only after the logs; a reopened local shard log reaches it through this.
     let coordinator: Coordinator | undefined;
+    const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
+    // Segment logs (offsets from 0 in each data directory) name the lake's files: one data directory per lake.
+    if (given === undefined || (given.roll !== undefined && given.cluster === undefined)) {
+      try {
+        await claimLake(store, options.dataDir, options.lake);
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
+    }
     // Erasure steps that need the files closed: seal logs (when this process opens them), compact shard state.
     const erasures = await ErasureStore.open(options.dataDir);
     if (given === undefined) await sealErasedLogs(options.dataDir, erasures);
     await compactErasedState(options.dataDir, erasures);
     const local = given === undefined ? await openLocalLogs(options, log, prefix, (shard, fresh) => coordinator?.submitReappeared(shard, fresh) ?? Promise.resolve()) : undefined;
     const logs: EngineLogs = given ?? { shards: local!.logs, dlq: local!.dlqLog, episodes: local!.episodes, roll: (s) => (s < 0 ? local!.dlqLog : local!.logs[s]!).segmentLog.roll() };
-    const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
     const env = openLmdb({ path: join(options.dataDir, 'coordinator.mdb'), compression: false });
     const pool = new ShardPool(options.workers);
     const c = new Coordinator(options, logs, local, pool, store, env, log, checkpoints);
