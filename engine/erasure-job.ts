@@ -41,6 +41,7 @@ import { internalError } from '../common/errors.js';
 import { faultPoint } from '../common/fault.js';
 import { META_PREFIX, partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
+import { withoutCompactedInputs } from '../storage/compact.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { decodeParquet, encodeParquet, type ParquetCompression } from '../storage/parquet.js';
 import { rewriteWithout } from '../storage/rewrite.js';
@@ -630,10 +631,12 @@ async function recomputeWindows(host: ErasureHost, job: ErasureJob, id: string, 
   const db = await DuckDBInstance.create(':memory:');
   const conn = await db.connect();
   try {
-    const silverPaths = await localPaths(host.store, silverKeys.filter((k) => {
+    const inRange = silverKeys.filter((k) => {
       const t = partitionTimeOfKey(k);
       return t !== undefined && t >= lo && t < hi;
-    }), scratch);
+    });
+    // Each row once, also while a compaction's merged file and its inputs are both present.
+    const silverPaths = await localPaths(host.store, await withoutCompactedInputs(host.store, inRange), scratch);
     const aliasKeys = (await host.store.list(`${TABLES.session_aliases.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
     const aliasPaths = await localPaths(host.store, aliasKeys, join(scratch));
     const parquet = (p: Iterable<string>): string => `read_parquet(${parquetList(p)}, union_by_name = true)`;

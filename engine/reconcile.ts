@@ -23,6 +23,7 @@ import { partKey, partitionTimeOfKey, TABLES } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { encodeParquet } from '../storage/parquet.js';
 import { writeCommitRecord } from '../storage/commit-record.js';
+import { withoutCompactedInputs } from '../storage/compact.js';
 import { DEFAULT_METRIC_EVENT_TYPES, goldMetricsSql, NO_SESSION_ALIASES, resolveSessionIds, type MetricEventTypes } from './gold-sql.js';
 import { metricRowsToBatch } from './gold-merge.js';
 
@@ -107,9 +108,12 @@ export async function reconcileLate(
     const lo = Math.min(...spans) - DAY;
     const hi = Math.max(...spans) + 2 * DAY;
     const paths: string[] = [];
-    for (const key of silverKeys) {
+    const inRange = silverKeys.filter((key) => {
       const t = partitionTimeOfKey(key);
-      if (t === undefined || t < lo || t >= hi) continue;
+      return t !== undefined && t >= lo && t < hi;
+    });
+    // A compaction's merged file and its inputs can both be present for a while: read each row once.
+    for (const key of await withoutCompactedInputs(store, inRange)) {
       let path = store.localPath(key);
       if (!path) {
         path = join(scratch, `${paths.length}.parquet`);

@@ -39,7 +39,7 @@ import type { Schema } from 'apache-arrow';
 import * as pq from 'parquet-wasm/node';
 import { internalError, userError } from '../common/errors.js';
 import { partitionTimeOfKey, shardOfPart, TABLES, type TableName } from '../common/lake-layout.js';
-import { foldCommitRecords, listCommitRecords, writeCommitRecord, type CommitFile, type CommitRecord } from './commit-record.js';
+import { commitRecordKey, foldCommitRecords, listCommitRecords, writeCommitRecord, type CommitFile, type CommitRecord } from './commit-record.js';
 import { STAGING_PREFIX } from './local-store.js';
 import type { ObjectStore } from './object-store.js';
 import { parquetSchema, validateParquetOptions, writeParquetStream, writerProperties, type ParquetCompression, type ParquetOptions } from './parquet.js';
@@ -327,6 +327,34 @@ async function mergeFiles(
   return { inputs: inputs.length, outputs: 1, rows: mergedRows };
 }
 
+/** A merged file's name; group 1 is the hash its record id is made of (`compact-{hash}`). */
+const MERGED_FILE = /\/part-c([0-9a-f]+)(?:-s\d+)?\.parquet$/;
+
+/**
+ * Of the present files `keys`, the ones a reader of present files should read so that it sees
+ * each row once: all of them but the inputs of a compaction whose merged file is among them (it
+ * is visible, so the compaction has happened and its inputs are only waiting for their delete —
+ * milliseconds, or until `finishCompactions` after a crash between publish and delete).
+ *
+ * For readers that recompute from a range of partitions (reconciliation, erasure's gold
+ * recompute): it reads only the records of the merged files in `keys`, where `liveFiles` would
+ * read every commit record of the lake.
+ */
+export async function withoutCompactedInputs(store: ObjectStore, keys: readonly string[]): Promise<string[]> {
+  const superseded = new Set<string>();
+  const hashes = [...new Set(keys.map((k) => MERGED_FILE.exec(k)?.[1]).filter((h): h is string => h !== undefined))];
+  for (let i = 0; i < hashes.length; i += 16) {
+    const records = await Promise.all(hashes.slice(i, i + 16).map((h) => store.get(commitRecordKey(`compact-${h}`))));
+    for (const bytes of records) {
+      if (bytes === undefined) continue; // written before the merged file is published: only a hand-made file has none
+      const record = JSON.parse(new TextDecoder().decode(bytes)) as CommitRecord;
+      if (record.kind !== 'compact' || record.aborted) continue;
+      for (const f of record.removed) superseded.add(f.key);
+    }
+  }
+  return superseded.size === 0 ? [...keys] : keys.filter((k) => !superseded.has(k));
+}
+
 /** What `finishCompactions` did. */
 export interface FinishResult {
   /** Compactions completed (merged file published and/or leftover inputs deleted). */
@@ -386,7 +414,7 @@ export async function finishCompactions(store: ObjectStore, options: { graceMs?:
   // Merged files staged by a compactor that died before writing its record: nobody will publish them.
   const recorded = new Set(records.filter((r) => r.kind === 'compact').flatMap((r) => r.added.map((f) => `${STAGING_PREFIX}${f.key}`)));
   for (const o of await store.list(STAGING_PREFIX)) {
-    if (/\/part-c[0-9a-f]+(?:-s\d+)?\.parquet$/.test(o.key) && !recorded.has(o.key) && o.mtimeMs <= now - grace) await store.delete(o.key);
+    if (MERGED_FILE.test(o.key) && !recorded.has(o.key) && o.mtimeMs <= now - grace) await store.delete(o.key);
   }
   return result;
 }
