@@ -38,7 +38,7 @@ import { openObjectStore } from '../storage/open-store.js';
 import { encodeParquet, encodeParquetMerged, splitForEncode } from '../storage/parquet.js';
 import { TwoPhaseCommitter, type PendingCommit } from '../storage/two-phase.js';
 import { mergeWindowPartials } from './gold-merge.js';
-import { goldWindowKey, reconcileLate, writeFrontier } from './reconcile.js';
+import { goldWindowKey, readFrontier, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
 import { claimLake } from './lake-owner.js';
 import { claimShards } from './data-layout.js';
@@ -331,6 +331,14 @@ export class Coordinator {
         await store.close();
         throw err;
       }
+    }
+    // A new session gap applies from here on: sessions open now keep the events they joined under the old one.
+    const previous = await readFrontier(store).catch(() => undefined);
+    if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) {
+      log.warn(
+        { previousSessionGapMs: previous.sessionGapMs, sessionGapMs: options.sessionGapMs },
+        `the session gap changed from ${previous.sessionGapMs / 60_000} to ${options.sessionGapMs / 60_000} minutes: it applies to events processed from now on; sessions open at this start keep the events they joined under the old gap`,
+      );
     }
     // Erasure steps that need the files closed: seal logs (when this process opens them), compact shard state.
     const erasures = await ErasureStore.open(options.dataDir);

@@ -6,6 +6,7 @@
  * machine's cores, which would re-hash every returning user to another shard), and `--shards 2` or
  * SLUICE_SHARDS=3 is refused at start with a message naming both counts, before anything is
  * opened. Every acknowledged event of both lives is in silver exactly once (DuckDB over the files).
+ * A changed --session-gap is taken, with a warning.
  * Below: the module's own rules (directories made before layout.json existed, a damaged file).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -58,9 +59,11 @@ describe('sluice serve keeps the data directory’s shard count', () => {
       await expect(refused).rejects.toThrow(/exited at start with 2[\s\S]*was started with 5 shards, not (2|3)/);
     }
 
-    const second = await serve(ENTRY, cwd, args, userEnv({}));
+    // A changed session gap is taken, with a warning saying what it means for the sessions open now.
+    const second = await serve(ENTRY, cwd, [...args, '--session-gap', '10m'], userEnv({}));
     await traffic.run(second.url, 'second', delay(1000));
     expect(await stop(second, 'SIGTERM')).toBe(0);
+    expect(second.stderr()).toMatch(/session gap changed from 30 to 10 minutes/);
     // The fifth shard took its users' events again (with the default, the cores, it would have been left behind).
     expect(logBytes()).toBeGreaterThan(afterFirst);
     expect(traffic.acked.size).toBeGreaterThan(100);
