@@ -8,7 +8,7 @@
  * | files        | a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
  * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below). After retention (`compact --retention`), only receive hours from bronze's cut + 1 day (the dedup window) and events from silver's cut are compared |
  * | uniqueness   | an event_id appears twice in silver |
- * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs ago |
+ * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is later) |
  * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row or its counts differ from silver ("stale partition"); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
  * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
  * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
@@ -326,23 +326,27 @@ async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<Ch
       (SELECT max(received_at) FROM events) AS silver,
       (SELECT max(event_time) FROM events) AS silver_event,
       (SELECT max(window_start) FROM hourly_metrics) AS gold`);
-  const layers: Array<[string, number | undefined, number, string]> = [
-    ['bronze', timeOf(r!.bronze), o.maxStalenessMs, 'newest event received'],
-    ['silver', timeOf(r!.silver), o.maxStalenessMs, 'newest event received'],
-    ['gold', timeOf(r!.gold) === undefined ? undefined : timeOf(r!.gold)! + HOUR, o.maxStalenessMs + o.allowedLatenessMs, 'newest hourly window ends'],
+  const ev = timeOf(r!.silver_event);
+  // Bronze and silver are judged against the clock (is traffic arriving?), gold against silver's
+  // newest event time (is gold keeping up with silver?): events of a backfill, or a lake whose
+  // traffic paused, end their hours long before now without gold being behind.
+  const goldReference = ev === undefined ? o.now : Math.min(o.now, ev);
+  const layers: Array<[string, number | undefined, number, string, number, string]> = [
+    ['bronze', timeOf(r!.bronze), o.maxStalenessMs, 'newest event received', o.now, iso(o.now)],
+    ['silver', timeOf(r!.silver), o.maxStalenessMs, 'newest event received', o.now, iso(o.now)],
+    ['gold', timeOf(r!.gold) === undefined ? undefined : timeOf(r!.gold)! + HOUR, o.maxStalenessMs + o.allowedLatenessMs, 'newest hourly window ends', goldReference, `silver's newest event time ${iso(goldReference)}`],
   ];
   const problems: string[] = [];
   const parts: string[] = [];
-  for (const [layer, newest, limit, what] of layers) {
+  for (const [layer, newest, limit, what, reference, referenceText] of layers) {
     if (newest === undefined) {
       problems.push(`${layer} has no data`);
       continue;
     }
-    const age = o.now - newest;
+    const age = reference - newest;
     parts.push(`${layer} ${what} ${iso(newest)}`);
-    if (age > limit) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(age)} before ${iso(o.now)} (limit ${minutes(limit)})`);
+    if (age > limit) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(age)} before ${referenceText} (limit ${minutes(limit)})`);
   }
-  const ev = timeOf(r!.silver_event);
   return result('freshness', problems, parts.join('; '), `${problems.length} stale layer${problems.length === 1 ? '' : 's'}`, 'fail', {
     newest: Object.fromEntries(layers.map(([l, t]) => [l, t === undefined ? null : iso(t)])),
     newestEventTime: ev === undefined ? null : iso(ev),
