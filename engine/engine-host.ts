@@ -16,6 +16,7 @@ import { logDir } from './local-logs.js';
 import { RemoteLog } from './remote-log.js';
 import { engineMetrics } from './telemetry.js';
 import { anonymousResidentBytes } from '../common/resident-memory.js';
+import { SluiceError } from '../common/errors.js';
 
 const STATUS_EVERY_MS = 200;
 const TAKEOVER_WAIT_MS = 30_000;
@@ -151,7 +152,18 @@ starting = (async () => {
   coordinator = started;
   return started;
 })();
-const c = await starting;
+const c = await starting.catch((err: unknown) => {
+  // Said to ingest before exiting, so that `sluice serve` ends with this error's own line (a lake
+  // in use, a shard count refused) rather than "the engine process exited during recovery".
+  const e = err instanceof SluiceError ? err : undefined;
+  // A user's mistake is ingest's to report, in one line; anything else is logged here with its stack.
+  if (e?.domain !== 'user' || !process.connected) logger.error({ err }, 'the engine could not start');
+  const failed: FromEngine = { kind: 'failed', code: e?.code ?? 'engine_start_failed', domain: e?.domain ?? 'internal', message: e?.message ?? (err as Error)?.message ?? String(err) };
+  // Exit once the message is out (or at once without a channel).
+  if (process.connected) process.send!(failed, () => process.exit(1));
+  else process.exit(1);
+  return new Promise<never>(() => {});
+});
 send({ kind: 'started' });
 setInterval(() => {
   const failure = c.failure;

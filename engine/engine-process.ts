@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { register } from 'prom-client';
-import { externalError } from '../common/errors.js';
+import { externalError, SluiceError } from '../common/errors.js';
 import { readiness } from '../ingest/metrics.js';
 import type { LiveSnapshot } from './coordinator.js';
 import type { EngineHostInit, FromEngine, ToEngine } from './host-protocol.js';
@@ -264,8 +264,12 @@ export class EngineProcess {
     this.marks.clear();
     return new Promise<void>((resolve, reject) => {
       let started = false;
+      let failed: SluiceError | undefined;
       child.on('message', (m: FromEngine) => {
         switch (m.kind) {
+          case 'failed':
+            failed = new SluiceError(m.message, { domain: m.domain, code: m.code });
+            break;
           case 'started':
             started = true;
             this.restarts = 0;
@@ -308,10 +312,10 @@ export class EngineProcess {
       child.once('exit', (code, signal) => {
         if (this.child === child) this.child = undefined;
         this.status.processed = undefined;
-        if (!started) reject(externalError('engine_start_failed', `the engine process exited during recovery (code ${code}, signal ${signal}); see its log above`));
+        if (!started) reject(failed ?? externalError('engine_start_failed', `the engine process exited during recovery (code ${code}, signal ${signal}); see its log above`));
         // The first start's failure is the caller's; a restart that fails is retried.
         if (this.closing || (!started && this.restarts === 0)) return;
-        this.scheduleRestart(`engine process exited (code ${code}, signal ${signal})`);
+        this.scheduleRestart(`engine process exited (code ${code}, signal ${signal})${failed === undefined ? '' : `: ${failed.message}`}`);
       });
     });
   }

@@ -41,6 +41,8 @@ export type ToEngine =
 
 export type FromEngine =
   | { kind: 'started' }
+  /** The start failed (sent before exiting): ingest's start fails with the same error, not with "the engine exited". */
+  | { kind: 'failed'; code: string; domain: 'user' | 'external' | 'internal'; message: string }
   | {
       kind: 'status';
       /** Events acknowledged and not yet processed, as of this message. */

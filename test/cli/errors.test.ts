@@ -127,6 +127,18 @@ describe('one sluice serve per data directory', () => {
     expect(await stop(again, 'SIGTERM')).toBe(0);
   });
 
+  it('a serve with another data directory on a lake in use is refused in one line (the engine\'s own reason, not "the engine exited")', async () => {
+    const cwd = workdir();
+    const first = await serve(ENTRY, cwd, ['--data', './p1', '--lake', './lake', '--shards', '1', '--workers', '1'], env);
+    try {
+      const r = sluice(cwd, ['serve', '--port', '0', '--data', './p2', '--lake', './lake', '--shards', '1', '--workers', '1'], 30_000);
+      expectUserError(r, /^sluice: .*lake .*written by another data directory/);
+      expect(readdirSync(join(cwd, 'p2'))).not.toContain('serve.pid');
+    } finally {
+      expect(await stop(first, 'SIGTERM')).toBe(0);
+    }
+  });
+
   it('waits for an orphaned engine process only so long, then kills it and starts (a supervisor\'s restart does not loop on it)', async () => {
     const cwd = workdir();
     mkdirSync(join(cwd, 'p1'));
