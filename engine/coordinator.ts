@@ -129,9 +129,12 @@ const LINGER_MAX_RECORDS = 64;
 /** A compaction thread runs this much nicer than the shard workers (at most 19). */
 const COMPACTION_NICE_ABOVE_WORKERS = 5;
 
+/** What `/v1/live` answers. Totals count since this engine started (a restart begins them at 0 again). */
 export interface LiveSnapshot {
   time: string;
+  /** Events processed per second, lately. */
   eventsPerSecond: number;
+  /** Events processed that went to silver: processedTotal − duplicatesTotal (not ingest's acks: those are `sluice_ingest_events_total` in /metrics). */
   acceptedTotal: number;
   /** Events the shards processed (read from the logs), and of those the ones covered by a successful checkpoint (in the lake). */
   processedTotal: number;
