@@ -20,6 +20,7 @@
 import type { IngestRow } from '../batch-builder.js';
 import { HyperLogLog, hashString } from './hll.js';
 import { TailRing } from './tail.js';
+import { UNKNOWN } from '../../common/schema.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -38,7 +39,8 @@ const NOTIF_VIEW = 4;
 const NOTIF_OPEN = 8;
 
 export const OTHER = '(other)';
-export const NONE = '(none)';
+/** A missing dimension value: labelled as gold labels it (common/schema.ts), so the page and `sluice metrics` agree. */
+export const NONE = UNKNOWN;
 
 /** Event counts by value of one dimension, at most `cap` values (then "(other)"). */
 class CappedCounts {
