@@ -1,7 +1,7 @@
 -- ctr — notification click-through rate per UTC day: opens / views, where views are events of
 -- the types in $view_events (default 'notification_view', 'Push Notification Received') and
 -- opens those in $open_events (default 'notification_open', 'Push Notification Tapped').
--- ctr is NULL on a day without views.
+-- ctr is NULL on a day with opens but no views; a day with neither has no row (as in dau.sql).
 --
 -- Parameters: $from_time, $to_time (TIMESTAMPTZ, see dau.sql), $view_events, $open_events
 -- (VARCHAR[]); templates {{dims}}, {{filters}} as in dau.sql.
