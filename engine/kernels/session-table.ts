@@ -456,7 +456,7 @@ export class SessionTable {
         dims = this.dimsRecords[dimsId] = stringsRecord([x.d, x.v, x.c]);
       }
       w.raw(dims);
-      for (const which of [FIRST_SCREEN, LAST_SCREEN]) {
+      for (let which = FIRST_SCREEN; which <= LAST_SCREEN; which++) {
         const id = this.screenOf[s * 2 + which]!;
         if (id === NO_SCREEN) {
           w.string(null);

@@ -22,7 +22,7 @@ import { shardOfUser } from '../../common/hash.js';
 import type { TableName } from '../../common/lake-layout.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
 import { filesHolding, segmentEvents } from '../helpers/erasure.js';
-import { openLakeReader, type LakeReader } from '../helpers/lake.js';
+import { openLakeReader, untilDailyWindowMerged, type LakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('anon-');
 const U = 'idf-1';
@@ -147,17 +147,7 @@ describe.each(['inline', 'process'] as const)('erasure by anonymousId (engine %s
       expect((await post(s, '/v1/batch', { batch: traffic() }, 'wk-anon')).status).toBe(200);
       // The watermark passes day D: its windows are emitted and merged, its sessions closed.
       expect((await post(s, '/v1/batch', { batch: [...others, U].map((u) => ev(u, Date.now() - MIN)) }, 'wk-anon')).status).toBe(200);
-      let merged = false;
-      for (let i = 0; i < 60 && !merged; i++) {
-        await settle(s);
-        const lake = await openLakeReader(d.lake);
-        try {
-          merged = lake.files('daily_metrics').some((f) => f.endsWith(`part-w${D}.parquet`));
-        } finally {
-          lake.close();
-        }
-      }
-      expect(merged, 'daily window D merged').toBe(true);
+      expect(await untilDailyWindowMerged(d.lake, D, () => settle(s)), 'daily window D merged').toBe(true);
 
       const lake = await openLakeReader(d.lake);
       try {

@@ -18,7 +18,7 @@ import { startSluice, type RunningSluice } from '../../cli/serve.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
 import { segmentEvents } from '../helpers/erasure.js';
-import { openLakeReader, type LakeReader } from '../helpers/lake.js';
+import { openLakeReader, untilDailyWindowMerged, type LakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('g-');
 const A = 'erase-gold-user-P5t';
@@ -92,17 +92,7 @@ describe('erasure gold correction', () => {
       expect((await post(s, '/v1/batch', { batch: traffic() }, 'wk-gold')).status).toBe(200);
       // The watermark passes day D: its hourly and daily windows are emitted and merged.
       expect((await post(s, '/v1/batch', { batch: [...others, A].map((u) => ev(u, Date.now() - MIN)) }, 'wk-gold')).status).toBe(200);
-      let merged = false;
-      for (let i = 0; i < 60 && !merged; i++) {
-        await settle(s);
-        const lake = await openLakeReader(d.lake);
-        try {
-          merged = lake.files('daily_metrics').some((f) => f.endsWith(`part-w${D}.parquet`));
-        } finally {
-          lake.close();
-        }
-      }
-      expect(merged, 'daily window D merged').toBe(true);
+      expect(await untilDailyWindowMerged(d.lake, D, () => settle(s)), 'daily window D merged').toBe(true);
 
       const lake = await openLakeReader(d.lake);
       try {

@@ -67,3 +67,15 @@ export async function silverCounts(lakeDir: string): Promise<Map<string, number>
     r.close();
   }
 }
+
+/**
+ * Calls `settle` (drain and checkpoint, or wait for a round) until the merged daily gold window of
+ * the day starting at `dayStart` is in the lake, at most `tries` times; true once it is.
+ */
+export async function untilDailyWindowMerged(lakeDir: string, dayStart: number, settle: () => Promise<void>, tries = 60): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    await settle();
+    if (walk(join(lakeDir, TABLES.daily_metrics.prefix)).some((f) => f.endsWith(`part-w${dayStart}.parquet`))) return true;
+  }
+  return false;
+}
