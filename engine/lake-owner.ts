@@ -10,9 +10,10 @@
  * the id of the data directory that writes it (`_sluice/owner.json`). An engine starting on a lake
  * owned by another id is refused, as is a new data directory on a lake that already holds shard
  * commits but no owner record (written before the record existed). A data directory that had
- * already run (its coordinator state exists) adopts such a lake. Two servers started at the same
- * moment on a new, empty lake can both pass (the store has no create-if-absent); the check runs at
- * every start, so the second start of either finds the other's record.
+ * already run (its coordinator state exists) adopts such a lake. The record is created only if
+ * absent (`ObjectStore.create`), so of two servers started at the same moment on a new lake one is
+ * refused — atomically on a local directory and on S3 with conditional writes; on an S3 server
+ * without them (s3rver) both can pass, and the next start of either finds the other's record.
  *
  * Engines on JetStream logs are not checked: offsets are the stream's sequences, shared by every
  * node writing the lake.
@@ -69,11 +70,17 @@ export async function claimLake(store: ObjectStore, dataDir: string, lake: strin
     dataId = randomUUID();
     await writeFileDurably(join(dataDir, DATA_ID_FILE), `${JSON.stringify({ id: dataId })}\n`);
   }
-  if (owner !== undefined && owner.dataId !== dataId) {
-    throw userError(
+  const inUse = (other: OwnerRecord) =>
+    userError(
       'lake_in_use',
-      `lake ${lake} is written by another data directory (id ${owner.dataId}, since ${owner.since}; ${dataDir} is ${dataId}): a second server or a new --data on one lake would overwrite its files. Pass the --data that writes this lake, or another --lake`,
+      `lake ${lake} is written by another data directory (id ${other.dataId}, since ${other.since}; ${dataDir} is ${dataId}): a second server or a new --data on one lake would overwrite its files. Pass the --data that writes this lake, or another --lake`,
     );
+  if (owner !== undefined) {
+    if (owner.dataId !== dataId) throw inUse(owner);
+    return;
   }
-  if (owner === undefined) await store.put(LAKE_OWNER_KEY, Buffer.from(`${JSON.stringify({ dataId, since: new Date().toISOString() } satisfies OwnerRecord)}\n`));
+  // Create-if-absent: of two servers starting at once on a new lake, one records itself, the other is refused.
+  if (await store.create(LAKE_OWNER_KEY, Buffer.from(`${JSON.stringify({ dataId, since: new Date().toISOString() } satisfies OwnerRecord)}\n`))) return;
+  const winner = await readOwner(store);
+  if (winner !== undefined && winner.dataId !== dataId) throw inUse(winner);
 }

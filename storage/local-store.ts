@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { classifyError, externalError, userError, type SluiceError } from '../common/errors.js';
 import type { ObjectInfo, ObjectStore, StagedObject } from './object-store.js';
@@ -56,6 +56,34 @@ export class LocalObjectStore implements ObjectStore {
       await this.writeAtomic(this.path(key), body);
     } catch (err) {
       throw storeFailure('write', key, this.root, err);
+    }
+  }
+
+  async create(key: string, body: Uint8Array): Promise<boolean> {
+    const target = this.path(key);
+    const tmp = this.path(`${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    try {
+      await mkdir(dirname(tmp), { recursive: true });
+      await mkdir(dirname(target), { recursive: true });
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(body);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await link(tmp, target);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw err;
+      }
+      await syncDir(dirname(target));
+      return true;
+    } catch (err) {
+      throw storeFailure('write', key, this.root, err);
+    } finally {
+      await rm(tmp, { force: true }).catch(() => undefined);
     }
   }
 

@@ -28,6 +28,13 @@ export interface ObjectStore {
   readonly url: string;
   /** Writes `body` at `key`, atomically visible (overwrites). */
   put(key: string, body: Uint8Array): Promise<void>;
+  /**
+   * Writes `body` at `key` only if nothing is there; true when this call created it. Atomic on a
+   * local directory (a hard link, which fails on an existing name) and on S3 servers with
+   * conditional writes (`If-None-Match: *`: AWS S3, MinIO); on a server that ignores the condition
+   * (s3rver) it is a look then a put, so two creates at the same instant can both succeed there.
+   */
+  create(key: string, body: Uint8Array): Promise<boolean>;
   /** The object's bytes, or undefined when it does not exist. */
   get(key: string): Promise<Uint8Array | undefined>;
   /** Every object whose key starts with `prefix`, sorted by key. Excludes staged objects unless `prefix` is inside `_sluice/`. */

@@ -165,6 +165,22 @@ export class S3ObjectStore implements ObjectStore {
     });
   }
 
+  async create(key: string, body: Uint8Array): Promise<boolean> {
+    return this.wrap(`create ${key}`, async () => {
+      // The look first: servers without conditional writes (s3rver) ignore If-None-Match.
+      if ((await this.get(key)) !== undefined) return false;
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.full(key), Body: body, ContentLength: body.byteLength, IfNoneMatch: '*' }));
+        return true;
+      } catch (err) {
+        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+        // 412: the object exists; 409: a concurrent conditional write of it is in progress (it wins).
+        if (status === 412 || status === 409) return false;
+        throw err;
+      }
+    });
+  }
+
   async get(key: string): Promise<Uint8Array | undefined> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.full(key) }));

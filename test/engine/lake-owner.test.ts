@@ -45,4 +45,18 @@ describe('claimLake', () => {
     await store.close();
     await oldStore.close();
   });
+
+  it('of data directories starting at the same moment on a new lake, one records itself and every other is refused', async () => {
+    const lake = join(root, 'race-lake');
+    const store = new LocalObjectStore(lake);
+    const dirs = [0, 1, 2, 3].map((i) => join(root, `race-${i}`));
+    for (const d of dirs) mkdirSync(d, { recursive: true });
+    const outcomes = await Promise.allSettled(dirs.map((d) => claimLake(store, d, lake)));
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toMatchObject({ code: 'lake_in_use' });
+    const winner = dirs[outcomes.findIndex((o) => o.status === 'fulfilled')]!;
+    const owner = JSON.parse(readFileSync(join(lake, LAKE_OWNER_KEY), 'utf8')) as { dataId: string };
+    expect(owner.dataId).toBe((JSON.parse(readFileSync(join(winner, 'data-id.json'), 'utf8')) as { id: string }).id);
+    await store.close();
+  });
 });

@@ -73,6 +73,15 @@ describe.each(backends)('ObjectStore conformance: $name', (backend) => {
     await store.close();
   });
 
+  it('creates an object only where there is none, leaving no temp behind', async () => {
+    const store = await fresh();
+    expect(await store.create('_sluice/owner.json', bytes('first'))).toBe(true);
+    expect(await store.create('_sluice/owner.json', bytes('second'))).toBe(false);
+    expect(text(await store.get('_sluice/owner.json'))).toBe('first');
+    expect((await store.list('_sluice/')).map((o) => o.key)).toEqual(['_sluice/owner.json']);
+    await store.close();
+  });
+
   it('stages invisibly and publishes idempotently', async () => {
     const store = await fresh();
     const staged = await store.stage('silver/events/p/part-s0-0-1.parquet', bytes('data'));
