@@ -296,7 +296,11 @@ async function candidates(store: ObjectStore, table: TableName, shards?: Readonl
   });
 }
 
-/** Local paths of `keys` (S3: copies in `scratch`). */
+/**
+ * Local paths of `keys` (S3: copies in `scratch`, named after their keys — one scratch directory
+ * serves every table of a job, and names counted per call made a later table's copies overwrite
+ * an earlier one's that DuckDB still had to read).
+ */
 async function localPaths(store: ObjectStore, keys: string[], scratch: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const key of keys) {
@@ -304,7 +308,7 @@ async function localPaths(store: ObjectStore, keys: string[], scratch: string): 
     if (!path) {
       const bytes = await store.get(key);
       if (!bytes) continue;
-      path = join(scratch, `${out.size}.parquet`);
+      path = join(scratch, key.replaceAll('/', '~'));
       await writeFile(path, bytes);
     }
     out.set(path, key);
@@ -516,7 +520,7 @@ async function goldParts(
       const bytes = await host.store.get(goldWindowKey(g, start));
       base = bytes ? fingerprint(bytes) : null;
     }
-    const parts = recompute || base === null ? [] : await rows(conn, goldMetricsSql(g, erased, start, end, types, { sums: g === 'daily' }));
+    const parts = recompute || base === null ? [] : await rows(conn, goldMetricsSql(g, erased, start, end, types, { sums: g === 'daily', sessionGapMs: host.sessionGapMs }));
     out[`${g}/${start}`] = {
       base,
       rows: parts.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => k !== 'window_start').map(([k, v]) => [k, typeof v === 'string' ? v : num(v)]))),
@@ -638,7 +642,7 @@ async function recomputeWindows(host: ErasureHost, job: ErasureJob, id: string, 
     // Each row once, also while a compaction's merged file and its inputs are both present.
     const silverPaths = await localPaths(host.store, await withoutCompactedInputs(host.store, inRange), scratch);
     const aliasKeys = (await host.store.list(`${TABLES.session_aliases.prefix}/`)).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
-    const aliasPaths = await localPaths(host.store, aliasKeys, join(scratch));
+    const aliasPaths = await localPaths(host.store, aliasKeys, scratch);
     const parquet = (p: Iterable<string>): string => `read_parquet(${parquetList(p)}, union_by_name = true)`;
     const silver =
       silverPaths.size === 0
@@ -646,7 +650,7 @@ async function recomputeWindows(host: ErasureHost, job: ErasureJob, id: string, 
         : `(${resolveSessionIds(`(SELECT * FROM ${parquet(silverPaths.keys())})`, aliasPaths.size > 0 ? parquet(aliasPaths.keys()) : NO_SESSION_ALIASES)})`;
     const types = { ...DEFAULT_METRIC_EVENT_TYPES, ...host.metricEventTypes };
     for (const [g, start] of todo) {
-      const out = silver ? await rows(conn, goldMetricsSql(g, silver, start, start + windowLength(g), types)) : [];
+      const out = silver ? await rows(conn, goldMetricsSql(g, silver, start, start + windowLength(g), types, { sessionGapMs: host.sessionGapMs })) : [];
       const key = goldWindowKey(g, start);
       const batch = metricRowsToBatch(g, out);
       const body = encodeParquet([batch], { compression: host.compression });

@@ -51,6 +51,39 @@ export function resolveSessionIds(silver: string, aliases: string): string {
 const list = (xs: string[]): string => xs.map(quote).join(', ');
 
 /**
+ * The `sess` CTE: per session id of `ev`, its first and last event time, event count and first
+ * event. With `gapMs`, ids of one user less than the gap apart are one session: an open session
+ * whose start moved (an out-of-order event) takes a new id, its rows written before keep the old
+ * one, and the alias linking them is written only when the session closes — so a window recomputed
+ * while it is open (reconciliation, erasure) counted it twice. Sessions the engine closed are at
+ * least the gap apart, so nothing else merges.
+ */
+function sessionsSql(gapMs: number | undefined): string {
+  const perId = `SELECT session_id, any_value(user_id) AS user_id, min(t) AS first_t, max(t) AS last_t, count(*) AS n,
+         arg_min(event_id, (t, event_id)) AS first_event_id
+  FROM ev WHERE session_id IS NOT NULL GROUP BY session_id`;
+  if (gapMs === undefined) return `sess AS (\n  ${perId}\n)`;
+  if (!(Number.isSafeInteger(gapMs) && gapMs > 0)) throw new RangeError(`sessionGapMs must be a positive integer, got ${gapMs}`);
+  return `pieces AS (
+  ${perId}
+),
+starts AS (
+  SELECT *, CASE WHEN date_diff('millisecond', max(last_t) OVER (PARTITION BY user_id ORDER BY first_t, session_id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), first_t) < ${gapMs}
+                 THEN 0 ELSE 1 END AS opens
+  FROM pieces
+),
+islands AS (
+  SELECT *, sum(opens) OVER (PARTITION BY user_id ORDER BY first_t, session_id ROWS UNBOUNDED PRECEDING) AS island FROM starts
+),
+sess AS (
+  SELECT session_id,
+         min(first_t) OVER w AS first_t, max(last_t) OVER w AS last_t, sum(n) OVER w AS n,
+         arg_min(first_event_id, (first_t, first_event_id)) OVER w AS first_event_id
+  FROM islands WINDOW w AS (PARTITION BY user_id, island)
+)`;
+}
+
+/**
  * SQL computing hourly or daily metric rows for windows starting in [fromMs, toMs), over a
  * relation (view or `read_parquet(...)`) of silver events named by `silver`, whose session ids are
  * resolved (the `events` view, or `(${'${resolveSessionIds(…)}'})`). `sums` adds, per row,
@@ -63,7 +96,7 @@ export function goldMetricsSql(
   fromMs: number,
   toMs: number,
   types: MetricEventTypes = DEFAULT_METRIC_EVENT_TYPES,
-  options: { sums?: boolean } = {},
+  options: { sums?: boolean; sessionGapMs?: number } = {},
 ): string {
   const unit = granularity === 'hourly' ? 'hour' : 'day';
   const dim = (c: string): string => `coalesce(${c}, ${quote(UNKNOWN)})`;
@@ -92,11 +125,7 @@ WITH ev AS (
   FROM ${silver}
   WHERE event_time::TIMESTAMP >= ${from}::TIMESTAMP - INTERVAL 1 DAY AND event_time::TIMESTAMP < ${to}::TIMESTAMP + INTERVAL 1 DAY
 ),
-sess AS (
-  SELECT session_id, min(t) AS first_t, max(t) AS last_t, count(*) AS n,
-         arg_min(event_id, (t, event_id)) AS first_event_id
-  FROM ev WHERE session_id IS NOT NULL GROUP BY session_id
-),
+${sessionsSql(options.sessionGapMs)},
 s AS (
   SELECT ev.*, (sess.first_event_id = ev.event_id) AS is_start,
          date_diff('millisecond', sess.first_t, sess.last_t) AS duration_ms, sess.n = 1 AS bounce

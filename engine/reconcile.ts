@@ -47,7 +47,10 @@ export interface Frontier {
   /** Min over shards of the event time up to which window partials are committed (ms); daily ones (absent: emittedMs). */
   emittedMs: number;
   emittedDailyMs?: number;
+  /** The session gap the lake is built with (a start with another one is refused). */
   sessionGapMs: number;
+  /** The allowed lateness of the engine that wrote it (absent in lakes from before it was recorded). */
+  allowedLatenessMs?: number;
 }
 
 export async function writeFrontier(store: ObjectStore, f: Frontier): Promise<void> {
@@ -137,7 +140,7 @@ export async function reconcileLate(
     const types = options.types ?? DEFAULT_METRIC_EVENT_TYPES;
     const added: Array<{ key: string; rows: number; bytes: number }> = [];
     const rewrite = async (g: 'hourly' | 'daily', start: number): Promise<void> => {
-      const reader = await conn.runAndReadAll(goldMetricsSql(g, silver, start, start + (g === 'hourly' ? HOUR : DAY), types));
+      const reader = await conn.runAndReadAll(goldMetricsSql(g, silver, start, start + (g === 'hourly' ? HOUR : DAY), types, { sessionGapMs: frontier.sessionGapMs }));
       const batch = metricRowsToBatch(g, reader.getRowObjectsJS() as Array<Record<string, unknown>>);
       const body = encodeParquet([batch], { compression: options.compression ?? 'zstd' });
       await store.put(goldWindowKey(g, start), body);
