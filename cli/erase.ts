@@ -18,6 +18,7 @@ import { userError } from '../common/errors.js';
 import { shardOfUser } from '../common/hash.js';
 import { Coordinator } from '../engine/coordinator.js';
 import { listAudit } from '../engine/erasure-job.js';
+import { readFrontier } from '../engine/reconcile.js';
 import { ErasureStore } from '../storage/erasure-store.js';
 import { resolveShards } from '../engine/data-layout.js';
 import { defaultEngineOptions, validateEngineOptions } from '../engine/options.js';
@@ -58,7 +59,21 @@ export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string
   requireDataDir(o.data);
   requireLake(o.lake);
   await refuseIfRunning(o.data);
-  const options = validateEngineOptions({ dataDir: o.data, lake: o.lake, s3Endpoint: o.s3Endpoint, shards: resolveShards(o.data, o.shards, defaultEngineOptions().shards), workers: 1, reconcileIntervalMs: 0, compactAfterMs: 0, flushIntervalMs: 3_600_000 });
+  // The backlog it drains is processed as serve would: with the lake's session gap and lateness.
+  const store = await openObjectStore(o.lake, { s3Endpoint: o.s3Endpoint });
+  const frontier = await readFrontier(store).finally(() => store.close());
+  const options = validateEngineOptions({
+    dataDir: o.data,
+    lake: o.lake,
+    s3Endpoint: o.s3Endpoint,
+    shards: resolveShards(o.data, o.shards, defaultEngineOptions().shards),
+    workers: 1,
+    reconcileIntervalMs: 0,
+    compactAfterMs: 0,
+    flushIntervalMs: 3_600_000,
+    ...(frontier !== undefined ? { sessionGapMs: frontier.sessionGapMs } : {}),
+    ...(frontier?.allowedLatenessMs !== undefined ? { allowedLatenessMs: frontier.allowedLatenessMs } : {}),
+  });
   const log = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'warn' }, pino.destination(2));
   const erasures = await ErasureStore.open(o.data);
   const ids: string[] = [];

@@ -25,7 +25,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { externalError, internalError, SluiceError } from '../common/errors.js';
+import { externalError, internalError, SluiceError, userError } from '../common/errors.js';
+import { formatDuration } from '../common/duration.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import { ipcRowCount, readFlatIpc } from '../common/ipc-read.js';
 import type { Logger } from 'pino';
@@ -335,12 +336,22 @@ export class Coordinator {
         throw err;
       }
     }
-    // A new session gap applies from here on: sessions open now keep the events they joined under the old one.
-    const previous = await readFrontier(store).catch(() => undefined);
+    // The session gap is the lake's, like the shard count is the data directory's: the shards hold
+    // daily windows back until sessions close under the gap they run with, and gold merges and
+    // reconciles by the gap in the lake's frontier — a start with another gap merged one shard's
+    // partial of a held day alone and overwrote that day's gold.
+    let previous: Awaited<ReturnType<typeof readFrontier>>;
+    try {
+      previous = await readFrontier(store);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
     if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) {
-      log.warn(
-        { previousSessionGapMs: previous.sessionGapMs, sessionGapMs: options.sessionGapMs },
-        `the session gap changed from ${previous.sessionGapMs / 60_000} to ${options.sessionGapMs / 60_000} minutes: it applies to events processed from now on; sessions open at this start keep the events they joined under the old gap`,
+      await store.close();
+      throw userError(
+        'session_gap_mismatch',
+        `lake ${options.lake} was built with a session gap of ${formatDuration(previous.sessionGapMs)}, not ${formatDuration(options.sessionGapMs)}: its open sessions and held daily windows follow that gap. Start with --session-gap ${formatDuration(previous.sessionGapMs)} (or leave it out if that is the default), or use a new --data and --lake`,
       );
     }
     // Erasure steps that need the files closed: seal logs (when this process opens them), compact shard state.
@@ -1367,7 +1378,7 @@ export class Coordinator {
   /** Writes every shard's committed frontier to the lake, where reconciliation reads it. */
   private async publishFrontier(): Promise<void> {
     const frontier = await this.frontiers();
-    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs });
+    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs, allowedLatenessMs: this.options.allowedLatenessMs });
   }
 
   private fail(err: unknown): void {

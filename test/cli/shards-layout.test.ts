@@ -6,7 +6,7 @@
  * machine's cores, which would re-hash every returning user to another shard), and `--shards 2` or
  * SLUICE_SHARDS=3 is refused at start with a message naming both counts, before anything is
  * opened. Every acknowledged event of both lives is in silver exactly once (DuckDB over the files).
- * A changed --session-gap is taken, with a warning.
+ * Another --session-gap is refused as well (the lake's frontier records the gap).
  * Below: the module's own rules (directories made before layout.json existed, a damaged file).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -59,11 +59,12 @@ describe('sluice serve keeps the data directory’s shard count', () => {
       await expect(refused).rejects.toThrow(/exited at start with 2[\s\S]*was started with 5 shards, not (2|3)/);
     }
 
-    // A changed session gap is taken, with a warning saying what it means for the sessions open now.
-    const second = await serve(ENTRY, cwd, [...args, '--session-gap', '10m'], userEnv({}));
+    // The session gap is the lake's: another one is refused too, naming both.
+    await expect(serve(ENTRY, cwd, [...args, '--session-gap', '10m'], userEnv({}))).rejects.toThrow(/exited at start with 2[\s\S]*sluice: lake \S+ was built with a session gap of 30m, not 10m/);
+
+    const second = await serve(ENTRY, cwd, args, userEnv({}));
     await traffic.run(second.url, 'second', delay(1000));
     expect(await stop(second, 'SIGTERM')).toBe(0);
-    expect(second.stderr()).toMatch(/session gap changed from 30 to 10 minutes/);
     // The fifth shard took its users' events again (with the default, the cores, it would have been left behind).
     expect(logBytes()).toBeGreaterThan(afterFirst);
     expect(traffic.acked.size).toBeGreaterThan(100);
