@@ -9,7 +9,7 @@
  * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below). After retention (`compact --retention`), only receive hours from bronze's cut + 1 day (the dedup window) and events from silver's cut are compared |
  * | uniqueness   | an event_id appears twice in silver |
  * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is later) |
- * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row or its counts differ from silver ("stale partition"); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
+ * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row (unless the lake's frontier says it is not emitted yet) or its counts differ from silver ("stale partition"; sessions too when the frontier gives the gap); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
  * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
  * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
  * | anomalies    | an hourly events or active_users total is more than anomalyZ robust z-scores (median/MAD, see `robustZ`) from the same hour on previous days, and differs from that median by ≥ anomalyMinChange of it (hours where value and median are both below anomalyMinVolume are not judged) |
@@ -28,7 +28,8 @@
  */
 import { partitionOf, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
 import { userError } from '../common/errors.js';
-import { DEFAULT_METRIC_EVENT_TYPES } from '../engine/gold-sql.js';
+import { DEFAULT_METRIC_EVENT_TYPES, sessionsSql } from '../engine/gold-sql.js';
+import { readFrontier, type Frontier } from '../engine/reconcile.js';
 import { foldCommitRecords, type CommitRecord } from '../storage/commit-record.js';
 import { openLakeQuery, partitionColumns, TABLE_SCHEMAS, type LakeQuery } from './query.js';
 
@@ -153,7 +154,7 @@ export async function runQualityChecks(options: QualityOptions): Promise<Quality
     checks.push(await checkCompleteness(rows, records));
     checks.push(await checkUniqueness(rows));
     checks.push(await checkFreshness(rows, o));
-    checks.push(await checkGold(rows, records, o));
+    checks.push(await checkGold(rows, records, o, await readFrontier(q.lake.store).catch(() => undefined)));
     checks.push(...(await checkRates(rows, records, o)));
     checks.push(await checkAnomalies(rows, o));
     checks.push(await checkDrift(q, rows, o));
@@ -353,8 +354,15 @@ async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<Ch
   });
 }
 
-async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQualityOptions): Promise<CheckResult> {
+async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQualityOptions, frontier: Frontier | undefined): Promise<CheckResult> {
   const expired = expiredThrough(records);
+  // With the lake's frontier: windows the engine has not emitted yet (a day held until its sessions
+  // close) are not missing, and sessions are compared too — counted from silver as the engine
+  // counts them (pieces of one user less than the session gap apart are one session), by start.
+  // Sessions that began before silver's retention cut are gone from it: their windows' days are not compared.
+  const emitted = (unit: 'hour' | 'day', w: number): boolean =>
+    frontier === undefined || (unit === 'hour' ? frontier.emittedMs : (frontier.emittedDailyMs ?? frontier.emittedMs)) >= w + (unit === 'hour' ? HOUR : DAY);
+  const sessionsFrom = expired.events === undefined ? -Infinity : expired.events + DAY;
   const [nr] = await rows(`SELECT max(event_time) AS t FROM events`);
   const newest = timeOf(nr!.t);
   if (newest === undefined) return { name: 'gold', status: 'pass', summary: 'no silver events yet', problems: [] };
@@ -368,22 +376,30 @@ async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQuality
     ['hour', 'hourly_metrics', HOUR, 0],
     ['day', 'daily_metrics', DAY, HOUR],
   ] as const) {
+    const sessions =
+      frontier === undefined
+        ? ''
+        : `,
+      ev AS (SELECT event_id, user_id, event_time::TIMESTAMP AS t, session_id FROM events),
+      ${sessionsSql(frontier.sessionGapMs)},
+      ss AS (SELECT date_trunc('${unit}', first_t)::TIMESTAMPTZ AS w, count(*) AS sessions FROM (SELECT DISTINCT first_event_id, first_t FROM sess) GROUP BY 1)`;
     const cmp = await rows(`
-      WITH s AS (
+      WITH s0 AS (
         SELECT date_trunc('${unit}', event_time) AS w, count(*) AS events, count(DISTINCT user_id) AS active_users,
                count(*) FILTER (WHERE event_type IN (${list(t.installs)})) AS installs,
                count(*) FILTER (WHERE event_type IN (${list(t.screen_views)})) AS screen_views,
                count(*) FILTER (WHERE event_type IN (${list(t.notification_views)})) AS notification_views,
                count(*) FILTER (WHERE event_type IN (${list(t.notification_opens)})) AS notification_opens
-        FROM events GROUP BY 1),
+        FROM events GROUP BY 1)${sessions},
+      s AS (SELECT s0.*, ${frontier === undefined ? 'NULL' : 'coalesce(ss.sessions, 0)'} AS sessions FROM s0${frontier === undefined ? '' : ' LEFT JOIN ss USING (w)'}),
       g AS (
         SELECT window_start AS w, sum(events) AS events, sum(active_users) AS active_users, sum(installs) AS installs, sum(screen_views) AS screen_views,
-               sum(notification_views) AS notification_views, sum(notification_opens) AS notification_opens, count(*) AS n
+               sum(notification_views) AS notification_views, sum(notification_opens) AS notification_opens, sum(sessions) AS sessions, count(*) AS n
         FROM ${table} WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' GROUP BY 1),
       l AS (SELECT date_trunc('${unit}', event_time) AS w, count(*) AS late FROM late_events GROUP BY 1)
-      SELECT coalesce(s.w, g.w) AS w, s.events, s.active_users, s.installs, s.screen_views, s.notification_views, s.notification_opens,
+      SELECT coalesce(s.w, g.w) AS w, s.events, s.active_users, s.installs, s.screen_views, s.notification_views, s.notification_opens, s.sessions,
              g.events AS g_events, g.active_users AS g_active_users, g.installs AS g_installs, g.screen_views AS g_screen_views,
-             g.notification_views AS g_notification_views, g.notification_opens AS g_notification_opens, g.n AS g_rows, coalesce(l.late, 0) AS late
+             g.notification_views AS g_notification_views, g.notification_opens AS g_notification_opens, g.sessions AS g_sessions, g.n AS g_rows, coalesce(l.late, 0) AS late
       FROM s FULL JOIN g USING (w) LEFT JOIN l USING (w)
       WHERE coalesce(s.w, g.w) + INTERVAL ${step / 1000} SECOND <= ${ts(closedBefore - margin)}
       ORDER BY 1`);
@@ -398,11 +414,17 @@ async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQuality
         continue;
       }
       let problem: string | undefined;
+      const compared = ['events', 'active_users', 'installs', 'screen_views', 'notification_views', 'notification_opens', ...(frontier !== undefined && w >= sessionsFrom ? ['sessions'] : [])];
       if (r.events === null || r.events === undefined) problem = `orphan partition ${where}: gold counts ${num(r.g_events)} events in this ${unit}, silver has none`;
-      else if (r.g_rows === null || r.g_rows === undefined) problem = `missing partition ${where}: silver has ${num(r.events)} events in this ${unit}, gold has no row`;
-      else if (num(r.g_rows) > 1) problem = `duplicated partition ${where}: ${num(r.g_rows)} total rows for one window`;
+      else if (r.g_rows === null || r.g_rows === undefined) {
+        if (!emitted(unit, w)) {
+          windows--;
+          continue;
+        }
+        problem = `missing partition ${where}: silver has ${num(r.events)} events in this ${unit}, gold has no row`;
+      } else if (num(r.g_rows) > 1) problem = `duplicated partition ${where}: ${num(r.g_rows)} total rows for one window`;
       else {
-        const diffs = ['events', 'active_users', 'installs', 'screen_views', 'notification_views', 'notification_opens']
+        const diffs = compared
           .filter((c) => num(r[c]) !== num(r[`g_${c}`]))
           .map((c) => `${c} ${num(r[`g_${c}`])} in gold vs ${num(r[c])} in silver`);
         if (diffs.length > 0) problem = `stale partition ${where}: ${diffs.join(', ')}`;

@@ -51,14 +51,14 @@ export function resolveSessionIds(silver: string, aliases: string): string {
 const list = (xs: string[]): string => xs.map(quote).join(', ');
 
 /**
- * The `sess` CTE: per session id of `ev`, its first and last event time, event count and first
+ * The `sess` CTE (over a CTE `ev` of event_id, user_id, t, session_id): per session id, its first and last event time, event count and first
  * event. With `gapMs`, ids of one user less than the gap apart are one session: an open session
  * whose start moved (an out-of-order event) takes a new id, its rows written before keep the old
  * one, and the alias linking them is written only when the session closes — so a window recomputed
  * while it is open (reconciliation, erasure) counted it twice. Sessions the engine closed are at
  * least the gap apart, so nothing else merges.
  */
-function sessionsSql(gapMs: number | undefined): string {
+export function sessionsSql(gapMs: number | undefined): string {
   const perId = `SELECT session_id, any_value(user_id) AS user_id, min(t) AS first_t, max(t) AS last_t, count(*) AS n,
          arg_min(event_id, (t, event_id)) AS first_event_id
   FROM ev WHERE session_id IS NOT NULL GROUP BY session_id`;
