@@ -30,7 +30,11 @@ export class LocalObjectStore implements ObjectStore {
     return join(this.root, ...key.split('/'));
   }
 
-  private async writeAtomic(target: string, body: Uint8Array): Promise<void> {
+  /**
+   * Writes `body` to a new fsync'd temp file, then `place`s it at `target` (rename: replace; link:
+   * only if absent, false when something is there) and fsyncs the directory. No temp outlives it.
+   */
+  private async writeAtomic(target: string, body: Uint8Array, place: 'rename' | 'link' = 'rename'): Promise<boolean> {
     const tmp = this.path(`${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
     await mkdir(dirname(tmp), { recursive: true });
     await mkdir(dirname(target), { recursive: true });
@@ -42,13 +46,24 @@ export class LocalObjectStore implements ObjectStore {
       } finally {
         await fh.close();
       }
-      await rename(tmp, target);
+      if (place === 'rename') await rename(tmp, target);
+      else {
+        try {
+          await link(tmp, target);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+          throw err;
+        } finally {
+          await rm(tmp, { force: true });
+        }
+      }
     } catch (err) {
       // A half-written temp (a full disk) would keep the disk full: remove it before reporting.
       await rm(tmp, { force: true }).catch(() => undefined);
       throw err;
     }
     await syncDir(dirname(target));
+    return true;
   }
 
   async put(key: string, body: Uint8Array): Promise<void> {
@@ -60,30 +75,10 @@ export class LocalObjectStore implements ObjectStore {
   }
 
   async create(key: string, body: Uint8Array): Promise<boolean> {
-    const target = this.path(key);
-    const tmp = this.path(`${TMP_PREFIX}${randomBytes(8).toString('hex')}`);
     try {
-      await mkdir(dirname(tmp), { recursive: true });
-      await mkdir(dirname(target), { recursive: true });
-      const fh = await open(tmp, 'w');
-      try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      try {
-        await link(tmp, target);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-        throw err;
-      }
-      await syncDir(dirname(target));
-      return true;
+      return await this.writeAtomic(this.path(key), body, 'link');
     } catch (err) {
       throw storeFailure('write', key, this.root, err);
-    } finally {
-      await rm(tmp, { force: true }).catch(() => undefined);
     }
   }
 
