@@ -148,7 +148,9 @@ const engineMetricNames = Object.values(engineMetrics).map((m) => (m as unknown 
 starting = (async () => {
   await takeOver(join(options.dataDir, 'engine.pid'));
   const started = await Coordinator.start(options, logger, { shards, dlq, roll });
-  for (const [shard, next, rows] of early.splice(0)) started.durable(shard, next, rows);
+  // Shard marks only: the DLQ log's (shard −1) went to `dlq` in applyMarks (a restart while invalid
+  // events arrived died here, again and again, as long as they kept coming).
+  for (const [shard, next, rows] of early.splice(0)) if (shard >= 0) started.durable(shard, next, rows);
   coordinator = started;
   return started;
 })();

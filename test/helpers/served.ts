@@ -130,6 +130,9 @@ export class Traffic {
   readonly sent = new Set<string>();
   private readonly base = Math.floor((Date.now() - 86_400_000) / 3_600_000) * 3_600_000;
 
+  /** `invalid`: every request also carries one event without a user (rejected, to the DLQ log). */
+  constructor(private readonly options: { invalid?: boolean } = {}) {}
+
   async run(url: string, tag: string, until: Promise<unknown>): Promise<void> {
     let stopped = false;
     void until.then(() => (stopped = true));
@@ -148,17 +151,18 @@ export class Traffic {
           };
         });
         for (const e of batch) this.sent.add(e.messageId);
+        const invalid = this.options.invalid ? [{ type: 'track', event: 'No User', messageId: `${tag}-c${c}-r${n}-bad`, timestamp: new Date(this.base).toISOString() }] : [];
         let status: number;
         let body: { ok?: boolean; rejected?: unknown[] };
         try {
-          const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch }) });
+          const res = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: AUTH, 'content-type': 'application/json' }, body: JSON.stringify({ batch: [...batch, ...invalid] }) });
           status = res.status;
           body = (await res.json()) as typeof body;
         } catch {
           return; // the server died (kill -9)
         }
         if (status === 200 && body.ok === true) {
-          expect(body.rejected).toEqual([]);
+          expect(body.rejected).toHaveLength(invalid.length);
           for (const e of batch) this.acked.add(e.messageId);
         }
       }
