@@ -8,7 +8,7 @@
  * | files        | a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
  * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below). After retention (`compact --retention`), only receive hours from bronze's cut + 1 day (the dedup window) and events from silver's cut are compared |
  * | uniqueness   | an event_id appears twice in silver |
- * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; gold's newest hourly window ends more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is later) |
+ * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; silver has events after gold's newest hourly window in an hour that ended more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is earlier) |
  * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row (unless the lake's frontier says it is not emitted yet) or its counts differ from silver ("stale partition"; sessions too when the frontier gives the gap); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
  * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
  * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
@@ -331,22 +331,36 @@ async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<Ch
   // Bronze and silver are judged against the clock (is traffic arriving?), gold against silver's
   // newest event time (is gold keeping up with silver?): events of a backfill, or a lake whose
   // traffic paused, end their hours long before now without gold being behind.
+  // Gold is behind by the age of the oldest silver hour it does not cover yet (hours without events
+  // have no gold row to look for: a pause in event time is not a lag).
   const goldReference = ev === undefined ? o.now : Math.min(o.now, ev);
-  const layers: Array<[string, number | undefined, number, string, number, string]> = [
-    ['bronze', timeOf(r!.bronze), o.maxStalenessMs, 'newest event received', o.now, iso(o.now)],
-    ['silver', timeOf(r!.silver), o.maxStalenessMs, 'newest event received', o.now, iso(o.now)],
-    ['gold', timeOf(r!.gold) === undefined ? undefined : timeOf(r!.gold)! + HOUR, o.maxStalenessMs + o.allowedLatenessMs, 'newest hourly window ends', goldReference, `silver's newest event time ${iso(goldReference)}`],
+  const goldEnd = timeOf(r!.gold) === undefined ? undefined : timeOf(r!.gold)! + HOUR;
+  const layers: Array<[string, number | undefined, string]> = [
+    ['bronze', timeOf(r!.bronze), 'newest event received'],
+    ['silver', timeOf(r!.silver), 'newest event received'],
+    ['gold', goldEnd, 'newest hourly window ends'],
   ];
   const problems: string[] = [];
   const parts: string[] = [];
-  for (const [layer, newest, limit, what, reference, referenceText] of layers) {
+  for (const [layer, newest, what] of layers) {
     if (newest === undefined) {
       problems.push(`${layer} has no data`);
       continue;
     }
-    const age = reference - newest;
     parts.push(`${layer} ${what} ${iso(newest)}`);
-    if (age > limit) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(age)} before ${referenceText} (limit ${minutes(limit)})`);
+    if (layer !== 'gold') {
+      if (o.now - newest > o.maxStalenessMs) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(o.now - newest)} before ${iso(o.now)} (limit ${minutes(o.maxStalenessMs)})`);
+      continue;
+    }
+    const limit = o.maxStalenessMs + o.allowedLatenessMs;
+    const [u] = await rows(`SELECT min(event_time) AS t FROM events WHERE event_time >= ${ts(newest)}`);
+    const uncovered = timeOf(u!.t);
+    if (uncovered === undefined) continue;
+    const hour = Math.floor(uncovered / HOUR) * HOUR;
+    const age = goldReference - (hour + HOUR);
+    if (age > limit) {
+      problems.push(`gold is stale: newest hourly window ends ${iso(newest)}; silver's events of ${iso(hour)} on are in no gold window, their hour ended ${minutes(age)} before silver's newest event time ${iso(goldReference)} (limit ${minutes(limit)})`);
+    }
   }
   return result('freshness', problems, parts.join('; '), `${problems.length} stale layer${problems.length === 1 ? '' : 's'}`, 'fail', {
     newest: Object.fromEntries(layers.map(([l, t]) => [l, t === undefined ? null : iso(t)])),
