@@ -240,7 +240,7 @@ export class Coordinator {
   /** Erasure requests of the data directory (engine/erasure-job.ts runs them after a checkpoint round). */
   private erasures: ErasureStore | undefined;
   private totals = { accepted: 0, processed: 0, committed: 0, duplicates: 0, tooLate: 0 };
-  private rate = { windowStart: Date.now(), count: 0, perSecond: 0 };
+  private rate = { windowStart: Date.now(), count: 0, perSecond: 0, lastAt: 0 };
   private liveCache: { at: number; hour: LiveSnapshot['currentHour']; day: LiveSnapshot['currentDay']; openSessions: number } = { at: 0, hour: null, day: null, openSessions: 0 };
 
   private constructor(
@@ -790,6 +790,7 @@ export class Coordinator {
       this.rate.count = 0;
     }
     this.rate.count += rows;
+    if (rows > 0) this.rate.lastAt = now;
   }
 
   /**
@@ -1252,7 +1253,8 @@ export class Coordinator {
     const gwm = this.globalWatermark();
     return {
       time: new Date(now).toISOString(),
-      eventsPerSecond: this.rate.perSecond,
+      // The rate of the last whole second with events; none processed for two seconds: 0 (it stayed at the last busy second's rate).
+      eventsPerSecond: Date.now() - this.rate.lastAt >= 2000 ? 0 : this.rate.perSecond,
       acceptedTotal: this.totals.accepted,
       processedTotal: this.totals.processed,
       committedTotal: this.totals.committed,
