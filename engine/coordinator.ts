@@ -1144,6 +1144,15 @@ export class Coordinator {
    * was recorded discards its temps and is redone (with whatever the log holds by then).
    */
   private async flushDlq(): Promise<void> {
+    // One at a time: recovery's flush and a checkpoint round's (started while recovery drained the
+    // logs) ran together, two reads of the DLQ log interleaving on one reader.
+    this.dlqFlushing ??= this.flushDlqOnce().finally(() => (this.dlqFlushing = undefined));
+    return this.dlqFlushing;
+  }
+
+  private dlqFlushing: Promise<void> | undefined;
+
+  private async flushDlqOnce(): Promise<void> {
     const fence = this.cluster?.role('dlq');
     if (this.cluster && fence === undefined) return;
     const committer = new TwoPhaseCommitter(this.store, fence === undefined ? {} : { guard: () => checkFence(this.store, fence) });

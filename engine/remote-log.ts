@@ -47,7 +47,7 @@ export class RemoteLog implements ConsumedLog {
       if (this.aheadAt >= this.ahead.length) {
         this.dropAhead();
         if (next >= this.durableNextOffset) return;
-        const records = await this.reader.readRange(next, this.durableNextOffset, READ_CHUNK_RECORDS, READ_CHUNK_BYTES);
+        const records = await this.readRange(next, this.durableNextOffset);
         if (me !== this.reading || records.length === 0) return;
         this.ahead = records;
       }
@@ -58,6 +58,19 @@ export class RemoteLog implements ConsumedLog {
       yield r;
     }
   }
+
+  /**
+   * The reader keeps its position between calls, so its reads go one at a time: a read given up
+   * (its generator abandoned mid-range) and a new one, or two consumers, interleaved on it and
+   * reported sound records as damaged.
+   */
+  private readRange(from: number, until: number): Promise<LogRecord[]> {
+    const run = this.readQueue.then(() => this.reader.readRange(from, until, READ_CHUNK_RECORDS, READ_CHUNK_BYTES));
+    this.readQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private readQueue: Promise<unknown> = Promise.resolve();
 
   private dropAhead(): void {
     this.ahead = [];

@@ -78,7 +78,9 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     dirs.push(cwd);
     const env = userEnv({});
     const entry = join(REPO, 'bin', 'sluice.js');
-    const t = new Traffic();
+    // An invalid event in every request: the DLQ log is written, read and flushed through the kills too
+    // (a start after them failed half the time — log_corrupt: two DLQ reads interleaved on one reader).
+    const t = new Traffic({ invalid: true });
 
     // Life 1: the engine process dies under load; ingest keeps acknowledging into the log.
     let server = await serve(entry, cwd, ARGS, env);
