@@ -1143,14 +1143,16 @@ export class Coordinator {
    * LMDB). A recorded flush whose publish failed is finished first; a flush that failed before it
    * was recorded discards its temps and is redone (with whatever the log holds by then).
    */
-  private async flushDlq(): Promise<void> {
-    // One at a time: recovery's flush and a checkpoint round's (started while recovery drained the
-    // logs) ran together, two reads of the DLQ log interleaving on one reader.
-    this.dlqFlushing ??= this.flushDlqOnce().finally(() => (this.dlqFlushing = undefined));
-    return this.dlqFlushing;
+  private flushDlq(): Promise<void> {
+    // One after the other: recovery's flush and a checkpoint round's (started while recovery drained
+    // the logs) ran together, two reads of the DLQ log interleaving on one reader. Each call gets a
+    // flush of its own, started after the one before it ended (so it covers what was durable when called).
+    const run = this.dlqFlushes.then(() => this.flushDlqOnce());
+    this.dlqFlushes = run.catch(() => undefined);
+    return run;
   }
 
-  private dlqFlushing: Promise<void> | undefined;
+  private dlqFlushes: Promise<unknown> = Promise.resolve();
 
   private async flushDlqOnce(): Promise<void> {
     const fence = this.cluster?.role('dlq');
@@ -1263,7 +1265,7 @@ export class Coordinator {
     return {
       time: new Date(now).toISOString(),
       // The rate of the last whole second with events; none processed for two seconds: 0 (it stayed at the last busy second's rate).
-      eventsPerSecond: Date.now() - this.rate.lastAt >= 2000 ? 0 : this.rate.perSecond,
+      eventsPerSecond: now - this.rate.lastAt >= 2000 ? 0 : this.rate.perSecond,
       acceptedTotal: this.totals.accepted,
       processedTotal: this.totals.processed,
       committedTotal: this.totals.committed,
