@@ -1039,19 +1039,25 @@ export class Coordinator {
    * failing checkpoint, its range in flight) is busy, not idle: records wait in its log, and moving
    * its watermark would close its windows without them and make every one of them too late. A busy
    * shard's watermark holds the idle ones back like an active shard's does.
+   *
+   * When every shard is idle, none will move its watermark by itself, and the slowest would hold
+   * back for ever the windows the others closed (after a graceful stop, at the end of a backfill,
+   * at night): they all move to the highest watermark among them, as Flink's watermark valve
+   * flushes the maximum across its channels once all of them are idle. An event that comes later
+   * for a shard moved this way, behind the watermark it was given, is late (kept in the late
+   * table, reconciled into gold), as it would be had that shard's own traffic gone on.
    */
   private async advanceIdleShards(): Promise<void> {
     const now = Date.now();
     const idle = (st: ShardState): boolean => now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
     let active: number | undefined;
-    let any: number | undefined;
+    let highest: number | undefined;
     for (const st of this.shards) {
       if (st.watermark.kind !== 'event-time' || !st.owned) continue;
-      any = any === undefined ? st.watermark.timeMs : Math.min(any, st.watermark.timeMs);
+      highest = highest === undefined ? st.watermark.timeMs : Math.max(highest, st.watermark.timeMs);
       if (!idle(st)) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
     }
-    // When every shard with data has gone quiet too, the shards that never had any still follow them.
-    active ??= any;
+    active ??= highest;
     if (active === undefined) return;
     await Promise.all(
       this.shards.map(async (st, s) => {

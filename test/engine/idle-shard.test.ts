@@ -74,6 +74,54 @@ describe('idle shard', () => {
     }
   });
 
+  it('follows the shard ahead once every shard is idle: the windows the others closed reach gold, and a later event behind it is late', async () => {
+    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
+    const minute = 60_000;
+    const options = validateEngineOptions({ dataDir: join(root, 'data-all-idle'), lake: join(root, 'lake-all-idle'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 200, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
+    const c = await Coordinator.start(options, pino({ level: 'silent' }));
+    const store = await openObjectStore(options.lake);
+    let n = 0;
+    const append = async (shard: number, times: number[]): Promise<void> => {
+      const b = new IngestBatchBuilder(times.length);
+      for (const t of times) b.push(row(`e-${n++}`, usersOf(shard)[n % 2]!, t));
+      const payload = b.toIPC();
+      c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
+    };
+    let closed = false;
+    try {
+      // Shard 0's users stop at 10:50, shard 1's at 14:50; then nothing comes for either.
+      await append(0, [T0 + 5 * minute, T0 + 20 * minute, T0 + 50 * minute]);
+      await append(1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]);
+      await c.drain();
+      // Without the advance, gold waits for shard 0's watermark (10:49) for ever: not even hour 10 is merged.
+      const gold = await eventually(async () => (await store.list('gold/hourly_metrics/')).filter((o) => o.key.endsWith('.parquet')).length >= 2, 30_000);
+      expect(gold, 'hours 10 and 12 are merged while nothing arrives').toBe(true);
+      await append(0, [T0 + HOUR + 5 * minute]);
+      await c.drain();
+      expect(c.live().tooLateTotal, 'an event at 11:05 for shard 0, now behind 14:49').toBe(1);
+      await c.close();
+      closed = true;
+    } finally {
+      if (!closed) await c.close().catch(() => undefined);
+      await store.close();
+    }
+    const r = await openLakeReader(options.lake);
+    try {
+      const gold = await r.rows<{ h: number; events: bigint; users: bigint }>(`
+        SELECT hour(window_start) AS h, events, active_users AS users FROM ${r.rel('hourly_metrics')}
+        WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' ORDER BY 1`);
+      expect(gold.map((g) => [Number(g.h), Number(g.events), Number(g.users)])).toEqual([
+        [10, 4, 3],
+        [12, 1, 1],
+      ]);
+      // Shard 0's sessions closed with the advance (the 11:05 event is late: in the late table, in no session).
+      const sessions = await r.rows<{ n: bigint }>(`SELECT count(*) AS n FROM ${r.rel('sessions')} WHERE user_id IN ('${usersOf(0).join("','")}')`);
+      expect(Number(sessions[0]!.n)).toBeGreaterThan(0);
+    } finally {
+      r.close();
+    }
+  }, 60_000);
+
   it('is not a shard that falls behind: records waiting in its log keep it out of the idle advance, so none of them becomes too late', async () => {
     /** A segment log whose reads fail while `failing` is set (the shard can read nothing, as in an outage of its log). */
     class Unreadable extends WrappedSegmentLog {
