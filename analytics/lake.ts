@@ -72,6 +72,7 @@ export class Lake {
   readonly downloads = { files: 0, bytes: 0 };
   private records: CommitRecord[] = [];
   private recordsSignature = '';
+  private readonly left = new Map<string, string>();
 
   private constructor(
     readonly store: ObjectStore,
@@ -91,6 +92,11 @@ export class Lake {
     const lake = new Lake(store, cacheDir, o);
     await lake.refresh();
     return lake;
+  }
+
+  /** The lake as the caller named it (a directory, file://… or s3://…). */
+  get location(): string {
+    return this.options.lake;
   }
 
   /** 'committed' or 'present' (see `LakeOptions.mode`). */
@@ -120,6 +126,19 @@ export class Lake {
     return true;
   }
 
+  /**
+   * Leaves a file out of every table read from now on, for `why` (`sluice quality` found it
+   * damaged and reported it; its other checks then run over the files that can be read).
+   */
+  leaveOut(key: string, why: string): void {
+    this.left.set(key, why);
+  }
+
+  /** Files left out (key → why). */
+  get leftOut(): ReadonlyMap<string, string> {
+    return this.left;
+  }
+
   /** Parquet objects present under a table's prefix. */
   async present(table: TableName): Promise<ObjectInfo[]> {
     return (await this.store.list(`${TABLES[table].prefix}/`)).filter((o) => o.key.endsWith('.parquet'));
@@ -131,7 +150,7 @@ export class Lake {
   }
 
   private select(table: TableName, present: ObjectInfo[], range?: TimeRange): ObjectInfo[] {
-    let files = present;
+    let files = this.left.size === 0 ? present : present.filter((o) => !this.left.has(o.key));
     if (this.options.mode === 'committed' && this.records.length > 0) {
       const live = foldCommitRecords(this.records, `${TABLES[table].prefix}/`, new Set(present.map((o) => o.key)));
       files = present.filter((o) => live.has(o.key));

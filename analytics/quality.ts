@@ -5,7 +5,7 @@
  *
  * | check        | fails when |
  * |--------------|------------|
- * | files        | a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
+ * | files        | a Parquet file cannot be read (its footer, or, once a check trips on it, its pages; it is then left out of the other checks); a file a commit record added is missing; a Parquet file no record added (a stray or copied file) or one a record removed is present; a file's row count differs from its record |
  * | completeness | per hour of receive time, bronze rows ≠ silver rows + duplicates dropped; or the flush commit records' `stats` disagree with their files or with the lake (see below). After retention (`compact --retention`), only receive hours from bronze's cut + 1 day (the dedup window) and events from silver's cut are compared |
  * | uniqueness   | an event_id appears twice in silver |
  * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; silver has events after gold's newest hourly window in an hour that ended more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is earlier) |
@@ -27,7 +27,7 @@
  * shows up in the numbers as well as in the files check.
  */
 import { partitionOf, partitionTimeOfKey, TABLES, type TableName } from '../common/lake-layout.js';
-import { userError } from '../common/errors.js';
+import { SluiceError, userError } from '../common/errors.js';
 import { DEFAULT_METRIC_EVENT_TYPES, sessionsSql } from '../engine/gold-sql.js';
 import { readFrontier, type Frontier } from '../engine/reconcile.js';
 import { foldCommitRecords, type CommitRecord } from '../storage/commit-record.js';
@@ -149,24 +149,95 @@ export async function runQualityChecks(options: QualityOptions): Promise<Quality
       return r.rows.map((row) => Object.fromEntries(r.columns.map((c, i) => [c, row[i]])));
     };
     const records = q.lake.commitRecords.filter((r) => !r.aborted);
-    const checks: CheckResult[] = [];
-    checks.push(await checkFiles(q, records));
-    checks.push(await checkCompleteness(rows, records));
-    checks.push(await checkUniqueness(rows));
-    checks.push(await checkFreshness(rows, o));
-    checks.push(await checkGold(rows, records, o, await readFrontier(q.lake.store).catch(() => undefined)));
-    checks.push(...(await checkRates(rows, records, o)));
-    checks.push(await checkAnomalies(rows, o));
-    checks.push(await checkDrift(q, rows, o));
+    const files = await checkFiles(q, records);
+    const checks: CheckResult[] = [files];
+    const frontier = await readFrontier(q.lake.store).catch(() => undefined);
+    const run = (name: string, check: () => Promise<CheckResult | CheckResult[]>): Promise<void> => runCheck(q, files, checks, name, check);
+    await run('completeness', () => checkCompleteness(rows, records));
+    await run('uniqueness', () => checkUniqueness(rows));
+    await run('freshness', () => checkFreshness(rows, o));
+    await run('gold', () => checkGold(rows, records, o, frontier));
+    await run('rates', () => checkRates(rows, records, o));
+    await run('anomalies', () => checkAnomalies(rows, o));
+    await run('schema drift', () => checkDrift(q, rows, o));
     return { lake: o.lake, now: iso(o.now), ok: !checks.some((c) => c.status === 'fail'), checks };
   } finally {
     await q.close();
   }
 }
 
+/**
+ * Runs one check. A file damaged inside (its footer reads, a page does not) makes the first check
+ * that decodes it fail: the files are then read whole to find which, each one found is reported
+ * by the files check and left out, and the check runs again over the files that can be read.
+ * Should none be found, the check fails with DuckDB's words instead of ending the report.
+ */
+async function runCheck(q: LakeQuery, files: CheckResult, checks: CheckResult[], name: string, check: () => Promise<CheckResult | CheckResult[]>): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const r = await check();
+      checks.push(...(Array.isArray(r) ? r : [r]));
+      return;
+    } catch (err) {
+      if (!(err instanceof SluiceError && err.code === 'lake_file_damaged')) throw err;
+      if (attempt > 0 || (await leaveOutDamaged(q, files, 'decode')) === 0) {
+        checks.push({ name, status: 'fail', summary: `could not run: ${err.message}`, problems: [] });
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * Reads the footers (`how` = 'footer') or every column (`how` = 'decode') of each Parquet file
+ * present, a table at a time and file by file only in a table that fails as a whole. Each file
+ * that cannot be read becomes a problem of the files check and is left out of every later query.
+ * Returns how many were found; with 'footer', also the row count of each readable file.
+ */
+async function leaveOutDamaged(q: LakeQuery, files: CheckResult, how: 'footer' | 'decode', rowsOf?: Map<string, number>): Promise<number> {
+  const sql = (paths: string[]): string => {
+    const list = paths.map((p) => `'${p.replaceAll("'", "''")}'`).join(', ');
+    return how === 'footer' ? `SELECT file_name, num_rows FROM parquet_file_metadata([${list}])` : `SELECT count(COLUMNS(*)) FROM read_parquet([${list}], union_by_name = true)`;
+  };
+  let found = 0;
+  for (const table of Object.keys(TABLES) as TableName[]) {
+    const keys = (await q.lake.keys(table)).map((o) => o.key);
+    if (keys.length === 0) continue;
+    await q.lake.paths(table);
+    const keyOf = new Map(keys.map((k) => [q.lake.pathOf(k), k]));
+    const record = (rows: unknown[][]): void => {
+      if (how === 'footer') for (const [file, n] of rows) rowsOf?.set(keyOf.get(String(file))!, num(n));
+    };
+    try {
+      record((await q.connection.runAndReadAll(sql([...keyOf.keys()]))).getRowsJS() as unknown[][]);
+      continue;
+    } catch {
+      // Some file of this table is damaged: find which.
+    }
+    for (const [path, key] of keyOf) {
+      try {
+        record((await q.connection.runAndReadAll(sql([path]))).getRowsJS() as unknown[][]);
+      } catch (err) {
+        const why = (err as Error).message.split('\n')[0]!;
+        q.lake.leaveOut(key, why);
+        files.problems.push(`damaged file: ${key} cannot be read (${why}); the other checks leave it out — restore it from a copy or move it away`);
+        files.status = 'fail';
+        files.summary = `${files.problems.length} file problem${files.problems.length === 1 ? '' : 's'}`;
+        found++;
+      }
+    }
+  }
+  return found;
+}
+
 async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckResult> {
+  const check: CheckResult = { name: 'files', status: 'pass', summary: '', problems: [] };
+  const rowsOf = new Map<string, number>();
+  await leaveOutDamaged(q, check, 'footer', rowsOf);
+  const problems = check.problems;
   if (records.length === 0) {
-    return { name: 'files', status: 'warn', summary: 'no commit records under _sluice/commits/: cannot tell committed files from stray ones', problems: [] };
+    if (problems.length > 0) return check;
+    return { name: 'files', status: 'warn', summary: 'no commit records under _sluice/commits/: cannot tell committed files from stray ones', problems };
   }
   const removedBy = new Map<string, string>();
   const addedBy = new Map<string, string>();
@@ -174,9 +245,7 @@ async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckR
     for (const f of r.added) addedBy.set(f.key, r.id);
     for (const f of r.removed) removedBy.set(f.key, r.id);
   }
-  const problems: string[] = [];
   let files = 0;
-  const toCount: Array<{ table: TableName; key: string; rows: number }> = [];
   for (const table of Object.keys(TABLES) as TableName[]) {
     const present = await q.lake.present(table);
     files += present.length;
@@ -185,7 +254,7 @@ async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckR
     for (const [key, rows] of live) {
       if (!key.endsWith('.parquet')) continue;
       if (!presentKeys.has(key)) problems.push(`missing file: ${key} (added by commit record ${addedBy.get(key)}, not in the lake)`);
-      else toCount.push({ table, key, rows });
+      else if (rows > 0 && rowsOf.has(key) && rowsOf.get(key) !== rows) problems.push(`row count differs: ${key} has ${rowsOf.get(key)} rows, its commit record says ${rows}`);
     }
     for (const key of presentKeys) {
       if (live.has(key)) continue;
@@ -197,22 +266,7 @@ async function checkFiles(q: LakeQuery, records: CommitRecord[]): Promise<CheckR
       );
     }
   }
-  // Row counts from the Parquet footers vs what the records say.
-  for (const table of Object.keys(TABLES) as TableName[]) {
-    const mine = toCount.filter((f) => f.table === table && f.rows > 0);
-    if (mine.length === 0) continue;
-    await q.lake.paths(table);
-    const keyOf = new Map(mine.map((m) => [q.lake.pathOf(m.key), m.key]));
-    const list = [...keyOf.keys()].map((p) => `'${p.replaceAll("'", "''")}'`).join(', ');
-    if (list === '') continue;
-    const counted = await q.run(`SELECT file_name, num_rows FROM parquet_file_metadata([${list}])`);
-    for (const [file, n] of counted.rows) {
-      const key = keyOf.get(String(file));
-      const want = mine.find((m) => m.key === key);
-      if (want && num(n) !== want.rows) problems.push(`row count differs: ${key} has ${num(n)} rows, its commit record says ${want.rows}`);
-    }
-  }
-  return result('files', problems, `${files} files, each added by a commit record, none missing, row counts as recorded`, `${problems.length} file problem${problems.length === 1 ? '' : 's'}`, 'fail', { files, records: records.length });
+  return Object.assign(check, result('files', problems, `${files} files, each added by a commit record, none missing, row counts as recorded`, `${problems.length} file problem${problems.length === 1 ? '' : 's'}`, 'fail', { files, records: records.length }));
 }
 
 type Rows = (sql: string) => Promise<Array<Record<string, unknown>>>;

@@ -16,7 +16,7 @@
 import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { Type, type DataType, type Schema } from 'apache-arrow';
 import { TABLES, type TableName } from '../common/lake-layout.js';
-import { userError } from '../common/errors.js';
+import { externalError, userError } from '../common/errors.js';
 import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionAliasesSchema, sessionsSchema, silverSchema } from '../common/schema.js';
 import { resolveSessionIds } from '../engine/gold-sql.js';
 import { Lake, type LakeOptions, type TimeRange } from './lake.js';
@@ -72,6 +72,24 @@ export interface QueryResult {
 
 export type LakeQueryOptions = LakeOptions;
 
+/** DuckDB's words for a Parquet file it cannot decode (truncated, overwritten, bit rot), not for a mistake in the SQL. */
+const DAMAGE = /No magic bytes|TProtocolException|Failed to read file|Decompression failure|Corrupt|Invalid Error/i;
+
+/** Whether a DuckDB error says a lake file cannot be read. */
+export function isLakeDamage(err: unknown): boolean {
+  return err instanceof Error && DAMAGE.test(err.message);
+}
+
+/** A damaged file is the lake's problem (exit 1), not the query's: say so in one line and how to find it. */
+function damaged(lake: Lake, err: unknown): Error {
+  const first = (err as Error).message.split('\n')[0]!;
+  return externalError(
+    'lake_file_damaged',
+    `a Parquet file of the lake cannot be read (${first}); \`sluice quality --lake ${lake.location}\` names every damaged file: restore it or move it away, then run again`,
+    err,
+  );
+}
+
 /** An open SQL session over one lake. Not safe for concurrent `run`s; close it when done. */
 export interface LakeQuery {
   /** Runs SQL (several statements allowed; the last one's result is returned). Bad SQL → a user error `query_failed`. */
@@ -110,7 +128,10 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
     // Silver rows keep the session id they were stamped with while their session was open; a
     // session whose start moved (a late event, a merge) lists those ids in session_aliases.
     if (table === 'events') body = resolveSessionIds(`(${body})`, 'session_aliases');
-    await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`);
+    // DuckDB reads the files' footers here (union_by_name): a truncated file fails already.
+    await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`).catch((err: unknown) => {
+      throw isLakeDamage(err) ? damaged(lake, err) : err;
+    });
     defined.add(table);
   };
 
@@ -151,6 +172,7 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
       const reader = await conn.runAndReadAll(sql, values, types);
       return { columns: reader.columnNames(), types: reader.columnTypes().map((t) => t.toString()), rows: reader.getRowsJS() as unknown[][] };
     } catch (err) {
+      if (isLakeDamage(err)) throw damaged(lake, err);
       throw userError('query_failed', `query failed: ${(err as Error).message}`, err);
     }
   };

@@ -4,7 +4,7 @@
  * real exit codes.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -141,6 +141,25 @@ describe('bin/sluice.js', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^sluice: query failed: Catalog Error: Table with name nowhere does not exist!/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('a damaged lake file: query exits 1 with one line naming it, quality --json reports it (and the rest) in its JSON', () => {
+    const damaged = join(root, 'damaged');
+    cpSync(lake, damaged, { recursive: true });
+    const dir = join(damaged, 'silver', 'events');
+    const file = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((p) => p.endsWith('.parquet')).sort()[0]!;
+    const bytes = readFileSync(join(dir, file));
+    writeFileSync(join(dir, file), bytes.subarray(0, bytes.length - 20));
+    const q = spawnSync(process.execPath, ['bin/sluice.js', 'query', '--lake', damaged, 'SELECT count(*) FROM events'], { encoding: 'utf8', timeout: 60_000 });
+    expect(q.status).toBe(1);
+    expect(q.stdout).toBe('');
+    expect(q.stderr).toMatch(new RegExp(`^sluice: a Parquet file of the lake cannot be read \\(.*${file.replaceAll('/', '.')}.*\\); \`sluice quality --lake ${damaged}\` names every damaged file: restore it or move it away, then run again\n$`));
+    const r = spawnSync(process.execPath, ['bin/sluice.js', 'quality', '--lake', damaged, '--json'], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('');
+    const report = JSON.parse(r.stdout) as { checks: Array<{ name: string; status: string; problems: string[] }> };
+    expect(report.checks.find((c) => c.name === 'files')!.problems).toEqual([expect.stringContaining(`damaged file: silver/events/${file.replaceAll('\\', '/')} cannot be read`)]);
+    expect(report.checks.find((c) => c.name === 'completeness')!.status).toBe('fail');
   });
 
   it('sets V8\'s heap growth from SLUICE_HEAP_GROWING_PERCENT (0: V8\'s own) and refuses a malformed value with one message', () => {

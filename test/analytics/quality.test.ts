@@ -96,6 +96,26 @@ describe('damage', () => {
     expect(check(r, 'completeness').problems[0]).toMatch(/^receive hour .*: bronze \d+ ≠ silver \d+ \+ duplicates \d+ \(\d+ events missing from silver\)$/);
   });
 
+  // Truncated (a copy cut short: the footer is gone) or overwritten inside (the footer reads, the pages do not).
+  it.each(['truncated', 'overwritten'] as const)('a damaged file (%s) fails files, naming it; the other checks run without it and count its rows as missing', async (how) => {
+    const dir = copy(`damaged-${how}`);
+    const victim = files(dir, 'silver/events')[4]!;
+    const bytes = readFileSync(victim);
+    const rows = (await decodeParquet(bytes)).numRows;
+    if (how === 'truncated') writeFileSync(victim, bytes.subarray(0, bytes.length >> 1));
+    else {
+      const footer = bytes.readUInt32LE(bytes.length - 8);
+      bytes.fill(0x41, 4, bytes.length - 8 - footer);
+      writeFileSync(victim, bytes);
+    }
+    const r = await run(dir, healthy.f);
+    expect(r.ok).toBe(false);
+    expect(check(r, 'files').problems).toEqual([expect.stringMatching(new RegExp(`^damaged file: ${keyOf(dir, victim)} cannot be read \\(.+\\); the other checks leave it out`))]);
+    expect(r.checks.map((c) => c.name)).toEqual(['files', 'completeness', 'uniqueness', 'freshness', 'gold', 'late rate', 'invalid rate', 'anomalies', 'schema drift']);
+    expect(check(r, 'completeness').problems).toContainEqual(expect.stringMatching(new RegExp(`\\(${rows} events? missing from silver\\)$`)));
+    expect(check(r, 'uniqueness').status).toBe('pass');
+  });
+
   it('a duplicated file (same rows under a new name) fails files, uniqueness and completeness', async () => {
     const dir = copy('copied');
     const source = files(dir, 'silver/events')[3]!;
