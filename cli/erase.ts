@@ -20,7 +20,7 @@ import { Coordinator } from '../engine/coordinator.js';
 import { listAudit } from '../engine/erasure-job.js';
 import { readFrontier } from '../engine/reconcile.js';
 import { ErasureStore } from '../storage/erasure-store.js';
-import { resolveShards } from '../engine/data-layout.js';
+import { recordedSessionGap, resolveShards } from '../engine/data-layout.js';
 import { defaultEngineOptions, validateEngineOptions } from '../engine/options.js';
 import { erasureStatus } from '../ingest/erasures.js';
 import { openObjectStore } from '../storage/open-store.js';
@@ -71,7 +71,7 @@ export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string
     reconcileIntervalMs: 0,
     compactAfterMs: 0,
     flushIntervalMs: 3_600_000,
-    ...(frontier !== undefined ? { sessionGapMs: frontier.sessionGapMs } : {}),
+    sessionGapMs: frontier?.sessionGapMs ?? recordedSessionGap(o.data),
     ...(frontier?.allowedLatenessMs !== undefined ? { allowedLatenessMs: frontier.allowedLatenessMs } : {}),
   });
   const log = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'warn' }, pino.destination(2));

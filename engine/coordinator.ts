@@ -42,7 +42,7 @@ import { mergeWindowPartials } from './gold-merge.js';
 import { goldWindowKey, readFrontier, reconcileLate, writeFrontier } from './reconcile.js';
 import type { EngineOptions } from './options.js';
 import { claimLake } from './lake-owner.js';
-import { claimShards } from './data-layout.js';
+import { claimShards, sessionGapMismatch } from './data-layout.js';
 import { FailureEpisodes } from './failure-episodes.js';
 import { ShardPool, ShardTaskError } from './pool.js';
 import { compactInWorker } from './compaction.js';
@@ -327,32 +327,19 @@ export class Coordinator {
     // The coordinator exists only after the logs; a reopened local shard log reaches it through this.
     let coordinator: Coordinator | undefined;
     const store = await openObjectStore(options.lake, { s3Endpoint: options.s3Endpoint });
-    // Segment logs (offsets from 0 in each data directory) name the lake's files: one data directory per lake.
-    if (given === undefined || (given.roll !== undefined && given.cluster === undefined)) {
-      try {
-        await claimLake(store, options.dataDir, options.lake);
-      } catch (err) {
-        await store.close();
-        throw err;
-      }
-    }
-    // The session gap is the lake's, like the shard count is the data directory's: the shards hold
-    // daily windows back until sessions close under the gap they run with, and gold merges and
-    // reconciles by the gap in the lake's frontier — a start with another gap merged one shard's
-    // partial of a held day alone and overwrote that day's gold.
-    let previous: Awaited<ReturnType<typeof readFrontier>>;
     try {
-      previous = await readFrontier(store);
+      // Segment logs (offsets from 0 in each data directory) name the lake's files: one data directory per lake.
+      if (given === undefined || (given.roll !== undefined && given.cluster === undefined)) await claimLake(store, options.dataDir, options.lake);
+      // The session gap is the lake's and the data directory's, like the shard count: the shards
+      // hold daily windows back until sessions close under the gap they run with, and gold merges
+      // and reconciles by the gap in the lake's frontier — a start with another gap merged one
+      // shard's partial of a held day alone and overwrote that day's gold.
+      const previous = await readFrontier(store);
+      if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) throw sessionGapMismatch(`lake ${options.lake}`, previous.sessionGapMs, options.sessionGapMs);
+      await claimShards(options.dataDir, options.shards, options.sessionGapMs);
     } catch (err) {
       await store.close();
       throw err;
-    }
-    if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) {
-      await store.close();
-      throw userError(
-        'session_gap_mismatch',
-        `lake ${options.lake} was built with a session gap of ${formatDuration(previous.sessionGapMs)}, not ${formatDuration(options.sessionGapMs)}: its open sessions and held daily windows follow that gap. Start with --session-gap ${formatDuration(previous.sessionGapMs)} (or leave it out if that is the default), or use a new --data and --lake`,
-      );
     }
     // Erasure steps that need the files closed: seal logs (when this process opens them), compact shard state.
     const erasures = await ErasureStore.open(options.dataDir);

@@ -8,6 +8,11 @@
  * unread — silently. So the first start records S; later starts adopt it when no `--shards` is
  * given and refuse a different one, naming both.
  *
+ * The engine records the session gap beside it (`{"shards": 4, "sessionGapMs": 1800000}`): the
+ * shards' open sessions and held daily windows follow the gap they were made with, so a start
+ * with another one is refused (`session_gap_mismatch`) — as the lake's `_sluice/frontier.json`
+ * refuses it too; either record is enough, should the other be lost.
+ *
  * Data directories made before this file existed have no layout.json: their local log
  * (`log/shard-0 … shard-<S−1>`, every shard opened at the first start) tells S. An engine node's
  * directory (scale-out) keeps only the shards it owned, so it is never inferred from, only recorded.
@@ -15,6 +20,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { formatDuration } from '../common/duration.js';
 import { userError } from '../common/errors.js';
 import { writeFileDurably } from '../storage/erasure-store.js';
 
@@ -30,8 +36,16 @@ export function recordedShards(dataDir: string): number | undefined {
   return readLayout(dataDir)?.shards;
 }
 
-/** What `dataDir` says of its shard count; `inLayout`: layout.json holds it (not inferred from the logs). */
-function readLayout(dataDir: string): { shards: number; inLayout: boolean } | undefined {
+interface Layout {
+  shards: number;
+  /** Recorded by the engine (absent in directories made before, and in ingest's first record). */
+  sessionGapMs?: number;
+  /** layout.json holds it (not inferred from the logs). */
+  inLayout: boolean;
+}
+
+/** What `dataDir` says of its shard count and session gap. */
+function readLayout(dataDir: string): Layout | undefined {
   const path = join(dataDir, LAYOUT_FILE);
   let text: string | undefined;
   try {
@@ -40,16 +54,17 @@ function readLayout(dataDir: string): { shards: number; inLayout: boolean } | un
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (text !== undefined) {
-    let shards: unknown;
+    let parsed: { shards?: unknown; sessionGapMs?: unknown } = {};
     try {
-      shards = (JSON.parse(text) as { shards?: unknown }).shards;
+      parsed = JSON.parse(text) as typeof parsed;
     } catch {
-      shards = undefined;
+      // reported below
     }
-    if (!Number.isSafeInteger(shards) || (shards as number) < 1) {
-      throw userError('layout_corrupt', `${path} does not hold {"shards": <integer ≥ 1>} (got ${JSON.stringify(text.slice(0, 80))}); restore it with the shard count this data directory was started with`);
+    const { shards, sessionGapMs } = parsed ?? {};
+    if (!Number.isSafeInteger(shards) || (shards as number) < 1 || (sessionGapMs !== undefined && !(typeof sessionGapMs === 'number' && sessionGapMs > 0))) {
+      throw userError('layout_corrupt', `${path} does not hold {"shards": <integer ≥ 1>, "sessionGapMs": <ms>} (got ${JSON.stringify(text.slice(0, 80))}); restore it with the shard count this data directory was started with`);
     }
-    return { shards: shards as number, inLayout: true };
+    return { shards: shards as number, sessionGapMs: sessionGapMs as number | undefined, inLayout: true };
   }
   let names: string[];
   try {
@@ -76,18 +91,35 @@ export function resolveShards(dataDir: string, given: number | undefined, fallba
   return given ?? recorded ?? fallback;
 }
 
+/** The session gap recorded for `dataDir` (by its engine), if any. */
+export function recordedSessionGap(dataDir: string): number | undefined {
+  return readLayout(dataDir)?.sessionGapMs;
+}
+
 /**
- * Records `shards` for `dataDir` if it has no layout.json yet (written durably: a temporary file,
- * fsync'd, renamed, the directory fsync'd); throws `shards_mismatch` if it was made with another
- * count. Every opener of a data directory calls it before touching a shard (the engine, ingest's
- * local logs), so a programmatic start is held to the same rule as the CLI.
+ * Records `shards` (and the engine's `sessionGapMs`) for `dataDir` unless layout.json holds them
+ * already (written durably: a temporary file, fsync'd, renamed, the directory fsync'd); throws
+ * `shards_mismatch` / `session_gap_mismatch` if it was made with another count or gap. Every
+ * opener of a data directory calls it before touching a shard (the engine, ingest's local logs),
+ * so a programmatic start is held to the same rule as the CLI.
  */
-export async function claimShards(dataDir: string, shards: number): Promise<void> {
+export async function claimShards(dataDir: string, shards: number, sessionGapMs?: number): Promise<void> {
   const layout = readLayout(dataDir);
   if (layout !== undefined && layout.shards !== shards) throw mismatch(dataDir, layout.shards, shards);
-  if (layout?.inLayout) return;
+  if (sessionGapMs !== undefined && layout?.sessionGapMs !== undefined && layout.sessionGapMs !== sessionGapMs) {
+    throw sessionGapMismatch(`the data directory ${dataDir}`, layout.sessionGapMs, sessionGapMs);
+  }
+  if (layout?.inLayout && (sessionGapMs === undefined || layout.sessionGapMs !== undefined)) return;
   await mkdir(dataDir, { recursive: true });
-  await writeFileDurably(join(dataDir, LAYOUT_FILE), `${JSON.stringify({ shards })}\n`);
+  await writeFileDurably(join(dataDir, LAYOUT_FILE), `${JSON.stringify({ shards, sessionGapMs: sessionGapMs ?? layout?.sessionGapMs })}\n`);
+}
+
+/** `what` (a data directory, a lake) was built with a session gap of `recorded` ms; `given` is another. */
+export function sessionGapMismatch(what: string, recorded: number, given: number) {
+  return userError(
+    'session_gap_mismatch',
+    `${what} was built with a session gap of ${formatDuration(recorded)}, not ${formatDuration(given)}: its open sessions and held daily windows follow that gap. Start with --session-gap ${formatDuration(recorded)} (or leave it out if that is the default), or use a new --data and --lake`,
+  );
 }
 
 function mismatch(dataDir: string, recorded: number, given: number) {

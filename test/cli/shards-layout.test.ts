@@ -6,7 +6,7 @@
  * machine's cores, which would re-hash every returning user to another shard), and `--shards 2` or
  * SLUICE_SHARDS=3 is refused at start with a message naming both counts, before anything is
  * opened. Every acknowledged event of both lives is in silver exactly once (DuckDB over the files).
- * Another --session-gap is refused as well (the lake's frontier records the gap).
+ * Another --session-gap is refused as well (the lake's frontier and layout.json record the gap).
  * Below: the module's own rules (directories made before layout.json existed, a damaged file).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SluiceError } from '../../common/errors.js';
-import { claimShards, LAYOUT_FILE, recordedShards, resolveShards } from '../../engine/data-layout.js';
+import { claimShards, LAYOUT_FILE, recordedSessionGap, recordedShards, resolveShards } from '../../engine/data-layout.js';
 import { silverCounts } from '../helpers/lake.js';
 import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
@@ -45,7 +45,7 @@ describe('sluice serve keeps the data directory’s shard count', () => {
     const first = await serve(ENTRY, cwd, [...args, '--shards', '5'], userEnv({}));
     await traffic.run(first.url, 'first', delay(1000));
     expect(await stop(first, 'SIGTERM')).toBe(0);
-    expect(JSON.parse(readFileSync(join(cwd, 'data', LAYOUT_FILE), 'utf8'))).toEqual({ shards: 5 });
+    expect(JSON.parse(readFileSync(join(cwd, 'data', LAYOUT_FILE), 'utf8'))).toEqual({ shards: 5, sessionGapMs: 30 * 60_000 });
     const lastShardLog = join(cwd, 'data', 'log', 'shard-4');
     const logBytes = () => readdirSync(lastShardLog).reduce((n, f) => n + statSync(join(lastShardLog, f)).size, 0);
     const afterFirst = logBytes();
@@ -61,6 +61,9 @@ describe('sluice serve keeps the data directory’s shard count', () => {
 
     // The session gap is the lake's: another one is refused too, naming both.
     await expect(serve(ENTRY, cwd, [...args, '--session-gap', '10m'], userEnv({}))).rejects.toThrow(/exited at start with 2[\s\S]*sluice: lake \S+ was built with a session gap of 30m, not 10m/);
+    // …and the data directory's: without the lake's frontier (deleted while serve was down) as well.
+    rmSync(join(cwd, 'lake', '_sluice', 'frontier.json'));
+    await expect(serve(ENTRY, cwd, [...args, '--session-gap', '10m'], userEnv({}))).rejects.toThrow(/exited at start with 2[\s\S]*sluice: the data directory \S+ was built with a session gap of 30m, not 10m/);
 
     const second = await serve(ENTRY, cwd, args, userEnv({}));
     await traffic.run(second.url, 'second', delay(1000));
@@ -95,6 +98,20 @@ describe('data-layout', () => {
     await expect(claimShards(data, 7)).rejects.toMatchObject({ code: 'shards_mismatch' });
     await claimShards(data, 6); // agreeing again is a no-op
     expect(readFileSync(join(data, LAYOUT_FILE), 'utf8')).toBe('{"shards":6}\n');
+  });
+
+  it('the engine records the session gap beside the shards and refuses another one', async () => {
+    const data = join(tempDir('gap'), 'data');
+    await claimShards(data, 3); // ingest's local logs claim first, without a gap
+    expect(recordedSessionGap(data)).toBeUndefined();
+    await claimShards(data, 3, 600_000);
+    expect(readFileSync(join(data, LAYOUT_FILE), 'utf8')).toBe('{"shards":3,"sessionGapMs":600000}\n');
+    await claimShards(data, 3); // ingest again: keeps the gap
+    await claimShards(data, 3, 600_000);
+    expect(recordedSessionGap(data)).toBe(600_000);
+    await expect(claimShards(data, 3, 1_800_000)).rejects.toMatchObject({ code: 'session_gap_mismatch', message: expect.stringContaining('was built with a session gap of 10m, not 30m') });
+    writeFileSync(join(data, LAYOUT_FILE), '{"shards":3,"sessionGapMs":-5}\n');
+    expect(code(() => recordedSessionGap(data))).toBe('layout_corrupt');
   });
 
   it('a directory from before layout.json counts its local shard logs', async () => {
