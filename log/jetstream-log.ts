@@ -355,12 +355,14 @@ export class JetStreamLogs {
       throw externalError('log_unavailable', `cannot connect to NATS at ${opts.servers.join(',')}: ${(err as Error)?.message ?? String(err)}; is nats-server running with JetStream enabled?`, err);
     }
     try {
-      const jsm = await jetstreamManager(nc, { timeout: opts.publishTimeoutMs });
-      const logs = new JetStreamLogs(opts, nc, jsm, jetstream(nc, { timeout: opts.publishTimeoutMs }));
-      // Retried until appendTimeoutMs: at startup the cluster may still be electing leaders.
+      // Retried until appendTimeoutMs: at startup the cluster may still be electing leaders, and
+      // a node just killed leaves its API requests (the manager's first one too) unanswered or
+      // answered "no responders" for a while.
       const deadline = performance.now() + opts.appendTimeoutMs;
       for (let attempt = 1; ; attempt++) {
         try {
+          const jsm = await jetstreamManager(nc, { timeout: opts.publishTimeoutMs });
+          const logs = new JetStreamLogs(opts, nc, jsm, jetstream(nc, { timeout: opts.publishTimeoutMs }));
           await logs.ensureStream();
           return logs;
         } catch (err) {
@@ -372,7 +374,7 @@ export class JetStreamLogs {
     } catch (err) {
       await nc.close().catch(() => undefined);
       if (err instanceof SluiceError) throw err;
-      throw externalError('log_unavailable', `NATS at ${opts.servers.join(',')} has no usable JetStream: ${(err as Error)?.message ?? String(err)}`, err);
+      throw externalError('log_unavailable', `NATS at ${opts.servers.join(',')} has no usable JetStream after ${opts.appendTimeoutMs} ms of retries: ${(err as Error)?.message ?? String(err)} (is nats-server running with JetStream enabled, -js, and its cluster up?)`, err);
     }
   }
 

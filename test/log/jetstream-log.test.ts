@@ -147,6 +147,31 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   }, 60_000);
 
+  // One of the three is the meta leader: until a new one is elected, JetStream's API requests (the
+  // manager's first, account info) time out. A node started then exited with "no usable JetStream".
+  it('connects right after kill -9 of any node, the meta leader too: its first requests are retried like the stream\'s', async () => {
+    const stream = freshStream();
+    const took: string[] = [];
+    try {
+      await (await JetStreamLogs.connect(options(stream))).close();
+      for (let i = 0; i < 3; i++) {
+        await cluster!.kill(i);
+        const started = performance.now();
+        try {
+          const logs = await JetStreamLogs.connect(options(stream, { servers: cluster!.urls.filter((_, j) => j !== i), appendTimeoutMs: 30_000 }));
+          await logs.close();
+          took.push(`node ${i}: ${Math.round(performance.now() - started)} ms`);
+        } finally {
+          await restartIfKilled(i);
+        }
+      }
+    } finally {
+      console.log(`connect after kill -9: ${took.join(', ')}`);
+      await deleteStream(stream);
+    }
+    expect(took).toHaveLength(3);
+  }, 120_000);
+
   it('creates the stream R3 with per-shard subjects and the DLQ subject; a record\'s offset is its stream sequence', async () => {
     const stream = freshStream();
     const logs = await JetStreamLogs.connect(options(stream));
