@@ -21,7 +21,7 @@ import { startSluice, type RunningSluice } from '../../cli/serve.js';
 import { shardOfUser } from '../../common/hash.js';
 import type { TableName } from '../../common/lake-layout.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
-import { filesHolding, segmentEvents } from '../helpers/erasure.js';
+import { eraseAndWait, filesHolding, postJson, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader, untilDailyWindowMerged, type LakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('anon-');
@@ -60,11 +60,6 @@ function traffic(): Array<ReturnType<typeof ev>> {
   // A alone (no userId: user_id = A, A's own shard), in a cell it shares.
   out.push(ev(U, ownA, { ...ctx('android'), userId: undefined, anonymousId: A, event: 'Application Installed' }));
   return out;
-}
-
-async function post(s: RunningSluice, path: string, body: unknown, auth: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}` }, body: JSON.stringify(body) });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
 /** Inline: drain and checkpoint now; process: the engine checkpoints every 250 ms, wait for about two rounds. */
@@ -144,9 +139,9 @@ describe.each(['inline', 'process'] as const)('erasure by anonymousId (engine %s
     let id = '';
     let before: Record<string, Row[]> = {};
     try {
-      expect((await post(s, '/v1/batch', { batch: traffic() }, 'wk-anon')).status).toBe(200);
+      expect((await postJson(s.url, '/v1/batch', { batch: traffic() }, 'wk-anon')).status).toBe(200);
       // The watermark passes day D: its windows are emitted and merged, its sessions closed.
-      expect((await post(s, '/v1/batch', { batch: [...others, U].map((u) => ev(u, Date.now() - MIN)) }, 'wk-anon')).status).toBe(200);
+      expect((await postJson(s.url, '/v1/batch', { batch: [...others, U].map((u) => ev(u, Date.now() - MIN)) }, 'wk-anon')).status).toBe(200);
       expect(await untilDailyWindowMerged(d.lake, D, () => settle(s)), 'daily window D merged').toBe(true);
 
       const lake = await openLakeReader(d.lake);
@@ -164,16 +159,9 @@ describe.each(['inline', 'process'] as const)('erasure by anonymousId (engine %s
         lake.close();
       }
 
-      const accepted = await post(s, '/v1/admin/erasures', { users: [A], reason: 'anonymous id test' }, ADMIN);
-      expect(accepted.status).toBe(202);
-      id = String(accepted.body.id);
-      let state = '';
-      for (let i = 0; i < 60 && state !== 'done'; i++) {
-        await settle(s);
-        const res = await fetch(`${s.url}/v1/admin/erasures/${id}`, { headers: { authorization: `Bearer ${ADMIN}` } });
-        state = String(((await res.json()) as { state: string }).state);
-      }
-      expect(state).toBe('done');
+      const erased = await eraseAndWait(s.url, ADMIN, [A], 'anonymous id test', () => settle(s));
+      id = erased.id;
+      expect(erased.state).toBe('done');
     } finally {
       await s.close();
     }

@@ -17,7 +17,7 @@ import { composeServeConfig } from '../../cli/config.js';
 import { startSluice, type RunningSluice } from '../../cli/serve.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
-import { segmentEvents } from '../helpers/erasure.js';
+import { eraseAndWait, postJson, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader, untilDailyWindowMerged, type LakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('g-');
@@ -57,11 +57,6 @@ function traffic(): Array<ReturnType<typeof ev>> {
   return out;
 }
 
-async function post(s: RunningSluice, path: string, body: unknown, auth: string): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}` }, body: JSON.stringify(body) });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
 async function settle(s: RunningSluice): Promise<void> {
   await s.coordinator!.drain();
   await s.coordinator!.checkpointNow(true);
@@ -89,9 +84,9 @@ describe('erasure gold correction', () => {
     const part = new Map<string, Map<string, Row>>();
     let id = '';
     try {
-      expect((await post(s, '/v1/batch', { batch: traffic() }, 'wk-gold')).status).toBe(200);
+      expect((await postJson(s.url, '/v1/batch', { batch: traffic() }, 'wk-gold')).status).toBe(200);
       // The watermark passes day D: its hourly and daily windows are emitted and merged.
-      expect((await post(s, '/v1/batch', { batch: [...others, A].map((u) => ev(u, Date.now() - MIN)) }, 'wk-gold')).status).toBe(200);
+      expect((await postJson(s.url, '/v1/batch', { batch: [...others, A].map((u) => ev(u, Date.now() - MIN)) }, 'wk-gold')).status).toBe(200);
       expect(await untilDailyWindowMerged(d.lake, D, () => settle(s)), 'daily window D merged').toBe(true);
 
       const lake = await openLakeReader(d.lake);
@@ -110,16 +105,9 @@ describe('erasure gold correction', () => {
       expect(day.get('tablet/ALL/FR')!.events).toBe(1);
       expect(part.get(`hourly/${D + HOUR}`)!.get('ios/2.1/DE')!.events).toBe(3);
 
-      const accepted = await post(s, '/v1/admin/erasures', { users: [A], reason: 'gold subtraction test' }, ADMIN);
-      expect(accepted.status).toBe(202);
-      id = String(accepted.body.id);
-      let state = '';
-      for (let i = 0; i < 60 && state !== 'done'; i++) {
-        await settle(s);
-        const res = await fetch(`${s.url}/v1/admin/erasures/${id}`, { headers: { authorization: `Bearer ${ADMIN}` } });
-        state = String(((await res.json()) as { state: string }).state);
-      }
-      expect(state).toBe('done');
+      const erased = await eraseAndWait(s.url, ADMIN, [A], 'gold subtraction test', () => settle(s));
+      id = erased.id;
+      expect(erased.state).toBe('done');
     } finally {
       await s.close();
     }

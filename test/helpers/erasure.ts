@@ -1,6 +1,7 @@
 /**
- * What the erasure tests share: their Segment events and the byte scan that proves an id is gone
- * from every file of a lake and a data directory (a running server deletes files while it walks).
+ * What the erasure tests share: their Segment events, posting JSON with a key, asking for an
+ * erasure and waiting until it is done, and the byte scan that proves an id is gone from every file
+ * of a lake and a data directory (a running server deletes files while it walks).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,30 @@ export interface SegmentTestEvent {
   context: Record<string, unknown>;
   properties: Record<string, unknown>;
   [more: string]: unknown;
+}
+
+/** POSTs `body` as JSON to `url + path` with `key` as the bearer token; the reply's status and JSON body. */
+export async function postJson(url: string, path: string, body: unknown, key: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/**
+ * Asks the server at `url` (admin key `admin`) to erase `users`, then polls the request's state,
+ * calling `settle()` before each poll (drain and checkpoint, or wait a round), until it is `done`
+ * or `polls` polls went by. Returns the request's id and its last state (the caller expects `done`).
+ */
+export async function eraseAndWait(url: string, admin: string, users: string[], reason: string, settle: () => Promise<void>, polls = 60): Promise<{ id: string; state: string }> {
+  const accepted = await postJson(url, '/v1/admin/erasures', { users, reason }, admin);
+  if (accepted.status !== 202) throw new Error(`erasure request answered ${accepted.status}: ${JSON.stringify(accepted.body)}`);
+  const id = String(accepted.body.id);
+  let state = '';
+  for (let i = 0; i < polls && state !== 'done'; i++) {
+    await settle();
+    const res = await fetch(`${url}/v1/admin/erasures/${id}`, { headers: { authorization: `Bearer ${admin}` } });
+    state = String(((await res.json()) as { state: string }).state);
+  }
+  return { id, state };
 }
 
 /** `f()`, or `otherwise` when what it reads was deleted meanwhile (ENOENT). */
