@@ -5,7 +5,9 @@
  *   _sluice/frontiers/s{n}.json   shard n's committed emitted watermarks, written by its owner
  *                                 after each successful checkpoint (so its window partials up to
  *                                 there are published); the gold owner merges a window once
- *                                 every shard's frontier passed it
+ *                                 every shard's frontier passed it. Also the shard's own watermark
+ *                                 and whether it was idle then: the other nodes' idle shards
+ *                                 follow it (Coordinator.advanceIdleShards)
  *   _sluice/dlq-state.json        the DLQ flush's offset and recorded pending commit (what the
  *                                 single-process coordinator keeps in its LMDB), so a new `dlq`
  *                                 owner finishes a recorded flush and resumes after it
@@ -27,13 +29,17 @@ export interface ShardFrontier {
   offset: number;
   emittedMs: number;
   emittedDailyMs: number;
+  /** The shard's own watermark at that checkpoint (−∞: it has had no event yet). */
+  watermarkMs?: number;
+  /** Whether it was idle then (no input for the idle timeout, everything processed). */
+  idle?: boolean;
 }
 
 const finite = (v: number): number | null => (Number.isFinite(v) ? v : null);
 const orNegInf = (v: unknown): number => (typeof v === 'number' ? v : Number.NEGATIVE_INFINITY);
 
 export async function writeShardFrontier(store: ObjectStore, shard: number, f: ShardFrontier): Promise<void> {
-  const body = { offset: f.offset, emittedMs: finite(f.emittedMs), emittedDailyMs: finite(f.emittedDailyMs) };
+  const body = { offset: f.offset, emittedMs: finite(f.emittedMs), emittedDailyMs: finite(f.emittedDailyMs), watermarkMs: f.watermarkMs === undefined ? undefined : finite(f.watermarkMs), idle: f.idle };
   await store.put(`${FRONTIERS_PREFIX}/s${shard}.json`, encoder.encode(`${JSON.stringify(body)}\n`));
 }
 
@@ -41,7 +47,13 @@ export async function readShardFrontier(store: ObjectStore, shard: number): Prom
   const body = await store.get(`${FRONTIERS_PREFIX}/s${shard}.json`);
   if (body === undefined) return undefined;
   const f = JSON.parse(decoder.decode(body)) as Record<string, unknown>;
-  return { offset: typeof f.offset === 'number' ? f.offset : -1, emittedMs: orNegInf(f.emittedMs), emittedDailyMs: orNegInf(f.emittedDailyMs) };
+  return {
+    offset: typeof f.offset === 'number' ? f.offset : -1,
+    emittedMs: orNegInf(f.emittedMs),
+    emittedDailyMs: orNegInf(f.emittedDailyMs),
+    ...('watermarkMs' in f ? { watermarkMs: orNegInf(f.watermarkMs) } : {}),
+    ...(typeof f.idle === 'boolean' ? { idle: f.idle } : {}),
+  };
 }
 
 /** The minimum committed frontier over shards 0 … shards−1 (−∞ while some shard has none). */

@@ -54,7 +54,7 @@ import { erasureWorkPending, runErasures, type ErasureHost } from './erasure-job
 import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
 import type { BatchResult, CheckpointResult, OpenResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
 import { checkFence, type LeaseFence } from './lease-fence.js';
-import { goldMerged, readDlqState, readLakeFrontier, writeDlqState, writeShardFrontier } from './cluster-lake.js';
+import { goldMerged, readDlqState, readLakeFrontier, readShardFrontier, writeDlqState, writeShardFrontier } from './cluster-lake.js';
 
 /** Runs one step of a checkpoint round and records its duration (sluice_engine_checkpoint_step_seconds). */
 async function timedStep(step: string, run: () => Promise<unknown>): Promise<void> {
@@ -885,7 +885,7 @@ export class Coordinator {
         this.totals.committed += st.uncommittedEvents;
         st.uncommittedEvents = 0;
         // Engine node: the gold owner (maybe another node) learns this shard's committed frontier from the lake.
-        if (this.cluster) await writeShardFrontier(this.store, s, { offset: r.offset, emittedMs: r.emittedWatermarkMs, emittedDailyMs: r.emittedDailyMs }).catch((err: unknown) => this.log.warn({ err, shard: s }, 'writing the shard frontier failed; retried at the next checkpoint'));
+        if (this.cluster) await writeShardFrontier(this.store, s, { offset: r.offset, emittedMs: r.emittedWatermarkMs, emittedDailyMs: r.emittedDailyMs, watermarkMs: st.watermark.kind === 'event-time' ? st.watermark.timeMs : Number.NEGATIVE_INFINITY, idle: this.idle(st, Date.now()) }).catch((err: unknown) => this.log.warn({ err, shard: s }, 'writing the shard frontier failed; retried at the next checkpoint'));
         if (r.offset > st.checkpointed && st.epoch === epoch) {
           st.checkpointed = r.offset;
           // Only disk space is at stake: a failed truncation is redone by the next checkpoint.
@@ -1033,23 +1033,29 @@ export class Coordinator {
    * flushes the maximum across its channels once all of them are idle. An event that comes later
    * for a shard moved this way, behind the watermark it was given, is late (kept in the late
    * table, reconciled into gold), as it would be had that shard's own traffic gone on.
+   *
+   * On an engine node the other nodes' shards count too, as their owners last wrote them to the
+   * lake (their watermark and whether they were idle, at their last checkpoint).
    */
   private async advanceIdleShards(): Promise<void> {
     const now = Date.now();
-    const idle = (st: ShardState): boolean => now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
     let active: number | undefined;
     let highest: number | undefined;
-    for (const st of this.shards) {
-      if (st.watermark.kind !== 'event-time' || !st.owned) continue;
-      highest = highest === undefined ? st.watermark.timeMs : Math.max(highest, st.watermark.timeMs);
-      if (!idle(st)) active = active === undefined ? st.watermark.timeMs : Math.min(active, st.watermark.timeMs);
+    const count = (watermarkMs: number, idle: boolean): void => {
+      highest = highest === undefined ? watermarkMs : Math.max(highest, watermarkMs);
+      if (!idle) active = active === undefined ? watermarkMs : Math.min(active, watermarkMs);
+    };
+    for (const st of this.shards) if (st.owned && st.watermark.kind === 'event-time') count(st.watermark.timeMs, this.idle(st, now));
+    if (this.cluster) {
+      const others = await Promise.all(this.shards.map((st, s) => (st.owned ? undefined : readShardFrontier(this.store, s).catch(() => undefined))));
+      for (const f of others) if (f?.watermarkMs !== undefined && Number.isFinite(f.watermarkMs)) count(f.watermarkMs, f.idle === true);
     }
     active ??= highest;
     if (active === undefined) return;
     await Promise.all(
       this.shards.map(async (st, s) => {
         const behind = st.watermark.kind === 'idle' || st.watermark.timeMs < active!;
-        if (!idle(st) || !behind || st.stopped || !st.owned) return;
+        if (!this.idle(st, now) || !behind || st.stopped || !st.owned) return;
         try {
           await this.pool.advance(s, active!);
         } catch (err) {
@@ -1291,6 +1297,11 @@ export class Coordinator {
    * a SIGTERM with a large backlog ends in bounded time, losing nothing.
    */
   /** A running shard with work left: a range in flight or records durable but not yet taken. */
+  /** No input for the idle timeout, and nothing left to process (see advanceIdleShards). */
+  private idle(st: ShardState, now: number): boolean {
+    return now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
+  }
+
   private busy(st: ShardState): boolean {
     return st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
   }
