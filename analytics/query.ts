@@ -73,7 +73,7 @@ export interface QueryResult {
 export type LakeQueryOptions = LakeOptions;
 
 /** DuckDB's words for a Parquet file it cannot decode (truncated, overwritten, bit rot), not for a mistake in the SQL. */
-const DAMAGE = /No magic bytes|TProtocolException|Failed to read file|Decompression failure|Corrupt|Invalid Error/i;
+const DAMAGE = /No magic bytes|too small to be a Parquet file|Footer length error|TProtocolException|Failed to read file|Decompression failure|Corrupt|Invalid Error/i;
 
 /** Whether a DuckDB error says a lake file cannot be read. */
 export function isLakeDamage(err: unknown): boolean {

@@ -97,12 +97,13 @@ describe('damage', () => {
   });
 
   // Truncated (a copy cut short: the footer is gone) or overwritten inside (the footer reads, the pages do not).
-  it.each(['truncated', 'overwritten'] as const)('a damaged file (%s) fails files, naming it; the other checks run without it and count its rows as missing', async (how) => {
+  it.each(['truncated', 'empty', 'overwritten'] as const)('a damaged file (%s) fails files, naming it; the other checks run without it and count its rows as missing', async (how) => {
     const dir = copy(`damaged-${how}`);
     const victim = files(dir, 'silver/events')[4]!;
     const bytes = readFileSync(victim);
     const rows = (await decodeParquet(bytes)).numRows;
     if (how === 'truncated') writeFileSync(victim, bytes.subarray(0, bytes.length >> 1));
+    else if (how === 'empty') writeFileSync(victim, '');
     else {
       const footer = bytes.readUInt32LE(bytes.length - 8);
       bytes.fill(0x41, 4, bytes.length - 8 - footer);
