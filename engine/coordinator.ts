@@ -92,6 +92,8 @@ interface ShardState {
   lastProcessed: number;
   checkpointed: number;
   watermark: ShardWatermark;
+  /** Where the idle advance last moved this shard's frontier (−∞: never); it may be ahead of its own watermark. */
+  advancedMs: number;
   /** Processing time of the last batch with rows. */
   lastActivityMs: number;
   bufferedBytes: number;
@@ -287,6 +289,7 @@ export class Coordinator {
       lastProcessed: -1,
       checkpointed: -1,
       watermark: { kind: 'idle' } as ShardWatermark,
+      advancedMs: Number.NEGATIVE_INFINITY,
       lastActivityMs: Date.now(),
       bufferedBytes: 0,
       emittedWatermarkMs: Number.NEGATIVE_INFINITY,
@@ -415,6 +418,9 @@ export class Coordinator {
     st.submittedNext = o.checkpointOffset + 1;
     st.emittedWatermarkMs = o.emittedWatermarkMs;
     st.emittedDailyMs = o.emittedDailyMs;
+    // A restart after a graceful stop replays nothing: without this the shards knew no watermark
+    // until new events came, and the idle advance never released the windows they held.
+    st.watermark = o.watermark;
     if (o.recoveredPublished + o.recoveredDiscarded > 0) {
       this.log.info({ shard: o.shard, published: o.recoveredPublished, discarded: o.recoveredDiscarded }, 'recovered staged files');
     }
@@ -429,7 +435,7 @@ export class Coordinator {
     if (st.owned || this.closed) return;
     clearTimeout(st.readRetry);
     clearTimeout(st.linger);
-    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, linger: undefined, lingered: false, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, appended: [], spilled: true, watermark: { kind: 'idle' }, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
+    Object.assign(st, { epoch: st.epoch + 1, pumping: false, readRetry: undefined, linger: undefined, lingered: false, inFlight: 0, pendingEvents: 0, queue: [], queuedBytes: 0, appended: [], spilled: true, watermark: { kind: 'idle' }, advancedMs: Number.NEGATIVE_INFINITY, lastActivityMs: Date.now(), bufferedBytes: 0, uncommittedEvents: 0, held: false });
     this.opened_(await this.pool.open(shard, this.shardOptions(shard)));
     st.owned = true;
     st.durableNext = Math.max(st.submittedNext, this.logs[shard]!.durableNextOffset);
@@ -458,6 +464,7 @@ export class Coordinator {
     st.queuedBytes = 0;
     st.appended = [];
     st.watermark = { kind: 'idle' };
+    st.advancedMs = Number.NEGATIVE_INFINITY;
     this.checkpoints.succeeded(`shard-${shard}`);
   }
 
@@ -803,12 +810,17 @@ export class Coordinator {
     return n;
   }
 
-  /** Min over non-idle shard watermarks; undefined until some shard has one. */
+  /**
+   * Min over the owned shards' watermarks — each its own, or where the idle advance moved it if
+   * that is ahead; shards with neither are left out. Undefined until some shard has one.
+   */
   globalWatermark(): number | undefined {
     let wm: number | undefined;
     for (const st of this.shards) {
-      if (st.watermark.kind !== 'event-time' || !st.owned) continue;
-      wm = wm === undefined ? st.watermark.timeMs : Math.min(wm, st.watermark.timeMs);
+      if (!st.owned) continue;
+      const own = Math.max(st.watermark.kind === 'event-time' ? st.watermark.timeMs : Number.NEGATIVE_INFINITY, st.advancedMs);
+      if (own === Number.NEGATIVE_INFINITY) continue;
+      wm = wm === undefined ? own : Math.min(wm, own);
     }
     return wm;
   }
@@ -1058,6 +1070,7 @@ export class Coordinator {
         if (!this.idle(st, now) || !behind || st.stopped || !st.owned) return;
         try {
           await this.pool.advance(s, active!);
+          st.advancedMs = Math.max(st.advancedMs, active!);
         } catch (err) {
           if (!(err instanceof ShardTaskError && err.stopped)) throw err;
           this.stopShard(s, err);

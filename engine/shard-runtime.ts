@@ -183,6 +183,7 @@ export class ShardRuntime {
       recoveredDiscarded: recovered.discarded,
       emittedWatermarkMs: emitted,
       emittedDailyMs: (meta.get(CHECKPOINT_KEYS.emittedDaily) as number | undefined) ?? emitted,
+      watermark: pipeline.localWatermark(),
     });
     runtime.stateSync = sync;
     return runtime;

@@ -91,6 +91,8 @@ export interface OpenResult {
   emittedWatermarkMs: number;
   /** The same for daily windows, which may wait for their day's sessions (ShardPipeline `dailyFrontier`). */
   emittedDailyMs: number;
+  /** The watermark of the restored state (its newest event time less the lateness): what the idle advance needs before any new record comes. */
+  watermark: ShardWatermark;
 }
 
 export interface BatchResult {

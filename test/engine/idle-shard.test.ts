@@ -96,9 +96,11 @@ describe('idle shard', () => {
       // Without the advance, gold waits for shard 0's watermark (10:49) for ever: not even hour 10 is merged.
       const gold = await eventually(async () => (await store.list('gold/hourly_metrics/')).filter((o) => o.key.endsWith('.parquet')).length >= 2, 30_000);
       expect(gold, 'hours 10 and 12 are merged while nothing arrives').toBe(true);
+      expect(c.globalWatermark(), "shard 0 counts where it was moved to (what /v1/live shows)").toBe(T0 + 4 * HOUR + 49 * minute);
       await append(0, [T0 + HOUR + 5 * minute]);
       await c.drain();
       expect(c.live().tooLateTotal, 'an event at 11:05 for shard 0, now behind 14:49').toBe(1);
+      expect(c.globalWatermark()).toBe(T0 + 4 * HOUR + 49 * minute);
       await c.close();
       closed = true;
     } finally {
@@ -119,6 +121,39 @@ describe('idle shard', () => {
       expect(Number(sessions[0]!.n)).toBeGreaterThan(0);
     } finally {
       r.close();
+    }
+  }, 60_000);
+
+  it('follows the shard ahead after a restart too, before any new event: the restored state gives each shard its watermark', async () => {
+    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
+    const minute = 60_000;
+    const base = { dataDir: join(root, 'data-restart'), lake: join(root, 'lake-restart'), shards: 2, workers: 1, flushIntervalMs: 100, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 };
+    // First life: stopped (gracefully) long before its shards count as idle.
+    const first = await Coordinator.start(validateEngineOptions({ ...base, idleTimeoutMs: 3_600_000 }), pino({ level: 'silent' }));
+    let n = 0;
+    try {
+      for (const [shard, times] of [
+        [0, [T0 + 5 * minute, T0 + 50 * minute]],
+        [1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]],
+      ] as const) {
+        const b = new IngestBatchBuilder(times.length);
+        for (const t of times) b.push(row(`r-${n++}`, usersOf(shard)[n % 2]!, t));
+        const payload = b.toIPC();
+        first.submit(shard, await first.shardLogs[shard]!.append(payload), payload, times.length);
+      }
+      await first.drain();
+    } finally {
+      await first.close();
+    }
+    const store = await openObjectStore(base.lake);
+    const second = await Coordinator.start(validateEngineOptions({ ...base, idleTimeoutMs: 200 }), pino({ level: 'silent' }));
+    try {
+      expect((await store.list('gold/hourly_metrics/')).length, 'nothing merged in the first life').toBe(0);
+      const merged = await eventually(async () => (await store.list('gold/hourly_metrics/')).filter((o) => o.key.endsWith('.parquet')).length >= 2, 20_000);
+      expect(merged, 'hours 10 and 12 merged with no event after the restart').toBe(true);
+    } finally {
+      await second.close();
+      await store.close();
     }
   }, 60_000);
 
