@@ -1,6 +1,10 @@
 /**
  * Per-key token buckets: `rate` tokens (events) per second, up to `burst`. Time is passed in,
  * so tests are deterministic.
+ *
+ * A request of more events than the burst is let through once the bucket is full and leaves it
+ * in debt (negative), so the key's average rate still holds: refusing it would refuse it for ever,
+ * and its Retry-After would promise a success that never comes.
  */
 export class TokenBuckets {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
@@ -16,10 +20,11 @@ export class TokenBuckets {
     if (!b) this.buckets.set(key, (b = { tokens: this.burst, at: nowMs }));
     b.tokens = Math.min(this.burst, b.tokens + ((nowMs - b.at) * this.rate) / 1000);
     b.at = nowMs;
-    if (b.tokens >= n) {
+    const needed = Math.min(n, this.burst);
+    if (b.tokens >= needed) {
       b.tokens -= n;
       return 0;
     }
-    return Math.max(1, Math.ceil(((n - b.tokens) * 1000) / this.rate));
+    return Math.max(1, Math.ceil(((needed - b.tokens) * 1000) / this.rate));
   }
 }

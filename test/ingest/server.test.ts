@@ -267,6 +267,23 @@ describe('ingest limits and durability', () => {
     }
   });
 
+  it('lets a batch larger than the burst through once the bucket is full (it was refused for ever), then holds the key to the rate', async () => {
+    const s = await startTestIngest({ rateLimit: { eventsPerSecond: 50, burst: 10 } });
+    try {
+      const big = (from: number) => JSON.stringify({ batch: Array.from({ length: 25 }, (_, i) => track(from + i)) });
+      const first = await post(`${s.url}/v1/batch`, big(0), { authorization: basic() });
+      expect(first.status).toBe(200);
+      // 25 events taken from 10 tokens: 15 in debt, so the next event waits (15 + 1) / 50 s ≈ 0.32 s.
+      const next = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(100)] }), { authorization: basic() });
+      expect(next.status).toBe(429);
+      expect(Number(next.headers.get('retry-after'))).toBe(1);
+      await new Promise((r) => setTimeout(r, 1000)); // refilled: full again after (15 + 10) / 50 = 0.5 s
+      expect((await post(`${s.url}/v1/batch`, big(200), { authorization: basic() })).status).toBe(200);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('answers 503 with Retry-After when the engine backlog is past its high-water mark', async () => {
     let backlog = 0;
     const s = await startTestIngest({ maxBacklogEvents: 100 }, { backlog: () => backlog });
