@@ -608,7 +608,7 @@ async function main(): Promise<void> {
   if (o.compact) {
     for (const l of lakes) {
       const t0 = performance.now();
-      const out = execFileSync(process.execPath, [join(ROOT, 'bin', 'sluice.js'), 'compact', '--lake', l.dirs.lake, '--older-than', '1s', '--json'], { encoding: 'utf8', timeout: MAX_ERASE_MS });
+      const out = execFileSync(process.execPath, [join(ROOT, 'bin', 'sluice.js'), 'compact', '--lake', l.dirs.lake, '--older-than', '1s', '--json', '--force'], { encoding: 'utf8', timeout: MAX_ERASE_MS });
       log(`${l.dirs.name}: sluice compact in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${out.trim().replace(/\s+/g, ' ').slice(0, 300)}`);
     }
   }

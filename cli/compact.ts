@@ -5,8 +5,9 @@
  *   sluice compact [--lake DIR|s3://bucket/prefix] [--table events] [--older-than 1h]
  *                  [--target-size 128MiB] [--retention bronze=30d,silver=365d,gold=730d,dlq=30d,late=30d] [--json]
  *
- * Run one compactor per lake (a running `sluice serve` compacts in the background too; a second
- * one backs off when it notices, but do not rely on it).
+ * Run one compactor per lake: a running `sluice serve` compacts in the background, so this refuses
+ * while one writes the lake (`--force` runs beside it; a second compactor backs off when it
+ * notices, but do not rely on it).
  */
 import type { Command } from 'commander';
 import { parseBytes, parseDuration } from '../common/duration.js';
@@ -15,6 +16,7 @@ import type { TableName } from '../common/lake-layout.js';
 import { applyRetention, compactAll, COMPACTED_TABLES, type RetentionPolicy } from '../storage/compact.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { requireLake } from './check-paths.js';
+import { refuseIfLakeServed } from './serve-lock.js';
 
 const LAYERS = ['bronze', 'silver', 'gold', 'dlq', 'late'] as const;
 
@@ -41,6 +43,7 @@ interface CompactFlags {
   targetSize: string;
   retention?: string[];
   json?: boolean;
+  force?: boolean;
 }
 
 export function register(program: Command): void {
@@ -54,6 +57,7 @@ export function register(program: Command): void {
     .option('--target-size <bytes>', 'merged file size to aim for', '128MiB')
     .option('--retention <layer=age,...>', `delete partitions older than age per layer (${LAYERS.join(', ')}; a bare number is days), repeatable`, (v: string, prev: string[] = []) => [...prev, v])
     .option('--json', 'print the result as JSON')
+    .option('--force', 'run even while a sluice serve writes the lake (it compacts in the background itself)')
     .action(async (f: CompactFlags) => {
       if (f.table !== undefined && !(COMPACTED_TABLES as string[]).includes(f.table)) {
         throw userError('invalid_option', `--table must be one of ${COMPACTED_TABLES.join(', ')}, got ${f.table}`);
@@ -65,6 +69,7 @@ export function register(program: Command): void {
       requireLake(f.lake);
       const store = await openObjectStore(f.lake, { s3Endpoint: f.s3Endpoint });
       try {
+        if (!f.force) await refuseIfLakeServed(store, f.lake, 'sluice compact');
         const compacted = await compactAll(store, { olderThanMs, targetBytes, tables: f.table ? [f.table as TableName] : undefined });
         const retained = retention ? await applyRetention(store, retention) : undefined;
         if (f.json) {

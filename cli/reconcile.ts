@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { reconcileLate } from '../engine/reconcile.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { requireLake } from './check-paths.js';
+import { refuseIfLakeServed } from './serve-lock.js';
 
 export function register(program: Command): void {
   program
@@ -14,10 +15,12 @@ export function register(program: Command): void {
     .option('--lake <dir|s3://bucket/prefix>', 'lake root', process.env.SLUICE_LAKE ?? './lake')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint', process.env.SLUICE_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL_S3)
     .option('--json', 'print the result as JSON')
-    .action(async (flags: { lake: string; s3Endpoint?: string; json?: boolean }) => {
+    .option('--force', 'run even while a sluice serve writes the lake (it reconciles in the background itself)')
+    .action(async (flags: { lake: string; s3Endpoint?: string; json?: boolean; force?: boolean }) => {
       requireLake(flags.lake);
       const store = await openObjectStore(flags.lake, { s3Endpoint: flags.s3Endpoint });
       try {
+        if (!flags.force) await refuseIfLakeServed(store, flags.lake, 'sluice reconcile');
         const r = await reconcileLate(store);
         if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
         else

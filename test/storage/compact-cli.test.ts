@@ -1,13 +1,16 @@
 /**
  * `sluice compact` on a real local lake: compacts closed partitions, applies --retention by
- * layer, prints JSON; bad flags get messages that say what to write instead.
+ * layer, prints JSON; bad flags get messages that say what to write instead; refuses while a serve
+ * writes the lake.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseRetention, register } from '../../cli/compact.js';
+import { LAKE_SERVED_WITHIN_MS } from '../../cli/serve-lock.js';
+import { FRONTIER_KEY } from '../../engine/reconcile.js';
 import { partKey, partName } from '../../common/lake-layout.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
 import { encodeParquet } from '../../storage/parquet.js';
@@ -63,5 +66,20 @@ describe('sluice compact', () => {
     expect(await store.list('bronze/')).toEqual([]);
     expect((await store.list('silver/')).length).toBe(1);
     await expect(run(['compact', '--lake', lake, '--table', 'hourly'])).rejects.toThrow('--table must be one of bronze_events, events, sessions, dlq, got hourly');
+  });
+
+  it('refuses while a serve writes the lake (its frontier is fresh); --force runs beside it, and so does an older frontier', async () => {
+    const lake = join(root, 'served');
+    const store = new LocalObjectStore(lake);
+    await store.put(FRONTIER_KEY, new TextEncoder().encode('{}'));
+    await expect(run(['compact', '--lake', lake])).rejects.toMatchObject({
+      code: 'lake_in_use',
+      message: expect.stringMatching(/^a running sluice serve writes lake .* \(it wrote _sluice\/frontier\.json \d+ s ago\) and already compacts and reconciles it in the background; stop it first .*or pass --force to run sluice compact beside it$/),
+    });
+    expect(await run(['compact', '--lake', lake, '--force'])).toContain('compacted 0 files');
+    const old = (Date.now() - LAKE_SERVED_WITHIN_MS - 1000) / 1000;
+    utimesSync(join(lake, FRONTIER_KEY), old, old);
+    expect(await run(['compact', '--lake', lake])).toContain('compacted 0 files');
+    await store.close();
   });
 });
