@@ -293,12 +293,20 @@ async function mergeFiles(
   });
   const body = await writeParquetStream(source, writerProperties(schema, po)).finally(closeFile);
   const mergedRows = rows.reduce((a, b) => a + b, 0);
-  inputs.forEach((f, i) => {
-    const recorded = live.get(f.key);
-    if (recorded !== undefined && recorded > 0 && recorded !== rows[i]) {
-      throw internalError('compaction_row_mismatch', `compaction of ${dir}: ${f.key} has ${rows[i]} rows but its commit record says ${recorded}; run \`sluice quality\``);
-    }
-  });
+  const mismatched = (records: ReadonlyMap<string, number>): number => inputs.findIndex((f, i) => (records.get(f.key) ?? 0) > 0 && records.get(f.key) !== rows[i]);
+  let wrong = mismatched(live);
+  // The records were listed before the run: an erasure may have rewritten an input since, and it
+  // records the rewrite just after publishing it. Judge by the records as they are now (twice, a
+  // second apart, for a record still being written), not by a stale fold.
+  for (let look = 0; wrong >= 0 && look < 2; look++) {
+    if (look > 0) await new Promise((r) => setTimeout(r, 1000));
+    const present = new Set((await store.list(dir)).map((o) => o.key));
+    wrong = mismatched(foldCommitRecords(await listCommitRecords(store), dir, present));
+  }
+  if (wrong >= 0) {
+    const f = inputs[wrong]!;
+    throw internalError('compaction_row_mismatch', `compaction of ${dir}: ${f.key} has ${rows[wrong]} rows but its commit record says ${live.get(f.key)}; run \`sluice quality\``);
+  }
 
   const hash = createHash('sha1').update(inputs.map((f) => f.key).join('\n')).digest('hex').slice(0, 16);
   const key = `${dir}part-c${hash}${shard === undefined ? '' : `-s${shard}`}.parquet`;
