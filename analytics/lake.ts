@@ -163,6 +163,11 @@ export class Lake {
     });
   }
 
+  /** The directory DuckDB reads the lake's files under: the lake's own (local) or the cache (S3). */
+  get readRoot(): string {
+    return this.cacheDir ?? dirname(this.store.localPath('x')!);
+  }
+
   /** Where DuckDB reads `key`: in place (local) or its copy in the cache (S3; valid after `paths` synced it). */
   pathOf(key: string): string {
     return this.cacheDir === undefined ? this.store.localPath(key)! : join(this.cacheDir, ...key.split('/'));

@@ -31,7 +31,7 @@ import { SluiceError, userError } from '../common/errors.js';
 import { DEFAULT_METRIC_EVENT_TYPES, sessionsSql } from '../engine/gold-sql.js';
 import { readFrontier, type Frontier } from '../engine/reconcile.js';
 import { foldCommitRecords, type CommitRecord } from '../storage/commit-record.js';
-import { isLakeDamage, openLakeQuery, partitionColumns, TABLE_SCHEMAS, type LakeQuery } from './query.js';
+import { isLakeDamage, isVanished, openLakeQuery, partitionColumns, TABLE_SCHEMAS, type LakeQuery } from './query.js';
 
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
@@ -218,6 +218,7 @@ async function leaveOutDamaged(q: LakeQuery, files: CheckResult, how: 'footer' |
       try {
         record((await q.connection.runAndReadAll(sql([path]))).getRowsJS() as unknown[][]);
       } catch (err) {
+        if (isVanished(err, q.lake.readRoot)) continue; // compacted away meanwhile: its rows are in the merged file
         if (!isLakeDamage(err)) throw err;
         const why = (err as Error).message.split('\n')[0]!;
         q.lake.leaveOut(key, why);

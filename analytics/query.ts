@@ -16,7 +16,7 @@
 import { DuckDBInstance, type DuckDBConnection, type DuckDBType, type DuckDBValue } from '@duckdb/node-api';
 import { Type, type DataType, type Schema } from 'apache-arrow';
 import { TABLES, type TableName } from '../common/lake-layout.js';
-import { externalError, userError } from '../common/errors.js';
+import { externalError, SluiceError, userError } from '../common/errors.js';
 import { bronzeSchema, dailyMetricsSchema, dlqSchema, hourlyMetricsSchema, sessionAliasesSchema, sessionsSchema, silverSchema } from '../common/schema.js';
 import { resolveSessionIds } from '../engine/gold-sql.js';
 import { Lake, type LakeOptions, type TimeRange } from './lake.js';
@@ -80,6 +80,17 @@ export function isLakeDamage(err: unknown): boolean {
   return err instanceof Error && DAMAGE.test(err.message);
 }
 
+/** DuckDB's words for a file that is gone (a compaction or retention deleted it after the views were defined). */
+const VANISHED = /No files found that match|Cannot open file|No such file or directory/i;
+
+/** Whether a DuckDB error says a file under `root` (the lake's directory, or its S3 cache) is gone. */
+export function isVanished(err: unknown, root: string): boolean {
+  return err instanceof Error && VANISHED.test(err.message) && err.message.includes(root);
+}
+
+/** How often a statement is run again over the lake's new files when one it read vanished under it. */
+const VANISHED_RETRIES = 3;
+
 /** A damaged file is the lake's problem (exit 1), not the query's: say so in one line and how to find it. */
 function damaged(lake: Lake, err: unknown): Error {
   const first = (err as Error).message.split('\n')[0]!;
@@ -112,6 +123,12 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
   await conn.run("SET TimeZone = 'UTC'");
   let localViewsFresh = false;
   const defined = new Set<TableName>();
+  /** DuckDB's error as Sluice's: a damaged file, a vanished one (run again), or else `otherwise`. */
+  const classify = (err: unknown, otherwise: (err: unknown) => unknown): unknown => {
+    if (isLakeDamage(err)) return damaged(lake, err);
+    if (isVanished(err, lake.readRoot)) return externalError('lake_file_vanished', `a file of lake ${lake.location} disappeared while it was read (a compaction or retention ran): ${(err as Error).message.split('\n')[0]}; run the query again`, err);
+    return otherwise(err);
+  };
 
   const defineView = async (table: TableName, range?: TimeRange): Promise<void> => {
     const paths = await lake.paths(table, range);
@@ -130,7 +147,7 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
     if (table === 'events') body = resolveSessionIds(`(${body})`, 'session_aliases');
     // DuckDB reads the files' footers here (union_by_name): a truncated file fails already.
     await conn.run(`CREATE OR REPLACE VIEW ${table} AS ${body}`).catch((err: unknown) => {
-      throw isLakeDamage(err) ? damaged(lake, err) : err;
+      throw classify(err, (e) => e);
     });
     defined.add(table);
   };
@@ -172,8 +189,24 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
       const reader = await conn.runAndReadAll(sql, values, types);
       return { columns: reader.columnNames(), types: reader.columnTypes().map((t) => t.toString()), rows: reader.getRowsJS() as unknown[][] };
     } catch (err) {
-      if (isLakeDamage(err)) throw damaged(lake, err);
-      throw userError('query_failed', `query failed: ${(err as Error).message}`, err);
+      throw classify(err, (e) => userError('query_failed', `query failed: ${(e as Error).message}`, e));
+    }
+  };
+
+  /**
+   * Defines the views, then runs. A compaction (the server's, in the background) deletes the
+   * files it merged once its merged file is visible: a statement planned over them finds one gone.
+   * It is run again over the lake as it is now, up to VANISHED_RETRIES times.
+   */
+  const withViews = async <T>(prepare: () => Promise<void>, exec: () => Promise<T>): Promise<T> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await prepare();
+        return await exec();
+      } catch (err) {
+        if (!(err instanceof SluiceError && err.code === 'lake_file_vanished') || attempt >= VANISHED_RETRIES) throw err;
+        localViewsFresh = false;
+      }
     }
   };
 
@@ -183,23 +216,25 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
   return {
     lake,
     connection: conn,
-    async run(sql) {
-      await prepareViews(() => readsOfSql(sql));
-      return execute(sql);
+    run(sql) {
+      return withViews(
+        () => prepareViews(() => readsOfSql(sql)),
+        () => execute(sql),
+      );
     },
-    async metric(name, params) {
+    metric(name, params) {
       const m = prepareMetric(name, params);
-      await prepareViews(async () => m.reads);
-      return execute(m.sql, m.values, m.types);
+      return withViews(
+        () => prepareViews(async () => m.reads),
+        () => execute(m.sql, m.values, m.types),
+      );
     },
     async exportParquet(source, file) {
       if ('sql' in source) {
-        await prepareViews(() => readsOfSql(source.sql));
-        return written(await execute(copyTo(source.sql, file)));
+        return written(await withViews(() => prepareViews(() => readsOfSql(source.sql)), () => execute(copyTo(source.sql, file))));
       }
       const m = prepareMetric(source.metric, source.params);
-      await prepareViews(async () => m.reads);
-      return written(await execute(copyTo(m.sql, file), m.values, m.types));
+      return written(await withViews(() => prepareViews(async () => m.reads), () => execute(copyTo(m.sql, file), m.values, m.types)));
     },
     async close() {
       conn.closeSync();
