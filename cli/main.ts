@@ -31,7 +31,10 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('commander.')) {
-      process.exitCode = (err as { exitCode?: number }).exitCode ?? 2;
+      // Help and version exit 0; every other commander error (an unknown option or command, a
+      // missing argument) is a user's mistake: 2, as a bad value is (commander says 1, which for
+      // `sluice quality` means "a check failed").
+      process.exitCode = (err as { exitCode?: number }).exitCode === 0 ? 0 : 2;
       return;
     }
     // A user's mistake (exit 2) or a failing dependency (disk, network, S3: exit 1) is one line on

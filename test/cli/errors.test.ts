@@ -75,6 +75,19 @@ describe('sluice serve: bad arguments', () => {
   });
 });
 
+describe('options commander refuses', () => {
+  it('an unknown option or command exits 2 like a bad value (1 would read as "a check failed" for quality); --help exits 0', () => {
+    const cwd = workdir();
+    for (const args of [['quality', '--max-stalenes', '1h'], ['query', '--formt', 'csv', 'SELECT 1'], ['nosuchcommand']]) {
+      const r = sluice(cwd, args);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(/^error: (unknown option '--(max-stalenes|formt)'|unknown command 'nosuchcommand')/);
+    }
+    expect(sluice(cwd, ['quality', '--help']).status).toBe(0);
+    expect(readdirSync(cwd)).toEqual([]);
+  });
+});
+
 describe('sluice query --out', () => {
   it('names a --out path whose directory does not exist', () => {
     const cwd = workdir();
