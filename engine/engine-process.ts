@@ -22,6 +22,8 @@ import type { EngineOptions } from './options.js';
 const READINESS_KEY = 'engine-process:';
 const RESTART_BASE_MS = 500;
 const RESTART_MAX_MS = 30_000;
+/** Starts of an engine process that dies during its first recovery without saying why (killed, out of memory) before serve gives up. */
+const FIRST_START_ATTEMPTS = 3;
 const CLOSE_TIMEOUT_MS = 120_000;
 /**
  * Durable marks go to the engine at most this often (the first after a quiet spell at once). One
@@ -124,8 +126,20 @@ export class EngineProcess {
   /** Starts the engine process and waits until it has recovered (replayed the logs). */
   static async start(options: EngineOptions, logs: LocalLogs, log: Logger, host: EngineProcessOptions): Promise<EngineProcess> {
     const p = new EngineProcess(options, logs, log, host);
-    await p.spawn();
-    return p;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await p.spawn();
+        return p;
+      } catch (err) {
+        // A reason the engine gave (the lake in use, another session gap, …) is the caller's to
+        // fix: serve ends with it. A process that died without one (SIGKILL, the OOM killer) is
+        // started again — it recovers from its last checkpoint — a few times before serve gives up.
+        if ((err instanceof SluiceError && err.code !== 'engine_start_failed') || attempt >= FIRST_START_ATTEMPTS) throw err;
+        const delay = RESTART_BASE_MS * 2 ** (attempt - 1);
+        log.error({ err, attempt, delayMs: delay }, 'the engine process exited during its first recovery without a reason; starting it again');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   /** After a shard record is durable (ingest's onDurable); `shard` −1: the DLQ log. */

@@ -6,7 +6,7 @@
  * both; restart; SIGTERM. Silver holds every acknowledged event exactly once — also when the
  * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it).
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -154,6 +154,37 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await delay(2500);
     expect(statOf(restarted), 'the restarted engine is still running').toBeDefined();
     await traffic;
+    expect(await stop(server, 'SIGTERM')).toBe(0);
+    await expectAllCommitted(cwd, t);
+  }, 120_000);
+
+  it('an engine process killed during its first recovery (before serve listens) is started again, and serve comes up', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'sluice-layout-first-'));
+    dirs.push(cwd);
+    const t = new Traffic();
+    const starting = serve(join(REPO, 'bin', 'sluice.js'), cwd, ARGS, userEnv({}));
+    // The engine process of this serve: same working directory, started as the engine host.
+    const engineIn = (): number | undefined =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .map(Number)
+        .find((pid) => {
+          try {
+            return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
+          } catch {
+            return false;
+          }
+        });
+    let engine: number | undefined;
+    for (let i = 0; i < 600 && engine === undefined; i++) {
+      engine = engineIn();
+      if (engine === undefined) await delay(10);
+    }
+    expect(engine, 'an engine process started').toBeDefined();
+    process.kill(engine!, 'SIGKILL');
+    const server = await starting;
+    expect(server.stderr()).toContain('starting it again');
+    await t.run(server.url, 'a', delay(500));
     expect(await stop(server, 'SIGTERM')).toBe(0);
     await expectAllCommitted(cwd, t);
   }, 120_000);
