@@ -330,7 +330,10 @@ export class DashboardHub {
     const r = this.rings;
     const first = prev === s;
     const dtMs = first ? 0 : s.at - prev.at;
-    const d = (a: number | undefined, b: number | undefined): number => (first || a === undefined || b === undefined ? 0 : Math.max(0, b - a));
+    // The engine's totals count since it started: all of them are new when the previous sample had
+    // none yet (the engine reported after the hub's first sample), and so are all of them when they
+    // went down (the engine process restarted). Either way they used to be dropped.
+    const d = (a: number | undefined, b: number | undefined): number => (first || b === undefined ? 0 : a === undefined || b < a ? b : b - a);
     const codes = new Map<string, number>();
     if (!first) for (const [k, v] of s.rejectedByCode) if (v > (prev.rejectedByCode.get(k) ?? 0)) codes.set(k, v - (prev.rejectedByCode.get(k) ?? 0));
     const delta = {

@@ -15,7 +15,7 @@ import type { IngestRow } from '../../ingest/batch-builder.js';
 import { AlertBoard, evaluateAlerts, robustDeviations, type AlertInputs } from '../../ingest/dashboard/alerts.js';
 import { HyperLogLog, hashString } from '../../ingest/dashboard/hll.js';
 import { HourlyHistory } from '../../ingest/dashboard/history.js';
-import { DashboardHub, type InitFrame, type TickFrame } from '../../ingest/dashboard/hub.js';
+import { DashboardHub, type EngineLive, type InitFrame, type TickFrame } from '../../ingest/dashboard/hub.js';
 import { defaultDashboardOptions, validateDashboardOptions } from '../../ingest/dashboard/options.js';
 import { IngestTap, OTHER } from '../../ingest/dashboard/tap.js';
 import { validateIngestOptions } from '../../ingest/options.js';
@@ -176,6 +176,28 @@ describe('dashboard hub (injected clock, stub clients)', () => {
     expect(closed).toBe(1);
     expect(hub.clientCount).toBe(1);
     expect(published).toHaveLength(2);
+  });
+
+  it('counts the engine\'s work before its first report and after a restart of the engine (its totals start again from 0)', async () => {
+    let now = T;
+    let live: EngineLive | null = null;
+    const engine = (processed: number, duplicates: number): EngineLive => ({
+      time: new Date(now).toISOString(), eventsPerSecond: 0, acceptedTotal: processed - duplicates, processedTotal: processed, committedTotal: processed, duplicatesTotal: duplicates, tooLateTotal: 0,
+      globalWatermark: null, watermarkLagSeconds: null, backlogEvents: 0, lastCheckpointAgeSeconds: null, currentHour: null, openSessions: 0,
+    });
+    const tap = new IngestTap({ lateAfterMs: 60_000, maxDimensionValues: 10, tailSize: 10, tailPerSecond: 10, metricTypes: { installs: [], screen_views: [], notification_views: [], notification_opens: [] } });
+    const options = validateDashboardOptions({ readKeys: ['rk_unit_test'], rateWindowSeconds: 60 });
+    const hub = new DashboardHub(options, { tap, live: () => live, publish: () => undefined, log: pino({ level: 'silent' }), now: () => now });
+    await hub.start(); // the engine has not reported yet
+    hub.stop();
+    live = engine(220, 220); // every event a resend
+    now += 1000;
+    await hub.tick();
+    expect(hub.snapshot()!.quality.duplicateRate).toBe(1);
+    live = engine(20, 0); // the engine process restarted: 20 new events, no duplicate
+    now += 1000;
+    await hub.tick();
+    expect(hub.snapshot()!.quality.duplicateRate).toBe(220 / 240);
   });
 });
 
