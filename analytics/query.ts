@@ -216,13 +216,13 @@ export async function openLakeQuery(options: LakeQueryOptions): Promise<LakeQuer
   return {
     lake,
     connection: conn,
-    run(sql) {
+    async run(sql) {
       return withViews(
         () => prepareViews(() => readsOfSql(sql)),
         () => execute(sql),
       );
     },
-    metric(name, params) {
+    async metric(name, params) {
       const m = prepareMetric(name, params);
       return withViews(
         () => prepareViews(async () => m.reads),
