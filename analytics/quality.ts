@@ -399,23 +399,26 @@ async function checkFreshness(rows: Rows, o: ResolvedQualityOptions): Promise<Ch
   const problems: string[] = [];
   const parts: string[] = [];
   for (const [layer, newest, what] of layers) {
-    if (newest === undefined) {
-      problems.push(`${layer} has no data`);
-      continue;
-    }
-    parts.push(`${layer} ${what} ${iso(newest)}`);
     if (layer !== 'gold') {
-      if (o.now - newest > o.maxStalenessMs) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(o.now - newest)} before ${iso(o.now)} (limit ${minutes(o.maxStalenessMs)})`);
+      if (newest === undefined) problems.push(`${layer} has no data`);
+      else {
+        parts.push(`${layer} ${what} ${iso(newest)}`);
+        if (o.now - newest > o.maxStalenessMs) problems.push(`${layer} is stale: ${what} ${iso(newest)}, ${minutes(o.now - newest)} before ${iso(o.now)} (limit ${minutes(o.maxStalenessMs)})`);
+      }
       continue;
     }
+    // A young lake has no gold yet: its first hours wait for the allowed lateness like any other.
+    parts.push(newest === undefined ? 'gold has no hourly window yet' : `gold ${what} ${iso(newest)}`);
+    if (ev === undefined) continue;
     const limit = o.maxStalenessMs + o.allowedLatenessMs;
-    const [u] = await rows(`SELECT min(event_time) AS t FROM events WHERE event_time >= ${ts(newest)}`);
+    const [u] = await rows(`SELECT min(event_time) AS t FROM events${newest === undefined ? '' : ` WHERE event_time >= ${ts(newest)}`}`);
     const uncovered = timeOf(u!.t);
     if (uncovered === undefined) continue;
     const hour = Math.floor(uncovered / HOUR) * HOUR;
     const age = goldReference - (hour + HOUR);
     if (age > limit) {
-      problems.push(`gold is stale: newest hourly window ends ${iso(newest)}; silver's events of ${iso(hour)} on are in no gold window, their hour ended ${minutes(age)} before silver's newest event time ${iso(goldReference)} (limit ${minutes(limit)})`);
+      const has = newest === undefined ? 'gold has no hourly window' : `newest hourly window ends ${iso(newest)}`;
+      problems.push(`gold is stale: ${has}; silver's events of ${iso(hour)} on are in no gold window, their hour ended ${minutes(age)} before silver's newest event time ${iso(goldReference)} (limit ${minutes(limit)})`);
     }
   }
   return result('freshness', problems, parts.join('; '), `${problems.length} stale layer${problems.length === 1 ? '' : 's'}`, 'fail', {

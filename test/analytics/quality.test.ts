@@ -224,6 +224,19 @@ describe('damage', () => {
     expect(check(r, 'freshness').problems.filter((p) => p.startsWith('gold'))).toEqual([]);
   });
 
+  it('a lake without gold yet is fresh while its first hours are within the allowed lateness, and stale after', async () => {
+    const dir = copy('no-gold');
+    for (const p of files(dir, 'gold/hourly_metrics')) unlinkSync(p);
+    const { f } = healthy;
+    const span = Math.max(...f.events.map((e) => e.event_time)) - Math.min(...f.events.map((e) => e.event_time));
+    // Silver's oldest hour ended less than the allowed lateness before its newest event: a young lake.
+    const young = await run(dir, f, { allowedLatenessMs: span + 2 * HOUR });
+    expect(check(young, 'freshness').problems).toEqual([]);
+    expect(check(young, 'freshness').summary).toContain('gold has no hourly window yet');
+    const stale = await run(dir, f);
+    expect(check(stale, 'freshness').problems).toEqual([expect.stringMatching(/^gold is stale: gold has no hourly window; silver's events of \S+ on are in no gold window, their hour ended/)]);
+  });
+
   it('gold behind silver fails freshness, measured from silver\'s newest event time, whatever the clock', async () => {
     const dir = copy('gold-behind');
     const hours = [...new Set(files(dir, 'gold/hourly_metrics').map((p) => p.replace(/\/[^/]+$/, '')))].sort();
