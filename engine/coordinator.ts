@@ -1066,7 +1066,7 @@ export class Coordinator {
     if (active === undefined) return;
     await Promise.all(
       this.shards.map(async (st, s) => {
-        const behind = st.watermark.kind === 'idle' || st.watermark.timeMs < active!;
+        const behind = Math.max(st.watermark.kind === 'event-time' ? st.watermark.timeMs : Number.NEGATIVE_INFINITY, st.advancedMs) < active!;
         if (!this.idle(st, now) || !behind || st.stopped || !st.owned) return;
         try {
           await this.pool.advance(s, active!);
@@ -1304,21 +1304,21 @@ export class Coordinator {
     }
   }
 
-  /**
-   * Shutdown's drain, bounded by shutdownDrainMs: what is not processed by then stays in the log
-   * (durable) for the next start, and what was processed is committed by the final checkpoint. So
-   * a SIGTERM with a large backlog ends in bounded time, losing nothing.
-   */
-  /** A running shard with work left: a range in flight or records durable but not yet taken. */
   /** No input for the idle timeout, and nothing left to process (see advanceIdleShards). */
   private idle(st: ShardState, now: number): boolean {
     return now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
   }
 
+  /** A running shard with work left: a range in flight or records durable but not yet taken. */
   private busy(st: ShardState): boolean {
     return st.owned && !st.stopped && (st.inFlight > 0 || st.pumping || st.submittedNext < st.durableNext);
   }
 
+  /**
+   * Shutdown's drain, bounded by shutdownDrainMs: what is not processed by then stays in the log
+   * (durable) for the next start, and what was processed is committed by the final checkpoint. So
+   * a SIGTERM with a large backlog ends in bounded time, losing nothing.
+   */
   private async drainForShutdown(): Promise<void> {
     const busy = (st: ShardState): boolean => this.busy(st);
     const deadline = Date.now() + this.options.shutdownDrainMs;
