@@ -17,6 +17,7 @@ import type { IngestRow } from './batch-builder.js';
 import type { PiiOptions } from './options.js';
 import { parseTime } from './parse-time.js';
 import { jsonValueDepth } from './segment-scan.js';
+import { LONE_SURROGATE, loneSurrogateEscape } from './utf8.js';
 
 export { parseTime } from './parse-time.js';
 
@@ -474,6 +475,7 @@ function propertiesTextError(text: string, maxDepth: number): { code: RejectCode
   const depth = jsonValueDepth(Buffer.from(text));
   if (depth < 0) return { code: 'invalid_properties', message: 'properties is text that is not valid JSON (or nests deeper than 1024 levels); send the object itself or its valid JSON text' };
   if (depth > maxDepth) return { code: 'too_deep', message: `properties nests JSON deeper than ${maxDepth} levels; flatten it` };
+  if (text.includes('\\u') && loneSurrogateEscape(Buffer.from(text)) >= 0) return { code: 'invalid_utf8', message: LONE_SURROGATE };
   return undefined;
 }
 

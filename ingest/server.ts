@@ -569,7 +569,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       if (!isBinary) {
         const control = parseControl(Buffer.from(message).toString('utf8'));
         if (control) data.seq = control.seq;
-        else ws.send(JSON.stringify({ seq: data.seq, ok: false, status: 400, code: 'bad_control', message: 'text messages must be {"seq":N}; send Arrow IPC streams as binary messages' }));
+        // Not an answer to a binary message: `seq` null, so a client matching acks by seq never takes it for the next batch's.
+        else ws.send(JSON.stringify({ seq: null, ok: false, status: 400, code: 'bad_control', message: 'text messages must be {"seq":N}; send Arrow IPC streams as binary messages' }));
         return;
       }
       const seq = data.seq++;

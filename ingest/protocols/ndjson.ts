@@ -13,7 +13,7 @@
 import type { IngestRow } from '../batch-builder.js';
 import { jsonDepth, JsonScanner } from '../json-scan.js';
 import { DEFAULT_MAX_JSON_DEPTH, normalizeCanonical, type ItemBytes, type NormalizeContext } from '../normalize.js';
-import { utf8Repaired, utf8Valid } from '../utf8.js';
+import { LONE_SURROGATE, loneSurrogateEscape, utf8Repaired, utf8Valid } from '../utf8.js';
 import type { WriteKey } from '../options.js';
 import type { Admission, DeadLetter, Decoded, Refusal } from './decoded.js';
 
@@ -48,6 +48,7 @@ export function decodeNdjson(body: Buffer, admission: Admission, context: (key: 
   const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   // One simdutf pass over the body; per-line checks only when it finds something.
   const allUtf8 = utf8Valid(body);
+  const escapes = body.indexOf('\\u') >= 0;
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
   for (let i = 0; i < starts.length; i++) {
@@ -56,6 +57,10 @@ export function decodeNdjson(body: Buffer, admission: Admission, context: (key: 
     if (body[e - 1] === 0x0d) e--;
     if (!allUtf8 && !utf8Valid(body, s, e)) {
       rejects.push({ index: i, code: 'invalid_utf8', message: 'the line holds bytes that are not valid UTF-8 (replaced by U+FFFD in the dead letter); send UTF-8', raw: utf8Repaired(body, s, e) });
+      continue;
+    }
+    if (escapes && loneSurrogateEscape(body, s, e) >= 0) {
+      rejects.push({ index: i, code: 'invalid_utf8', message: LONE_SURROGATE, raw: body.toString('utf8', s, e) });
       continue;
     }
     const text = body.toString('utf8', s, e);

@@ -15,7 +15,7 @@ import type { IngestRow } from '../batch-builder.js';
 import { jsonDepth, JsonScanner, type ItemRanges } from '../json-scan.js';
 import { SegmentBatchScanner } from '../segment-scan.js';
 import { DEFAULT_MAX_JSON_DEPTH, normalizeSegmentItem, type ItemBytes, type NormalizeContext } from '../normalize.js';
-import { utf8Repaired, utf8Valid } from '../utf8.js';
+import { LONE_SURROGATE, loneSurrogateEscape, utf8Repaired, utf8Valid } from '../utf8.js';
 import type { WriteKey } from '../options.js';
 import { refuse, type Admission, type DeadLetter, type Decoded, type Refusal } from './decoded.js';
 
@@ -154,7 +154,17 @@ export function normalizeItems(
   const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   const verbatim = scanned !== undefined && !depthOnly;
   const src: ItemBytes | undefined = verbatim ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
+  // Lone surrogate escapes: looked for in an item only when the body holds an escape at all.
+  const escapes = body.indexOf('\\u') >= 0;
   for (let i = 0; i < items.length; i++) {
+    if (escapes) {
+      const at = scanned ? loneSurrogateEscape(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) : loneSurrogateEscape(Buffer.from(JSON.stringify(items[i]) ?? ''));
+      if (at >= 0) {
+        const raw = scanned ? utf8Repaired(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) : JSON.stringify(items[i]);
+        rejects.push({ index: i, code: 'invalid_utf8', message: LONE_SURROGATE, raw });
+        continue;
+      }
+    }
     if (scanned) {
       if (invalidUtf8 !== undefined && invalidUtf8[i] === 1) {
         rejects.push({ index: i, code: 'invalid_utf8', message: 'the event holds bytes that are not valid UTF-8 (replaced by U+FFFD in the dead letter); send UTF-8', raw: utf8Repaired(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) });

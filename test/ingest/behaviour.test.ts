@@ -302,7 +302,7 @@ describe('Arrow WebSocket protocol', () => {
     ws.send(tableToIPC(tableFromArrays({ user_id: ['u'] }), 'stream'));
     expect(await next()).toMatchObject({ seq: 1, ok: false, status: 400, code: 'invalid_schema' });
     ws.send('hello');
-    expect(await next()).toMatchObject({ ok: false, code: 'bad_control' });
+    expect(await next()).toMatchObject({ seq: null, ok: false, code: 'bad_control' }); // not the next binary message's seq
     ws.send(ipc(['after-errors'], ['u'], [Date.now()]));
     expect(await next()).toMatchObject({ seq: 2, ok: true, accepted: 1 });
     ws.close();

@@ -102,6 +102,33 @@ describe('hostile input', () => {
     await logIsValidUtf8(s.dlqLog);
   });
 
+  it('a lone UTF-16 surrogate escape ("\\ud83d", text cut inside an emoji) is rejected per event on every protocol; a whole pair and an escaped backslash are kept', async () => {
+    const ev = (id: string, extra: string): string => `{"type":"track","event":"x","userId":"u-${id}","messageId":"sur-${id}","timestamp":"${recent()}"${extra}}`;
+    // Written by hand: JSON.stringify would turn the escapes into characters.
+    const body = `{"batch":[${ev('pair', ',"properties":{"e":"\\ud83d\\ude00"}')},${ev('high', ',"properties":{"e":"party \\ud83d"}')},${ev('literal', ',"properties":{"path":"C:\\\\ud83d"}')},${ev('low', ',"context":{"device":{"type":"\\ude00"}}')}]}`;
+    const r = await post(`${s.url}/v1/batch`, body, { authorization: basic() });
+    expect(r.status).toBe(200);
+    expect(r.json.accepted).toBe(2);
+    expect((r.json.rejected as Array<{ index: number; code: string; message: string }>).map((x) => [x.index, x.code])).toEqual([
+      [1, 'invalid_utf8'],
+      [3, 'invalid_utf8'],
+    ]);
+    expect((r.json.rejected as Array<{ message: string }>)[0]!.message).toMatch(/lone UTF-16 surrogate/);
+    const single = await post(`${s.url}/v1/track`, `{"event":"Tap\\ud83d","userId":"u-single","timestamp":"${recent()}"}`, { authorization: basic() });
+    expect(single.json).toMatchObject({ accepted: 0, rejected: [{ index: 0, code: 'invalid_utf8' }] });
+    const nd = `${JSON.stringify({ event_id: 'sur-nd-good', user_id: 'u', event_type: 'x', event_time: Date.now() - 10 })}\n{"event_id":"sur-nd-bad","user_id":"u","event_type":"x","event_time":${Date.now() - 10},"properties":{"k":"\\udbff"}}\n`;
+    const n = await post(`${s.url}/v1/events`, nd, { authorization: `Bearer ${WRITE_KEY}` });
+    expect(n.json).toMatchObject({ accepted: 1, rejected: [{ index: 1, code: 'invalid_utf8' }] });
+    // Arrow: properties as JSON text (a Utf8 column, valid UTF-8 bytes) holding the escape.
+    const now = Date.now();
+    const props = ['{"e":"ok"}', '{"e":"cut \\ud83d"}'];
+    const { ws, next } = await openWs(s.server.port);
+    ws.send(tableToIPC(tableFromArrays({ user_id: ['u1', 'u2'], event_type: ['x', 'x'], event_time: Float64Array.of(now - 2, now - 1), event_id: ['sur-aw-1', 'sur-aw-2'], properties: props }), 'stream'));
+    const a = await next();
+    ws.close();
+    expect(a).toMatchObject({ ok: true, accepted: 1, rejected: [{ index: 1, code: 'invalid_utf8' }] });
+  });
+
   it('poison pill: an Arrow Utf8 column with invalid UTF-8 is rejected per row (plain and dictionary columns)', async () => {
     const now = Date.now();
     const users = makeVector(makeData({ type: new Utf8(), length: 3, nullCount: 0, valueOffsets: Int32Array.of(0, 2, 4, 6), data: Uint8Array.of(0x75, 0x31, 0xff, 0xfe, 0x75, 0x33) }));
