@@ -414,6 +414,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         return failure(400, 'malformed_gzip', 'the body is not valid gzip');
       }
     } else if (encoding !== '' && encoding !== 'identity') return failure(400, 'unsupported_encoding', `Content-Encoding "${encoding}" is not supported; send gzip or nothing`);
+    // A UTF-8 byte order mark (Windows tools write one) is not part of the JSON: skipped, as JSON parsers of other stacks do.
+    if (body.length >= 3 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) body = body.subarray(3);
     const admissionForReq = admission(auth);
     const ctx = contextFor(protocol, receivedAt);
     const decoded = protocol === 'ndjson' ? decodeNdjson(body, admissionForReq, ctx) : decodeSegment(body, call, admissionForReq, ctx);
