@@ -10,18 +10,16 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOfUser } from '../../common/hash.js';
-import { ClusterNode } from '../../engine/cluster-node.js';
-import { LeaseTable } from '../../engine/lease.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { eventually } from '../helpers/eventually.js';
-import { openLakeReader } from '../helpers/lake.js';
+import { hourlyTotals, openLakeReader } from '../helpers/lake.js';
+import { startEngineNode, type TestEngineNode } from '../helpers/in-process-node.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -43,12 +41,7 @@ describeNats('idle shards across engine nodes (real nats-server, real lake)', ()
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
-  async function node(id: string): Promise<{ node: ClusterNode; js: JetStreamLogs }> {
-    const js = await JetStreamLogs.connect({ servers: nats!.urls, replicas: 1 });
-    const leases = await LeaseTable.open(js.nc, { nodeId: id, ttlMs: 4000, replicas: 1 });
-    const options = validateEngineOptions({ dataDir: join(root, id), lake: join(root, 'lake'), shards: SHARDS, workers: 1, flushIntervalMs: 300, idleTimeoutMs: 300, allowedLatenessMs: MIN, reconcileIntervalMs: 0, compactAfterMs: 0 });
-    return { node: await ClusterNode.start(options, js, leases, pino({ level: process.env.T_LOG ?? 'silent' }), { scanMs: 300, syncMs: 50 }), js };
-  }
+  const node = (id: string): Promise<TestEngineNode> => startEngineNode(nats!.urls, id, validateEngineOptions({ dataDir: join(root, id), lake: join(root, 'lake'), shards: SHARDS, workers: 1, flushIntervalMs: 300, idleTimeoutMs: 300, allowedLatenessMs: MIN, reconcileIntervalMs: 0, compactAfterMs: 0 }));
 
   it("a node whose shards are all idle moves them to the other node's idle shard's watermark: the hours it closed reach gold", async () => {
     const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, SHARDS) === shard).slice(0, 2);
@@ -83,10 +76,7 @@ describeNats('idle shards across engine nodes (real nats-server, real lake)', ()
     }
     const r = await openLakeReader(join(root, 'lake'));
     try {
-      const gold = await r.rows<{ h: number; events: bigint; users: bigint }>(`
-        SELECT hour(window_start) AS h, events, active_users AS users FROM ${r.rel('hourly_metrics')}
-        WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' ORDER BY 1`);
-      expect(gold.map((g) => [Number(g.h), Number(g.events), Number(g.users)])).toEqual([
+      expect(await hourlyTotals(r)).toEqual([
         [10, 4, 3],
         [12, 1, 1],
       ]);

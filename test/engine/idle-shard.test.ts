@@ -23,7 +23,7 @@ import { eventually } from '../helpers/eventually.js';
 import { externalError } from '../../common/errors.js';
 import type { LogRecord } from '../../log/log.js';
 import { SegmentLog } from '../../log/segment-log.js';
-import { openLakeReader } from '../helpers/lake.js';
+import { hourlyTotals, openLakeReader } from '../helpers/lake.js';
 import { WrappedSegmentLog } from '../helpers/wrapped-log.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -109,10 +109,7 @@ describe('idle shard', () => {
     }
     const r = await openLakeReader(options.lake);
     try {
-      const gold = await r.rows<{ h: number; events: bigint; users: bigint }>(`
-        SELECT hour(window_start) AS h, events, active_users AS users FROM ${r.rel('hourly_metrics')}
-        WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' ORDER BY 1`);
-      expect(gold.map((g) => [Number(g.h), Number(g.events), Number(g.users)])).toEqual([
+      expect(await hourlyTotals(r)).toEqual([
         [10, 4, 3],
         [12, 1, 1],
       ]);

@@ -9,15 +9,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterNode } from '../../engine/cluster-node.js';
-import { LeaseTable } from '../../engine/lease.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { openLakeReader } from '../helpers/lake.js';
+import { startEngineNode, type TestEngineNode } from '../helpers/in-process-node.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
@@ -46,12 +44,7 @@ describeNats('rebalancing when an engine node joins (real nats-server, real lake
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
-  async function node(id: string): Promise<{ node: ClusterNode; js: JetStreamLogs }> {
-    const js = await JetStreamLogs.connect({ servers: nats!.urls, replicas: 1 });
-    const leases = await LeaseTable.open(js.nc, { nodeId: id, ttlMs: 4000, replicas: 1 });
-    const options = validateEngineOptions({ dataDir: join(root, id), lake: join(root, 'lake'), shards: SHARDS, workers: 1, flushIntervalMs: 300, reconcileIntervalMs: 0, compactAfterMs: 0 });
-    return { node: await ClusterNode.start(options, js, leases, pino({ level: process.env.T_LOG ?? 'silent' }), { scanMs: 300, syncMs: 50 }), js };
-  }
+  const node = (id: string): Promise<TestEngineNode> => startEngineNode(nats!.urls, id, validateEngineOptions({ dataDir: join(root, id), lake: join(root, 'lake'), shards: SHARDS, workers: 1, flushIntervalMs: 300, reconcileIntervalMs: 0, compactAfterMs: 0 }));
 
   it('the first node owns every shard, hands half over to the second with a final checkpoint; every record once in silver', async () => {
     const writer = await JetStreamLogs.connect({ servers: nats!.urls, replicas: 1 });

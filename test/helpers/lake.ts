@@ -79,3 +79,11 @@ export async function untilDailyWindowMerged(lakeDir: string, dayStart: number, 
   }
   return false;
 }
+
+/** Gold's hourly totals (the ALL × ALL × ALL row of each hour): [hour of day (UTC), events, active users], in time order. */
+export async function hourlyTotals(r: LakeReader): Promise<Array<[number, number, number]>> {
+  const rows = await r.rows<{ h: number; events: bigint; users: bigint }>(`
+    SELECT hour(window_start) AS h, events, active_users AS users FROM ${r.rel('hourly_metrics')}
+    WHERE device_type = 'ALL' AND app_version = 'ALL' AND country = 'ALL' ORDER BY window_start`);
+  return rows.map((g) => [Number(g.h), Number(g.events), Number(g.users)]);
+}
