@@ -35,18 +35,25 @@ function statOf(pid: number): { ppid: number; nice: number } | undefined {
   }
 }
 
-/** The engine process: the serve process's child (waits for it, bounded). */
-async function engineOf(server: Served, not?: number): Promise<number> {
+/** The first process `is` holds for, polled every `everyMs` for up to 30 s (undefined after that). */
+async function processWhere(is: (pid: number) => boolean, everyMs = 50): Promise<number | undefined> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    const child = readdirSync('/proc')
+    const found = readdirSync('/proc')
       .filter((d) => /^\d+$/.test(d))
       .map(Number)
-      .find((p) => p !== not && statOf(p)?.ppid === server.pid);
-    if (child !== undefined) return child;
-    await delay(50);
+      .find(is);
+    if (found !== undefined) return found;
+    await delay(everyMs);
   }
-  throw new Error(`no engine process under ${server.pid}:\n${server.stderr()}`);
+  return undefined;
+}
+
+/** The engine process: the serve process's child (waits for it, bounded). */
+async function engineOf(server: Served, not?: number): Promise<number> {
+  const child = await processWhere((p) => p !== not && statOf(p)?.ppid === server.pid);
+  if (child === undefined) throw new Error(`no engine process under ${server.pid}:\n${server.stderr()}`);
+  return child;
 }
 
 async function gone(pid: number, withinMs: number): Promise<boolean> {
@@ -163,23 +170,14 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     dirs.push(cwd);
     const t = new Traffic();
     const starting = serve(join(REPO, 'bin', 'sluice.js'), cwd, ARGS, userEnv({}));
-    // The engine process of this serve: same working directory, started as the engine host.
-    const engineIn = (): number | undefined =>
-      readdirSync('/proc')
-        .filter((d) => /^\d+$/.test(d))
-        .map(Number)
-        .find((pid) => {
-          try {
-            return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
-          } catch {
-            return false;
-          }
-        });
-    let engine: number | undefined;
-    for (let i = 0; i < 600 && engine === undefined; i++) {
-      engine = engineIn();
-      if (engine === undefined) await delay(10);
-    }
+    // The engine process of this serve (its pid is not known before it listens): same working directory, started as the engine host.
+    const engine = await processWhere((pid) => {
+      try {
+        return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
+      } catch {
+        return false;
+      }
+    }, 10);
     expect(engine, 'an engine process started').toBeDefined();
     process.kill(engine!, 'SIGKILL');
     const server = await starting;
