@@ -48,7 +48,7 @@ export function decodeNdjson(body: Buffer, admission: Admission, context: (key: 
   const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   // One simdutf pass over the body; per-line checks only when it finds something.
   const allUtf8 = utf8Valid(body);
-  const escapes = body.indexOf('\\u') >= 0;
+  const lone = body.indexOf('\\u') >= 0 && loneSurrogateEscape(body) >= 0;
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
   for (let i = 0; i < starts.length; i++) {
@@ -59,7 +59,7 @@ export function decodeNdjson(body: Buffer, admission: Admission, context: (key: 
       rejects.push({ index: i, code: 'invalid_utf8', message: 'the line holds bytes that are not valid UTF-8 (replaced by U+FFFD in the dead letter); send UTF-8', raw: utf8Repaired(body, s, e) });
       continue;
     }
-    if (escapes && loneSurrogateEscape(body, s, e) >= 0) {
+    if (lone && loneSurrogateEscape(body, s, e) >= 0) {
       rejects.push({ index: i, code: 'invalid_utf8', message: LONE_SURROGATE, raw: body.toString('utf8', s, e) });
       continue;
     }

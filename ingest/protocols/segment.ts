@@ -154,10 +154,11 @@ export function normalizeItems(
   const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   const verbatim = scanned !== undefined && !depthOnly;
   const src: ItemBytes | undefined = verbatim ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
-  // Lone surrogate escapes: looked for in an item only when the body holds an escape at all.
-  const escapes = body.indexOf('\\u') >= 0;
+  // Lone surrogate escapes: looked for per item only when the body holds one at all (one scan, and
+  // only of bodies with a \u escape).
+  const lone = body.indexOf('\\u') >= 0 && loneSurrogateEscape(body) >= 0;
   for (let i = 0; i < items.length; i++) {
-    if (escapes) {
+    if (lone) {
       const at = scanned ? loneSurrogateEscape(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) : loneSurrogateEscape(Buffer.from(JSON.stringify(items[i]) ?? ''));
       if (at >= 0) {
         const raw = scanned ? utf8Repaired(body, scanned.itemStart[i]!, scanned.itemEnd[i]!) : JSON.stringify(items[i]);
