@@ -15,7 +15,7 @@ import { mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { userError } from '../common/errors.js';
-import { FRONTIER_KEY } from '../engine/reconcile.js';
+import { FRONTIER_KEY, readFrontier } from '../engine/reconcile.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 export const SERVE_PID_FILE = 'serve.pid';
@@ -151,15 +151,17 @@ export const LAKE_SERVED_WITHIN_MS = 60_000;
  * (or the gold owner of engine nodes) writes `lake` — it republishes `_sluice/frontier.json` every
  * checkpoint round, and compacts and reconciles the lake itself. A second compactor beside it raced
  * its flushes and erasures (files compacted while an erasure rewrote them, records folding to
- * files that no longer exist).
+ * files that no longer exist). A serve that stopped gracefully marked the frontier stopped.
  */
 export async function refuseIfLakeServed(store: ObjectStore, lake: string, command: string, nowMs = Date.now()): Promise<void> {
   const frontier = (await store.list(FRONTIER_KEY)).find((o) => o.key === FRONTIER_KEY);
   if (frontier === undefined) return;
   const ago = nowMs - frontier.mtimeMs;
   if (ago >= LAKE_SERVED_WITHIN_MS) return;
+  // A serve that stopped gracefully says so in the frontier it wrote last.
+  if ((await readFrontier(store).catch(() => undefined))?.stoppedAtMs !== undefined) return;
   throw userError(
     'lake_in_use',
-    `a running sluice serve writes lake ${lake} (it wrote ${FRONTIER_KEY} ${Math.max(0, Math.round(ago / 1000))} s ago) and already compacts and reconciles it in the background; stop it first (or wait a minute after it stopped), or pass --force to run ${command} beside it`,
+    `a running sluice serve writes lake ${lake} (it wrote ${FRONTIER_KEY} ${Math.max(0, Math.round(ago / 1000))} s ago) and already compacts and reconciles it in the background; stop it first (after a crash, wait a minute), or pass --force to run ${command} beside it`,
   );
 }

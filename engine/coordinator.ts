@@ -339,6 +339,8 @@ export class Coordinator {
       // shard's partial of a held day alone and overwrote that day's gold.
       const previous = await readFrontier(store);
       if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) throw sessionGapMismatch(`lake ${options.lake}`, previous.sessionGapMs, options.sessionGapMs);
+      // The lake is written again from here on: `sluice compact` and `reconcile` refuse from now.
+      if (previous?.stoppedAtMs !== undefined) await writeFrontier(store, { ...previous, stoppedAtMs: undefined });
       await claimShards(options.dataDir, options.shards, options.sessionGapMs);
     } catch (err) {
       await store.close();
@@ -1372,6 +1374,7 @@ export class Coordinator {
         if (failure === undefined) {
           await this.mergeCompleteWindows();
           await this.finalReconcile();
+          await this.markLakeStopped();
         }
       }
     } catch (err) {
@@ -1403,6 +1406,17 @@ export class Coordinator {
     await this.compacting;
     await this.publishFrontier();
     await this.reconcile();
+  }
+
+  /**
+   * Says in the lake's frontier that this engine stopped writing it (a single node's graceful
+   * stop; the last thing it writes). Engine nodes of a cluster do not: another node takes over.
+   */
+  private async markLakeStopped(): Promise<void> {
+    if (this.cluster) return;
+    await this.compacting;
+    const frontier = await readFrontier(this.store);
+    if (frontier !== undefined) await writeFrontier(this.store, { ...frontier, stoppedAtMs: Date.now() });
   }
 
   /** Writes every shard's committed frontier to the lake, where reconciliation reads it. */

@@ -51,6 +51,12 @@ export interface Frontier {
   sessionGapMs: number;
   /** The allowed lateness of the engine that wrote it (absent in lakes from before it was recorded). */
   allowedLatenessMs?: number;
+  /**
+   * Set by a single-node engine's graceful stop, after its last commit, merge and reconciliation:
+   * nothing writes the lake until the next start, whose first write clears it (`sluice compact`
+   * and `reconcile` go ahead at once instead of waiting for the frontier to age).
+   */
+  stoppedAtMs?: number;
 }
 
 export async function writeFrontier(store: ObjectStore, f: Frontier): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * `sluice compact` on a real local lake: compacts closed partitions, applies --retention by
  * layer, prints JSON; bad flags get messages that say what to write instead; refuses while a serve
- * writes the lake.
+ * writes the lake (not after it stopped gracefully).
  */
 import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseRetention, register } from '../../cli/compact.js';
+import { pino } from 'pino';
 import { LAKE_SERVED_WITHIN_MS } from '../../cli/serve-lock.js';
+import { Coordinator } from '../../engine/coordinator.js';
+import { validateEngineOptions } from '../../engine/options.js';
 import { FRONTIER_KEY } from '../../engine/reconcile.js';
 import { partKey, partName } from '../../common/lake-layout.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
@@ -82,4 +85,19 @@ describe('sluice compact', () => {
     expect(await run(['compact', '--lake', lake])).toContain('compacted 0 files');
     await store.close();
   });
+
+  it('runs at once after a graceful stop of the engine (it marks the frontier stopped), and refuses again once it starts', async () => {
+    const lake = join(root, 'stopped');
+    const options = validateEngineOptions({ dataDir: join(root, 'stopped-data'), lake, shards: 2, workers: 1, flushIntervalMs: 50, compactAfterMs: 0 });
+    const logger = pino({ level: 'silent' });
+    await (await Coordinator.start(options, logger)).close();
+    expect(await run(['compact', '--lake', lake])).toContain('compacted 0 files');
+    const again = await Coordinator.start(options, logger);
+    try {
+      await expect(run(['compact', '--lake', lake])).rejects.toMatchObject({ code: 'lake_in_use' });
+    } finally {
+      await again.close();
+    }
+    expect(await run(['compact', '--lake', lake])).toContain('compacted 0 files');
+  }, 30_000);
 });
