@@ -58,6 +58,8 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   const erasureStore = await ErasureStore.open(config.engine.dataDir);
   const suppression = new Suppression(erasureStore);
   await suppression.load();
+  // The engine process recovers (its last checkpoint, then the log since it) while ingest listens
+  // and answers events 503 `starting`: health checks and clients see a live server, not a refused connection.
   const engine = await startEngine(config, logger);
   const maxBacklogBytes =
     (config.ingest.maxBacklogBytes as number | undefined) ?? (config.logServers !== undefined ? JETSTREAM_MAX_BACKLOG_BYTES : await defaultMaxBacklogBytes(config.engine.dataDir));
@@ -67,9 +69,18 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   try {
     server = await startIngestServer(
       { ...config.ingest, maxBacklogBytes, maxLagMs, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
-      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, erasures: { store: erasureStore, suppression } },
+      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, ...(engine.starting ? { starting: engine.starting } : {}), erasures: { store: erasureStore, suppression } },
     );
   } catch (err) {
+    await engine.recovered.catch(() => undefined);
+    await engine.close();
+    throw err;
+  }
+  if (engine.starting?.()) logger.info({ url: `http://${config.host}:${server.port}` }, 'listening; events get 503 starting until the engine has recovered');
+  try {
+    await engine.recovered;
+  } catch (err) {
+    await server.close();
     await engine.close();
     throw err;
   }
@@ -136,10 +147,20 @@ async function trackUncommitted(dataDir: string, logs: readonly ShardLog[]): Pro
 }
 
 /** The engine and what ingest needs of it, in this process or in the engine process. */
-async function startEngine(
-  config: ServeConfig,
-  logger: Logger,
-): Promise<{ logs: readonly ShardLog[]; dlqLog: ShardLog; deps: Omit<IngestDeps, 'logs' | 'dlqLog'>; coordinator: Coordinator | undefined; close(): Promise<void> }> {
+interface StartedEngine {
+  logs: readonly ShardLog[];
+  dlqLog: ShardLog;
+  deps: Omit<IngestDeps, 'logs' | 'dlqLog'>;
+  coordinator: Coordinator | undefined;
+  /** Settles when the engine has recovered (at once for the inline engine, which recovers before it returns). */
+  recovered: Promise<void>;
+  /** Until `recovered`. */
+  starting?(): boolean;
+  close(): Promise<void>;
+}
+
+/** The engine and what ingest needs of it, in this process or in the engine process. */
+async function startEngine(config: ServeConfig, logger: Logger): Promise<StartedEngine> {
   if (config.role === 'ingest') return startIngestNode(config, logger);
   if ((config.engineMode ?? 'inline') === 'inline') {
     // --log nats://…: ingest appends to and the engine consumes from JetStream, where other ingest nodes may append to the same shards.
@@ -150,6 +171,7 @@ async function startEngine(
     // The local log's uncommitted bytes are counted here; JetStream's are the stream's, polled.
     const uncommitted = jetstream === undefined ? await trackUncommitted(config.engine.dataDir, coordinator.local!.logs) : undefined;
     return {
+      recovered: Promise.resolve(),
       logs: jetstream?.shards ?? coordinator.local!.logs,
       dlqLog: jetstream?.dlq ?? coordinator.local!.dlqLog,
       coordinator,
@@ -177,15 +199,14 @@ async function startEngine(
   const logs = await openLocalLogs(config.engine, logger, 'ingest:', async (shard, fresh) => engine?.durable(shard, fresh.durableNextOffset - 1, 0));
   // Before the engine starts: its first checkpoint's truncation is already a commit report.
   const uncommitted = await trackUncommitted(config.engine.dataDir, logs.logs);
-  try {
-    engine = await EngineProcess.start(config.engine, logs, logger, { nice: config.engine.workerNice, logLevel: logger.level });
-  } catch (err) {
-    await closeLogs(logs);
-    throw err;
-  }
-  const e = engine;
+  const launched = EngineProcess.launch(config.engine, logs, logger, { nice: config.engine.workerNice, logLevel: logger.level });
+  const e = (engine = launched.engine);
+  const recovered = launched.recovered;
+  recovered.catch(() => undefined); // awaited by startSluice (which then closes): not an unhandled rejection meanwhile
   const dlq = logs.dlqLog;
   return {
+    recovered,
+    starting: () => e.recovering(),
     logs: logs.logs,
     // Dead letters are appended by ingest directly: each durable append becomes a mark for the engine too.
     dlqLog: {
@@ -278,9 +299,10 @@ async function openJetStream(config: ServeConfig, logger: Logger): Promise<JetSt
  * PubAck) and refuses with 503 while the stream holds more than maxBacklogBytes that the engines
  * have not truncated. Engine nodes (or a `serve --log` node) consume the same shards.
  */
-async function startIngestNode(config: ServeConfig, logger: Logger): ReturnType<typeof startEngine> {
+async function startIngestNode(config: ServeConfig, logger: Logger): Promise<StartedEngine> {
   const jetstream = await openJetStream(config, logger);
   return {
+    recovered: Promise.resolve(),
     logs: jetstream.shards,
     dlqLog: jetstream.dlq,
     coordinator: undefined,

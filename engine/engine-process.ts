@@ -115,6 +115,7 @@ export class EngineProcess {
   private metrics = '';
   private metricNames = new Set<string>();
   private closed: ((error: string | undefined) => void) | undefined;
+  private firstStartDone = false;
 
   private constructor(
     private readonly options: EngineOptions,
@@ -125,18 +126,48 @@ export class EngineProcess {
 
   /** Starts the engine process and waits until it has recovered (replayed the logs). */
   static async start(options: EngineOptions, logs: LocalLogs, log: Logger, host: EngineProcessOptions): Promise<EngineProcess> {
+    const { engine, recovered } = EngineProcess.launch(options, logs, log, host);
+    await recovered;
+    return engine;
+  }
+
+  /**
+   * Starts the engine process; `recovered` settles when it has recovered (replayed the logs), or
+   * rejects with why it would not start. Until then `recovering()` is true and /readyz names it.
+   */
+  static launch(options: EngineOptions, logs: LocalLogs, log: Logger, host: EngineProcessOptions): { engine: EngineProcess; recovered: Promise<void> } {
     const p = new EngineProcess(options, logs, log, host);
+    readiness.set(`${READINESS_KEY}down`, 'the engine is recovering (its last checkpoint, then the log since it)');
+    const recovered = p.firstStart().then(
+      () => {
+        p.firstStartDone = true;
+      },
+      (err: unknown) => {
+        p.firstStartDone = true;
+        readiness.clear(`${READINESS_KEY}down`);
+        throw err;
+      },
+    );
+    return { engine: p, recovered };
+  }
+
+  /** Until its first start has recovered (or failed). */
+  recovering(): boolean {
+    return !this.firstStartDone;
+  }
+
+  private async firstStart(): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await p.spawn();
-        return p;
+        await this.spawn();
+        return;
       } catch (err) {
         // A reason the engine gave (the lake in use, another session gap, …) is the caller's to
         // fix: serve ends with it. A process that died without one (SIGKILL, the OOM killer) is
         // started again — it recovers from its last checkpoint — a few times before serve gives up.
         if ((err instanceof SluiceError && err.code !== 'engine_start_failed') || attempt >= FIRST_START_ATTEMPTS) throw err;
         const delay = RESTART_BASE_MS * 2 ** (attempt - 1);
-        log.error({ err, attempt, delayMs: delay }, 'the engine process exited during its first recovery without a reason; starting it again');
+        this.log.error({ err, attempt, delayMs: delay }, 'the engine process exited during its first recovery without a reason; starting it again');
         await new Promise((r) => setTimeout(r, delay));
       }
     }

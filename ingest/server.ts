@@ -1,7 +1,7 @@
 /**
  * The ingest server on uWebSockets.js: Segment-compatible HTTP, NDJSON and Arrow over WebSocket.
  *
- *   request ─▶ closing? 503 ─▶ overloaded (backlog / lag / uncommitted log / unsynced log / memory)? 503 ─▶ body ≤ maxBodyBytes
+ *   request ─▶ closing? starting? 503 ─▶ overloaded (backlog / lag / uncommitted log / unsynced log / memory)? 503 ─▶ body ≤ maxBodyBytes
  *   (413) ─▶ gunzip (400/413) ─▶ decode (400) ─▶ auth (401) ─▶ count (413) ─▶ rate limit (429)
  *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
  *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
@@ -61,6 +61,11 @@ export interface IngestDeps {
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
   ready?(): boolean;
+  /**
+   * True while the engine recovers at start: events get 503 `starting` + Retry-After (none is
+   * acknowledged before the engine has accepted this data directory and lake), and /readyz is 503.
+   */
+  starting?(): boolean;
   /** Resident memory (bytes) of the server's processes (ingest and the engine); default this process's RSS. */
   memoryBytes?(): number;
   /** The Prometheus text for GET /metrics, when not this process's registry alone (the engine runs in another process). */
@@ -227,6 +232,9 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     }
     return undefined;
   };
+  /** While the engine recovers at start (deps.starting). */
+  const starting = (): Reply | undefined =>
+    deps.starting?.() ? failure(503, 'starting', 'Sluice is starting: its engine is recovering from its last checkpoint; retry', { 'Retry-After': '2' }) : undefined;
   /** {@link pressure} for a request: counts the refusal. */
   const overloaded = (): Reply | undefined => {
     const p = pressure();
@@ -433,7 +441,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         state.aborted = true;
         state.onAbort?.();
       });
-      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; retry', { 'Retry-After': '1' }) : overloaded();
+      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; retry', { 'Retry-After': '1' }) : (starting() ?? overloaded());
       if (refused) {
         // uWS needs the body consumed (or the response ended) — end right away, ignore the rest.
         res.onData(() => undefined);
@@ -499,6 +507,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     '/readyz',
     getJson(() => {
       if (closing) return failure(503, 'not_ready', 'shutting down');
+      if (deps.starting?.()) return failure(503, 'not_ready', 'starting: the engine is recovering from its last checkpoint', { 'Retry-After': '2' });
       // Conditions the engine reported (failing checkpoint, stopped shard, log on a full disk), each named.
       const reasons = readiness.reasons();
       if (reasons.length > 0) return { status: 503, body: JSON.stringify({ ok: false, code: 'not_ready', message: reasons.join('; '), reasons }), headers: { 'Retry-After': '5' } };
@@ -590,7 +599,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
         }
         ws.send(text);
       };
-      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; resend on a new connection', { 'Retry-After': '1' }) : overloaded();
+      const refused = closing ? failure(503, 'shutting_down', 'Sluice is shutting down; resend on a new connection', { 'Retry-After': '1' }) : (starting() ?? overloaded());
       if (refused) {
         ack(refused);
         return;

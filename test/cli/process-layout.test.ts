@@ -7,11 +7,13 @@
  * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it).
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '../helpers/engine-node.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { buildDist, expectExactlyOnce, killServed, serve, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, KEY, killServed, serve, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
@@ -24,6 +26,16 @@ afterAll(async () => {
 });
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A port nothing listens on right now (the kernel's pick, released). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
 
 /** /proc/<pid>/stat: [ppid, niceness]. */
 function statOf(pid: number): { ppid: number; nice: number } | undefined {
@@ -165,11 +177,13 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await expectAllCommitted(cwd, t);
   }, 120_000);
 
-  it('an engine process killed during its first recovery (before serve listens) is started again, and serve comes up', async () => {
+  it('an engine process killed during its first recovery is started again, and serve comes up; meanwhile it listens and answers events 503 starting', async () => {
     const cwd = mkdtempSync(join(tmpdir(), 'sluice-layout-first-'));
     dirs.push(cwd);
     const t = new Traffic();
-    const starting = serve(join(REPO, 'bin', 'sluice.js'), cwd, ARGS, userEnv({}));
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const starting = serve(join(REPO, 'bin', 'sluice.js'), cwd, [...ARGS, '--port', String(port)], userEnv({}));
     // The engine process of this serve (its pid is not known before it listens): same working directory, started as the engine host.
     const engine = await processWhere((pid) => {
       try {
@@ -180,7 +194,15 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     }, 10);
     expect(engine, 'an engine process started').toBeDefined();
     process.kill(engine!, 'SIGKILL');
+    // Its next start is at least 500 ms away: serve listens, live, not ready, refusing events.
+    await until('serve listening during the recovery', async () => (await fetch(`${url}/healthz`)).status === 200, 10_000);
+    const refused = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`, 'content-type': 'application/json' }, body: JSON.stringify({ batch: [{ type: 'track', userId: 'u1', event: 'Early', messageId: 'early-1' }] }) });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('2');
+    expect(await refused.json()).toMatchObject({ code: 'starting' });
+    expect((await fetch(`${url}/readyz`)).status).toBe(503);
     const server = await starting;
+    expect(server.url).toBe(url);
     expect(server.stderr()).toContain('starting it again');
     await t.run(server.url, 'a', delay(500));
     expect(await stop(server, 'SIGTERM')).toBe(0);
