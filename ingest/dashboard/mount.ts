@@ -3,6 +3,7 @@
  *
  *   GET /                         → 302 /dashboard
  *   GET /dashboard?key=READ_KEY   → 303 /dashboard + HttpOnly SameSite=Strict cookie (the key leaves the URL)
+ *   GET /dashboard?key=OTHER      → 303 /dashboard?wrong-key (no cookie; that key leaves the URL too) → 401 + the form, saying so
  *   GET /dashboard                → the page (read key from the cookie or `Authorization: Bearer`), else 401 + a key form
  *   GET /dashboard/snapshot       → the last tick frame as JSON (read key)
  *   GET /dashboard/assets/<file>  → app.js, style.css, uPlot (from node_modules); no data, no key
@@ -74,11 +75,13 @@ function securityHeaders(host: string): Record<string, string> {
   };
 }
 
-const LOGIN = `<!doctype html>
+const login = (wrongKey: boolean): string => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sluice dashboard — read key needed</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/dashboard/assets/style.css"></head>
-<body class="login"><main><h1>Sluice</h1><p>This dashboard needs a <b>read key</b> (not a write key): <code>sluice serve</code> prints it, or see <code>DATA/read-key</code>.</p>
+<body class="login"><main><h1>Sluice</h1>${wrongKey ? '<p><b>That key does not open this dashboard.</b></p>' : ''}<p>This dashboard needs a <b>read key</b> (not a write key): <code>sluice serve</code> prints it, or see <code>DATA/read-key</code>.</p>
 <form method="get" action="/dashboard"><label>Read key <input name="key" type="password" autocomplete="current-password" required></label> <button type="submit">Open</button></form></main></body></html>`;
+const LOGIN = login(false);
+const LOGIN_WRONG_KEY = login(true);
 
 type Res = uws.HttpResponse;
 
@@ -116,9 +119,9 @@ export function mountDashboard(app: uws.TemplatedApp, options: IngestOptions, de
     if (auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ') return auth.slice(7).trim();
     return cookieValue(req.getHeader('cookie'), COOKIE);
   };
-  const unauthorized = (res: Res, host: string, json: boolean): void => {
+  const unauthorized = (res: Res, host: string, json: boolean, wrongKey = false): void => {
     if (json) answer(res, '401 Unauthorized', { 'Content-Type': 'application/json', ...securityHeaders(host) }, '{"ok":false,"code":"read_key_required","message":"send a dashboard read key as Authorization: Bearer KEY (write keys do not open the dashboard)"}');
-    else answer(res, '401 Unauthorized', { 'Content-Type': 'text/html; charset=utf-8', ...securityHeaders(host) }, LOGIN);
+    else answer(res, '401 Unauthorized', { 'Content-Type': 'text/html; charset=utf-8', ...securityHeaders(host) }, wrongKey ? LOGIN_WRONG_KEY : LOGIN);
   };
   /** CORS for the JSON endpoint: only configured origins, never a wildcard. */
   const cors = (origin: string): Record<string, string> => (origin !== '' && o.allowedOrigins.includes(origin) ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : { Vary: 'Origin' });
@@ -134,7 +137,8 @@ export function mountDashboard(app: uws.TemplatedApp, options: IngestOptions, de
     const query = new URLSearchParams(req.getQuery() ?? '');
     const given = query.get('key');
     if (given !== null) {
-      if (!isReadKey(given)) return unauthorized(res, host, false);
+      // A key that does not open it leaves the URL too (a write key pasted by mistake must not stay in the history).
+      if (!isReadKey(given)) return answer(res, '303 See Other', { Location: '/dashboard?wrong-key', ...securityHeaders(host) });
       answer(res, '303 See Other', {
         Location: '/dashboard',
         'Set-Cookie': `${COOKIE}=${encodeURIComponent(given)}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=2592000`,
@@ -142,7 +146,7 @@ export function mountDashboard(app: uws.TemplatedApp, options: IngestOptions, de
       });
       return;
     }
-    if (!isReadKey(keyOf(req))) return unauthorized(res, host, false);
+    if (!isReadKey(keyOf(req))) return unauthorized(res, host, false, query.has('wrong-key'));
     const page = assets.get('index.html')!;
     answer(res, '200 OK', { 'Content-Type': page.contentType, ...securityHeaders(host) }, page.body);
   });

@@ -254,12 +254,19 @@ describe('dashboard on the real server', () => {
     rmSync(s.dir, { recursive: true, force: true });
   });
 
-  it('needs a read key: 401 without one or with a write key; the key in the URL becomes an HttpOnly cookie', async () => {
+  it('needs a read key: 401 without one or with a write key; the key in the URL becomes an HttpOnly cookie, a wrong one leaves the URL', async () => {
     const url = s.sluice.url;
     const page = (headers: Record<string, string> = {}, path = '/dashboard') => fetch(`${url}${path}`, { headers, redirect: 'manual' });
     expect((await page()).status).toBe(401);
     expect((await page({ authorization: `Bearer ${WRITE}` })).status).toBe(401);
-    expect((await page({}, `/dashboard?key=${WRITE}`)).status).toBe(401);
+    // A key that does not open it leaves the URL (a write key must not stay in the browser's history).
+    const wrong = await page({}, `/dashboard?key=${WRITE}`);
+    expect(wrong.status).toBe(303);
+    expect(wrong.headers.get('location')).toBe('/dashboard?wrong-key');
+    expect(wrong.headers.get('set-cookie')).toBeNull();
+    const told = await page({}, '/dashboard?wrong-key');
+    expect(told.status).toBe(401);
+    expect(await told.text()).toContain('That key does not open this dashboard');
     expect((await page({ authorization: `Bearer ${WRITE}` }, '/dashboard/snapshot')).status).toBe(401);
     const login = await page({}, `/dashboard?key=${READ}`);
     expect(login.status).toBe(303);
