@@ -285,7 +285,7 @@ export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: 
   }
   const missing = ['event_type', 'event_time'].filter((n) => !cols.has(n));
   if (!cols.has('user_id') && !cols.has('anonymous_id')) missing.push('user_id');
-  if (missing.length > 0) return refuse(400, 'invalid_schema', `the batch lacks column(s) ${missing.join(', ')}; send ingestSchema columns (see ingest/protocols/arrow-ws.ts)`);
+  if (missing.length > 0) return refuse(400, 'invalid_schema', `the batch lacks column(s) ${missing.join(', ')}; send the columns of the canonical schema (README: Arrow over WebSocket)`);
   for (const [name, vec] of cols) {
     const problem = columnTypeProblem(name, vec.type as DataType);
     if (problem !== undefined) return refuse(400, 'invalid_schema', problem);
@@ -314,8 +314,13 @@ export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: 
         unreadable ??= names[c]!;
         v = null;
       }
-      if (typeof v === 'bigint') v = Number(v);
-      else if (v instanceof Date) v = v.getTime();
+      if (typeof v === 'bigint') {
+        // An Int64 id or time beyond 2^53 would lose digits as a number (it reads as another one).
+        if (v > MAX_SAFE || v < MIN_SAFE) {
+          unreadable ??= names[c]!;
+          v = v.toString(); // exact in the dead letter
+        } else v = Number(v);
+      } else if (v instanceof Date) v = v.getTime();
       row[names[c]!] = v;
     }
     const raw = typeof row.raw === 'string' ? row.raw : undefined;
@@ -325,7 +330,7 @@ export function decodeArrowMessage(bytes: Uint8Array, key: WriteKey, admission: 
       continue;
     }
     if (unreadable !== undefined) {
-      rejects.push({ index: i, code: unreadableCode(unreadable), message: `column ${unreadable} holds a 64-bit value beyond 2^53 in this row`, raw: JSON.stringify(row) });
+      rejects.push({ index: i, code: unreadableCode(unreadable), message: `column ${unreadable} holds a 64-bit integer beyond 2^53 − 1 in this row, which cannot be kept exactly${ID_COLUMNS.has(unreadable) ? '; send the id as Utf8' : ''}`, raw: JSON.stringify(row) });
       continue;
     }
     const r = normalizeCanonical(row, ctx);

@@ -4,7 +4,7 @@
  * server rows send the same tables through the real server (Segment batch, NDJSON, Arrow) and
  * check the per-event codes in the 200 answer and the DLQ.
  */
-import { tableFromArrays, tableToIPC, Table, vectorFromArray, Bool, TimestampMillisecond, makeData, makeVector, Struct, RecordBatch, Field, Schema, Utf8 } from 'apache-arrow';
+import { tableFromArrays, tableToIPC, Table, vectorFromArray, Bool, TimestampMillisecond, makeData, makeVector, Struct, RecordBatch, Field, Schema, Utf8, Int64 } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normalizeCanonical, normalizeSegment, type NormalizeContext } from '../../ingest/normalize.js';
 import { basic, post, startHarness, WRITE_KEY, type Harness } from './harness.js';
@@ -206,6 +206,26 @@ describe('validation rules through the real server', () => {
       expect(String(ack.message), what).toMatch(message);
     }
     ws.close();
+  });
+
+  it('Arrow: an Int64 user_id beyond 2^53 − 1 is rejected with its exact value in the dead letter; one within is kept as its decimal text', async () => {
+    const { ws, next } = await openWs(s.server.port);
+    const now = Date.now();
+    const table = new Table({
+      event_id: vectorFromArray(['i64-big', 'i64-ok'], new Utf8()),
+      user_id: vectorFromArray([2n ** 60n + 1n, 9_007_199_254_740_991n], new Int64()),
+      event_type: vectorFromArray(['x', 'x'], new Utf8()),
+      event_time: makeVector(Float64Array.of(now, now)),
+    });
+    ws.send(tableToIPC(table, 'stream'));
+    const ack = await next();
+    expect(ack).toMatchObject({ ok: true, accepted: 1, rejected: [{ index: 0, code: 'invalid_user_id' }] });
+    const message = String((ack.rejected as Array<{ message: string }>)[0]!.message);
+    expect(message).toBe('column user_id holds a 64-bit integer beyond 2^53 − 1 in this row, which cannot be kept exactly; send the id as Utf8');
+    ws.close();
+    const letter = (await s.deadLetters()).find((d) => String(d.raw).includes('i64-big'))!;
+    expect(JSON.parse(String(letter.raw))).toMatchObject({ user_id: String(2n ** 60n + 1n) });
+    expect((await s.loggedEvents()).find((r) => r.event_id === 'i64-ok')).toMatchObject({ user_id: '9007199254740991' });
   });
 
   it('Arrow: per-row rules and an Int64-max event_time are per-row rejects, the rest accepted', async () => {
