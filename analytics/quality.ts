@@ -10,6 +10,7 @@
  * | uniqueness   | an event_id appears twice in silver |
  * | freshness    | now − newest received_at of bronze or silver > maxStalenessMs; silver has events after gold's newest hourly window in an hour that ended more than maxStalenessMs + allowedLatenessMs before silver's newest event time (or now, if that is earlier) |
  * | gold         | a closed hour/day (older than the newest event − goldDelayMs) has no gold row (unless the lake's frontier says it is not emitted yet) or its counts differ from silver ("stale partition"; sessions too when the frontier gives the gap); windows with late events awaiting reconciliation only warn; windows before a retention cut of silver or of their gold table are not compared |
+ * | sessions     | (with the lake's frontier) a closed session in gold's `sessions` differs from the sessions recomputed from silver's event times by the gap rule alone (missing, extra, duplicated, other end or count) |
  * | late rate    | too-late events / silver events over the last rateWindowMs > maxLateRate (5 %) |
  * | invalid rate | dead-lettered / received events over the last rateWindowMs > maxInvalidRate |
  * | anomalies    | an hourly events or active_users total is more than anomalyZ robust z-scores (median/MAD, see `robustZ`) from the same hour on previous days, and differs from that median by ≥ anomalyMinChange of it (hours where value and median are both below anomalyMinVolume are not judged) |
@@ -40,7 +41,7 @@ export type CheckStatus = 'pass' | 'warn' | 'fail';
 
 /** One check's outcome. */
 export interface CheckResult {
-  /** Stable name: files, completeness, uniqueness, freshness, gold, late rate, invalid rate, anomalies, schema drift. */
+  /** Stable name: files, completeness, uniqueness, freshness, gold, sessions, late rate, invalid rate, anomalies, schema drift. */
   name: string;
   status: CheckStatus;
   /** One line for people. */
@@ -157,6 +158,7 @@ export async function runQualityChecks(options: QualityOptions): Promise<Quality
     await run('uniqueness', () => checkUniqueness(rows));
     await run('freshness', () => checkFreshness(rows, o));
     await run('gold', () => checkGold(rows, records, o, frontier));
+    await run('sessions', () => checkSessions(rows, records, o, frontier));
     await run('rates', () => checkRates(rows, records, o));
     await run('anomalies', () => checkAnomalies(rows, o));
     await run('schema drift', () => checkDrift(q, rows, o));
@@ -517,6 +519,65 @@ async function checkGold(rows: Rows, records: CommitRecord[], o: ResolvedQuality
     `${problems.length} gold window${problems.length === 1 ? '' : 's'} missing or stale`,
     'fail',
     { windows, closedBefore: iso(closedBefore) },
+  );
+}
+
+/** Most sessions named one by one in the sessions check's problems (the rest are counted). */
+const MAX_SESSION_PROBLEMS = 20;
+
+/**
+ * Gold's `sessions` against sessions recomputed from silver by the gap rule alone — per user, the
+ * events (those with a session, so not the too-late ones) in (event_time, event_id) order, cut
+ * wherever two consecutive ones are the gap or more apart. It shares nothing with how the engine
+ * sessionizes (its kernels merge session windows as events arrive; gold's SQL merges the pieces
+ * silver's ids name): events arriving out of order that the engine failed to merge, a session
+ * written twice or not at all show up here. Compared: sessions whose end + gap is behind both the
+ * lake's frontier (the engine has written them) and the gold delay, that begin after silver's and
+ * the sessions table's retention cuts.
+ */
+async function checkSessions(rows: Rows, records: CommitRecord[], o: ResolvedQualityOptions, frontier: Frontier | undefined): Promise<CheckResult> {
+  if (frontier === undefined) return { name: 'sessions', status: 'pass', summary: 'not compared: the lake has no frontier (_sluice/frontier.json), so its session gap is unknown', problems: [] };
+  const gap = frontier.sessionGapMs;
+  const expired = expiredThrough(records);
+  const from = Math.max(expired.events ?? -Infinity, expired.sessions ?? -Infinity);
+  const [nr] = await rows(`SELECT epoch_ms(max(event_time)) AS t FROM events`);
+  if (nr?.t === null || nr?.t === undefined) return { name: 'sessions', status: 'pass', summary: 'no silver events yet', problems: [] };
+  const closedBy = Math.min(frontier.emittedMs, Math.min(o.now, num(nr.t)) - o.goldDelayMs);
+  const compared = (alias: string): string => `${alias}.e + ${gap} <= ${closedBy}${Number.isFinite(from) ? ` AND ${alias}.s >= ${from}` : ''}`;
+  const diffs = await rows(`
+    WITH ev AS (
+      SELECT user_id, epoch_ms(event_time) AS t, event_id,
+             lag(epoch_ms(event_time)) OVER (PARTITION BY user_id ORDER BY event_time, event_id) AS prev
+      FROM events WHERE session_id IS NOT NULL),
+    runs AS (
+      SELECT user_id, t, sum(CASE WHEN prev IS NULL OR t - prev >= ${gap} THEN 1 ELSE 0 END)
+             OVER (PARTITION BY user_id ORDER BY t, event_id ROWS UNBOUNDED PRECEDING) AS run
+      FROM ev),
+    a AS (SELECT user_id, min(t) AS s, max(t) AS e, count(*) AS n FROM runs GROUP BY user_id, run),
+    b AS (SELECT user_id, epoch_ms(session_start) AS s, max(epoch_ms(session_end)) AS e, max(event_count) AS n, count(*) AS copies FROM sessions GROUP BY user_id, session_start)
+    SELECT coalesce(a.user_id, b.user_id) AS user_id, a.s AS a_s, a.e AS a_e, a.n AS a_n, b.s AS b_s, b.e AS b_e, b.n AS b_n, b.copies
+    FROM a FULL JOIN b ON a.user_id = b.user_id AND a.s = b.s
+    WHERE (a.s IS NULL OR (${compared('a')})) AND (b.s IS NULL OR (${compared('b')}))
+      AND (a.s IS NULL OR b.s IS NULL OR a.e <> b.e OR a.n <> b.n OR b.copies > 1)
+    ORDER BY coalesce(a.s, b.s), 1
+    LIMIT ${MAX_SESSION_PROBLEMS + 1}`);
+  const [total] = await rows(`SELECT count(*) AS n FROM sessions`);
+  const span = (start: unknown, end: unknown): string => `${iso(num(start))} – ${iso(num(end))}`;
+  const problems = diffs.slice(0, MAX_SESSION_PROBLEMS).map((r) => {
+    const user = `user ${JSON.stringify(String(r.user_id))}`;
+    if (r.b_s === null || r.b_s === undefined) return `missing session: ${user}, ${span(r.a_s, r.a_e)} (${num(r.a_n)} events in silver) has no row in sessions`;
+    if (r.a_s === null || r.a_s === undefined) return `session without its events: ${user}, ${span(r.b_s, r.b_e)} in sessions (${num(r.b_n)} events) is not a run of silver events ${gap / 60_000} minutes apart`;
+    if (num(r.copies) > 1) return `duplicated session: ${user}, starting ${iso(num(r.b_s))}, has ${num(r.copies)} rows in sessions`;
+    return `wrong session: ${user}, starting ${iso(num(r.a_s))}: sessions says ${span(r.b_s, r.b_e)} with ${num(r.b_n)} events, silver ${span(r.a_s, r.a_e)} with ${num(r.a_n)}`;
+  });
+  if (diffs.length > MAX_SESSION_PROBLEMS) problems.push(`… and more (the first ${MAX_SESSION_PROBLEMS} shown)`);
+  return result(
+    'sessions',
+    problems,
+    `closed sessions (ending before ${iso(closedBy - gap)}; ${num(total!.n)} rows in sessions) equal a recomputation from silver's event times with the ${gap / 60_000}-minute gap`,
+    `sessions disagree with silver's event times (${gap / 60_000}-minute gap)`,
+    'fail',
+    { closedBefore: iso(closedBy - gap), gapMs: gap },
   );
 }
 

@@ -47,6 +47,7 @@ const check = (r: QualityReport, name: string) => {
 };
 const failing = (r: QualityReport): string[] => r.checks.filter((c) => c.status === 'fail').map((c) => c.name);
 const run = (dir: string, f: Fixture, o: Partial<QualityOptions> = {}): Promise<QualityReport> => runQualityChecks({ lake: dir, now: f.lastReceived + 10 * 60_000, ...o });
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const copy = (name: string): string => {
   const d = tmp(name);
   cpSync(healthy.dir, d, { recursive: true });
@@ -72,7 +73,7 @@ describe('a healthy lake', () => {
     // A small lake: judge hours from 10 events/users up, so the anomaly detector has work to do.
     const r = await run(dir, f, { anomalyMinVolume: 10 });
     expect(r.checks.map((c) => `${c.name}:${c.status}`)).toEqual([
-      'files:pass', 'completeness:pass', 'uniqueness:pass', 'freshness:pass', 'gold:pass', 'late rate:pass', 'invalid rate:pass', 'anomalies:pass', 'schema drift:pass',
+      'files:pass', 'completeness:pass', 'uniqueness:pass', 'freshness:pass', 'gold:pass', 'sessions:pass', 'late rate:pass', 'invalid rate:pass', 'anomalies:pass', 'schema drift:pass',
     ]);
     expect(r.ok).toBe(true);
     const dups = f.bronze.filter((b) => b.duplicate).length;
@@ -112,7 +113,7 @@ describe('damage', () => {
     const r = await run(dir, healthy.f);
     expect(r.ok).toBe(false);
     expect(check(r, 'files').problems).toEqual([expect.stringMatching(new RegExp(`^damaged file: ${keyOf(dir, victim)} cannot be read \\(.+\\); the other checks leave it out`))]);
-    expect(r.checks.map((c) => c.name)).toEqual(['files', 'completeness', 'uniqueness', 'freshness', 'gold', 'late rate', 'invalid rate', 'anomalies', 'schema drift']);
+    expect(r.checks.map((c) => c.name)).toEqual(['files', 'completeness', 'uniqueness', 'freshness', 'gold', 'sessions', 'late rate', 'invalid rate', 'anomalies', 'schema drift']);
     expect(check(r, 'completeness').problems).toContainEqual(expect.stringMatching(new RegExp(`\\(${rows} events? missing from silver\\)$`)));
     expect(check(r, 'uniqueness').status).toBe('pass');
   });
@@ -201,6 +202,44 @@ describe('damage', () => {
     await frontier(dayStart + DAY);
     expect(check(await run(dir, f), 'gold').problems.filter((p) => p.includes('daily_metrics'))).toEqual([expect.stringMatching(/^missing partition gold\/daily_metrics\//)]);
     await store.close();
+  });
+
+  it('with the lake\'s frontier, gold\'s sessions are compared with sessions recomputed from silver\'s event times: a wrong count, a lost, a doubled and a split session are named', async () => {
+    const dir = copy('sessions');
+    const { f } = healthy;
+    const store = new LocalObjectStore(dir);
+    await store.put('_sluice/frontier.json', Buffer.from(JSON.stringify({ emittedMs: f.start + 400 * DAY, emittedDailyMs: f.start + 400 * DAY, sessionGapMs: 30 * 60_000 })));
+    await store.close();
+    const healthyReport = check(await run(dir, f), 'sessions');
+    expect(healthyReport.status, healthyReport.problems.join('\n')).toBe('pass');
+    expect(healthyReport.summary).toMatch(/^closed sessions \(ending before \S+; \d+ rows in sessions\) equal a recomputation from silver's event times with the 30-minute gap$/);
+    // Damage one sessions file: one count off, one session gone, one doubled, one cut in two.
+    const victim = files(dir, 'gold/sessions')[3]!;
+    const table = decodeParquet(new Uint8Array(readFileSync(victim)));
+    const rows = table.toArray().map((r) => Object.fromEntries(Object.entries(r.toJSON() as Record<string, unknown>).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v])));
+    const multi = rows.filter((r) => Number(r.event_count) >= 3);
+    expect(multi.length).toBeGreaterThanOrEqual(2);
+    const [counted, cut] = multi as [Record<string, unknown>, Record<string, unknown>];
+    counted.event_count = Number(counted.event_count) + 1;
+    const lost = rows.find((r) => r !== counted && r !== cut)!;
+    const doubled = rows.find((r) => r !== counted && r !== cut && r !== lost)!;
+    const kept = rows.filter((r) => r !== lost);
+    kept.push({ ...doubled });
+    cut.session_end = cut.session_start; // as if the engine had closed it after its first event…
+    cut.event_count = 1;
+    writeFileSync(victim, encodeParquet([rowsToBatch(table.schema, kept)]));
+    const damaged = check(await run(dir, f), 'sessions');
+    expect(damaged.status).toBe('fail');
+    const user = (r: Record<string, unknown>): string => `user ${JSON.stringify(String(r.user_id))}`;
+    expect(damaged.problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(new RegExp(`^wrong session: ${escape(user(counted))}, starting \\S+: sessions says \\S+ – \\S+ with ${Number(counted.event_count)} events, silver \\S+ – \\S+ with ${Number(counted.event_count) - 1}$`)),
+        expect.stringMatching(new RegExp(`^missing session: ${escape(user(lost))}, \\S+ – \\S+ \\(${Number(lost.event_count)} events in silver\\) has no row in sessions$`)),
+        expect.stringMatching(new RegExp(`^duplicated session: ${escape(user(doubled))}, starting \\S+, has 2 rows in sessions$`)),
+        expect.stringMatching(new RegExp(`^wrong session: ${escape(user(cut))}, starting \\S+: sessions says \\S+ – \\S+ with 1 events`)),
+      ]),
+    );
+    expect(damaged.problems).toHaveLength(4);
   });
 
   it('a pause in event time (hours without events, so without gold rows) is not gold lagging', async () => {
