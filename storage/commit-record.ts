@@ -101,12 +101,17 @@ export async function liveFiles(
 
 /** The pure fold behind `liveFiles` (records in time order). */
 export function foldCommitRecords(records: readonly CommitRecord[], tablePrefix: string, present: ReadonlySet<string>): Map<string, number> {
+  const inFlight = (r: CommitRecord): boolean => r.kind === 'compact' && r.added.some((f) => !present.has(f.key)) && r.removed.some((f) => present.has(f.key));
+  // A file compacted away never comes back (its inputs are flush and merged files, whose names are
+  // never used again), whatever the order of the records' times: a compaction recorded (before its
+  // fix) with a time earlier than the flush that added one of its inputs removed it before it was added.
+  const gone = new Set<string>();
+  for (const r of records) if (!r.aborted && r.kind === 'compact' && !inFlight(r)) for (const f of r.removed) gone.add(f.key);
   const live = new Map<string, number>();
   for (const r of records) {
-    if (r.aborted) continue;
-    if (r.kind === 'compact' && r.added.some((f) => !present.has(f.key)) && r.removed.some((f) => present.has(f.key))) continue;
+    if (r.aborted || inFlight(r)) continue;
     for (const f of r.removed) if (f.key.startsWith(tablePrefix)) live.delete(f.key);
-    for (const f of r.added) if (f.key.startsWith(tablePrefix)) live.set(f.key, f.rows);
+    for (const f of r.added) if (f.key.startsWith(tablePrefix) && !gone.has(f.key)) live.set(f.key, f.rows);
   }
   return live;
 }

@@ -120,7 +120,7 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   }
   const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
   for (const [shard, files] of [...byShard].sort(([a], [b]) => (a ?? -1) - (b ?? -1))) {
-    const r = await compactShardFiles(store, dir, convergent(files), shard, target, live, options);
+    const r = await compactShardFiles(store, dir, convergent(files), shard, target, live, { ...options, records });
     result.inputs += r.inputs;
     result.outputs += r.outputs;
     result.rows += r.rows;
@@ -227,6 +227,19 @@ function convergent<T extends { size: number }>(files: T[]): T[] {
 }
 
 /**
+ * A compaction record's time: now, but after every record that added one of its inputs. Records
+ * are folded in time order, and `now` is taken when the run starts: a flush committed between that
+ * and the listing of the records became an input whose add sorted after its removal, so readers of
+ * the records (`sluice quality`) took it for a missing file.
+ */
+function recordTime(inputs: readonly MergeInput[], options: CompactOptions): number {
+  const keys = new Set(inputs.map((f) => f.key));
+  let added = Number.NEGATIVE_INFINITY;
+  for (const r of options.records ?? []) if (r.added.some((f) => keys.has(f.key))) added = Math.max(added, Date.parse(r.time));
+  return Math.max(options.now ?? Date.now(), added + 1);
+}
+
+/**
  * One merged file: encode (streaming) → stage → record → publish → delete.
  *
  * Memory: the inputs are read one at a time and decoded one row group at a time (from a Blob:
@@ -314,7 +327,7 @@ async function mergeFiles(
   if (options.stopAfter === 'stage') return { inputs: 0, outputs: 0, rows: 0 };
   const record: CommitRecord = {
     id: `compact-${hash}`,
-    time: new Date(options.now ?? Date.now()).toISOString(),
+    time: new Date(recordTime(inputs, options)).toISOString(),
     kind: 'compact',
     added: [{ key, rows: mergedRows, bytes: body.byteLength }],
     removed: inputs.map((f, i) => ({ key: f.key, rows: rows[i]! })),
