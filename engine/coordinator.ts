@@ -1306,8 +1306,15 @@ export class Coordinator {
     }
   }
 
-  /** No input for the idle timeout, and nothing left to process (see advanceIdleShards). */
+  /**
+   * No input for the idle timeout, and nothing left to process (see advanceIdleShards) — or a
+   * graceful stop of a single node has drained it: no input comes any more, so the final
+   * checkpoint moves every shard to the highest watermark and gold gets the windows the others
+   * closed (a backfill ended with SIGTERM left them out of gold until the next start had idled).
+   * On an engine node another node takes its shards over instead.
+   */
   private idle(st: ShardState, now: number): boolean {
+    if (this.closed && this.cluster === undefined && !this.fatal) return !this.busy(st);
     return now - st.lastActivityMs >= this.options.idleTimeoutMs && !this.busy(st);
   }
 

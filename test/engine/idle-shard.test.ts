@@ -29,6 +29,9 @@ import { WrappedSegmentLog } from '../helpers/wrapped-log.js';
 const T0 = Date.UTC(2026, 2, 1, 10, 0, 0);
 const HOUR = 3_600_000;
 
+/** Ends `c` as a crash would: its close then skips the final checkpoint (what it committed before stays). */
+const crash = (c: Coordinator): void => (c as unknown as { fail(err: unknown): void }).fail(new Error('simulated crash'));
+
 const root = mkdtempSync(join(tmpdir(), 'sluice-idle-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -125,7 +128,8 @@ describe('idle shard', () => {
     const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
     const minute = 60_000;
     const base = { dataDir: join(root, 'data-restart'), lake: join(root, 'lake-restart'), shards: 2, workers: 1, flushIntervalMs: 100, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 };
-    // First life: stopped (gracefully) long before its shards count as idle.
+    // First life: ends with a crash (no final checkpoint, no advance at the stop) long before its
+    // shards count as idle; what it processed is in its periodic checkpoints.
     const first = await Coordinator.start(validateEngineOptions({ ...base, idleTimeoutMs: 3_600_000 }), pino({ level: 'silent' }));
     let n = 0;
     try {
@@ -139,8 +143,10 @@ describe('idle shard', () => {
         first.submit(shard, await first.shardLogs[shard]!.append(payload), payload, times.length);
       }
       await first.drain();
+      await first.checkpointNow(true);
     } finally {
-      await first.close();
+      crash(first);
+      await first.close().catch(() => undefined);
     }
     const store = await openObjectStore(base.lake);
     const second = await Coordinator.start(validateEngineOptions({ ...base, idleTimeoutMs: 200 }), pino({ level: 'silent' }));
@@ -151,6 +157,43 @@ describe('idle shard', () => {
     } finally {
       await second.close();
       await store.close();
+    }
+  }, 60_000);
+
+  it('follows the shard ahead at a graceful stop: the final checkpoint gives gold every window the others closed', async () => {
+    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
+    const minute = 60_000;
+    // Nothing counts as idle while it runs (an hour's timeout): only the stop can move shard 0.
+    const options = validateEngineOptions({ dataDir: join(root, 'data-stop'), lake: join(root, 'lake-stop'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 3_600_000, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
+    const c = await Coordinator.start(options, pino({ level: 'silent' }));
+    let n = 0;
+    try {
+      // A backfill: shard 0's users end at 10:50, shard 1's at 14:50; then SIGTERM.
+      for (const [shard, times] of [
+        [0, [T0 + 5 * minute, T0 + 20 * minute, T0 + 50 * minute]],
+        [1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]],
+      ] as const) {
+        const b = new IngestBatchBuilder(times.length);
+        for (const t of times) b.push(row(`s-${n++}`, usersOf(shard)[n % 2]!, t));
+        const payload = b.toIPC();
+        c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
+      }
+      await c.drain();
+      await c.checkpointNow(true);
+      const store = await openObjectStore(options.lake);
+      expect((await store.list('gold/hourly_metrics/')).length, 'shard 0 (10:49) holds every hour back while running').toBe(0);
+      await store.close();
+    } finally {
+      await c.close();
+    }
+    const r = await openLakeReader(options.lake);
+    try {
+      expect(await hourlyTotals(r), 'hours 10 and 12 in gold right after the stop').toEqual([
+        [10, 4, 3],
+        [12, 1, 1],
+      ]);
+    } finally {
+      r.close();
     }
   }, 60_000);
 
