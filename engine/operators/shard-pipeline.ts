@@ -139,13 +139,15 @@ export class ShardPipeline {
     const col = (name: string): Data => batch.getChild(name)!.data[0]!;
     const keep = new Uint8Array(n);
     const eventIds = col('event_id') as Data<Utf8>;
-    const duplicates = this.dedup.processBatch(eventIds, epochMillis(col('received_at') as Data<Timestamp>), keep);
+    const received = epochMillis(col('received_at') as Data<Timestamp>);
+    const duplicates = this.dedup.processBatch(eventIds, received, keep);
     const kept = maskToIndices(keep);
 
     const times = epochMillis(col('event_time') as Data<Timestamp>);
     const tooLate = new Uint8Array(kept.length);
-    if (recordEnds === undefined || recordEnds.length <= 1) this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, tooLate));
-    else this.maxEventTime = markTooLateByRecord(times, kept, recordEnds, this.frontier, this.maxEventTime, this.lateness, tooLate).maxEventTimeMs;
+    // Event time drives the watermark only up to each row's arrival (kernels/event-time).
+    if (recordEnds === undefined || recordEnds.length <= 1) this.maxEventTime = Math.max(this.maxEventTime, markTooLate(times, kept, this.frontier, tooLate, received));
+    else this.maxEventTime = markTooLateByRecord(times, kept, recordEnds, this.frontier, this.maxEventTime, this.lateness, tooLate, received).maxEventTimeMs;
 
     const users = col('user_id') as Data<Utf8>;
     if (this.userHi.length < n) {

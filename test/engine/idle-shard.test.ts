@@ -197,6 +197,39 @@ describe('idle shard', () => {
     }
   }, 60_000);
 
+  it('is not moved past now by a phone whose clock runs ahead: on-time events of every user stay on time', async () => {
+    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 3);
+    const minute = 60_000;
+    const options = validateEngineOptions({ dataDir: join(root, 'data-ahead'), lake: join(root, 'lake-ahead'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 200, allowedLatenessMs: 5 * minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
+    const c = await Coordinator.start(options, pino({ level: 'silent' }));
+    let n = 0;
+    const now = T0 + 6 * HOUR;
+    /** Events of `shard`'s users at `times`, all received at `receivedAt`. */
+    const append = async (shard: number, times: number[], receivedAt: number): Promise<void> => {
+      const b = new IngestBatchBuilder(times.length);
+      for (const t of times) b.push(row(`a-${n++}`, usersOf(shard)[n % 3]!, t, { received_at: receivedAt }));
+      const payload = b.toIPC();
+      c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
+    };
+    try {
+      // Both shards' users send at 16:00; one phone of shard 0 says 16:09 (no sentAt to correct it).
+      await append(0, [now - 1000, now - 500], now);
+      await append(1, [now - 1000, now - 500], now);
+      await append(0, [now + 9 * minute], now);
+      await c.drain();
+      // Then everyone idles (the all-idle rule moves both shards to the highest watermark) and sends again at 16:01.
+      await new Promise((r) => setTimeout(r, 500));
+      await c.checkpointNow(true);
+      await append(0, [now + minute - 1000], now + minute);
+      await append(1, [now + minute - 1000], now + minute);
+      await c.drain();
+      expect(c.live().tooLateTotal, 'no on-time event is too late').toBe(0);
+      expect(c.globalWatermark()).toBeLessThanOrEqual(now + minute - 5 * minute);
+    } finally {
+      await c.close();
+    }
+  }, 60_000);
+
   it('is not a shard that falls behind: records waiting in its log keep it out of the idle advance, so none of them becomes too late', async () => {
     /** A segment log whose reads fail while `failing` is set (the shard can read nothing, as in an outage of its log). */
     class Unreadable extends WrappedSegmentLog {

@@ -64,6 +64,16 @@ describe('markTooLate', () => {
     expect(Array.from(out)).toEqual([1, 0]);
     expect(markTooLate(times, new Int32Array(0), T, new Uint8Array(0))).toBe(-Infinity);
   });
+
+  it('advances by event time only up to each row\'s arrival: a clock running ahead does not move the watermark past now', () => {
+    const times = Float64Array.of(T + 9 * MIN, T - MIN, T + 2 * MIN);
+    const received = Float64Array.of(T, T, T + 3 * MIN);
+    const out = new Uint8Array(3);
+    // Row 0 claims 10:09 but arrived at 10:00; row 2 (10:02, arrived 10:03) is the furthest real progress.
+    expect(markTooLate(times, Int32Array.of(0, 1, 2), T - 30 * MIN, out, received)).toBe(T + 2 * MIN);
+    expect(Array.from(out)).toEqual([0, 0, 0]);
+    expect(markTooLate(times, Int32Array.of(0), -Infinity, new Uint8Array(1), received)).toBe(T);
+  });
 });
 
 describe('screenName', () => {
