@@ -69,7 +69,7 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   try {
     server = await startIngestServer(
       { ...config.ingest, maxBacklogBytes, maxLagMs, host: config.host, port: config.port, writeKeys: writeKeys.map((key) => ({ key })), adminKeys: config.adminKeys ?? [], dashboard, logger },
-      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, ...(engine.starting ? { starting: engine.starting } : {}), erasures: { store: erasureStore, suppression } },
+      { logs: engine.logs, dlqLog: engine.dlqLog, ...engine.deps, ...(engine.starting ? { starting: engine.starting } : {}), erasures: { store: erasureStore, suppression, ...(config.role === 'ingest' ? { unsupported: INGEST_NODE_ERASURE } : {}) } },
     );
   } catch (err) {
     await engine.recovered.catch(() => undefined);
@@ -98,6 +98,10 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
       })()),
   };
 }
+
+/** Why an ingest node refuses erasure requests (docs/SCALE-OUT.md, "Not done / limits"). */
+const INGEST_NODE_ERASURE =
+  'an ingest node (--role ingest) has no engine to run erasure requests, and the engine nodes of a cluster do not run them yet: nothing would be erased. Erase offline (docs/ERASURE.md: sluice erase with the nodes stopped) or on a single sluice serve';
 
 /** Default of --max-lag (ingest.maxLagMs) when the flush interval is shorter. */
 const DEFAULT_MAX_LAG_MS = 5_000;

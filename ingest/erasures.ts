@@ -110,6 +110,11 @@ export interface AdminDeps {
    * appended, and returns the last offsets that may hold their events.
    */
   marks(shards: number[]): Promise<ErasureMarks>;
+  /**
+   * Set where no engine shares this data directory (an ingest node of a cluster): nothing would
+   * ever run a request, so a new one is refused (501) with this reason instead of accepted.
+   */
+  unsupported?: string;
 }
 
 const MAX_ADMIN_BODY = 64 * 1024;
@@ -169,6 +174,11 @@ export function mountAdmin(app: uws.TemplatedApp, deps: AdminDeps): void {
     if (denied) {
       res.onData(() => undefined);
       reply(res, aborted, denied.status, denied.body);
+      return;
+    }
+    if (deps.unsupported !== undefined) {
+      res.onData(() => undefined);
+      reply(res, aborted, '501 Not Implemented', { ok: false, code: 'erasure_not_supported', message: deps.unsupported });
       return;
     }
     const chunks: Buffer[] = [];

@@ -70,8 +70,11 @@ export interface IngestDeps {
   memoryBytes?(): number;
   /** The Prometheus text for GET /metrics, when not this process's registry alone (the engine runs in another process). */
   metrics?(): Promise<string>;
-  /** Erasure requests (the data directory's); with it, the admin routes and the suppression check are on. */
-  erasures?: { store: ErasureStore; suppression: Suppression };
+  /**
+   * Erasure requests (the data directory's); with it, the admin routes and the suppression check
+   * are on. `unsupported`: no engine runs them here — new requests get 501 with this reason.
+   */
+  erasures?: { store: ErasureStore; suppression: Suppression; unsupported?: string };
 }
 
 export interface IngestServer {

@@ -15,6 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { composeServeConfig } from '../../cli/config.js';
 import { JetStreamLogs } from '../../log/jetstream-log.js';
+import { postJson } from '../helpers/erasure.js';
 import { openLakeReader, silverCounts } from '../helpers/lake.js';
 import { natsServerPath, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster.js';
 import { expectExactlyOnce, killServed, KEY, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
@@ -82,11 +83,14 @@ describeNats('ingest nodes on JetStream (3-node cluster)', () => {
     const cwdI = mkdtempSync(join(dir, 'ingest-'));
     const lake = join(cwdE, 'lake');
     const engineNode = await serveFromSources(cwdE, ['--log', c.urls.join(','), '--engine-mode', 'inline', '--data', join(cwdE, 'data'), '--lake', lake, '--shards', '2', '--workers', '1', '--flush-interval', '1s']);
-    const ingestNode = await serveFromSources(cwdI, ['--role', 'ingest', '--log', c.urls.slice(1).join(','), '--data', join(cwdI, 'data'), '--shards', '2']);
+    const ingestNode = await serveFromSources(cwdI, ['--role', 'ingest', '--log', c.urls.slice(1).join(','), '--data', join(cwdI, 'data'), '--shards', '2', '--admin-key', 'ak_ingest']);
     let stopped = false;
     try {
-      // The ingest node has no engine: no live view, no lake, no local log.
+      // The ingest node has no engine: no live view, no lake, no local log — and no erasure job, so
+      // it refuses a request it would have accepted and never run.
       expect((await fetch(`${ingestNode.url}/v1/live`)).status).toBe(404);
+      const erase = await postJson(ingestNode.url, '/v1/admin/erasures', { users: ['u1'], reason: 'test' }, 'ak_ingest');
+      expect(erase).toMatchObject({ status: 501, body: { ok: false, code: 'erasure_not_supported', message: expect.stringContaining('Erase offline') } });
       const traffic = new Traffic(); // one id/user sequence: both nodes get the same users (u0…u299), so the same shards
       const until = delay(4000);
       const load = Promise.all([traffic.run(ingestNode.url, 'viaI', until), traffic.run(engineNode.url, 'viaE', until)]);
