@@ -26,7 +26,7 @@ import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, typ
 import { decodeArrowMessage, parseControl } from './protocols/arrow-ws.js';
 import { refuse, type Admission, type Decoded, type Refusal } from './protocols/decoded.js';
 import { decodeNdjson } from './protocols/ndjson.js';
-import { decodeSegment, SEGMENT_CALLS } from './protocols/segment.js';
+import { decodeSegment, SEGMENT_BROWSER_BATCH_PATH, SEGMENT_BROWSER_PATHS, SEGMENT_CALLS } from './protocols/segment.js';
 import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
@@ -132,6 +132,15 @@ const UNCOMMITTED_RETRY_AFTER_S = 2;
 
 /** How long close() waits for in-flight requests (bodies still arriving, fsyncs) before dropping them. */
 const CLOSE_WAIT_MS = 30_000;
+
+/**
+ * On every answer of the ingest routes (404 and 405 included): browser SDKs post cross-origin, and
+ * a browser hides an answer without Allow-Origin (even a 404) behind "blocked by CORS".
+ */
+const CORS_HEADERS: Readonly<Record<string, string>> = { 'Access-Control-Allow-Origin': '*' };
+const writeCors = (res: uws.HttpResponse): void => {
+  for (const k in CORS_HEADERS) res.writeHeader(k, CORS_HEADERS[k]!);
+};
 
 const fromRefusal = (r: Refusal): Reply => ({ status: r.status, body: JSON.stringify({ ok: false, code: r.code, message: r.message }), headers: r.headers });
 const failure = (status: number, code: string, message: string, headers?: Record<string, string>): Reply => ({
@@ -346,7 +355,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.cork(() => {
       res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
       res.writeHeader('Content-Type', 'application/json');
-      res.writeHeader('Access-Control-Allow-Origin', '*'); // browser SDKs post cross-origin
+      writeCors(res);
       if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
       res.end(reply.body, reply.close === true);
     });
@@ -476,18 +485,28 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     };
 
   const app = uws.App();
-  app.post('/v1/batch', httpIngest('segment', undefined));
-  app.post('/v1/import', httpIngest('segment', undefined));
-  for (const call of SEGMENT_CALLS) app.post(`/v1/${call}`, httpIngest('segment', call));
-  app.post('/v1/events', httpIngest('ndjson', undefined));
+  const ingestPaths: string[] = [];
+  const ingestRoute = (path: string, handler: (res: uws.HttpResponse, req: uws.HttpRequest) => void): void => {
+    app.post(path, handler);
+    ingestPaths.push(path);
+  };
+  ingestRoute('/v1/batch', httpIngest('segment', undefined));
+  ingestRoute(`/v1/${SEGMENT_BROWSER_BATCH_PATH}`, httpIngest('segment', undefined));
+  ingestRoute('/v1/import', httpIngest('segment', undefined));
+  for (const call of SEGMENT_CALLS) {
+    ingestRoute(`/v1/${call}`, httpIngest('segment', call));
+    ingestRoute(`/v1/${SEGMENT_BROWSER_PATHS[call]}`, httpIngest('segment', call));
+  }
+  ingestRoute('/v1/events', httpIngest('ndjson', undefined));
   // The ingest endpoints with another method: 405 naming the one they take, not "no such endpoint".
-  for (const path of ['/v1/batch', '/v1/import', ...SEGMENT_CALLS.map((c) => `/v1/${c}`), '/v1/events']) {
+  for (const path of ingestPaths) {
     for (const method of ['get', 'put', 'patch', 'del'] as const) {
       app[method](path, (res) => {
         res.cork(() => {
           res.writeStatus('405 Method Not Allowed');
           res.writeHeader('Allow', 'POST, OPTIONS');
           res.writeHeader('Content-Type', 'application/json');
+          writeCors(res);
           res.end(`{"ok":false,"code":"method_not_allowed","message":"${path} takes POST"}`);
         });
       });
@@ -642,6 +661,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.cork(() => {
       res.writeStatus('404 Not Found');
       res.writeHeader('Content-Type', 'application/json');
+      writeCors(res);
       res.end('{"ok":false,"code":"not_found","message":"no such endpoint; see /v1/batch, /v1/events, /v1/stream"}');
     });
   });

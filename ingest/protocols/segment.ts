@@ -1,7 +1,9 @@
 /**
  * Segment-compatible tracking API: `POST /v1/batch` (and `/v1/import`) with
  * `{"batch":[…], "context"?, "sentAt"?, "writeKey"?}`, and the single calls `/v1/track`,
- * `/v1/screen`, `/v1/page`, `/v1/identify`, `/v1/alias`, `/v1/group` whose body is one message.
+ * `/v1/screen`, `/v1/page`, `/v1/identify`, `/v1/alias`, `/v1/group` whose body is one message;
+ * the browser SDK's short paths (`/v1/t`, `/v1/s`, `/v1/p`, `/v1/i`, `/v1/a`, `/v1/g`, and `/v1/b`
+ * for a batch) are the same endpoints.
  *
  * A batch body is read in one pass (segment-scan.ts) that validates the JSON, decodes only the
  * fields normalization reads and finds each item's byte range (and its properties/traits), so raw
@@ -20,6 +22,13 @@ import type { WriteKey } from '../options.js';
 import { refuse, type Admission, type DeadLetter, type Decoded, type Refusal } from './decoded.js';
 
 export const SEGMENT_CALLS = ['track', 'screen', 'page', 'identify', 'alias', 'group'] as const;
+
+/**
+ * The paths Segment's browser SDK (analytics.js / analytics-next) posts to under its `apiHost`:
+ * each call to its type's first letter (`/v1/t`, …), a batch in its batching mode to `/v1/b`.
+ */
+export const SEGMENT_BROWSER_PATHS: Readonly<Record<(typeof SEGMENT_CALLS)[number], string>> = { track: 't', screen: 's', page: 'p', identify: 'i', alias: 'a', group: 'g' };
+export const SEGMENT_BROWSER_BATCH_PATH = 'b';
 
 const BATCH = Buffer.from('batch');
 const scanner = new JsonScanner();

@@ -10,7 +10,7 @@ import { WebSocket } from 'ws';
 import { pino } from 'pino';
 import { ingestSchema } from '../../common/schema.js';
 import { shardOfUser } from '../../common/hash.js';
-import { basic, post, readLogRows, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
+import { basic, post, readLogRows, recent, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
 
 const NOW = Date.now();
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -249,6 +249,49 @@ describe('ingest server', () => {
       expect(statuses).toEqual(Array(20).fill(200));
     } finally {
       await first.close();
+    }
+  });
+});
+
+describe('browser SDKs and single calls', () => {
+  let s: TestIngest;
+  beforeAll(async () => {
+    s = await startTestIngest({ maxEventBytes: 4096 });
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+  // analytics.js sends its JSON as text/plain (no preflight) with the write key in the body.
+  const textPlain = { 'content-type': 'text/plain' };
+
+  it.each([
+    ['t', { event: 'Short Track', userId: 'u-short' }, 'Short Track'],
+    ['s', { name: 'Home', userId: 'u-short' }, 'screen'],
+    ['p', { name: 'Pricing', anonymousId: 'a-short' }, 'page'],
+    ['i', { userId: 'u-short', traits: { plan: 'pro' } }, 'identify'],
+    ['g', { userId: 'u-short', groupId: 'g1' }, 'group'],
+    ['a', { userId: 'u-short', previousId: 'a-short' }, 'alias'],
+  ])("analytics.js's short path /v1/%s is its single call, the write key in a text/plain body", async (letter, fields, eventType) => {
+    const messageId = `short-${letter}`;
+    const r = await post(`${s.url}/v1/${letter}`, JSON.stringify({ ...fields, messageId, timestamp: recent(), writeKey: WRITE_KEY }), textPlain);
+    expect([r.status, r.json.accepted, r.headers.get('access-control-allow-origin')]).toEqual([200, 1, '*']);
+    const row = (await s.loggedEvents()).find((x) => x.event_id === messageId)!;
+    expect(row.event_type).toBe(eventType);
+    expect(String(row.raw)).not.toContain(WRITE_KEY);
+  });
+
+  it("analytics-next's batching mode posts to /v1/b: the batch endpoint (write key and sentAt in the body, text/plain)", async () => {
+    const body = { writeKey: WRITE_KEY, sentAt: new Date().toISOString(), batch: [track(1, { messageId: 'short-b-1' }), track(2, { messageId: 'short-b-2' })] };
+    const r = await post(`${s.url}/v1/b`, JSON.stringify(body), textPlain);
+    expect([r.status, r.json.accepted, r.json.rejected]).toEqual([200, 2, []]);
+    const ids = (await s.loggedEvents()).map((x) => x.event_id);
+    expect(ids).toEqual(expect.arrayContaining(['short-b-1', 'short-b-2']));
+  });
+
+  it('a 404 and a 405 carry the CORS headers of every other answer (a browser showed only "blocked by CORS")', async () => {
+    for (const [method, path, status] of [['POST', '/v1/nope', 404], ['GET', '/nope', 404], ['GET', '/v1/t', 405]] as const) {
+      const r = await fetch(`${s.url}${path}`, { method, body: method === 'POST' ? '{}' : undefined });
+      expect([r.status, r.headers.get('access-control-allow-origin')]).toEqual([status, '*']);
     }
   });
 });
