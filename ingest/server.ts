@@ -142,6 +142,23 @@ const writeCors = (res: uws.HttpResponse): void => {
   for (const k in CORS_HEADERS) res.writeHeader(k, CORS_HEADERS[k]!);
 };
 
+/** Request headers a preflight allows when the browser names none Sluice can echo. */
+const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding';
+/** A comma-separated list of HTTP header-name tokens (RFC 9110 tchar), as browsers send in Access-Control-Request-Headers. */
+const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$/;
+const MAX_REQUESTED_HEADERS_CHARS = 1024;
+/** How long (s) a browser may cache a preflight's answer. */
+const PREFLIGHT_MAX_AGE_S = 600;
+
+/**
+ * The Access-Control-Allow-Headers of a preflight: the request's Access-Control-Request-Headers
+ * echoed (SDKs send their own headers: RudderStack's browser SDK an `AnonymousId`, which a fixed
+ * list made Chromium refuse), when it is a plain, bounded list of header names; else the fixed list.
+ */
+export function preflightAllowHeaders(requested: string): string {
+  return requested.length > 0 && requested.length <= MAX_REQUESTED_HEADERS_CHARS && HEADER_NAME_LIST.test(requested) ? requested : PREFLIGHT_HEADERS;
+}
+
 const fromRefusal = (r: Refusal): Reply => ({ status: r.status, body: JSON.stringify({ ok: false, code: r.code, message: r.message }), headers: r.headers });
 const failure = (status: number, code: string, message: string, headers?: Record<string, string>): Reply => ({
   status,
@@ -512,12 +529,15 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       });
     }
   }
-  app.options('/*', (res) => {
+  app.options('/*', (res, req) => {
+    const allowHeaders = preflightAllowHeaders(req.getHeader('access-control-request-headers'));
     res.cork(() => {
       res.writeStatus('204 No Content');
       res.writeHeader('Access-Control-Allow-Origin', '*');
       res.writeHeader('Access-Control-Allow-Methods', 'POST, GET, OPTIONS');
-      res.writeHeader('Access-Control-Allow-Headers', 'Authorization, Content-Type, Content-Encoding');
+      res.writeHeader('Access-Control-Allow-Headers', allowHeaders);
+      res.writeHeader('Access-Control-Max-Age', String(PREFLIGHT_MAX_AGE_S));
+      res.writeHeader('Vary', 'Access-Control-Request-Headers');
       res.end();
     });
   });

@@ -2,6 +2,7 @@
  * The real ingest server on loopback, over real fsync'd segment logs: every protocol and status
  * code, gzip, auth, limits, a mixed good/bad batch, and ack-after-fsync.
  */
+import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -253,6 +254,20 @@ describe('ingest server', () => {
   });
 });
 
+/** An OPTIONS preflight as a browser sends it (node:http: fetch may not set Access-Control-Request-* itself). */
+function preflight(url: string, requestHeaders?: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { origin: 'https://shop.example', 'access-control-request-method': 'POST' };
+    if (requestHeaders !== undefined) headers['access-control-request-headers'] = requestHeaders;
+    const req = request(url, { method: 'OPTIONS', headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('browser SDKs and single calls', () => {
   let s: TestIngest;
   beforeAll(async () => {
@@ -292,6 +307,21 @@ describe('browser SDKs and single calls', () => {
     for (const [method, path, status] of [['POST', '/v1/nope', 404], ['GET', '/nope', 404], ['GET', '/v1/t', 405]] as const) {
       const r = await fetch(`${s.url}${path}`, { method, body: method === 'POST' ? '{}' : undefined });
       expect([r.status, r.headers.get('access-control-allow-origin')]).toEqual([status, '*']);
+    }
+  });
+
+  it("a preflight allows the headers the browser asks for (RudderStack's AnonymousId), a bounded list of header names, else the fixed list", async () => {
+    const asked = await preflight(`${s.url}/v1/batch`, 'anonymousid,authorization,content-type');
+    expect(asked.status).toBe(204);
+    expect(asked.headers).toMatchObject({
+      'access-control-allow-origin': '*',
+      'access-control-allow-headers': 'anonymousid,authorization,content-type',
+      'access-control-max-age': '600',
+      vary: 'Access-Control-Request-Headers',
+    });
+    const fixed = 'Authorization, Content-Type, Content-Encoding';
+    for (const odd of [undefined, 'content-type, x:y', 'a;b', `${'x-long,'.repeat(200)}x`]) {
+      expect((await preflight(`${s.url}/v1/t`, odd)).headers['access-control-allow-headers']).toBe(fixed);
     }
   });
 });
