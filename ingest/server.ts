@@ -6,6 +6,7 @@
  *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
  *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
  *   ─▶ 200 {"ok":true,"accepted":N,"rejected":[…],"offsets":[{shard,offset}]} — after every fsync
+ *      (a single call whose one event was rejected: 400 with the reject's code, dead-lettered all the same)
  *
  * An append or DLQ failure answers 503 (retry): nothing in that request was acknowledged
  * (some of its rows may be in the log; the client's retry is deduplicated downstream).
@@ -454,7 +455,19 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     const ctx = contextFor(protocol, receivedAt);
     const decoded = protocol === 'ndjson' ? decodeNdjson(body, admissionForReq, ctx) : decodeSegment(body, call, admissionForReq, ctx);
     if (decoded.kind === 'refused') return fromRefusal(decoded);
-    return commit(decoded, protocol, receivedAt);
+    const reply = await commit(decoded, protocol, receivedAt);
+    return call === undefined ? reply : (rejectedSingleCall(decoded, reply) ?? reply);
+  };
+
+  /**
+   * A single call whose one event was rejected: 400 with the reject's code and message, as Segment
+   * answers (a 200 made SDKs report the event delivered); it is dead-lettered all the same. A batch
+   * answers 200 with per-event rejects. Undefined when the reply stands as it is.
+   */
+  const rejectedSingleCall = (d: Decoded, reply: Reply): Reply | undefined => {
+    if (reply.status !== 200 || d.rows.length !== 0 || d.rejects.length !== 1) return undefined;
+    const { index, code, message } = d.rejects[0]!;
+    return { status: 400, body: JSON.stringify({ ok: false, code, message, accepted: 0, rejected: [{ index, code, message }] }) };
   };
 
   const httpIngest =

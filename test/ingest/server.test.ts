@@ -324,6 +324,20 @@ describe('browser SDKs and single calls', () => {
       expect((await preflight(`${s.url}/v1/t`, odd)).headers['access-control-allow-headers']).toBe(fixed);
     }
   });
+
+  it('a single call whose event is rejected answers 400 with its code (SDKs took the 200 as delivered) and is dead-lettered; a batch still answers 200', async () => {
+    for (const path of ['/v1/track', '/v1/t']) {
+      const r = await post(`${s.url}${path}`, JSON.stringify({ event: 'No User', messageId: `single-bad${path.length}`, timestamp: recent() }), { authorization: basic() });
+      expect(r.status).toBe(400);
+      expect(r.json).toEqual({ ok: false, code: 'missing_user', message: 'an event needs a userId or an anonymousId', accepted: 0, rejected: [{ index: 0, code: 'missing_user', message: 'an event needs a userId or an anonymousId' }] });
+    }
+    const tooLarge = await post(`${s.url}/v1/identify`, JSON.stringify({ userId: 'u', traits: { blob: 'x'.repeat(5000) } }), { authorization: basic() });
+    expect([tooLarge.status, tooLarge.json.code]).toEqual([400, 'event_too_large']);
+    const dlq = (await s.deadLetters()).map((d) => String(d.raw));
+    expect(dlq.filter((raw) => raw.includes('single-bad')).length).toBe(2);
+    const batch = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [{ type: 'track', event: 'No User' }] }), { authorization: basic() });
+    expect([batch.status, batch.json.ok, batch.json.accepted]).toEqual([200, true, 0]);
+  });
 });
 
 describe('ingest limits and durability', () => {
