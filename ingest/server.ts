@@ -136,9 +136,10 @@ const CLOSE_WAIT_MS = 30_000;
 
 /**
  * On every answer of the ingest routes (404 and 405 included): browser SDKs post cross-origin, and
- * a browser hides an answer without Allow-Origin (even a 404) behind "blocked by CORS".
+ * a browser hides an answer without Allow-Origin (even a 404) behind "blocked by CORS"; a script
+ * reads Retry-After and X-RateLimit-Reset of a cross-origin answer only when they are exposed.
  */
-const CORS_HEADERS: Readonly<Record<string, string>> = { 'Access-Control-Allow-Origin': '*' };
+const CORS_HEADERS: Readonly<Record<string, string>> = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Expose-Headers': 'Retry-After, X-RateLimit-Reset' };
 const writeCors = (res: uws.HttpResponse): void => {
   for (const k in CORS_HEADERS) res.writeHeader(k, CORS_HEADERS[k]!);
 };
@@ -307,8 +308,11 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     const wait = buckets.take(key.key, events, Date.now());
     if (wait === 0) return undefined;
     ingestMetrics.rateLimited.inc();
+    const seconds = String(Math.ceil(wait / 1000));
+    // X-RateLimit-Reset: what analytics-next's batching mode reads (seconds, parseInt × 1000).
     return refuse(429, 'rate_limited', `this write key is over its rate limit of ${options.rateLimit.eventsPerSecond} events/s; retry after Retry-After seconds`, {
-      'Retry-After': String(Math.ceil(wait / 1000)),
+      'Retry-After': seconds,
+      'X-RateLimit-Reset': seconds,
     });
   };
 

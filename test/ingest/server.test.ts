@@ -341,7 +341,7 @@ describe('browser SDKs and single calls', () => {
 });
 
 describe('ingest limits and durability', () => {
-  it('rate-limits per key with 429 and Retry-After', async () => {
+  it('rate-limits per key with 429, Retry-After and X-RateLimit-Reset (exposed to browser scripts)', async () => {
     const s = await startTestIngest({ rateLimit: { eventsPerSecond: 5, burst: 10 } });
     try {
       const first = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i)) }), { authorization: basic() });
@@ -349,6 +349,9 @@ describe('ingest limits and durability', () => {
       const second = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i + 10)) }), { authorization: basic() });
       expect(second.status).toBe(429);
       expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // analytics-next's batching mode waits X-RateLimit-Reset seconds; a browser reads both only when exposed.
+      expect(second.headers.get('x-ratelimit-reset')).toBe(second.headers.get('retry-after'));
+      expect(second.headers.get('access-control-expose-headers')).toBe('Retry-After, X-RateLimit-Reset');
     } finally {
       await s.close();
     }
