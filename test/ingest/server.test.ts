@@ -338,6 +338,45 @@ describe('browser SDKs and single calls', () => {
     const batch = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [{ type: 'track', event: 'No User' }] }), { authorization: basic() });
     expect([batch.status, batch.json.ok, batch.json.accepted]).toEqual([200, true, 0]);
   });
+
+  // Device clock 2 h slow; `timestamp` already corrected (a relayed / exported payload).
+  const skewed = (id: string, times: { timestamp?: number; originalTimestamp?: number }, sentAt?: number): Record<string, unknown> => ({
+    type: 'track',
+    event: 'Skewed',
+    userId: 'u-skew',
+    messageId: id,
+    ...(times.timestamp === undefined ? {} : { timestamp: iso(times.timestamp) }),
+    ...(times.originalTimestamp === undefined ? {} : { originalTimestamp: iso(times.originalTimestamp) }),
+    ...(sentAt === undefined ? {} : { sentAt: iso(sentAt) }),
+  });
+
+  it.each([
+    ['/v1/batch (the one-pass scanner)', 'scan'],
+    ['/v1/track (JSON.parse)', 'parse'],
+  ])('corrects clock skew as Segment does through %s: receivedAt − (sentAt − originalTimestamp) before timestamp', async (_path, kind) => {
+    const now = Date.now();
+    const slow = now - 2 * 3_600_000;
+    const cases: Array<[string, Record<string, unknown>, (received: number) => number]> = [
+      // sentAt and originalTimestamp: the device's own clock, corrected once; timestamp ignored.
+      [`${kind}-ot`, skewed(`${kind}-ot`, { timestamp: now - 5_000, originalTimestamp: slow - 5_000 }, slow), (rcv) => rcv - 5_000],
+      // sentAt and timestamp alone: timestamp corrected.
+      [`${kind}-ts`, skewed(`${kind}-ts`, { timestamp: slow - 7_000 }, slow), (rcv) => rcv - 7_000],
+      // No sentAt: timestamp as given, else originalTimestamp.
+      [`${kind}-nosent`, skewed(`${kind}-nosent`, { timestamp: now - 9_000, originalTimestamp: slow }), () => now - 9_000],
+      [`${kind}-otonly`, skewed(`${kind}-otonly`, { originalTimestamp: now - 11_000 }), () => now - 11_000],
+    ];
+    for (const [id, event] of cases) {
+      const r = kind === 'scan'
+        ? await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [event] }), { authorization: basic() })
+        : await post(`${s.url}/v1/track`, JSON.stringify(event), { authorization: basic() });
+      expect([id, r.status, r.json.accepted]).toEqual([id, 200, 1]);
+    }
+    const rows = await s.loggedEvents();
+    for (const [id, , expected] of cases) {
+      const row = rows.find((x) => x.event_id === id)!;
+      expect([id, Number(row.event_time)]).toEqual([id, expected(Number(row.received_at))]);
+    }
+  });
 });
 
 describe('ingest limits and durability', () => {
