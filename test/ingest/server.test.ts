@@ -377,6 +377,15 @@ describe('browser SDKs and single calls', () => {
       expect([id, Number(row.event_time)]).toEqual([id, expected(Number(row.received_at))]);
     }
   });
+
+  it('a float epoch-ms timestamp is truncated to the ms, as ISO sub-milliseconds are (it was rounded up)', async () => {
+    const ms = Date.now() - 60_000;
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(7, { messageId: 'float-ms', timestamp: ms + 0.7 }), track(8, { messageId: 'iso-us', timestamp: `${iso(ms).slice(0, -1)}789Z` })] }), { authorization: basic() });
+    expect(r.json.accepted).toBe(2);
+    const rows = await s.loggedEvents();
+    expect(Number(rows.find((x) => x.event_id === 'float-ms')!.event_time)).toBe(ms);
+    expect(Number(rows.find((x) => x.event_id === 'iso-us')!.event_time)).toBe(ms);
+  });
 });
 
 describe('ingest limits and durability', () => {
