@@ -303,6 +303,19 @@ describe('browser SDKs and single calls', () => {
     expect(ids).toEqual(expect.arrayContaining(['short-b-1', 'short-b-2']));
   });
 
+  it("never stores the write key analytics-next's batching mode puts in every event of a batch (the envelope's is read, each event's removed)", async () => {
+    const body = { writeKey: WRITE_KEY, sentAt: new Date().toISOString(), batch: [track(3, { messageId: 'keyed-b-1', writeKey: WRITE_KEY }), track(4, { messageId: 'keyed-b-2' })] };
+    const r = await post(`${s.url}/v1/b`, JSON.stringify(body), textPlain);
+    expect([r.status, r.json.accepted]).toEqual([200, 2]);
+    const rows = (await s.loggedEvents()).filter((x) => String(x.event_id).startsWith('keyed-b-'));
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(String(row.raw)).not.toContain(WRITE_KEY);
+      expect(JSON.parse(String(row.raw)).userId).toMatch(/^user-[34]$/);
+    }
+    expect(JSON.parse(String(rows.find((x) => x.event_id === 'keyed-b-1')!.properties))).toEqual({ sku: 'sku-3', price: 3 });
+  });
+
   it('a 404 and a 405 carry the CORS headers of every other answer (a browser showed only "blocked by CORS")', async () => {
     for (const [method, path, status] of [['POST', '/v1/nope', 404], ['GET', '/nope', 404], ['GET', '/v1/t', 405]] as const) {
       const r = await fetch(`${s.url}${path}`, { method, body: method === 'POST' ? '{}' : undefined });
