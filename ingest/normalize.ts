@@ -3,8 +3,8 @@
  *
  * Segment mapping (design): messageId → event_id (or a deterministic hash of the write key and
  * the event's raw JSON), userId ?? anonymousId → user_id, `event` (track) or the call type →
- * event_type, timestamp corrected for device clock skew with sentAt
- * (event_time = timestamp + (received_at − sentAt)), context.device.type / os.name /
+ * event_type, the event time corrected for device clock skew with sentAt as Segment does
+ * (see {@link eventTimeOf}), context.device.type / os.name /
  * app.version / location.country → dimensions (the item's context over the batch's),
  * properties (traits for identify/group; previousId for alias; the call's `name` for
  * screen/page) → properties JSON text.
@@ -208,6 +208,26 @@ function timeWindowReject(t: number, ctx: NormalizeContext): { code: RejectCode;
   return undefined;
 }
 
+/**
+ * A Segment event's time, epoch ms, from its parsed timestamp, originalTimestamp and sentAt (NaN =
+ * absent) and the receive time — Segment's clock-skew correction, first that applies:
+ *
+ *   sentAt and originalTimestamp  → receivedAt − (sentAt − originalTimestamp)
+ *   sentAt and timestamp          → timestamp + (receivedAt − sentAt)
+ *   otherwise                     → timestamp ?? originalTimestamp ?? receivedAt
+ *
+ * originalTimestamp is the device clock's time of the event, sentAt the device clock's time of
+ * sending. A `timestamp` next to an originalTimestamp (an exported or relayed payload) is already
+ * corrected: correcting it again shifted it by the relay's delay (hours into the future).
+ */
+export function eventTimeOf(ts: number, ot: number, sentAt: number, receivedAt: number): number {
+  if (!Number.isNaN(sentAt)) {
+    if (!Number.isNaN(ot)) return receivedAt - (sentAt - ot);
+    if (!Number.isNaN(ts)) return ts + (receivedAt - sentAt);
+  }
+  return !Number.isNaN(ts) ? ts : !Number.isNaN(ot) ? ot : receivedAt;
+}
+
 /** Applies PII hashing and dropping in place (paths are dot-separated, relative to the message). */
 export function applyPii(msg: Record<string, unknown>, pii: PiiOptions): void {
   for (const path of pii.drop) {
@@ -335,19 +355,15 @@ export function normalizeSegmentItem(
   // Times: each raw value range-checked first, then the corrected time against the window.
   const tsGiven = msg.timestamp;
   const otGiven = msg.originalTimestamp;
-  let tsRaw: unknown = tsGiven;
-  let eventTime = Number.NaN;
+  let ts = Number.NaN;
+  let ot = Number.NaN;
   if (given(tsGiven)) {
-    eventTime = parseRawTime(tsGiven);
-    if (Number.isNaN(eventTime)) return rejectWith('invalid_timestamp', `timestamp must be ${TIME_FORMAT}; got ${preview(tsGiven)}`, rawOf(rawText, bytes));
+    ts = parseRawTime(tsGiven);
+    if (Number.isNaN(ts)) return rejectWith('invalid_timestamp', `timestamp must be ${TIME_FORMAT}; got ${preview(tsGiven)}`, rawOf(rawText, bytes));
   }
   if (given(otGiven)) {
-    const ot = parseRawTime(otGiven);
+    ot = parseRawTime(otGiven);
     if (Number.isNaN(ot)) return rejectWith('invalid_original_timestamp', `originalTimestamp must be ${TIME_FORMAT}; got ${preview(otGiven)}`, rawOf(rawText, bytes));
-    if (!given(tsGiven)) {
-      tsRaw = otGiven;
-      eventTime = ot;
-    }
   }
   const sentRaw = given(msg.sentAt) ? msg.sentAt : batchSentAt;
   let sentAt = Number.NaN;
@@ -360,8 +376,7 @@ export function normalizeSegmentItem(
     sentAt = lastSentAt;
     if (Number.isNaN(sentAt)) return rejectWith('invalid_sent_at', `sentAt must be ${TIME_FORMAT}; got ${preview(sentRaw)}`, rawOf(rawText, bytes));
   }
-  if (!given(tsRaw)) eventTime = ctx.receivedAt;
-  else if (!Number.isNaN(sentAt)) eventTime += ctx.receivedAt - sentAt;
+  const eventTime = eventTimeOf(ts, ot, sentAt, ctx.receivedAt);
   const outside = timeWindowReject(eventTime, ctx);
   if (outside) return rejectWith(outside.code, outside.message, rawOf(rawText, bytes));
 

@@ -2,7 +2,7 @@
  * Strict, allocation-free timestamp parsing for ingest. `Date.parse` is both slow on the hot path
  * and lenient (it reads "2024-01-02 10:00" as local time and accepts prose like "Tue, 1 Jan").
  *
- * Accepted: a finite number (epoch milliseconds), or an ISO-8601 string
+ * Accepted: a finite number (epoch milliseconds; a fraction is dropped: floored), or an ISO-8601 string
  *   YYYY-MM-DD[(T|' ')hh:mm[:ss[.fraction]]][Z|±hh:mm|±hhmm|±hh]
  * A string without an offset is UTC. Fractions beyond milliseconds are truncated.
  * Everything else is NaN.
@@ -18,7 +18,8 @@ const DAYS = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 /** Epoch ms of a timestamp (see module doc), or NaN. */
 export function parseTime(v: unknown): number {
-  if (typeof v === 'number') return Number.isFinite(v) ? Math.round(v) : NaN;
+  // Floored, as ISO fractions beyond milliseconds are truncated: …123.7 is …123, like ".123789".
+  if (typeof v === 'number') return Number.isFinite(v) ? Math.floor(v) : NaN;
   if (typeof v !== 'string') return NaN;
   return parseIso(v);
 }

@@ -22,7 +22,7 @@
  *     screen/page call's properties are a stand-in that answers its questions (their `name`).
  *
  * Anything else — invalid JSON, invalid UTF-8, a body or batch that is not the usual shape, an
- * item that is not an object — is not handled here (`scan` returns false) and the caller takes
+ * item that is not an object or that holds a `writeKey` — is not handled here (`scan` returns false) and the caller takes
  * the JSON.parse path, which words the error. So this scanner only has to be exact on what it
  * accepts: everything it accepts is valid JSON (checked against JSON.parse by property tests).
  * The whole grammar is checked iteratively; depths are reported for the caller to bound
@@ -334,6 +334,8 @@ export class SegmentBatchScanner extends ItemRanges {
   private body: Buffer = Buffer.alloc(0);
   /** A known key was spelled with escapes: the body is left to the JSON.parse path. */
   private escapedKey = false;
+  /** An item holds a `writeKey` (analytics.js puts one in each): left to the JSON.parse path, which removes it before storing. */
+  private keyedItem = false;
   /** The body is all ASCII (the caller's isAscii): every string decodes as latin1, without a per-string check. */
   private ascii = false;
 
@@ -350,6 +352,7 @@ export class SegmentBatchScanner extends ItemRanges {
     this.sentAt = this.context = this.writeKey = undefined;
     this.envelopeDepth = 2;
     this.escapedKey = false;
+    this.keyedItem = false;
     this.ascii = ascii;
     let sawBatch = false;
     const b = body;
@@ -382,7 +385,7 @@ export class SegmentBatchScanner extends ItemRanges {
       if (key !== 'batch' && deepest + 1 > this.envelopeDepth) this.envelopeDepth = deepest + 1;
       i = this.next(i);
       if (i < 0) return false;
-      if (this.closed) return sawBatch && !this.escapedKey && skipWs(b, i) === b.length;
+      if (this.closed) return sawBatch && !this.escapedKey && !this.keyedItem && skipWs(b, i) === b.length;
     }
   }
 
@@ -472,7 +475,8 @@ export class SegmentBatchScanner extends ItemRanges {
               this.traitsStart[n] = start;
               this.traitsEnd[n] = i;
             } else item.integrations = v;
-          } else if (key !== undefined) setField(item, key, this.valueAt(start, i));
+          } else if (key === 'writeKey') this.keyedItem = true;
+          else if (key !== undefined) setField(item, key, this.valueAt(start, i));
         }
         if (i < 0) return -1;
         if (deepest > depth) depth = deepest;

@@ -6,6 +6,7 @@
  *   ─▶ validate + normalize per event ─▶ rejects → one DLQ record (awaited)
  *   ─▶ accepted → shard = murmur3(user_id) mod S → ShardAppender (group commit, fsync)
  *   ─▶ 200 {"ok":true,"accepted":N,"rejected":[…],"offsets":[{shard,offset}]} — after every fsync
+ *      (a single call whose one event was rejected: 400 with the reject's code, dead-lettered all the same)
  *
  * An append or DLQ failure answers 503 (retry): nothing in that request was acknowledged
  * (some of its rows may be in the log; the client's retry is deduplicated downstream).
@@ -26,7 +27,7 @@ import { validateIngestOptions, type IngestOptions, type IngestOptionsInput, typ
 import { decodeArrowMessage, parseControl } from './protocols/arrow-ws.js';
 import { refuse, type Admission, type Decoded, type Refusal } from './protocols/decoded.js';
 import { decodeNdjson } from './protocols/ndjson.js';
-import { decodeSegment, SEGMENT_CALLS } from './protocols/segment.js';
+import { decodeSegment, SEGMENT_BROWSER_BATCH_PATH, SEGMENT_BROWSER_PATHS, SEGMENT_CALLS } from './protocols/segment.js';
 import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
@@ -135,6 +136,33 @@ const UNCOMMITTED_RETRY_AFTER_S = 2;
 
 /** How long close() waits for in-flight requests (bodies still arriving, fsyncs) before dropping them. */
 const CLOSE_WAIT_MS = 30_000;
+
+/**
+ * On every answer of the ingest routes (404 and 405 included): browser SDKs post cross-origin, and
+ * a browser hides an answer without Allow-Origin (even a 404) behind "blocked by CORS"; a script
+ * reads Retry-After and X-RateLimit-Reset of a cross-origin answer only when they are exposed.
+ */
+const CORS_HEADERS: Readonly<Record<string, string>> = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Expose-Headers': 'Retry-After, X-RateLimit-Reset' };
+const writeCors = (res: uws.HttpResponse): void => {
+  for (const k in CORS_HEADERS) res.writeHeader(k, CORS_HEADERS[k]!);
+};
+
+/** Request headers a preflight allows when the browser names none Sluice can echo. */
+const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding';
+/** A comma-separated list of HTTP header-name tokens (RFC 9110 tchar), as browsers send in Access-Control-Request-Headers. */
+const HEADER_NAME_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$/;
+const MAX_REQUESTED_HEADERS_CHARS = 1024;
+/** How long (s) a browser may cache a preflight's answer. */
+const PREFLIGHT_MAX_AGE_S = 600;
+
+/**
+ * The Access-Control-Allow-Headers of a preflight: the request's Access-Control-Request-Headers
+ * echoed (SDKs send their own headers: RudderStack's browser SDK an `AnonymousId`, which a fixed
+ * list made Chromium refuse), when it is a plain, bounded list of header names; else the fixed list.
+ */
+export function preflightAllowHeaders(requested: string): string {
+  return requested.length > 0 && requested.length <= MAX_REQUESTED_HEADERS_CHARS && HEADER_NAME_LIST.test(requested) ? requested : PREFLIGHT_HEADERS;
+}
 
 const fromRefusal = (r: Refusal): Reply => ({ status: r.status, body: JSON.stringify({ ok: false, code: r.code, message: r.message }), headers: r.headers });
 const failure = (status: number, code: string, message: string, headers?: Record<string, string>): Reply => ({
@@ -283,8 +311,11 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     const wait = buckets.take(key.key, events, Date.now());
     if (wait === 0) return undefined;
     ingestMetrics.rateLimited.inc();
+    const seconds = String(Math.ceil(wait / 1000));
+    // X-RateLimit-Reset: what analytics-next's batching mode reads (seconds, parseInt × 1000).
     return refuse(429, 'rate_limited', `this write key is over its rate limit of ${options.rateLimit.eventsPerSecond} events/s; retry after Retry-After seconds`, {
-      'Retry-After': String(Math.ceil(wait / 1000)),
+      'Retry-After': seconds,
+      'X-RateLimit-Reset': seconds,
     });
   };
 
@@ -349,7 +380,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.cork(() => {
       res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
       res.writeHeader('Content-Type', 'application/json');
-      res.writeHeader('Access-Control-Allow-Origin', '*'); // browser SDKs post cross-origin
+      writeCors(res);
       if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
       res.end(reply.body, reply.close === true);
     });
@@ -431,7 +462,19 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     const ctx = contextFor(protocol, receivedAt);
     const decoded = protocol === 'ndjson' ? decodeNdjson(body, admissionForReq, ctx) : decodeSegment(body, call, admissionForReq, ctx);
     if (decoded.kind === 'refused') return fromRefusal(decoded);
-    return commit(decoded, protocol, receivedAt);
+    const reply = await commit(decoded, protocol, receivedAt);
+    return call === undefined ? reply : (rejectedSingleCall(decoded, reply) ?? reply);
+  };
+
+  /**
+   * A single call whose one event was rejected: 400 with the reject's code and message, as Segment
+   * answers (a 200 made SDKs report the event delivered); it is dead-lettered all the same. A batch
+   * answers 200 with per-event rejects. Undefined when the reply stands as it is.
+   */
+  const rejectedSingleCall = (d: Decoded, reply: Reply): Reply | undefined => {
+    if (reply.status !== 200 || d.rows.length !== 0 || d.rejects.length !== 1) return undefined;
+    const { index, code, message } = d.rejects[0]!;
+    return { status: 400, body: JSON.stringify({ ok: false, code, message, accepted: 0, rejected: [{ index, code, message }] }) };
   };
 
   const httpIngest =
@@ -479,29 +522,42 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     };
 
   const app = uws.App();
-  app.post('/v1/batch', httpIngest('segment', undefined));
-  app.post('/v1/import', httpIngest('segment', undefined));
-  for (const call of SEGMENT_CALLS) app.post(`/v1/${call}`, httpIngest('segment', call));
-  app.post('/v1/events', httpIngest('ndjson', undefined));
+  const ingestPaths: string[] = [];
+  const ingestRoute = (path: string, handler: (res: uws.HttpResponse, req: uws.HttpRequest) => void): void => {
+    app.post(path, handler);
+    ingestPaths.push(path);
+  };
+  ingestRoute('/v1/batch', httpIngest('segment', undefined));
+  ingestRoute(`/v1/${SEGMENT_BROWSER_BATCH_PATH}`, httpIngest('segment', undefined));
+  ingestRoute('/v1/import', httpIngest('segment', undefined));
+  for (const call of SEGMENT_CALLS) {
+    ingestRoute(`/v1/${call}`, httpIngest('segment', call));
+    ingestRoute(`/v1/${SEGMENT_BROWSER_PATHS[call]}`, httpIngest('segment', call));
+  }
+  ingestRoute('/v1/events', httpIngest('ndjson', undefined));
   // The ingest endpoints with another method: 405 naming the one they take, not "no such endpoint".
-  for (const path of ['/v1/batch', '/v1/import', ...SEGMENT_CALLS.map((c) => `/v1/${c}`), '/v1/events']) {
+  for (const path of ingestPaths) {
     for (const method of ['get', 'put', 'patch', 'del'] as const) {
       app[method](path, (res) => {
         res.cork(() => {
           res.writeStatus('405 Method Not Allowed');
           res.writeHeader('Allow', 'POST, OPTIONS');
           res.writeHeader('Content-Type', 'application/json');
+          writeCors(res);
           res.end(`{"ok":false,"code":"method_not_allowed","message":"${path} takes POST"}`);
         });
       });
     }
   }
-  app.options('/*', (res) => {
+  app.options('/*', (res, req) => {
+    const allowHeaders = preflightAllowHeaders(req.getHeader('access-control-request-headers'));
     res.cork(() => {
       res.writeStatus('204 No Content');
       res.writeHeader('Access-Control-Allow-Origin', '*');
       res.writeHeader('Access-Control-Allow-Methods', 'POST, GET, OPTIONS');
-      res.writeHeader('Access-Control-Allow-Headers', 'Authorization, Content-Type, Content-Encoding');
+      res.writeHeader('Access-Control-Allow-Headers', allowHeaders);
+      res.writeHeader('Access-Control-Max-Age', String(PREFLIGHT_MAX_AGE_S));
+      res.writeHeader('Vary', 'Access-Control-Request-Headers');
       res.end();
     });
   });
@@ -645,6 +701,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     res.cork(() => {
       res.writeStatus('404 Not Found');
       res.writeHeader('Content-Type', 'application/json');
+      writeCors(res);
       res.end('{"ok":false,"code":"not_found","message":"no such endpoint; see /v1/batch, /v1/events, /v1/stream"}');
     });
   });

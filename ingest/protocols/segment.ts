@@ -1,7 +1,9 @@
 /**
  * Segment-compatible tracking API: `POST /v1/batch` (and `/v1/import`) with
  * `{"batch":[…], "context"?, "sentAt"?, "writeKey"?}`, and the single calls `/v1/track`,
- * `/v1/screen`, `/v1/page`, `/v1/identify`, `/v1/alias`, `/v1/group` whose body is one message.
+ * `/v1/screen`, `/v1/page`, `/v1/identify`, `/v1/alias`, `/v1/group` whose body is one message;
+ * the browser SDK's short paths (`/v1/t`, `/v1/s`, `/v1/p`, `/v1/i`, `/v1/a`, `/v1/g`, and `/v1/b`
+ * for a batch) are the same endpoints.
  *
  * A batch body is read in one pass (segment-scan.ts) that validates the JSON, decodes only the
  * fields normalization reads and finds each item's byte range (and its properties/traits), so raw
@@ -20,6 +22,13 @@ import type { WriteKey } from '../options.js';
 import { refuse, type Admission, type DeadLetter, type Decoded, type Refusal } from './decoded.js';
 
 export const SEGMENT_CALLS = ['track', 'screen', 'page', 'identify', 'alias', 'group'] as const;
+
+/**
+ * The paths Segment's browser SDK (analytics.js / analytics-next) posts to under its `apiHost`:
+ * each call to its type's first letter (`/v1/t`, …), a batch in its batching mode to `/v1/b`.
+ */
+export const SEGMENT_BROWSER_PATHS: Readonly<Record<(typeof SEGMENT_CALLS)[number], string>> = { track: 't', screen: 's', page: 'p', identify: 'i', alias: 'a', group: 'g' };
+export const SEGMENT_BROWSER_BATCH_PATH = 'b';
 
 const BATCH = Buffer.from('batch');
 const scanner = new JsonScanner();
@@ -65,12 +74,14 @@ export function decodeParsed(body: Buffer, utf8: boolean, call: string | undefin
   let items: unknown[];
   let ranges = false;
   let hadKey = false;
+  let keyed: Uint8Array | undefined;
   if (call === undefined) {
     if (!Array.isArray(b.batch)) return refuse(400, 'malformed_body', 'a batch body needs a "batch" array of messages');
     if (b.context !== undefined && b.context !== null && (typeof b.context !== 'object' || Array.isArray(b.context))) return refuse(400, 'malformed_body', 'the batch\'s "context" must be an object');
     items = b.batch;
     const refused = admission.admit(key, items.length);
     if (refused) return refused;
+    keyed = removeItemKeys(items);
     ranges = scanner.scanBatch(body, BATCH) && scanner.count === items.length;
     if (ranges && scanner.envelopeDepth > maxDepth) return tooDeep(maxDepth);
   } else {
@@ -89,7 +100,7 @@ export function decodeParsed(body: Buffer, utf8: boolean, call: string | undefin
     invalid = invalidItems(body, scanner);
     if (invalid === undefined) return refuse(400, 'invalid_utf8', 'the body is not valid UTF-8 outside its events; send UTF-8 encoded JSON');
   }
-  const { rows, rejects } = normalizeItems(items, body, ranges ? scanner : undefined, call, call === undefined ? b.sentAt : undefined, call === undefined ? b.context : undefined, ctx, invalid, hadKey);
+  const { rows, rejects } = normalizeItems(items, body, ranges ? scanner : undefined, call, call === undefined ? b.sentAt : undefined, call === undefined ? b.context : undefined, ctx, invalid, call === undefined ? keyed : hadKey);
   return { kind: 'decoded', key, rows, rejects };
 }
 
@@ -109,6 +120,22 @@ function decodeScanned(body: Buffer, scanned: SegmentBatchScanner, admission: Ad
   if (scanned.envelopeDepth > maxDepth) return tooDeep(maxDepth);
   const { rows, rejects } = normalizeItems(scanned.items, body, scanned, undefined, scanned.sentAt, scanned.context, ctx);
   return { kind: 'decoded', key, rows, rejects };
+}
+
+/**
+ * Removes a `writeKey` from each batch item that holds one (analytics.js's batching mode sends the
+ * key in every event as well as in the envelope): the key is never stored, so those items are
+ * re-serialized instead of copied. Per item, 1 when it held one; undefined when none did.
+ */
+function removeItemKeys(items: unknown[]): Uint8Array | undefined {
+  let keyed: Uint8Array | undefined;
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    if (typeof item !== 'object' || item === null || Array.isArray(item) || !Object.hasOwn(item, 'writeKey')) continue;
+    delete (item as Record<string, unknown>).writeKey;
+    (keyed ??= new Uint8Array(items.length))[i] = 1;
+  }
+  return keyed;
 }
 
 const tooDeep = (max: number): Refusal => refuse(400, 'too_deep', `JSON nesting deeper than ${max} levels; flatten the payload`);
@@ -136,7 +163,8 @@ function invalidItems(body: Buffer, scanned: ItemRanges): Uint8Array | undefined
  * ranges in `body`), raw and properties are taken verbatim from those ranges, and items nested
  * deeper than ctx.maxJsonDepth are rejected (`too_deep`). `invalidUtf8`: per item, 1 when its
  * bytes are not valid UTF-8 (rejected as `invalid_utf8`, DLQ raw with U+FFFD replacements).
- * `depthOnly`: use `scanned` for depths and UTF-8 flags but not for verbatim bytes.
+ * `depthOnly`: use `scanned` for depths and UTF-8 flags but not for verbatim bytes — for every
+ * item (true), or for the items flagged 1 (they were rewritten: their writeKey removed).
  */
 export function normalizeItems(
   items: unknown[],
@@ -147,12 +175,13 @@ export function normalizeItems(
   batchContext: unknown,
   ctx: NormalizeContext,
   invalidUtf8?: Uint8Array,
-  depthOnly = false,
+  depthOnly: boolean | Uint8Array = false,
 ): { rows: IngestRow[]; rejects: DeadLetter[] } {
   const rows: IngestRow[] = [];
   const rejects: DeadLetter[] = [];
   const maxDepth = ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
-  const verbatim = scanned !== undefined && !depthOnly;
+  const verbatim = scanned !== undefined && depthOnly !== true;
+  const rewritten = typeof depthOnly === 'boolean' ? undefined : depthOnly;
   const src: ItemBytes | undefined = verbatim ? { bytes: body, rawStart: 0, rawEnd: 0, propsStart: -1, propsEnd: -1, traitsStart: -1, traitsEnd: -1 } : undefined;
   // Lone surrogate escapes: looked for per item only when the body holds one at all (one scan, and
   // only of bodies with a \u escape).
@@ -184,7 +213,7 @@ export function normalizeItems(
       src.traitsStart = scanned!.traitsStart[i]!;
       src.traitsEnd = scanned!.traitsEnd[i]!;
     }
-    const r = normalizeSegmentItem(items[i], call, batchSentAt, batchContext, ctx, src);
+    const r = normalizeSegmentItem(items[i], call, batchSentAt, batchContext, ctx, rewritten !== undefined && rewritten[i] === 1 ? undefined : src);
     if (r.ok) rows.push(r.event);
     else rejects.push({ index: i, code: r.code, message: r.message, raw: r.raw });
   }

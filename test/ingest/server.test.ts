@@ -2,6 +2,7 @@
  * The real ingest server on loopback, over real fsync'd segment logs: every protocol and status
  * code, gzip, auth, limits, a mixed good/bad batch, and ack-after-fsync.
  */
+import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,7 @@ import { WebSocket } from 'ws';
 import { pino } from 'pino';
 import { ingestSchema } from '../../common/schema.js';
 import { shardOfUser } from '../../common/hash.js';
-import { basic, post, readLogRows, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
+import { basic, post, readLogRows, recent, startHarness as startTestIngest, track, WRITE_KEY, type Harness as TestIngest } from './harness.js';
 
 const NOW = Date.now();
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -253,8 +254,155 @@ describe('ingest server', () => {
   });
 });
 
+/** An OPTIONS preflight as a browser sends it (node:http: fetch may not set Access-Control-Request-* itself). */
+function preflight(url: string, requestHeaders?: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { origin: 'https://shop.example', 'access-control-request-method': 'POST' };
+    if (requestHeaders !== undefined) headers['access-control-request-headers'] = requestHeaders;
+    const req = request(url, { method: 'OPTIONS', headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('browser SDKs and single calls', () => {
+  let s: TestIngest;
+  beforeAll(async () => {
+    s = await startTestIngest({ maxEventBytes: 4096 });
+  });
+  afterAll(async () => {
+    await s.close();
+  });
+  // analytics.js sends its JSON as text/plain (no preflight) with the write key in the body.
+  const textPlain = { 'content-type': 'text/plain' };
+
+  it.each([
+    ['t', { event: 'Short Track', userId: 'u-short' }, 'Short Track'],
+    ['s', { name: 'Home', userId: 'u-short' }, 'screen'],
+    ['p', { name: 'Pricing', anonymousId: 'a-short' }, 'page'],
+    ['i', { userId: 'u-short', traits: { plan: 'pro' } }, 'identify'],
+    ['g', { userId: 'u-short', groupId: 'g1' }, 'group'],
+    ['a', { userId: 'u-short', previousId: 'a-short' }, 'alias'],
+  ])("analytics.js's short path /v1/%s is its single call, the write key in a text/plain body", async (letter, fields, eventType) => {
+    const messageId = `short-${letter}`;
+    const r = await post(`${s.url}/v1/${letter}`, JSON.stringify({ ...fields, messageId, timestamp: recent(), writeKey: WRITE_KEY }), textPlain);
+    expect([r.status, r.json.accepted, r.headers.get('access-control-allow-origin')]).toEqual([200, 1, '*']);
+    const row = (await s.loggedEvents()).find((x) => x.event_id === messageId)!;
+    expect(row.event_type).toBe(eventType);
+    expect(String(row.raw)).not.toContain(WRITE_KEY);
+  });
+
+  it("analytics-next's batching mode posts to /v1/b: the batch endpoint (write key and sentAt in the body, text/plain)", async () => {
+    const body = { writeKey: WRITE_KEY, sentAt: new Date().toISOString(), batch: [track(1, { messageId: 'short-b-1' }), track(2, { messageId: 'short-b-2' })] };
+    const r = await post(`${s.url}/v1/b`, JSON.stringify(body), textPlain);
+    expect([r.status, r.json.accepted, r.json.rejected]).toEqual([200, 2, []]);
+    const ids = (await s.loggedEvents()).map((x) => x.event_id);
+    expect(ids).toEqual(expect.arrayContaining(['short-b-1', 'short-b-2']));
+  });
+
+  it("never stores the write key analytics-next's batching mode puts in every event of a batch (the envelope's is read, each event's removed)", async () => {
+    const body = { writeKey: WRITE_KEY, sentAt: new Date().toISOString(), batch: [track(3, { messageId: 'keyed-b-1', writeKey: WRITE_KEY }), track(4, { messageId: 'keyed-b-2' })] };
+    const r = await post(`${s.url}/v1/b`, JSON.stringify(body), textPlain);
+    expect([r.status, r.json.accepted]).toEqual([200, 2]);
+    const rows = (await s.loggedEvents()).filter((x) => String(x.event_id).startsWith('keyed-b-'));
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(String(row.raw)).not.toContain(WRITE_KEY);
+      expect(JSON.parse(String(row.raw)).userId).toMatch(/^user-[34]$/);
+    }
+    expect(JSON.parse(String(rows.find((x) => x.event_id === 'keyed-b-1')!.properties))).toEqual({ sku: 'sku-3', price: 3 });
+  });
+
+  it('a 404 and a 405 carry the CORS headers of every other answer (a browser showed only "blocked by CORS")', async () => {
+    for (const [method, path, status] of [['POST', '/v1/nope', 404], ['GET', '/nope', 404], ['GET', '/v1/t', 405]] as const) {
+      const r = await fetch(`${s.url}${path}`, { method, body: method === 'POST' ? '{}' : undefined });
+      expect([r.status, r.headers.get('access-control-allow-origin')]).toEqual([status, '*']);
+    }
+  });
+
+  it("a preflight allows the headers the browser asks for (RudderStack's AnonymousId), a bounded list of header names, else the fixed list", async () => {
+    const asked = await preflight(`${s.url}/v1/batch`, 'anonymousid,authorization,content-type');
+    expect(asked.status).toBe(204);
+    expect(asked.headers).toMatchObject({
+      'access-control-allow-origin': '*',
+      'access-control-allow-headers': 'anonymousid,authorization,content-type',
+      'access-control-max-age': '600',
+      vary: 'Access-Control-Request-Headers',
+    });
+    const fixed = 'Authorization, Content-Type, Content-Encoding';
+    for (const odd of [undefined, 'content-type, x:y', 'a;b', `${'x-long,'.repeat(200)}x`]) {
+      expect((await preflight(`${s.url}/v1/t`, odd)).headers['access-control-allow-headers']).toBe(fixed);
+    }
+  });
+
+  it('a single call whose event is rejected answers 400 with its code (SDKs took the 200 as delivered) and is dead-lettered; a batch still answers 200', async () => {
+    for (const path of ['/v1/track', '/v1/t']) {
+      const r = await post(`${s.url}${path}`, JSON.stringify({ event: 'No User', messageId: `single-bad${path.length}`, timestamp: recent() }), { authorization: basic() });
+      expect(r.status).toBe(400);
+      expect(r.json).toEqual({ ok: false, code: 'missing_user', message: 'an event needs a userId or an anonymousId', accepted: 0, rejected: [{ index: 0, code: 'missing_user', message: 'an event needs a userId or an anonymousId' }] });
+    }
+    const tooLarge = await post(`${s.url}/v1/identify`, JSON.stringify({ userId: 'u', traits: { blob: 'x'.repeat(5000) } }), { authorization: basic() });
+    expect([tooLarge.status, tooLarge.json.code]).toEqual([400, 'event_too_large']);
+    const dlq = (await s.deadLetters()).map((d) => String(d.raw));
+    expect(dlq.filter((raw) => raw.includes('single-bad')).length).toBe(2);
+    const batch = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [{ type: 'track', event: 'No User' }] }), { authorization: basic() });
+    expect([batch.status, batch.json.ok, batch.json.accepted]).toEqual([200, true, 0]);
+  });
+
+  // Device clock 2 h slow; `timestamp` already corrected (a relayed / exported payload).
+  const skewed = (id: string, times: { timestamp?: number; originalTimestamp?: number }, sentAt?: number): Record<string, unknown> => ({
+    type: 'track',
+    event: 'Skewed',
+    userId: 'u-skew',
+    messageId: id,
+    ...(times.timestamp === undefined ? {} : { timestamp: iso(times.timestamp) }),
+    ...(times.originalTimestamp === undefined ? {} : { originalTimestamp: iso(times.originalTimestamp) }),
+    ...(sentAt === undefined ? {} : { sentAt: iso(sentAt) }),
+  });
+
+  it.each([
+    ['/v1/batch (the one-pass scanner)', 'scan'],
+    ['/v1/track (JSON.parse)', 'parse'],
+  ])('corrects clock skew as Segment does through %s: receivedAt − (sentAt − originalTimestamp) before timestamp', async (_path, kind) => {
+    const now = Date.now();
+    const slow = now - 2 * 3_600_000;
+    const cases: Array<[string, Record<string, unknown>, (received: number) => number]> = [
+      // sentAt and originalTimestamp: the device's own clock, corrected once; timestamp ignored.
+      [`${kind}-ot`, skewed(`${kind}-ot`, { timestamp: now - 5_000, originalTimestamp: slow - 5_000 }, slow), (rcv) => rcv - 5_000],
+      // sentAt and timestamp alone: timestamp corrected.
+      [`${kind}-ts`, skewed(`${kind}-ts`, { timestamp: slow - 7_000 }, slow), (rcv) => rcv - 7_000],
+      // No sentAt: timestamp as given, else originalTimestamp.
+      [`${kind}-nosent`, skewed(`${kind}-nosent`, { timestamp: now - 9_000, originalTimestamp: slow }), () => now - 9_000],
+      [`${kind}-otonly`, skewed(`${kind}-otonly`, { originalTimestamp: now - 11_000 }), () => now - 11_000],
+    ];
+    for (const [id, event] of cases) {
+      const r = kind === 'scan'
+        ? await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [event] }), { authorization: basic() })
+        : await post(`${s.url}/v1/track`, JSON.stringify(event), { authorization: basic() });
+      expect([id, r.status, r.json.accepted]).toEqual([id, 200, 1]);
+    }
+    const rows = await s.loggedEvents();
+    for (const [id, , expected] of cases) {
+      const row = rows.find((x) => x.event_id === id)!;
+      expect([id, Number(row.event_time)]).toEqual([id, expected(Number(row.received_at))]);
+    }
+  });
+
+  it('a float epoch-ms timestamp is truncated to the ms, as ISO sub-milliseconds are (it was rounded up)', async () => {
+    const ms = Date.now() - 60_000;
+    const r = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: [track(7, { messageId: 'float-ms', timestamp: ms + 0.7 }), track(8, { messageId: 'iso-us', timestamp: `${iso(ms).slice(0, -1)}789Z` })] }), { authorization: basic() });
+    expect(r.json.accepted).toBe(2);
+    const rows = await s.loggedEvents();
+    expect(Number(rows.find((x) => x.event_id === 'float-ms')!.event_time)).toBe(ms);
+    expect(Number(rows.find((x) => x.event_id === 'iso-us')!.event_time)).toBe(ms);
+  });
+});
+
 describe('ingest limits and durability', () => {
-  it('rate-limits per key with 429 and Retry-After', async () => {
+  it('rate-limits per key with 429, Retry-After and X-RateLimit-Reset (exposed to browser scripts)', async () => {
     const s = await startTestIngest({ rateLimit: { eventsPerSecond: 5, burst: 10 } });
     try {
       const first = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i)) }), { authorization: basic() });
@@ -262,6 +410,9 @@ describe('ingest limits and durability', () => {
       const second = await post(`${s.url}/v1/batch`, JSON.stringify({ batch: Array.from({ length: 10 }, (_, i) => track(i + 10)) }), { authorization: basic() });
       expect(second.status).toBe(429);
       expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // analytics-next's batching mode waits X-RateLimit-Reset seconds; a browser reads both only when exposed.
+      expect(second.headers.get('x-ratelimit-reset')).toBe(second.headers.get('retry-after'));
+      expect(second.headers.get('access-control-expose-headers')).toBe('Retry-After, X-RateLimit-Reset');
     } finally {
       await s.close();
     }

@@ -11,7 +11,7 @@ import { decodeIngestBatch } from '../../ingest/decode-ipc.js';
 import { JsonScanner } from '../../ingest/json-scan.js';
 import { defaultIngestOptions, validateIngestOptions, type IngestOptionsInput } from '../../ingest/options.js';
 import { parseTime } from '../../ingest/parse-time.js';
-import { normalizeSegment } from '../../ingest/normalize.js';
+import { normalizeSegment, parseRawTime, RAW_TIME_MAX_MS } from '../../ingest/normalize.js';
 import { uwsIsNative } from '../../ingest/server.js';
 import { murmur3Ascii, shardOf } from '../../ingest/shard-of.js';
 import { shardOfUser } from '../../common/hash.js';
@@ -81,7 +81,10 @@ describe('parseTime', () => {
     ['2024-02-29T00:00:00Z', Date.UTC(2024, 1, 29)],
     ['1969-12-31T23:59:59Z', -1000],
     [1714564800000, 1714564800000],
-    [1714564800000.6, 1714564800001],
+    // A fraction of a ms is dropped, as ISO's sub-milliseconds are (it was rounded).
+    [1714564800000.6, 1714564800000],
+    [1767225600123.7, 1767225600123],
+    ['2026-01-01T00:00:00.123789Z', 1767225600123],
   ])('parses %j', (input, expected) => {
     expect(parseTime(input)).toBe(expected);
   });
@@ -92,6 +95,11 @@ describe('parseTime', () => {
       expect(parseTime(input)).toBeNaN();
     },
   );
+
+  it("floors a number's fraction at the raw range's edges as ISO truncates its digits: 9999-12-31T23:59:59.999 + 0.5 ms is in range, 0.5 ms before 1970 is not", () => {
+    expect([parseRawTime(RAW_TIME_MAX_MS + 0.5), parseRawTime('9999-12-31T23:59:59.9995Z')]).toEqual([RAW_TIME_MAX_MS, RAW_TIME_MAX_MS]);
+    expect([parseRawTime(-0.5), parseRawTime(0.5)]).toEqual([Number.NaN, 0]);
+  });
 
   it('agrees with Date.parse on ISO strings with offsets', () => {
     for (const s of ['2021-03-04T05:06:07.089Z', '1999-12-31T23:59:59.999-08:00', '2030-01-01T00:00:00+14:00']) expect(parseTime(s)).toBe(Date.parse(s));
