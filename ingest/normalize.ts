@@ -251,10 +251,14 @@ export function applyPii(msg: Record<string, unknown>, pii: PiiOptions): void {
 /**
  * Deterministic event id for an event sent without one: SHA-1 of the write key and the event's
  * content (its raw JSON, which holds the original timestamp, not the receive-time-dependent
- * corrected one), so a client retry of the same event gets the same id.
+ * corrected one), so a client retry of the same event gets the same id. `call`: the type the
+ * endpoint gives a single call (/v1/page, /v1/screen, …), whose body carries none — the same body
+ * sent as a page and as a screen is two events.
  */
-export function derivedEventId(writeKey: string, content: string | Uint8Array): string {
-  return `sl-${createHash('sha1').update(writeKey).update('\u0000').update(content).digest('hex').slice(0, 32)}`;
+export function derivedEventId(writeKey: string, content: string | Uint8Array, call?: string): string {
+  const h = createHash('sha1').update(writeKey).update('\u0000').update(content);
+  if (call !== undefined) h.update('\u0000').update(call);
+  return `sl-${h.digest('hex').slice(0, 32)}`;
 }
 
 let lastSentRaw: unknown;
@@ -432,7 +436,7 @@ export function normalizeSegmentItem(
 
   const messageId = typeof mid === 'string' && mid !== '' ? mid : null;
   const event: IngestRow = {
-    event_id: messageId ?? (bytes ? derivedEventId(ctx.writeKey, bytes.bytes.subarray(bytes.rawStart, bytes.rawEnd)) : derivedEventId(ctx.writeKey, rawText!)),
+    event_id: messageId ?? (bytes ? derivedEventId(ctx.writeKey, bytes.bytes.subarray(bytes.rawStart, bytes.rawEnd), call) : derivedEventId(ctx.writeKey, rawText!, call)),
     user_id: user,
     anonymous_id: anonymousId,
     event_type: eventType,

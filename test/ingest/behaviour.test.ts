@@ -99,6 +99,16 @@ describe('what ingest stores', () => {
     expect(row.source).toBe('ios-app');
   });
 
+  it('derives the id of an event without messageId from its content and its endpoint: the same body as a page and as a screen is two events, a retry of either is one', async () => {
+    const body = JSON.stringify({ userId: 'same-body', name: 'Home', timestamp: recent() });
+    for (const path of ['/v1/page', '/v1/screen', '/v1/page']) expect((await post(`${s.url}${path}`, body, { authorization: basic() })).status).toBe(200);
+    const rows = (await s.loggedEvents()).filter((x) => x.user_id === 'same-body');
+    expect(rows.map((x) => x.event_type).sort()).toEqual(['page', 'page', 'screen']);
+    const page = rows.filter((x) => x.event_type === 'page');
+    expect(page[0]!.event_id, 'a retry of the page call').toBe(page[1]!.event_id);
+    expect(rows.find((x) => x.event_type === 'screen')!.event_id).not.toBe(page[0]!.event_id);
+  });
+
   it('reports per-event codes for missing/invalid type, bad ids and bad sentAt', async () => {
     const batch = [
       { event: 'x', userId: 'u', messageId: 'no-type' },
