@@ -146,6 +146,8 @@ export function register(program: Command): void {
         });
         if (showProgress) process.stderr.write('\n');
         process.stdout.write(f.json ? `${JSON.stringify(summary)}\n` : `${formatSummary(summary)}\n`);
+        // Events given up on (retries exhausted, refused) are a failed run for a script that checks the exit code.
+        if (summary.failed > 0) process.exitCode = 1;
       } finally {
         process.off('SIGINT', onSigint);
       }

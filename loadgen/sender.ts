@@ -189,7 +189,7 @@ export async function runPartition(plan: PartitionPlan, control: PartitionContro
       if (a !== SOCKET_FAILURE && a.status === 200) return acknowledged(b, a);
       const retryable = a === SOCKET_FAILURE || a.status === 429 || a.status === 503 || a.status >= 500 || a.retryAfterMs !== undefined;
       if (!retryable || attempt >= o.maxRetries) {
-        givenUp(b, a === SOCKET_FAILURE ? `connection failed ${attempt + 1} times` : `${a.status}: ${a.message ?? ''}`);
+        givenUp(b, a === SOCKET_FAILURE ? `connection to ${o.url} failed ${attempt + 1} times (is sluice serve running there?)` : `${a.status}: ${a.message ?? ''}`);
         return;
       }
       c.retried++;

@@ -52,6 +52,22 @@ describe('loadgen warm-up', () => {
     expect(text).toMatch(/warm-up +p50\/p99\/max .* over 8 requests \(not in the line above\)/);
   });
 
+  it('exits 1 when events were given up on, naming the server it could not reach', async () => {
+    const out: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((c: string | Uint8Array) => (out.push(String(c)), true)) as typeof process.stdout.write;
+    const before = process.exitCode;
+    try {
+      await main(['loadgen', '--url', 'http://127.0.0.1:1', '--write-key', KEY, '--events', '20', '--max-retries', '0', '--workers', '1', '--connections', '1']);
+      expect(process.exitCode).toBe(1);
+    } finally {
+      process.stdout.write = write;
+      process.exitCode = before;
+    }
+    expect(out.join('')).toMatch(/failed 20/);
+    expect(out.join('')).toContain('error      connection to http://127.0.0.1:1 failed 1 times (is sluice serve running there?)');
+  });
+
   it('rejects a warm-up as long as the run', async () => {
     await expect(runLoadgen({ url: 'http://127.0.0.1:1', writeKey: KEY, durationMs: 1000, warmupMs: 1000 })).rejects.toThrow('--warmup (1000 ms) must be shorter than --duration (1000 ms)');
   });
