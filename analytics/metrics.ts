@@ -81,10 +81,15 @@ interface MetricFile {
 
 const files = new Map<string, MetricFile>();
 
+/** Throws `unknown_metric`, listing the metrics, unless `name` is one. */
+export function checkMetricName(name: string): void {
+  if (!METRICS.includes(name)) throw userError('unknown_metric', `unknown metric "${name}"; choose one of ${METRICS.join(', ')}`);
+}
+
 function metricFile(name: string): MetricFile {
   let f = files.get(name);
   if (f) return f;
-  if (!METRICS.includes(name)) throw userError('unknown_metric', `unknown metric "${name}"; choose one of ${METRICS.join(', ')}`);
+  checkMetricName(name);
   const text = readFileSync(new URL(`${name}.sql`, METRICS_DIR), 'utf8');
   const reads: MetricFile['reads'] = [];
   for (const m of text.matchAll(/^-- @reads (\w+) (all|from(?:-(\d+)d)? to(?:\+(\d+)d|\+(within))?)$/gm)) {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { parseDuration } from '../common/duration.js';
+import { userError } from '../common/errors.js';
 import { formatTable, openLakeQuery } from '../analytics/query.js';
 import { REALISTIC_MIX } from '../loadgen/options.js';
 import { runLoadgen } from '../loadgen/run.js';
@@ -24,6 +25,9 @@ export function register(program: Command): void {
     .option('--dir <dir>', 'where data and lake go (default: a new temp directory)')
     .option('--protocol <p>', 'http | ndjson | arrow-ws', 'http')
     .action(async (f: { duration: string; dir?: string; protocol: 'http' | 'ndjson' | 'arrow-ws' }) => {
+      // Flags first: a bad one must not leave a started server and a temp directory behind.
+      if (!['http', 'ndjson', 'arrow-ws'].includes(f.protocol)) throw userError('invalid_option', `--protocol must be http, ndjson or arrow-ws, got ${JSON.stringify(f.protocol)}`);
+      const durationMs = parseDuration(f.duration, '--duration');
       const dir = f.dir ?? mkdtempSync(join(tmpdir(), 'sluice-demo-'));
       const config = composeServeConfig({ port: 0, data: join(dir, 'data'), lake: join(dir, 'lake'), flushInterval: '2s', writeKeys: ['demo-key'] }, {});
       const out = (s: string): boolean => process.stdout.write(`${s}\n`);
@@ -34,7 +38,7 @@ export function register(program: Command): void {
         url: sluice.url,
         writeKey: 'demo-key',
         protocol: f.protocol,
-        durationMs: parseDuration(f.duration, '--duration'),
+        durationMs,
         users: 20_000,
         seed: 1,
         // A steady closed loop, not the machine's max: at max the engine falls behind the acks and

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { parseDuration } from '../common/duration.js';
 import { userError } from '../common/errors.js';
 import { formatCsv, formatJson, formatTable } from '../analytics/format.js';
-import { METRICS, type MetricParams } from '../analytics/metrics.js';
+import { checkMetricName, METRICS, type MetricParams } from '../analytics/metrics.js';
 import { openLakeQuery, type QueryResult } from '../analytics/query.js';
 import { checkOutFile } from './check-paths.js';
 
@@ -76,7 +76,7 @@ function writeOut(path: string, text: string): void {
 export function register(program: Command): void {
   program
     .command('query')
-    .description('run SQL over the lake (views: bronze_events, events, sessions, hourly_metrics, daily_metrics, dlq, late_events) or a canned --metric')
+    .description('run SQL over the lake (views: bronze_events, events, sessions, session_aliases, hourly_metrics, daily_metrics, dlq, late_events) or a canned --metric')
     .argument('[sql]', 'the SQL to run')
     .option('--lake <dir|s3://bucket/prefix>', 'lake root (env SLUICE_LAKE)', process.env.SLUICE_LAKE ?? './lake')
     .option('--s3-endpoint <url>', 'S3-compatible endpoint (env SLUICE_S3_ENDPOINT)', process.env.SLUICE_S3_ENDPOINT ?? process.env.AWS_ENDPOINT_URL_S3)
@@ -97,6 +97,7 @@ export function register(program: Command): void {
       if (format === 'parquet' && !f.out) throw userError('invalid_option', '--format parquet needs --out FILE');
       if (sql && f.metric) throw userError('invalid_option', 'give either SQL or --metric NAME, not both');
       if (!sql && !f.metric) throw userError('invalid_option', `give SQL to run, e.g. sluice query "SELECT count(*) FROM events", or --metric NAME (${METRICS.join(', ')})`);
+      if (f.metric) checkMetricName(f.metric); // before its flags: a misspelt name is the first thing to hear about
       const params = f.metric ? metricParams(f) : undefined;
       // Before the query runs (it may take long): a result with nowhere to go is the user's typo.
       if (f.out) checkOutFile(f.out);

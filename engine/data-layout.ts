@@ -126,6 +126,6 @@ function mismatch(dataDir: string, recorded: number, given: number) {
   return userError(
     'shards_mismatch',
     `the data directory ${dataDir} was started with ${recorded} shards, not ${given}: a user's events, dedup index and sessions live in ` +
-      `the shard its id hashes to, so another count would split them; start it with --shards ${recorded} (or leave --shards out), or use a new --data directory`,
+      `the shard its id hashes to, so another count would split them; use --shards ${recorded} with it (or leave --shards out), or a new --data directory`,
   );
 }

@@ -88,6 +88,22 @@ describe('options commander refuses', () => {
   });
 });
 
+describe('flags checked before any work', () => {
+  it('sluice demo with a bad --protocol starts no server and leaves no directory', () => {
+    const cwd = workdir();
+    const tmp = join(cwd, 'tmp');
+    mkdirSync(tmp);
+    expectUserError(sluice(cwd, ['demo', '--protocol', 'grpc', '--duration', '1s'], 30_000, { TMPDIR: tmp }), /--protocol must be http, ndjson or arrow-ws, got "grpc"/);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it('sluice query --metric with a misspelt name says so before asking for its other flags', () => {
+    const cwd = workdir();
+    mkdirSync(join(cwd, 'lake'));
+    expectUserError(sluice(cwd, ['query', '--metric', 'nope']), /unknown metric "nope"; choose one of /);
+  });
+});
+
 describe('sluice query --out', () => {
   it('names a --out path whose directory does not exist', () => {
     const cwd = workdir();
