@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -6,6 +6,18 @@ import { composeServeConfig } from '../../cli/config.js';
 import { validateEngineOptions } from '../../engine/options.js';
 
 describe('composeServeConfig', () => {
+  it('takes the README\'s config file example as written', () => {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const example = /In the config file each setting[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(example, 'the README has the example').toBeDefined();
+    const file = join(mkdtempSync(join(tmpdir(), 'sluice-readme-config-')), 'sluice.json');
+    writeFileSync(file, example!);
+    const c = composeServeConfig({ config: file }, {});
+    expect(c.engine).toMatchObject({ lake: 's3://analytics-lake/sluice', shards: 8, flushIntervalMs: 10_000, allowedLatenessMs: 7_200_000, sessionGapMs: 1_800_000 });
+    expect(c.writeKeys).toEqual(['sk_ios_prod', 'sk_web_prod']);
+    expect(c.ingest).toMatchObject({ rateLimit: { eventsPerSecond: 20_000, burst: 40_000 }, maxMemoryBytes: 4 * 2 ** 30 });
+  });
+
   const dir = mkdtempSync(join(tmpdir(), 'sluice-config-'));
   const file = join(dir, 'sluice.json');
   writeFileSync(file, JSON.stringify({ port: 9000, shards: 3, flushInterval: '5s', sessionGap: '20m', lake: '/from/file', data: join(dir, 'data') }));
