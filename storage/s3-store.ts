@@ -105,6 +105,13 @@ function transient(err: unknown): boolean {
   );
 }
 
+/** The SDK's message, with what to do when it found no credentials (its own message names none). */
+function reasonOf(err: unknown): string {
+  const message = (err as Error)?.message ?? String(err);
+  if ((err as Error)?.name === 'CredentialsProviderError') return `${message} (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, as for any AWS tool)`;
+  return message;
+}
+
 const notFound = (err: unknown): boolean => {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
   return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404;
@@ -131,6 +138,10 @@ export class S3ObjectStore implements ObjectStore {
     this.queueSize = options.queueSize;
     this.publishAttempts = options.publishAttempts;
     this.retryBaseMs = options.retryBaseMs;
+    // The SDK warns on every command that its releases after January 2027 need Node 22. Sluice
+    // runs on Node 20 (its uWebSockets.js build) with the SDK version its lockfile pins: the
+    // warning is not the user's to act on. Set the variable to 'false' to see it again.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     this.client = new S3Client({
       region: options.region ?? process.env.AWS_REGION ?? 'us-east-1',
       endpoint: options.endpoint,
@@ -151,7 +162,7 @@ export class S3ObjectStore implements ObjectStore {
     try {
       return await fn();
     } catch (err) {
-      throw externalError('s3_failed', `S3 ${what} on ${this.url} failed: ${(err as Error).message}`, err);
+      throw externalError('s3_failed', `S3 ${what} on ${this.url} failed: ${reasonOf(err)}`, err);
     }
   }
 
@@ -187,7 +198,7 @@ export class S3ObjectStore implements ObjectStore {
       return await out.Body!.transformToByteArray();
     } catch (err) {
       if (notFound(err)) return undefined;
-      throw externalError('s3_failed', `S3 get ${key} on ${this.url} failed: ${(err as Error).message}`, err);
+      throw externalError('s3_failed', `S3 get ${key} on ${this.url} failed: ${reasonOf(err)}`, err);
     }
   }
 
@@ -244,7 +255,7 @@ export class S3ObjectStore implements ObjectStore {
         return await fn();
       } catch (err) {
         if (attempt >= this.publishAttempts || !transient(err)) {
-          throw externalError('s3_failed', `S3 ${what} on ${this.url} failed after ${attempt} attempt(s): ${(err as Error).message}`, err, transient(err) ? 'backoff' : 'none');
+          throw externalError('s3_failed', `S3 ${what} on ${this.url} failed after ${attempt} attempt(s): ${reasonOf(err)}`, err, transient(err) ? 'backoff' : 'none');
         }
         const delay = Math.min(5_000, this.retryBaseMs * 2 ** (attempt - 1));
         await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));

@@ -250,4 +250,29 @@ describe('S3 store specifics', () => {
       await new Promise<void>((r) => silent.close(() => r()));
     }
   });
+
+  it('without credentials says how to give them (the SDK names none), and does not print its Node 22 notice', async () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY, profile: process.env.AWS_PROFILE, file: process.env.AWS_SHARED_CREDENTIALS_FILE, config: process.env.AWS_CONFIG_FILE };
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.message);
+    process.on('warning', onWarning);
+    delete process.env.AWS_ACCESS_KEY_ID;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
+    delete process.env.AWS_PROFILE;
+    process.env.AWS_SHARED_CREDENTIALS_FILE = '/nonexistent/credentials';
+    process.env.AWS_CONFIG_FILE = '/nonexistent/config';
+    try {
+      const store = new S3ObjectStore({ bucket: 'nocreds', prefix: 'p', endpoint: 'http://127.0.0.1:1', maxAttempts: 1 });
+      await expect(store.get('x')).rejects.toThrow(/^S3 get x on s3:\/\/nocreds\/p failed: .*\(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, as for any AWS tool\)$/s);
+      await store.close();
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((w) => w.includes('NodeVersionSupportWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      for (const [k, v] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret], ['AWS_PROFILE', saved.profile], ['AWS_SHARED_CREDENTIALS_FILE', saved.file], ['AWS_CONFIG_FILE', saved.config]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
 });
