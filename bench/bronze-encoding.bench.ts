@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Field, Int32, Int64, makeData, RecordBatch, Schema, Struct, Table } from 'apache-arrow';
 import * as pq from 'parquet-wasm/node';
@@ -40,7 +40,7 @@ import { TrafficGenerator } from '../loadgen/generator.js';
 import { arrowBytes } from '../storage/partition-buffer.js';
 import { encodeParquet, type ParquetOptions } from '../storage/parquet.js';
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     rows: { type: 'string', default: '50000' },
     time: { type: 'string', default: '4000' },

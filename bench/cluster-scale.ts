@@ -30,7 +30,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { TABLES } from '../common/lake-layout.js';
 import { runLoadgen, type LoadgenSummary } from '../loadgen/run.js';
@@ -39,7 +39,7 @@ import { startNatsCluster, type NatsCluster } from '../test/helpers/nats-cluster
 import { childrenOf } from './e2e-server.js';
 import { startServe, startSluiceChild, type ServeChild } from './serve-child.js';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchArgs(import.meta.url, {
   options: {
     seconds: { type: 'string', default: '30' },
     runs: { type: 'string', default: '3' },

@@ -23,13 +23,13 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { Worker } from 'node:worker_threads';
 import { parseDuration } from '../common/duration.js';
 import { runLoadgen } from '../loadgen/run.js';
 import { metricValue, percentile, startServe, type ServeChild } from './serve-child.js';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchArgs(import.meta.url, {
   options: {
     connections: { type: 'string', default: '3000' },
     rate: { type: 'string', default: '5000' },

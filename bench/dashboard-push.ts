@@ -20,7 +20,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import WebSocket from 'ws';
 import { parseDuration } from '../common/duration.js';
 import type { IngestRow } from '../ingest/batch-builder.js';
@@ -28,7 +28,7 @@ import { IngestTap } from '../ingest/dashboard/tap.js';
 import { DEFAULT_METRIC_EVENT_TYPES } from '../engine/gold-sql.js';
 import { BenchServer } from './e2e-server.js';
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     dashboards: { type: 'string', default: '50' },
     phase: { type: 'string', default: '20s' },

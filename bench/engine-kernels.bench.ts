@@ -22,7 +22,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { open as openLmdb, type RootDatabase } from 'lmdb';
 import { Bench } from 'tinybench';
@@ -31,7 +31,7 @@ import { encodeParquet } from '../storage/parquet.js';
 import { engineBenchInput } from './engine-data.js';
 import { kernelCases } from './engine-kernel-cases.js';
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     rows: { type: 'string', default: '200000' },
     users: { type: 'string', default: '20000' },

@@ -29,7 +29,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { openLakeQuery } from '../analytics/query.js';
 import { shardOfUser } from '../common/hash.js';
 import { goldMetricsSql } from '../engine/gold-sql.js';
@@ -117,7 +117,7 @@ interface EraseRun {
 }
 
 function parse() {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     options: {
       events: { type: 'string', default: '10000000' },
       users: { type: 'string' },

@@ -27,7 +27,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as hdr from 'hdr-histogram-js';
 
@@ -190,7 +190,7 @@ if (!isMainThread) {
 }
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({
+  const { values: args } = benchArgs(import.meta.url, {
     options: {
       duration: { type: 'string', default: '4s' },
       runs: { type: 'string', default: '3' },

@@ -21,13 +21,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import type { ShardLog } from '../log/log.js';
 import { JetStreamLogs } from '../log/jetstream-log.js';
 import { SegmentLog } from '../log/segment-log.js';
 import { startNatsCluster, type NatsCluster } from '../test/helpers/nats-cluster.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     targets: { type: 'string', default: 'segment,r1,r3' },
     writers: { type: 'string', default: '1' },

@@ -18,13 +18,13 @@
  *
  * Not a timed test: the outcome depends on the server version (measured on Debian's 2.9.10).
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { connect } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { JetStreamLogs } from '../log/jetstream-log.js';
 import { startNatsCluster } from '../test/helpers/nats-cluster.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
+const { values } = benchArgs(import.meta.url, { options: { rounds: { type: 'string', default: '200' }, json: { type: 'boolean', default: false } } });
 const rounds = Number(values.rounds);
 
 const cluster = await startNatsCluster({ nodes: 3 });

@@ -10,11 +10,11 @@
  * with 1 M users at 1 ms per event (realistic pacing). Each figure is the median of `--runs`.
  * The machine is shared and noisy: read ±30 %.
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { TrafficGenerator, type GeneratedEvent, type GeneratorOptions } from '../loadgen/generator.js';
 import { IngestBatchBuilder, arrowBody, ndjsonBody, segmentBody } from '../loadgen/encode.js';
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     events: { type: 'string', default: '300000' },
     runs: { type: 'string', default: '3' },

@@ -24,7 +24,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { Bench } from 'tinybench';
 import { internalError, SluiceError, userError } from '../common/errors.js';
 import type { PerfCase } from './perf-cases.js';
@@ -225,7 +225,7 @@ function measureRounds(ref: Prepared, cases: readonly Prepared[], rounds: number
 const DEFAULT_BASELINE = fileURLToPath(new URL('./perf-baseline.json', import.meta.url));
 
 async function main(): Promise<number> {
-  const { values: args } = parseArgs({
+  const { values: args } = benchArgs(import.meta.url, {
     options: {
       update: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },

@@ -33,7 +33,7 @@ import { execFileSync } from 'node:child_process';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { parseDuration } from '../common/duration.js';
 import { userError } from '../common/errors.js';
 import { runLoadgen, type LoadgenProtocol } from '../loadgen/run.js';
@@ -402,7 +402,7 @@ export function formatTop(r: ProfileRun): string {
 }
 
 function parseOptions(argv: string[]): ProfileOptions {
-  const { values } = parseArgs({
+  const { values } = benchArgs(import.meta.url, {
     args: argv,
     options: {
       case: { type: 'string', multiple: true },

@@ -32,7 +32,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { loadavg, tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { parseBytes, parseDuration } from '../common/duration.js';
 import { composeServeConfig } from '../cli/config.js';
@@ -42,7 +42,7 @@ import type { LoadgenProtocol } from '../loadgen/options.js';
 import { childrenOf, procStats } from './e2e-server.js';
 import { metricValue, startServe, type ServeChild } from './serve-child.js';
 
-const { values: flags } = parseArgs({
+const { values: flags } = benchArgs(import.meta.url, {
   options: {
     rate: { type: 'string' },
     find: { type: 'string', default: '60s' },

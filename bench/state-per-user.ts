@@ -26,7 +26,7 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { writeHeapSnapshot } from 'node:v8';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { readFlatIpc } from '../common/ipc-read.js';
@@ -36,7 +36,7 @@ import { ShardPipeline } from '../engine/operators/shard-pipeline.js';
 import { SessionTable } from '../engine/kernels/session-table.js';
 import { defaultEngineOptions } from '../engine/options.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     users: { type: 'string', default: '1000000' },
     'events-per-user': { type: 'string', default: '2' },

@@ -13,13 +13,13 @@
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { IngestBatchBuilder } from '../ingest/batch-builder.js';
 import { ShardRuntime } from '../engine/shard-runtime.js';
 import type { ShardRuntimeOptions } from '../engine/types.js';
 import type { ShardStateSync } from '../engine/state-snapshot.js';
 
-const { values } = parseArgs({
+const { values } = benchArgs(import.meta.url, {
   options: {
     users: { type: 'string', default: '100000' },
     rate: { type: 'string', default: '50000' },

@@ -15,7 +15,7 @@
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Table } from 'apache-arrow';
 import { arrowBytes } from '../storage/partition-buffer.js';
@@ -24,7 +24,7 @@ import { S3ObjectStore } from '../storage/s3-store.js';
 import { startS3rver } from '../test/helpers/s3rver.js';
 import { silverRows } from '../test/storage/silver-rows.js';
 
-const { values: args } = parseArgs({
+const { values: args } = benchArgs(import.meta.url, {
   options: {
     rows: { type: 'string', default: '500000' },
     runs: { type: 'string', default: '3' },
