@@ -95,8 +95,12 @@ export async function eraseOffline(o: EraseOptions): Promise<Array<Record<string
     }
     if ((await erasures.open()).length === 0) break;
   }
+  // This run's requests (and any earlier one still not done); --status lists them all.
   const states: Array<Record<string, unknown>> = [];
-  for (const r of await erasures.requests()) states.push((await erasureStatus(erasures, r.id))!);
+  for (const r of await erasures.requests()) {
+    const status = (await erasureStatus(erasures, r.id))!;
+    if (ids.includes(r.id) || status.state !== 'done') states.push(status);
+  }
   return states;
 }
 
