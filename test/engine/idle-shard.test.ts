@@ -16,7 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { shardOfUser } from '../../common/hash.js';
 import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
-import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
+import { IngestBatchBuilder, type IngestRow } from '../../ingest/batch-builder.js';
 import { ingestRow as row } from '../helpers/batches.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { eventually } from '../helpers/eventually.js';
@@ -31,6 +31,23 @@ const HOUR = 3_600_000;
 
 /** Ends `c` as a crash would: its close then skips the final checkpoint (what it committed before stays). */
 const crash = (c: Coordinator): void => (c as unknown as { fail(err: unknown): void }).fail(new Error('simulated crash'));
+
+/** The first `count` of user-0 … user-199 whose events go to `shard` (of 2). */
+const usersOf = (shard: number, count = 2): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, count);
+
+/**
+ * Appends events at `times` of `shard`'s first `users` users (in turn) to `c`'s log and hands
+ * them to it; ids `${prefix}-0`, `${prefix}-1`, …
+ */
+function eventsFor(c: Coordinator, prefix: string, users = 2): (shard: number, times: readonly number[], extra?: Partial<IngestRow>) => Promise<void> {
+  let n = 0;
+  return async (shard, times, extra = {}) => {
+    const b = new IngestBatchBuilder(times.length);
+    for (const t of times) b.push(row(`${prefix}-${n++}`, usersOf(shard, users)[n % users]!, t, extra));
+    const payload = b.toIPC();
+    c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
+  };
+}
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-idle-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -78,18 +95,11 @@ describe('idle shard', () => {
   });
 
   it('follows the shard ahead once every shard is idle: the windows the others closed reach gold, and a later event behind it is late', async () => {
-    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
     const minute = 60_000;
     const options = validateEngineOptions({ dataDir: join(root, 'data-all-idle'), lake: join(root, 'lake-all-idle'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 200, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
     const c = await Coordinator.start(options, pino({ level: 'silent' }));
     const store = await openObjectStore(options.lake);
-    let n = 0;
-    const append = async (shard: number, times: number[]): Promise<void> => {
-      const b = new IngestBatchBuilder(times.length);
-      for (const t of times) b.push(row(`e-${n++}`, usersOf(shard)[n % 2]!, t));
-      const payload = b.toIPC();
-      c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
-    };
+    const append = eventsFor(c, 'e');
     let closed = false;
     try {
       // Shard 0's users stop at 10:50, shard 1's at 14:50; then nothing comes for either.
@@ -125,23 +135,15 @@ describe('idle shard', () => {
   }, 60_000);
 
   it('follows the shard ahead after a restart too, before any new event: the restored state gives each shard its watermark', async () => {
-    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
     const minute = 60_000;
     const base = { dataDir: join(root, 'data-restart'), lake: join(root, 'lake-restart'), shards: 2, workers: 1, flushIntervalMs: 100, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 };
     // First life: ends with a crash (no final checkpoint, no advance at the stop) long before its
     // shards count as idle; what it processed is in its periodic checkpoints.
     const first = await Coordinator.start(validateEngineOptions({ ...base, idleTimeoutMs: 3_600_000 }), pino({ level: 'silent' }));
-    let n = 0;
+    const append = eventsFor(first, 'r');
     try {
-      for (const [shard, times] of [
-        [0, [T0 + 5 * minute, T0 + 50 * minute]],
-        [1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]],
-      ] as const) {
-        const b = new IngestBatchBuilder(times.length);
-        for (const t of times) b.push(row(`r-${n++}`, usersOf(shard)[n % 2]!, t));
-        const payload = b.toIPC();
-        first.submit(shard, await first.shardLogs[shard]!.append(payload), payload, times.length);
-      }
+      await append(0, [T0 + 5 * minute, T0 + 50 * minute]);
+      await append(1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]);
       await first.drain();
       await first.checkpointNow(true);
     } finally {
@@ -161,23 +163,15 @@ describe('idle shard', () => {
   }, 60_000);
 
   it('follows the shard ahead at a graceful stop: the final checkpoint gives gold every window the others closed', async () => {
-    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 2);
     const minute = 60_000;
     // Nothing counts as idle while it runs (an hour's timeout): only the stop can move shard 0.
     const options = validateEngineOptions({ dataDir: join(root, 'data-stop'), lake: join(root, 'lake-stop'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 3_600_000, allowedLatenessMs: minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
     const c = await Coordinator.start(options, pino({ level: 'silent' }));
-    let n = 0;
+    const append = eventsFor(c, 's');
     try {
       // A backfill: shard 0's users end at 10:50, shard 1's at 14:50; then SIGTERM.
-      for (const [shard, times] of [
-        [0, [T0 + 5 * minute, T0 + 20 * minute, T0 + 50 * minute]],
-        [1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]],
-      ] as const) {
-        const b = new IngestBatchBuilder(times.length);
-        for (const t of times) b.push(row(`s-${n++}`, usersOf(shard)[n % 2]!, t));
-        const payload = b.toIPC();
-        c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
-      }
+      await append(0, [T0 + 5 * minute, T0 + 20 * minute, T0 + 50 * minute]);
+      await append(1, [T0 + 10 * minute, T0 + 2.5 * HOUR, T0 + 4 * HOUR + 50 * minute]);
       await c.drain();
       await c.checkpointNow(true);
       const store = await openObjectStore(options.lake);
@@ -198,19 +192,13 @@ describe('idle shard', () => {
   }, 60_000);
 
   it('is not moved past now by a phone whose clock runs ahead: on-time events of every user stay on time', async () => {
-    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 3);
     const minute = 60_000;
     const options = validateEngineOptions({ dataDir: join(root, 'data-ahead'), lake: join(root, 'lake-ahead'), shards: 2, workers: 1, flushIntervalMs: 100, idleTimeoutMs: 200, allowedLatenessMs: 5 * minute, reconcileIntervalMs: 0, compactAfterMs: 0 });
     const c = await Coordinator.start(options, pino({ level: 'silent' }));
-    let n = 0;
     const now = T0 + 6 * HOUR;
+    const events = eventsFor(c, 'a', 3);
     /** Events of `shard`'s users at `times`, all received at `receivedAt`. */
-    const append = async (shard: number, times: number[], receivedAt: number): Promise<void> => {
-      const b = new IngestBatchBuilder(times.length);
-      for (const t of times) b.push(row(`a-${n++}`, usersOf(shard)[n % 3]!, t, { received_at: receivedAt }));
-      const payload = b.toIPC();
-      c.submit(shard, await c.shardLogs[shard]!.append(payload), payload, times.length);
-    };
+    const append = (shard: number, times: number[], receivedAt: number): Promise<void> => events(shard, times, { received_at: receivedAt });
     try {
       // Both shards' users send at 16:00; one phone of shard 0 says 16:09 (no sentAt to correct it).
       await append(0, [now - 1000, now - 500], now);
@@ -249,11 +237,10 @@ describe('idle shard', () => {
     const logs = await Promise.all([0, 1].map(async (shard) => new Unreadable(await SegmentLog.open({ dir: join(dataDir, 'test-log', `shard-${shard}`), shard }))));
     const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
     const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), { shards: logs, dlq });
-    const usersOf = (shard: number): string[] => Array.from({ length: 200 }, (_, i) => `user-${i}`).filter((u) => shardOfUser(u, 2) === shard).slice(0, 5);
     let n = 0;
     /** Events for `shard`'s users at `times` (ms), appended and reported durable. */
     const append = async (shard: number, times: number[]): Promise<void> => {
-      const users = usersOf(shard);
+      const users = usersOf(shard, 5);
       const b = new IngestBatchBuilder(times.length);
       for (const t of times) b.push(row(`e-${n++}`, users[n % users.length]!, t));
       await logs[shard]!.inner.append(b.toIPC());
