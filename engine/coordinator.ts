@@ -1422,14 +1422,19 @@ export class Coordinator {
   private async markLakeStopped(): Promise<void> {
     if (this.cluster) return;
     await this.compacting;
-    const frontier = await readFrontier(this.store);
-    if (frontier !== undefined) await writeFrontier(this.store, { ...frontier, stoppedAtMs: Date.now() });
+    await this.publishFrontier(Date.now());
   }
 
-  /** Writes every shard's committed frontier to the lake, where reconciliation reads it. */
-  private async publishFrontier(): Promise<void> {
+  /** Writes every shard's committed frontier to the lake, where reconciliation reads it (`stoppedAtMs`: see Frontier). */
+  private async publishFrontier(stoppedAtMs?: number): Promise<void> {
     const frontier = await this.frontiers();
-    await writeFrontier(this.store, { emittedMs: frontier.hourly, emittedDailyMs: frontier.daily, sessionGapMs: this.options.sessionGapMs, allowedLatenessMs: this.options.allowedLatenessMs });
+    await writeFrontier(this.store, {
+      emittedMs: frontier.hourly,
+      emittedDailyMs: frontier.daily,
+      sessionGapMs: this.options.sessionGapMs,
+      allowedLatenessMs: this.options.allowedLatenessMs,
+      ...(stoppedAtMs !== undefined ? { stoppedAtMs } : {}),
+    });
   }
 
   private fail(err: unknown): void {
