@@ -201,6 +201,8 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     expect(refused.headers.get('retry-after')).toBe('2');
     expect(await refused.json()).toMatchObject({ code: 'starting' });
     expect((await fetch(`${url}/readyz`)).status).toBe(503);
+    const live = await fetch(`${url}/v1/live`);
+    expect({ status: live.status, body: await live.json() }).toMatchObject({ status: 503, body: { code: 'starting' } });
     const server = await starting;
     expect(server.url).toBe(url);
     expect(server.stderr()).toContain('starting it again');
