@@ -579,8 +579,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     getJson(() => {
       if (!deps.live) return failure(404, 'not_found', 'this server has no live view (ingest only)');
       // Nothing to show before the engine has recovered (it answered an empty object).
-      if (deps.starting?.()) return failure(503, 'starting', 'the engine is recovering from its last checkpoint; retry', { 'Retry-After': '2' });
-      return { status: 200, body: JSON.stringify(deps.live()) };
+      return starting() ?? { status: 200, body: JSON.stringify(deps.live()) };
     }),
   );
   app.get('/metrics', (res) => {
