@@ -101,6 +101,8 @@ export class ClusterNode {
       owned: [],
       fence: (s) => fences.get(`s${s}`),
       role: (name) => fences.get(name),
+      // The next scan stops renewing it (see scanOnce).
+      giveUp: (name) => void fences.delete(name),
     };
     const coordinator = await Coordinator.start(options, log, { shards: logs.shards, dlq: logs.dlq, cluster });
     const node = new ClusterNode(options, logs, leases, store, coordinator, { fences }, log);
@@ -161,6 +163,13 @@ export class ClusterNode {
       if (!this.coordinator.ownedShards.includes(s) && !this.closed && !this.stopping) {
         this.log.warn({ shard: s }, 'letting the lease of a shard given up after a fenced commit expire; it is taken again from the lake');
         await this.drop(`s${s}`, false);
+      }
+    }
+    // The same for `gold` and `dlq` after a fenced commit under them (ClusterRole.giveUp).
+    for (const name of ['dlq', 'gold'] as const) {
+      if (this.held.has(name) && !this.role.fences.has(name) && !this.closed && !this.stopping) {
+        this.log.warn({ lease: name }, `letting the ${name} lease expire after a fenced commit; it is taken again when free`);
+        await this.drop(name, false);
       }
     }
     // Hand extras over (highest shard numbers first), each after its final checkpoint.

@@ -25,7 +25,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { externalError, internalError, SluiceError, userError } from '../common/errors.js';
+import { externalError, internalError, userError } from '../common/errors.js';
 import { formatDuration } from '../common/duration.js';
 import { tableFromIPC, type RecordBatch } from 'apache-arrow';
 import { ipcRowCount, readFlatIpc } from '../common/ipc-read.js';
@@ -53,7 +53,7 @@ import { ErasureStore } from '../storage/erasure-store.js';
 import { erasureWorkPending, runErasures, type ErasureHost } from './erasure-job.js';
 import { compactErasedState, sealErasedLogs } from './erasure-offline.js';
 import type { BatchResult, CheckpointResult, OpenResult, ShardRuntimeOptions, ShardWatermark } from './types.js';
-import { checkFence, type LeaseFence } from './lease-fence.js';
+import { checkFence, isFenced, type LeaseFence } from './lease-fence.js';
 import { goldMerged, readDlqState, readLakeFrontier, readShardFrontier, writeDlqState, writeShardFrontier } from './cluster-lake.js';
 
 /** Runs one step of a checkpoint round and records its duration (sluice_engine_checkpoint_step_seconds). */
@@ -183,6 +183,12 @@ export interface ClusterRole {
   fence(shard: number): LeaseFence | undefined;
   /** Fence of lease `dlq` (DLQ flush) or `gold` (gold merge, frontier, reconciliation, compaction) while this node holds it. */
   role(name: 'dlq' | 'gold'): LeaseFence | undefined;
+  /**
+   * A commit under the role's lease was fenced (the lease went overdue before the node saw it
+   * lost, or another node took it): `role(name)` is undefined from now on, and the lease is left
+   * to expire — its next owner, this node too, resumes from what the lake holds.
+   */
+  giveUp(name: 'dlq' | 'gold'): void;
 }
 
 export interface EngineLogs {
@@ -765,7 +771,7 @@ export class Coordinator {
     const st = this.shards[shard]!;
     // Engine node: a shard given up (lease lost) fails on its fenced runtime — expected; it may be retaken.
     if (st.stopped || (this.cluster && !st.owned)) return;
-    if (this.cluster && err instanceof SluiceError && err.code === 'fenced') {
+    if (this.cluster && isFenced(err)) {
       // The fence refused a commit before the lease loss reached this node's renewals (a NATS
       // outage: the lease went overdue first). Not a bug: the shard is given up here, as a lost
       // lease is, and whoever takes the lease next — this node too — restores it from the lake.
@@ -1088,7 +1094,7 @@ export class Coordinator {
    */
   mergeCompleteWindows(): Promise<number> {
     // One merge at a time (the checkpoint timer and recovery both merge): two would read partials the other deletes.
-    const run = this.merging.catch(() => undefined).then(() => this.mergeOnce());
+    const run = this.merging.catch(() => undefined).then(() => this.underRole('gold', () => this.mergeOnce(), 0));
     this.merging = run;
     return run;
   }
@@ -1161,12 +1167,28 @@ export class Coordinator {
     // One after the other: recovery's flush and a checkpoint round's (started while recovery drained
     // the logs) ran together, two reads of the DLQ log interleaving on one reader. Each call gets a
     // flush of its own, started after the one before it ended (so it covers what was durable when called).
-    const run = this.dlqFlushes.then(() => this.flushDlqOnce());
+    const run = this.dlqFlushes.then(() => this.underRole('dlq', () => this.flushDlqOnce(), undefined));
     this.dlqFlushes = run.catch(() => undefined);
     return run;
   }
 
   private dlqFlushes: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Engine node: runs a step that commits under the `gold` or `dlq` lease. A commit the fence
+   * refused is not a failure to retry: the role is given up (as a shard is, stopShard), and
+   * `fallback` is the step's result.
+   */
+  private async underRole<T>(name: 'dlq' | 'gold', step: () => Promise<T>, fallback: T): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      if (!(this.cluster && isFenced(err))) throw err;
+      this.log.warn({ lease: name, code: 'fenced', err }, `a commit under the ${name} lease was fenced; this node gives ${name} up until its lease is taken again`);
+      this.cluster.giveUp(name);
+      return fallback;
+    }
+  }
 
   private async flushDlqOnce(): Promise<void> {
     const fence = this.cluster?.role('dlq');
@@ -1376,7 +1398,15 @@ export class Coordinator {
           failure = externalError('final_checkpoint_failed', `the final checkpoint failed (${this.checkpoints.describe().join('; ')}); acknowledged events stay in the log and are committed at the next start`);
         }
         await Promise.all(
-          this.shards.map((st, s) => (st.stopped || !st.owned ? undefined : this.pool.close(s).catch((err: unknown) => (failure ??= err)))),
+          this.shards.map((st, s) =>
+            st.stopped || !st.owned
+              ? undefined
+              : this.pool.close(s).catch((err: unknown) => {
+                  // Engine node: a lease that went overdue before this node saw it lost — given up, not failed (its next owner commits the rest).
+                  if (this.cluster && isFenced(err)) this.stopShard(s, err);
+                  else failure ??= err;
+                }),
+          ),
         );
         if (failure === undefined) {
           await this.mergeCompleteWindows();

@@ -16,7 +16,7 @@
  * ex-owner stops `margin` before that: the publish of one commit (a few object-store writes)
  * must take longer than `margin` (default ttl / 5) to overlap a new owner's start.
  */
-import { externalError } from '../common/errors.js';
+import { externalError, SluiceError } from '../common/errors.js';
 import { META_PREFIX } from '../common/lake-layout.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
@@ -51,10 +51,14 @@ export async function readFence(store: ObjectStore, name: string): Promise<Fence
   return body === undefined ? undefined : (JSON.parse(decoder.decode(body)) as FenceBody);
 }
 
-/** The error of a refused commit: not retried (the shard stops on this node). */
+/** The error of a refused commit: not retried (this node gives the shard or role up). */
 export function fencedError(fence: Pick<LeaseFence, 'name' | 'token' | 'node'>, why: string): Error {
-  return externalError('fenced', `node ${fence.node} may no longer commit ${fence.name} (its lease token ${fence.token}): ${why}; the commit was not published and this node gives the shard up (its next owner resumes from the last committed checkpoint)`, undefined, 'none');
+  const what = /^s\d+$/.test(fence.name) ? `shard ${fence.name.slice(1)}` : fence.name;
+  return externalError('fenced', `node ${fence.node} may no longer commit ${fence.name} (its lease token ${fence.token}): ${why}; the commit was not published and this node gives ${what} up (its next owner resumes from what the lake holds)`, undefined, 'none');
 }
+
+/** True for a refused commit (also as a shard task's error, which keeps the worker's code). */
+export const isFenced = (err: unknown): boolean => err instanceof SluiceError && err.code === 'fenced';
 
 /**
  * Raises the lake's fence of `name` to `token` before the new owner starts. Refuses (throws

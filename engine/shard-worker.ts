@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { niceAtLeast } from '../common/nice.js';
 import { assertNever, classifyError, internalError, serializeError } from '../common/errors.js';
 import { compactLmdbFile } from './erasure-offline.js';
+import { isFenced } from './lease-fence.js';
 import { ShardRuntime } from './shard-runtime.js';
 import type { ShardResult, ShardRuntimeOptions, ShardTask, TaskFailure } from './types.js';
 
@@ -83,7 +84,10 @@ export default function handle(task: ShardTask): Promise<ShardResult> {
   const previous = chains.get(task.shard) ?? Promise.resolve();
   const next = previous.then(() => {
     if (failures.has(task.shard) && !(task.kind === 'open' && task.options.fence !== undefined)) {
-      throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, failures.get(task.shard));
+      const earlier = failures.get(task.shard);
+      // Fenced (engine node): given up, not broken — every later task says so, whichever the coordinator hears first.
+      if (isFenced(earlier)) throw earlier;
+      throw internalError('shard_failed', `shard ${task.shard} failed earlier and must be recovered by a restart`, earlier);
     }
     return execute(task);
   });

@@ -57,8 +57,8 @@ describeNats('a paused engine node (SIGSTOP longer than its lease) on JetStream'
       const where = await explainMissing({ lake, missing, servers: c.urls, shards: SHARDS });
       throw new Error(`${err.message}: ${missing.length} of ${traffic.acked.size} acknowledged ids not in silver (${missing.slice(0, 8).join(', ')})\n${where}\n--- e1\n${e1.stderr().slice(-12000)}`);
     });
-    expect(await stop(i1, 'SIGTERM')).toBe(0);
-    expect(await stop(e1, 'SIGTERM')).toBe(0);
+    expect(await stop(i1, 'SIGTERM'), i1.stderr().slice(-6000)).toBe(0);
+    expect(await stop(e1, 'SIGTERM'), e1.stderr().slice(-12000)).toBe(0);
     expectExactlyOnce(await silverCounts(lake), traffic);
     expect(e1.stderr()).toContain('took over shard');
   }, 300_000);

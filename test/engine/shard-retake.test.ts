@@ -6,6 +6,9 @@
  * stale read set the shard's next offset past everything between the checkpoint and its own
  * start: those records were never processed.
  *
+ * Also what a fenced commit does to a shard's later tasks, and a fenced gold merge (the `gold`
+ * lease given up, the stop succeeding).
+ *
  * Real coordinator, worker, LMDB, segment log and lake; the read that hangs is a gate in front of
  * the real log (the stall a dead server causes), the leases are fences written to the lake the way
  * engine/cluster-node.ts raises them.
@@ -16,6 +19,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Coordinator } from '../../engine/coordinator.js';
+import type { ShardPool } from '../../engine/pool.js';
 import { validityCell, writeFence, type LeaseFence } from '../../engine/lease-fence.js';
 import { validateEngineOptions } from '../../engine/options.js';
 import { IngestBatchBuilder } from '../../ingest/batch-builder.js';
@@ -52,7 +56,7 @@ class StallingLog extends WrappedSegmentLog {
   }
 }
 
-/** One engine node's coordinator with shard 0 on a stalling log, and leases raised as fences in the lake. */
+/** One engine node's coordinator with shard 0 on a stalling log, and leases raised as fences in the lake (`gold` too). */
 async function node(name: string) {
   const dataDir = join(root, name, 'data');
   const lake = join(root, name, 'lake');
@@ -61,30 +65,40 @@ async function node(name: string) {
   const dlq = await SegmentLog.open({ dir: join(dataDir, 'test-log', 'dlq'), shard: -1 });
   const store = await openObjectStore(lake);
   const fences = new Map<string, LeaseFence>();
+  /** Roles given up after a fenced commit (ClusterNode stops renewing them; here they just go). */
+  const givenUp: string[] = [];
   const c = await Coordinator.start(options, pino({ level: process.env.T_LOG ?? 'silent' }), {
     shards: [log],
     dlq,
-    cluster: { owned: [], fence: (s) => fences.get(`s${s}`), role: () => undefined },
+    cluster: {
+      owned: [],
+      fence: (s) => fences.get(`s${s}`),
+      role: (name) => fences.get(name),
+      giveUp: (name) => void (givenUp.push(name), fences.delete(name)),
+    },
   });
   const ids: string[] = [];
   return {
     c,
     log,
     ids,
-    /** Takes the lease with `token` (its fence in the lake); returns its validity cell. */
-    async lease(token: number): Promise<ReturnType<typeof validityCell>> {
+    givenUp,
+    store,
+    /** Takes the lease `name` (default shard 0's) with `token` (its fence in the lake); returns its validity cell. */
+    async lease(token: number, lease = 's0'): Promise<ReturnType<typeof validityCell>> {
       const cell = validityCell(Date.now() + 3_600_000);
-      const fence: LeaseFence = { name: 's0', token, node: name, validUntil: cell.buffer };
+      const fence: LeaseFence = { name: lease, token, node: name, validUntil: cell.buffer };
       await writeFence(store, fence);
-      fences.set('s0', fence);
+      fences.set(lease, fence);
       return cell;
     },
-    async append(n: number): Promise<void> {
+    /** Appends n events, the k-th overall at `at(k)` (default T0 + k s). */
+    async append(n: number, at = (k: number) => T0 + k * 1000): Promise<void> {
       const b = new IngestBatchBuilder(n);
       for (let i = 0; i < n; i++) {
         const id = `e${ids.length}`;
         ids.push(id);
-        b.push(row(id, `user-${ids.length % 7}`, T0 + ids.length * 1000));
+        b.push(row(id, `user-${ids.length % 7}`, at(ids.length)));
       }
       await log.inner.append(b.toIPC());
       c.durable(0, log.inner.durableNextOffset, n);
@@ -156,6 +170,67 @@ describe('a shard whose lease is lost and retaken', () => {
     await n.lease(2);
     await n.c.addShard(0);
     expect(n.c.progress()[0]).toMatchObject({ shard: 0, checkpointed: 2 });
+    await n.append(10);
+    await n.c.drain();
+    await n.closeAndCheck();
+  }, 60_000);
+
+  it('when a gold merge is fenced (the gold lease went overdue before the node saw it lost): gold is given up, not failed — the stop succeeds, and once retaken the window is merged', async () => {
+    const n = await node('fenced-gold');
+    await n.lease(1);
+    const gold = await n.lease(1, 'gold');
+    await n.c.addShard(0);
+    // Hour 10 and, 4 h later, events that move the watermark (2 h lateness) past hour 10's emission point.
+    await n.append(20);
+    await n.append(5, (k) => T0 + 4 * 3_600_000 + k * 1000);
+    await n.c.drain();
+    gold.set(Date.now() - 1);
+    await n.c.checkpointNow(true);
+    // Before: the coordinator's checkpoint target failed with `fenced` and was retried with backoff until
+    // the stop, whose final checkpoint then failed (`final_checkpoint_failed`: the engine node exited 1).
+    expect(n.givenUp).toEqual(['gold']);
+    expect(n.c.failure).toBeUndefined();
+    expect(n.c.ownedShards).toEqual([0]);
+    const goldFiles = async () => (await n.store.list('gold/hourly_metrics/')).map((o) => o.key).filter((k) => k.endsWith('.parquet'));
+    expect(await goldFiles()).toEqual([]);
+    // Taken again (a higher token): the next round merges the window the fenced one could not.
+    await n.lease(2, 'gold');
+    await n.c.checkpointNow(true);
+    expect((await goldFiles()).length).toBeGreaterThan(0);
+    gold.set(0); // the old fence stays refused; the new one is valid
+    await n.closeAndCheck();
+  }, 60_000);
+
+  it('stopped while the gold lease is overdue: the stop gives gold up and succeeds (every event once in silver)', async () => {
+    const n = await node('fenced-gold-at-stop');
+    await n.lease(1);
+    const gold = await n.lease(1, 'gold');
+    await n.c.addShard(0);
+    await n.append(20);
+    await n.append(5, (k) => T0 + 4 * 3_600_000 + k * 1000);
+    await n.c.drain();
+    gold.set(Date.now() - 1);
+    await n.closeAndCheck(); // threw final_checkpoint_failed before
+    expect(n.givenUp).toEqual(['gold']);
+  }, 60_000);
+
+  it('a task answered after a fenced commit is refused as fenced too, so whichever answer the coordinator hears first gives the shard up (not stopped)', async () => {
+    const n = await node('fenced-then-task');
+    const cell = await n.lease(1);
+    await n.c.addShard(0);
+    await n.append(10);
+    await n.c.drain();
+    cell.set(Date.now() - 1);
+    // The worker's answers, as they leave it: the commit is refused, and so is every task after it.
+    const pool = (n.c as unknown as { pool: ShardPool }).pool;
+    await expect(pool.checkpoint(0)).rejects.toMatchObject({ code: 'fenced', stopped: true });
+    await expect(pool.checkpoint(0)).rejects.toMatchObject({ code: 'fenced', stopped: true }); // was `shard_failed`
+    // Heard by the coordinator: given up, not stopped for good (a `shard_failed` answer stopped it until a restart).
+    await n.c.checkpointNow(true);
+    expect(n.c.stoppedShards).toEqual([]);
+    expect(n.c.ownedShards).toEqual([]);
+    await n.lease(2);
+    await n.c.addShard(0);
     await n.append(10);
     await n.c.drain();
     await n.closeAndCheck();
