@@ -369,29 +369,35 @@ export function register(program: Command): void {
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
       // An ingest node keeps no state in its data directory that another could clash with.
       const claim = config.role === 'ingest' ? undefined : await claimDataDir(config.engine.dataDir, logger);
+      // The handlers go in before the start: serve listens (503 `starting`) while its engine
+      // recovers, and a SIGTERM meanwhile killed it without a word, leaving the engine process
+      // behind. A stop during the start lets the engine finish recovering, then drains and commits.
+      const start = startSluice(config, logger);
+      let stopping = false;
+      const stopped = untilSignal(async () => {
+        stopping = true;
+        await (await start.catch(() => undefined))?.close();
+        await claim?.release();
+      }, logger, 'stopping: draining and committing everything acknowledged');
       let sluice: RunningSluice;
       try {
-        sluice = await startSluice(config, logger);
+        sluice = await start;
       } catch (err) {
         await claim?.release();
         throw err;
       }
-      // The handlers go in before the banner: a supervisor may send SIGTERM the moment it reads
-      // the banner, and with none installed yet the signal killed serve without draining.
-      const stopped = untilSignal(async () => {
-        await sluice.close();
-        await claim?.release();
-      }, logger, 'stopping: draining and committing everything acknowledged');
-      process.stdout.write(
-        `Sluice listening on ${sluice.url}\n` +
-          `  write key: ${sluice.writeKey}\n` +
-          `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
-          (config.role === 'ingest' ? `  role:      ingest node (no engine), log ${config.logServers!.join(',')}\n` : `  lake:      ${config.engine.lake}\n`) +
-          `  data:      ${config.engine.dataDir}\n` +
-          `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
-          `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
-          `-d '{"userId":"u1","event":"Application Opened"}'\n`,
-      );
+      if (!stopping) {
+        process.stdout.write(
+          `Sluice listening on ${sluice.url}\n` +
+            `  write key: ${sluice.writeKey}\n` +
+            `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
+            (config.role === 'ingest' ? `  role:      ingest node (no engine), log ${config.logServers!.join(',')}\n` : `  lake:      ${config.engine.lake}\n`) +
+            `  data:      ${config.engine.dataDir}\n` +
+            `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
+            `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
+            `-d '{"userId":"u1","event":"Application Opened"}'\n`,
+        );
+      }
       await stopped;
     });
 }

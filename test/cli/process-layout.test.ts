@@ -4,7 +4,8 @@
  * that remember every acknowledged id: kill -9 the engine process alone (acks go on, it is
  * restarted and recovers), the ingest process alone (the orphaned engine exits by itself), and
  * both; restart; SIGTERM. Silver holds every acknowledged event exactly once — also when the
- * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it).
+ * SIGTERM comes while the engine process is down or recovering (the stop starts it or waits for it),
+ * also during serve's own start.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
@@ -47,18 +48,18 @@ function statOf(pid: number): { ppid: number; nice: number } | undefined {
   }
 }
 
-/** The first process `is` holds for, polled every `everyMs` for up to 30 s (undefined after that). */
-async function processWhere(is: (pid: number) => boolean, everyMs = 50): Promise<number | undefined> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
+/** The first process `is` holds for, polled every `everyMs` for up to `withinMs` (undefined after that; one look with 0). */
+async function processWhere(is: (pid: number) => boolean, everyMs = 50, withinMs = 30_000): Promise<number | undefined> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
     const found = readdirSync('/proc')
       .filter((d) => /^\d+$/.test(d))
       .map(Number)
       .find(is);
     if (found !== undefined) return found;
+    if (Date.now() >= deadline) return undefined;
     await delay(everyMs);
   }
-  return undefined;
 }
 
 /** The engine process: the serve process's child (waits for it, bounded). */
@@ -237,6 +238,53 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await t.run(server.url, 'c', delay(200));
     await engineOf(server, second);
     expect(await stop(server, 'SIGTERM')).toBe(0);
+    await expectAllCommitted(cwd, t);
+  }, 180_000);
+
+  it('SIGTERM to serve during its start (listening, 503 starting, the engine recovering): it waits for the recovery, commits everything acknowledged, exits 0 and leaves no engine process', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'sluice-layout-term-start-'));
+    dirs.push(cwd);
+    const env = userEnv({});
+    const entry = join(REPO, 'bin', 'sluice.js');
+    const t = new Traffic();
+    // A first life killed -9: what it acknowledged is only in the log, for the next start to replay.
+    const first = await serve(entry, cwd, ARGS, env);
+    await t.run(first.url, 'a', delay(500));
+    const firstEngine = await engineOf(first);
+    process.kill(first.pid, 'SIGKILL');
+    expect(await gone(firstEngine, 15_000), 'the orphaned engine exits by itself').toBe(true);
+
+    const port = await freePort();
+    const starting = serve(entry, cwd, [...ARGS, '--port', String(port)], env);
+    const exited = starting.then(
+      () => 'started',
+      (err: Error) => err.message,
+    );
+    const engine = await processWhere((pid) => {
+      try {
+        return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
+      } catch {
+        return false;
+      }
+    }, 10);
+    expect(engine, 'an engine process started').toBeDefined();
+    const serving = statOf(engine!)!.ppid;
+    // Killed in its first recovery, the engine is started again 500 ms later: the start lasts.
+    process.kill(engine!, 'SIGKILL');
+    await until('serve listening during the recovery', async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200, 10_000);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(503);
+    process.kill(serving, 'SIGTERM');
+    // Killed by the signal before: no handler was installed until the engine had recovered.
+    expect(await exited).toMatch(/^serve exited at start with 0:/);
+    expect(await gone(serving, 1000)).toBe(true);
+    const left = await processWhere((pid) => {
+      try {
+        return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd);
+      } catch {
+        return false;
+      }
+    }, 50, 0);
+    expect(left, 'no process of this serve left').toBeUndefined();
     await expectAllCommitted(cwd, t);
   }, 180_000);
 });
