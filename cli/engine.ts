@@ -114,8 +114,17 @@ export function register(program: Command): void {
       const { leaseTtl, nodeId, ...rest } = flags;
       const config = composeServeConfig({ ...rest, port: rest.port ?? '9464' } as RawSettings);
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
-      const running = await startEngineNode(config, { ...(leaseTtl !== undefined ? { leaseTtlMs: parseDuration(leaseTtl, '--lease-ttl') } : {}), ...(nodeId !== undefined ? { nodeId } : {}) }, logger);
-      process.stdout.write(`Sluice engine node listening on ${running.url}\n  lake: ${config.engine.lake}\n  data: ${config.engine.dataDir}\n  shards: ${config.engine.shards} (owned now: ${running.node.coordinator.ownedShards.join(', ') || 'none'})\n`);
-      await untilSignal(() => running.close(), logger, 'stopping: final checkpoint of the owned shards, then the leases are released');
+      const start = startEngineNode(config, { ...(leaseTtl !== undefined ? { leaseTtlMs: parseDuration(leaseTtl, '--lease-ttl') } : {}), ...(nodeId !== undefined ? { nodeId } : {}) }, logger);
+      // As serve: a stop during the start (its first scan restores the shards it takes) waits for it, then hands everything over.
+      let stopping = false;
+      const stopped = untilSignal(async () => {
+        stopping = true;
+        await (await start.catch(() => undefined))?.close();
+      }, logger, 'stopping: final checkpoint of the owned shards, then the leases are released');
+      const running = await start;
+      if (!stopping) {
+        process.stdout.write(`Sluice engine node listening on ${running.url}\n  lake: ${config.engine.lake}\n  data: ${config.engine.dataDir}\n  shards: ${config.engine.shards} (owned now: ${running.node.coordinator.ownedShards.join(', ') || 'none'})\n`);
+      }
+      await stopped;
     });
 }
