@@ -16,7 +16,7 @@ import type { TableName } from '../common/lake-layout.js';
 import { applyRetention, compactAll, COMPACTED_TABLES, type RetentionPolicy } from '../storage/compact.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { requireLake } from './check-paths.js';
-import { refuseIfLakeServed } from './serve-lock.js';
+import { claimLakeForMaintenance } from './serve-lock.js';
 
 const LAYERS = ['bronze', 'silver', 'gold', 'dlq', 'late'] as const;
 
@@ -69,9 +69,15 @@ export function register(program: Command): void {
       requireLake(f.lake);
       const store = await openObjectStore(f.lake, { s3Endpoint: f.s3Endpoint });
       try {
-        if (!f.force) await refuseIfLakeServed(store, f.lake, 'sluice compact');
-        const compacted = await compactAll(store, { olderThanMs, targetBytes, tables: f.table ? [f.table as TableName] : undefined });
-        const retained = retention ? await applyRetention(store, retention) : undefined;
+        const claim = await claimLakeForMaintenance(store, f.lake, 'sluice compact', f.force);
+        let compacted: Awaited<ReturnType<typeof compactAll>>;
+        let retained: Awaited<ReturnType<typeof applyRetention>> | undefined;
+        try {
+          compacted = await compactAll(store, { olderThanMs, targetBytes, tables: f.table ? [f.table as TableName] : undefined });
+          retained = retention ? await applyRetention(store, retention) : undefined;
+        } finally {
+          await claim.release();
+        }
         if (f.json) {
           process.stdout.write(`${JSON.stringify({ compacted, retention: retained })}\n`);
         } else {

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { reconcileLate } from '../engine/reconcile.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { requireLake } from './check-paths.js';
-import { refuseIfLakeServed } from './serve-lock.js';
+import { claimLakeForMaintenance } from './serve-lock.js';
 
 export function register(program: Command): void {
   program
@@ -20,8 +20,8 @@ export function register(program: Command): void {
       requireLake(flags.lake);
       const store = await openObjectStore(flags.lake, { s3Endpoint: flags.s3Endpoint });
       try {
-        if (!flags.force) await refuseIfLakeServed(store, flags.lake, 'sluice reconcile');
-        const r = await reconcileLate(store);
+        const claim = await claimLakeForMaintenance(store, flags.lake, 'sluice reconcile', flags.force);
+        const r = await reconcileLate(store).finally(() => claim.release());
         if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
         else
           process.stdout.write(

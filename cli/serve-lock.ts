@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { userError } from '../common/errors.js';
 import { FRONTIER_KEY, readFrontier } from '../engine/reconcile.js';
+import { holdMaintenanceMark } from '../storage/maintenance-mark.js';
 import type { ObjectStore } from '../storage/object-store.js';
 
 export const SERVE_PID_FILE = 'serve.pid';
@@ -164,4 +165,23 @@ export async function refuseIfLakeServed(store: ObjectStore, lake: string, comma
     'lake_in_use',
     `a running sluice serve writes lake ${lake} (it wrote ${FRONTIER_KEY} ${Math.max(0, Math.round(ago / 1000))} s ago) and already compacts and reconciles it in the background; stop it first (after a crash, wait a minute), or pass --force to run ${command} beside it`,
   );
+}
+
+/**
+ * For `sluice compact` and `sluice reconcile`: refuses as {@link refuseIfLakeServed} does, then
+ * marks the lake as being rewritten (a serve starting from now waits for the mark) and looks
+ * again — a serve that started in between has rewritten the frontier and goes first
+ * (storage/maintenance-mark.ts). `force`: no look and no mark.
+ */
+export async function claimLakeForMaintenance(store: ObjectStore, lake: string, command: string, force = false): Promise<{ release(): Promise<void> }> {
+  if (force) return { release: async () => undefined };
+  await refuseIfLakeServed(store, lake, command);
+  const mark = await holdMaintenanceMark(store, command);
+  try {
+    await refuseIfLakeServed(store, lake, command);
+  } catch (err) {
+    await mark.release();
+    throw err;
+  }
+  return mark;
 }

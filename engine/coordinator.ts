@@ -34,6 +34,7 @@ import { partKey } from '../common/lake-layout.js';
 import type { ShardLog } from '../log/log.js';
 import type { LogRecord } from '../log/log.js';
 import type { SegmentLog } from '../log/segment-log.js';
+import { waitForMaintenance } from '../storage/maintenance-mark.js';
 import type { ObjectStore } from '../storage/object-store.js';
 import { openObjectStore } from '../storage/open-store.js';
 import { encodeParquet, encodeParquetMerged, splitForEncode } from '../storage/parquet.js';
@@ -345,8 +346,12 @@ export class Coordinator {
       // shard's partial of a held day alone and overwrote that day's gold.
       const previous = await readFrontier(store);
       if (previous !== undefined && previous.sessionGapMs !== options.sessionGapMs) throw sessionGapMismatch(`lake ${options.lake}`, previous.sessionGapMs, options.sessionGapMs);
-      // The lake is written again from here on: `sluice compact` and `reconcile` refuse from now.
-      if (previous?.stoppedAtMs !== undefined) await writeFrontier(store, { ...previous, stoppedAtMs: undefined });
+      // The lake is written again from here on: `sluice compact` and `reconcile` refuse from now
+      // (a fresh frontier, not marked stopped) — and one that began before waits for none of this
+      // start: the start waits for it (storage/maintenance-mark.ts). Engine nodes leave the frontier
+      // to the gold owner, which rewrites it every round.
+      if (previous !== undefined && (previous.stoppedAtMs !== undefined || given?.cluster === undefined)) await writeFrontier(store, { ...previous, stoppedAtMs: undefined });
+      await waitForMaintenance(store, log);
       await claimShards(options.dataDir, options.shards, options.sessionGapMs);
     } catch (err) {
       await store.close();

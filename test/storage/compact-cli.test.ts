@@ -1,7 +1,8 @@
 /**
  * `sluice compact` on a real local lake: compacts closed partitions, applies --retention by
  * layer, prints JSON; bad flags get messages that say what to write instead; refuses while a serve
- * writes the lake (not after it stopped gracefully).
+ * writes the lake (not after it stopped gracefully); a serve starting while a compact runs waits
+ * for it, and a compact that finds a start in between refuses (storage/maintenance-mark.ts).
  */
 import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,12 +11,13 @@ import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseRetention, register } from '../../cli/compact.js';
 import { pino } from 'pino';
-import { LAKE_SERVED_WITHIN_MS } from '../../cli/serve-lock.js';
+import { claimLakeForMaintenance, LAKE_SERVED_WITHIN_MS } from '../../cli/serve-lock.js';
 import { Coordinator } from '../../engine/coordinator.js';
 import { validateEngineOptions } from '../../engine/options.js';
-import { FRONTIER_KEY } from '../../engine/reconcile.js';
+import { FRONTIER_KEY, readFrontier, writeFrontier } from '../../engine/reconcile.js';
 import { partKey, partName } from '../../common/lake-layout.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
+import { holdMaintenanceMark, MAINTENANCE_FRESH_MS, MAINTENANCE_KEY, runningMaintenance } from '../../storage/maintenance-mark.js';
 import { encodeParquet } from '../../storage/parquet.js';
 import { TwoPhaseCommitter } from '../../storage/two-phase.js';
 import { silverRows } from './silver-rows.js';
@@ -99,5 +101,62 @@ describe('sluice compact', () => {
       await again.close();
     }
     expect(await run(['compact', '--lake', lake])).toContain('compacted 0 files');
+  }, 30_000);
+
+  it('a start while a compact runs waits for the compact (its mark), and the compact refuses from then on', async () => {
+    const lake = join(root, 'marked');
+    const options = validateEngineOptions({ dataDir: join(root, 'marked-data'), lake, shards: 2, workers: 1, flushIntervalMs: 50, compactAfterMs: 0 });
+    const logger = pino({ level: 'silent' });
+    await (await Coordinator.start(options, logger)).close();
+    const store = new LocalObjectStore(lake);
+    try {
+      // A compact that got past its checks (the lake was stopped) holds its mark while it works.
+      const mark = await holdMaintenanceMark(store, 'sluice compact');
+      let started = false;
+      const starting = Coordinator.start(options, logger).then((c) => ((started = true), c));
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(started, 'the start waits while the compact runs').toBe(false);
+      // The start has said it writes the lake: another compact now refuses.
+      await expect(run(['compact', '--lake', lake])).rejects.toMatchObject({ code: 'lake_in_use' });
+      await mark.release();
+      await (await starting).close();
+      expect(await runningMaintenance(store)).toBeUndefined();
+      // A mark not refreshed for MAINTENANCE_FRESH_MS is a compact that died: it holds nobody.
+      await holdMaintenanceMark(store, 'sluice compact');
+      const old = (Date.now() - MAINTENANCE_FRESH_MS - 1000) / 1000;
+      utimesSync(join(lake, MAINTENANCE_KEY), old, old);
+      expect(await runningMaintenance(store)).toBeUndefined();
+      await store.delete(MAINTENANCE_KEY);
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+
+  it('a compact that finds a serve started between its first look and its mark refuses, and takes its mark back', async () => {
+    const lake = join(root, 'raced');
+    const options = validateEngineOptions({ dataDir: join(root, 'raced-data'), lake, shards: 2, workers: 1, flushIntervalMs: 50, compactAfterMs: 0 });
+    await (await Coordinator.start(options, pino({ level: 'silent' }))).close();
+    const store = new LocalObjectStore(lake);
+    try {
+      const stopped = (await readFrontier(store))!;
+      expect(stopped.stoppedAtMs).toBeDefined();
+      // The serve's start lands right before the compact's mark (it rewrites the frontier, unmarked).
+      const racing = new Proxy(store, {
+        get(target, prop) {
+          if (prop === 'put') {
+            return async (key: string, body: Uint8Array) => {
+              if (key === MAINTENANCE_KEY) await writeFrontier(target, { ...stopped, stoppedAtMs: undefined });
+              return target.put(key, body);
+            };
+          }
+          const v = Reflect.get(target, prop) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      await expect(claimLakeForMaintenance(racing, lake, 'sluice compact')).rejects.toMatchObject({ code: 'lake_in_use' });
+      expect((await store.list(MAINTENANCE_KEY)).length).toBe(0);
+    } finally {
+      await store.close();
+    }
   }, 30_000);
 });
