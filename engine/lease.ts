@@ -168,7 +168,7 @@ export class LeaseTable {
   /** Every lease held now, by name. */
   async holders(): Promise<Map<string, LeaseHolder>> {
     const out = new Map<string, LeaseHolder>();
-    for (const key of await keysWithin(this.leases, this.ttlMs)) {
+    for (const key of await keysWithin(this.jsm, this.bucket, this.ttlMs)) {
       const e = await this.leases.get(key);
       if (e === null || e.operation !== 'PUT') continue;
       try {
@@ -194,7 +194,7 @@ export class LeaseTable {
   async liveNodes(): Promise<string[]> {
     const now = this.now();
     const ids: string[] = [];
-    for (const key of await keysWithin(this.nodes, this.ttlMs)) {
+    for (const key of await keysWithin(this.jsm, this.nodesBucket, this.ttlMs)) {
       const e = await this.nodes.get(key);
       // Younger than ttl by its own time as well: a replica still catching up (a NATS server just
       // restarted) may answer with a beat the others have expired, and a dead node would count as live.
@@ -209,29 +209,27 @@ export class LeaseTable {
 }
 
 /**
- * A bucket's keys, or an error after `ms`: listing runs an ordered consumer, and a lease round
- * must not wait on it forever while a NATS server is down (suspected in CI: after a NATS server
- * and an engine node were killed, the survivor logged nothing more and never took the dead node's
- * shards). The round fails instead and the next one retries.
+ * A bucket's keys (each once), from its stream's subjects — one request, or an error after `ms`:
+ * a lease round must not wait on it forever while a NATS server is down (suspected in CI: after a
+ * NATS server and an engine node were killed, the survivor logged nothing more and never took the
+ * dead node's shards). The round fails instead and the next one retries.
+ *
+ * Not `kv.keys()`: its consumer also delivers the updates made while it lists (heartbeats and
+ * renewals, every second or so), so keys came several times — two live nodes counted as three or
+ * four, and a node holding its fair share handed shards over and took them back every few seconds
+ * (round 9: 118 of 122 listings of an R3 bucket had duplicates) — and under steady updates the
+ * listing did not end at all. Keys whose last value is a delete are in the list too: callers read
+ * each key's entry and skip those.
  */
-async function keysWithin(kv: { keys(): Promise<AsyncIterable<string> & { stop?(): void }> }, ms: number): Promise<string[]> {
-  const iter = await kv.keys();
-  const out: string[] = [];
+async function keysWithin(jsm: JetStreamManager, bucket: string, ms: number): Promise<string[]> {
+  const prefix = `$KV.${bucket}.`;
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`listing a lease bucket's keys took over ${ms} ms`)), ms);
   });
   try {
-    await Promise.race([
-      (async () => {
-        for await (const key of iter) out.push(key);
-      })(),
-      expired,
-    ]);
-    return out;
-  } catch (err) {
-    iter.stop?.();
-    throw err;
+    const info = await Promise.race([jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` }), expired]);
+    return Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(prefix.length));
   } finally {
     clearTimeout(timer);
   }

@@ -227,4 +227,26 @@ describeNats('fencing of engine nodes (real nats-server, real lake)', () => {
       await writer.close();
     }
   }, 90_000);
+
+  it('counts each live node once while heartbeats update the bucket during the listing (the rebalance target depends on it)', async () => {
+    const js = await JetStreamLogs.connect({ servers: nats!.urls, replicas: 1, stream: 'FENCE_live', subjectPrefix: 'fencelive' });
+    try {
+      const tables = await Promise.all(['a', 'b'].map((id) => LeaseTable.open(js.nc, { nodeId: id, ttlMs: TTL, replicas: 1, bucket: 'LEASES_live', nodesBucket: 'NODES_live' })));
+      let beating = true;
+      const loops = tables.map(async (t) => {
+        while (beating) await t.heartbeat();
+      });
+      const counts: number[] = [];
+      try {
+        for (let i = 0; i < 40; i++) counts.push((await tables[0]!.liveNodes()).length);
+      } finally {
+        beating = false;
+        await Promise.all(loops);
+      }
+      // Listed by kv.keys(), the updates made during a listing counted a node twice or more — or, this steady, the listing never ended.
+      expect([...new Set(counts)]).toEqual([2]);
+    } finally {
+      await js.close();
+    }
+  }, 60_000);
 });
