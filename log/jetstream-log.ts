@@ -112,6 +112,8 @@ const STREAM_NAME_IN_USE = 10058;
 const SUBJECTS_OVERLAP = 10065;
 /** A message get or delete found no message at that sequence. */
 const NO_MESSAGE_FOUND = 10037;
+/** A message delete that failed; its description says why ("no message found": already deleted). */
+const MESSAGE_DELETE_FAILED = 10057;
 /** Message deletes (and the gets that find them) in flight during one truncation. */
 const DELETE_CONCURRENCY = 32;
 /** The stream's max_bytes (or max_msgs) is reached and it discards new messages. */
@@ -1038,8 +1040,9 @@ export class JetStreamLog implements ShardLog {
         try {
           await this.logs.jsm.streams.deleteMessage(this.opts.stream, s, false);
         } catch (err) {
-          // Already gone (another node's truncation, an earlier attempt): nothing to do.
-          if (apiCode(err) !== NO_MESSAGE_FOUND) throw err;
+          // Already gone (another node's truncation, an earlier attempt): nothing to do. A message
+          // delete answers it as a failed delete (10057) whose description says so.
+          if (apiCode(err) !== NO_MESSAGE_FOUND && !(apiCode(err) === MESSAGE_DELETE_FAILED && /no message found/i.test((err as Error).message))) throw err;
         }
       });
     let k = 0;

@@ -434,6 +434,29 @@ describeNats('JetStreamLog on a 3-node cluster', () => {
     }
   });
 
+  it('message-delete truncation of records another owner deleted already (a shard that moved) succeeds quietly', async () => {
+    const stream = freshStream();
+    const logs = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0, truncateBy: 'delete' }));
+    try {
+      const s0 = await logs.open(0);
+      const offsets: number[] = [];
+      for (let i = 0; i < 6; i++) offsets.push(await s0.append(payload(i)));
+      expect((await readAll(s0, 0)).map((r) => r.offset)).toEqual(offsets); // these are the deletes it will make
+      const other = await JetStreamLogs.connect(options(stream, { truncateGraceMs: 0, truncateBy: 'delete' }));
+      try {
+        await (await other.open(0)).truncateBefore(offsets[4]!);
+      } finally {
+        await other.close();
+      }
+      // It failed with "JetStream message delete … failed: no message found" (logged as a warning with its stack).
+      await s0.truncateBefore(offsets[4]!);
+      expect(await storedOnSubject(logs, s0.subject)).toBe(2);
+    } finally {
+      await logs.close();
+      await deleteStream(stream);
+    }
+  });
+
   it('pull responses lost in transit (a client reconnecting mid-batch; no acks, so the consumer moved past them): the read notices the gap in delivery sequences and reads them again from a new consumer', async () => {
     const stream = freshStream();
     let dropped = 0;
