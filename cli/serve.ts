@@ -49,7 +49,8 @@ async function ensureKey(dataDir: string, file = 'write-key', prefix = 'sk_'): P
   }
 }
 
-export async function startSluice(config: ServeConfig, logger: Logger = pino({ level: 'info' }, pino.destination(2))): Promise<RunningSluice> {
+/** `stop`: aborted when a stop comes during the start (the engine then makes no further start attempt). */
+export async function startSluice(config: ServeConfig, logger: Logger = pino({ level: 'info' }, pino.destination(2)), stop?: AbortSignal): Promise<RunningSluice> {
   const writeKeys = config.writeKeys.length > 0 ? config.writeKeys : [await ensureKey(config.engine.dataDir)];
   const fileDashboard = (config.ingest.dashboard ?? {}) as { readKeys?: unknown };
   const configuredReadKeys = config.readKeys?.length ? config.readKeys : Array.isArray(fileDashboard.readKeys) ? (fileDashboard.readKeys as string[]) : [];
@@ -61,6 +62,8 @@ export async function startSluice(config: ServeConfig, logger: Logger = pino({ l
   // The engine process recovers (its last checkpoint, then the log since it) while ingest listens
   // and answers events 503 `starting`: health checks and clients see a live server, not a refused connection.
   const engine = await startEngine(config, logger);
+  if (stop?.aborted) engine.abandonStart?.();
+  else stop?.addEventListener('abort', () => engine.abandonStart?.(), { once: true });
   const maxBacklogBytes =
     (config.ingest.maxBacklogBytes as number | undefined) ?? (config.logServers !== undefined ? JETSTREAM_MAX_BACKLOG_BYTES : await defaultMaxBacklogBytes(config.engine.dataDir));
   // A checkpoint pauses its shard's processing for up to about a flush interval: no refusals for a healthy one.
@@ -160,6 +163,8 @@ interface StartedEngine {
   recovered: Promise<void>;
   /** Until `recovered`. */
   starting?(): boolean;
+  /** A stop before `recovered`: no further start attempt (EngineProcess.abandonStart). */
+  abandonStart?(): void;
   close(): Promise<void>;
 }
 
@@ -211,6 +216,7 @@ async function startEngine(config: ServeConfig, logger: Logger): Promise<Started
   return {
     recovered,
     starting: () => e.recovering(),
+    abandonStart: () => e.abandonStart(),
     logs: logs.logs,
     // Dead letters are appended by ingest directly: each durable append becomes a mark for the engine too.
     dlqLog: {
@@ -371,11 +377,14 @@ export function register(program: Command): void {
       const claim = config.role === 'ingest' ? undefined : await claimDataDir(config.engine.dataDir, logger);
       // The handlers go in before the start: serve listens (503 `starting`) while its engine
       // recovers, and a SIGTERM meanwhile killed it without a word, leaving the engine process
-      // behind. A stop during the start lets the engine finish recovering, then drains and commits.
-      const start = startSluice(config, logger);
+      // behind. A stop during the start lets the engine finish recovering, then drains and commits
+      // (a start waiting for the object store to come back is given up).
+      const aborted = new AbortController();
+      const start = startSluice(config, logger, aborted.signal);
       let stopping = false;
       const stopped = untilSignal(async () => {
         stopping = true;
+        aborted.abort();
         await (await start.catch(() => undefined))?.close();
         await claim?.release();
       }, logger, 'stopping: draining and committing everything acknowledged');

@@ -160,7 +160,7 @@ const c = await starting.catch((err: unknown) => {
   const e = err instanceof SluiceError ? err : undefined;
   // A user's mistake is ingest's to report, in one line; anything else is logged here with its stack.
   if (e?.domain !== 'user' || !process.connected) logger.error({ err }, 'the engine could not start');
-  const failed: FromEngine = { kind: 'failed', code: e?.code ?? 'engine_start_failed', domain: e?.domain ?? 'internal', message: e?.message ?? (err as Error)?.message ?? String(err) };
+  const failed: FromEngine = { kind: 'failed', code: e?.code ?? 'engine_start_failed', domain: e?.domain ?? 'internal', message: e?.message ?? (err as Error)?.message ?? String(err), retry: e?.retry ?? 'none' };
   // Exit once the message is out (or at once without a channel).
   if (process.connected) process.send!(failed, () => process.exit(1));
   else process.exit(1);

@@ -157,20 +157,49 @@ export class EngineProcess {
   }
 
   private async firstStart(): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
+    for (let attempt = 1, died = 0; ; attempt++) {
       try {
         await this.spawn();
         return;
       } catch (err) {
-        // A reason the engine gave (the lake in use, another session gap, …) is the caller's to
-        // fix: serve ends with it. A process that died without one (SIGKILL, the OOM killer) is
-        // started again — it recovers from its last checkpoint — a few times before serve gives up.
-        if ((err instanceof SluiceError && err.code !== 'engine_start_failed') || attempt >= FIRST_START_ATTEMPTS) throw err;
-        const delay = RESTART_BASE_MS * 2 ** (attempt - 1);
-        this.log.error({ err, attempt, delayMs: delay }, 'the engine process exited during its first recovery without a reason; starting it again');
-        await new Promise((r) => setTimeout(r, delay));
+        // A process that died without a reason (SIGKILL, the OOM killer) is started again — it
+        // recovers from its last checkpoint — a few times before serve gives up. A dependency that
+        // failed (the object store unreachable: it ended serve, which nothing restarted when the
+        // store came back) is waited for, events answered 503 `starting` meanwhile, until a stop.
+        // Any other reason the engine gave (the lake in use, another session gap, …) is the
+        // caller's to fix: serve ends with it.
+        const silent = !(err instanceof SluiceError) || err.code === 'engine_start_failed';
+        const dependency = !silent && err.domain === 'external' && err.retry === 'backoff';
+        if (this.closing || (dependency && this.startAbandoned) || !(dependency || (silent && ++died < FIRST_START_ATTEMPTS))) throw err;
+        const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (attempt - 1));
+        if (dependency) {
+          readiness.set(`${READINESS_KEY}down`, `the engine could not start: ${err.message}; trying again in ${delay} ms`);
+          this.log.error({ err, attempt, delayMs: delay }, 'the engine could not start (a dependency failed); trying again — events get 503 starting meanwhile');
+        } else {
+          this.log.error({ err, attempt, delayMs: delay }, 'the engine process exited during its first recovery without a reason; starting it again');
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.wakeFirstStart = () => (clearTimeout(timer), resolve());
+        });
+        this.wakeFirstStart = undefined;
+        if (this.closing || (dependency && this.startAbandoned)) throw err;
       }
     }
+  }
+
+  /** Ends the wait between two first-start attempts (a stop meanwhile). */
+  private wakeFirstStart: (() => void) | undefined;
+  private startAbandoned = false;
+
+  /**
+   * A stop during the first start: a start waiting for a dependency (the object store) fails at
+   * once with its error. An engine that died without a reason is still started again, and a
+   * recovery under way is not cut short: the stop waits for them, then drains and commits.
+   */
+  abandonStart(): void {
+    this.startAbandoned = true;
+    this.wakeFirstStart?.();
   }
 
   /** After a shard record is durable (ingest's onDurable); `shard` −1: the DLQ log. */
@@ -226,6 +255,7 @@ export class EngineProcess {
   /** Asks the engine to drain and commit everything, waits for it to exit. */
   async close(): Promise<void> {
     this.closing = true;
+    this.wakeFirstStart?.();
     const down = this.restartTimer !== undefined;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
@@ -313,7 +343,7 @@ export class EngineProcess {
       child.on('message', (m: FromEngine) => {
         switch (m.kind) {
           case 'failed':
-            failed = new SluiceError(m.message, { domain: m.domain, code: m.code });
+            failed = new SluiceError(m.message, { domain: m.domain, code: m.code, retry: m.retry });
             break;
           case 'started':
             started = true;

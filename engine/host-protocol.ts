@@ -17,6 +17,7 @@
  *        ◀──────────────────────────────────────────── closed{error?}, then the process exits
  *   (the IPC channel closes: ingest is gone) ─────────▶ drain, final checkpoint, exit
  */
+import type { RetryAdvice } from '../common/errors.js';
 import type { LiveSnapshot } from './coordinator.js';
 import type { EngineOptions } from './options.js';
 
@@ -42,7 +43,7 @@ export type ToEngine =
 export type FromEngine =
   | { kind: 'started' }
   /** The start failed (sent before exiting): ingest's start fails with the same error, not with "the engine exited". */
-  | { kind: 'failed'; code: string; domain: 'user' | 'external' | 'internal'; message: string }
+  | { kind: 'failed'; code: string; domain: 'user' | 'external' | 'internal'; message: string; retry: RetryAdvice }
   | {
       kind: 'status';
       /** Events acknowledged and not yet processed, as of this message. */

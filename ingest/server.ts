@@ -566,7 +566,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     '/readyz',
     getJson(() => {
       if (closing) return failure(503, 'not_ready', 'shutting down');
-      if (deps.starting?.()) return failure(503, 'not_ready', 'starting: the engine is recovering from its last checkpoint', { 'Retry-After': '2' });
+      // What the engine's start is at (recovering, or waiting for the object store), as it reported it.
+      if (deps.starting?.()) return failure(503, 'not_ready', `starting: ${readiness.reasons().join('; ') || 'the engine is recovering from its last checkpoint'}`, { 'Retry-After': '2' });
       // Conditions the engine reported (failing checkpoint, stopped shard, log on a full disk), each named.
       const reasons = readiness.reasons();
       if (reasons.length > 0) return { status: 503, body: JSON.stringify({ ok: false, code: 'not_ready', message: reasons.join('; '), reasons }), headers: { 'Retry-After': '5' } };

@@ -14,7 +14,7 @@
 import { spawn } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,7 +22,7 @@ import { liveFiles } from '../../storage/commit-record.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { eventually } from '../helpers/eventually.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { buildDist, expectExactlyOnce, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, KEY, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -279,4 +279,81 @@ describe('sluice serve (compiled) with an S3 lake', () => {
       await proxy.stop();
     }
   }, 240_000);
+
+  it('S3 unreachable at start: serve listens and answers 503 starting, /readyz names the error, and it comes up once S3 answers (it exited); a SIGTERM while it waits ends it at once', async () => {
+    const proxy = await startFaultProxy(s3.endpoint);
+    try {
+      const cwd = tempDir('cwd');
+      const lake = 's3://lake/late-s3';
+      const entry = join(REPO, 'dist', 'bin', 'sluice.js');
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      const args = [...SERVE_ARGS, '--lake', lake, '--s3-endpoint', proxy.endpoint, '--port', String(port)];
+      proxy.mode = 'reset';
+      const starting = serve(entry, cwd, args, userEnv({}));
+      const outcome = starting.then(
+        () => 'started',
+        (err: Error) => err.message,
+      );
+      const waiting = await eventually(async () => {
+        const r = await fetch(`${url}/readyz`).catch(() => undefined);
+        return r?.status === 503 && /the engine could not start: S3 .* failed/.test(await r.text());
+      }, 60_000);
+      expect(waiting, `/readyz names the S3 error while serve waits for it (outcome so far: ${await Promise.race([outcome, delay(0).then(() => 'pending')])})`).toBe(true);
+      const refused = await fetch(`${url}/v1/batch`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${KEY}:`).toString('base64')}`, 'content-type': 'application/json' }, body: JSON.stringify({ batch: [{ type: 'track', userId: 'u1', event: 'Early', messageId: 'early-1' }] }) });
+      expect(refused.status).toBe(503);
+      proxy.mode = 'ok';
+      const server = await starting;
+      const traffic = new Traffic();
+      await traffic.run(server.url, 'late-s3', delay(1000));
+      expect(await stop(server, 'SIGTERM')).toBe(0);
+      const r = await openLakeReader(await download(lake, s3.endpoint));
+      try {
+        const rows = await r.rows<{ event_id: string; n: bigint }>(`SELECT event_id, count(*) AS n FROM ${r.rel('events')} GROUP BY 1`);
+        expectExactlyOnce(new Map(rows.map((x) => [x.event_id, Number(x.n)])), traffic);
+      } finally {
+        r.close();
+      }
+
+      // Waiting again (S3 gone), then stopped: it ends with S3's error, without waiting for S3.
+      proxy.mode = 'reset';
+      const cwd2 = tempDir('cwd');
+      const again = serve(entry, cwd2, [...SERVE_ARGS, '--lake', 's3://lake/late-s3-stopped', '--s3-endpoint', proxy.endpoint, '--port', String(port)], userEnv({}));
+      const ended = again.then(
+        () => 'started',
+        (err: Error) => err.message,
+      );
+      expect(await eventually(async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 503, 60_000)).toBe(true);
+      const pid = serveProcessIn(cwd2);
+      expect(pid, 'the serve process').toBeDefined();
+      process.kill(pid!, 'SIGTERM');
+      expect(await ended).toMatch(/^serve exited at start with 1:[\s\S]*S3 .* failed/);
+    } finally {
+      await proxy.stop();
+    }
+  }, 240_000);
 });
+
+/** A port nothing listens on right now (the kernel's pick, released). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** The serve process (not its engine process) whose working directory is `cwd`, from /proc. */
+function serveProcessIn(cwd: string): number | undefined {
+  const here = realpathSync(cwd);
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .find((pid) => {
+      try {
+        return realpathSync(`/proc/${pid}/cwd`) === here && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('serve') && !readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
+      } catch {
+        return false;
+      }
+    });
+}
