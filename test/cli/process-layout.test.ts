@@ -8,13 +8,12 @@
  * also during serve's own start.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/engine-node.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { buildDist, expectExactlyOnce, KEY, killServed, serve, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, freePort, KEY, killServed, serve, serveWith, stop, Traffic, userEnv, type Served } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 const dirs: string[] = [];
@@ -28,14 +27,6 @@ afterAll(async () => {
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A port nothing listens on right now (the kernel's pick, released). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 
 /** /proc/<pid>/stat: [ppid, niceness]. */
@@ -61,6 +52,17 @@ async function processWhere(is: (pid: number) => boolean, everyMs = 50, withinMs
     await delay(everyMs);
   }
 }
+
+/** Is `pid` an engine process (engine/engine-host.ts) working in `cwd` — before its serve's pid is known. */
+const engineHostIn =
+  (cwd: string) =>
+  (pid: number): boolean => {
+    try {
+      return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
+    } catch {
+      return false;
+    }
+  };
 
 /** The engine process: the serve process's child (waits for it, bounded). */
 async function engineOf(server: Served, not?: number): Promise<number> {
@@ -186,13 +188,7 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     const url = `http://127.0.0.1:${port}`;
     const starting = serve(join(REPO, 'bin', 'sluice.js'), cwd, [...ARGS, '--port', String(port)], userEnv({}));
     // The engine process of this serve (its pid is not known before it listens): same working directory, started as the engine host.
-    const engine = await processWhere((pid) => {
-      try {
-        return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
-      } catch {
-        return false;
-      }
-    }, 10);
+    const engine = await processWhere(engineHostIn(cwd), 10);
     expect(engine, 'an engine process started').toBeDefined();
     process.kill(engine!, 'SIGKILL');
     // Its next start is at least 500 ms away: serve listens, live, not ready, refusing events.
@@ -260,13 +256,7 @@ describe('sluice serve: ingest and engine in separate processes', () => {
       () => 'started',
       (err: Error) => err.message,
     );
-    const engine = await processWhere((pid) => {
-      try {
-        return realpathSync(`/proc/${pid}/cwd`) === realpathSync(cwd) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes('SLUICE_ENGINE_HOST=');
-      } catch {
-        return false;
-      }
-    }, 10);
+    const engine = await processWhere(engineHostIn(cwd), 10);
     expect(engine, 'an engine process started').toBeDefined();
     const serving = statOf(engine!)!.ppid;
     // Killed in its first recovery, the engine is started again 500 ms later: the start lasts.

@@ -22,7 +22,7 @@ import { liveFiles } from '../../storage/commit-record.js';
 import { openObjectStore } from '../../storage/open-store.js';
 import { eventually } from '../helpers/eventually.js';
 import { openLakeReader } from '../helpers/lake.js';
-import { buildDist, expectExactlyOnce, KEY, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
+import { buildDist, expectExactlyOnce, freePort, KEY, killServed, serve, stop, Traffic, userEnv } from '../helpers/served.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -334,14 +334,6 @@ describe('sluice serve (compiled) with an S3 lake', () => {
   }, 240_000);
 });
 
-/** A port nothing listens on right now (the kernel's pick, released). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** The serve process (not its engine process) whose working directory is `cwd`, from /proc. */
 function serveProcessIn(cwd: string): number | undefined {

@@ -175,8 +175,9 @@ describe('a shard whose lease is lost and retaken', () => {
     await n.closeAndCheck();
   }, 60_000);
 
-  it('when a gold merge is fenced (the gold lease went overdue before the node saw it lost): gold is given up, not failed — the stop succeeds, and once retaken the window is merged', async () => {
-    const n = await node('fenced-gold');
+  /** A node holding shard 0 and `gold`, with hour 10 ready to merge, whose gold lease just went overdue. */
+  async function overdueGold(name: string) {
+    const n = await node(name);
     await n.lease(1);
     const gold = await n.lease(1, 'gold');
     await n.c.addShard(0);
@@ -185,6 +186,11 @@ describe('a shard whose lease is lost and retaken', () => {
     await n.append(5, (k) => T0 + 4 * 3_600_000 + k * 1000);
     await n.c.drain();
     gold.set(Date.now() - 1);
+    return { n, gold };
+  }
+
+  it('when a gold merge is fenced (the gold lease went overdue before the node saw it lost): gold is given up, not failed — the stop succeeds, and once retaken the window is merged', async () => {
+    const { n, gold } = await overdueGold('fenced-gold');
     await n.c.checkpointNow(true);
     // Before: the coordinator's checkpoint target failed with `fenced` and was retried with backoff until
     // the stop, whose final checkpoint then failed (`final_checkpoint_failed`: the engine node exited 1).
@@ -202,14 +208,7 @@ describe('a shard whose lease is lost and retaken', () => {
   }, 60_000);
 
   it('stopped while the gold lease is overdue: the stop gives gold up and succeeds (every event once in silver)', async () => {
-    const n = await node('fenced-gold-at-stop');
-    await n.lease(1);
-    const gold = await n.lease(1, 'gold');
-    await n.c.addShard(0);
-    await n.append(20);
-    await n.append(5, (k) => T0 + 4 * 3_600_000 + k * 1000);
-    await n.c.drain();
-    gold.set(Date.now() - 1);
+    const { n } = await overdueGold('fenced-gold-at-stop');
     await n.closeAndCheck(); // threw final_checkpoint_failed before
     expect(n.givenUp).toEqual(['gold']);
   }, 60_000);

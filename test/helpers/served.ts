@@ -5,6 +5,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 
@@ -182,3 +183,11 @@ export function expectExactlyOnce(counts: Map<string, number>, t: Traffic): void
   expect(unknown.slice(0, 10), 'ids in silver that were never sent').toEqual([]);
 }
 
+/** A port nothing listens on right now (the kernel's pick, released): for a serve whose URL a test needs before its banner. */
+export async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
