@@ -253,7 +253,7 @@ async function startEngine(config: ServeConfig, logger: Logger): Promise<Started
         const processed = e.processedOffsets();
         return processed === undefined ? 0 : uncommitted.lagMs(processed);
       },
-      live: () => e.live() ?? {},
+      live: () => e.live(),
       ready: () => e.ready(),
       metrics: () => e.metricsText(),
       memoryBytes: () => anonymousResidentBytes() + e.anonBytes(),

@@ -47,22 +47,39 @@ export class Suppression {
   }
 }
 
+/** The code of an erased user's refused event (a refusal by policy: not counted as invalid). */
+export const ERASED_CODE = 'user_erased';
+
 /** A refusal reported in the reply's `rejected`, never stored. */
 export interface ErasedRow {
   index: number;
-  code: 'user_erased';
+  code: typeof ERASED_CODE;
   message: string;
 }
 
 const ERASED_MESSAGE = 'this user was erased (a data-erasure request); their events are no longer accepted';
 
-/** Ids a dead letter's raw JSON names (userId, anonymousId, user_id, anonymous_id). */
+/** Ids a dead letter's raw JSON names (userId, anonymousId, user_id, anonymous_id, an alias's previousId). */
 function idsOfRaw(raw: string): string[] {
   try {
     const o = JSON.parse(raw) as Record<string, unknown>;
-    return [o.userId, o.anonymousId, o.user_id, o.anonymous_id].filter((v): v is string => typeof v === 'string');
+    return [o.userId, o.anonymousId, o.user_id, o.anonymous_id, o.previousId].filter((v): v is string => typeof v === 'string');
   } catch {
     return [];
+  }
+}
+
+/**
+ * An alias call names the person's former id (`previousId`, kept in the row's properties): an
+ * erased one is the erased person's own id, which the alias would bring back into the lake.
+ */
+function erasedPreviousId(properties: string | null, suppression: Suppression): boolean {
+  if (properties === null) return false;
+  try {
+    const previous = (JSON.parse(properties) as { previousId?: unknown } | null)?.previousId;
+    return (typeof previous === 'string' || typeof previous === 'number') && suppression.has(String(previous));
+  } catch {
+    return false;
   }
 }
 
@@ -84,13 +101,15 @@ export function dropErased(d: Decoded, suppression: Suppression): ErasedRow[] {
       index++;
     }
     const row = d.rows[i]!;
-    if (suppression.has(row.user_id) || (typeof row.anonymous_id === 'string' && suppression.has(row.anonymous_id))) out.push({ index, code: 'user_erased', message: ERASED_MESSAGE });
+    if (suppression.has(row.user_id) || (typeof row.anonymous_id === 'string' && suppression.has(row.anonymous_id)) || (row.event_type === 'alias' && erasedPreviousId(row.properties, suppression))) {
+      out.push({ index, code: ERASED_CODE, message: ERASED_MESSAGE });
+    }
     else d.rows[kept++] = row;
   }
   d.rows.length = kept;
   const letters = d.rejects.filter((l) => {
     if (!idsOfRaw(l.raw).some((id) => suppression.has(id))) return true;
-    out.push({ index: l.index, code: 'user_erased', message: ERASED_MESSAGE });
+    out.push({ index: l.index, code: ERASED_CODE, message: ERASED_MESSAGE });
     return false;
   });
   d.rejects.length = 0;

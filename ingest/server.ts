@@ -31,7 +31,7 @@ import { decodeSegment, SEGMENT_BROWSER_BATCH_PATH, SEGMENT_BROWSER_PATHS, SEGME
 import { TokenBuckets } from './rate-limit.js';
 import { ShardAppender } from './shard-appender.js';
 import { shardOf } from './shard-of.js';
-import { dropErased, mountAdmin, type Suppression } from './erasures.js';
+import { dropErased, ERASED_CODE, mountAdmin, type Suppression } from './erasures.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
 import { anonymousResidentBytes } from '../common/resident-memory.js';
 
@@ -58,7 +58,7 @@ export interface IngestDeps {
    * waited; above options.maxLagMs → 503 + Retry-After. 0 when it is caught up or not running.
    */
   lagMs?(): number;
-  /** JSON body for GET /v1/live (the engine's live metrics); 404 when absent. */
+  /** JSON body for GET /v1/live (the engine's live metrics; undefined until it first reported them); 404 when absent. */
   live?(): unknown;
   /** Extra readiness condition for /readyz. */
   ready?(): boolean;
@@ -338,7 +338,7 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
   /** Rejects → DLQ, rows → shard logs; resolves with the reply once everything is durable. */
   const commit = async (d: Decoded, protocol: Protocol, receivedAt: number): Promise<Reply> => {
     const erased = deps.erasures ? dropErased(d, deps.erasures.suppression) : [];
-    if (erased.length > 0) ingestMetrics.rejected.inc({ code: 'user_erased' }, erased.length);
+    if (erased.length > 0) ingestMetrics.rejected.inc({ code: ERASED_CODE }, erased.length);
     const byShard: IngestRow[][] = [];
     for (const row of d.rows) (byShard[shardOf(row.user_id, shards)] ??= []).push(row);
     const appends: Array<Promise<number[]>> = [];
@@ -517,6 +517,8 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       res.cork(() => {
         res.writeStatus(STATUS_TEXT[reply.status] ?? String(reply.status));
         res.writeHeader('Content-Type', 'application/json');
+        // Retry-After of /readyz and /v1/live (it was dropped here).
+        for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
         res.end(reply.body);
       });
     };
@@ -580,7 +582,11 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
     getJson(() => {
       if (!deps.live) return failure(404, 'not_found', 'this server has no live view (ingest only)');
       // Nothing to show before the engine has recovered (it answered an empty object).
-      return starting() ?? { status: 200, body: JSON.stringify(deps.live()) };
+      const reply = starting();
+      if (reply !== undefined) return reply;
+      // Recovered, its first live figures not reported yet (it answered `{}` for that moment).
+      const live = deps.live();
+      return live === undefined ? failure(503, 'starting', 'Sluice is starting: its engine has not reported its live figures yet; retry', { 'Retry-After': '1' }) : { status: 200, body: JSON.stringify(live) };
     }),
   );
   app.get('/metrics', (res) => {

@@ -13,6 +13,7 @@
  */
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
+import { ERASED_CODE } from '../erasures.js';
 import { ingestMetrics } from '../metrics.js';
 import { ALERT_NAMES, AlertBoard, evaluateAlerts, type AlertState, type FiringAlert } from './alerts.js';
 import { HourlyHistory } from './history.js';
@@ -307,6 +308,8 @@ export class DashboardHub {
 
   private async sample(): Promise<Sample> {
     const [acked, rejectedByCode] = await Promise.all([counterTotal(ingestMetrics.events), counterByLabel(ingestMetrics.rejected, 'code')]);
+    // An erased user's events are refused by policy, not invalid (docs/VALIDATION.md): they fired the invalid-rate alert.
+    rejectedByCode.delete(ERASED_CODE);
     let rejected = 0;
     for (const v of rejectedByCode.values()) rejected += v;
     const live = (this.deps.live?.() as EngineLive | undefined) ?? null;

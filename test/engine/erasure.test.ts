@@ -131,10 +131,12 @@ describe.each<Mode>(['inline', 'process'])('erasure (engine %s)', (mode) => {
       // process's: the two modes' cases add to it.)
       const erasedCount = async (): Promise<number> => Number(/sluice_ingest_rejected_total\{code="user_erased"\} (\d+)/.exec(await (await fetch(`${s.url}/metrics`)).text())?.[1] ?? 0);
       const counted = await erasedCount();
-      const refused = await post(s, [ev(A, Date.now()), ev(B, Date.now()), ev('user-1', Date.now())]);
+      // An alias from an erased id (its former id, which the alias would bring back) is refused too.
+      const alias = { type: 'alias', userId: 'user-new-id', previousId: A, messageId: `m-alias-${mode}`, timestamp: new Date().toISOString() };
+      const refused = await post(s, [ev(A, Date.now()), ev(B, Date.now()), ev('user-1', Date.now()), alias]);
       expect(refused.body.accepted).toBe(1);
-      expect(refused.body.rejected.map((r) => r.code)).toEqual(['user_erased', 'user_erased']);
-      expect(await erasedCount()).toBe(counted + 2);
+      expect(refused.body.rejected.map((r) => r.code)).toEqual(['user_erased', 'user_erased', 'user_erased']);
+      expect(await erasedCount()).toBe(counted + 3);
 
       // Traffic goes on while the job runs; the request completes online (bounded: 120 rounds).
       let state = '';

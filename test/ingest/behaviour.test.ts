@@ -245,13 +245,18 @@ describe('durability and backpressure', () => {
     await s.close();
   });
 
-  it('reports readiness from deps.ready and serves deps.live', async () => {
+  it('reports readiness from deps.ready and serves deps.live (503 starting until it has figures)', async () => {
     let ready = false;
-    const s = await startHarness({}, { ready: () => ready, live: () => ({ eventsPerSecond: 12 }) });
+    let live: { eventsPerSecond: number } | undefined;
+    const s = await startHarness({}, { ready: () => ready, live: () => live });
     try {
       expect((await fetch(`${s.url}/readyz`)).status).toBe(503);
       ready = true;
       expect((await fetch(`${s.url}/readyz`)).status).toBe(200);
+      // The engine has not reported yet (right after its recovery): 503 starting, not 200 `{}`.
+      const early = await fetch(`${s.url}/v1/live`);
+      expect({ status: early.status, retry: early.headers.get('retry-after'), body: await early.json() }).toMatchObject({ status: 503, retry: '1', body: { code: 'starting' } });
+      live = { eventsPerSecond: 12 };
       expect(await (await fetch(`${s.url}/v1/live`)).json()).toEqual({ eventsPerSecond: 12 });
     } finally {
       await s.close();

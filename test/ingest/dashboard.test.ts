@@ -18,6 +18,7 @@ import { HourlyHistory } from '../../ingest/dashboard/history.js';
 import { DashboardHub, type EngineLive, type InitFrame, type TickFrame } from '../../ingest/dashboard/hub.js';
 import { defaultDashboardOptions, validateDashboardOptions } from '../../ingest/dashboard/options.js';
 import { IngestTap, OTHER } from '../../ingest/dashboard/tap.js';
+import { ingestMetrics } from '../../ingest/metrics.js';
 import { validateIngestOptions } from '../../ingest/options.js';
 
 const T = Date.UTC(2026, 11, 1, 10, 30, 0);
@@ -198,6 +199,23 @@ describe('dashboard hub (injected clock, stub clients)', () => {
     now += 1000;
     await hub.tick();
     expect(hub.snapshot()!.quality.duplicateRate).toBe(220 / 240);
+  });
+
+  it('does not count an erased user\'s refused events as invalid (a refusal by policy): no invalid rate, no reason listed', async () => {
+    let now = T;
+    const tap = new IngestTap({ lateAfterMs: 60_000, maxDimensionValues: 10, tailSize: 10, tailPerSecond: 10, metricTypes: { installs: [], screen_views: [], notification_views: [], notification_opens: [] } });
+    const options = validateDashboardOptions({ readKeys: ['rk_unit_test'], rateWindowSeconds: 60 });
+    const hub = new DashboardHub(options, { tap, publish: () => undefined, log: pino({ level: 'silent' }), now: () => now });
+    await hub.start();
+    hub.stop();
+    ingestMetrics.events.inc({ protocol: 'segment' }, 100);
+    ingestMetrics.rejected.inc({ code: 'user_erased' }, 100);
+    ingestMetrics.rejected.inc({ code: 'missing_user' }, 1);
+    now += 1000;
+    await hub.tick();
+    const q = hub.snapshot()!.quality;
+    expect(q.rejectedByCode.map((r) => r.code)).toEqual(['missing_user']);
+    expect(q.invalidRate).toBe(1 / 101); // it was 101 / 201: the invalid-rate alert fired for every erased user still sending
   });
 });
 
