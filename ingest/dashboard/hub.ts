@@ -72,8 +72,10 @@ export interface TickFrame {
   tickMs: number;
   point: { t: number; acked: number; processed: number; committed: number; invalid: number };
   totals: { acked: number; rejected: number; late: number; processed: number | null; committed: number | null; accepted: number | null; duplicates: number | null; tooLate: number | null };
-  /** The engine's live snapshot as GET /v1/live serves it (null: ingest only). */
+  /** The engine's live snapshot as GET /v1/live serves it (null: ingest only, or not reported yet). */
   engine: EngineLive | null;
+  /** This server runs an engine (with `engine` null: it is starting, its figures not in yet). */
+  hasEngine: boolean;
   quality: {
     windowSeconds: number;
     received: number;
@@ -421,6 +423,7 @@ export class DashboardHub {
         tooLate: s.live?.tooLateTotal ?? null,
       },
       engine: s.live,
+      hasEngine: this.deps.live !== undefined,
       quality,
       alerts: this.board.firing(states),
       rules: states,

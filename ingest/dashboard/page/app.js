@@ -255,7 +255,10 @@
     renderQuality(f);
     renderAlerts(f);
     renderTail();
-    $('status-text').textContent = `live · ${new Date(f.time).toISOString().slice(11, 19)} UTC · ${f.clients} viewer${f.clients === 1 ? '' : 's'}`;
+    // An engine that has not reported yet (recovering after a start): the figures below are not its own yet.
+    const starting = f.hasEngine && f.engine === null;
+    $('status').dataset.state = starting ? 'starting' : 'live';
+    $('status-text').textContent = `${starting ? 'engine starting — figures not in yet' : 'live'} · ${new Date(f.time).toISOString().slice(11, 19)} UTC · ${f.clients} viewer${f.clients === 1 ? '' : 's'}`;
     document.body.dataset.seq = String(f.seq);
   }
 
