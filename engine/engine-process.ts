@@ -387,6 +387,8 @@ export class EngineProcess {
       child.once('exit', (code, signal) => {
         if (this.child === child) this.child = undefined;
         this.status.processed = undefined;
+        // Down: no live figures until the next engine reports (they stayed frozen at the dead one's, answered as live).
+        this.status.live = undefined;
         if (!started) reject(failed ?? externalError('engine_start_failed', `the engine process exited during recovery (code ${code}, signal ${signal}); see its log above`));
         // The first start's failure is the caller's; a restart that fails is retried.
         if (this.closing || (!started && this.restarts === 0)) return;

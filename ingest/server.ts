@@ -584,9 +584,9 @@ export async function startIngestServer(input: IngestOptionsInput, deps: IngestD
       // Nothing to show before the engine has recovered (it answered an empty object).
       const reply = starting();
       if (reply !== undefined) return reply;
-      // Recovered, its first live figures not reported yet (it answered `{}` for that moment).
+      // The engine has no figures to report: recovered but not reported yet (it answered `{}`), or down and restarting (it answered the dead one's).
       const live = deps.live();
-      return live === undefined ? failure(503, 'starting', 'Sluice is starting: its engine has not reported its live figures yet; retry', { 'Retry-After': '1' }) : { status: 200, body: JSON.stringify(live) };
+      return live === undefined ? failure(503, 'starting', 'the engine is starting or restarting and has not reported live figures yet; retry', { 'Retry-After': '1' }) : { status: 200, body: JSON.stringify(live) };
     }),
   );
   app.get('/metrics', (res) => {

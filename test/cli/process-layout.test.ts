@@ -126,6 +126,9 @@ describe('sluice serve: ingest and engine in separate processes', () => {
     await delay(600);
     process.kill(engine, 'SIGKILL');
     const ackedAtKill = t.acked.size;
+    // Reaped by serve (its restart is 500 ms away): no live figures — they stayed frozen at the dead engine's, answered 200.
+    expect(await gone(engine, 5_000)).toBe(true);
+    expect((await fetch(`${server.url}/v1/live`)).status, '/v1/live while the engine is down').toBe(503);
     const restarted = await engineOf(server, engine);
     await traffic;
     expect(t.acked.size, 'acks went on while the engine was down').toBeGreaterThan(ackedAtKill);
