@@ -16,7 +16,7 @@ import { ClusterNode } from '../engine/cluster-node.js';
 import { LeaseTable, LEASE_DEFAULTS } from '../engine/lease.js';
 import { JetStreamLogs } from '../log/jetstream-log.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
-import { untilSignal } from './until-signal.js';
+import { runUntilSignal } from './until-signal.js';
 
 export interface EngineNodeSettings {
   /** Lease time-to-live, ms (a dead node's shards are taken over within about ttl + ttl/3). Default 15 s. */
@@ -114,17 +114,14 @@ export function register(program: Command): void {
       const { leaseTtl, nodeId, ...rest } = flags;
       const config = composeServeConfig({ ...rest, port: rest.port ?? '9464' } as RawSettings);
       const logger = pino({ level: process.env.SLUICE_LOG_LEVEL ?? 'info' }, pino.destination(2));
-      const start = startEngineNode(config, { ...(leaseTtl !== undefined ? { leaseTtlMs: parseDuration(leaseTtl, '--lease-ttl') } : {}), ...(nodeId !== undefined ? { nodeId } : {}) }, logger);
       // As serve: a stop during the start (its first scan restores the shards it takes) waits for it, then hands everything over.
-      let stopping = false;
-      const stopped = untilSignal(async () => {
-        stopping = true;
-        await (await start.catch(() => undefined))?.close();
-      }, logger, 'stopping: final checkpoint of the owned shards, then the leases are released');
-      const running = await start;
-      if (!stopping) {
-        process.stdout.write(`Sluice engine node listening on ${running.url}\n  lake: ${config.engine.lake}\n  data: ${config.engine.dataDir}\n  shards: ${config.engine.shards} (owned now: ${running.node.coordinator.ownedShards.join(', ') || 'none'})\n`);
-      }
-      await stopped;
+      await runUntilSignal(
+        () => startEngineNode(config, { ...(leaseTtl !== undefined ? { leaseTtlMs: parseDuration(leaseTtl, '--lease-ttl') } : {}), ...(nodeId !== undefined ? { nodeId } : {}) }, logger),
+        (running) => running.close(),
+        (running) =>
+          process.stdout.write(`Sluice engine node listening on ${running.url}\n  lake: ${config.engine.lake}\n  data: ${config.engine.dataDir}\n  shards: ${config.engine.shards} (owned now: ${running.node.coordinator.ownedShards.join(', ') || 'none'})\n`),
+        logger,
+        'stopping: final checkpoint of the owned shards, then the leases are released',
+      );
     });
 }

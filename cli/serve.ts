@@ -21,7 +21,7 @@ import { reportCommits, UncommittedLog } from '../ingest/uncommitted-log.js';
 import { logDir } from '../engine/local-logs.js';
 import { composeServeConfig, type RawSettings, type ServeConfig } from './config.js';
 import { claimDataDir } from './serve-lock.js';
-import { untilSignal } from './until-signal.js';
+import { runUntilSignal } from './until-signal.js';
 import { anonymousResidentBytes } from '../common/resident-memory.js';
 
 export interface RunningSluice {
@@ -379,34 +379,26 @@ export function register(program: Command): void {
       // recovers, and a SIGTERM meanwhile killed it without a word, leaving the engine process
       // behind. A stop during the start lets the engine finish recovering, then drains and commits
       // (a start waiting for the object store to come back is given up).
-      const aborted = new AbortController();
-      const start = startSluice(config, logger, aborted.signal);
-      let stopping = false;
-      const stopped = untilSignal(async () => {
-        stopping = true;
-        aborted.abort();
-        await (await start.catch(() => undefined))?.close();
-        await claim?.release();
-      }, logger, 'stopping: draining and committing everything acknowledged');
-      let sluice: RunningSluice;
       try {
-        sluice = await start;
-      } catch (err) {
-        await claim?.release();
-        throw err;
-      }
-      if (!stopping) {
-        process.stdout.write(
-          `Sluice listening on ${sluice.url}\n` +
-            `  write key: ${sluice.writeKey}\n` +
-            `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
-            (config.role === 'ingest' ? `  role:      ingest node (no engine), log ${config.logServers!.join(',')}\n` : `  lake:      ${config.engine.lake}\n`) +
-            `  data:      ${config.engine.dataDir}\n` +
-            `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
-            `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
-            `-d '{"userId":"u1","event":"Application Opened"}'\n`,
+        await runUntilSignal(
+          (stop) => startSluice(config, logger, stop),
+          (sluice) => sluice.close(),
+          (sluice) =>
+            process.stdout.write(
+              `Sluice listening on ${sluice.url}\n` +
+                `  write key: ${sluice.writeKey}\n` +
+                `  dashboard: ${sluice.url}/dashboard?key=${sluice.readKey}\n` +
+                (config.role === 'ingest' ? `  role:      ingest node (no engine), log ${config.logServers!.join(',')}\n` : `  lake:      ${config.engine.lake}\n`) +
+                `  data:      ${config.engine.dataDir}\n` +
+                `  shards:    ${config.engine.shards} on ${config.engine.workers} workers\n` +
+                `try: curl -u ${sluice.writeKey}: -H 'content-type: application/json' ${sluice.url}/v1/track ` +
+                `-d '{"userId":"u1","event":"Application Opened"}'\n`,
+            ),
+          logger,
+          'stopping: draining and committing everything acknowledged',
         );
+      } finally {
+        await claim?.release();
       }
-      await stopped;
     });
 }
