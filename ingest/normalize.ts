@@ -252,8 +252,9 @@ export function applyPii(msg: Record<string, unknown>, pii: PiiOptions): void {
  * Deterministic event id for an event sent without one: SHA-1 of the write key and the event's
  * content (its raw JSON, which holds the original timestamp, not the receive-time-dependent
  * corrected one), so a client retry of the same event gets the same id. `call`: the type the
- * endpoint gives a single call (/v1/page, /v1/screen, …), whose body carries none — the same body
- * sent as a page and as a screen is two events.
+ * endpoint gives a single call (/v1/page, /v1/screen, …) whose body does not name it — the same
+ * body sent as a page and as a screen is two events; a body that names its type gets the id it
+ * has in a batch.
  */
 export function derivedEventId(writeKey: string, content: string | Uint8Array, call?: string): string {
   const h = createHash('sha1').update(writeKey).update('\u0000').update(content);
@@ -323,6 +324,9 @@ export function normalizeSegmentItem(
   // A single call's endpoint says what it is (a "type" in its body does not turn /v1/track into a screen).
   const t = msg.type;
   const type = call ?? (t === null ? undefined : t);
+  // The endpoint's type goes into a derived id only when the body does not say it already: a body
+  // naming its type has the id it has as a batch item (an SDK switching to batching resends it there).
+  const idCall = call !== undefined && t !== call ? call : undefined;
   if (type === undefined) return rejectWith('missing_type', 'an event in a batch needs a "type": track, screen, page, identify, alias or group', rawOf(rawText, bytes));
   if (typeof type !== 'string' || !SEGMENT_TYPES.has(type)) return rejectWith('invalid_type', `type must be one of track, screen, page, identify, alias, group; got ${JSON.stringify(type)}`, rawOf(rawText, bytes));
   let eventType: string;
@@ -330,7 +334,7 @@ export function normalizeSegmentItem(
     const e = msg.event;
     if (!given(e) || e === '') return rejectWith('missing_event', 'a track call needs a non-empty "event" name', rawOf(rawText, bytes));
     if (typeof e !== 'string') return rejectWith('invalid_event', `"event" must be a string, got ${typeof e}`, rawOf(rawText, bytes));
-    if (e.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_event', `"event" is ${e.length} characters; the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes));
+    if (e.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_event', `"event" is ${e.length} UTF-16 code units long (an emoji counts 2); the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes));
     eventType = e;
   } else eventType = type;
   const u = msg.userId;
@@ -436,7 +440,7 @@ export function normalizeSegmentItem(
 
   const messageId = typeof mid === 'string' && mid !== '' ? mid : null;
   const event: IngestRow = {
-    event_id: messageId ?? (bytes ? derivedEventId(ctx.writeKey, bytes.bytes.subarray(bytes.rawStart, bytes.rawEnd), call) : derivedEventId(ctx.writeKey, rawText!, call)),
+    event_id: messageId ?? (bytes ? derivedEventId(ctx.writeKey, bytes.bytes.subarray(bytes.rawStart, bytes.rawEnd), idCall) : derivedEventId(ctx.writeKey, rawText!, idCall)),
     user_id: user,
     anonymous_id: anonymousId,
     event_type: eventType,
@@ -527,7 +531,7 @@ export function normalizeCanonical(input: unknown, ctx: NormalizeContext, rawTex
   const et = e.event_type;
   if (!given(et) || et === '') return rejectWith('missing_type', 'event_type must be a non-empty string', rawOf(rawText, bytes, e));
   if (typeof et !== 'string') return rejectWith('invalid_type', `event_type must be a string, got ${typeOf(et)}`, rawOf(rawText, bytes, e));
-  if (et.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_type', `event_type is ${et.length} characters; the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes, e));
+  if (et.length > MAX_EVENT_NAME_CHARS) return rejectWith('invalid_type', `event_type is ${et.length} UTF-16 code units long (an emoji counts 2); the limit is ${MAX_EVENT_NAME_CHARS}`, rawOf(rawText, bytes, e));
   const eventType = et;
   const badUser = idError('user_id', e.user_id);
   if (badUser !== undefined) return rejectWith('invalid_user_id', badUser, rawOf(rawText, bytes, e));

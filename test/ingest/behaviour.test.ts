@@ -99,7 +99,7 @@ describe('what ingest stores', () => {
     expect(row.source).toBe('ios-app');
   });
 
-  it('derives the id of an event without messageId from its content and its endpoint: the same body as a page and as a screen is two events, a retry of either is one', async () => {
+  it('derives the id of an event without messageId from its content and its endpoint: the same body as a page and as a screen is two events, a retry of either is one; a body naming its type has its batch id', async () => {
     const body = JSON.stringify({ userId: 'same-body', name: 'Home', timestamp: recent() });
     for (const path of ['/v1/page', '/v1/screen', '/v1/page']) expect((await post(`${s.url}${path}`, body, { authorization: basic() })).status).toBe(200);
     const rows = (await s.loggedEvents()).filter((x) => x.user_id === 'same-body');
@@ -107,6 +107,13 @@ describe('what ingest stores', () => {
     const page = rows.filter((x) => x.event_type === 'page');
     expect(page[0]!.event_id, 'a retry of the page call').toBe(page[1]!.event_id);
     expect(rows.find((x) => x.event_type === 'screen')!.event_id).not.toBe(page[0]!.event_id);
+    // A body that names its type has one id as a single call and as a batch item (a resend in a batch is a duplicate).
+    const typed = JSON.stringify({ type: 'track', event: 'Typed', userId: 'typed-body', timestamp: recent() });
+    expect((await post(`${s.url}/v1/track`, typed, { authorization: basic() })).status).toBe(200);
+    expect((await post(`${s.url}/v1/batch`, `{"batch":[${typed}]}`, { authorization: basic() })).status).toBe(200);
+    const ids = (await s.loggedEvents()).filter((x) => x.user_id === 'typed-body').map((x) => x.event_id);
+    expect(ids).toHaveLength(2);
+    expect(ids[0], 'the single call and the batch item').toBe(ids[1]);
   });
 
   it('reports per-event codes for missing/invalid type, bad ids and bad sentAt', async () => {
