@@ -990,7 +990,10 @@ export class Coordinator {
     }
   }
 
-  /** Erasure jobs, between checkpoints (nothing else writes the lake meanwhile); a failure is retried next round. */
+  /**
+   * Erasure jobs, between checkpoints (nothing else writes the lake meanwhile), for at most
+   * `erasureBudgetMs` a round; a failure is retried next round.
+   */
   private async runErasureJobs(): Promise<void> {
     // Erasure requests are per data directory: not run by engine nodes (docs/SCALE-OUT.md).
     if (!this.erasures || this.fatal || this.cluster) return;
@@ -1005,6 +1008,8 @@ export class Coordinator {
   private async runPendingErasures(erasures: ErasureStore): Promise<void> {
     // A compaction started before the request was accepted finishes first (none starts while one is open).
     if (this.compacting) await this.compacting;
+    // Bounded per round: the next checkpoint waits for the jobs (docs/ERASURE.md, "Bound").
+    const until = performance.now() + (this.options.erasureBudgetMs ?? this.options.flushIntervalMs);
     const host: ErasureHost = {
       store: this.store,
       dataDir: this.options.dataDir,
@@ -1023,6 +1028,7 @@ export class Coordinator {
         const dlq = (this.meta.get('dlq-offset') as number | undefined) ?? -1;
         if (dlq >= 0) await this.dlqLog.truncateBefore(dlq + 1);
       },
+      yieldNow: () => performance.now() >= until,
     };
     try {
       await runErasures(host, erasures);

@@ -1,9 +1,10 @@
 /**
  * The erasure job: deletes a request's users from every layer. The coordinator runs it at the end
  * of a checkpoint round (engine/coordinator.ts), so no flush, gold merge, DLQ flush, reconciliation
- * or compaction of the lake runs at the same time. Every step is recorded in the job file
+ * or compaction of the lake runs at the same time, for a bounded time a round (`yieldNow`: the
+ * next round's commits do not wait for a whole job). Every step is recorded in the job file
  * (storage/erasure-store.ts) before the next one starts, and every step is idempotent, so a crash
- * anywhere resumes at the step it was in and the request completes exactly once:
+ * or a stop anywhere resumes at the step it was in and the request completes exactly once:
  *
  *   accepted ─▶ waiting-commit: the users' shards (and dlq/) have committed past the request's
  *   │           log marks — every event of theirs that ingest acknowledged is in the lake or in
@@ -81,6 +82,12 @@ export interface ErasureHost {
   rollLog?(shard: number): Promise<number>;
   /** The shard checkpoints, closes, compacts its LMDB file (freed pages may hold purged sessions) and reopens. */
   compactState?(shard: number): Promise<void>;
+  /**
+   * True once this call's time is spent (the coordinator's budget per checkpoint round): the jobs
+   * stop at their next step boundary, every step before it recorded, and go on at the next call.
+   * Absent: run as far as the jobs can go (`sluice erase` offline).
+   */
+  yieldNow?(): boolean;
 }
 
 /**
@@ -111,7 +118,12 @@ const q = (s: string): string => `'${s.replaceAll("'", "''")}'`;
 /** The id as a JSON string token (with its quotes): what raw payloads and properties hold. */
 const token = (id: string): string => JSON.stringify(id);
 
-/** Runs every open request's next steps; returns the ids completed in this call. */
+/**
+ * Runs every open request's next steps; returns the ids completed in this call. Stops early at a
+ * step boundary when `host.yieldNow()` says so: what is between two calls (shard checkpoints, gold
+ * merges, reconciliation) is what a crash and restart puts there too, which every step survives
+ * (a planned file replaced meanwhile is rescanned, a gold window changed meanwhile is recomputed).
+ */
 export async function runErasures(host: ErasureHost, erasures: ErasureStore): Promise<string[]> {
   const done: string[] = [];
   for (const request of await erasures.requests()) {
@@ -119,6 +131,7 @@ export async function runErasures(host: ErasureHost, erasures: ErasureStore): Pr
     if (!goldCorrectionDue(job)) continue;
     await correctGold(host, job, request.id, () => erasures.saveJob(job));
     await erasures.saveJob(job);
+    if (host.yieldNow?.()) return done;
   }
   for (const { request, job } of await erasures.open()) {
     const users = await erasures.pendingUsers(request.id);
@@ -127,6 +140,7 @@ export async function runErasures(host: ErasureHost, erasures: ErasureStore): Pr
       continue;
     }
     if (await step(host, erasures, request, job, users)) done.push(request.id);
+    if (host.yieldNow?.()) return done;
   }
   return done;
 }
@@ -172,17 +186,18 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
     faultPoint('erasure:purged');
     await scan(host, job, users, shards);
     await save(erasures, job, 'scanned');
+    if (host.yieldNow?.()) return false;
   }
   if (job.phase === 'scanned') {
-    // A planned file another writer replaced meanwhile (compaction, reconciliation: possible only when
-    // the job was interrupted after its scan) moved its rows elsewhere: scan again (bounded).
+    // A planned file another writer replaced meanwhile (compaction, reconciliation: possible when
+    // the job stopped after its scan — a crash, or its time per round spent) moved its rows
+    // elsewhere: scan again (bounded). Recorded per file, so a stop before the rescan keeps it.
     for (let round = 0; ; round++) {
-      let stale = false;
       for (const entry of job.plan ?? []) {
         if (entry.done) continue;
         const r = await rewriteWithout(host.store, entry.key, (t) => dropMask(t, entry.table as TableName | 'session_aliases', users, job.sessionIds ?? []), `erase-${request.id}`, { compression: host.compression }, entry.rows);
         entry.done = true;
-        if (r.missing && !r.missing.ours) stale = true;
+        if (r.missing && !r.missing.ours) entry.stale = true;
         else {
           const l = layer(job, entry.table);
           l.files.push(entry.key);
@@ -192,8 +207,9 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
         if (r.rowsBefore - r.rowsAfter !== entry.rows && r.rowsBefore !== r.rowsAfter) host.log.warn({ key: entry.key, planned: entry.rows, dropped: r.rowsBefore - r.rowsAfter }, 'erasure dropped another row count than its scan found');
         faultPoint('erasure:mid-rewrite');
         await erasures.saveJob(job);
+        if (host.yieldNow?.()) return false;
       }
-      if (!stale) break;
+      if (!(job.plan ?? []).some((e) => e.stale)) break;
       if (round >= 3) throw internalError('erasure_plan_stale', `erasure ${request.id}: the files it planned to rewrite keep being replaced; retried after the next checkpoint`);
       await scan(host, job, users, shards);
       await erasures.saveJob(job);
@@ -202,8 +218,9 @@ async function step(host: ErasureHost, erasures: ErasureStore, request: ErasureR
   }
   if (job.phase === 'rewritten') {
     // Windows still open hold counts only (no id): they are corrected once merged, also after the job is done.
-    await correctGold(host, job, request.id, () => erasures.saveJob(job));
+    if (!(await correctGold(host, job, request.id, () => erasures.saveJob(job)))) return false;
     await save(erasures, job, 'gold-done');
+    if (host.yieldNow?.()) return false;
   }
   if (job.phase === 'gold-done' || job.phase === 'waiting-log') {
     if (!job.stateCompacted && host.compactState) {
@@ -574,11 +591,12 @@ function goldRows(bytes: Uint8Array): MetricRow[] {
  * writer — reconciliation, a merge — rewrote it: whether it still counts them is unknown), is
  * recomputed from silver instead (recomputeWindows). Windows not merged yet stay in `job.windows`.
  * Crash-safe: the corrected file's fingerprint is saved (`save`) before it is written, so a redo
- * that finds it in place does not subtract twice.
+ * that finds it in place does not subtract twice. False when it stopped early (`host.yieldNow`):
+ * the windows left stay in `job.windows` for the next call.
  */
-async function correctGold(host: ErasureHost, job: ErasureJob, id: string, save: () => Promise<void>): Promise<void> {
+async function correctGold(host: ErasureHost, job: ErasureJob, id: string, save: () => Promise<void>): Promise<boolean> {
   const windows = job.windows ?? { hourly: [], daily: [] };
-  if (windows.hourly.length + windows.daily.length === 0) return;
+  if (windows.hourly.length + windows.daily.length === 0) return true;
   const ready = await readiness(host);
   const todo = [...windows.hourly.map((s) => ['hourly', s] as const), ...windows.daily.map((s) => ['daily', s] as const)].filter(([g, s]) => ready(g, s));
   const recompute: Array<readonly [Grain, number]> = [];
@@ -610,8 +628,10 @@ async function correctGold(host: ErasureHost, job: ErasureJob, id: string, save:
     part.how = 'subtracted';
     windowCorrected(job, g, start, key);
     await save();
+    if (host.yieldNow?.()) return false;
   }
   if (recompute.length > 0) await recomputeWindows(host, job, id, recompute);
+  return true;
 }
 
 function windowCorrected(job: ErasureJob, g: Grain, start: number, key: string): void {

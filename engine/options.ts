@@ -135,6 +135,14 @@ export interface EngineOptions {
    * take a shard over; costs one extra object per checkpoint. Default false (one node).
    */
   stateInObjectStore: boolean;
+  /**
+   * How long erasure jobs may run after a checkpoint round before they stop at their next step
+   * (a file rewritten, a gold window corrected, a phase ended) and go on after the next round:
+   * the next checkpoint waits for them, so one long job no longer holds every commit back for its
+   * whole run (at 5 s flushes three jobs kept the last checkpoint 73 s old). Default: the flush
+   * interval. 0: one step per round.
+   */
+  erasureBudgetMs?: number;
 }
 
 export function defaultEngineOptions(): EngineOptions {
@@ -211,6 +219,7 @@ export function validateEngineOptions(partial: Partial<EngineOptions>): EngineOp
   if (!(Number.isInteger(o.dedupHotCapacity) && o.dedupHotCapacity >= 1000)) throw userError('invalid_option', `dedupHotCapacity must be an integer ≥ 1000, got ${o.dedupHotCapacity}`);
   if (!(Number.isFinite(o.shutdownDrainMs) && o.shutdownDrainMs >= 0)) throw userError('invalid_option', `shutdownDrainMs must be ≥ 0 ms, got ${o.shutdownDrainMs}`);
   if (typeof o.stateInObjectStore !== 'boolean') throw userError('invalid_option', `stateInObjectStore must be true or false, got ${String(o.stateInObjectStore)}`);
+  if (o.erasureBudgetMs !== undefined && !(Number.isFinite(o.erasureBudgetMs) && o.erasureBudgetMs >= 0)) throw userError('invalid_option', `erasureBudgetMs must be ≥ 0 ms, got ${o.erasureBudgetMs}`);
   return o;
 }
 

@@ -67,8 +67,12 @@ export interface ErasureJob {
   completedAt?: string;
   /** Per table (and `log`, `state`): files rewritten or deleted, rows removed. */
   layers: Record<string, LayerReport>;
-  /** The rewrite plan from the scan: files holding the users' rows and how many; `done` once rewritten. */
-  plan?: Array<{ table: string; key: string; rows: number; done: boolean }>;
+  /**
+   * The rewrite plan from the scan: files holding the users' rows and how many; `done` once
+   * rewritten; `stale` when the file was gone at its rewrite (replaced by another writer: its rows
+   * moved elsewhere, so the job scans again before it goes on).
+   */
+  plan?: Array<{ table: string; key: string; rows: number; done: boolean; stale?: boolean }>;
   /** Session ids of the users (murmur3 hashes, needed to match session_aliases); cleared when done. */
   sessionIds?: string[];
   /** Gold windows (start ms) the users' events fell in, still to correct. */
