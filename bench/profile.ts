@@ -26,6 +26,12 @@
  * sampling itself still costs the JS threads a little (a signal per interval).
  *
  * The load generator runs in this process, on the same machine: it is the client, not counted.
+ *
+ * Two limits (bench/results/profile-threads-2026-12-06.md): a call that wakes another thread (the
+ * ack's socket write wakes the client, a log write a pool thread) gets the samples of the time its
+ * thread then waits for the core, so such rows read 2–3× high on two cores (check them with
+ * `perf`); and background compaction (every 60 s) and the JIT's warm-up are inside the window only
+ * if it is long enough (≥ 90 s of load, or a 70-s warm-up).
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
