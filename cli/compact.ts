@@ -73,7 +73,8 @@ export function register(program: Command): void {
         let compacted: Awaited<ReturnType<typeof compactAll>>;
         let retained: Awaited<ReturnType<typeof applyRetention>> | undefined;
         try {
-          compacted = await compactAll(store, { olderThanMs, targetBytes, tables: f.table ? [f.table as TableName] : undefined });
+          // Closed partitions get no more flushes: merged once, whole, rather than only where small files outweigh a big one.
+          compacted = await compactAll(store, { olderThanMs, targetBytes, everySmallFile: true, tables: f.table ? [f.table as TableName] : undefined });
           retained = retention ? await applyRetention(store, retention) : undefined;
         } finally {
           await claim.release();

@@ -104,7 +104,7 @@ export function register(program: Command): void {
     .option('--flush-interval <duration>', 'checkpoint / file flush interval, e.g. 10s')
     .option('--allowed-lateness <duration>', 'watermark lag behind the max event time, e.g. 2h')
     .option('--session-gap <duration>', 'inactivity gap closing a session, e.g. 30m')
-    .option('--dedup-ttl <duration>', 'how long event ids are remembered, e.g. 24h')
+    .option('--dedup-ttl <duration>', 'how long event ids are remembered (by receive time, in whole hours), e.g. 24h')
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--lease-ttl <duration>', `shard lease time-to-live: a dead node's shards move within about 4/3 of it (default ${LEASE_DEFAULTS.ttlMs / 1000}s)`)

@@ -357,7 +357,7 @@ export function register(program: Command): void {
     .option('--flush-interval <duration>', 'checkpoint / file flush interval, e.g. 10s')
     .option('--allowed-lateness <duration>', 'watermark lag behind the max event time, e.g. 2h')
     .option('--session-gap <duration>', 'inactivity gap closing a session, e.g. 30m')
-    .option('--dedup-ttl <duration>', 'how long event ids are remembered, e.g. 24h')
+    .option('--dedup-ttl <duration>', 'how long event ids are remembered (by receive time, in whole hours), e.g. 24h')
     .option('--target-file-size <bytes>', 'target Parquet file size, e.g. 128MiB')
     .option('--compression <codec>', 'zstd | snappy | none')
     .option('--worker-nice <n>', 'niceness 0–19 of the engine (its process and worker threads; default 10: acks first)')

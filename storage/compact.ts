@@ -61,6 +61,12 @@ export interface CompactOptions {
   records?: readonly CommitRecord[];
   /** Crash tests only: stop after this step, as if the process died there. */
   stopAfter?: 'stage' | 'record' | 'publish';
+  /**
+   * Merge every small file of a shard, not only those worth merging under a trickle (`convergent`,
+   * which leaves a partition's big file alone until the small ones outweigh half of it): an
+   * operator's `sluice compact` of closed partitions, run once, not every minute. Default false.
+   */
+  everySmallFile?: boolean;
 }
 
 export const COMPACT_DEFAULTS = { targetBytes: 128 * 1024 * 1024 } as const;
@@ -120,7 +126,7 @@ export async function compactPartition(store: ObjectStore, tablePrefix: string, 
   }
   const result: CompactResult = { inputs: 0, outputs: 0, rows: 0 };
   for (const [shard, files] of [...byShard].sort(([a], [b]) => (a ?? -1) - (b ?? -1))) {
-    const r = await compactShardFiles(store, dir, convergent(files), shard, target, live, { ...options, records });
+    const r = await compactShardFiles(store, dir, options.everySmallFile ? files : convergent(files), shard, target, live, { ...options, records });
     result.inputs += r.inputs;
     result.outputs += r.outputs;
     result.rows += r.rows;

@@ -3,7 +3,8 @@
  * events, the current hour) is not rewritten whole on every run. A file is rewritten only with at
  * least half its size of new data (storage/compact.ts `convergent`), so over n arrivals a row is
  * rewritten O(log n) times and the partition holds O(log n) files — where merging every small
- * file each time rewrote O(n²) rows (issue: one silver hour rewritten ten times).
+ * file each time rewrote O(n²) rows (issue: one silver hour rewritten ten times). An operator's
+ * `sluice compact` of the closed partition then merges what that rule left (`everySmallFile`).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,6 +52,19 @@ describe('compaction under a trickle', () => {
       expect([Number(row!.n), Number(row!.ids)]).toEqual([total, total]);
     } finally {
       lake.close();
+    }
+
+    // An operator's run over the closed partition (`sluice compact`) merges what the trickle rule left: one file.
+    expect(files).toBeGreaterThan(1);
+    const once = await compactPartition(store, TABLES.events.prefix, PARTITION, { now: Date.UTC(2026, 4, 11), everySmallFile: true });
+    expect(once.inputs).toBe(files);
+    expect((await store.list(`${TABLES.events.prefix}/${PARTITION}/`)).filter((o) => o.key.endsWith('.parquet'))).toHaveLength(1);
+    const after = await openLakeReader(join(root, 'lake'));
+    try {
+      const [row] = await after.rows<{ n: bigint; ids: bigint }>(`SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM ${after.rel('events')}`);
+      expect([Number(row!.n), Number(row!.ids)]).toEqual([total, total]);
+    } finally {
+      after.close();
     }
   });
 });
