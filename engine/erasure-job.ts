@@ -23,7 +23,7 @@
  *   │           (correctGold: the cost follows their rows, not the lake) and is overwritten; a
  *   │           window the subtraction cannot correct exactly is recomputed from silver instead
  *   ├─▶ waiting-log: the ids' shards' LMDB files (where the purge deleted) are compacted online
- *   │           (checkpoint, close, compacting copy, reopen: no freed page keeps a purged
+ *   │           (checkpoint, close, copy into a fresh file, reopen: no freed page keeps a purged
  *   │           session); a log (theirs, an involved shard's, the DLQ's) whose active segment
  *   │           holds records at or below the marks is rolled (sealed, on the log's writer:
  *   │           ingest, over IPC from the engine process); then it waits until truncation after

@@ -9,18 +9,20 @@
  *   is sealed by creating the next, empty segment — exactly what the log does when it rolls. The
  *   engine's next checkpoint then truncates the sealed one (every record in it is committed).
  * - `compactErasedState` (before the shards open: Coordinator.start): LMDB keeps freed pages —
- *   with the purged sessions' bytes — until it reuses them; a compacting copy of the shard's
- *   environment holds live pages only, and replaces the file.
+ *   with the purged sessions' bytes — until it reuses them; a copy of the shard's entries into a
+ *   fresh environment holds live pages only, and replaces the file.
  *
  * Both are idempotent; the job (engine/erasure-job.ts) waits for their effect before it completes.
  */
 import { open as openFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { open as openLmdb } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
+import { internalError } from '../common/errors.js';
 import { faultPoint } from '../common/fault.js';
 import { SegmentLog } from '../log/segment-log.js';
 import type { ErasureStore } from '../storage/erasure-store.js';
 import { logMarks } from './erasure-job.js';
+import { openStateEnv } from './state-env.js';
 
 const segmentName = (first: number): string => `${String(first).padStart(20, '0')}.seg`;
 
@@ -34,21 +36,33 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * Replaces the LMDB file at `path` (closed by everyone in this process) by a compacting copy of
- * it: live pages only, so no freed page keeps bytes of deleted entries. The copy is fsync'd and
- * renamed over the file (a crash leaves the old file or the new one, and at worst a stray copy,
- * removed next time). False when there is no file.
+ * Replaces the shard state file at `path` (closed by everyone in this process) by a copy of its
+ * entries into a fresh environment: live pages only, so no freed page keeps bytes of deleted
+ * entries. The copy is fsync'd and renamed over the file (a crash leaves the old file or the new
+ * one, and at worst a stray copy, removed next time). False when there is no file.
+ *
+ * Not LMDB's compacting copy (`env.backup(path, true)`, MDB_CP_COMPACT): of a database holding
+ * values on overflow pages (the dedup index's runs, over a page each) it wrote a file whose next
+ * drop of that database failed LMDB's assertion in mdb_page_alloc and aborted the process — at
+ * every restart, as the file stayed (lmdb-js issue 198; test/engine/state-compact.test.ts).
  */
 export async function compactLmdbFile(path: string): Promise<boolean> {
   if (!(await stat(path).catch(() => undefined))) return false;
   const copy = `${path}.compact`;
   await rm(copy, { force: true });
-  const env = openLmdb({ path, maxDbs: 4096, compression: false });
+  await rm(`${copy}-lock`, { force: true });
+  const env = openStateEnv(path);
   try {
-    await env.backup(copy, true);
+    const target = openStateEnv(copy);
+    try {
+      copyEntries(env, target, path);
+    } finally {
+      await target.close();
+    }
   } finally {
     await env.close();
   }
+  await rm(`${copy}-lock`, { force: true });
   const fh = await openFile(copy, 'r+');
   await fh.sync();
   await fh.close();
@@ -57,6 +71,39 @@ export async function compactLmdbFile(path: string): Promise<boolean> {
   await rm(`${path}-lock`, { force: true });
   await fsyncDir(dirname(path));
   return true;
+}
+
+/** Entries copied per write transaction (bounds the copy's dirty pages, not its result). */
+const COPY_BATCH = 10_000;
+
+/**
+ * Every named database of `from` and its entries, byte for byte (keys and values as stored: the
+ * encodings are the readers'), into the empty environment `to`, in key order (appended: full
+ * pages). The databases are the root's keys: shard state puts nothing in the root itself.
+ * Each database's entry count is checked against the source's.
+ */
+function copyEntries(from: RootDatabase, to: RootDatabase, path: string): void {
+  for (const name of [...from.getKeys()].map(String)) {
+    const src = from.openDB({ name, keyEncoding: 'binary', encoding: 'binary' });
+    const dst = to.openDB({ name, keyEncoding: 'binary', encoding: 'binary' });
+    let batch: Array<[Buffer, Buffer]> = [];
+    let copied = 0;
+    const flush = (): void => {
+      const entries = batch;
+      to.transactionSync(() => {
+        for (const [k, v] of entries) dst.putSync(k, v, { append: true });
+      });
+      copied += entries.length;
+      batch = [];
+    };
+    for (const { key, value } of src.getRange()) {
+      batch.push([Buffer.from(key as Buffer), Buffer.from(value as Buffer)]);
+      if (batch.length >= COPY_BATCH) flush();
+    }
+    flush();
+    const expected = src.getCount();
+    if (copied !== expected || dst.getCount() !== expected) throw internalError('state_copy_mismatch', `copying shard state database ${name} of ${path}: ${copied} entries copied, ${dst.getCount()} in the copy, ${expected} in the source`);
+  }
 }
 
 /** Jobs past their purge (their state is purged, their log records committed). */
