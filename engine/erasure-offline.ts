@@ -42,9 +42,10 @@ async function fsyncDir(dir: string): Promise<void> {
  * one, and at worst a stray copy, removed next time). False when there is no file.
  *
  * Not LMDB's compacting copy (`env.backup(path, true)`, MDB_CP_COMPACT): of a database holding
- * values on overflow pages (the dedup index's runs, over a page each) it wrote a file whose next
- * drop of that database failed LMDB's assertion in mdb_page_alloc and aborted the process — at
- * every restart, as the file stayed (lmdb-js issue 198; test/engine/state-compact.test.ts).
+ * values on overflow pages (a dedup run over ≈ 2 KB: ≈ 250 ids of one prefix) it wrote a file
+ * whose next drop of that database failed LMDB's assertion in mdb_page_alloc and aborted the
+ * process — at every restart, as the file stayed (lmdb-js issue 198;
+ * test/engine/state-compact.test.ts).
  */
 export async function compactLmdbFile(path: string): Promise<boolean> {
   if (!(await stat(path).catch(() => undefined))) return false;

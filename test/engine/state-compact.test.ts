@@ -1,10 +1,11 @@
 /**
  * The erasure's compaction of a shard's state file (engine/erasure-offline.ts `compactLmdbFile`):
  * the file it leaves holds every live entry byte for byte, none of the deleted ones' bytes, and
- * stays writable the way the engine writes it — dropping a dedup bucket whose runs sit on overflow
- * pages, then writing new runs. LMDB's compacting copy (`env.backup(path, true)`) failed exactly
- * there: its file aborted the process at that drop (mdb_page_alloc: "Assertion 'key.mv_size > 0'
- * failed"), and at every restart after it — the engine crash-looped after an online erasure.
+ * stays writable the way the engine writes it — dropping a dedup bucket whose runs (over ≈ 2 KB)
+ * sit on overflow pages, then writing new runs. LMDB's compacting copy (`env.backup(path, true)`)
+ * failed exactly there: its file aborted the process at that drop (mdb_page_alloc: "Assertion
+ * 'key.mv_size > 0' failed"), and at every restart after it — the engine crash-looped after an
+ * online erasure.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const PURGED = 'purged-user-Xq81-session-bytes';
 
-/** A run of fingerprints: over a page (4 KiB), so it lives on overflow pages. */
+/** A run of fingerprints: over half a page (4 KiB), so it lives on overflow pages. */
 const run = (prefix: number, seq: number): Buffer => Buffer.alloc(5_000 + 8 * seq, (prefix + seq) & 0xff);
 const runKey = (prefix: number, seq: number): Buffer => Buffer.from([prefix, 0, 0, 0, seq]);
 
