@@ -74,8 +74,9 @@ export async function compactLmdbFile(path: string): Promise<boolean> {
   return true;
 }
 
-/** Entries copied per write transaction (bounds the copy's dirty pages, not its result). */
+/** Entries and bytes copied per write transaction (bound the copy's memory, not its result). */
 const COPY_BATCH = 10_000;
+const COPY_BATCH_BYTES = 64 * 1024 * 1024;
 
 /**
  * Every named database of `from` and its entries, byte for byte (keys and values as stored: the
@@ -88,6 +89,7 @@ function copyEntries(from: RootDatabase, to: RootDatabase, path: string): void {
     const src = from.openDB({ name, keyEncoding: 'binary', encoding: 'binary' });
     const dst = to.openDB({ name, keyEncoding: 'binary', encoding: 'binary' });
     let batch: Array<[Buffer, Buffer]> = [];
+    let batchBytes = 0;
     let copied = 0;
     const flush = (): void => {
       const entries = batch;
@@ -96,10 +98,13 @@ function copyEntries(from: RootDatabase, to: RootDatabase, path: string): void {
       });
       copied += entries.length;
       batch = [];
+      batchBytes = 0;
     };
     for (const { key, value } of src.getRange()) {
-      batch.push([Buffer.from(key as Buffer), Buffer.from(value as Buffer)]);
-      if (batch.length >= COPY_BATCH) flush();
+      const entry: [Buffer, Buffer] = [Buffer.from(key as Buffer), Buffer.from(value as Buffer)];
+      batch.push(entry);
+      batchBytes += entry[0].length + entry[1].length;
+      if (batch.length >= COPY_BATCH || batchBytes >= COPY_BATCH_BYTES) flush();
     }
     flush();
     const expected = src.getCount();
