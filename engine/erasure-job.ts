@@ -385,7 +385,11 @@ async function scan(host: ErasureHost, job: Job, users: string[], shards: number
         for (const r of await rows(conn, `SELECT DISTINCT shard FROM ${rel} WHERE ${where}`)) found.add(Number(r.shard));
       }
       if (m.table === 'events') {
-        silver = { rel, where };
+        // The users' part of gold counts each row once: not the inputs of a compaction whose merged
+        // file is present too (a crash between its publish and its deletes). Both are rewritten.
+        const once = new Set(await withoutCompactedInputs(host.store, [...paths.values()]));
+        const read = [...paths].filter(([, key]) => once.has(key)).map(([path]) => path);
+        silver = { rel: read.length === paths.size ? rel : `read_parquet(${parquetList(read)}, filename = true, union_by_name = true)`, where };
         for (const r of await rows(conn, `SELECT DISTINCT session_id FROM ${rel} WHERE (${where}) AND session_id IS NOT NULL`)) sessionIds.add(String(r.session_id));
       }
       if (m.table === 'events' || m.table === 'late_events') {
