@@ -14,9 +14,9 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { composeServeConfig } from '../../cli/config.js';
-import { startSluice, type RunningSluice } from '../../cli/serve.js';
+import { startSluice } from '../../cli/serve.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
-import { filesHolding, postJson, segmentEvents } from '../helpers/erasure.js';
+import { checkpointRound, filesHolding, postJson, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('b-');
@@ -33,12 +33,6 @@ const root = mkdtempSync(join(tmpdir(), 'sluice-erase-budget-'));
 afterAll(() => {
   if (!process.env.KEEP_LAKE) rmSync(root, { recursive: true, force: true });
 });
-
-/** One checkpoint round (the erasure job takes its one step at its end). */
-async function round(s: RunningSluice): Promise<void> {
-  await s.coordinator!.drain();
-  await s.coordinator!.checkpointNow(true);
-}
 
 async function countsByUser(lakeDir: string): Promise<Map<string, number>> {
   const lake = await openLakeReader(lakeDir);
@@ -71,7 +65,7 @@ describe('erasure in bounded steps', () => {
       for (let f = 0; f < 4; f++) {
         const batch = [A, ...others].flatMap((u, i) => [1, 2, 3].map((h) => ev(u, D + h * HOUR + (f * 10 + i) * MIN)));
         expect((await postJson(s.url, '/v1/batch', { batch }, 'wk-budget')).status).toBe(200);
-        await round(s);
+        await checkpointRound(s);
       }
       before = await countsByUser(d.lake);
       expect(before.get(A)).toBe(12);
@@ -83,7 +77,7 @@ describe('erasure in bounded steps', () => {
       // Rounds until the job has rewritten some of its files and not others.
       const pending = (j: ErasureJob) => (j.plan ?? []).filter((e) => !e.done);
       for (let i = 0; i < 20; i++) {
-        await round(s);
+        await checkpointRound(s);
         const j = job(id);
         if (j.phase === 'scanned' && (j.plan ?? []).some((e) => e.done) && pending(j).filter((e) => e.table === 'events').length >= 2) break;
       }
@@ -94,7 +88,7 @@ describe('erasure in bounded steps', () => {
       // A checkpoint commits new events while the job is half done.
       const fresh = [0, 1, 2].map((k) => ev(LATE_COMER, Date.now() - (5 - k) * MIN));
       expect((await postJson(s.url, '/v1/batch', { batch: fresh }, 'wk-budget')).status).toBe(200);
-      await round(s);
+      await checkpointRound(s);
       expect((await countsByUser(d.lake)).get(LATE_COMER), "the late comer's events are in silver").toBe(3);
       expect(job(id).phase, 'while the erasure is still rewriting').toBe('scanned');
 
@@ -104,7 +98,7 @@ describe('erasure in bounded steps', () => {
       moved = join(dirname(from), 'part-moved-by-another-writer.parquet');
       renameSync(from, moved);
 
-      for (let i = 0; i < 200 && job(id).phase !== 'done'; i++) await round(s);
+      for (let i = 0; i < 200 && job(id).phase !== 'done'; i++) await checkpointRound(s);
       expect(job(id).phase).toBe('done');
     } finally {
       await s.close();

@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { composeServeConfig } from '../../cli/config.js';
-import { startSluice, type RunningSluice } from '../../cli/serve.js';
+import { startSluice } from '../../cli/serve.js';
 import { partitionOf, TABLES } from '../../common/lake-layout.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import { compactPartition, finishCompactions } from '../../storage/compact.js';
 import { LocalObjectStore } from '../../storage/local-store.js';
-import { eraseAndWait, filesHolding, postJson, segmentEvents } from '../helpers/erasure.js';
+import { checkpointRound, eraseAndWait, filesHolding, postJson, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader, untilDailyWindowMerged } from '../helpers/lake.js';
 
 const ev = segmentEvents('cl-');
@@ -35,11 +35,6 @@ afterAll(() => {
   if (!process.env.KEEP_LAKE) rmSync(root, { recursive: true, force: true });
 });
 
-async function round(s: RunningSluice): Promise<void> {
-  await s.coordinator!.drain();
-  await s.coordinator!.checkpointNow(true);
-}
-
 const plain = (r: Record<string, unknown>): string =>
   JSON.stringify(Object.fromEntries(Object.entries(r).filter(([k]) => !['year', 'month', 'day', 'hour'].includes(k)).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.getTime() : v])));
 
@@ -56,10 +51,10 @@ describe('erasure beside an interrupted compaction', () => {
       for (let f = 0; f < 3; f++) {
         const batch = [A, ...others].map((u, i) => ev(u, H + (f * 12 + i) * MIN));
         expect((await postJson(s.url, '/v1/batch', { batch }, 'wk-leftover')).status).toBe(200);
-        await round(s);
+        await checkpointRound(s);
       }
       expect((await postJson(s.url, '/v1/batch', { batch: [...others, A].map((u) => ev(u, Date.now() - MIN)) }, 'wk-leftover')).status).toBe(200);
-      expect(await untilDailyWindowMerged(d.lake, D, () => round(s)), 'daily window D merged').toBe(true);
+      expect(await untilDailyWindowMerged(d.lake, D, () => checkpointRound(s)), 'daily window D merged').toBe(true);
 
       // A compaction of hour H stopped after its publish, as a crash there leaves it.
       const store = new LocalObjectStore(d.lake);
@@ -69,7 +64,7 @@ describe('erasure beside an interrupted compaction', () => {
       const files = (await store.list(`${TABLES.events.prefix}/${dir}/`)).filter((o) => o.key.endsWith('.parquet'));
       expect(files.length, 'three inputs and the merged file').toBe(4);
 
-      state = (await eraseAndWait(s.url, ADMIN, [A], 'leftover test', () => round(s))).state;
+      state = (await eraseAndWait(s.url, ADMIN, [A], 'leftover test', () => checkpointRound(s))).state;
     } finally {
       await s.close();
     }

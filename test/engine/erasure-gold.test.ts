@@ -14,10 +14,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { composeServeConfig } from '../../cli/config.js';
-import { startSluice, type RunningSluice } from '../../cli/serve.js';
+import { startSluice } from '../../cli/serve.js';
 import { goldMetricsSql } from '../../engine/gold-sql.js';
 import type { ErasureJob } from '../../storage/erasure-store.js';
-import { eraseAndWait, postJson, segmentEvents } from '../helpers/erasure.js';
+import { checkpointRound, eraseAndWait, postJson, segmentEvents } from '../helpers/erasure.js';
 import { openLakeReader, untilDailyWindowMerged, type LakeReader } from '../helpers/lake.js';
 
 const ev = segmentEvents('g-');
@@ -57,11 +57,6 @@ function traffic(): Array<ReturnType<typeof ev>> {
   return out;
 }
 
-async function settle(s: RunningSluice): Promise<void> {
-  await s.coordinator!.drain();
-  await s.coordinator!.checkpointNow(true);
-}
-
 type Row = Record<string, unknown>;
 const cell = (r: Row): string => `${String(r.device_type)}/${String(r.app_version)}/${String(r.country)}`;
 const plain = (r: Row): Row => Object.fromEntries(Object.entries(r).filter(([k]) => !['year', 'month', 'day', 'hour'].includes(k)).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v instanceof Date ? v.getTime() : v]));
@@ -87,7 +82,7 @@ describe('erasure gold correction', () => {
       expect((await postJson(s.url, '/v1/batch', { batch: traffic() }, 'wk-gold')).status).toBe(200);
       // The watermark passes day D: its hourly and daily windows are emitted and merged.
       expect((await postJson(s.url, '/v1/batch', { batch: [...others, A].map((u) => ev(u, Date.now() - MIN)) }, 'wk-gold')).status).toBe(200);
-      expect(await untilDailyWindowMerged(d.lake, D, () => settle(s)), 'daily window D merged').toBe(true);
+      expect(await untilDailyWindowMerged(d.lake, D, () => checkpointRound(s)), 'daily window D merged').toBe(true);
 
       const lake = await openLakeReader(d.lake);
       try {
@@ -105,7 +100,7 @@ describe('erasure gold correction', () => {
       expect(day.get('tablet/ALL/FR')!.events).toBe(1);
       expect(part.get(`hourly/${D + HOUR}`)!.get('ios/2.1/DE')!.events).toBe(3);
 
-      const erased = await eraseAndWait(s.url, ADMIN, [A], 'gold subtraction test', () => settle(s));
+      const erased = await eraseAndWait(s.url, ADMIN, [A], 'gold subtraction test', () => checkpointRound(s));
       id = erased.id;
       expect(erased.state).toBe('done');
     } finally {

@@ -5,6 +5,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { RunningSluice } from '../../cli/serve.js';
 
 /** A Segment track event factory; message ids are `${prefix}${n}`, unique per factory. */
 export function segmentEvents(prefix: string): (userId: string, t: number, extra?: Record<string, unknown>) => SegmentTestEvent {
@@ -30,6 +31,12 @@ export interface SegmentTestEvent {
   context: Record<string, unknown>;
   properties: Record<string, unknown>;
   [more: string]: unknown;
+}
+
+/** One checkpoint round of an inline engine, after draining what ingest acknowledged (erasure jobs take their steps at its end). */
+export async function checkpointRound(s: RunningSluice): Promise<void> {
+  await s.coordinator!.drain();
+  await s.coordinator!.checkpointNow(true);
 }
 
 /** POSTs `body` as JSON to `url + path` with `key` as the bearer token; the reply's status and JSON body. */
